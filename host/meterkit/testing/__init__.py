@@ -1,0 +1,1 @@
+"""Test support: the pytest plugin that runs firmware tests inside the MicroPython Unix port."""

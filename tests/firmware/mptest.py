@@ -1,0 +1,141 @@
+# Firmware test runner: the same file runs on the Unix port (under pytest or alone) and on a board.
+#
+#   micropython tests/firmware/mptest.py                  run every tests/firmware/test_*.py
+#   micropython tests/firmware/mptest.py test_ina219       one module
+#   micropython tests/firmware/mptest.py test_ina219:test_reset,test_absent
+#   ... --json                                             one machine-readable line per test (for pytest)
+#
+# A test is a module-level function named test_*; it passes unless it raises. Ends with "N passed, N failed".
+import sys
+import time
+
+try:
+    import io
+except ImportError:
+    io = None
+
+_here = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
+if _here not in sys.path:
+    sys.path.insert(0, _here)
+for _p in (_here + "/../../firmware", "/firmware"):
+    if _p not in sys.path:
+        sys.path.append(_p)
+
+MARK = "@@MPTEST "
+
+
+class SkipTest(Exception):
+    pass
+
+
+def eq(got, want, what=""):
+    """assert got == want, with both values in the message (MicroPython asserts carry no expression text)."""
+    if got != want:
+        raise AssertionError("%s: got %r, want %r" % (what or "eq", got, want))
+
+
+def near(got, want, tol, what=""):
+    if abs(got - want) > tol:
+        raise AssertionError("%s: got %r, want %r +/- %r" % (what or "near", got, want, tol))
+
+
+def raises(exc, fn, *args, **kw):
+    """Call fn and return the exception it raised; fail if it raised nothing or something else."""
+    try:
+        fn(*args, **kw)
+    except exc as e:
+        return e
+    raise AssertionError("%s did not raise %s" % (getattr(fn, "__name__", fn), exc.__name__))
+
+
+def _traceback(e):
+    if io is not None and hasattr(sys, "print_exception"):
+        buf = io.StringIO()
+        sys.print_exception(e, buf)
+        return buf.getvalue()
+    return repr(e)
+
+
+def _list_modules():
+    import os
+    return sorted(n[:-3] for n in os.listdir(_here) if n.startswith("test_") and n.endswith(".py"))
+
+
+def _quote(s):
+    # JSON string without depending on the json module's presence on small builds.
+    out = ['"']
+    for ch in s:
+        o = ord(ch)
+        if ch == '"' or ch == "\\":
+            out.append("\\" + ch)
+        elif o < 0x20:
+            out.append("\\u%04x" % o)
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def run(specs, as_json=False):
+    passed = failed = skipped = 0
+    for spec in specs:
+        modname, _, names = spec.partition(":")
+        wanted = names.split(",") if names else None
+        try:
+            mod = __import__(modname)
+        except Exception as e:  # noqa: BLE001 - an import failure fails every test of the module
+            failed += 1
+            tb = _traceback(e)
+            if as_json:
+                print(MARK + '{"mod": %s, "test": "<import>", "ok": 0, "ms": 0, "tb": %s}' % (_quote(modname), _quote(tb)))
+            else:
+                print("FAIL %s (import)\n%s" % (modname, tb))
+            continue
+        tests = wanted or sorted(n for n in dir(mod) if n.startswith("test_"))
+        for name in tests:
+            fn = getattr(mod, name, None)
+            t0 = time.ticks_ms()
+            status, tb = 1, ""
+            if fn is None:
+                status, tb = 0, "no such test: %s.%s" % (modname, name)
+            else:
+                try:
+                    fn()
+                except SkipTest as e:
+                    status, tb = 2, str(e)
+                except Exception as e:  # noqa: BLE001 - a test fails by raising anything
+                    status, tb = 0, _traceback(e)
+            ms = time.ticks_diff(time.ticks_ms(), t0)
+            if status == 1:
+                passed += 1
+            elif status == 2:
+                skipped += 1
+            else:
+                failed += 1
+            if as_json:
+                print(MARK + '{"mod": %s, "test": %s, "ok": %d, "ms": %d, "tb": %s}'
+                      % (_quote(modname), _quote(name), status, ms, _quote(tb)))
+            else:
+                print("%s %s.%s (%d ms)" % (("FAIL", "ok", "skip")[status], modname, name, ms))
+                if status == 0:
+                    print(tb)
+            try:
+                import gc
+                gc.collect()
+            except ImportError:
+                pass
+    line = "%d passed, %d failed" % (passed, failed)
+    if skipped:
+        line += ", %d skipped" % skipped
+    print(line)
+    return failed
+
+
+def main(argv):
+    as_json = "--json" in argv
+    specs = [a for a in argv if not a.startswith("--")]
+    return run(specs or _list_modules(), as_json)
+
+
+if __name__ == "__main__":
+    sys.exit(1 if main(sys.argv[1:]) else 0)
