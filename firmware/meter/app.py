@@ -1,0 +1,136 @@
+# The meter: sensor -> metrology -> registers -> checkpoints. Hardware arrives through meter.hal.
+#
+# One sampling cycle reads one INA219 conversion cycle (68.6 ms with the default ADC settings). Every batch
+# (Metrology.batch cycles) the kernel integrates, whole µWh move into the registers, and a checkpoint is
+# written when one is due. Nothing in here lets an I2C failure or a chip reset stop the sampling loop.
+from meter.ina219 import INA219, SensorError
+from meter.metrology import Metrology
+from meter.registers import Registers
+from meter.store import Checkpointer, Store
+
+# Event codes (the event log of a later issue stores them; today they are counted and logged).
+EV_SENSOR_FAULT = 1
+EV_SENSOR_OK = 2
+EV_CHIP_RESET = 3
+EV_I2C_ERRORS = 4
+EV_RESTORED = 5
+EV_STORE_CORRUPT = 6
+EV_INTERNAL = 7
+
+SENSOR_RETRY_S = 5  # how often an absent or faulty chip is tried again
+
+
+class Meter:
+    def __init__(self, hw, log=None):
+        self.hw = hw
+        self.log = log or (lambda msg: None)
+        self.event_counts = {}
+        b = hw.board
+        ina = b["ina219"]
+        self.sensor = INA219(hw.i2c, addr=ina["addr"], shunt_uohm=ina["shunt_uohm"], max_ma=ina["max_ma"],
+                             shunt_avg=ina["shunt_avg"], bus_bits=ina["bus_bits"], sleep_us=hw.sleep_us,
+                             ticks_us=hw.ticks_us, on_event=self.event)
+        self.metrology = Metrology(self.sensor.cycle_us, ina["shunt_uohm"])
+        self.store = Store(hw.flash_dir, "registers")
+        ck = b["checkpoint"]
+        self.checkpointer = Checkpointer(self.store, quantum_uwh=ck["quantum_wh"] * 1000000,
+                                         max_interval_s=ck["max_interval_s"])
+        self.registers = Registers()
+        self.sensor_ok = False
+        self._next_sensor_try = 0
+        self._restore()
+
+    # -- events -----------------------------------------------------------------------------------------------
+    def event(self, code, value=0):
+        self.event_counts[code] = self.event_counts.get(code, 0) + 1
+        self.log("event %d value %r" % (code, value))
+
+    # -- persistence ------------------------------------------------------------------------------------------
+    def _restore(self):
+        loaded = self.store.load()
+        if self.store.corrupt:
+            self.event(EV_STORE_CORRUPT, self.store.corrupt)
+        if loaded is None:
+            return
+        seq, payload = loaded
+        try:
+            self.registers = Registers.from_bytes(payload)
+        except ValueError as e:
+            self.event(EV_STORE_CORRUPT, str(e))
+            return
+        self.checkpointer.mark(self.registers.total_uwh(), self.hw.time())
+        self.event(EV_RESTORED, seq)
+
+    def checkpoint(self, force=False):
+        """Write the registers if a checkpoint is due (or forced). Returns True when it wrote."""
+        total = self.registers.total_uwh()
+        now = self.hw.time()
+        if force or self.checkpointer.due(total, now):
+            self.store.save(self.registers.to_bytes())
+            self.checkpointer.mark(total, now)
+            return True
+        return False
+
+    # -- sampling ---------------------------------------------------------------------------------------------
+    def start(self):
+        self._try_sensor()
+
+    def _try_sensor(self):
+        try:
+            self.sensor.init()
+        except SensorError as e:
+            if self.sensor_ok or not self.event_counts.get(EV_SENSOR_FAULT):
+                self.event(EV_SENSOR_FAULT, str(e))
+            self.sensor_ok = False
+            self._next_sensor_try = self.hw.time() + SENSOR_RETRY_S
+            return False
+        if not self.sensor_ok:
+            self.event(EV_SENSOR_OK)
+        self.sensor_ok = True
+        return True
+
+    def cycle(self):
+        """Read one conversion cycle; integrate a batch when it fills. Returns True when a batch settled."""
+        if not self.sensor_ok:
+            if self.hw.time() >= self._next_sensor_try:
+                self._try_sensor()
+            else:
+                self.hw.sleep_us(100000)
+            return False
+        s = self.sensor
+        if not s.wait_cycle():
+            return False
+        if self.metrology.add(s.shunt, s.bus, s.tick):
+            self.settle()
+            s.check()  # a chip that reset on a load transient is re-initialised (and the event logged)
+            return True
+        return False
+
+    def settle(self):
+        imp, exp = self.metrology.take_uwh()
+        self.registers.add(imp, exp)
+        self.checkpoint()
+
+    def run_until(self, stop, on_batch=None):
+        """Sample until stop() is true; on_batch(meter) after every settled batch."""
+        while not stop():
+            try:
+                settled = self.cycle()
+            except (OSError, ValueError) as e:  # never let one bad cycle end the loop
+                self.event(EV_INTERNAL, repr(e))
+                settled = False
+            if settled and on_batch is not None:
+                on_batch(self)
+        self.metrology.flush()
+        self.settle()
+
+
+def main(board_path):
+    """Run the meter on a board, forever (a later issue adds links and asyncio around this)."""
+    from meter import hal
+
+    board = hal.load_board(board_path)
+    hw = hal.open_hardware(board)
+    meter = Meter(hw, log=print)
+    meter.start()
+    meter.run_until(lambda: False)

@@ -1,0 +1,163 @@
+# Hardware abstraction: the ONLY module that imports machine / esp32 / network.
+#
+# Everything else in meter/ receives its hardware from here as plain objects:
+#   i2c        an object with readfrom_mem_into / writeto_mem (machine.I2C or sim.i2c.SimI2C)
+#   ticks_us   a microsecond counter wrapping at 2^30 (meter.clock.TICKS_PERIOD)
+#   sleep_us   blocking microsecond sleep
+#   time       UTC seconds since 1970 (the ESP32's own epoch is 2000; converted here, once)
+#   relay      an object with on() / off() / value()
+#   flash_dir  a directory for persistent state
+import json
+
+from meter.clock import EPOCH_2000_OFFSET
+
+# What a board profile must hold: section -> {key: (type, lowest, highest)}.
+_SCHEMA = {
+    "i2c": {"id": (int, 0, 1), "scl": (int, 0, 48), "sda": (int, 0, 48), "freq": (int, 10000, 1000000)},
+    "ina219": {"addr": (int, 0x40, 0x4F), "shunt_uohm": (int, 100, 10000000), "max_ma": (int, 1, 100000),
+               "shunt_avg": (int, 1, 128), "bus_bits": (int, 9, 12)},
+    "relay": {"pin": (int, 0, 48)},
+    "checkpoint": {"quantum_wh": (int, 1, 1000), "max_interval_s": (int, 60, 86400)},
+}
+MCUS = ("esp32", "unix-sim")
+_SHUNT_FULL_SCALE_UV = 320000  # INA219 shunt input range at PGA /8
+
+
+class BoardError(ValueError):
+    pass
+
+
+def validate_board(board):
+    """Raise BoardError naming every problem in a board profile dict; return it unchanged when valid."""
+    if not isinstance(board, dict):
+        raise BoardError("board profile must be a JSON object")
+    problems = []
+    for key in ("name", "mcu", "flash_dir"):
+        if not isinstance(board.get(key), str) or not board.get(key):
+            problems.append("missing or empty string '%s'" % key)
+    if board.get("mcu") not in MCUS:
+        problems.append("mcu must be one of %s, not %r" % (", ".join(MCUS), board.get("mcu")))
+    for section, fields in _SCHEMA.items():
+        sec = board.get(section)
+        if not isinstance(sec, dict):
+            problems.append("missing section '%s'" % section)
+            continue
+        for key, (typ, lo, hi) in fields.items():
+            v = sec.get(key)
+            if not isinstance(v, typ) or isinstance(v, bool):
+                problems.append("%s.%s must be an integer, got %r" % (section, key, v))
+            elif not lo <= v <= hi:
+                problems.append("%s.%s = %d is outside %d..%d" % (section, key, v, lo, hi))
+    ina = board.get("ina219")
+    if not problems and ina["max_ma"] * ina["shunt_uohm"] // 1000 > _SHUNT_FULL_SCALE_UV:
+        problems.append("ina219: max_ma x shunt = %d uV exceeds the chip's 320 mV shunt range; use a smaller shunt"
+                        % (ina["max_ma"] * ina["shunt_uohm"] // 1000))
+    if board.get("mcu") == "unix-sim" and not isinstance(board.get("sim"), dict):
+        problems.append("a unix-sim board needs a 'sim' section (scenario, seed, start_unix_s)")
+    if problems:
+        raise BoardError("board profile %r is invalid: %s" % (board.get("name", "?"), "; ".join(problems)))
+    return board
+
+
+def load_board(path):
+    """Read and validate a board profile JSON file. Errors name the file and the problem."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as e:
+        raise BoardError("cannot read board profile %s: %s" % (path, e))
+    try:
+        board = json.loads(text)
+    except ValueError as e:
+        raise BoardError("board profile %s is not valid JSON: %s" % (path, e))
+    return validate_board(board)
+
+
+class Hardware:
+    def __init__(self, board, i2c, ticks_us, sleep_us, time, relay, flash_dir, sim=None):
+        self.board = board
+        self.i2c = i2c
+        self.ticks_us = ticks_us
+        self.sleep_us = sleep_us
+        self.time = time
+        self.relay = relay
+        self.flash_dir = flash_dir
+        self.sim = sim  # the simulator's handles (clock, chip, scenario) when mcu == "unix-sim"
+
+
+def open_hardware(board, flash_dir=None, sim_overrides=None):
+    """Build the Hardware for a validated board profile."""
+    if board["mcu"] == "esp32":
+        return _open_esp32(board, flash_dir or board["flash_dir"])
+    return _open_sim(board, flash_dir or board["flash_dir"], sim_overrides or {})
+
+
+def _ensure_dir(path):
+    import os
+    try:
+        os.mkdir(path)
+    except OSError:
+        pass  # exists already
+    return path
+
+
+def _open_esp32(board, flash_dir):
+    import machine
+    import time
+
+    c = board["i2c"]
+    i2c = machine.I2C(c["id"], scl=machine.Pin(c["scl"]), sda=machine.Pin(c["sda"]), freq=c["freq"])
+    relay = machine.Pin(board["relay"]["pin"], machine.Pin.OUT)
+
+    def utc():
+        return time.time() + EPOCH_2000_OFFSET  # ESP32 time.time() counts from 2000
+
+    # On the ESP32 time.ticks_us() already wraps at 2^30, the period meter.clock assumes.
+    return Hardware(board, i2c, time.ticks_us, time.sleep_us, utc, relay, _ensure_dir(flash_dir))
+
+
+class SimRelay:
+    """A relay pin for the simulator: opening it cuts the simulated load."""
+
+    def __init__(self, chip):
+        self.chip = chip
+        self._v = 1
+
+    def value(self, v=None):
+        if v is None:
+            return self._v
+        self._v = 1 if v else 0
+        self.chip.load_connected = bool(self._v)
+
+    def on(self):
+        self.value(1)
+
+    def off(self):
+        self.value(0)
+
+
+class SimHandles:
+    def __init__(self, clock, bus, chip, scenario):
+        self.clock = clock
+        self.bus = bus
+        self.chip = chip
+        self.scenario = scenario
+
+
+def _open_sim(board, flash_dir, overrides):
+    from sim import scenarios
+    from sim.i2c import SimI2C
+    from sim.ina219 import INA219Model
+    from sim.vclock import VirtualClock
+
+    cfg = dict(board["sim"])
+    cfg.update(overrides)
+    clock = VirtualClock(start_unix_s=cfg.get("start_unix_s", 1793491200))
+    scenario = scenarios.make(cfg.get("scenario", "constant"), seed=cfg.get("seed", 1))
+    ina = board["ina219"]
+    chip = INA219Model(clock, scenario, shunt_ohms=ina["shunt_uohm"] / 1000000, osc_ppm=cfg.get("osc_ppm", 0))
+    bus = SimI2C(clock, freq=board["i2c"]["freq"])
+    if not cfg.get("absent"):
+        bus.add(ina["addr"], chip)
+    return Hardware(board, bus, clock.ticks_us, clock.sleep_us, clock.time, SimRelay(chip),
+                    _ensure_dir(flash_dir), sim=SimHandles(clock, bus, chip, scenario))

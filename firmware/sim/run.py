@@ -1,0 +1,115 @@
+# Run the real meter firmware against the simulated INA219 in virtual time (MicroPython Unix port).
+#
+#   micropython firmware/sim/run.py --board boards/unix-sim.json --scenario solar-day --hours 24 \
+#       [--seed N] [--flash DIR] [--progress] [--trace]
+#
+# Prints "@@RESULT {json}" at the end (the host's `meterkit sim run` reads it). --progress prints
+# "@@PROGRESS <virtual_s>" lines; --trace prints "@@BATCH <metered_uwh> <checkpointed_uwh>" after every batch
+# (used by the power-loss test, which kills this process at random instants).
+import gc
+import json
+import sys
+import time
+
+from meter import hal
+from meter.app import Meter
+
+
+def _args(argv):
+    opts = {"board": "boards/unix-sim.json", "hours": "1", "flash": None, "scenario": None, "seed": None}
+    flags = set()
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith("--") and i + 1 < len(argv) and not argv[i + 1].startswith("--") and a[2:] in opts:
+            opts[a[2:]] = argv[i + 1]
+            i += 2
+        elif a.startswith("--"):
+            flags.add(a[2:])
+            i += 1
+        else:
+            raise SystemExit("unexpected argument %r" % a)
+    return opts, flags
+
+
+def main(argv):
+    opts, flags = _args(argv)
+    board = hal.load_board(opts["board"])
+    overrides = {}
+    if opts["scenario"]:
+        overrides["scenario"] = opts["scenario"]
+    if opts["seed"]:
+        overrides["seed"] = int(opts["seed"])
+    if "absent" in flags:
+        overrides["absent"] = True
+    hw = hal.open_hardware(board, flash_dir=opts["flash"], sim_overrides=overrides)
+    clock = hw.sim.clock
+    duration_us = int(float(opts["hours"]) * 3600 * 1000000)
+    end_us = clock.now_us + duration_us
+    meter = Meter(hw, log=(lambda m: print("log:", m)) if "log" in flags else None)
+    restored_uwh = meter.registers.total_uwh()
+    restored_imp = meter.registers.total_uwh("import")
+    restored_exp = meter.registers.total_uwh("export")
+    if "trace" in flags:
+        print("@@RESTORED %d" % restored_uwh)
+    peak = [gc.mem_alloc()]
+    progress_step = duration_us // 50 or 1
+    next_progress = [clock.now_us + progress_step]
+    trace = "trace" in flags
+    progress = "progress" in flags
+
+    def on_batch(m):
+        a = gc.mem_alloc()
+        if a > peak[0]:
+            peak[0] = a
+        if trace:
+            print("@@BATCH %d %d" % (m.registers.total_uwh(), m.checkpointer.last_uwh))
+        if progress and clock.now_us >= next_progress[0]:
+            next_progress[0] += progress_step
+            print("@@PROGRESS %d %d" % (clock.now_us - (end_us - duration_us), duration_us))
+
+    t0 = time.ticks_ms()
+    meter.start()
+    meter.run_until(lambda: clock.now_us >= end_us, on_batch)
+    meter.checkpoint(force=True)
+    wall_ms = time.ticks_diff(time.ticks_ms(), t0)
+
+    chip = hw.sim.chip
+    metro = meter.metrology
+    regs = meter.registers
+    # This run's energy: what the registers gained since they were restored from flash.
+    imp_uwh = regs.total_uwh("import") - restored_imp
+    exp_uwh = regs.total_uwh("export") - restored_exp
+    gc.collect()
+    result = {
+        "scenario": hw.sim.scenario.name,
+        "hours": float(opts["hours"]),
+        "exact_import_uwh": chip.exact_import_uwh,
+        "exact_export_uwh": chip.exact_export_uwh,
+        "metered_import_uwh": imp_uwh,
+        "metered_export_uwh": exp_uwh,
+        "restored_uwh": restored_uwh,
+        "registers": regs.snapshot(),
+        "samples": metro.samples,
+        "chip_cycles": chip.cycles,
+        "missed": metro.missed,
+        "covered_us": metro.covered_us,
+        "elapsed_us": metro.elapsed_us,
+        "coverage_ppm": metro.coverage_ppm(),
+        "shunt_duty_ppm": meter.sensor.shunt_duty_ppm,
+        "i2c_errors": meter.sensor.errors,
+        "chip_resets": meter.sensor.resets,
+        "overflows": meter.sensor.overflows,
+        "flash_writes": meter.store.writes,
+        "flash_bytes": meter.store.bytes_written,
+        "events": meter.event_counts,
+        "heap_peak": peak[0],
+        "heap_after_gc": gc.mem_alloc(),
+        "heap_total": gc.mem_alloc() + gc.mem_free(),
+        "wall_ms": wall_ms,
+    }
+    print("@@RESULT " + json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,78 @@
+"""The `meterkit` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from meterkit import __version__
+
+
+def _cmd_sim_run(args: argparse.Namespace) -> int:
+    from meterkit.sim import SimError, format_result, progress_bar, run_sim
+
+    progress = None if args.json or args.quiet else progress_bar(f"simulating {args.hours:g} h")
+    try:
+        result = run_sim(args.scenario, args.hours, seed=args.seed, heap=args.heap, flash_dir=args.flash,
+                         board=args.board, progress=progress)
+    except SimError as e:
+        print(f"meterkit sim run: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2) if args.json else format_result(result))
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from meterkit.bench import format_bench, run_bench
+
+    figures = run_bench(quick=args.quick, log=None if args.json else (lambda m: print(m, file=sys.stderr)))
+    print(json.dumps(figures, indent=2) if args.json else format_bench(figures))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from meterkit.demo import run_demo
+
+    return run_demo(hours=args.hours, out=args.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from meterkit.sim import SCENARIOS
+
+    p = argparse.ArgumentParser(prog="meterkit", description="meterkit host toolkit")
+    p.add_argument("--version", action="version", version=f"meterkit {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sim = sub.add_parser("sim", help="run the firmware against simulated hardware")
+    simsub = sim.add_subparsers(dest="sim_command", required=True)
+    run = simsub.add_parser("run", help="one simulated meter, in virtual time, under the MicroPython Unix port")
+    run.add_argument("--scenario", choices=SCENARIOS, default="solar-day")
+    run.add_argument("--hours", type=float, default=24.0, help="virtual hours to simulate (default 24)")
+    run.add_argument("--seed", type=int, default=None)
+    run.add_argument("--heap", default=None, help="cap the interpreter heap, e.g. 96K (ESP32-sized budget)")
+    run.add_argument("--flash", default=None, help="flash directory to keep between runs (default: temporary)")
+    run.add_argument("--board", default=None, help="board profile JSON (default boards/unix-sim.json)")
+    run.add_argument("--json", action="store_true", help="print one JSON object")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(func=_cmd_sim_run)
+
+    bench = sub.add_parser("bench", help="measure the firmware and host side by side")
+    bench.add_argument("--json", action="store_true", help="print one JSON object, a key per figure")
+    bench.add_argument("--quick", action="store_true", help="shorter runs (rougher figures)")
+    bench.set_defaults(func=_cmd_bench)
+
+    demo = sub.add_parser("demo", help="the main job: simulated meters reporting, with a summary")
+    demo.add_argument("--hours", type=float, default=24.0)
+    demo.add_argument("--out", default="out/demo", help="where the demo writes its files")
+    demo.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Run the real firmware under the MicroPython Unix port against the simulated INA219, in virtual time."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from meterkit.firmware import boards_dir, firmware_dir, micropython_cmd, mp_env
+
+SCENARIOS = ("constant", "steps", "solar-day", "random-walk", "export")
+
+
+class SimError(RuntimeError):
+    pass
+
+
+def sim_command(scenario: str, hours: float, *, seed: int | None = None, heap: str | None = None,
+                flash_dir: str | Path | None = None, board: str | Path | None = None,
+                flags: tuple[str, ...] = ()) -> list[str]:
+    args = ["--board", str(board or boards_dir() / "unix-sim.json"), "--scenario", scenario,
+            "--hours", repr(float(hours))]
+    if seed is not None:
+        args += ["--seed", str(seed)]
+    if flash_dir is not None:
+        args += ["--flash", str(flash_dir)]
+    args += [f"--{f}" for f in flags]
+    return micropython_cmd(firmware_dir() / "sim" / "run.py", *args, heap=heap)
+
+
+def run_sim(scenario: str, hours: float, *, seed: int | None = None, heap: str | None = None,
+            flash_dir: str | Path | None = None, board: str | Path | None = None,
+            progress: Callable[[float], None] | None = None, timeout: float = 900) -> dict:
+    """Run one simulated meter to the end and return its result, with host-side wall time added."""
+    if scenario not in SCENARIOS:
+        raise SimError(f"unknown scenario {scenario!r}; choose one of: {', '.join(SCENARIOS)}")
+    with tempfile.TemporaryDirectory(prefix="meterkit-sim-") as tmp:
+        flash = flash_dir or tmp
+        cmd = sim_command(scenario, hours, seed=seed, heap=heap, flash_dir=flash, board=board,
+                          flags=("progress",) if progress else ())
+        t0 = time.monotonic()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=mp_env(), cwd=str(firmware_dir().parent))
+        result = None
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("@@PROGRESS ") and progress:
+                done, total = (int(x) for x in line.split()[1:3])
+                progress(done / total)
+            elif line.startswith("@@RESULT "):
+                result = json.loads(line[len("@@RESULT "):])
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise SimError(f"simulation did not finish within {timeout:.0f} s") from None
+        err = proc.stderr.read() if proc.stderr else ""
+        if proc.returncode != 0 or result is None:
+            raise SimError(f"firmware exited with code {proc.returncode}"
+                           + (f" (heap cap {heap})" if heap else "") + f":\n{err.strip()[-2000:]}")
+    result["wall_s"] = round(time.monotonic() - t0, 3)
+    result["heap_cap"] = heap
+    exact = result["exact_import_uwh"] - result["exact_export_uwh"]
+    metered = result["metered_import_uwh"] - result["metered_export_uwh"]
+    result["exact_net_uwh"] = exact
+    result["metered_net_uwh"] = metered
+    gross = result["exact_import_uwh"] + result["exact_export_uwh"]
+    err_uwh = abs(result["metered_import_uwh"] - result["exact_import_uwh"]) + \
+        abs(result["metered_export_uwh"] - result["exact_export_uwh"])
+    result["error_pct"] = 100.0 * err_uwh / gross if gross else 0.0
+    result["coverage_pct"] = result["coverage_ppm"] / 10000
+    result["shunt_duty_pct"] = result["shunt_duty_ppm"] / 10000
+    return result
+
+
+def progress_bar(label: str, stream=sys.stderr) -> Callable[[float], None]:
+    """A one-line text progress bar (redrawn in place on a terminal, a few lines otherwise)."""
+    tty = stream.isatty()
+    last = [-1]
+
+    def show(frac: float) -> None:
+        pct = int(frac * 100)
+        if pct == last[0] or (not tty and pct % 25):
+            return
+        last[0] = pct
+        filled = pct * 30 // 100
+        text = f"{label} [{'#' * filled}{'.' * (30 - filled)}] {pct:3d}%"
+        stream.write(("\r" + text) if tty else text + "\n")
+        if tty and pct >= 100:
+            stream.write("\n")
+        stream.flush()
+
+    return show
+
+
+def format_result(r: dict) -> str:
+    def wh(uwh: float) -> str:
+        return f"{uwh / 1e6:,.6f} Wh"
+
+    heap = f"{r['heap_peak'] / 1024:.1f} KiB peak in use, {r['heap_after_gc'] / 1024:.1f} KiB after collect"
+    if r.get("heap_cap"):
+        heap += f" (heap capped at {r['heap_cap']})"
+    rows = [
+        ("scenario", f"{r['scenario']}, {r['hours']:g} h of virtual time"),
+        ("exact energy", f"import {wh(r['exact_import_uwh'])}, export {wh(r['exact_export_uwh'])}"
+                         "  (what the simulated chip converted)"),
+        ("metered energy", f"import {wh(r['metered_import_uwh'])}, export {wh(r['metered_export_uwh'])}"),
+        ("error", f"{r['error_pct']:.5f} %"),
+        ("coverage", f"{r['coverage_pct']:.4f} % of elapsed time in conversions read"
+                     f" (shunt duty {r['shunt_duty_pct']:.2f} %)"),
+        ("samples", f"{r['samples']:,} conversion cycles read of {r['chip_cycles']:,}; missed {r['missed']:,}"),
+        ("sensor", f"I2C errors {r['i2c_errors']}, chip resets {r['chip_resets']}, overflows {r['overflows']}"),
+        ("flash", f"{r['flash_writes']} checkpoint writes, {r['flash_bytes']} bytes"),
+        ("heap", heap),
+        ("wall time", f"{r['wall_s']:.1f} s"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
