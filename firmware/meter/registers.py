@@ -132,14 +132,19 @@ class Registers:
         """µWh metered in direction `kind` that do not yet make a whole Wh (0..999_999)."""
         return self._res[_kind_index(kind)]
 
-    def total_uwh(self, kind):
-        """Every µWh ever added in direction `kind` ('import' or 'export'): Wh * 10^6 + residual."""
+    def total_uwh(self, kind=None):
+        """Every µWh ever added in direction `kind` ('import' or 'export'): Wh * 10^6 + residual.
+
+        Without `kind`: import plus export, which grows whenever anything is metered (what the checkpoint
+        policy watches)."""
+        if kind is None:
+            return self.total_uwh(IMPORT) + self.total_uwh(EXPORT)
         k = _kind_index(kind)
         return sum(self._wh[k]) * UWH_PER_WH + self._res[k]
 
     def metered_uwh(self):
-        """Import plus export µWh: grows whenever anything is metered (what the checkpoint policy watches)."""
-        return self.total_uwh(IMPORT) + self.total_uwh(EXPORT)
+        """Import plus export µWh, the same as total_uwh()."""
+        return self.total_uwh()
 
     def get(self, code):
         """Wh held by the register with OBIS code `code` ("1.8.0", "2.8.1", ...)."""

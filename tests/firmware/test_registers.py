@@ -71,6 +71,7 @@ def test_exact():
         eq(r.residual_uwh(kind), fed[k][0] % UWH_PER_WH, kind + " residual")
         assert 0 <= r.residual_uwh(kind) < UWH_PER_WH, "residual range"
     eq(r.metered_uwh(), fed[0][0] + fed[1][0], "metered = import + export")
+    eq(r.total_uwh(), r.metered_uwh(), "total_uwh() without a kind: import + export")
 
 
 def test_reject():
