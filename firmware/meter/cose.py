@@ -1,0 +1,139 @@
+# COSE_Sign1 (RFC 9052 section 4.2) with ES256 (COSE alg -7): the envelope of every meterkit message.
+# Pure: runs under MicroPython and CPython.
+#
+#   sign1(d, kid, payload, aad=b"") -> frame bytes
+#   verify1(frame, lookup_pub_by_kid, aad=b"", max_len=cbor.MAX_LEN) -> (kid, payload)
+#
+# Frame = Tag(18, [protected, unprotected, payload, signature]) in deterministic CBOR, with
+#   protected   = bstr .cbor {1: -7}          (alg: ES256) -> the 3 bytes a1 01 26
+#   unprotected = {4: kid}                    (kid: bstr, the 8-byte device id or the head-end key id)
+#   payload     = bstr (the message's own deterministic CBOR; never detached)
+#   signature   = 64 bytes r || s over Sig_structure = ["Signature1", protected, external_aad, payload]
+#
+# Verification works on the bytes received: the protected header and the payload are checked exactly as
+# sent (the Sig_structure wraps those byte strings; nothing is decoded and re-encoded). The frame must be the
+# deterministic encoding, must carry exactly the headers above (anything else is refused, since the
+# unprotected bucket is not covered by the signature), so an accepted frame is a byte-exact copy of what
+# the signer produced, up to ECDSA's own malleability: (r, n - s) verifies as well as (r, s). Deduplicate
+# and detect replays by the sequence number/counter inside the payload, never by a hash of the frame.
+
+from meter import cbor, p256
+
+TAG_SIGN1 = 18
+ALG_ES256 = -7
+HDR_ALG = 1
+HDR_KID = 4
+
+PROTECTED_ES256 = cbor.encode({HDR_ALG: ALG_ES256})  # b"\xa1\x01\x26"
+
+
+class COSEError(ValueError):
+    pass
+
+
+class Malformed(COSEError):
+    """Not well-formed deterministic CBOR (the cbor.DecodeError is the `cause` attribute)."""
+
+
+class NotSign1(COSEError):
+    """The frame is not a CBOR tag 18 (COSE_Sign1)."""
+
+
+class BadStructure(COSEError):
+    """Tag 18, but not [bstr protected, {4: bstr kid}, bstr payload, bstr signature]."""
+
+
+class BadAlgorithm(COSEError):
+    """The protected header does not say exactly alg = ES256 (-7)."""
+
+
+class UnknownKid(COSEError):
+    """No public key for this kid (the `kid` attribute)."""
+
+
+class BadSignature(COSEError):
+    """The signature does not verify (or is not 64 bytes); the `kid` attribute names the claimed signer."""
+
+
+def _error(cls, msg, **attrs):
+    # attributes set after construction: MicroPython exception subclasses cannot chain __init__ portably
+    e = cls(msg)
+    for k in attrs:
+        setattr(e, k, attrs[k])
+    return e
+
+
+def sig_structure(protected, payload, aad=b""):
+    """Deterministic encoding of the Sig_structure for COSE_Sign1 (RFC 9052 section 4.4)."""
+    buf = bytearray()
+    cbor.encode_into(buf, ["Signature1", protected, aad, payload])
+    return buf
+
+
+def sign1(d, kid, payload, aad=b""):
+    """COSE_Sign1 frame over payload (bytes), signed with private key d (32 bytes), labelled with kid."""
+    if not isinstance(kid, (bytes, bytearray)) or not isinstance(payload, (bytes, bytearray)):
+        raise TypeError("kid and payload must be bytes")
+    signature = p256.sign(d, sig_structure(PROTECTED_ES256, payload, aad))
+    out = bytearray()
+    cbor.encode_into(out, cbor.Tag(TAG_SIGN1, [PROTECTED_ES256, {HDR_KID: bytes(kid)}, payload, signature]))
+    return bytes(out)
+
+
+def _parse(frame, max_len):
+    try:
+        obj = cbor.decode(frame, max_len=max_len, max_depth=4, max_items=16)
+    except cbor.DecodeError as e:
+        raise _error(Malformed, "frame is not deterministic CBOR: %s: %s" % (type(e).__name__, e), cause=e)
+    if not isinstance(obj, cbor.Tag) or obj.number != TAG_SIGN1:
+        raise NotSign1("not a COSE_Sign1 (CBOR tag 18)")
+    msg = obj.value
+    if not isinstance(msg, list) or len(msg) != 4:
+        raise BadStructure("COSE_Sign1 must be an array of 4")
+    protected, unprotected, payload, signature = msg
+    if not isinstance(protected, bytes):
+        raise BadStructure("protected header must be a byte string")
+    if not isinstance(unprotected, dict):
+        raise BadStructure("unprotected header must be a map")
+    if not isinstance(payload, bytes):
+        raise BadStructure("payload must be a byte string (detached payloads are not used)")
+    if not isinstance(signature, bytes):
+        raise BadStructure("signature must be a byte string")
+    try:
+        # a zero-length protected bstr stands for an empty map (RFC 9052 section 3)
+        prot = cbor.decode(protected, max_len=64, max_depth=2, max_items=16) if protected else {}
+    except cbor.DecodeError as e:
+        raise _error(Malformed, "protected header is not deterministic CBOR: %s: %s" % (type(e).__name__, e),
+                     cause=e)
+    if not isinstance(prot, dict):
+        raise BadStructure("protected header must encode a map")
+    if prot.get(HDR_ALG) != ALG_ES256:
+        raise BadAlgorithm("algorithm %r, want ES256 (-7)" % (prot.get(HDR_ALG),))
+    if len(prot) != 1:
+        raise BadStructure("protected header may carry only alg")
+    if len(unprotected) != 1 or HDR_KID not in unprotected:
+        raise BadStructure("unprotected header must be exactly {4: kid}")
+    kid = unprotected[HDR_KID]
+    if not isinstance(kid, bytes):
+        raise BadStructure("kid must be a byte string")
+    return protected, kid, payload, signature
+
+
+def verify1(frame, lookup_pub_by_kid, aad=b"", max_len=cbor.MAX_LEN):
+    """Check a COSE_Sign1 frame; return (kid, payload) or raise a COSEError subclass.
+
+    lookup_pub_by_kid(kid) returns the signer's 65-byte public key, or None (KeyError also counts) if the kid
+    is unknown. Order of checks: CBOR, tag, structure, alg, kid, signature.
+    """
+    protected, kid, payload, signature = _parse(frame, max_len)
+    try:
+        pub = lookup_pub_by_kid(kid)
+    except KeyError:
+        pub = None
+    if pub is None:
+        raise _error(UnknownKid, "unknown kid %s" % kid.hex(), kid=kid)
+    if len(signature) != 64:
+        raise _error(BadSignature, "signature is %d bytes, want 64" % len(signature), kid=kid)
+    if not p256.verify(pub, sig_structure(protected, payload, aad), signature):
+        raise _error(BadSignature, "signature does not verify for kid %s" % kid.hex(), kid=kid)
+    return kid, payload
