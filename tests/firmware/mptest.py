@@ -56,6 +56,14 @@ def _traceback(e):
     return repr(e)
 
 
+def _getenv(name):
+    try:
+        import os
+        return os.getenv(name)
+    except (ImportError, AttributeError):
+        return None
+
+
 def _list_modules():
     import os
     return sorted(n[:-3] for n in os.listdir(_here) if n.startswith("test_") and n.endswith(".py"))
@@ -134,6 +142,9 @@ def run(specs, as_json=False):
 def main(argv):
     as_json = "--json" in argv
     specs = [a for a in argv if not a.startswith("--")]
+    only = _getenv("MPTEST_ONLY")
+    if only and len(specs) == 1 and ":" not in specs[0]:
+        specs = [specs[0] + ":" + only]  # the pytest plugin's selection (see mpytest.py)
     return run(specs or _list_modules(), as_json)
 
 
