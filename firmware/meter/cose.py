@@ -55,6 +55,10 @@ class BadSignature(COSEError):
     """The signature does not verify (or is not 64 bytes); the `kid` attribute names the claimed signer."""
 
 
+def _hex(b):
+    return "".join("%02x" % x for x in b[:32])
+
+
 def _error(cls, msg, **attrs):
     # attributes set after construction: MicroPython exception subclasses cannot chain __init__ portably
     e = cls(msg)
@@ -131,9 +135,9 @@ def verify1(frame, lookup_pub_by_kid, aad=b"", max_len=cbor.MAX_LEN):
     except KeyError:
         pub = None
     if pub is None:
-        raise _error(UnknownKid, "unknown kid %s" % kid.hex(), kid=kid)
+        raise _error(UnknownKid, "unknown kid %s" % _hex(kid), kid=kid)
     if len(signature) != 64:
         raise _error(BadSignature, "signature is %d bytes, want 64" % len(signature), kid=kid)
     if not p256.verify(pub, sig_structure(protected, payload, aad), signature):
-        raise _error(BadSignature, "signature does not verify for kid %s" % kid.hex(), kid=kid)
+        raise _error(BadSignature, "signature does not verify for kid %s" % _hex(kid), kid=kid)
     return kid, payload
