@@ -1,0 +1,327 @@
+# INA219 driver (TI datasheet SBOS448): calibration, continuous shunt+bus conversions, one read per cycle.
+#
+# Integers only, and nothing allocated per read: three preallocated 2-byte buffers, readfrom_mem_into.
+# The hardware is injected: `i2c` is a machine.I2C (or sim.i2c.SimI2C), `ticks_us` a microsecond counter
+# wrapping at 2^30 (meter.clock), `sleep_us` a blocking sleep.
+#
+#   s = INA219(i2c, shunt_uohm=100_000, max_ma=3_200, sleep_us=..., ticks_us=..., on_event=...)
+#   s.init()                 soft reset, configure, calibrate, read back; SensorError if absent or unwilling
+#   while True:
+#       if s.wait_cycle():   sleeps until the next conversion cycle and reads it (False: none / I2C error)
+#           use(s.shunt, s.bus, s.tick)     signed 10 uV counts, 4 mV counts, ticks_us when read
+#       ...; s.check()       now and then: re-initialises a chip that lost its configuration
+#
+# Units: shunt counts are 10 uV (so amps = shunt * 10e-6 / R), bus counts are 4 mV. The chip's current and
+# power registers are calibrated (so other readers such as Adafruit's driver see sensible values) but the
+# meter never uses them: energy comes from shunt x bus, which is finer than the power register.
+try:
+    from micropython import const
+except ImportError:  # CPython (host tests use this driver as-is)
+    def const(x):
+        return x
+
+import errno
+
+from meter.clock import TICKS_MASK, ticks_add, ticks_diff
+
+_REG_CONFIG = const(0)
+_REG_SHUNT = const(1)
+_REG_BUS = const(2)
+_REG_POWER = const(3)
+_REG_CAL = const(5)
+_RST = const(0x8000)
+_BRNG_32V = const(0x2000)
+_MODE_SHUNT_BUS_CONT = const(7)
+
+# Event codes passed to on_event(code, value); the numbers are meter.app's event codes.
+EV_CHIP_RESET = const(3)  # the chip lost its configuration (brown-out), re-initialised; value = config read
+EV_I2C_ERRORS = const(4)  # ERROR_EVENT_AFTER consecutive I2C errors; value = errno of the last one
+
+ERROR_EVENT_AFTER = const(8)
+
+# Conversion time (us) of each BADC/SADC code, from the datasheet's ADC settings table: codes 0-7 are single
+# 9/10/11/12-bit conversions (bit 3 "don't care"), 8-15 are 1..128-sample averages of 12-bit conversions.
+_CONV_US = (84, 148, 276, 532, 84, 148, 276, 532, 532, 1060, 2130, 4260, 8510, 17020, 34050, 68100)
+
+
+class SensorError(Exception):
+    pass
+
+
+def _adc_code_avg(n):
+    # 12-bit with n-sample averaging: code 0b1000 | log2(n); n = 1 is the plain 12-bit code 0b0011.
+    if n == 1:
+        return 3
+    for k in range(1, 8):
+        if n == 1 << k:
+            return 8 | k
+    raise ValueError("shunt_avg must be 1, 2, 4, ... or 128, not %r" % (n,))
+
+
+def _adc_code_bits(bits):
+    if 9 <= bits <= 12:
+        return bits - 9
+    raise ValueError("bus_bits must be 9, 10, 11 or 12, not %r" % (bits,))
+
+
+def current_lsb_ua(max_ma):
+    """Current_LSB: at least max/2^15 (datasheet eq. 2), rounded up to 1, 2 or 5 x 10^n microamps."""
+    need = (max_ma * 1000 + 32767) // 32768  # ceil(max_uA / 2^15), whole uA
+    step = 1
+    while True:
+        for m in (1, 2, 5):
+            if m * step >= need:
+                return m * step
+        step *= 10
+
+
+def calibration(lsb_ua, shunt_uohm):
+    """Cal = trunc(0.04096 / (Current_LSB[A] x R[ohm])) (datasheet eq. 1), in integers:
+    0.04096 / (lsb_ua e-6 x R_uohm e-6) = 40_960_000_000 / (lsb_ua x R_uohm). Bit 0 is not implemented."""
+    return (40960000000 // (lsb_ua * shunt_uohm)) & 0xFFFE
+
+
+class INA219:
+    def __init__(self, i2c, addr=0x40, shunt_uohm=100000, max_ma=3200, shunt_avg=128, bus_bits=12,
+                 sleep_us=None, ticks_us=None, on_event=None):
+        if shunt_uohm <= 0 or max_ma <= 0:
+            raise ValueError("shunt_uohm and max_ma must be positive")
+        self._i2c = i2c
+        self.addr = addr
+        self.shunt_uohm = shunt_uohm
+        self.max_ma = max_ma
+        # PGA: the narrowest shunt range (40 mV << pg) that holds max_ma across the shunt. mA x uOhm = nV.
+        full_nv = max_ma * shunt_uohm
+        pg = 0
+        while full_nv > (40000000 << pg):
+            pg += 1
+            if pg > 3:
+                raise ValueError("max_ma x shunt = %d uV exceeds the INA219's 320 mV shunt range"
+                                 % (full_nv // 1000))
+        self.pg = pg
+        self.shunt_fs = 4000 << pg  # full-scale shunt reading, counts
+        # Calibration: Current_LSB rounded up to a 1-2-5 step; a coarser step if Cal would not fit 16 bits.
+        lsb = current_lsb_ua(max_ma)
+        while 40960000000 // (lsb * shunt_uohm) > 0xFFFE:
+            lsb = current_lsb_ua(lsb * 32768 // 1000 + 1)
+        cal = calibration(lsb, shunt_uohm)
+        if cal < 2:
+            raise ValueError("shunt %d uOhm with max %d mA gives no usable calibration"
+                             % (shunt_uohm, max_ma))
+        self.current_lsb_ua = lsb
+        self.power_lsb_uw = 20 * lsb  # datasheet: Power_LSB = 20 x Current_LSB
+        self.cal = cal
+        sadc = _adc_code_avg(shunt_avg)
+        badc = _adc_code_bits(bus_bits)
+        self.config = _BRNG_32V | (pg << 11) | (badc << 7) | (sadc << 3) | _MODE_SHUNT_BUS_CONT
+        self.shunt_us = _CONV_US[sadc]
+        self.bus_us = _CONV_US[badc]
+        self.cycle_us = self.shunt_us + self.bus_us  # nominal; the chip's oscillator may be a few % off
+        self.shunt_duty_ppm = self.shunt_us * 1000000 // self.cycle_us
+        self.poll_us = max(100, self.cycle_us >> 6)  # CNVR poll interval while waiting
+        if ticks_us is None or sleep_us is None:
+            import time
+            if ticks_us is None:
+                def ticks_us():
+                    return time.ticks_us() & TICKS_MASK
+            if sleep_us is None:
+                sleep_us = time.sleep_us
+        self._ticks = ticks_us
+        self._sleep = sleep_us
+        self._event = on_event
+        self._buf = bytearray(2)
+        self._wbuf = bytearray(2)
+        # Latest cycle (valid after read_cycle / wait_cycle returned True).
+        self.shunt = 0  # signed, 10 uV counts
+        self.bus = 0  # 4 mV counts
+        self.ovf = 0  # 1: math overflow flag or shunt reading at full scale (the reading is clipped)
+        self.tick = 0  # ticks_us just before the read that found the cycle
+        # Counters.
+        self.cycles = 0  # cycles read
+        self.polls = 0  # bus-register polls that found no new cycle
+        self.errors = 0  # I2C errors (all)
+        self.err_run = 0  # consecutive I2C errors
+        self.timeouts = 0  # waits in which no cycle arrived within a whole cycle time
+        self.resets = 0  # chip re-initialisations after it lost its configuration
+        self.overflows = 0  # cycles read with ovf set
+        self.period_us = self.cycle_us  # measured cycle period (tracks the chip's oscillator)
+        self._pq = self.cycle_us << 4  # period_us x 16, for a smooth integer average
+        self._due = 0  # ticks_us at which the next cycle is expected
+        self._fresh = False  # the last successful read was the cycle before this one (period measurable)
+        self._last = 0  # tick of the last successful read
+        self._hits = 0  # consecutive waits whose first poll already found the cycle
+
+    # -- register access -------------------------------------------------------------------------------------
+    def _read(self, reg):
+        b = self._buf
+        self._i2c.readfrom_mem_into(self.addr, reg, b)
+        return (b[0] << 8) | b[1]
+
+    def _write(self, reg, value):
+        b = self._wbuf
+        b[0] = value >> 8
+        b[1] = value & 0xFF
+        self._i2c.writeto_mem(self.addr, reg, b)
+
+    def _emit(self, code, value):
+        if self._event is not None:
+            self._event(code, value)
+
+    # -- set-up ----------------------------------------------------------------------------------------------
+    def init(self):
+        """Soft-reset the chip, write configuration and calibration, and verify that it holds them."""
+        try:
+            self._write(_REG_CONFIG, _RST)
+            self._write(_REG_CONFIG, self.config)
+            self._write(_REG_CAL, self.cal)
+            cfg = self._read(_REG_CONFIG)
+            cal = self._read(_REG_CAL)
+        except OSError as e:
+            code = e.args[0] if e.args else 0
+            if code == errno.ENODEV:  # nobody ACKed the address
+                raise SensorError("no INA219 at I2C address 0x%02x (no ACK: ENODEV): check wiring, "
+                                  "power and the A0/A1 address jumpers" % self.addr)
+            raise SensorError("INA219 at I2C address 0x%02x: I2C error during set-up (errno %r)"
+                              % (self.addr, code))
+        if cfg != self.config or cal != self.cal:
+            raise SensorError("INA219 at I2C address 0x%02x does not hold its configuration: config reads "
+                              "0x%04x (wrote 0x%04x), calibration reads %d (wrote %d)"
+                              % (self.addr, cfg, self.config, cal, self.cal))
+        self.err_run = 0
+        self._fresh = False
+        self._due = ticks_add(self._ticks(), self.period_us)  # the first cycle ends one cycle from now
+
+    # -- reading ---------------------------------------------------------------------------------------------
+    def read_cycle(self):
+        """Poll CNVR once; if a cycle completed, read it (shunt, then power to clear CNVR) and return True.
+        Raises OSError on an I2C error (wait_cycle counts those). Allocates nothing."""
+        t = self._ticks()
+        i2c = self._i2c
+        a = self.addr
+        b = self._buf
+        i2c.readfrom_mem_into(a, _REG_BUS, b)
+        lo = b[1]
+        if not lo & 2:
+            return False
+        bus = (b[0] << 5) | (lo >> 3)
+        ovf = lo & 1
+        i2c.readfrom_mem_into(a, _REG_SHUNT, b)
+        s = (b[0] << 8) | b[1]
+        if s & 0x8000:
+            s -= 0x10000
+        i2c.readfrom_mem_into(a, _REG_POWER, b)  # reading power clears CNVR: the next cycle is recognisable
+        if s >= self.shunt_fs or s <= -self.shunt_fs:
+            ovf = 1
+        if ovf:
+            self.overflows += 1
+        self.shunt = s
+        self.bus = bus
+        self.ovf = ovf
+        self.tick = t
+        self.cycles += 1
+        return True
+
+    def wait_cycle(self):
+        """Sleep until the next cycle is due, poll CNVR every poll_us until it is set, read the cycle.
+        Returns True with shunt/bus/tick updated; False after an I2C error (counted, and an event after
+        ERROR_EVENT_AFTER in a row) or when no cycle came within a whole cycle time (then check() runs)."""
+        ticks = self._ticks
+        d = ticks_diff(self._due, ticks())
+        if d > 0:
+            self._sleep(d)
+        first = True
+        while True:
+            try:
+                got = self.read_cycle()
+            except OSError as e:
+                self.errors += 1
+                self.err_run += 1
+                if self.err_run == ERROR_EVENT_AFTER:
+                    self._emit(EV_I2C_ERRORS, e.args[0] if e.args else 0)
+                self._fresh = False
+                self._sleep(self.poll_us)
+                return False
+            if got:
+                break
+            first = False
+            self.polls += 1
+            if ticks_diff(ticks(), self._due) > self.period_us:
+                # No cycle for a whole cycle time: the chip stopped converting (power-down, lost config).
+                self.timeouts += 1
+                self._fresh = False
+                self._due = ticks_add(ticks(), self.period_us)
+                self.check()
+                return False
+            self._sleep(self.poll_us)
+        if self.err_run:
+            storm = self.err_run >= ERROR_EVENT_AFTER
+            self.err_run = 0
+            if storm:
+                self.check()  # the fault may have come with a brown-out
+        self._schedule(first)
+        return True
+
+    def _schedule(self, first):
+        # Track the chip's real cycle period (its oscillator may be well off nominal) from the spacing of
+        # consecutive reads: the spacing jitters by up to a poll interval but averages to the true period.
+        t = self.tick
+        c = self.cycle_us
+        if self._fresh:
+            dt = ticks_diff(t, self._last)
+            if c - (c >> 2) < dt < c + (c >> 2):
+                self._pq += dt - (self._pq >> 4)
+                self.period_us = self._pq >> 4
+        self._fresh = True
+        self._last = t
+        # Aim the first poll a sixteenth of a poll interval before the expected end. If the cycle was already
+        # there at the first poll we may be running late (a faster chip than we think), so aim twice as early
+        # each time that repeats: a poll soon lands before an end again, and the spacing measures the chip,
+        # not our own schedule. Steady state (measured in the simulator, oscillator -10 % .. +10 %): about
+        # 1.3 polls per cycle, and a read follows its cycle's end by less than one poll interval plus the
+        # read itself.
+        if first:
+            self._hits += 1
+        else:
+            self._hits = 0
+        g = (self.poll_us >> 4) << (self._hits if self._hits < 8 else 8)
+        if g > c >> 2:
+            g = c >> 2
+        self._due = ticks_add(t, self.period_us - g)
+
+    def check(self):
+        """Read configuration and calibration back; if the chip lost them (it resets on sharp load
+        transients), re-initialise it, count it, emit EV_CHIP_RESET and return True."""
+        try:
+            cfg = self._read(_REG_CONFIG)
+            cal = self._read(_REG_CAL)
+        except OSError:
+            self.errors += 1
+            return False
+        if cfg == self.config and cal == self.cal:
+            return False
+        try:
+            self.init()
+        except SensorError:
+            self.errors += 1
+            return False  # still wrong: the next check tries again
+        self.resets += 1
+        self._emit(EV_CHIP_RESET, cfg)
+        return True
+
+    # -- readings in engineering units (integers; for display and frames, not the energy path) --------------
+    def bus_mv(self):
+        return self.bus * 4
+
+    def shunt_uv(self):
+        return self.shunt * 10
+
+    def current_ua(self):
+        return _div(self.shunt * 10000000, self.shunt_uohm)
+
+    def power_mw(self):
+        return _div(self.bus * 4 * self.current_ua(), 1000000)
+
+
+def _div(a, b):
+    # Integer division truncating toward zero (so import and export round alike).
+    return a // b if a >= 0 else -(-a // b)
