@@ -1,5 +1,4 @@
 # meter/cose.py on MicroPython: COSE_Sign1 / ES256 frames.
-# (Short test names: the harness passes all of a file's names in one argv string of < 256 characters.)
 from mptest import eq, raises
 
 from meter import cbor, cose, p256

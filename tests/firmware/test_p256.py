@@ -1,6 +1,4 @@
 # meter/p256.py on MicroPython: ECDSA P-256 / SHA-256 with RFC 6979 nonces.
-# (Test names are short: the harness passes all of a file's names in one argv string, which must stay
-# under 256 characters on the Unix port.)
 import hashlib
 
 from mptest import eq, raises
