@@ -227,7 +227,7 @@ class INA219:
         ERROR_EVENT_AFTER in a row) or when no cycle came within a whole cycle time (then check() runs)."""
         ticks = self._ticks
         d = ticks_diff(self._due, ticks())
-        if d > 0:
+        if 0 < d <= self.period_us:  # (a longer wait means we were away for minutes: poll at once)
             self._sleep(d)
         first = True
         while True:

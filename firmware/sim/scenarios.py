@@ -210,6 +210,7 @@ class SolarDay(Scenario):
         self._day = False
         self._c = 0.0
         self._v = 0.0
+        self._pc = 0.0
 
     def _segment(self, k):
         # Sunrise and sunset fall on segment boundaries (both are multiples of seg_s), so a segment is all
@@ -232,19 +233,18 @@ class SolarDay(Scenario):
         self._v = 17.2 + 0.8 * c  # the MPPT voltage sags a little under cloud
         self._pc = self.PEAK_A * c
 
-    def _F(self, x):
-        # integral of sin^2(w x) dx
-        w = self._w
-        return 0.5 * x - math.sin(2.0 * w * x) / (4.0 * w)
-
     def _seg(self, k, a, b):
         if k != self._k:
             self._segment(k)
         if not self._day:
             return 0.0, 0.0, 0.0
-        ph = self.phase_s - self._x0
-        si = self.PEAK_A * self._c * (self._F(b + ph) - self._F(a + ph))
-        return self._v * (b - a), si, self._v * si
+        # Integral of sin^2(w x) over [x0, x1] = d/2 - cos(w (x0 + x1)) sin(w d) / (2 w), d = x1 - x0: no
+        # cancellation between large antiderivative values, so short windows stay exact.
+        w = self._w
+        d = b - a
+        m = a + b + 2.0 * (self.phase_s - self._x0)
+        si = self._pc * (0.5 * d - math.cos(w * m) * math.sin(w * d) / (2.0 * w))
+        return self._v * d, si, self._v * si
 
     def conv(self, t0, t1, t2):
         P = self._seg_ns
