@@ -63,9 +63,40 @@ def micropython_cmd(script: str | Path, *args: str, heap: str | None = None) -> 
     return cmd + [str(script), *args]
 
 
-def mp_env(extra_paths: list[Path] | None = None) -> dict[str, str]:
-    """Environment for the Unix port: MICROPYPATH puts firmware/ (and any extra dirs) on sys.path."""
-    paths = [str(p) for p in (extra_paths or [])] + [str(firmware_dir()), ".frozen"]
+def micropython_module_cmd(module: str, *args: str, heap: str | None = None) -> list[str]:
+    """Command line that runs a firmware module (e.g. 'sim.run') as __main__ under the Unix port."""
+    return micropython_cmd("-m", module, *args, heap=heap)
+
+
+def compiled_firmware(arch: str = "x64") -> Path:
+    """firmware/meter and firmware/sim compiled by mpy-cross into build/mpy-<arch>/ (rebuilt when stale).
+
+    Running from .mpy is how the firmware is deployed: the interpreter then never parses source, whose
+    compile-time peak would otherwise dominate a capped heap. Native/viper code is compiled for `arch`
+    (x64 for the Unix port here, xtensawin for an ESP32).
+    """
+    src_root = firmware_dir()
+    out_root = repo_root() / "build" / f"mpy-{arch}"
+    for src in sorted(list((src_root / "meter").glob("*.py")) + list((src_root / "sim").glob("*.py"))):
+        rel = src.relative_to(src_root)
+        out = (out_root / rel).with_suffix(".mpy")
+        if out.exists() and out.stat().st_mtime >= src.stat().st_mtime:
+            continue
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        proc = subprocess.run([mpy_cross_bin(), f"-march={arch}", "-s", str(rel), "-o", str(tmp), str(src)],
+                              capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            tmp.unlink(missing_ok=True)
+            raise RuntimeError(f"mpy-cross failed on {rel}: {proc.stderr.strip()}")
+        os.replace(tmp, out)
+    return out_root
+
+
+def mp_env(extra_paths: list[Path] | None = None, compiled: bool = False) -> dict[str, str]:
+    """Environment for the Unix port: MICROPYPATH puts firmware/ (or its .mpy build) and extra dirs on sys.path."""
+    base = compiled_firmware() if compiled else firmware_dir()
+    paths = [str(p) for p in (extra_paths or [])] + [str(base), ".frozen"]
     env = dict(os.environ)
     env["MICROPYPATH"] = ":".join(paths)
     return env

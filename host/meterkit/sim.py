@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from meterkit.firmware import boards_dir, firmware_dir, micropython_cmd, mp_env
+from meterkit.firmware import boards_dir, firmware_dir, micropython_module_cmd, mp_env
 
 SCENARIOS = ("constant", "steps", "solar-day", "random-walk", "export")
 
@@ -29,7 +29,12 @@ def sim_command(scenario: str, hours: float, *, seed: int | None = None, heap: s
     if flash_dir is not None:
         args += ["--flash", str(flash_dir)]
     args += [f"--{f}" for f in flags]
-    return micropython_cmd(firmware_dir() / "sim" / "run.py", *args, heap=heap)
+    return micropython_module_cmd("sim.run", *args, heap=heap)
+
+
+def sim_env() -> dict[str, str]:
+    """The simulated meter runs from the mpy-cross build, as it would be deployed (see compiled_firmware)."""
+    return mp_env(compiled=True)
 
 
 def run_sim(scenario: str, hours: float, *, seed: int | None = None, heap: str | None = None,
@@ -44,7 +49,7 @@ def run_sim(scenario: str, hours: float, *, seed: int | None = None, heap: str |
                           flags=("progress",) if progress else ())
         t0 = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=mp_env(), cwd=str(firmware_dir().parent))
+                                env=sim_env(), cwd=str(firmware_dir().parent))
         result = None
         assert proc.stdout is not None
         for line in proc.stdout:

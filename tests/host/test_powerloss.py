@@ -11,8 +11,8 @@ import subprocess
 import threading
 import time
 
-from meterkit.firmware import firmware_dir, mp_env
-from meterkit.sim import sim_command
+from meterkit.firmware import firmware_dir
+from meterkit.sim import sim_command, sim_env
 
 KILLS = 100
 QUANTUM_UWH = 10 * 1000000
@@ -21,7 +21,7 @@ QUANTUM_UWH = 10 * 1000000
 def _run_until_killed(flash, delay_s):
     """Start the firmware, kill it after delay_s of wall time; return (restored, last_metered, last_checkpoint)."""
     cmd = sim_command("constant", 48, flash_dir=flash, flags=("trace",))
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=mp_env(),
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=sim_env(),
                             cwd=str(firmware_dir().parent))
     timer = threading.Timer(delay_s, proc.send_signal, (signal.SIGKILL,))
     timer.start()

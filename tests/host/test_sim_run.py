@@ -42,11 +42,11 @@ def test_too_small_heap_is_a_clear_error():
 
 
 def test_absent_chip_is_reported_not_a_crash(tmp_path):
-    from meterkit.firmware import firmware_dir, mp_env
-    from meterkit.sim import sim_command
+    from meterkit.firmware import firmware_dir
+    from meterkit.sim import sim_command, sim_env
 
     cmd = sim_command("constant", 0.05, flash_dir=tmp_path, flags=("absent",))
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=mp_env(), cwd=str(firmware_dir().parent),
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=sim_env(), cwd=str(firmware_dir().parent),
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.split("@@RESULT ", 1)[1])
