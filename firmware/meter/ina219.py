@@ -35,7 +35,7 @@ _MODE_SHUNT_BUS_CONT = const(7)
 
 # Event codes passed to on_event(code, value); the numbers are meter.app's event codes.
 EV_CHIP_RESET = const(3)  # the chip lost its configuration (brown-out), re-initialised; value = config read
-EV_I2C_ERRORS = const(4)  # ERROR_EVENT_AFTER consecutive I2C errors; value = errno of the last one
+EV_I2C_ERRORS = const(4)  # ERROR_EVENT_AFTER I2C errors in a row; value = errno of a diagnostic read
 
 ERROR_EVENT_AFTER = const(8)
 
@@ -191,27 +191,29 @@ class INA219:
         self._fresh = False
         self._due = ticks_add(self._ticks(), self.period_us)  # the first cycle ends one cycle from now
 
-    # -- reading ---------------------------------------------------------------------------------------------
+    # -- reading ------------------------------------------------------------------------------------------
+    # MicroPython puts a function's frame on the heap (allocated and freed on every call) when its locals plus
+    # its deepest value stack exceed 11 words (py/objfun.c, VM_MAX_STATE_ON_STACK), and a try block costs 3
+    # of them. heap_lock() cannot see that: under the lock the frame silently falls back to the C stack. So
+    # the functions below are kept small (tests/firmware/test_ina219_driver.py checks with mem_total()).
+
     def read_cycle(self):
         """Poll CNVR once; if a cycle completed, read it (shunt, then power to clear CNVR) and return True.
         Raises OSError on an I2C error (wait_cycle counts those). Allocates nothing."""
-        t = self._ticks()
-        i2c = self._i2c
-        a = self.addr
         b = self._buf
-        i2c.readfrom_mem_into(a, _REG_BUS, b)
-        lo = b[1]
-        if not lo & 2:
+        t = self._ticks()
+        self._i2c.readfrom_mem_into(self.addr, _REG_BUS, b)
+        if not b[1] & 2:
             return False
-        bus = (b[0] << 5) | (lo >> 3)
-        ovf = lo & 1
-        i2c.readfrom_mem_into(a, _REG_SHUNT, b)
+        bus = (b[0] << 5) | (b[1] >> 3)
+        ovf = b[1] & 1
+        self._i2c.readfrom_mem_into(self.addr, _REG_SHUNT, b)
         s = (b[0] << 8) | b[1]
+        self._i2c.readfrom_mem_into(self.addr, _REG_POWER, b)  # clears CNVR: the next cycle is recognisable
         if s & 0x8000:
             s -= 0x10000
-        i2c.readfrom_mem_into(a, _REG_POWER, b)  # reading power clears CNVR: the next cycle is recognisable
         if s >= self.shunt_fs or s <= -self.shunt_fs:
-            ovf = 1
+            ovf = 1  # the shunt input is at (or beyond) full scale: the reading is clipped
         if ovf:
             self.overflows += 1
         self.shunt = s
@@ -225,41 +227,67 @@ class INA219:
         """Sleep until the next cycle is due, poll CNVR every poll_us until it is set, read the cycle.
         Returns True with shunt/bus/tick updated; False after an I2C error (counted, and an event after
         ERROR_EVENT_AFTER in a row) or when no cycle came within a whole cycle time (then check() runs)."""
-        ticks = self._ticks
-        d = ticks_diff(self._due, ticks())
+        d = ticks_diff(self._due, self._ticks())
         if 0 < d <= self.period_us:  # (a longer wait means we were away for minutes: poll at once)
             self._sleep(d)
         first = True
         while True:
-            try:
-                got = self.read_cycle()
-            except OSError as e:
-                self.errors += 1
-                self.err_run += 1
-                if self.err_run == ERROR_EVENT_AFTER:
-                    self._emit(EV_I2C_ERRORS, e.args[0] if e.args else 0)
-                self._fresh = False
-                self._sleep(self.poll_us)
-                return False
-            if got:
+            d = self._poll()
+            if d > 0:
                 break
+            if d < 0:
+                return False
             first = False
             self.polls += 1
-            if ticks_diff(ticks(), self._due) > self.period_us:
-                # No cycle for a whole cycle time: the chip stopped converting (power-down, lost config).
-                self.timeouts += 1
-                self._fresh = False
-                self._due = ticks_add(ticks(), self.period_us)
-                self.check()
+            if ticks_diff(self._ticks(), self._due) > self.period_us:
+                self._stalled()
                 return False
             self._sleep(self.poll_us)
         if self.err_run:
-            storm = self.err_run >= ERROR_EVENT_AFTER
-            self.err_run = 0
-            if storm:
-                self.check()  # the fault may have come with a brown-out
+            self._recovered()
         self._schedule(first)
         return True
+
+    def _poll(self):
+        # 1: a cycle was read, 0: none yet, -1: I2C error (counted). No "except ... as e" here: binding the
+        # exception makes the frame too big for the stack (see above); _failed finds out which error it was.
+        try:
+            return 1 if self.read_cycle() else 0
+        except OSError:
+            pass
+        self._failed()
+        return -1
+
+    def _failed(self):
+        self.errors += 1
+        self.err_run += 1
+        if self.err_run == ERROR_EVENT_AFTER:
+            self._emit(EV_I2C_ERRORS, self._probe_errno())
+        self._fresh = False
+        self._sleep(self.poll_us)
+
+    def _probe_errno(self):
+        # Which error is it? ENODEV: the chip is gone (wiring, power); EIO/ETIMEDOUT: a noisy bus. One config
+        # read tells (0 if it worked after all).
+        try:
+            self._read(_REG_CONFIG)
+            return 0
+        except OSError as e:
+            self.errors += 1
+            return e.args[0] if e.args else -1
+
+    def _recovered(self):
+        storm = self.err_run >= ERROR_EVENT_AFTER
+        self.err_run = 0
+        if storm:
+            self.check()  # the fault may have come with a brown-out
+
+    def _stalled(self):
+        # No cycle for a whole cycle time: the chip stopped converting (power-down, lost configuration).
+        self.timeouts += 1
+        self._fresh = False
+        self._due = ticks_add(self._ticks(), self.period_us)
+        self.check()
 
     def _schedule(self, first):
         # Track the chip's real cycle period (its oscillator may be well off nominal) from the spacing of

@@ -55,7 +55,10 @@ class SimI2C:
         self._rate = int(p * 4294967296) if p > 0 else 0
         self._rng = (seed & 0xFFFFFFFF) or 1
 
-    # -- wire time and dispatch ------------------------------------------------------------------------------
+    # -- wire time and dispatch ---------------------------------------------------------------------------
+    # Hot path (about four million transactions per simulated day). MicroPython allocates a function's frame
+    # on the heap when its locals plus value stack exceed 11 words, so these stay small and delegate the
+    # rare cases (faults, odd lengths) to helpers.
     def _wire(self, bits):
         q = self._rem + bits * 1000000
         us = q // self.freq
@@ -63,33 +66,36 @@ class SimI2C:
         self.wire_us += us
         self.clock.now_us += us
 
-    def _begin(self, addr, bits):
-        """Charge a transaction and return the device at addr, or raise OSError as the real bus would."""
+    def _begin(self, addr, base, buf):
+        """Charge a transaction of base + 9 * len(buf) bit times; return the device at addr, or raise
+        OSError as the real bus would."""
         self.transactions += 1
-        if self._fail_n:
-            self._fail_n -= 1
-            self.failures += 1
-            self._wire(_ADDR_BITS)
-            raise OSError(self._fail_err)
-        if self._rate:
-            x = self._rng
-            x ^= (x << 13) & 0xFFFFFFFF
-            x ^= x >> 17
-            x ^= (x << 5) & 0xFFFFFFFF
-            self._rng = x
-            if x < self._rate:
-                self.failures += 1
-                self._wire(_ADDR_BITS)
-                raise OSError(errno.EIO)
+        if self._fail_n or self._rate:
+            self._maybe_fail()
         dev = self._devs.get(addr)
         if dev is None:
-            self.failures += 1
-            self._wire(_ADDR_BITS)
-            raise OSError(errno.ENODEV)
-        self._wire(bits)
+            self._fault(errno.ENODEV)
+        self._wire(base + 9 * len(buf))
         return dev
 
-    # -- machine.I2C API ------------------------------------------------------------------------------------
+    def _maybe_fail(self):
+        if self._fail_n:
+            self._fail_n -= 1
+            self._fault(self._fail_err)
+        x = self._rng
+        x ^= (x << 13) & 0xFFFFFFFF
+        x ^= x >> 17
+        x ^= (x << 5) & 0xFFFFFFFF
+        self._rng = x
+        if x < self._rate:
+            self._fault(errno.EIO)
+
+    def _fault(self, err):
+        self.failures += 1
+        self._wire(_ADDR_BITS)
+        raise OSError(err)
+
+    # -- machine.I2C API ----------------------------------------------------------------------------------
     def scan(self):
         found = []
         for addr in range(0x08, 0x78):
@@ -99,16 +105,10 @@ class SimI2C:
         return found
 
     def readfrom_mem_into(self, addr, memaddr, buf, addrsize=8):
-        n = len(buf)
-        # START, addr+W, pointer, repeated START, addr+R, n bytes, STOP
-        dev = self._begin(addr, 27 + 9 * n + 3)
+        # START, addr+W, pointer, repeated START, addr+R, n bytes, STOP: 30 + 9n bit times
+        dev = self._begin(addr, 30, buf)
         self._ptr[addr] = memaddr
-        v = dev.read_reg(memaddr)
-        if n == 2:
-            buf[0] = v >> 8
-            buf[1] = v & 0xFF
-        else:
-            _fill(buf, v)
+        _put(buf, dev.read_reg(memaddr))
 
     def readfrom_mem(self, addr, memaddr, nbytes, addrsize=8):
         buf = bytearray(nbytes)
@@ -116,38 +116,39 @@ class SimI2C:
         return bytes(buf)
 
     def writeto_mem(self, addr, memaddr, buf, addrsize=8):
-        n = len(buf)
-        dev = self._begin(addr, 18 + 9 * n + 2)  # START, addr+W, pointer, n bytes, STOP
+        dev = self._begin(addr, 20, buf)  # START, addr+W, pointer, n bytes, STOP
         self._ptr[addr] = memaddr
-        if n >= 2:
+        if len(buf) >= 2:
             dev.write_reg(memaddr, (buf[0] << 8) | buf[1])
 
     def writeto(self, addr, buf, stop=True):
         """Plain write: the first byte sets the register pointer, two more bytes write that register.
         An empty write just probes the address (ACK or ENODEV). Returns the number of bytes ACKed."""
-        n = len(buf)
-        dev = self._begin(addr, 9 + 9 * n + 2)
-        if n >= 1:
+        dev = self._begin(addr, 11, buf)  # START, addr+W, n bytes, STOP
+        if len(buf) >= 1:
             self._ptr[addr] = buf[0]
-        if n >= 3:
+        if len(buf) >= 3:
             dev.write_reg(buf[0], (buf[1] << 8) | buf[2])
-        return n
+        return len(buf)
 
     def readfrom_into(self, addr, buf, stop=True):
         """Plain read of the register the pointer was last set to (the INA219 does not auto-increment)."""
-        n = len(buf)
-        dev = self._begin(addr, 9 + 9 * n + 2)
-        v = dev.read_reg(self._ptr[addr])
-        if n == 2:
-            buf[0] = v >> 8
-            buf[1] = v & 0xFF
-        else:
-            _fill(buf, v)
+        dev = self._begin(addr, 11, buf)  # START, addr+R, n bytes, STOP
+        _put(buf, dev.read_reg(self._ptr[addr]))
 
     def readfrom(self, addr, nbytes, stop=True):
         buf = bytearray(nbytes)
         self.readfrom_into(addr, buf)
         return bytes(buf)
+
+
+def _put(buf, v):
+    # A 16-bit register, MSB first; reading past it repeats it (no pointer auto-increment on the INA219).
+    if len(buf) == 2:
+        buf[0] = v >> 8
+        buf[1] = v & 0xFF
+    else:
+        _fill(buf, v)
 
 
 def _fill(buf, v):

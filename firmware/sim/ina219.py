@@ -12,7 +12,8 @@
 #   5 calibration bit 0 is not implemented and reads 0; power-on value 0 (current and power read 0)
 # Current and power are computed (truncating toward zero, as integer hardware does) at the end of each
 # conversion, with the calibration in effect then; OVF is set when either leaves its 16-bit range (the value
-# is then clamped). Shunt and bus readings are the window averages rounded to the nearest count.
+# is then clamped). Shunt and bus readings are the window averages rounded to the nearest count (round():
+# ties to even in both MicroPython and CPython, and no float allocated on the way).
 #
 # Timing: ADC codes 0-7 select 9..12-bit single conversions (84/148/276/532 us; bit 3 is "don't care"),
 # codes 8-15 select 1..128-sample averaging (0.532 .. 68.10 ms). In continuous shunt+bus mode (7) a cycle is
@@ -39,13 +40,6 @@ _NEVER = 1 << 61
 def conversion_us(code):
     """Conversion time of a BADC/SADC code (0..15), per the datasheet's ADC settings table."""
     return CONV_US[code & 15]
-
-
-def _rnd(x):
-    # Round half away from zero, identically under CPython and MicroPython.
-    if x >= 0.0:
-        return int(x + 0.5)
-    return -int(0.5 - x)
 
 
 class INA219Model:
@@ -117,6 +111,7 @@ class INA219Model:
         self._per_ns = sh + bu
         self._dur_uwh = (sh + bu) * 1e-9 * (1e6 / 3600.0)  # cycle duration in hours x 1e6: W -> uWh
         self._start_ns = now_ns
+        self._truth = both == 3 and self._connected  # cycles whose energy counts as ground truth
         if both == 0:
             self._next_ns = _NEVER  # power-down (0) or ADC off (4): no conversions, CNVR untouched
             return
@@ -147,70 +142,87 @@ class INA219Model:
         self._rng = x
         return (t / 4294967296.0 - 2.0) * 1.7320508075688772
 
+    # The hot path: about 1.26 million cycles per simulated day. MicroPython puts a function's frame on the
+    # heap (allocated and freed on every call) once its locals plus value stack exceed 11 words, which costs
+    # more than the arithmetic, so the work is split into small functions.
     def _run(self, now):
         """Complete every conversion cycle that ended by now (ns); update the registers from the last one."""
         if self.load_connected != self._connected:
-            self._span_close()
-            self._connected = on = bool(self.load_connected)
-            if on and self._mode & 3 == 3:
-                self._span_ns = self._start_ns
-        sc = self.scenario
-        org = self._org_ns
-        mode = self._mode
-        t = self._start_ns - org  # scenario time, ns
-        end = self._next_ns - org
-        stop = now - org
-        sh = self._sh_ns
-        per = self._per_ns
-        truth = mode & 3 == 3 and self._connected
+            self._relay()
         n = 0
-        while end <= stop:
-            sc.conv(t, t + sh, end)
-            if truth:
-                vi = sc.vi
-                # Piecewise scenarios hand back the same float object for a whole segment: reuse its energy.
-                if vi is not self._e_vi:
-                    self._e_vi = vi
-                    self._e = vi * self._dur_uwh
-                if vi >= 0.0:
-                    self.exact_import_uwh += self._e
-                else:
-                    self.exact_export_uwh -= self._e
+        t = self._start_ns
+        while self._next_ns <= now:
+            self._cycle(t - self._org_ns)
+            t = self._next_ns
             n += 1
-            t = end
-            if mode < 4:  # triggered: one cycle per config write
+            if self._mode < 4:  # triggered: one cycle per config write
+                self._next_ns = _NEVER
                 break
-            end += per
-        self._start_ns = t + org
-        self._next_ns = _NEVER if mode < 4 else end + org
+            self._next_ns = t + self._per_ns
+        self._start_ns = t
         self.cycles += n
+        self._update()
+
+    def _cycle(self, t):
+        # One conversion cycle from scenario time t (ns): the scenario's window averages and its energy.
+        sc = self.scenario
+        sc.conv(t, t + self._sh_ns, t + self._per_ns)
+        if self._truth:
+            t = sc.vi
+            # Piecewise scenarios hand back the same float object for a whole segment: reuse its energy.
+            if t is not self._e_vi:
+                self._e_vi = t
+                self._e = t * self._dur_uwh
+            if t >= 0.0:
+                self.exact_import_uwh += self._e
+            else:
+                self.exact_export_uwh -= self._e
+
+    def _update(self):
         # Registers take the last completed cycle (re-quantised only when its values changed).
+        sc = self.scenario
         amps = sc.amps if self._connected else 0.0
-        volts = sc.volts
         self.last_amps = amps
-        self.last_volts = volts
-        if mode & 1 and (amps is not self._q_amps or self.shunt_noise):
+        self.last_volts = sc.volts
+        if self._mode & 1 and (amps is not self._q_amps or self.shunt_noise):
             self._q_amps = amps
-            x = amps * self._counts_per_amp + self.offset_lsb
-            if self.shunt_noise:
-                x += self.shunt_noise * self._gauss()
-            s = _rnd(x)
-            fs = self._fs
-            if s > fs:
-                s = fs
-            elif s < -fs:
-                s = -fs
-            self._shunt = s
-        if mode & 2 and (volts is not self._q_volts or self.bus_noise):
-            self._q_volts = volts
-            b = _rnd(volts * 250.0 + (self.bus_noise * self._gauss() if self.bus_noise else 0.0))
-            if b < 0:
-                b = 0
-            elif b > self._bus_max:
-                b = self._bus_max
-            self._bus = b
+            self._shunt = self._quantise_shunt(amps)
+        if self._mode & 2 and (sc.volts is not self._q_volts or self.bus_noise):
+            self._q_volts = sc.volts
+            self._bus = self._quantise_bus(sc.volts)
         self._compute()
         self._cnvr = 2
+
+    def _quantise_shunt(self, amps):
+        x = amps * self._counts_per_amp
+        if self.offset_lsb:
+            x += self.offset_lsb
+        if self.shunt_noise:
+            x += self.shunt_noise * self._gauss()
+        x = round(x)
+        if x > self._fs:
+            return self._fs
+        if x < -self._fs:
+            return -self._fs
+        return x
+
+    def _quantise_bus(self, volts):
+        y = volts * 250.0
+        if self.bus_noise:
+            y += self.bus_noise * self._gauss()
+        y = round(y)
+        if y < 0:
+            return 0
+        if y > self._bus_max:
+            return self._bus_max
+        return y
+
+    def _relay(self):
+        self._span_close()
+        self._connected = bool(self.load_connected)
+        self._truth = self._mode & 3 == 3 and self._connected
+        if self._truth:
+            self._span_ns = self._start_ns
 
     def _compute(self):
         p = self._shunt * self._cal

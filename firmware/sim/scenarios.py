@@ -20,6 +20,8 @@
 # same float objects for a whole segment (the model notices and skips re-quantising them).
 import math
 
+_cos = math.cos
+
 NAMES = ("constant", "steps", "solar-day", "random-walk", "export", "mixed")
 DAY_S = 86400
 
@@ -125,18 +127,20 @@ class _Piecewise(Scenario):
         return v * d, i * d, v * i * d
 
     def conv(self, t0, t1, t2):
-        P = self._seg_ns
-        k = t0 // P
-        if t2 <= (k + 1) * P:
-            if k != self._k:
-                self._k = k
-                self._v, self._i = self.level(k)
-                self._vi = self._v * self._i
-            self.volts = self._v
-            self.amps = self._i
-            self.vi = self._vi
-        else:
+        k = t0 // self._seg_ns
+        if t2 > (k + 1) * self._seg_ns:  # the cycle straddles a step
             Scenario.conv(self, t0, t1, t2)
+            return
+        if k != self._k:
+            self._enter(k)
+        self.volts = self._v
+        self.amps = self._i
+        self.vi = self._vi
+
+    def _enter(self, k):
+        self._k = k
+        self._v, self._i = self.level(k)
+        self._vi = self._v * self._i
 
 
 class Constant(_Piecewise):
@@ -211,6 +215,7 @@ class SolarDay(Scenario):
         self._c = 0.0
         self._v = 0.0
         self._pc = 0.0
+        self._mo = 0
 
     def _segment(self, k):
         # Sunrise and sunset fall on segment boundaries (both are multiples of seg_s), so a segment is all
@@ -219,6 +224,7 @@ class SolarDay(Scenario):
         tod = k * self.seg_s - day0
         self._k = k
         self._x0 = day0 + self.SUNRISE_S
+        self._mo = 2 * (self._ph_ns - self._x0 * 1000000000)  # x0 + x1 = t0 + t1 + _mo (ns)
         self._day = self.SUNRISE_S <= tod < self.SUNRISE_S + self.DAYLIGHT_S
         if not self._day:
             self._c = 0.0
@@ -247,10 +253,8 @@ class SolarDay(Scenario):
         return self._v * d, si, self._v * si
 
     def conv(self, t0, t1, t2):
-        P = self._seg_ns
-        ph = self._ph_ns
-        k = (t0 + ph) // P
-        if t2 + ph > (k + 1) * P:
+        k = (t0 + self._ph_ns) // self._seg_ns
+        if t2 + self._ph_ns > (k + 1) * self._seg_ns:
             Scenario.conv(self, t0, t1, t2)
             return
         if k != self._k:
@@ -258,17 +262,24 @@ class SolarDay(Scenario):
         if not self._day:
             self.volts = self.amps = self.vi = 0.0
             return
+        self._daylight(t0, t1)
+
+    def _daylight(self, t0, t1):
+        if t1 - t0 != self._sinc_d:
+            self._set_sinc(t1 - t0)
         # Mean of sin^2(w x) over [x0, x1] = 1/2 - cos(w (x0 + x1)) * sin(w d) / (2 w d), d = x1 - x0; the
-        # last factor depends only on the window length, which is the same every cycle.
-        d = t1 - t0
-        if d != self._sinc_d:
-            wd = self._w_ns * d
-            self._sinc = math.sin(wd) / (2.0 * wd)
-            self._sinc_d = d
-        m = t0 + t1 + 2 * (ph - self._x0 * 1000000000)
+        # last factor depends only on the window length, the same every cycle. (Step by step: a deep
+        # expression would push the frame onto the heap.)
+        t0 = _cos(self._w_ns * (t0 + t1 + self._mo))
+        t0 = self._pc * (0.5 - t0 * self._sinc)
         self.volts = self._v
-        self.amps = self._pc * (0.5 - math.cos(self._w_ns * m) * self._sinc)
-        self.vi = self._v * self.amps
+        self.amps = t0
+        self.vi = self._v * t0
+
+    def _set_sinc(self, d):
+        wd = self._w_ns * d
+        self._sinc = math.sin(wd) / (2.0 * wd)
+        self._sinc_d = d
 
 
 class RandomWalk(Scenario):
@@ -293,8 +304,10 @@ class RandomWalk(Scenario):
         self._kc = 0  # cursor: walk state _wc at knot _kc
         self._wc = self.MEAN
         self._k = None
-        self._i0 = 0.0
-        self._i1 = 0.0
+        self._i0 = self._i1 = self._sh = self._a0 = self._rsh = 0.0
+        self._base = 0
+        self._pk = None  # the previous segment, kept for a cycle that straddles a knot
+        self._pi0 = self._pi1 = 0.0
 
     def _walk_to(self, n):
         if n < self._kc:
@@ -328,9 +341,27 @@ class RandomWalk(Scenario):
         return i
 
     def _segment(self, k):
-        self._i0 = self.knot(k)
-        self._i1 = self.knot(k + 1)
+        # Only ever step forward or back by one segment in the hot path: keep the previous segment so a
+        # cycle straddling a knot never sends the walk back to a checkpoint.
+        pk, pi0, pi1 = self._pk, self._pi0, self._pi1
+        self._pk, self._pi0, self._pi1 = self._k, self._i0, self._i1
+        if k == pk:
+            i0, i1 = pi0, pi1
+        elif self._k is not None and k == self._k + 1:
+            i0 = self._i1
+            i1 = self.knot(k + 1)
+        else:
+            i0 = self.knot(k)
+            i1 = self.knot(k + 1)
         self._k = k
+        self._i0 = i0
+        self._i1 = i1
+        # For conv(): i(t) = i0 + sh * (2 t - 2 k e9), v(t) = a0 - rsh * (2 t - 2 k e9), t in ns.
+        sh = (i1 - i0) * 0.5e-9
+        self._sh = sh
+        self._a0 = self.V0 - self.R * i0
+        self._rsh = self.R * sh
+        self._base = 2 * k * 1000000000
 
     def _seg(self, k, a, b):
         if k != self._k:
@@ -343,19 +374,34 @@ class RandomWalk(Scenario):
         sii = (ia * ia + ia * ib + ib * ib) * d / 3.0
         return self.V0 * d - self.R * si, si, self.V0 * si - self.R * sii
 
+    def _iint(self, a, b):
+        """Integral of i over [a, b] (integer ns, a < b), in A*ns: the cycle-straddles-a-knot path."""
+        s = 0.0
+        while a < b:
+            if a // 1000000000 != self._k:
+                self._segment(a // 1000000000)
+            e = (a // 1000000000 + 1) * 1000000000
+            if e > b:
+                e = b
+            s += (e - a) * (self._i0 + self._sh * (a + e - self._base))
+            a = e
+        return s
+
     def conv(self, t0, t1, t2):
         k = t0 // 1000000000
-        if t2 > (k + 1) * 1000000000:  # the cycle crosses a knot: integrate piece by piece
-            Scenario.conv(self, t0, t1, t2)
-            return
-        base = 2 * k * 1000000000
         if k != self._k:
             self._segment(k)
-        i0 = self._i0
-        s = self._i1 - i0
+        if t2 > (k + 1) * 1000000000:  # the cycle crosses a knot
+            self._straddle(t0, t1, t2)
+            return
         # Averages of a linear function are its values at the window midpoints.
-        self.amps = i0 + s * ((t0 + t1 - base) * 0.5e-9)
-        self.volts = self.V0 - self.R * (i0 + s * ((t1 + t2 - base) * 0.5e-9))
+        self.amps = self._i0 + self._sh * (t0 + t1 - self._base)
+        self.volts = self._a0 - self._rsh * (t1 + t2 - self._base)
+        self.vi = self.volts * self.amps
+
+    def _straddle(self, t0, t1, t2):
+        self.amps = self._iint(t0, t1) / (t1 - t0)
+        self.volts = self.V0 - self.R * self._iint(t1, t2) / (t2 - t1)
         self.vi = self.volts * self.amps
 
 

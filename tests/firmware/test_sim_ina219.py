@@ -3,6 +3,7 @@
 # passes unless the test advances the clock.
 import errno
 
+import micropython
 from mptest import eq, near, raises
 
 from meter.clock import TICKS_PERIOD
@@ -467,3 +468,29 @@ def test_ground_truth_stops_when_the_load_is_cut():
     eq(chip.read_reg(1), 15000, "current back")
     near(chip.exact_import_uwh, 2 * e10, 1e-6, "energy resumes")
     near(chip.true_j()[0] / 3600 * 1e6, 2 * e10, 1e-6, "continuous integral skips the open time too")
+
+
+def test_hot_path_puts_no_frame_on_the_heap():
+    # The simulator's speed depends on it: MicroPython allocates (and frees) a call frame on the heap when a
+    # function's locals plus value stack are too many, and a register read runs ~4 million times a day.
+    clock, chip = chip_with(scenarios.make("steps"))
+    bus = SimI2C(clock)
+    bus.add(0x40, chip)
+    chip.write_reg(0, config(sadc=15))
+    buf = bytearray(2)
+    bus.readfrom_mem_into(0x40, 2, buf)
+    total = micropython.mem_total()
+    for _ in range(50):  # within one cycle: nothing to compute
+        bus.readfrom_mem_into(0x40, 2, buf)
+        bus.readfrom_mem_into(0x40, 3, buf)
+    eq(micropython.mem_total() - total, 0, "bytes allocated by 100 register reads")
+    for name in scenarios.NAMES:
+        sc = scenarios.make(name)
+        t = 12 * 3600 * 1000000000
+        sc.conv(t, t + 68100000, t + 68632000)
+        total = micropython.mem_total()
+        for _ in range(10):  # inside one segment
+            t += 68632000
+            sc.conv(t, t + 68100000, t + 68632000)
+        # a few floats per cycle (16 bytes each as counted by mem_total), never a frame (over 100 bytes)
+        eq((micropython.mem_total() - total) // 10 <= 6 * 16, True, name + ": conv allocates only its floats")
