@@ -136,6 +136,7 @@ class INA219:
         self.bus = 0  # 4 mV counts
         self.ovf = 0  # 1: math overflow flag or shunt reading at full scale (the reading is clipped)
         self.tick = 0  # ticks_us just before the read that found the cycle
+        self.t_config = 0  # ticks_us when init() wrote the configuration: the start of the first cycle
         # Counters.
         self.cycles = 0  # cycles read
         self.polls = 0  # bus-register polls that found no new cycle
@@ -173,6 +174,7 @@ class INA219:
         try:
             self._write(_REG_CONFIG, _RST)
             self._write(_REG_CONFIG, self.config)
+            t = self._ticks()  # the first conversion cycle starts with that write
             self._write(_REG_CAL, self.cal)
             cfg = self._read(_REG_CONFIG)
             cal = self._read(_REG_CAL)
@@ -187,9 +189,10 @@ class INA219:
             raise SensorError("INA219 at I2C address 0x%02x does not hold its configuration: config reads "
                               "0x%04x (wrote 0x%04x), calibration reads %d (wrote %d)"
                               % (self.addr, cfg, self.config, cal, self.cal))
+        self.t_config = t
         self.err_run = 0
         self._fresh = False
-        self._due = ticks_add(self._ticks(), self.period_us)  # the first cycle ends one cycle from now
+        self._due = ticks_add(t, self.period_us)  # the first cycle ends one cycle after the config write
 
     # -- reading ------------------------------------------------------------------------------------------
     # MicroPython puts a function's frame on the heap (allocated and freed on every call) when its locals plus

@@ -91,6 +91,10 @@ def test_init_configures_and_verifies_the_chip():
     eq(chip.read_reg(0), drv.config, "config written")
     eq(chip.read_reg(5), drv.cal, "calibration written")
     eq(chip.soft_resets, 1, "soft reset first")
+    eq(drv.wait_cycle(), True, "first cycle")
+    # t_config marks the start of the first cycle: the first read's tick is one cycle (plus a little) later.
+    lag = drv.tick - drv.t_config - drv.cycle_us
+    eq(0 <= lag <= drv.poll_us + 120, True, "first read %d us after the first cycle ended" % lag)
 
 
 def test_absent_chip_raises_sensorerror_with_a_clear_message():
@@ -290,6 +294,7 @@ def test_random_error_storm_never_raises():
     # A read needs its three transactions to succeed (0.7^3 = 34 %); a failure costs one call and a poll.
     eq(good > 3000 * 0.343 * 0.6, True, "cycles still read through the storm (%d)" % good)
     bus.fail_rate(0)
+    eq(drv.wait_cycle(), True, "first read after the storm (it may find a cycle that ended during the storm)")
     c0 = chip.cycles
     n0 = drv.cycles
     for _ in range(200):
