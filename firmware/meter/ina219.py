@@ -48,39 +48,6 @@ class SensorError(Exception):
     pass
 
 
-def _adc_code_avg(n):
-    # 12-bit with n-sample averaging: code 0b1000 | log2(n); n = 1 is the plain 12-bit code 0b0011.
-    if n == 1:
-        return 3
-    for k in range(1, 8):
-        if n == 1 << k:
-            return 8 | k
-    raise ValueError("shunt_avg must be 1, 2, 4, ... or 128, not %r" % (n,))
-
-
-def _adc_code_bits(bits):
-    if 9 <= bits <= 12:
-        return bits - 9
-    raise ValueError("bus_bits must be 9, 10, 11 or 12, not %r" % (bits,))
-
-
-def current_lsb_ua(max_ma):
-    """Current_LSB: at least max/2^15 (datasheet eq. 2), rounded up to 1, 2 or 5 x 10^n microamps."""
-    need = (max_ma * 1000 + 32767) // 32768  # ceil(max_uA / 2^15), whole uA
-    step = 1
-    while True:
-        for m in (1, 2, 5):
-            if m * step >= need:
-                return m * step
-        step *= 10
-
-
-def calibration(lsb_ua, shunt_uohm):
-    """Cal = trunc(0.04096 / (Current_LSB[A] x R[ohm])) (datasheet eq. 1), in integers:
-    0.04096 / (lsb_ua e-6 x R_uohm e-6) = 40_960_000_000 / (lsb_ua x R_uohm). Bit 0 is not implemented."""
-    return (40960000000 // (lsb_ua * shunt_uohm)) & 0xFFFE
-
-
 class INA219:
     def __init__(self, i2c, addr=0x40, shunt_uohm=100000, max_ma=3200, shunt_avg=128, bus_bits=12,
                  sleep_us=None, ticks_us=None, on_event=None):
@@ -100,19 +67,28 @@ class INA219:
                                  % (full_nv // 1000))
         self.pg = pg
         self.shunt_fs = 4000 << pg  # full-scale shunt reading, counts
-        # Calibration: Current_LSB rounded up to a 1-2-5 step; a coarser step if Cal would not fit 16 bits.
-        lsb = current_lsb_ua(max_ma)
-        while 40960000000 // (lsb * shunt_uohm) > 0xFFFE:
-            lsb = current_lsb_ua(lsb * 32768 // 1000 + 1)
-        cal = calibration(lsb, shunt_uohm)
+        # Calibration (datasheet 8.5.1): Current_LSB >= max / 2^15 (eq. 2), rounded up here to a 1-2-5 step
+        # of microamps (or coarser, while Cal would not fit the register), and
+        #   Cal = trunc(0.04096 / (Current_LSB[A] x R[ohm]))            (eq. 1)
+        #       = 40_960_000_000 // (Current_LSB[uA] x R[uOhm])          (the same, in integers)
+        # with bit 0 cleared (not implemented in the chip). E.g. 0.1 ohm, 3.2 A: 100 uA, Cal 4096.
+        lsb = m = 1
+        while lsb * 32768 < max_ma * 1000 or 40960000000 // (lsb * shunt_uohm) > 0xFFFE:
+            lsb = (1, 2, 5)[m % 3] * 10 ** (m // 3)
+            m += 1
+        cal = (40960000000 // (lsb * shunt_uohm)) & 0xFFFE
         if cal < 2:
             raise ValueError("shunt %d uOhm with max %d mA gives no usable calibration"
                              % (shunt_uohm, max_ma))
         self.current_lsb_ua = lsb
         self.power_lsb_uw = 20 * lsb  # datasheet: Power_LSB = 20 x Current_LSB
         self.cal = cal
-        sadc = _adc_code_avg(shunt_avg)
-        badc = _adc_code_bits(bus_bits)
+        if shunt_avg not in (1, 2, 4, 8, 16, 32, 64, 128) or not 9 <= bus_bits <= 12:
+            raise ValueError("shunt_avg must be 1, 2, 4, ... 128 and bus_bits 9 ... 12, not %r and %r"
+                             % (shunt_avg, bus_bits))
+        # ADC codes: 9..12 bits are 0..3; n-sample averaging (12 bit) is 8 | log2(n), and 1 sample is 3.
+        sadc = 3 if shunt_avg == 1 else 8 | (len(bin(shunt_avg)) - 3)
+        badc = bus_bits - 9
         self.config = _BRNG_32V | (pg << 11) | (badc << 7) | (sadc << 3) | _MODE_SHUNT_BUS_CONT
         self.shunt_us = _CONV_US[sadc]
         self.bus_us = _CONV_US[badc]
@@ -163,10 +139,6 @@ class INA219:
         b[0] = value >> 8
         b[1] = value & 0xFF
         self._i2c.writeto_mem(self.addr, reg, b)
-
-    def _emit(self, code, value):
-        if self._event is not None:
-            self._event(code, value)
 
     # -- set-up ----------------------------------------------------------------------------------------------
     def init(self):
@@ -243,11 +215,18 @@ class INA219:
             first = False
             self.polls += 1
             if ticks_diff(self._ticks(), self._due) > self.period_us:
-                self._stalled()
+                # No cycle for a whole cycle time: the chip stopped converting (power-down, lost config).
+                self.timeouts += 1
+                self._fresh = False
+                self._due = ticks_add(self._ticks(), self.period_us)
+                self.check()
                 return False
             self._sleep(self.poll_us)
         if self.err_run:
-            self._recovered()
+            if self.err_run >= ERROR_EVENT_AFTER:
+                self.err_run = 0
+                self.check()  # the storm may have come with a brown-out
+            self.err_run = 0
         self._schedule(first)
         return True
 
@@ -264,8 +243,8 @@ class INA219:
     def _failed(self):
         self.errors += 1
         self.err_run += 1
-        if self.err_run == ERROR_EVENT_AFTER:
-            self._emit(EV_I2C_ERRORS, self._probe_errno())
+        if self.err_run == ERROR_EVENT_AFTER and self._event is not None:
+            self._event(EV_I2C_ERRORS, self._probe_errno())
         self._fresh = False
         self._sleep(self.poll_us)
 
@@ -278,19 +257,6 @@ class INA219:
         except OSError as e:
             self.errors += 1
             return e.args[0] if e.args else -1
-
-    def _recovered(self):
-        storm = self.err_run >= ERROR_EVENT_AFTER
-        self.err_run = 0
-        if storm:
-            self.check()  # the fault may have come with a brown-out
-
-    def _stalled(self):
-        # No cycle for a whole cycle time: the chip stopped converting (power-down, lost configuration).
-        self.timeouts += 1
-        self._fresh = False
-        self._due = ticks_add(self._ticks(), self.period_us)
-        self.check()
 
     def _schedule(self, first):
         # Track the chip's real cycle period (its oscillator may be well off nominal) from the spacing of
@@ -336,15 +302,13 @@ class INA219:
             self.errors += 1
             return False  # still wrong: the next check tries again
         self.resets += 1
-        self._emit(EV_CHIP_RESET, cfg)
+        if self._event is not None:
+            self._event(EV_CHIP_RESET, cfg)
         return True
 
     # -- readings in engineering units (integers; for display and frames, not the energy path) --------------
     def bus_mv(self):
         return self.bus * 4
-
-    def shunt_uv(self):
-        return self.shunt * 10
 
     def current_ua(self):
         return _div(self.shunt * 10000000, self.shunt_uohm)

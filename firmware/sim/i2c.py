@@ -42,9 +42,6 @@ class SimI2C:
         self._ptr.pop(addr, None)
         return self._devs.pop(addr, None)
 
-    def device(self, addr):
-        return self._devs.get(addr)
-
     # -- fault injection ------------------------------------------------------------------------------------
     def fail_next(self, n, err=errno.EIO):
         self._fail_n = n
@@ -136,24 +133,12 @@ class SimI2C:
         dev = self._begin(addr, 11, buf)  # START, addr+R, n bytes, STOP
         _put(buf, dev.read_reg(self._ptr[addr]))
 
-    def readfrom(self, addr, nbytes, stop=True):
-        buf = bytearray(nbytes)
-        self.readfrom_into(addr, buf)
-        return bytes(buf)
-
 
 def _put(buf, v):
     # A 16-bit register, MSB first; reading past it repeats it (no pointer auto-increment on the INA219).
     if len(buf) == 2:
         buf[0] = v >> 8
         buf[1] = v & 0xFF
-    else:
-        _fill(buf, v)
-
-
-def _fill(buf, v):
-    # Reading past the 16-bit register repeats it (no pointer auto-increment on the INA219).
-    hi = v >> 8
-    lo = v & 0xFF
+        return
     for i in range(len(buf)):
-        buf[i] = lo if i & 1 else hi
+        buf[i] = v & 0xFF if i & 1 else v >> 8

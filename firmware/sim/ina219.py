@@ -107,8 +107,8 @@ class INA219Model:
         self._q_volts = None
         self._e_vi = None  # the vi float whose per-cycle energy _e holds
         self._e = 0.0
-        self._sh_ns = sh
-        self._per_ns = sh + bu
+        self.shunt_ns = sh  # shunt conversion time, ns (oscillator error included)
+        self.cycle_ns = sh + bu  # one conversion cycle in the current configuration, ns
         self._dur_uwh = (sh + bu) * 1e-9 * (1e6 / 3600.0)  # cycle duration in hours x 1e6: W -> uWh
         self._start_ns = now_ns
         self._truth = both == 3 and self._connected  # cycles whose energy counts as ground truth
@@ -158,7 +158,7 @@ class INA219Model:
             if self._mode < 4:  # triggered: one cycle per config write
                 self._next_ns = _NEVER
                 break
-            self._next_ns = t + self._per_ns
+            self._next_ns = t + self.cycle_ns
         self._start_ns = t
         self.cycles += n
         self._update()
@@ -166,7 +166,7 @@ class INA219Model:
     def _cycle(self, t):
         # One conversion cycle from scenario time t (ns): the scenario's window averages and its energy.
         sc = self.scenario
-        sc.conv(t, t + self._sh_ns, t + self._per_ns)
+        sc.conv(t, t + self.shunt_ns, t + self.cycle_ns)
         if self._truth:
             t = sc.vi
             # Piecewise scenarios hand back the same float object for a whole segment: reuse its energy.
@@ -304,13 +304,6 @@ class INA219Model:
             exp += e
         return imp, exp
 
-    def cycle_ns(self):
-        """Duration of one conversion cycle in the current configuration (oscillator error included)."""
-        return self._per_ns
-
-    def shunt_ns(self):
-        return self._sh_ns
-
     def last_end_us(self):
         """Clock time (now_us timeline) at which the last completed cycle ended."""
         return self._start_ns // 1000
@@ -318,6 +311,3 @@ class INA219Model:
     def next_end_us(self):
         """Clock time at which the cycle in progress will end (None when the chip is not converting)."""
         return None if self._next_ns == _NEVER else (self._next_ns + 999) // 1000
-
-    def mode(self):
-        return self._mode

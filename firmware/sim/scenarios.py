@@ -2,7 +2,7 @@
 # Runs unchanged under MicroPython and CPython, and gives the same numbers in both (own integer hash and
 # PRNG, no `random`), so a seed means the same day everywhere.
 #
-#   s = make("solar-day", seed=1, tod_s=0)
+#   s = make("solar-day", seed=1)
 #   s.avg(t0, t1)     -> (volts, amps): averages over [t0, t1] (seconds since the simulation started)
 #   s.energy(t0, t1)  -> (import_j, export_j): the exact integral of v*i, positive and negative parts
 #   s.conv(t0, t1, t2)   the model's per-cycle fast path, times in integer NANOseconds: sets s.amps = average
@@ -171,23 +171,20 @@ class Steps(_Piecewise):
         return 12.6 - 0.2 * i, i
 
 
-class Export(_Piecewise):
-    name = "export"
-    describe = "a 12.8 V battery discharging into a grid-tie inverter: -0.5..-3.0 A, changing every 2 minutes"
-    seg_s = 120
+class Battery(_Piecewise):
+    """A 12.8 V (LiFePO4) battery whose current changes every seg_s seconds, uniformly in [lo, hi] amps;
+    negative is discharging (export)."""
+
+    def __init__(self, seed, name, lo, hi, seg_s, describe):
+        self.name = name
+        self.seg_s = seg_s
+        self.describe = describe
+        self._lo = lo
+        self._span = hi - lo
+        _Piecewise.__init__(self, seed)
 
     def level(self, k):
-        i = -(0.5 + 2.5 * _unit(self.seed, k))
-        return 13.1 + 0.05 * i, i
-
-
-class Mixed(_Piecewise):
-    name = "mixed"
-    describe = "a battery alternately charged and discharged: -2.5..+2.5 A, changing every minute"
-    seg_s = 60
-
-    def level(self, k):
-        i = -2.5 + 5.0 * _unit(self.seed, k)
+        i = self._lo + self._span * _unit(self.seed, k)
         return 13.1 + 0.05 * i, i
 
 
@@ -405,18 +402,22 @@ class RandomWalk(Scenario):
         self.vi = self.volts * self.amps
 
 
-def make(name, seed=1, tod_s=0):
-    """A scenario by name. tod_s: time of day (seconds past midnight) at scenario time 0 (solar-day only)."""
+def make(name, seed=1, tod_s=None):
+    """A scenario by name. tod_s: the time of day (seconds past midnight) at scenario time 0, for solar-day;
+    by default the simulation starts at sunrise (06:00), so even a short run sees the sun. To have the sun
+    follow a simulated clock, pass its time of day (e.g. start_unix_s % 86400 for UTC)."""
     if name == "constant":
         return Constant(seed)
     if name == "steps":
         return Steps(seed)
     if name == "solar-day":
-        return SolarDay(seed, tod_s)
+        return SolarDay(seed, SolarDay.SUNRISE_S if tod_s is None else tod_s)
     if name == "random-walk":
         return RandomWalk(seed)
     if name == "export":
-        return Export(seed)
+        return Battery(seed, name, -3.0, -0.5, 120, "a battery discharging into a grid-tie inverter: "
+                       "-0.5 .. -3 A, changing every 2 minutes")
     if name == "mixed":
-        return Mixed(seed)
+        return Battery(seed, name, -2.5, 2.5, 60, "a battery charged and discharged in turn: -2.5 .. +2.5 A, "
+                       "changing every minute")
     raise ValueError("unknown scenario %r; choose one of: %s" % (name, ", ".join(NAMES)))

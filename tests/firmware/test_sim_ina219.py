@@ -206,7 +206,7 @@ def test_conversion_time_for_every_adc_code():
 def test_default_meter_cycle_is_68_63_ms():
     clock, chip = chip_with()
     _cycle_ends_at(clock, chip, config(sadc=15, badc=3), 68100 + 532)
-    eq(chip.cycle_ns(), (68100 + 532) * 1000, "cycle_ns")
+    eq(chip.cycle_ns, (68100 + 532) * 1000, "cycle_ns")
 
 
 def test_continuous_cycles_follow_each_other():
@@ -230,7 +230,7 @@ def test_oscillator_error_stretches_and_shrinks_cycles():
         eq(chip.read_reg(2) & CNVR, 0, "not yet (%d ppm)" % ppm)
         clock.now_us = int(actual) + 1
         eq(chip.read_reg(2) & CNVR, CNVR, "done (%d ppm)" % ppm)
-        near(chip.cycle_ns(), actual * 1000, 1, "cycle_ns (%d ppm)" % ppm)
+        near(chip.cycle_ns, actual * 1000, 1, "cycle_ns (%d ppm)" % ppm)
 
 
 def test_config_write_restarts_the_conversion():

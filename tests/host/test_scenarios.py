@@ -89,7 +89,7 @@ def test_deterministic_for_a_seed(name):
 
 
 def test_solar_day_shape():
-    sc = scenarios.make("solar-day", seed=1)
+    sc = scenarios.make("solar-day", seed=1, tod_s=0)  # scenario time 0 at midnight
     for day in range(3):
         base = day * 86400
         assert sc.avg(base + 0, base + 6 * 3600) == (0.0, 0.0)  # night
@@ -104,6 +104,9 @@ def test_solar_day_shape():
     assert min(dips) < 0.9 * 2.5 and max(dips) == pytest.approx(2.5, rel=1e-6)
     # tod_s shifts the day: starting at noon, scenario time 0 is bright
     assert scenarios.make("solar-day", tod_s=12 * 3600).avg(0, 1)[1] > 1.0
+    # by default the simulation starts at sunrise: sun for 12 hours, then 12 dark ones
+    default = scenarios.make("solar-day")
+    assert default.avg(0, 600)[1] > 0 and default.avg(12 * 3600, 24 * 3600) == (0.0, 0.0)
 
 
 def test_export_and_mixed_signs():
