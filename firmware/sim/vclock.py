@@ -6,7 +6,7 @@
 # simulated day, so every method is a line or two.
 from meter.clock import TICKS_MASK
 
-DEFAULT_START_UNIX_S = 1793491200  # 2026-11-01 00:00:00 UTC: a midnight, so solar-day starts in the dark
+DEFAULT_START_UNIX_S = 1793491200  # 2026-11-01 00:00:00 UTC (the unix-sim board profile uses the same)
 
 
 class VirtualClock:
