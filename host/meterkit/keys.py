@@ -1,0 +1,183 @@
+"""Head-end and meter keys on disk: `meterkit keys new`, and loaders with clear errors.
+
+    meterkit keys new --out DIR [--name headend]
+
+writes DIR/<name>.key.pem (PKCS#8, unencrypted, mode 0600, created exclusively: an existing file is never
+overwritten) and DIR/<name>.pub.pem (SubjectPublicKeyInfo), and prints the key id (first 8 bytes of SHA-256
+of the uncompressed public key, the COSE kid of everything the head-end signs).
+
+load_private(path) reads a P-256 private key (PEM, PKCS#8 or SEC1 "EC PRIVATE KEY"). load_public(path) reads
+a P-256 public key as PEM (what meters export), as the raw 65-byte uncompressed point 0x04 || x || y, or as
+that point in hex (130 hex digits, whitespace ignored). Every problem raises KeyFileError naming the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import string
+import sys
+from pathlib import Path
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from meterkit.protocol import key_id, public_bytes, public_from_bytes
+
+MAX_KEY_FILE = 64 * 1024
+
+
+class KeyFileError(ValueError):
+    """A key file that is missing, unreadable, or not the kind of key asked for."""
+
+
+def _read(path: str | os.PathLike) -> bytes:
+    p = Path(path)
+    try:
+        if p.is_dir():
+            raise KeyFileError(f"{p}: is a directory, not a key file")
+        size = p.stat().st_size
+        if size > MAX_KEY_FILE:
+            raise KeyFileError(f"{p}: {size} bytes is too large for a key file")
+        return p.read_bytes()
+    except FileNotFoundError:
+        raise KeyFileError(f"{p}: no such key file") from None
+    except PermissionError:
+        raise KeyFileError(f"{p}: permission denied") from None
+    except OSError as e:
+        raise KeyFileError(f"{p}: cannot read: {e.strerror or e}") from None
+
+
+def _require_p256(key: object, path: str | os.PathLike, what: str) -> None:
+    curve = getattr(key, "curve", None)
+    if not isinstance(curve, ec.SECP256R1):
+        kind = f"an EC key on {curve.name}" if curve is not None else type(key).__name__.lstrip("_")
+        raise KeyFileError(f"{path}: {what} is {kind}, want P-256 (secp256r1, ES256)")
+
+
+def load_private(path: str | os.PathLike) -> ec.EllipticCurvePrivateKey:
+    """The P-256 private key in a PEM file."""
+    data = _read(path)
+    if b"-----BEGIN" not in data:
+        raise KeyFileError(f"{path}: not a PEM file (want a '-----BEGIN PRIVATE KEY-----' block)")
+    if b"PUBLIC KEY-----" in data and b"PRIVATE KEY-----" not in data:
+        raise KeyFileError(f"{path}: holds a public key; a private key (*.key.pem) is needed here")
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except TypeError:
+        raise KeyFileError(f"{path}: the private key is password-protected; meterkit keys are not") from None
+    except ValueError as e:
+        raise KeyFileError(f"{path}: not a readable private key ({e})") from None
+    except UnsupportedAlgorithm as e:
+        raise KeyFileError(f"{path}: unsupported private key ({type(e).__name__}: {e})") from None
+    _require_p256(key, path, "the private key")
+    return key  # type: ignore[return-value]
+
+
+def load_public(path: str | os.PathLike) -> ec.EllipticCurvePublicKey:
+    """The P-256 public key in a file: PEM, raw 65-byte uncompressed point, or that point in hex."""
+    data = _read(path)
+    if b"-----BEGIN" in data:
+        if b"PRIVATE KEY-----" in data:
+            raise KeyFileError(f"{path}: holds a PRIVATE key; give the public key (*.pub.pem) instead")
+        try:
+            key = serialization.load_pem_public_key(data)
+        except ValueError as e:
+            raise KeyFileError(f"{path}: not a readable public key ({e})") from None
+        except UnsupportedAlgorithm as e:
+            raise KeyFileError(f"{path}: unsupported public key ({type(e).__name__}: {e})") from None
+        _require_p256(key, path, "the public key")
+        return key  # type: ignore[return-value]
+    point = data
+    if len(data) != 65:
+        text = data.decode("ascii", errors="replace")
+        digits = "".join(text.split())
+        if digits.lower().startswith("0x"):
+            digits = digits[2:]
+        if not digits or any(c not in string.hexdigits for c in digits):
+            raise KeyFileError(f"{path}: not a public key (want PEM, 65 raw bytes or 130 hex digits)")
+        if len(digits) != 130:
+            raise KeyFileError(f"{path}: {len(digits)} hex digits, a P-256 public key 04||x||y has 130")
+        point = bytes.fromhex(digits)
+    try:
+        return public_from_bytes(point)
+    except ValueError as e:
+        raise KeyFileError(f"{path}: not a P-256 public key point ({e})") from None
+
+
+def _write_exclusive(path: Path, data: bytes, mode: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        os.fchmod(fd, mode)  # the umask may have narrowed or widened nothing we want
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def new_key(out_dir: str | os.PathLike, name: str = "headend") -> tuple[Path, Path, bytes]:
+    """Generate a P-256 key pair into out_dir; returns (private path, public path, key id).
+
+    Refuses (FileExistsError) if either file exists; nothing is written then.
+    """
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise ValueError(f"bad key name {name!r}: a plain file name stem, like 'headend'")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    key_path = out / f"{name}.key.pem"
+    pub_path = out / f"{name}.pub.pem"
+    for p in (key_path, pub_path):
+        if p.exists():
+            raise FileExistsError(f"{p} already exists; refusing to overwrite a key "
+                                  "(pick another --name or --out)")
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    pub_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+    _write_exclusive(key_path, pem, 0o600)
+    try:
+        _write_exclusive(pub_path, pub_pem, 0o644)
+    except BaseException:
+        key_path.unlink(missing_ok=True)
+        raise
+    return key_path, pub_path, key_id(public_bytes(key.public_key()))
+
+
+def _cmd_new(args: argparse.Namespace) -> int:
+    try:
+        key_path, pub_path, kid = new_key(args.out, args.name)
+    except FileExistsError as e:
+        print(f"meterkit keys new: {e}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError) as e:
+        print(f"meterkit keys new: {e}", file=sys.stderr)
+        return 2
+    print(f"private key: {key_path} (mode 0600; keep it secret)")
+    print(f"public key:  {pub_path}")
+    print(f"key id:      {kid.hex()}")
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add `keys` (with `keys new`) to a `meterkit` subparsers object."""
+    keys = subparsers.add_parser("keys", help="head-end signing keys")
+    sub = keys.add_subparsers(dest="keys_command", required=True)
+    new = sub.add_parser("new", help="generate a P-256 key pair (PKCS#8 PEM, mode 0600) and print its key id")
+    new.add_argument("--out", required=True, help="directory for <name>.key.pem and <name>.pub.pem")
+    new.add_argument("--name", default="headend", help="file name stem (default: headend)")
+    new.set_defaults(func=_cmd_new)
+    return keys
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`meterkit keys ...` on its own (argv without the leading 'keys')."""
+    parser = argparse.ArgumentParser(prog="meterkit")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["keys", *(sys.argv[1:] if argv is None else argv)])
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
