@@ -507,11 +507,11 @@ def _c_rows(v: Any, name: str, key: int) -> None:
         end, imp, exp, st = row
         if (type(end) is not int or type(imp) is not int or type(exp) is not int or type(st) is not int
                 or not 0 <= end <= UINT32_MAX or not 0 <= imp <= UINT64_MAX or not 0 <= exp <= UINT64_MAX
-                or not 0 <= st <= UINT32_MAX):
+                or not 0 <= st <= UINT64_MAX):
             _uint(end, f"{name} row {i} end", UINT32_MAX)
             _uint(imp, f"{name} row {i} import mWh", UINT64_MAX)
             _uint(exp, f"{name} row {i} export mWh", UINT64_MAX)
-            _uint(st, f"{name} row {i} status", UINT32_MAX)
+            _uint(st, f"{name} row {i} status", UINT64_MAX)
 
 
 def _c_int_tstr(v: Any, name: str, key: int) -> None:
@@ -537,9 +537,9 @@ _CHECKERS = {_U64: _c_uint(_U64), _U32: _c_uint(_U32), _PPM: _c_uint(_PPM), _DEV
 
 
 _SPECS = {
-    HELLO: _Spec(HELLO, _COMMON, {6: _TSTR, 7: _TSTR, 8: _U32, 9: _U32, 10: _PPM, 11: _U32, 12: _U32}),
+    HELLO: _Spec(HELLO, _COMMON, {6: _TSTR, 7: _TSTR, 8: _U64, 9: _U64, 10: _PPM, 11: _U64, 12: _U64}),
     READING: _Spec(READING, _COMMON, {6: _REGS, 7: _INST, 8: _PPM}),
-    INTERVALS: _Spec(INTERVALS, _COMMON, {6: _ROWS, 7: _U32}),
+    INTERVALS: _Spec(INTERVALS, _COMMON, {6: _ROWS, 7: _U64}),
     EVENT: _Spec(EVENT, _COMMON, {6: _U64, 7: _U64, 8: _INT_TSTR, 9: _U32}),
     BILLING: _Spec(BILLING, _COMMON, {6: _U32, 7: _REGS, 8: _MAXDEM}, optional=(8,)),
     RESPONSE: _Spec(RESPONSE, _COMMON, {6: _U64, 7: _INT, 8: _TSTR}, optional=(8,)),
