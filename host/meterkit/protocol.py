@@ -370,6 +370,7 @@ class _Spec:
 
 _RANGE = {_U64: UINT64_MAX, _U32: UINT32_MAX, _PPM: PPM}
 
+
 def _type_name(v: Any) -> str:
     if type(v) is cbor2.CBORTag:
         return f"tag {v.tag}"
