@@ -86,6 +86,7 @@ class Meter:
             return False
         if not self.sensor_ok:
             self.event(EV_SENSOR_OK)
+            self.metrology.start_at(self.sensor.t_config)  # the chip's first cycle began at its configuration
         self.sensor_ok = True
         return True
 

@@ -152,8 +152,10 @@ def _open_sim(board, flash_dir, overrides):
 
     cfg = dict(board["sim"])
     cfg.update(overrides)
-    clock = VirtualClock(start_unix_s=cfg.get("start_unix_s", 1793491200))
-    scenario = scenarios.make(cfg.get("scenario", "constant"), seed=cfg.get("seed", 1))
+    start = cfg.get("start_unix_s", 1793491200)
+    clock = VirtualClock(start_unix_s=start)
+    # The sun follows the simulated clock (UTC time of day); other scenarios ignore it.
+    scenario = scenarios.make(cfg.get("scenario", "constant"), seed=cfg.get("seed", 1), tod_s=start % 86400)
     ina = board["ina219"]
     chip = INA219Model(clock, scenario, shunt_ohms=ina["shunt_uohm"] / 1000000, osc_ppm=cfg.get("osc_ppm", 0))
     bus = SimI2C(clock, freq=board["i2c"]["freq"])

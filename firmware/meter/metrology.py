@@ -525,6 +525,14 @@ class Metrology:
             fe[j] = 0
         reset_minmax(self.state)
 
+    def start_at(self, tick):
+        """The sensor's first conversion cycle began at `tick` (e.g. the configuration write): the first
+        reading then integrates from there instead of only setting the start, so no cycle goes unmetered."""
+        self.flush()
+        st = self.state
+        st[ST_LAST_TICK] = tick & _TMASK
+        st[ST_STARTED] = 1
+
     def resync(self):
         """Forget the last tick: the next reading only starts a new interval (after a sensor reset or a pause
         the meter did not measure; that time is neither covered, nor elapsed, nor given energy)."""

@@ -1,7 +1,7 @@
 # Run the real meter firmware against the simulated INA219 in virtual time (MicroPython Unix port).
 #
 #   micropython firmware/sim/run.py --board boards/unix-sim.json --scenario solar-day --hours 24 \
-#       [--seed N] [--flash DIR] [--progress] [--trace]
+#       [--seed N] [--start UNIX_S] [--flash DIR] [--progress] [--trace] [--absent] [--log]
 #
 # Prints "@@RESULT {json}" at the end (the host's `meterkit sim run` reads it). --progress prints
 # "@@PROGRESS <virtual_s>" lines; --trace prints "@@BATCH <metered_uwh> <checkpointed_uwh>" after every batch
@@ -16,7 +16,8 @@ from meter.app import Meter
 
 
 def _args(argv):
-    opts = {"board": "boards/unix-sim.json", "hours": "1", "flash": None, "scenario": None, "seed": None}
+    opts = {"board": "boards/unix-sim.json", "hours": "1", "flash": None, "scenario": None, "seed": None,
+            "start": None}
     flags = set()
     i = 0
     while i < len(argv):
@@ -40,9 +41,13 @@ def main(argv):
         overrides["scenario"] = opts["scenario"]
     if opts["seed"]:
         overrides["seed"] = int(opts["seed"])
+    if opts["start"]:
+        overrides["start_unix_s"] = int(opts["start"])
     if "absent" in flags:
         overrides["absent"] = True
     hw = hal.open_hardware(board, flash_dir=opts["flash"], sim_overrides=overrides)
+    gc.collect()
+    heap_before_meter = gc.mem_alloc()  # the runner and the simulated hardware: not part of a board's budget
     clock = hw.sim.clock
     duration_us = int(float(opts["hours"]) * 3600 * 1000000)
     end_us = clock.now_us + duration_us
@@ -105,10 +110,14 @@ def main(argv):
         "events": meter.event_counts,
         "heap_peak": peak[0],
         "heap_after_gc": gc.mem_alloc(),
+        "heap_before_meter": heap_before_meter,
         "heap_total": gc.mem_alloc() + gc.mem_free(),
         "wall_ms": wall_ms,
     }
-    print("@@RESULT " + json.dumps(result))
+    gc.collect()
+    sys.stdout.write("@@RESULT ")
+    json.dump(result, sys.stdout)  # streamed: one big string may not fit a fragmented, capped heap
+    sys.stdout.write("\n")
 
 
 if __name__ == "__main__":

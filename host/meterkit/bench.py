@@ -29,8 +29,9 @@ def _micropython_json(script_args: list[str], timeout: float = 600) -> dict:
 
 
 def heap_after_import() -> int:
+    # Measured on the mpy-cross build: that is how the firmware is deployed (no parsing on the device).
     proc = subprocess.run(micropython_cmd("-c", _IMPORT_HEAP_SNIPPET), capture_output=True, text=True,
-                          env=mp_env(), check=True)
+                          env=mp_env(compiled=True), check=True)
     return int(proc.stdout.strip().splitlines()[-1])
 
 

@@ -9,13 +9,26 @@ import sys
 from meterkit import __version__
 
 
+def _utc_instant(text: str) -> int:
+    """'2026-06-21T06:00' (UTC) -> Unix seconds, for argparse."""
+    from datetime import datetime, timezone
+
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date/time: {text!r}") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return int(dt.timestamp())
+
+
 def _cmd_sim_run(args: argparse.Namespace) -> int:
     from meterkit.sim import SimError, format_result, progress_bar, run_sim
 
     progress = None if args.json or args.quiet else progress_bar(f"simulating {args.hours:g} h")
     try:
         result = run_sim(args.scenario, args.hours, seed=args.seed, heap=args.heap, flash_dir=args.flash,
-                         board=args.board, progress=progress)
+                         board=args.board, start=args.start, progress=progress)
     except SimError as e:
         print(f"meterkit sim run: {e}", file=sys.stderr)
         return 1
@@ -50,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--scenario", choices=SCENARIOS, default="solar-day")
     run.add_argument("--hours", type=float, default=24.0, help="virtual hours to simulate (default 24)")
     run.add_argument("--seed", type=int, default=None)
+    run.add_argument("--start", type=_utc_instant, default=None,
+                     help="virtual start time, UTC, e.g. 2026-06-21T06:00 (default: the board's, midnight)")
     run.add_argument("--heap", default=None, help="cap the interpreter heap, e.g. 96K (ESP32-sized budget)")
     run.add_argument("--flash", default=None, help="flash directory to keep between runs (default: temporary)")
     run.add_argument("--board", default=None, help="board profile JSON (default boards/unix-sim.json)")

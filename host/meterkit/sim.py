@@ -12,7 +12,7 @@ from pathlib import Path
 
 from meterkit.firmware import boards_dir, firmware_dir, micropython_module_cmd, mp_env
 
-SCENARIOS = ("constant", "steps", "solar-day", "random-walk", "export")
+SCENARIOS = ("constant", "steps", "solar-day", "random-walk", "export", "mixed")
 
 
 class SimError(RuntimeError):
@@ -21,11 +21,13 @@ class SimError(RuntimeError):
 
 def sim_command(scenario: str, hours: float, *, seed: int | None = None, heap: str | None = None,
                 flash_dir: str | Path | None = None, board: str | Path | None = None,
-                flags: tuple[str, ...] = ()) -> list[str]:
+                start: int | None = None, flags: tuple[str, ...] = ()) -> list[str]:
     args = ["--board", str(board or boards_dir() / "unix-sim.json"), "--scenario", scenario,
             "--hours", repr(float(hours))]
     if seed is not None:
         args += ["--seed", str(seed)]
+    if start is not None:
+        args += ["--start", str(int(start))]
     if flash_dir is not None:
         args += ["--flash", str(flash_dir)]
     args += [f"--{f}" for f in flags]
@@ -38,14 +40,14 @@ def sim_env() -> dict[str, str]:
 
 
 def run_sim(scenario: str, hours: float, *, seed: int | None = None, heap: str | None = None,
-            flash_dir: str | Path | None = None, board: str | Path | None = None,
+            flash_dir: str | Path | None = None, board: str | Path | None = None, start: int | None = None,
             progress: Callable[[float], None] | None = None, timeout: float = 900) -> dict:
     """Run one simulated meter to the end and return its result, with host-side wall time added."""
     if scenario not in SCENARIOS:
         raise SimError(f"unknown scenario {scenario!r}; choose one of: {', '.join(SCENARIOS)}")
     with tempfile.TemporaryDirectory(prefix="meterkit-sim-") as tmp:
         flash = flash_dir or tmp
-        cmd = sim_command(scenario, hours, seed=seed, heap=heap, flash_dir=flash, board=board,
+        cmd = sim_command(scenario, hours, seed=seed, heap=heap, flash_dir=flash, board=board, start=start,
                           flags=("progress",) if progress else ())
         t0 = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -106,7 +108,9 @@ def format_result(r: dict) -> str:
     def wh(uwh: float) -> str:
         return f"{uwh / 1e6:,.6f} Wh"
 
-    heap = f"{r['heap_peak'] / 1024:.1f} KiB peak in use, {r['heap_after_gc'] / 1024:.1f} KiB after collect"
+    heap = (f"{r['heap_peak'] / 1024:.1f} KiB peak in use, {r['heap_after_gc'] / 1024:.1f} KiB after collect, "
+            f"of which the meter's objects {(r['heap_after_gc'] - r['heap_before_meter']) / 1024:.1f} KiB"
+            " (the rest: code and the simulator)")
     if r.get("heap_cap"):
         heap += f" (heap capped at {r['heap_cap']})"
     rows = [
@@ -114,7 +118,7 @@ def format_result(r: dict) -> str:
         ("exact energy", f"import {wh(r['exact_import_uwh'])}, export {wh(r['exact_export_uwh'])}"
                          "  (what the simulated chip converted)"),
         ("metered energy", f"import {wh(r['metered_import_uwh'])}, export {wh(r['metered_export_uwh'])}"),
-        ("error", f"{r['error_pct']:.5f} %"),
+        ("error", f"{r['error_pct']:.6f} %"),
         ("coverage", f"{r['coverage_pct']:.4f} % of elapsed time in conversions read"
                      f" (shunt duty {r['shunt_duty_pct']:.2f} %)"),
         ("samples", f"{r['samples']:,} conversion cycles read of {r['chip_cycles']:,}; missed {r['missed']:,}"),

@@ -95,7 +95,8 @@ def run(specs, as_json=False):
             failed += 1
             tb = _traceback(e)
             if as_json:
-                print(MARK + '{"mod": %s, "test": "<import>", "ok": 0, "ms": 0, "tb": %s}' % (_quote(modname), _quote(tb)))
+                print(MARK + '{"mod": %s, "test": "<import>", "ok": 0, "ms": 0, "tb": %s}'
+                      % (_quote(modname), _quote(tb)))
             else:
                 print("FAIL %s (import)\n%s" % (modname, tb))
             continue

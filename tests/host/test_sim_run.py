@@ -5,13 +5,14 @@ import subprocess
 import sys
 
 import pytest
-
 from meterkit.sim import SimError, run_sim
 
+MORNING = 1793527200  # 2026-11-01 10:00 UTC: the simulated sun is up
 
-@pytest.mark.parametrize("scenario", ["constant", "steps", "solar-day", "random-walk", "export"])
+
+@pytest.mark.parametrize("scenario", ["constant", "steps", "solar-day", "random-walk", "export", "mixed"])
 def test_scenario_metered_within_0_01_percent(scenario):
-    r = run_sim(scenario, 2.0, seed=3)
+    r = run_sim(scenario, 2.0, seed=3, start=MORNING)
     gross = r["exact_import_uwh"] + r["exact_export_uwh"]
     assert gross > 1000, "scenario produced no energy in the window"
     assert r["error_pct"] < 0.01, r
@@ -62,6 +63,13 @@ def test_cli_json_is_one_object():
     for key in ("exact_import_uwh", "metered_import_uwh", "error_pct", "coverage_pct", "samples", "missed",
                 "heap_peak", "wall_s"):
         assert key in obj
+
+
+def test_solar_day_follows_the_clock():
+    night = run_sim("solar-day", 1.0, start=MORNING - 10 * 3600)  # 00:00-01:00 UTC
+    noon = run_sim("solar-day", 1.0, start=MORNING + 2 * 3600)  # 12:00-13:00 UTC
+    assert night["exact_import_uwh"] == 0 and night["metered_import_uwh"] == 0
+    assert noon["metered_import_uwh"] > 10 * 1000000
 
 
 def test_unknown_scenario_rejected():
