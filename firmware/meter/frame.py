@@ -25,7 +25,7 @@
 # The CRC is binascii.crc32 (IEEE 802.3 / zlib, the same in MicroPython and CPython), over the COSE bytes,
 # stored little-endian as in the checkpoint slots of meter/store.py.
 
-import binascii
+from meter.crc import crc32
 
 MAX_FRAME = 1024  # largest COSE_Sign1 (bytes) a frame may carry (docs/protocol.md)
 CRC_LEN = 4
@@ -50,10 +50,6 @@ class TooShort(FrameError):
 
 class TooLong(FrameError):
     """Carries (or would carry) more than max_frame bytes of message."""
-
-
-def crc32(data):
-    return binascii.crc32(data) & 0xFFFFFFFF
 
 
 def cobs_max_len(n):

@@ -26,7 +26,7 @@ is never rewritten (it would wear flash and add nothing), so an idle meter stops
 loss can cost is < 10 Wh and < 15 minutes of metering.
 """
 
-import binascii
+from meter.crc import crc32
 import os
 import struct
 
@@ -41,10 +41,6 @@ SEQ_MASK = SEQ_MOD - 1
 SLOTS = ("a", "b")
 DEFAULT_MAX_PAYLOAD = 2048
 _ENOENT = 2
-
-
-def crc32(data):
-    return binascii.crc32(data) & 0xFFFFFFFF
 
 
 def pack(seq, payload):
