@@ -401,7 +401,7 @@ def _int(v: Any, where: str) -> None:
 # failed (then the slow helpers above say what and where).
 
 
-def _registers(v: Any, name: str, key: int, demand: bool) -> None:
+def _registers(v: Any, name: str, key: int, demand: bool = False) -> None:
     if type(v) is not dict:
         raise _wrong(f"{name} key {key}", "a map of OBIS register keys", v)
     if not v:
@@ -477,10 +477,6 @@ def _c_tstr(v: Any, name: str, key: int) -> None:
         raise _wrong(f"{name} key {key}", "a text string", v)
 
 
-def _c_regs(v: Any, name: str, key: int) -> None:
-    _registers(v, name, key, False)
-
-
 def _c_maxdem(v: Any, name: str, key: int) -> None:
     _registers(v, name, key, True)
 
@@ -533,7 +529,7 @@ def _c_args(v: Any, name: str, key: int) -> None:
 
 
 _CHECKERS = {_U64: _c_uint(_U64), _U32: _c_uint(_U32), _PPM: _c_uint(_PPM), _DEVID: _c_devid, _INT: _c_int,
-             _TSTR: _c_tstr, _REGS: _c_regs, _MAXDEM: _c_maxdem, _INST: _c_inst, _ROWS: _c_rows,
+             _TSTR: _c_tstr, _REGS: _registers, _MAXDEM: _c_maxdem, _INST: _c_inst, _ROWS: _c_rows,
              _INT_TSTR: _c_int_tstr, _ARGS: _c_args}
 
 

@@ -292,14 +292,10 @@ def test_non_canonical_payloads():
         "bignum seq": body[:seq_at + 1] + b"\xc2\x42\x01\x2c" + body[seq_at + 4:],
         "trailing byte": body + b"\x00",
     }
+    # (cbor2 itself ignores trailing bytes and accepts all the others: the re-encoding check refuses them)
     for name, v in variants.items():
         assert v != body, name
-        r = reason_of(sign(v))
-        assert r in ("not-canonical", "malformed"), (name, r)
-        if name != "trailing byte":
-            assert r == "not-canonical", (name, r)
-    # cbor2 ignores trailing bytes, the canonical check does not
-    assert reason_of(sign(body + b"\x00")) == "not-canonical"
+        assert reason_of(sign(v)) == "not-canonical", name
 
 
 def test_non_canonical_envelope():
