@@ -292,7 +292,8 @@ def test_non_canonical_payloads():
         "bignum seq": body[:seq_at + 1] + b"\xc2\x42\x01\x2c" + body[seq_at + 4:],
         "trailing byte": body + b"\x00",
     }
-    # (cbor2 itself ignores trailing bytes and accepts all the others: the re-encoding check refuses them)
+    # (cbor2 itself ignores trailing bytes and accepts all the others: the key-order and re-encoding checks
+    # refuse them)
     for name, v in variants.items():
         assert v != body, name
         assert reason_of(sign(v)) == "not-canonical", name
