@@ -81,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--hours", type=float, default=24.0)
     demo.add_argument("--out", default="out/demo", help="where the demo writes its files")
     demo.set_defaults(func=_cmd_demo)
+
+    from meterkit import keys, verify
+
+    keys.add_parser(sub)
+    verify.add_parser(sub)
     return p
 
 

@@ -16,24 +16,35 @@ from meterkit.sim import sim_command, sim_env
 
 KILLS = 100
 QUANTUM_UWH = 10 * 1000000
+# The firmware prints its progress line after a batch has settled (and maybe checkpointed), so a kill between
+# the checkpoint and the line restores at most one batch more than the last line said: 64 cycles of 68.632 ms
+# at the constant scenario's 18 W.
+BATCH_UWH = 18 * 64 * 68632 // 1000 + 1
 
 
-def _run_until_killed(flash, delay_s):
-    """Start the firmware, kill it after delay_s of wall time; return (restored, last_metered, last_checkpoint)."""
+def _run_until_killed(flash, batches, delay_s):
+    """Start the firmware; after it reports `batches` batches, kill it within delay_s (a random instant inside
+    the next batch). Kill points are random in the meter's own progress, so machine load does not change what
+    the test exercises. Returns (restored, last_metered, last_checkpoint) as the firmware reported them."""
     cmd = sim_command("constant", 48, flash_dir=flash, flags=("trace",))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=sim_env(),
                             cwd=str(firmware_dir().parent))
     timer = threading.Timer(delay_s, proc.send_signal, (signal.SIGKILL,))
-    timer.start()
     restored = None
     metered = checkpointed = None
+    seen = 0
     try:
+        if batches == 0:
+            timer.start()
         for line in proc.stdout:
             parts = line.split()
             if parts[0] == "@@RESTORED":
                 restored = int(parts[1])
             elif parts[0] == "@@BATCH":
                 metered, checkpointed = int(parts[1]), int(parts[2])
+                seen += 1
+                if seen == batches:
+                    timer.start()
         proc.wait(timeout=60)
     finally:
         timer.cancel()
@@ -52,14 +63,16 @@ def test_registers_survive_random_kills(tmp_path):
     losses = []
     t0 = time.monotonic()
     for i in range(KILLS):
-        restored, metered, checkpointed = _run_until_killed(flash, rng.uniform(0.03, 0.35))
+        # 0..600 batches: up to ~44 virtual minutes, so runs span the 15-minute checkpoint rule and kills land
+        # both before and after checkpoints; the delay (up to ~2 batches of wall time) picks the instant.
+        restored, metered, checkpointed = _run_until_killed(flash, rng.randint(0, 600), rng.uniform(0, 0.02))
         if restored is None:
             # killed before the firmware even printed its restore line: nothing to compare; the next run will
             continue
         assert restored >= prev_restored, f"kill {i}: registers decreased {prev_restored} -> {restored}"
         assert restored >= prev_checkpoint, f"kill {i}: lost a written checkpoint ({prev_checkpoint} > {restored})"
         if prev_metered is not None:
-            assert restored <= prev_metered, f"kill {i}: restored more than was metered"
+            assert restored <= prev_metered + BATCH_UWH, f"kill {i}: restored more than was metered"
             lost = prev_metered - restored
             assert lost <= QUANTUM_UWH, f"kill {i}: lost {lost} uWh, more than one quantum"
             losses.append(lost)
@@ -71,4 +84,4 @@ def test_registers_survive_random_kills(tmp_path):
     assert len(losses) >= KILLS // 2, f"too few comparable runs ({len(losses)})"
     assert prev_restored > 20 * QUANTUM_UWH, "the runs metered too little to exercise checkpoints"
     assert any(x > 0 for x in losses), "no kill ever landed between checkpoints"
-    assert time.monotonic() - t0 < 300
+    assert time.monotonic() - t0 < 600, "bounded"
