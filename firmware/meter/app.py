@@ -1,27 +1,33 @@
-# The meter: sensor -> metrology -> registers -> checkpoints. Hardware arrives through meter.hal.
+# The meter: sensor -> metrology -> registers -> checkpoints -> signed frames. Hardware arrives through
+# meter.hal.
 #
 # One sampling cycle reads one INA219 conversion cycle (68.6 ms with the default ADC settings). Every batch
-# (Metrology.batch cycles) the kernel integrates, whole µWh move into the registers, and a checkpoint is
-# written when one is due. Nothing in here lets an I2C failure or a chip reset stop the sampling loop.
+# (Metrology.batch cycles) the kernel integrates, whole µWh move into the registers, a checkpoint is written
+# when one is due, and the reporter sends what has come due. Nothing in here lets an I2C failure or a chip
+# reset stop the sampling loop.
+import struct
+
+from meter import events
 from meter.ina219 import INA219, SensorError
 from meter.metrology import Metrology
 from meter.registers import Registers
 from meter.store import Checkpointer, Store
 
-# Event codes (the event log of a later issue stores them; today they are counted and logged).
-EV_SENSOR_FAULT = 1
-EV_SENSOR_OK = 2
-EV_CHIP_RESET = 3
-EV_I2C_ERRORS = 4
-EV_RESTORED = 5
-EV_STORE_CORRUPT = 6
-EV_INTERNAL = 7
+EV_SENSOR_FAULT = events.SENSOR_FAULT
+EV_SENSOR_OK = events.SENSOR_OK
+EV_CHIP_RESET = events.CHIP_RESET
+EV_I2C_ERRORS = events.I2C_ERRORS
+EV_RESTORED = events.RESTORED
+EV_STORE_CORRUPT = events.STORE_CORRUPT
+EV_INTERNAL = events.INTERNAL
 
 SENSOR_RETRY_S = 5  # how often an absent or faulty chip is tried again
 
 
 class Meter:
-    def __init__(self, hw, log=None):
+    """sink: None (no frames: sampling and registers only) or a callable taking each signed, framed message."""
+
+    def __init__(self, hw, log=None, sink=None, reading_s=60, interval_s=900):
         self.hw = hw
         self.log = log or (lambda msg: None)
         self.event_counts = {}
@@ -38,12 +44,29 @@ class Meter:
         self.registers = Registers()
         self.sensor_ok = False
         self._next_sensor_try = 0
-        self._restore()
+        self.reporter = None
+        self._restored = self._restore()
+        if sink is not None:
+            self._open_reporting(sink, reading_s, interval_s)
+
+    def _open_reporting(self, sink, reading_s, interval_s):
+        from meter.identity import Identity
+        from meter.messages import Builder
+        from meter.report import Reporter
+        from meter.seqno import FrameSeq
+
+        d = self.hw.flash_dir
+        self.identity = Identity(d)  # the device key is created on first boot and never leaves flash
+        self.frame_seq = FrameSeq(Store(d, "frame-seq", max_payload=16))
+        self.reporter = Reporter(self, Builder(self.identity, self.frame_seq, self.hw.time), sink,
+                                 reading_s, interval_s)
 
     # -- events -----------------------------------------------------------------------------------------------
     def event(self, code, value=0):
         self.event_counts[code] = self.event_counts.get(code, 0) + 1
         self.log("event %d value %r" % (code, value))
+        if self.reporter is not None:
+            self.reporter.event(code, value)
 
     # -- persistence ------------------------------------------------------------------------------------------
     def _restore(self):
@@ -51,15 +74,23 @@ class Meter:
         if self.store.corrupt:
             self.event(EV_STORE_CORRUPT, self.store.corrupt)
         if loaded is None:
-            return
+            return False
         seq, payload = loaded
         try:
             self.registers = Registers.from_bytes(payload)
         except ValueError as e:
             self.event(EV_STORE_CORRUPT, str(e))
-            return
+            return False
         self.checkpointer.mark(self.registers.total_uwh(), self.hw.time())
         self.event(EV_RESTORED, seq)
+        return True
+
+    def _count_boot(self):
+        st = Store(self.hw.flash_dir, "boots", max_payload=8)
+        loaded = st.load()
+        boots = struct.unpack("<I", loaded[1])[0] + 1 if loaded is not None and len(loaded[1]) == 4 else 1
+        st.save(struct.pack("<I", boots))
+        return boots
 
     def checkpoint(self, force=False):
         """Write the registers if a checkpoint is due (or forced). Returns True when it wrote."""
@@ -74,6 +105,8 @@ class Meter:
     # -- sampling ---------------------------------------------------------------------------------------------
     def start(self):
         self._try_sensor()
+        if self.reporter is not None:
+            self.reporter.boot(self._count_boot(), self._restored)
 
     def _try_sensor(self):
         try:
@@ -111,6 +144,8 @@ class Meter:
         imp, exp = self.metrology.take_uwh()
         self.registers.add(imp, exp)
         self.checkpoint()
+        if self.reporter is not None:
+            self.reporter.settled()
 
     def run_until(self, stop, on_batch=None):
         """Sample until stop() is true; on_batch(meter) after every settled batch."""

@@ -22,6 +22,8 @@ except ImportError:  # CPython (host tests use this driver as-is)
 
 import errno
 
+from meter.events import CHIP_RESET as EV_CHIP_RESET  # codes passed to on_event(code, value)
+from meter.events import I2C_ERRORS as EV_I2C_ERRORS
 from meter.clock import TICKS_MASK, ticks_add, ticks_diff
 
 _REG_CONFIG = const(0)
@@ -32,10 +34,6 @@ _REG_CAL = const(5)
 _RST = const(0x8000)
 _BRNG_32V = const(0x2000)
 _MODE_SHUNT_BUS_CONT = const(7)
-
-# Event codes passed to on_event(code, value); the numbers are meter.app's event codes.
-EV_CHIP_RESET = const(3)  # the chip lost its configuration (brown-out), re-initialised; value = config read
-EV_I2C_ERRORS = const(4)  # ERROR_EVENT_AFTER I2C errors in a row; value = errno of a diagnostic read
 
 ERROR_EVENT_AFTER = const(8)
 

@@ -1,11 +1,15 @@
 # Run the real meter firmware against the simulated INA219 in virtual time (MicroPython Unix port).
 #
 #   micropython firmware/sim/run.py --board boards/unix-sim.json --scenario solar-day --hours 24 \
-#       [--seed N] [--start UNIX_S] [--flash DIR] [--progress] [--trace] [--absent] [--log]
+#       [--seed N] [--start UNIX_S] [--flash DIR] [--frames FILE] [--reading-s N] [--no-frames]
+#       [--progress] [--trace] [--absent] [--log]
+#
+# --frames FILE writes every signed, framed message the meter sends (a COBS byte stream) to FILE.
 #
 # Prints "@@RESULT {json}" at the end (the host's `meterkit sim run` reads it). --progress prints
 # "@@PROGRESS <virtual_s>" lines; --trace prints "@@BATCH <metered_uwh> <checkpointed_uwh>" after every batch
 # (used by the power-loss test, which kills this process at random instants).
+import binascii
 import gc
 import json
 import sys
@@ -17,7 +21,7 @@ from meter.app import Meter
 
 def _args(argv):
     opts = {"board": "boards/unix-sim.json", "hours": "1", "flash": None, "scenario": None, "seed": None,
-            "start": None}
+            "start": None, "frames": None, "reading-s": "60"}
     flags = set()
     i = 0
     while i < len(argv):
@@ -51,7 +55,16 @@ def main(argv):
     clock = hw.sim.clock
     duration_us = int(float(opts["hours"]) * 3600 * 1000000)
     end_us = clock.now_us + duration_us
-    meter = Meter(hw, log=(lambda m: print("log:", m)) if "log" in flags else None)
+    frames_file = open(opts["frames"], "wb") if opts["frames"] else None
+    frame_bytes = [0]
+
+    def sink(frame):
+        frame_bytes[0] += len(frame)
+        if frames_file is not None:
+            frames_file.write(frame)
+
+    meter = Meter(hw, log=(lambda m: print("log:", m)) if "log" in flags else None,
+                  sink=None if "no-frames" in flags else sink, reading_s=int(opts["reading-s"]))
     restored_uwh = meter.registers.total_uwh()
     restored_imp = meter.registers.total_uwh("import")
     restored_exp = meter.registers.total_uwh("export")
@@ -78,6 +91,8 @@ def main(argv):
     meter.run_until(lambda: clock.now_us >= end_us, on_batch)
     meter.checkpoint(force=True)
     wall_ms = time.ticks_diff(time.ticks_ms(), t0)
+    if frames_file is not None:
+        frames_file.close()
 
     chip = hw.sim.chip
     metro = meter.metrology
@@ -114,6 +129,11 @@ def main(argv):
         "heap_total": gc.mem_alloc() + gc.mem_free(),
         "wall_ms": wall_ms,
     }
+    if meter.reporter is not None:
+        result["device_id"] = binascii.hexlify(meter.identity.device_id).decode()
+        result["public_key"] = binascii.hexlify(meter.identity.public_key).decode()
+        result["frames"] = meter.reporter.frames
+        result["frame_bytes"] = frame_bytes[0]
     gc.collect()
     sys.stdout.write("@@RESULT ")
     json.dump(result, sys.stdout)  # streamed: one big string may not fit a fragmented, capped heap

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 from meterkit.firmware import firmware_dir, micropython_cmd, mp_env
 from meterkit.sim import SimError, run_sim
@@ -14,7 +15,8 @@ _IMPORT_HEAP_SNIPPET = """
 import gc
 gc.collect()
 before = gc.mem_alloc()
-import meter.app, meter.hal
+import meter.app, meter.hal, meter.identity, meter.messages, meter.report, meter.seqno, meter.p256
+meter.p256.precompute()
 gc.collect()
 print(gc.mem_alloc() - before)
 """
@@ -35,12 +37,13 @@ def heap_after_import() -> int:
     return int(proc.stdout.strip().splitlines()[-1])
 
 
-def smallest_heap_kib(hours_probe: float, confirm_hours: float, lo: int = 8, hi: int = 256) -> dict:
+def smallest_heap_kib(hours_probe: float, confirm_hours: float, lo: int = 8, hi: int = 320) -> dict:
     """Binary-search the smallest heap cap (KiB) in which a sim completes; confirm it with a longer run.
 
     The meter's memory does not grow with simulated time (fixed buffers, checkpoints overwrite), so short
     probes find the edge and one full-length run at that cap confirms it.
     """
+    # The whole meter, signing a reading every minute and a profile row every 15 minutes.
     def completes(kib: int, hours: float) -> bool:
         try:
             run_sim("solar-day", hours, heap=f"{kib}K", timeout=900)
@@ -60,12 +63,71 @@ def smallest_heap_kib(hours_probe: float, confirm_hours: float, lo: int = 8, hi:
     return {"smallest_heap_kib": hi, "smallest_heap_confirmed_hours": confirm_hours if confirmed else None}
 
 
+def firmware_frame_sizes(hours: float = 2.0) -> dict:
+    """Sizes of the frames a simulated meter really sent (reading, one-row interval), plus a four-row
+    interval frame built by the firmware's own message code (meter.messages, the same bytes under CPython)."""
+    import statistics
+    import tempfile
+
+    import cbor2
+    from meter import frame, messages
+
+    with tempfile.TemporaryDirectory(prefix="meterkit-bench-") as tmp:
+        frames_path = Path(tmp) / "frames.bin"
+        run_sim("solar-day", hours, start=1793527200, frames_out=frames_path)  # 10:00 UTC, sun up
+        stream = frames_path.read_bytes()
+        by_kind: dict[int, list[int]] = {}
+        for cose in frame.Deframer().feed(stream):
+            kind = cbor2.loads(cbor2.loads(cose).value[2])[1]
+            by_kind.setdefault(kind, []).append(len(cose))
+
+        class _Seq:
+            next = 4321
+
+            def take(self):
+                return self.next
+
+        from meter.identity import Identity
+
+        ident = Identity(tmp)
+        rows = [[1793527200 + 900 * i, 123456789 + 5000 * i, 0, 0] for i in range(1, 5)]
+        four = messages.Builder(ident, _Seq(), lambda: 1793531000).cose(
+            messages.INTERVALS, 0, messages.intervals_body(rows, 900))
+    out = {}
+    for kind, name in ((messages.READING, "reading"), (messages.INTERVALS, "interval_1_row")):
+        sizes = by_kind.get(kind, [])
+        if sizes:
+            out[f"frame_{name}_cose_bytes_max"] = max(sizes)
+            out[f"frame_{name}_cose_bytes_median"] = int(statistics.median(sizes))
+    out["frame_interval_4_rows_cose_bytes"] = len(four)
+    out["frame_framing_overhead_bytes"] = len(frame.encode_frame(four)) - len(four)
+    return out
+
+
+def crypto_figures() -> dict:
+    """Sign and verify on the Unix port (firmware/sim/bench_crypto.py): medians and fastest samples."""
+    c = _micropython_json([str(firmware_dir() / "sim" / "bench_crypto.py")])
+    keys = ("sign_ms", "verify_ms", "keygen_ms", "sign_min_ms", "verify_min_ms", "precompute_ms", "table_bytes",
+            "cose_sign1_ms", "cose_verify1_ms")
+    return {f"crypto_{k}": c[k] for k in keys if k in c}
+
+
 def run_bench(quick: bool = False, log: Callable[[str], None] | None = None) -> dict:
+    from meterkit.bench_protocol import bench_host_verify
+
     say = log or (lambda m: None)
     figures: dict = {}
     say("metrology kernel: viper vs pure twin ...")
     m = _micropython_json([str(firmware_dir() / "sim" / "bench_metrology.py")])
     figures.update({f"metrology_{k}": v for k, v in m.items()})
+    say("sign / verify on the Unix port ...")
+    figures.update(crypto_figures())
+    say("signed frame sizes (a simulated meter's own frames) ...")
+    figures.update(firmware_frame_sizes(0.5 if quick else 2.0))
+    say("host verify+decode vs bare cryptography verify ...")
+    v = bench_host_verify(n=500 if quick else 2000)
+    figures.update({f"host_{k}": v[k] for k in ("host_verify_per_s", "bare_verify_per_s", "ratio",
+                                                 "ratio_fastest_blocks")})
     say("heap after import ...")
     figures["heap_after_import_bytes"] = heap_after_import()
     say("smallest heap for a 24 h sim (binary search) ...")
@@ -79,7 +141,20 @@ def format_bench(f: dict) -> str:
         f"  viper  {f['metrology_viper_us_per_sample']:.3f} us/sample",
         f"  pure   {f['metrology_pure_us_per_sample']:.3f} us/sample",
         f"  ratio  {f['metrology_ratio']:.1f}x   results equal: {f['metrology_equal']}",
-        f"heap in use after importing the meter: {f['heap_after_import_bytes'] / 1024:.1f} KiB",
+        "signing on the Unix port (median / fastest):",
+        f"  sign   {f['crypto_sign_ms']:.2f} / {f['crypto_sign_min_ms']:.2f} ms   (target <= 4 ms)",
+        f"  verify {f['crypto_verify_ms']:.2f} / {f['crypto_verify_min_ms']:.2f} ms   (target <= 12 ms)",
+        f"  fixed-base table {f['crypto_table_bytes']} bytes, built in {f['crypto_precompute_ms']:.1f} ms",
+        "signed frames from a simulated meter (COSE_Sign1 bytes; framing adds "
+        f"{f['frame_framing_overhead_bytes']}):",
+        f"  reading        median {f.get('frame_reading_cose_bytes_median')}, max "
+        f"{f.get('frame_reading_cose_bytes_max')}   (target <= 140)",
+        f"  interval 1 row median {f.get('frame_interval_1_row_cose_bytes_median')}",
+        f"  interval 4 rows {f['frame_interval_4_rows_cose_bytes']}",
+        f"host verify+decode {f['host_host_verify_per_s']:.0f} frames/s vs bare cryptography verify "
+        f"{f['host_bare_verify_per_s']:.0f}/s: ratio {f['host_ratio']:.3f} (target >= 0.8)",
+        f"heap in use after importing the meter (signing included, table built): "
+        f"{f['heap_after_import_bytes'] / 1024:.1f} KiB",
     ]
     if f.get("smallest_heap_kib"):
         conf = f.get("smallest_heap_confirmed_hours")

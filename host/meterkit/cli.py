@@ -28,7 +28,8 @@ def _cmd_sim_run(args: argparse.Namespace) -> int:
     progress = None if args.json or args.quiet else progress_bar(f"simulating {args.hours:g} h")
     try:
         result = run_sim(args.scenario, args.hours, seed=args.seed, heap=args.heap, flash_dir=args.flash,
-                         board=args.board, start=args.start, progress=progress)
+                         board=args.board, start=args.start, frames_out=args.frames_out,
+                         pubkey_out=args.pubkey_out, signing=not args.no_frames, progress=progress)
     except SimError as e:
         print(f"meterkit sim run: {e}", file=sys.stderr)
         return 1
@@ -68,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--heap", default=None, help="cap the interpreter heap, e.g. 96K (ESP32-sized budget)")
     run.add_argument("--flash", default=None, help="flash directory to keep between runs (default: temporary)")
     run.add_argument("--board", default=None, help="board profile JSON (default boards/unix-sim.json)")
+    run.add_argument("--frames-out", default=None, help="write the raw signed frames the meter sent to this file")
+    run.add_argument("--pubkey-out", default=None, help="write the meter's public key (PEM) to this file")
+    run.add_argument("--no-frames", action="store_true", help="metering core only: no keys, no signed frames")
     run.add_argument("--json", action="store_true", help="print one JSON object")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=_cmd_sim_run)

@@ -21,7 +21,7 @@ def run_demo(hours: float = 24.0, out: str = "out/demo") -> int:
     print(f"meterkit demo: one simulated meter (solar-day scenario), {hours:g} h of virtual time, "
           "the real firmware under the MicroPython Unix port")
     try:
-        result = run_sim("solar-day", hours, flash_dir=flash, heap="96K",
+        result = run_sim("solar-day", hours, flash_dir=flash, heap="192K",
                          progress=progress_bar("  metering"))
     except SimError as e:
         print(f"demo failed: {e}")

