@@ -125,7 +125,7 @@ class HostMessageError(ValueError):
     """A command or acknowledgement the meter refuses; .reason is a short code for counting."""
 
     def __init__(self, reason, msg):
-        ValueError.__init__(self, msg)
+        super().__init__(msg)
         self.reason = reason
 
 

@@ -12,6 +12,11 @@ _EVENT_STATUS = {events.CHIP_RESET: ST_CHIP_RESET, events.I2C_ERRORS: ST_I2C_ERR
                  events.SENSOR_FAULT: ST_SENSOR_FAULT}
 
 
+def _next_multiple(t, period):
+    """The first multiple of period after t: reports and profile rows are aligned to the UTC clock."""
+    return (t // period + 1) * period
+
+
 class Reporter:
     def __init__(self, meter, builder, sink, reading_s=60, interval_s=900):
         self.meter = meter
@@ -54,8 +59,8 @@ class Reporter:
             FW_VERSION, m.hw.board["name"], boots, m.sensor.cycle_us, m.sensor.shunt_duty_ppm,
             ina["shunt_uohm"], m.hw.board["checkpoint"]["quantum_wh"]))
         now = m.hw.time()
-        self._next_reading = now + self.reading_s
-        self._next_interval = (now // self.interval_s + 1) * self.interval_s
+        self._next_reading = _next_multiple(now, self.reading_s)
+        self._next_interval = _next_multiple(now, self.interval_s)
 
     def event(self, code, value):
         self.sticky |= _EVENT_STATUS.get(code, 0)
@@ -72,11 +77,10 @@ class Reporter:
         now = self.meter.hw.time()
         if now >= self._next_interval:
             self._send_row(self._next_interval)
-            while self._next_interval <= now:
-                self._next_interval += self.interval_s
+            self._next_interval = _next_multiple(now, self.interval_s)
         if now >= self._next_reading:
             self._send_reading()
-            self._next_reading = now + self.reading_s
+            self._next_reading = _next_multiple(now, self.reading_s)
 
     def _send_row(self, end):
         regs = self.meter.registers

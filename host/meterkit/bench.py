@@ -70,6 +70,7 @@ def firmware_frame_sizes(hours: float = 2.0) -> dict:
     import tempfile
 
     import cbor2
+
     from meter import frame, messages
 
     with tempfile.TemporaryDirectory(prefix="meterkit-bench-") as tmp:

@@ -18,8 +18,8 @@ import time
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-from meter import cbor, cose, frame
 
+from meter import cbor, cose, frame
 from meterkit import protocol as P
 
 # A fixed, published test key: the bench needs reproducible frames, not secrets.

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from meter.frame import Deframer
-
 from meterkit import protocol as P
 from meterkit.keys import KeyFileError, load_public
 

@@ -19,6 +19,7 @@ import textwrap
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from meter import cbor, cose, p256
 from meter.cbor import Tag
 from meterkit.firmware import run_micropython

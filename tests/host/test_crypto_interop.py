@@ -18,13 +18,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
-from meter import cbor, cose, p256
-from meterkit.firmware import run_micropython
 from pycose.algorithms import Es256
 from pycose.headers import KID, Algorithm
 from pycose.keys import EC2Key
 from pycose.keys.curves import P256
 from pycose.messages import Sign1Message
+
+from meter import cbor, cose, p256
+from meterkit.firmware import run_micropython
 
 FIXED_D = bytes.fromhex("8d8f1b1e6a7b0c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f6071829304a5")
 KID_METER = bytes.fromhex("4d4b000000000001")

@@ -9,6 +9,7 @@ import zlib
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from meter import cose, frame
 from meter.frame import BadCOBS, BadCRC, Deframer, TooLong, TooShort
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import adafruit_ina219
 import pytest
+
 from meter.ina219 import INA219
 from sim import scenarios
 from sim.i2c import SimI2C

@@ -5,9 +5,10 @@ definitions, and every intermediate of the kernel's operations inside signed 32 
 from array import array
 from fractions import Fraction
 
-import meter.metrology as mt
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+import meter.metrology as mt
 from meter.clock import TICKS_MASK, TICKS_PERIOD
 from meter.metrology import Metrology, integrate, integrate_py, new_state
 

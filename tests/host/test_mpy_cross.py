@@ -3,6 +3,7 @@
 import subprocess
 
 import pytest
+
 from meterkit.firmware import firmware_dir, mpy_cross_bin
 
 FILES = sorted(p for p in firmware_dir().rglob("*.py"))

@@ -12,6 +12,7 @@ import cbor2
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+
 from meter import cbor, cose, p256
 from meter.cbor import Tag
 from meterkit import protocol as P

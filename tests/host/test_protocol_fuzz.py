@@ -17,6 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from meter import cbor, cose
 from meterkit import protocol as P
 from meterkit.bench_protocol import hello_payload, intervals_payload, reading_payload

@@ -9,6 +9,7 @@ import random
 import subprocess
 
 import pytest
+
 from meterkit.firmware import micropython_cmd, mp_env
 from sim import scenarios
 

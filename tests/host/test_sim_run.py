@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+
 from meterkit.sim import SimError, run_sim
 
 MORNING = 1793527200  # 2026-11-01 10:00 UTC: the simulated sun is up

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from meter.registers import Registers
 from meter.store import OVERHEAD, SEQ_MASK, Store, crc32, pack, unpack
 from meterkit.firmware import micropython_cmd, mp_env

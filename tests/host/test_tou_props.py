@@ -25,6 +25,7 @@ from datetime import date, datetime, timedelta, timezone
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from meter import civil
 from meter.tou import TZ, Calendar, CalendarSet
 

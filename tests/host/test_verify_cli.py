@@ -13,6 +13,7 @@ import sys
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+
 from meter import cbor, cose, frame, p256
 from meterkit import keys, verify
 from meterkit import protocol as P
