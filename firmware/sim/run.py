@@ -2,6 +2,7 @@
 #
 #   micropython firmware/sim/run.py --board boards/unix-sim.json --scenario solar-day --hours 24 \
 #       [--seed N] [--start UNIX_S] [--flash DIR] [--frames FILE] [--reading-s N] [--no-frames]
+#       [--headend HEX65]   (install the head-end public key: commands and acks are verified against it)
 #       [--progress] [--trace] [--absent] [--log]
 #
 # --frames FILE writes every signed, framed message the meter sends (a COBS byte stream) to FILE.
@@ -21,7 +22,7 @@ from meter.app import Meter
 
 def _args(argv):
     opts = {"board": "boards/unix-sim.json", "hours": "1", "flash": None, "scenario": None, "seed": None,
-            "start": None, "frames": None, "reading-s": "60"}
+            "start": None, "frames": None, "reading-s": "60", "headend": None}
     flags = set()
     i = 0
     while i < len(argv):
@@ -65,6 +66,8 @@ def main(argv):
 
     meter = Meter(hw, log=(lambda m: print("log:", m)) if "log" in flags else None,
                   sink=None if "no-frames" in flags else sink, reading_s=int(opts["reading-s"]))
+    if opts["headend"] and meter.reporter is not None:
+        meter.identity.install_headend(binascii.unhexlify(opts["headend"]))  # provisioning, as on a bench
     restored_uwh = meter.registers.total_uwh()
     restored_imp = meter.registers.total_uwh("import")
     restored_exp = meter.registers.total_uwh("export")
@@ -134,6 +137,8 @@ def main(argv):
         result["public_key"] = binascii.hexlify(meter.identity.public_key).decode()
         result["frames"] = meter.reporter.frames
         result["frame_bytes"] = frame_bytes[0]
+        result["headend_id"] = binascii.hexlify(meter.identity.headend_id).decode() \
+            if meter.identity.headend_id else None
     gc.collect()
     sys.stdout.write("@@RESULT ")
     json.dump(result, sys.stdout)  # streamed: one big string may not fit a fragmented, capped heap

@@ -22,6 +22,15 @@ def _utc_instant(text: str) -> int:
     return int(dt.timestamp())
 
 
+def _headend_point(path: str) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    from meterkit.keys import load_public
+
+    return load_public(path).public_bytes(serialization.Encoding.X962,
+                                          serialization.PublicFormat.UncompressedPoint)
+
+
 def _cmd_sim_run(args: argparse.Namespace) -> int:
     from meterkit.sim import SimError, format_result, progress_bar, run_sim
 
@@ -29,7 +38,8 @@ def _cmd_sim_run(args: argparse.Namespace) -> int:
     try:
         result = run_sim(args.scenario, args.hours, seed=args.seed, heap=args.heap, flash_dir=args.flash,
                          board=args.board, start=args.start, frames_out=args.frames_out,
-                         pubkey_out=args.pubkey_out, signing=not args.no_frames, progress=progress)
+                         pubkey_out=args.pubkey_out, signing=not args.no_frames, progress=progress,
+                         headend_pub=_headend_point(args.headend_key) if args.headend_key else None)
     except SimError as e:
         print(f"meterkit sim run: {e}", file=sys.stderr)
         return 1
@@ -71,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--board", default=None, help="board profile JSON (default boards/unix-sim.json)")
     run.add_argument("--frames-out", default=None, help="write the raw signed frames the meter sent to this file")
     run.add_argument("--pubkey-out", default=None, help="write the meter's public key (PEM) to this file")
+    run.add_argument("--headend-key", default=None,
+                     help="head-end public key (PEM) to install on the meter, as provisioning would")
     run.add_argument("--no-frames", action="store_true", help="metering core only: no keys, no signed frames")
     run.add_argument("--json", action="store_true", help="print one JSON object")
     run.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -42,8 +42,8 @@ def sim_env() -> dict[str, str]:
 def run_sim(scenario: str, hours: float, *, seed: int | None = None, heap: str | None = None,
             flash_dir: str | Path | None = None, board: str | Path | None = None, start: int | None = None,
             frames_out: str | Path | None = None, pubkey_out: str | Path | None = None, signing: bool = True,
-            reading_s: int | None = None, progress: Callable[[float], None] | None = None,
-            timeout: float = 900) -> dict:
+            reading_s: int | None = None, headend_pub: bytes | None = None,
+            progress: Callable[[float], None] | None = None, timeout: float = 900) -> dict:
     """Run one simulated meter to the end and return its result, with host-side wall time added.
 
     signing=False runs the metering core alone (no identity, no frames): the ESP32-sized heap check.
@@ -60,6 +60,8 @@ def run_sim(scenario: str, hours: float, *, seed: int | None = None, heap: str |
             cmd += ["--frames", str(Path(frames_out).resolve())]
         if reading_s is not None:
             cmd += ["--reading-s", str(int(reading_s))]
+        if headend_pub is not None:
+            cmd += ["--headend", headend_pub.hex()]
         t0 = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=sim_env(), cwd=str(firmware_dir().parent))

@@ -114,3 +114,14 @@ def test_sequence_numbers_never_repeat_across_power_cuts(tmp_path):
     assert len(devices) == 1, "the device key survived the power cuts"
     assert len(all_seqs) > 100
     assert len(all_seqs) == len(set(all_seqs)), "a sequence number was reused"
+
+
+def test_headend_key_installed_on_the_meter_matches_the_host_key_id(tmp_path):
+    from meterkit import keys
+
+    keys.main(["new", "--out", str(tmp_path)])
+    pub = keys.load_public(tmp_path / "headend.pub.pem")
+    point = pub.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    head = P.HeadEnd(keys.load_private(tmp_path / "headend.key.pem"))
+    r = run_sim("constant", 0.05, headend_pub=point)
+    assert r["headend_id"] == head.key_id.hex()
