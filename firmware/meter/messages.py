@@ -27,7 +27,7 @@ K_ACK_SEQ = 12
 
 # Status bits (key 5)
 ST_SENSOR_FAULT = 1 << 0
-ST_CLOCK_UNSET = 1 << 1
+ST_CLOCK_NOT_SET = 1 << 1
 ST_RELAY_OPEN = 1 << 2
 ST_POWER_FAIL = 1 << 3
 ST_CHIP_RESET = 1 << 4

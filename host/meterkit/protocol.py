@@ -38,6 +38,33 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from meter import cbor as mcbor
 
+# Kinds, the common keys and the status bits are the meter's own (meter.messages, the firmware module),
+# re-exported here: one definition for both ends of the wire.
+from meter.messages import (
+    ACK,
+    BILLING,
+    COMMAND,
+    EVENT,
+    HELLO,
+    INTERVALS,
+    READING,
+    RESPONSE,
+    ROW_CLOCK_ADJUSTED,
+    ROW_DST,
+    ROW_PARTIAL,
+    ROW_POWER_FAIL,
+    ROW_RELAY_OPEN,
+    ST_CHIP_RESET,
+    ST_CLOCK_NOT_SET,
+    ST_I2C_ERRORS,
+    ST_MISSED,
+    ST_OVERFLOW,
+    ST_POWER_FAIL,
+    ST_RELAY_OPEN,
+    ST_RESTORED,
+    ST_SENSOR_FAULT,
+)
+
 MAX_MESSAGE = 1024  # largest COSE_Sign1, bytes (one frame)
 MAX_DEPTH = 8  # nested containers in a payload; the CDDL needs 3 (billing max demand, interval rows)
 DEVICE_ID_LEN = 8
@@ -50,14 +77,6 @@ PPM = 1_000_000
 OBIS_KEY_MAX = 255 * 10000 + 99 * 100 + 99
 
 # --- message kinds ------------------------------------------------------------------------------------------
-HELLO = 1
-READING = 2
-INTERVALS = 3
-EVENT = 4
-BILLING = 5
-RESPONSE = 6
-COMMAND = 16
-ACK = 17
 
 KIND_NAMES = {HELLO: "hello", READING: "reading", INTERVALS: "intervals", EVENT: "event", BILLING: "billing",
               RESPONSE: "response", COMMAND: "command", ACK: "ack"}
@@ -107,15 +126,6 @@ K_RESULT = 7
 K_REASON = 8
 
 # --- status bits (key 5) ------------------------------------------------------------------------------------
-ST_SENSOR_FAULT = 1 << 0
-ST_CLOCK_NOT_SET = 1 << 1
-ST_RELAY_OPEN = 1 << 2
-ST_POWER_FAIL = 1 << 3
-ST_CHIP_RESET = 1 << 4
-ST_I2C_ERRORS = 1 << 5
-ST_OVERFLOW = 1 << 6
-ST_MISSED = 1 << 7
-ST_RESTORED = 1 << 8
 STATUS_BITS = (
     (ST_SENSOR_FAULT, "sensor fault"),
     (ST_CLOCK_NOT_SET, "clock not set"),
@@ -129,11 +139,6 @@ STATUS_BITS = (
 )
 
 # interval row status bits
-ROW_POWER_FAIL = 1 << 0
-ROW_CLOCK_ADJUSTED = 1 << 1
-ROW_DST = 1 << 2
-ROW_RELAY_OPEN = 1 << 3
-ROW_PARTIAL = 1 << 4
 ROW_STATUS_BITS = (
     (ROW_POWER_FAIL, "power failure"),
     (ROW_CLOCK_ADJUSTED, "clock adjusted"),

@@ -48,6 +48,22 @@ def raises(exc, fn, *args, **kw):
     raise AssertionError("%s did not raise %s" % (getattr(fn, "__name__", fn), exc.__name__))
 
 
+_dirs = [0]
+
+
+def fresh_dir(tag):
+    """An empty directory under /tmp for one test (a meter's flash), unique within this run."""
+    import os
+    _dirs[0] += 1
+    d = "/tmp/meterkit-%s-%d" % (tag, _dirs[0])
+    try:
+        for name in os.listdir(d):
+            os.remove(d + "/" + name)
+    except OSError:
+        pass
+    return d
+
+
 def _traceback(e):
     if io is not None and hasattr(sys, "print_exception"):
         buf = io.StringIO()

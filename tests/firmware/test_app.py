@@ -1,26 +1,18 @@
 # The whole meter (meter.app) on simulated hardware: bad things happen to the chip and the bus, and the
 # sampling loop neither crashes nor loses its accuracy.
 import json
-import os
 
 from meter import hal
 from meter.app import EV_CHIP_RESET, EV_I2C_ERRORS, EV_SENSOR_FAULT, EV_SENSOR_OK, Meter
-from mptest import eq
+from mptest import eq, fresh_dir
 
 BOARD = __file__.rsplit("/", 1)[0] + "/../../boards/unix-sim.json"
-_n = [0]
 
 
 def _meter(**overrides):
     with open(BOARD) as f:
         board = json.loads(f.read())
-    _n[0] += 1
-    flash = "/tmp/meterkit-test-app-%d" % _n[0]
-    try:
-        for name in os.listdir(flash):
-            os.remove(flash + "/" + name)
-    except OSError:
-        pass
+    flash = fresh_dir("test-app")
     sim = {"scenario": "constant"}
     sim.update(overrides)
     hw = hal.open_hardware(hal.validate_board(board), flash_dir=flash, sim_overrides=sim)

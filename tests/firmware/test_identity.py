@@ -5,20 +5,11 @@ from meter import cbor, cose, messages, p256
 from meter.identity import Identity, IdentityError, key_id
 from meter.seqno import FrameSeq
 from meter.store import Store
-from mptest import eq, raises
-
-_n = [0]
+from mptest import eq, fresh_dir, raises
 
 
 def _dir():
-    _n[0] += 1
-    d = "/tmp/meterkit-test-identity-%d" % _n[0]
-    try:
-        for name in os.listdir(d):
-            os.remove(d + "/" + name)
-    except OSError:
-        pass
-    return d
+    return fresh_dir("test-identity")
 
 
 def test_key_is_made_once_and_kept():
