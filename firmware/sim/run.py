@@ -3,6 +3,8 @@
 #   micropython firmware/sim/run.py --board boards/unix-sim.json --scenario solar-day --hours 24 \
 #       [--seed N] [--start UNIX_S] [--flash DIR] [--frames FILE] [--reading-s N] [--no-frames]
 #       [--headend HEX65]   (install the head-end public key: commands and acks are verified against it)
+#       [--speed S]         (virtual time runs at most S times real time: a fleet shares one clock)
+#       [--provision]       (first boot only: make the key, install --headend, print the identity, stop)
 #       [--progress] [--trace] [--absent] [--log]
 #
 # --frames FILE writes every signed, framed message the meter sends (a COBS byte stream) to FILE.
@@ -22,7 +24,7 @@ from meter.app import Meter
 
 def _args(argv):
     opts = {"board": "boards/unix-sim.json", "hours": "1", "flash": None, "scenario": None, "seed": None,
-            "start": None, "frames": None, "reading-s": "60", "headend": None}
+            "start": None, "frames": None, "reading-s": "60", "headend": None, "speed": None}
     flags = set()
     i = 0
     while i < len(argv):
@@ -68,6 +70,13 @@ def main(argv):
                   sink=None if "no-frames" in flags else sink, reading_s=int(opts["reading-s"]))
     if opts["headend"] and meter.reporter is not None:
         meter.identity.install_headend(binascii.unhexlify(opts["headend"]))  # provisioning, as on a bench
+    if "provision" in flags:
+        # Provisioning: the meter made its key (first boot) and holds the head-end key; say who it is, stop.
+        print("@@RESULT " + json.dumps({
+            "device_id": binascii.hexlify(meter.identity.device_id).decode(),
+            "public_key": binascii.hexlify(meter.identity.public_key).decode(),
+            "created": meter.identity.created}))
+        return
     restored_uwh = meter.registers.total_uwh()
     restored_imp = meter.registers.total_uwh("import")
     restored_exp = meter.registers.total_uwh("export")
@@ -79,7 +88,17 @@ def main(argv):
     trace = "trace" in flags
     progress = "progress" in flags
 
+    speed = float(opts["speed"]) if opts["speed"] else 0.0
+    virtual0 = clock.now_us
+    real0 = time.ticks_ms()
+
     def on_batch(m):
+        if speed:
+            # Throttle: virtual time may run at most `speed` times real time, so a fleet of meters and a
+            # concentrator share one (fleet) clock: start + real elapsed x speed.
+            ahead_ms = (clock.now_us - virtual0) / (speed * 1000) - time.ticks_diff(time.ticks_ms(), real0)
+            if ahead_ms > 1:
+                time.sleep_ms(int(ahead_ms))
         a = gc.mem_alloc()
         if a > peak[0]:
             peak[0] = a

@@ -1,0 +1,85 @@
+"""The demo's link-fault injectors: a pty bridge (serial cable) and a TCP proxy (Wi-Fi) that can be cut."""
+
+import asyncio
+import os
+
+import serial
+
+from meterkit.fleet import FleetClock, PtyBridge, TcpProxy
+
+
+def test_fleet_clock_runs_at_speed():
+    c = FleetClock(1_000_000, 3600.0)
+    assert c() >= 1_000_000
+    assert c.hours() < 1  # a few microseconds of real time are well under an hour of fleet time
+
+
+async def _read_exactly(read, n, timeout=5.0):
+    async def loop():
+        out = b""
+        while len(out) < n:
+            out += await asyncio.to_thread(read, n - len(out))
+        return out
+
+    return await asyncio.wait_for(loop(), timeout)
+
+
+def test_pty_bridge_carries_bytes_and_can_be_cut():
+    async def main():
+        bridge = PtyBridge()
+        await bridge.start()
+        meter = os.open(bridge.meter_path, os.O_RDWR | os.O_NOCTTY)
+        host = serial.Serial(bridge.host_path, timeout=0.2)
+        try:
+            os.write(meter, b"\x00frame-1\x00")
+            got = await _read_exactly(host.read, 9)
+            assert got == b"\x00frame-1\x00"
+            host.write(b"ack")
+            back = await _read_exactly(lambda n: os.read(meter, n), 3)
+            assert back == b"ack"
+            bridge.cut()
+            os.write(meter, b"lost-in-the-outage")
+            await asyncio.sleep(0.2)
+            assert host.read(100) == b""
+            assert bridge.dropped >= len(b"lost-in-the-outage")
+            bridge.restore()
+            os.write(meter, b"back")
+            assert await _read_exactly(host.read, 4) == b"back"
+        finally:
+            host.close()
+            os.close(meter)
+            bridge.close()
+
+    asyncio.run(main())
+
+
+def test_tcp_proxy_relays_and_cuts():
+    async def echo(reader, writer):
+        while data := await reader.read(100):
+            writer.write(data.upper())
+            await writer.drain()
+        writer.close()
+
+    async def main():
+        server = await asyncio.start_server(echo, "127.0.0.1", 0)
+        proxy = TcpProxy("127.0.0.1", server.sockets[0].getsockname()[1])
+        await proxy.start()
+        r, w = await asyncio.open_connection("127.0.0.1", proxy.port)
+        w.write(b"hello")
+        assert await asyncio.wait_for(r.readexactly(5), 5) == b"HELLO"
+        proxy.cut()
+        assert await asyncio.wait_for(r.read(100), 5) == b""  # dropped
+        r2, w2 = await asyncio.open_connection("127.0.0.1", proxy.port)
+        assert await asyncio.wait_for(r2.read(100), 5) == b""  # refused while cut
+        assert proxy.refused == 1
+        proxy.restore()
+        r3, w3 = await asyncio.open_connection("127.0.0.1", proxy.port)
+        w3.write(b"again")
+        assert await asyncio.wait_for(r3.readexactly(5), 5) == b"AGAIN"
+        for wr in (w, w2, w3):
+            wr.close()
+        await proxy.close()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(main())
