@@ -116,9 +116,9 @@ def progress_bar(label: str, stream=sys.stderr) -> Callable[[float], None]:
     last = [-1]
 
     def show(frac: float) -> None:
-        pct = int(frac * 100)
-        if pct == last[0] or (not tty and pct % 25):
-            return
+        pct = min(100, int(frac * 100))
+        if pct == last[0] or (not tty and pct // 25 == last[0] // 25):
+            return  # on a terminal: every percent; in a log: each quarter crossed
         last[0] = pct
         filled = pct * 30 // 100
         text = f"{label} [{'#' * filled}{'.' * (30 - filled)}] {pct:3d}%"
