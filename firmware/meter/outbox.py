@@ -1,0 +1,391 @@
+# The durable outbox: every frame the meter makes stays in flash until a signed cumulative acknowledgement
+# covers it (docs/protocol.md, "Acknowledgements, back-fill and the outbox"). Pure: runs under MicroPython
+# and CPython; the file system is injected (`fs`, default `os`, or e.g. an unmounted vfs.VfsLfs2).
+#
+#   Outbox(flash_dir, max_bytes=131072, segment_bytes=4096, fs=os, persist_every=16, on_drop=None)
+#   put(seq, frame)          append one frame (the exact bytes of frame.encode_frame): one file append
+#   ack(upto)                frames with seq <= upto are acknowledged; whole segments are deleted
+#   next_after(seq)          (seq, frame) of the oldest unacknowledged frame above seq, or None
+#   pending(after_seq=None)  iterator of the unacknowledged (seq, frame), oldest first
+#   resend(first, last)      (iterator of the held frames in [first, last], first missing seq or None)
+#   flush()                  persist the acknowledged mark now (orderly shutdown)
+#   seq_of(cose)             the frame sequence number (payload key 3) of a meter COSE_Sign1
+#
+# Layout: <flash_dir>/outbox/<n>, segment files numbered 1, 2, 3 ... oldest first. A segment is the frames
+# appended one after the other, exactly as sent (0x00 COBS(cose || CRC-32) 0x00): each carries its own CRC,
+# and its leading delimiter closes whatever came before, so a frame torn by a power cut is skipped by the
+# Deframer as noise and everything before and after it survives. A segment takes appends until the next
+# frame would take it past segment_bytes; then a new one is started (frames are never split).
+#
+# RAM: an index entry per segment [number, first seq, last seq, frames, bytes] (at most about
+# max_bytes / (segment_bytes - 1 KB) + 1 of them), one Deframer (1 KB), a 256-byte read buffer, the last
+# frame put (so that sending it does not read flash back) and a read cursor (segment, byte offset, seq)
+# so that reading frames in order resumes where the previous read stopped. Nothing loads a whole segment.
+#
+# Sequence numbers come from meter.seqno (strictly increasing, never reused), so frames are appended in
+# sequence order, and a segment's frames all lie between its first and last seq. The seq of a stored frame
+# is read from the frame itself: the meter's COSE_Sign1 has a fixed layout, so key 3 sits at a known place
+# in the payload (a general CBOR decode is the fallback).
+#
+# Acknowledgements: ack(upto) deletes every segment whose last seq <= upto. The mark itself ("outbox-ack",
+# two CRC slots of meter/store.py) is written only when it has moved persist_every sequence numbers since
+# the last write and frames at or below it are still in flash; at boot, frames <= the mark are skipped. A
+# frame acknowledged after the last mark write is sent again after a reboot: a duplicate the head-end
+# drops by sequence number. Bounded: when the segments exceed max_bytes the oldest segment is dropped
+# (`dropped` counts its unacknowledged frames, `first_lost` / `last_lost` the range of the latest drop,
+# on_drop(first, last, count) is called after the put that caused it and may itself put a frame).
+import os
+import struct
+
+from meter import cbor, frame
+from meter.store import Store
+
+CHUNK = 256  # bytes read from flash at a time
+
+# index entry fields
+_NO = 0
+_FIRST = 1
+_LAST = 2
+_COUNT = 3
+_BYTES = 4
+
+
+def _uint_at(b, i):
+    h = b[i]
+    if h < 0x18:
+        return h
+    if h == 0x18:
+        return b[i + 1]
+    if h == 0x19:
+        return (b[i + 1] << 8) | b[i + 2]
+    if h == 0x1A:
+        return int.from_bytes(bytes(b[i + 1:i + 5]), "big")
+    if h == 0x1B:
+        return int.from_bytes(bytes(b[i + 1:i + 9]), "big")
+    return None
+
+
+def _seq_decoded(cose):
+    try:
+        p = cbor.decode(cbor.decode(cose).value[2])
+        s = p.get(3)
+    except (ValueError, TypeError, AttributeError, IndexError, KeyError):
+        return None
+    return s if isinstance(s, int) and not isinstance(s, bool) and s >= 0 else None
+
+
+def seq_of(cose):
+    """Frame sequence number (payload key 3) of a meter COSE_Sign1, or None if it has none.
+
+    Fast path for the layout meter.cose.sign1 produces: D2 84 | 43 A1 01 26 | A1 04 48 kid(8) | payload bstr
+    head | map head, 01 kind, 02 48 device(8), 03 seq ...; anything else goes through cbor.decode."""
+    b = cose
+    try:
+        if (b[0] == 0xD2 and b[1] == 0x84 and b[2] == 0x43 and b[6] == 0xA1 and b[7] == 0x04
+                and b[8] == 0x48):
+            h = b[17]
+            i = 18 if 0x40 <= h <= 0x57 else 19 if h == 0x58 else 20 if h == 0x59 else 0
+            if i and 0xA3 <= b[i] <= 0xB7 and b[i + 1] == 1 and b[i + 2] < 0x18 and b[i + 3] == 2 \
+                    and b[i + 4] == 0x48 and b[i + 13] == 3:
+                s = _uint_at(b, i + 14)
+                if s is not None:
+                    return s
+    except IndexError:
+        pass
+    return _seq_decoded(cose)
+
+
+class Outbox:
+    def __init__(self, flash_dir, max_bytes=131072, segment_bytes=4096, fs=os, persist_every=16, on_drop=None,
+                 mark_store=None):
+        if segment_bytes < 64 or max_bytes < 2 * segment_bytes:
+            raise ValueError("need segment_bytes >= 64 and max_bytes >= 2 * segment_bytes")
+        self.fs = fs
+        self._open = open if fs is os else fs.open
+        self.flash_dir = flash_dir
+        if flash_dir in ("", "."):
+            prefix = ""
+        elif flash_dir.endswith("/"):
+            prefix = flash_dir
+        else:
+            prefix = flash_dir + "/"
+        self.dir = prefix + "outbox"
+        self.max_bytes = max_bytes
+        self.segment_bytes = segment_bytes
+        self.persist_every = persist_every
+        self.on_drop = on_drop
+        self._mark = mark_store if mark_store is not None else Store(flash_dir, "outbox-ack", fs=fs, max_payload=8)
+        self._df = frame.Deframer()
+        self._chunk = bytearray(CHUNK)
+        self.segs = []          # index, oldest first: [number, first seq, last seq, frames, bytes]
+        self.bytes = 0          # bytes in all segment files
+        self.acked = -1         # every frame with seq <= acked is acknowledged
+        self.last_seq = -1      # seq of the newest frame held (or put)
+        self.writes = 0         # segment appends (one per put)
+        self.bytes_written = 0
+        self.mark_writes = 0    # writes of the acknowledged mark
+        self.dropped = 0        # unacknowledged frames dropped because max_bytes was reached
+        self.drops = 0          # segments dropped for that reason
+        self.first_lost = None  # seq range of the latest drop
+        self.last_lost = None
+        self.torn = 0           # damaged stretches (torn frames, noise) found in the segments at boot
+        self.unreadable = 0     # intact frames without a sequence number (skipped)
+        self._saved_mark = -1
+        self._next_no = 1
+        self._tail = None       # (seq, frame) of the last put: sent without reading flash back
+        self._before_tail = -1  # seq of the frame put before it
+        self._cur = None        # read cursor: [segment number, byte offset after a frame, that frame's seq]
+        self._boot_floor = -1   # below the oldest frame held at boot nothing is known: reported as gone
+        self._load()
+
+    # -- files --------------------------------------------------------------------------------------------
+    def _path(self, no):
+        return self.dir + "/" + str(no)
+
+    def _names(self):
+        fs = self.fs
+        try:
+            if hasattr(fs, "ilistdir"):
+                return [e[0] for e in fs.ilistdir(self.dir)]
+            return fs.listdir(self.dir)
+        except OSError:
+            for d in (self.flash_dir.rstrip("/"), self.dir):
+                if d and d != ".":
+                    try:
+                        fs.mkdir(d)
+                    except OSError:
+                        pass  # exists
+            return []
+
+    def _remove(self, seg):
+        try:
+            self.fs.remove(self._path(seg[_NO]))
+        except OSError:
+            pass  # already gone: the index is what counts
+        self.bytes -= seg[_BYTES]
+        if self._cur is not None and self._cur[0] == seg[_NO]:
+            self._cur = None
+
+    def _scan(self, no, start, after, first_only):
+        """Frames of segment `no` from byte `start` on with seq > after.
+
+        Returns (count, first seq, last seq, end offset of the first, COSE of the first, end of file)."""
+        df = self._df
+        df.reset()
+        buf = self._chunk
+        mv = memoryview(buf)
+        count = 0
+        first = last = end1 = cose1 = None
+        pos = start
+        try:
+            f = self._open(self._path(no), "rb")
+        except OSError:
+            return 0, None, None, None, None, 0
+        try:
+            if start:
+                f.seek(start)
+            while True:
+                n = f.readinto(buf)
+                if not n:
+                    break
+                i = 0
+                while i < n:
+                    z = buf.find(b"\x00", i, n)
+                    j = n if z < 0 else z + 1
+                    got = df.feed(mv[i:j])
+                    i = j
+                    for cose in got:
+                        s = seq_of(cose)
+                        if s is None:
+                            self.unreadable += 1
+                            continue
+                        if s <= after:
+                            continue
+                        count += 1
+                        last = s
+                        if first is None:
+                            first, end1, cose1 = s, pos + j, cose
+                            if first_only:
+                                return count, first, last, end1, cose1, None
+                pos += n
+        finally:
+            f.close()
+        return count, first, last, end1, cose1, pos
+
+    def _load(self):
+        got = self._mark.load()
+        if got is not None and len(got[1]) == 8:
+            self.acked = self._saved_mark = struct.unpack("<Q", got[1])[0] - 1  # stored + 1: -1 is "none"
+        nos = []
+        for name in self._names():
+            try:
+                nos.append(int(name))
+            except ValueError:
+                pass  # not a segment
+        nos.sort()
+        if nos:
+            self._next_no = nos[-1] + 1
+        noise = self._df.noise_segments
+        for no in nos:
+            count, first, last, _e, _c, size = self._scan(no, 0, -1, False)
+            if self._df.pending:
+                self.torn += 1  # the segment ends in the middle of a frame (power cut during an append)
+            seg = [no, first, last, count, size]
+            if count == 0 or last <= self.acked or first <= self.last_seq:
+                # empty, fully acknowledged, or out of order (not written by this outbox): not kept
+                self.bytes += size
+                self._remove(seg)
+                continue
+            self.segs.append(seg)
+            self.bytes += size
+            self.last_seq = last
+        self.torn += self._df.noise_segments - noise
+        self._before_tail = self.last_seq
+        # What was dropped or acknowledged before this boot is not remembered: every seq below the oldest
+        # frame held now (or below the first frame put, if none is held) counts as no longer held.
+        self._boot_floor = self.segs[0][_FIRST] - 1 if self.segs else None
+        while self.bytes > self.max_bytes and len(self.segs) > 1:
+            self._drop_oldest()
+
+    # -- writing ------------------------------------------------------------------------------------------
+    def put(self, seq, fr):
+        """Append one frame (durable when this returns). seq must be above every seq put before."""
+        if seq <= self.last_seq:
+            raise ValueError("frame seq %d is not above the last one put (%d)" % (seq, self.last_seq))
+        if seq <= self.acked:
+            # the numbering went backwards (its flash state was lost): forget the old mark, loudly visible
+            self.acked = seq - 1
+            self._save_mark()
+        if self._boot_floor is None:
+            self._boot_floor = seq - 1
+        n = len(fr)
+        segs = self.segs
+        seg = segs[-1] if segs and segs[-1][_BYTES] + n <= self.segment_bytes else None
+        no = self._next_no if seg is None else seg[_NO]
+        self.writes += 1
+        f = self._open(self._path(no), "ab")  # if this raises, nothing changed
+        if seg is None:
+            seg = [no, seq, seq, 0, 0]
+            self._next_no += 1
+            segs.append(seg)
+        try:
+            f.write(fr)
+        finally:
+            f.close()
+            seg[_BYTES] += n  # counted even if the write failed half-way (a torn frame is skipped later)
+            self.bytes += n
+        self.bytes_written += n
+        seg[_LAST] = seq
+        seg[_COUNT] += 1
+        self._before_tail = self.last_seq
+        self.last_seq = seq
+        self._tail = (seq, fr)
+        dropped = self.dropped
+        while self.bytes > self.max_bytes and len(segs) > 1:
+            self._drop_oldest()
+        if self.dropped != dropped and self.on_drop is not None:
+            self.on_drop(self.first_lost, self.last_lost, self.dropped - dropped)
+
+    def _drop_oldest(self):
+        seg = self.segs.pop(0)
+        if seg[_LAST] > self.acked:
+            if seg[_FIRST] > self.acked:
+                count, first = seg[_COUNT], seg[_FIRST]
+            else:
+                count, first = self._scan(seg[_NO], 0, self.acked, False)[:2]
+            if count:
+                self.dropped += count
+                self.first_lost, self.last_lost = first, seg[_LAST]
+        self.drops += 1
+        self._remove(seg)
+
+    # -- acknowledgements ---------------------------------------------------------------------------------
+    def ack(self, upto):
+        """Every frame with seq <= upto is acknowledged. Returns the number of segments deleted."""
+        if upto > self.last_seq:
+            upto = self.last_seq  # nothing above the newest frame was ever made: not acknowledged
+        if upto <= self.acked:
+            return 0
+        self.acked = upto
+        segs = self.segs
+        deleted = 0
+        while segs and segs[0][_LAST] <= upto:
+            self._remove(segs.pop(0))
+            deleted += 1
+        if upto - self._saved_mark >= self.persist_every and segs and segs[0][_FIRST] <= upto:
+            self._save_mark()
+        return deleted
+
+    def _save_mark(self):
+        self._mark.save(struct.pack("<Q", self.acked + 1))
+        self.mark_writes += 1
+        self._saved_mark = self.acked
+
+    def flush(self):
+        """Persist the acknowledged mark if it moved since it was last written."""
+        if self.acked != self._saved_mark:
+            self._save_mark()
+
+    @property
+    def floor(self):
+        """Every seq <= floor is no longer held (acknowledged, dropped, or from before the last boot and
+        older than everything held at boot). Every frame made above it is held."""
+        f = self.last_lost if self.last_lost is not None else -1
+        if self._boot_floor is not None and self._boot_floor > f:
+            f = self._boot_floor
+        return self.acked if self.acked > f else f
+
+    @property
+    def held(self):
+        """Frames in flash (a partly acknowledged oldest segment still holds its acknowledged frames)."""
+        n = 0
+        for seg in self.segs:
+            n += seg[_COUNT]
+        return n
+
+    # -- reading ------------------------------------------------------------------------------------------
+    def next_after(self, after):
+        """(seq, frame) of the oldest unacknowledged frame with seq > after, or None."""
+        if after < self.acked:
+            after = self.acked
+        if after >= self.last_seq:
+            return None
+        tail = self._tail
+        if tail is not None and after >= self._before_tail:
+            return tail
+        cur = self._cur
+        for seg in self.segs:
+            if seg[_LAST] <= after:
+                continue
+            start = cur[1] if cur is not None and cur[0] == seg[_NO] and cur[2] <= after else 0
+            got = self._scan(seg[_NO], start, after, True)
+            if got[0]:
+                self._cur = [seg[_NO], got[3], got[1]]
+                return got[1], frame.encode_frame(got[4])
+        return None
+
+    def pending(self, after_seq=None):
+        """Iterator over the unacknowledged (seq, frame) above after_seq, oldest first. Holds no file open
+        between items, so frames may be put and acknowledged while it runs."""
+        s = -1 if after_seq is None else after_seq
+        while True:
+            nx = self.next_after(s)
+            if nx is None:
+                return
+            yield nx
+            s = nx[0]
+
+    def _range(self, after, last):
+        while True:
+            nx = self.next_after(after)
+            if nx is None or nx[0] > last:
+                return
+            yield nx
+            after = nx[0]
+
+    def resend(self, first, last):
+        """Back-fill of [first, last]: (iterator of the frames still held in it, oldest first; the first
+        seq of the range that is no longer held, or None when nothing in it was acknowledged or dropped).
+        Numbers above the floor that are not held were never used (skipped at a restart)."""
+        missing = first if first <= self.floor else None
+        return self._range(first - 1, last), missing
