@@ -7,3 +7,4 @@ RESTORED = 5  # registers restored from a checkpoint at boot; value: checkpoint 
 STORE_CORRUPT = 6  # a damaged checkpoint slot was found (and skipped); value: count or reason
 INTERNAL = 7  # an unexpected error in one sampling cycle (the loop went on); value: its repr
 POWER_UP = 8  # the meter started; value: boot count
+AUTH_FAIL = 9  # a head-end message was refused (forged, replayed, expired, malformed, for another meter); value: reason
