@@ -251,8 +251,7 @@ class LoopbackRig:
         return await self.start(**conc_kw)
 
     def register(self, *meters: SimMeter, period_s: int | None = None) -> None:
-        for m in meters:
-            self.store.register_meter(m.device_id, m.public_key, None, period_s or m.period_s)
+        self.store.register_meters([(m.public_key, None, period_s or m.period_s) for m in meters])
 
     async def connect(self, meter: SimMeter, last_counter: int = 0, **kw: Any) -> MeterClient:
         cl = await MeterClient.connect(meter, self.host, self.port, self.headend.lookup,

@@ -641,8 +641,12 @@ class Concentrator:
                 bl = link.backlog
                 take = min(self.per_link, budget, len(bl))
                 budget -= take
-                self._count("frames_received", take)
+                done = 0
                 for _ in range(take):
+                    if link.closed:  # hung up on (abuse): the rest is not worth a signature check
+                        bl.clear()
+                        break
+                    done += 1
                     cose = bl.popleft()
                     try:
                         m = verify(cose, lookup)
@@ -657,6 +661,7 @@ class Concentrator:
                         self._reject(link, m.device_id, "seq-range", f"sequence number {m.seq} beyond 2^63 - 1")
                         continue
                     batch.append((link, m))
+                self._count("frames_received", done)
                 if not bl:
                     del self._ready[link]
                     link.resume(PAUSE_BACKLOG)

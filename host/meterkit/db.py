@@ -277,6 +277,8 @@ def i64(v: Any) -> int | None:
 def point_of(public_key: Any) -> bytes:
     """The 65-byte uncompressed point of a P-256 public key given as a key object, the point, or PEM."""
     if isinstance(public_key, ec.EllipticCurvePublicKey):
+        if not isinstance(public_key.curve, ec.SECP256R1):
+            raise ValueError(f"a meter key is a P-256 (secp256r1) public key, not {public_key.curve.name}")
         return P.public_bytes(public_key)
     if isinstance(public_key, str):
         public_key = public_key.encode()
@@ -311,6 +313,10 @@ class Store(abc.ABC):
         """Add a meter (committed at once). device_id may be None: it is derived from the key (and, when
         given, must match it). Registering the same key again updates name and period; another key for a
         registered id raises ValueError."""
+
+    def register_meters(self, meters: Iterable[tuple], now: float | None = None) -> list[MeterRecord]:
+        """Register many meters: (public_key, name, reporting_period_s) each, in one transaction."""
+        return [self.register_meter(None, key, name, period, now) for key, name, period in meters]
 
     @abc.abstractmethod
     def meter(self, device_id: bytes) -> MeterRecord | None: ...
@@ -623,6 +629,26 @@ class SQLiteStore(Store):
         rec = self.meter(derived)
         assert rec is not None
         return rec
+
+    def register_meters(self, meters: Iterable[tuple], now: float | None = None) -> list[MeterRecord]:
+        t = time.time() if now is None else now
+        rows = []
+        for key, name, period in meters:
+            point = point_of(key)
+            if type(period) is not int or period <= 0:
+                raise ValueError("the reporting period is a positive number of seconds")
+            rows.append((P.key_id(point), point, name, t, period))
+        c = self._begin()
+        try:
+            c.executemany("INSERT INTO meters (device, public_key, name, provisioned_at, reporting_period_s) "
+                          "VALUES (?, ?, ?, ?, ?) ON CONFLICT (device) DO UPDATE SET "
+                          "name = coalesce(excluded.name, name), reporting_period_s = excluded.reporting_period_s",
+                          rows)
+            self.commit()
+        except BaseException:
+            self.rollback()
+            raise
+        return [m for m in (self.meter(r[0]) for r in rows) if m is not None]
 
     def meter(self, device_id: bytes) -> MeterRecord | None:
         r = self._conn.execute("SELECT * FROM meters WHERE device = ?", (bytes(device_id),)).fetchone()

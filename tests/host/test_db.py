@@ -133,6 +133,18 @@ def test_register_meter_every_key_form(store, tmp_path):
     assert store.lookup_device("nobody") is None
 
 
+def test_register_many_in_one_transaction(store):
+    keys = [new_key() for _ in range(50)]
+    recs = store.register_meters([(point, f"m{i}", 900) for i, (_, point, _) in enumerate(keys)], now=5.0)
+    assert [r.device_id for r in recs] == [dev for _, _, dev in keys]
+    assert len(store.meters()) == 50 and store.meter(keys[3][2]).name == "m3"
+    store.register_meters([(keys[3][1], None, 60)])  # again: period updated, name kept
+    assert (store.meter(keys[3][2]).name, store.meter(keys[3][2]).reporting_period_s) == ("m3", 60)
+    with pytest.raises(ValueError):
+        store.register_meters([(keys[0][1], "x", 900), (b"\x04" + b"\x02" * 64, "bad", 900)])
+    assert store.meter(keys[0][2]).name == "m0"  # nothing of the refused batch was written
+
+
 def test_frames_dedupe_by_device_and_seq(store):
     _, point, dev = new_key()
     _, point2, dev2 = new_key()
