@@ -1,0 +1,82 @@
+"""Load: 1,000 meters connected at once over TCP on 127.0.0.1, each with its own key, each sending a few signed
+frames in two rounds; zero frames lost, every frame acknowledged (each ack checked as a meter checks it),
+everything within a bounded time. Frames are pre-signed with `cryptography` (the bytes meter.cose makes)."""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+
+from meterkit import protocol as P
+from meterkit.bench_ingest import T0, LoopbackRig, SimMeter, until
+
+METERS = 1000
+ROUND1 = 3  # hello, reading, interval row
+ROUND2 = 2  # readings, sent while the first acks are still arriving for others
+
+
+def raise_fd_limit(need: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    assert soft == resource.RLIM_INFINITY or soft >= need, f"need {need} file descriptors, hard limit {hard}"
+
+
+def test_thousand_meters_at_once_nothing_lost_everything_acknowledged(tmp_path):
+    raise_fd_limit(2 * METERS + 256)  # both ends of every connection live in this process
+    meters = [SimMeter() for _ in range(METERS)]
+    first, second = [], []
+    for i, m in enumerate(meters):
+        first.append(m.hello() + m.reading() + m.intervals([[T0, 1000 * i, 0, 0]]))
+        second.append(m.reading() + m.reading())
+
+    async def main():
+        rig = await LoopbackRig(tmp_path / "load.db", max_rate=None).start()
+        try:
+            rig.register(*meters)
+            clients = await asyncio.gather(*(rig.connect(m) for m in meters))
+            await until(lambda: rig.conc.stats()["connections_open"] == METERS, timeout=20)
+            for cl, data in zip(clients, first, strict=True):
+                cl.send(data)
+            for i, (cl, data) in enumerate(zip(clients, second, strict=True)):
+                if i % 2:  # half of them go on at once, the others after their first ack
+                    cl.send(data)
+            await asyncio.gather(*(cl.wait_ack(ROUND1 - 1, timeout=25) for cl in clients[::2]))
+            for cl, data in zip(clients[::2], second[::2], strict=True):
+                cl.send(data)
+            await asyncio.gather(*(cl.wait_ack(ROUND1 + ROUND2 - 1, timeout=25) for cl in clients))
+            peak = rig.conc.stats()["connections_open"]
+            stats = rig.conc.stats()
+            for cl in clients:
+                cl.close()
+            return clients, peak, stats
+        finally:
+            await rig.stop()
+
+    clients, peak, stats = asyncio.run(asyncio.wait_for(main(), 30))
+    total = METERS * (ROUND1 + ROUND2)
+    assert peak == METERS
+    assert all(cl.refused == [] and cl.acked == ROUND1 + ROUND2 - 1 for cl in clients)
+    assert stats["frames_stored"] == stats["frames_received"] == total
+    assert stats.get("rejected", 0) == 0 and stats["meters_online"] == METERS
+    assert METERS <= stats["acks_sent"] <= total  # batched: at most one per frame, at least one per meter
+
+    from meterkit.db import SQLiteStore
+
+    s = SQLiteStore(tmp_path / "load.db", create=False, readonly=True)
+    try:
+        c = s.connection
+        assert c.execute("SELECT count(*) FROM frames").fetchone()[0] == total
+        per = tuple(c.execute("SELECT min(n), max(n), count(*) FROM (SELECT count(*) AS n, min(seq) AS lo, "
+                              "max(seq) AS hi FROM frames GROUP BY device HAVING lo = 0 AND hi = n - 1)").fetchone())
+        assert per == (ROUND1 + ROUND2, ROUND1 + ROUND2, METERS)  # every meter: 0..4, no gap, no duplicate
+        assert c.execute("SELECT count(*) FROM readings").fetchone()[0] == METERS * 3
+        assert c.execute("SELECT count(*) FROM intervals").fetchone()[0] == METERS
+        assert c.execute("SELECT count(*) FROM meters WHERE ack_seq = ?", (ROUND1 + ROUND2 - 1,)).fetchone()[0] \
+            == METERS
+        assert c.execute("SELECT count(*) FROM gaps").fetchone()[0] == 0
+        assert c.execute("SELECT count(*) FROM frames WHERE seq = 0 AND kind = ?", (P.HELLO,)).fetchone()[0] == METERS
+    finally:
+        s.close()
