@@ -34,6 +34,16 @@
 # drops by sequence number. Bounded: when the segments exceed max_bytes the oldest segment is dropped
 # (`dropped` counts its unacknowledged frames, `first_lost` / `last_lost` the range of the latest drop,
 # on_drop(first, last, count) is called after the put that caused it and may itself put a frame).
+#
+# `floor`: every seq <= floor is no longer held (acknowledged, dropped, or, after a reboot, older than the
+# oldest frame held then: what was dropped before the reboot is not remembered); every frame made above it is
+# held. resend() reports a back-fill range that reaches down to the floor as gone from its first seq.
+#
+# Flash cost on LittleFS (the ESP32's file system, 4096-byte blocks): every file takes at least one block, so
+# segment_bytes should be the block size (the default); 128 KB of outbox is then 32-33 blocks. LittleFS
+# copies a file's partly written last block into a fresh block on every append after a close, so a put costs
+# about one block erase, spread over the free blocks by LittleFS's wear levelling (measured in
+# tests/firmware/test_outbox.py: 1536 frames a day, ~1570 erases).
 import os
 import struct
 
@@ -41,6 +51,7 @@ from meter import cbor, frame
 from meter.store import Store
 
 CHUNK = 256  # bytes read from flash at a time
+_ENOSPC = 28
 
 # index entry fields
 _NO = 0
@@ -260,6 +271,27 @@ class Outbox:
             self._boot_floor = seq - 1
         n = len(fr)
         segs = self.segs
+        dropped = self.dropped
+        try:
+            seg = self._append(seq, fr, n)
+        except OSError as e:
+            if e.args[0] != _ENOSPC or len(segs) < 2:
+                raise
+            self._drop_oldest()  # the file system is full (of something else too): make room, once
+            seg = self._append(seq, fr, n)
+        self.bytes_written += n
+        seg[_LAST] = seq
+        seg[_COUNT] += 1
+        self._before_tail = self.last_seq
+        self.last_seq = seq
+        self._tail = (seq, fr)
+        while self.bytes > self.max_bytes and len(segs) > 1:
+            self._drop_oldest()
+        if self.dropped != dropped and self.on_drop is not None:
+            self.on_drop(self.first_lost, self.last_lost, self.dropped - dropped)
+
+    def _append(self, seq, fr, n):
+        segs = self.segs
         seg = segs[-1] if segs and segs[-1][_BYTES] + n <= self.segment_bytes else None
         no = self._next_no if seg is None else seg[_NO]
         self.writes += 1
@@ -274,17 +306,7 @@ class Outbox:
             f.close()
             seg[_BYTES] += n  # counted even if the write failed half-way (a torn frame is skipped later)
             self.bytes += n
-        self.bytes_written += n
-        seg[_LAST] = seq
-        seg[_COUNT] += 1
-        self._before_tail = self.last_seq
-        self.last_seq = seq
-        self._tail = (seq, fr)
-        dropped = self.dropped
-        while self.bytes > self.max_bytes and len(segs) > 1:
-            self._drop_oldest()
-        if self.dropped != dropped and self.on_drop is not None:
-            self.on_drop(self.first_lost, self.last_lost, self.dropped - dropped)
+        return seg
 
     def _drop_oldest(self):
         seg = self.segs.pop(0)

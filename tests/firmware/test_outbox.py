@@ -356,3 +356,20 @@ def test_littlefs_day_offline():
     held = _seqs(ob)
     eq(held, list(range(ob.last_lost + 1, 1536)), "the newest frames are all there, after a remount too")
     eq(_seqs(Outbox("/", fs=VfsLfs2(dev))), held, "rebuilt from the file system")
+
+
+def test_littlefs_full_drops_oldest_instead_of_failing():
+    dev = Flash(16)  # 64 KB, most of it taken by other files: the outbox's own bound is never reached
+    VfsLfs2.mkfs(dev)
+    fs = VfsLfs2(dev)
+    f = fs.open("/ballast", "wb")
+    f.write(b"b" * (9 * BLOCK))
+    f.close()
+    ob = Outbox("/", fs=fs, segment_bytes=BLOCK)
+    for s in range(200):
+        ob.put(s, fr(s))  # would raise OSError(ENOSPC) without room being made
+    assert ob.dropped > 0 and ob.bytes < ob.max_bytes, "full file system: the oldest segments went"
+    held = _seqs(ob)
+    eq(held, list(range(held[0], 200)), "the newest frames, contiguous")
+    eq(ob.dropped, held[0], "every older frame counted")
+    eq(_seqs(Outbox("/", fs=VfsLfs2(dev), segment_bytes=BLOCK)), held, "after a remount")
