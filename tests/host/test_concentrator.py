@@ -444,6 +444,104 @@ def test_interval_gaps_not_sent_and_filled(tmp_path):
     run(main())
 
 
+# --- the firmware's own link against the concentrator --------------------------------------------------------
+
+
+def test_firmware_link_and_outbox_against_the_concentrator(tmp_path):
+    """The meter side of the wire as the firmware runs it (meter.link.Link over TCPTransport, meter.outbox,
+    meter.seqno.FrameSeq, all under CPython in a thread) against the concentrator: frames acknowledged into the
+    outbox; then a power cut (nothing flushed), a restart that skips the rest of the reserved block, and the
+    hole closed by a back-fill that the real link answers."""
+    import socket
+    import types
+
+    from meter.link import Link, TCPTransport
+    from meter.outbox import Outbox
+    from meter.seqno import FrameSeq
+    from meter.store import Store
+
+    class MicroPythonSocket(socket.socket):
+        """CPython's socket with MicroPython's readinto (the one call TCPTransport makes that CPython lacks)."""
+
+        def readinto(self, buf):
+            return self.recv_into(buf)
+
+    socket_mod = types.SimpleNamespace(socket=MicroPythonSocket, getaddrinfo=socket.getaddrinfo,
+                                       SOCK_STREAM=socket.SOCK_STREAM)
+    flash = str(tmp_path / "flash")
+
+    async def main():
+        async with LoopbackRig(tmp_path / "head.db", backfill_after=5) as rig:
+            ident = Identity(flash)
+            ident.install_headend(rig.headend.public_bytes)
+            now = lambda: int(rig.clock())  # noqa: E731
+
+            def boot():
+                seq = FrameSeq(Store(flash, "frame-seq", max_payload=16))
+                builder = messages.Builder(ident, seq, now)
+                respond = lambda c, r, why: builder.frame(messages.RESPONSE, 0, messages.response_body(c, r, why))  # noqa: E731
+                link = Link(TCPTransport("127.0.0.1", rig.port, socket_mod, backoff_min_ms=20, backoff_max_ms=200),
+                            Outbox(flash), ident, respond=respond, time=now, ack_timeout_ms=500)
+                return seq, builder, link
+
+            class Running:
+                """The meter's main loop in a thread: link.poll() until stopped."""
+
+                def __init__(self, link):
+                    import threading
+                    import time as _t
+                    self.stop = threading.Event()
+
+                    def loop():
+                        while not self.stop.is_set():
+                            link.poll()
+                            _t.sleep(0.001)
+
+                    self.thread = threading.Thread(target=loop, daemon=True)
+                    self.thread.start()
+
+                async def halt(self):
+                    self.stop.set()
+                    await asyncio.to_thread(self.thread.join, 10)
+
+            rig.register(SimMeter(identity=ident))
+            dev = ident.device_id
+            seq, builder, link = boot()
+            link.sink(builder.frame(messages.HELLO, 0, messages.hello_body("fw", "unix-sim", 1, 68630, 992249,
+                                                                           100000, 10)))
+            for k in range(4):
+                link.sink(builder.frame(messages.READING, 0, {6: {10800: 100 + k, 20800: 0}, 7: [0, 0, 0], 8: 0}))
+            meter = Running(link)
+            await until(lambda: link.outbox.acked == 4, timeout=20)
+            await meter.halt()
+            link.transport.close()  # the power goes: nothing flushed
+
+            seq, builder, link = boot()
+            assert seq.next == 1024  # the rest of the reserved block is skipped
+            link.sink(builder.frame(messages.HELLO, messages.ST_POWER_FAIL | messages.ST_RESTORED,
+                                    messages.hello_body("fw", "unix-sim", 2, 68630, 992249, 100000, 10)))
+            link.sink(builder.frame(messages.READING, messages.ST_POWER_FAIL, {6: {10800: 104, 20800: 0},
+                                                                               7: [0, 0, 0], 8: 0}))
+            meter = Running(link)
+            await until(lambda: rig.store.max_seq(dev) == 1025, timeout=20)
+            assert rig.store.meter(dev).ack_seq == 4  # never past the hole 5..1023
+            rig.clock.advance(6)
+            rig.conc.tick()  # the back-fill goes out; the link answers it
+            await until(lambda: link.outbox.acked == 1026, timeout=20)
+            await meter.halt()
+            link.transport.close()
+            g = rig.store.gaps(dev, "frames")[0]
+            assert (g.first, g.last, g.attempts) == (5, 1023, 1) and g.state in ("skipped", "lost")
+            assert seqs(rig.store, dev) == [0, 1, 2, 3, 4, 1024, 1025, 1026]  # 1026: the link's answer
+            row = rig.store.connection.execute("SELECT result, reason FROM commands WHERE device = ?",
+                                               (dev,)).fetchone()
+            assert row[0] == (0 if g.state == "skipped" else -1)
+            st = link.stats()
+            assert st["refused"] == {} and st["commands"] == 1 and st["acked"] == 1026
+
+    run(main())
+
+
 # --- registry, serial, CLI ----------------------------------------------------------------------------------
 
 
