@@ -688,19 +688,22 @@ class Concentrator:
         frames, readings, intervals, events_, billing = [], [], [], [], []
         responses: list[tuple[_Device, P.Message]] = []
         hellos: dict[bytes, P.Message] = {}
-        accepted: list[tuple[bytes, int]] = []
-        per_dev: dict[bytes, list[int]] = {}
+        per_dev: dict[bytes, list[int]] = {}  # accepted sequence numbers
         acks: dict[tuple[_Link, bytes], None] = {}
         power: set[bytes] = set()
+        devs = self._devs
+        check = self.guard.check
+        last_link = last_dev = dseqs = d = None  # a link's frames come one after the other: look up once
         for link, m in batch:
             dev, seq = m.device_id, m.seq
-            d = self._dev(dev)
+            if dev != last_dev:
+                d = devs.get(dev) or self._load_device(dev)
             key = (dev, seq)
             stored = seen.get(key)
             if stored is None:
                 dup = check_db
                 try:
-                    self.guard.check(dev, seq)
+                    check(dev, seq)
                 except P.Replay:
                     dup = True
                 if dup:
@@ -710,20 +713,22 @@ class Concentrator:
                     self._count("duplicates")
                     self._reject(link, dev, "replay", f"sequence number {seq} already stored")
                     acks[(link, dev)] = None
+                    last_dev = None
                 else:
                     log.error("device %s reused sequence number %d for a different frame (not acknowledged)",
                               dev.hex(), seq)
                     self._reject(link, dev, "seq-reuse", f"sequence number {seq} stored with other content")
+                    last_dev = None
                 continue
             seen[key] = m.raw
-            accepted.append(key)
-            seqs = per_dev.get(dev)
-            if seqs is None:
-                per_dev[dev] = [seq]
-            else:
-                seqs.append(seq)
-            acks[(link, dev)] = None
-            d.link = link
+            if dev != last_dev or link is not last_link:
+                dseqs = per_dev.get(dev)
+                if dseqs is None:
+                    dseqs = per_dev[dev] = []
+                acks[(link, dev)] = None
+                d.link = link
+                last_dev, last_link = dev, link
+            dseqs.append(seq)
             status = m.status
             b = m.body
             frames.append((dev, seq, m.kind, m.time, status if status <= I64_MAX else None, now, m.raw))
@@ -763,7 +768,7 @@ class Concentrator:
             elif kind == P.RESPONSE:
                 responses.append((d, m))
 
-        if accepted:
+        if per_dev:
             t = self._loop.time() if self._loop else 0.0
             for link, _ in acks:
                 link.noise_since_valid = 0
@@ -793,9 +798,13 @@ class Concentrator:
                 if d.ack is None:
                     d.ack = min(seqs) - 1
                     d.first_seq = min(seqs)
-                for s in seqs:
-                    if s > d.ack:
-                        ranges_add(d.ranges, s, s)
+                a, r = d.ack, d.ranges
+                for x in seqs:
+                    if x == a + 1 and not r:  # in order, no hole: the common case
+                        a = x
+                    elif x > a:
+                        ranges_add(r, x, x)
+                d.ack = a
                 d.frames_stored += len(seqs)
             for d, m in responses:
                 self._on_response(d, m, now)
@@ -821,17 +830,19 @@ class Concentrator:
                     continue
                 d.counter += 1
                 sends.append((link, dev, d.counter, d.ack))
+            rows, counters_only = [], []
             for dev in set(per_dev) | {dev for _, dev in acks}:
                 d = self._devs[dev]
-                fields: dict[str, Any] = {"last_counter": d.counter}
                 if dev in per_dev:
-                    fields.update(last_seen=now, ack_seq=d.ack, first_seq=d.first_seq, online=1,
-                                  frames_stored=d.frames_stored)
-                h = hellos.get(dev)
-                if h is not None:
-                    fields.update(firmware=h.body[P.K_FIRMWARE], board=h.body[P.K_BOARD],
-                                  boot_count=i64(h.body[P.K_BOOT_COUNT]))
-                store.update_meter(dev, **fields)
+                    rows.append((now, d.ack, d.first_seq, 1, d.frames_stored, d.counter, dev))
+                else:
+                    counters_only.append((d.counter, dev))
+            store.update_meters(("last_seen", "ack_seq", "first_seq", "online", "frames_stored", "last_counter"),
+                                rows)
+            store.update_meters(("last_counter",), counters_only)
+            for dev, h in hellos.items():
+                store.update_meter(dev, firmware=h.body[P.K_FIRMWARE], board=h.body[P.K_BOARD],
+                                   boot_count=i64(h.body[P.K_BOOT_COUNT]))
             self._count("frames_stored", len(frames))
             self._count("batches")
             self._count("acks_sent", len(sends))
@@ -857,8 +868,9 @@ class Concentrator:
             return
         self._persisted()
         record = self.guard.record
-        for dev, seq in accepted:
-            record(dev, seq)
+        for dev, seqs in per_dev.items():
+            for x in seqs:
+                record(dev, x)
         t = int(now)
         sign = self.headend.sign_ack
         for link, dev, counter, ack in sends:

@@ -328,6 +328,10 @@ class Store(abc.ABC):
     def update_meter(self, device_id: bytes, **fields: Any) -> None:
         """Set columns of a meter's row (names in _METER_FIELDS)."""
 
+    @abc.abstractmethod
+    def update_meters(self, names: Sequence[str], rows: Iterable[tuple]) -> None:
+        """Set the same columns of many meters: each row is the values for `names`, then the device id."""
+
     # frames and decoded rows
     @abc.abstractmethod
     def insert_frames(self, rows: Sequence[tuple]) -> int:
@@ -665,6 +669,15 @@ class SQLiteStore(Store):
             return
         sets = ", ".join(f"{k} = ?" for k in fields)
         self._begin().execute(f"UPDATE meters SET {sets} WHERE device = ?", (*fields.values(), device_id))
+
+    def update_meters(self, names: Sequence[str], rows: Iterable[tuple]) -> None:
+        bad = set(names) - set(_METER_FIELDS)
+        if bad or not names:
+            raise ValueError(f"unknown meter fields {sorted(bad)}")
+        rows = list(rows)
+        if rows:
+            sets = ", ".join(f"{k} = ?" for k in names)
+            self._begin().executemany(f"UPDATE meters SET {sets} WHERE device = ?", rows)
 
     # -- frames and rows
     def insert_frames(self, rows: Sequence[tuple]) -> int:
