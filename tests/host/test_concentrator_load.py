@@ -80,3 +80,21 @@ def test_thousand_meters_at_once_nothing_lost_everything_acknowledged(tmp_path):
         assert c.execute("SELECT count(*) FROM frames WHERE seq = 0 AND kind = ?", (P.HELLO,)).fetchone()[0] == METERS
     finally:
         s.close()
+
+
+def test_bench_ingest_reports_every_figure():
+    """The bench runs end to end at a small size and accounts for every frame (its rates are figures for
+    docs/performance.md, not assertions)."""
+    from meterkit.bench_ingest import bench_ingest, format_ingest
+
+    raise_fd_limit(2 * 64 + 256)
+    f = bench_ingest(n=300, meters=10, idle_connections=64, per_frame_n=30)
+    assert f["ingest"]["frames"] == f["ingest"]["stored"] == 300
+    assert 10 <= f["ingest"]["acks_sent"] <= 300 and f["ingest"]["batches"] >= 1
+    assert f["ingest_ack_per_frame"]["frames"] == f["ingest_ack_per_frame"]["stored"] == 30
+    assert f["ingest_ack_per_frame"]["batches"] == 30 == f["ingest_ack_per_frame"]["acks_sent"]
+    assert f["memory"]["connections"] == 64 and f["memory"]["heap_bytes_per_connection"] > 0
+    assert f["bare_verify_per_s"] > 0 and f["ratio"] > 0
+    assert set(f["stages"]) == {"deframe_us", "verify_and_decode_us", "db_insert_commit_us", "sign_ack_us"}
+    text = format_ingest(f)
+    assert "frames/s" in text and "memory per connected meter" in text
