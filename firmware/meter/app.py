@@ -22,6 +22,7 @@ EV_STORE_CORRUPT = events.STORE_CORRUPT
 EV_INTERNAL = events.INTERNAL
 
 SENSOR_RETRY_S = 5  # how often an absent or faulty chip is tried again
+LINK_POLL_CYCLES = 4  # the link is polled every 4 conversion cycles (~0.27 s) while sampling
 
 
 class Meter:
@@ -45,6 +46,8 @@ class Meter:
         self.sensor_ok = False
         self._next_sensor_try = 0
         self.reporter = None
+        self.link = None
+        self._poll_countdown = 0
         self._restored = self._restore()
         if sink is not None:
             self._open_reporting(sink, reading_s, interval_s)
@@ -123,8 +126,34 @@ class Meter:
         self.sensor_ok = True
         return True
 
+    def attach_link(self, transport, ticks_ms=None, outbox_bytes=131072):
+        """Send every frame through a Link (durable outbox first) over `transport` instead of the sink."""
+        from meter.link import Link
+        from meter.outbox import Outbox
+
+        rep = self.reporter
+        if rep is None:
+            raise ValueError("a link needs a reporting meter (Meter(..., sink=...))")
+        outbox = Outbox(self.hw.flash_dir, max_bytes=outbox_bytes)
+        self.link = Link(transport, outbox, self.identity, respond=rep.response, on_event=self.event,
+                         time=self.hw.time, ticks_ms=ticks_ms)
+        rep.sink = self.link.sink
+        return self.link
+
+    def poll_link(self):
+        """Let the link do its bounded, non-blocking share of work (also called while the meter idles)."""
+        try:
+            self.link.poll()
+        except Exception as e:  # noqa: BLE001 - the link must never stop the meter
+            self.event(EV_INTERNAL, repr(e))
+
     def cycle(self):
         """Read one conversion cycle; integrate a batch when it fills. Returns True when a batch settled."""
+        if self.link is not None:
+            self._poll_countdown -= 1
+            if self._poll_countdown <= 0:
+                self._poll_countdown = LINK_POLL_CYCLES
+                self.poll_link()
         if not self.sensor_ok:
             if self.hw.time() >= self._next_sensor_try:
                 self._try_sensor()

@@ -43,6 +43,10 @@ class Reporter:
             s |= ST_RELAY_OPEN
         return s
 
+    def response(self, counter, result, reason=None):
+        """A signed command response frame (kind 6), for the link to send: the link calls this."""
+        return self.builder.frame(messages.RESPONSE, self._status(), messages.response_body(counter, result, reason))
+
     def _send(self, kind, body, status=None):
         self.sink(self.builder.frame(kind, self._status() if status is None else status, body))
         self.frames += 1

@@ -5,6 +5,7 @@
 #       [--headend HEX65]   (install the head-end public key: commands and acks are verified against it)
 #       [--speed S]         (virtual time runs at most S times real time: a fleet shares one clock)
 #       [--provision]       (first boot only: make the key, install --headend, print the identity, stop)
+#       [--link tcp:HOST:PORT | serial:PATH]  (send frames through the durable outbox and a real link)
 #       [--progress] [--trace] [--absent] [--log]
 #
 # --frames FILE writes every signed, framed message the meter sends (a COBS byte stream) to FILE.
@@ -20,11 +21,13 @@ import time
 
 from meter import hal
 from meter.app import Meter
+from meter.clock import TICKS_MASK
 
 
 def _args(argv):
     opts = {"board": "boards/unix-sim.json", "hours": "1", "flash": None, "scenario": None, "seed": None,
-            "start": None, "frames": None, "reading-s": "60", "headend": None, "speed": None}
+            "start": None, "frames": None, "reading-s": "60", "headend": None, "speed": None,
+            "link": None}
     flags = set()
     i = 0
     while i < len(argv):
@@ -38,6 +41,25 @@ def _args(argv):
         else:
             raise SystemExit("unexpected argument %r" % a)
     return opts, flags
+
+
+def _real_ticks_ms():
+    # The link talks to a real peer in real time, whatever speed the meter's virtual clock runs at.
+    return time.ticks_ms() & TICKS_MASK
+
+
+def _transport(spec):
+    """'tcp:HOST:PORT' or 'serial:/dev/pts/N' (a pty standing in for a UART)."""
+    from meter.link import StreamTransport, TCPTransport, open_tty
+
+    kind, _, rest = spec.partition(":")
+    if kind == "tcp":
+        host, _, port = rest.rpartition(":")
+        return TCPTransport(host, int(port), ticks_ms=_real_ticks_ms, backoff_min_ms=200, backoff_max_ms=2000)
+    if kind == "serial":
+        return StreamTransport(lambda: open_tty(rest), ticks_ms=_real_ticks_ms, retry_min_ms=200,
+                               retry_max_ms=2000)
+    raise SystemExit("--link must be tcp:HOST:PORT or serial:PATH, not %r" % spec)
 
 
 def main(argv):
@@ -70,6 +92,9 @@ def main(argv):
                   sink=None if "no-frames" in flags else sink, reading_s=int(opts["reading-s"]))
     if opts["headend"] and meter.reporter is not None:
         meter.identity.install_headend(binascii.unhexlify(opts["headend"]))  # provisioning, as on a bench
+    link = None
+    if opts["link"] and meter.reporter is not None:
+        link = meter.attach_link(_transport(opts["link"]), ticks_ms=_real_ticks_ms)
     if "provision" in flags:
         # Provisioning: the meter made its key (first boot) and holds the head-end key; say who it is, stop.
         print("@@RESULT " + json.dumps({
@@ -97,8 +122,12 @@ def main(argv):
             # Throttle: virtual time may run at most `speed` times real time, so a fleet of meters and a
             # concentrator share one (fleet) clock: start + real elapsed x speed.
             ahead_ms = (clock.now_us - virtual0) / (speed * 1000) - time.ticks_diff(time.ticks_ms(), real0)
-            if ahead_ms > 1:
-                time.sleep_ms(int(ahead_ms))
+            while ahead_ms > 1:  # idle in real time: the link works meanwhile (acks, back-fill, reconnects)
+                if link is not None:
+                    m.poll_link()
+                step = 2 if ahead_ms > 2 else ahead_ms
+                time.sleep_ms(int(step))
+                ahead_ms -= step
         a = gc.mem_alloc()
         if a > peak[0]:
             peak[0] = a
@@ -112,6 +141,12 @@ def main(argv):
     meter.start()
     meter.run_until(lambda: clock.now_us >= end_us, on_batch)
     meter.checkpoint(force=True)
+    if link is not None:
+        drain_until = time.ticks_add(time.ticks_ms(), int(opts.get("drain-ms") or 3000))
+        while link.outbox.acked < link.outbox.last_seq and time.ticks_diff(drain_until, time.ticks_ms()) > 0:
+            meter.poll_link()  # the run is over: give the head-end a moment to acknowledge the last frames
+            time.sleep_ms(2)
+        link.flush()
     wall_ms = time.ticks_diff(time.ticks_ms(), t0)
     if frames_file is not None:
         frames_file.close()
@@ -158,6 +193,9 @@ def main(argv):
         result["frame_bytes"] = frame_bytes[0]
         result["headend_id"] = binascii.hexlify(meter.identity.headend_id).decode() \
             if meter.identity.headend_id else None
+    if link is not None:
+        result["link"] = link.stats()
+        result["outbox_held"] = link.outbox.held
     gc.collect()
     sys.stdout.write("@@RESULT ")
     json.dump(result, sys.stdout)  # streamed: one big string may not fit a fragmented, capped heap
