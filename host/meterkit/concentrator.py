@@ -168,11 +168,11 @@ class _Device:
         self.first_seq = None
         self.online = False
         self.frames_stored = 0
-        self.outage = None  # (id, start) of the open outage
+        self.outage = None  # (id, start, newest seq stored before it) of the open outage
         self.ranges: list[list[int]] = []  # stored or settled sequence numbers above W
         self.gaps: list[_Gap] = []  # frame gaps being worked on (open/requested)
         self.link = None  # the connection that last delivered a valid frame
-        self.matching: list[tuple[int, float, float, float]] = []  # (outage id, start, end, match until)
+        self.matching: list[tuple] = []  # ended outages: (id, start, end, match until, seq before)
         self.iv_dirty = None  # smallest interval end stored since the last interval-gap scan
 
     def missing(self, first: int, last: int) -> int:
@@ -189,6 +189,10 @@ class _Device:
                 out.append((prev + 1, a - 1))
             prev = b
         return out
+
+    def newest(self) -> int | None:
+        """The newest sequence number stored (or settled)."""
+        return self.ranges[-1][1] if self.ranges else self.ack
 
     def advance(self) -> None:
         r = self.ranges
@@ -451,9 +455,8 @@ class Concentrator:
             p[2] = detail[:300]
         n = link.rejects if link is not None else 0
         if n < LOG_REJECTS_PER_LINK or n % LOG_EVERY == 0:
-            log.log(logging.INFO if reason == "replay" else logging.WARNING,
-                    "rejected from %s%s: %s (%s)", peer or "?", f" device {device.hex()}" if device else "",
-                        reason, detail)
+            log.log(logging.INFO if reason == "replay" else logging.WARNING, "rejected from %s%s: %s (%s)",
+                    peer or "?", f" device {device.hex()}" if device else "", reason, detail)
         if link is not None and reason not in ("replay", "idle-timeout"):
             link.rejects += 1
             if link.tcp and link.rejects >= self.max_rejects and not link.closed:
@@ -533,7 +536,7 @@ class Concentrator:
             for s in st.seqs_above(device_id, hi - self.guard.window):
                 self.guard.record(device_id, s)
         for o in st.outages(device_id, open_only=True):
-            d.outage = (o.id, o.start)
+            d.outage = (o.id, o.start, st.max_seq(device_id, received_to=o.start))
         self._devs[device_id] = d
         return d
 
@@ -774,6 +777,7 @@ class Concentrator:
                 link.noise_since_valid = 0
                 link.last_valid = t
         sends: list[tuple[_Link, bytes, int, int]] = []
+        totals, pending = self._totals.copy(), self._pending_counts.copy()  # to forget a failed batch's counts
         try:
             if frames:
                 n = store.insert_frames(frames)
@@ -816,11 +820,11 @@ class Concentrator:
                 if not d.online:
                     d.online = True
                     if d.outage is not None:
-                        oid, start = d.outage
+                        oid, start, before = d.outage
                         store.close_outage(oid, now)
                         d.outage = None
                         until = now + max(self.match_window, d.period * self.offline_after)
-                        d.matching.append((oid, start, now, until))
+                        d.matching.append((oid, start, now, until, before))
                         log.info("meter %s back after %.0f s", dev.hex(), now - start)
                 if dev in power or d.matching:
                     self._match_outages(d, now)
@@ -853,12 +857,7 @@ class Concentrator:
                 store.rollback()
             except Exception:  # noqa: BLE001
                 log.exception("rollback failed")
-            self._totals["frames_stored"] -= len(frames)
-            self._pending_counts["frames_stored"] -= len(frames)
-            self._totals["acks_sent"] -= len(sends)
-            self._pending_counts["acks_sent"] -= len(sends)
-            self._totals["batches"] -= 1
-            self._pending_counts["batches"] -= 1
+            self._totals, self._pending_counts = totals, pending
             self._count("commit_failures")
             log.error("batch of %d frames not stored (%s: %s); closing its connections so that the meters "
                       "resend", len(frames), type(e).__name__, e)
@@ -934,11 +933,11 @@ class Concentrator:
     def _match_outages(self, d: _Device, now: float) -> None:
         """Match recently ended outages with the meter's own account of them."""
         keep = []
-        for oid, start, end, until in d.matching:
+        for oid, start, end, until, before in d.matching:
             power_seqs, up_events, during = [], [], 0
             power_up = None
             slack = min(d.period, (end - start) / 4)
-            frames = self.store.frames_between(d.id, end, until)
+            frames = self.store.frames_after(d.id, -1 if before is None else before, until)
             ev_seqs = [s for s, k, _, _ in frames if k == P.EVENT]
             ups = {s: t for s, _, code, _, t in self.store.events_of(d.id, ev_seqs) if code == mevents.POWER_UP}
             for s, kind, mt, st in frames:
@@ -960,7 +959,7 @@ class Concentrator:
                                                            "power_up_events": up_events[:50],
                                                            "frames_made_during": during})
             if now < until:
-                keep.append((oid, start, end, until))
+                keep.append((oid, start, end, until, before))
         d.matching = keep
 
     # -- housekeeping (injected clock)
@@ -976,7 +975,7 @@ class Concentrator:
                     if silent > d.period * self.offline_after:
                         d.online = False
                         oid = store.open_outage(d.id, d.last_seen, now)
-                        d.outage = (oid, d.last_seen)
+                        d.outage = (oid, d.last_seen, d.newest())
                         store.update_meter(d.id, online=0)
                         self._count("outages")
                         log.warning("meter %s offline: silent for %.0f s", d.id.hex(), now - d.last_seen)

@@ -350,7 +350,8 @@ class Store(abc.ABC):
         """Stored sequence numbers > seq, ascending."""
 
     @abc.abstractmethod
-    def max_seq(self, device_id: bytes) -> int | None: ...
+    def max_seq(self, device_id: bytes, received_to: float | None = None) -> int | None:
+        """The newest sequence number stored (of frames received at or before received_to)."""
 
     @abc.abstractmethod
     def insert_readings(self, rows: Sequence[tuple]) -> None: ...
@@ -378,9 +379,10 @@ class Store(abc.ABC):
         """(end_time, period_s, seq, status) of the oldest row ending after `end`, or None."""
 
     @abc.abstractmethod
-    def frames_between(self, device_id: bytes, received_from: float, received_to: float | None = None,
-                       ) -> list[tuple]:
-        """(seq, kind, meter_time, status) of frames received in [received_from, received_to], by seq."""
+    def frames_after(self, device_id: bytes, seq: int, received_to: float | None = None, limit: int = 10000,
+                     ) -> list[tuple]:
+        """(seq, kind, meter_time, status) of frames with sequence numbers above seq (received at or before
+        received_to), ascending, at most `limit`."""
 
     @abc.abstractmethod
     def events_of(self, device_id: bytes, seqs: Iterable[int]) -> list[tuple]:
@@ -699,8 +701,11 @@ class SQLiteStore(Store):
         return [r[0] for r in self._conn.execute(
             "SELECT seq FROM frames WHERE device = ? AND seq > ? ORDER BY seq", (device_id, seq))]
 
-    def max_seq(self, device_id: bytes) -> int | None:
-        return self._conn.execute("SELECT max(seq) FROM frames WHERE device = ?", (device_id,)).fetchone()[0]
+    def max_seq(self, device_id: bytes, received_to: float | None = None) -> int | None:
+        if received_to is None:
+            return self._conn.execute("SELECT max(seq) FROM frames WHERE device = ?", (device_id,)).fetchone()[0]
+        return self._conn.execute("SELECT max(seq) FROM frames WHERE device = ? AND received_at <= ?",
+                                  (device_id, received_to)).fetchone()[0]
 
     def insert_readings(self, rows: Sequence[tuple]) -> None:
         self._begin().executemany("INSERT OR IGNORE INTO readings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -734,12 +739,12 @@ class SQLiteStore(Store):
                                "end_time > ? ORDER BY end_time LIMIT 1", (device_id, end)).fetchone()
         return tuple(r) if r else None
 
-    def frames_between(self, device_id: bytes, received_from: float, received_to: float | None = None,
-                       ) -> list[tuple]:
+    def frames_after(self, device_id: bytes, seq: int, received_to: float | None = None, limit: int = 10000,
+                     ) -> list[tuple]:
         hi = float("inf") if received_to is None else received_to
         return [tuple(r) for r in self._conn.execute(
-            "SELECT seq, kind, meter_time, status FROM frames WHERE device = ? AND received_at >= ? "
-            "AND received_at <= ? ORDER BY seq", (device_id, received_from, hi))]
+            "SELECT seq, kind, meter_time, status FROM frames WHERE device = ? AND seq > ? AND received_at <= ? "
+            "ORDER BY seq LIMIT ?", (device_id, seq, hi, limit))]
 
     def events_of(self, device_id: bytes, seqs: Iterable[int]) -> list[tuple]:
         out = []

@@ -409,6 +409,43 @@ def test_outage_of_the_link_while_the_meter_kept_measuring(tmp_path):
     run(main())
 
 
+def test_outages_across_a_head_end_restart(tmp_path):
+    """An open outage survives a restart and is matched when the meter returns; a meter that was online when
+    the head-end went down is not declared offline for the head-end's own downtime."""
+    async def main():
+        rig = await LoopbackRig(tmp_path / "head.db", offline_after=3).start()
+        a = SimMeter(time_fn=lambda: int(rig.clock()))
+        b = SimMeter(time_fn=lambda: int(rig.clock()))
+        rig.register(a, b, period_s=PERIOD)
+        ca, cb = await rig.connect(a), await rig.connect(b)
+        ca.send(a.reading())
+        cb.send(b.reading())
+        await ca.wait_ack(0)
+        await cb.wait_ack(0)
+        rig.clock.advance(4 * PERIOD)
+        cb.send(b.reading())  # b keeps reporting, a has gone quiet
+        await cb.wait_ack(1)
+        rig.conc.tick()
+        assert [o.device_id for o in rig.store.outages(open_only=True)] == [a.device_id]
+        await rig.stop()
+        rig.clock.advance(3600)  # the head-end is down for an hour
+        await rig.start()
+        rig.conc.tick()
+        assert [o.device_id for o in rig.store.outages()] == [a.device_id]  # b: no outage for our downtime
+        rig.clock.advance(3 * PERIOD + 1)
+        rig.conc.tick()  # now b has been silent for 3 periods of the head-end's watch too
+        assert sorted(o.device_id for o in rig.store.outages(open_only=True)) == sorted([a.device_id, b.device_id])
+        ca = await rig.connect(a, last_counter=ca.last_counter)
+        ca.send(a.hello(status=P.ST_POWER_FAIL | P.ST_RESTORED, boots=2) + a.reading())
+        await ca.wait_ack(2)
+        o = rig.store.outages(a.device_id)[0]
+        assert o.end == rig.clock() and o.cause == "power" and o.power_up_at == int(rig.clock())
+        assert o.evidence["power_fail_frames"] == [1]
+        await rig.stop()
+
+    run(main())
+
+
 def test_interval_gaps_not_sent_and_filled(tmp_path):
     async def main():
         async with LoopbackRig(tmp_path / "head.db", backfill_after=10) as rig:
