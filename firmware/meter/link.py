@@ -54,6 +54,7 @@ except ImportError:  # pragma: no cover
 OP_BACKFILL = 1
 MAX_INBOX = 4  # head-end frames waiting for verification; more are dropped (acks are cumulative anyway)
 MAX_URGENT = 8  # command responses waiting to go ahead of the window; more go in order
+ERROR_HOLD_MS = 1000  # after an exception in poll(): the connection is closed and left alone this long
 # what the frame being written is: sent in order (counts against the window), sent again (a probe or a
 # back-fill of frames sent before), or a command response sent ahead of the window
 _IN_ORDER = 0
@@ -122,6 +123,7 @@ class Link:
         self._timeout = ack_timeout_ms
         self._t_event = None
         self._high_sent = -1
+        self._hold = None           # ticks_ms until which poll() rests after an exception
         # counters
         self.frames_sent = 0
         self.bytes_sent = 0
@@ -186,6 +188,10 @@ class Link:
     # -- poll -------------------------------------------------------------------------------------------
     def poll(self):
         """One bounded step of non-blocking work. Never raises."""
+        if self._hold is not None:
+            if ticks_diff(self.ticks_ms(), self._hold) < 0:
+                return
+            self._hold = None
         try:
             self._poll()
         except Exception as e:  # noqa: BLE001 - I/O errors, garbage, a bug: the meter loop must go on
@@ -193,11 +199,13 @@ class Link:
             self.last_error = repr(e)
             try:
                 self.transport.close()
-            except Exception:  # noqa: BLE001
+                self._down()
+                # start afresh (reconnect, resend what is unacknowledged) after a pause, not in a tight loop
+                self._hold = self.ticks_ms() + ERROR_HOLD_MS
+                if self.on_event is not None and self.errors & (self.errors - 1) == 0:  # 1st, 2nd, 4th ...
+                    self.on_event(events.INTERNAL, "link: " + repr(e))
+            except Exception:  # noqa: BLE001 - not even the event could be made: counted above
                 pass
-            self._down()
-            if self.on_event is not None and self.errors & (self.errors - 1) == 0:  # 1st, 2nd, 4th, 8th ...
-                self.on_event(events.INTERNAL, "link: " + repr(e))
 
     def _poll(self):
         t = self.transport

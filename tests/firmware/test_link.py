@@ -493,13 +493,32 @@ def test_poll_never_raises():
 
     with Tmp() as d:
         r = Rig(d)
-        r.link.transport = Broken()
+        broken = r.link.transport = Broken()
         r.make(2)
+        r.link.poll()
+        eq(r.link.errors, 1, "the first error")
+        n = broken.n
+        for _ in range(10):
+            r.link.poll()
+        eq((r.link.errors, broken.n), (1, n), "then the link rests: no reconnect storm")
         for _ in range(30):
+            r.clock.ms += 1000
             r.link.poll()
         assert r.link.errors >= 10, "errors counted (%d)" % r.link.errors
         codes = [e for e in r.events if e[0] == events.INTERNAL]
-        assert 1 <= len(codes) <= 5, "reported on the 1st, 2nd, 4th, 8th ... error: %r" % codes
+        assert 1 <= len(codes) <= 6, "reported on the 1st, 2nd, 4th, 8th ... error: %r" % codes
+
+        def bad_event(code, value):
+            raise MemoryError("no heap for the event frame")
+
+        r.link.on_event = bad_event
+        for _ in range(10):
+            r.clock.ms += 1000
+            r.link.poll()  # an event that fails as well is only counted
+        r.link.transport = r.t
+        r.clock.ms += 1000
+        r.run(10)
+        eq(sorted(set(r.he.seen)), [0, 1], "and it works again once the transport does")
 
 
 # -- transports ----------------------------------------------------------------------------------------------
