@@ -21,7 +21,6 @@ import time
 
 from meter import hal
 from meter.app import Meter
-from meter.clock import TICKS_MASK
 
 
 def _args(argv):
@@ -41,25 +40,6 @@ def _args(argv):
         else:
             raise SystemExit("unexpected argument %r" % a)
     return opts, flags
-
-
-def _real_ticks_ms():
-    # The link talks to a real peer in real time, whatever speed the meter's virtual clock runs at.
-    return time.ticks_ms() & TICKS_MASK
-
-
-def _transport(spec):
-    """'tcp:HOST:PORT' or 'serial:/dev/pts/N' (a pty standing in for a UART)."""
-    from meter.link import StreamTransport, TCPTransport, open_tty
-
-    kind, _, rest = spec.partition(":")
-    if kind == "tcp":
-        host, _, port = rest.rpartition(":")
-        return TCPTransport(host, int(port), ticks_ms=_real_ticks_ms, backoff_min_ms=200, backoff_max_ms=2000)
-    if kind == "serial":
-        return StreamTransport(lambda: open_tty(rest), ticks_ms=_real_ticks_ms, retry_min_ms=200,
-                               retry_max_ms=2000)
-    raise SystemExit("--link must be tcp:HOST:PORT or serial:PATH, not %r" % spec)
 
 
 def main(argv):
@@ -94,7 +74,9 @@ def main(argv):
         meter.identity.install_headend(binascii.unhexlify(opts["headend"]))  # provisioning, as on a bench
     link = None
     if opts["link"] and meter.reporter is not None:
-        link = meter.attach_link(_transport(opts["link"]), ticks_ms=_real_ticks_ms)
+        from sim.transports import real_ticks_ms, transport  # only when linked: keeps the core run small
+
+        link = meter.attach_link(transport(opts["link"]), ticks_ms=real_ticks_ms)
     if "provision" in flags:
         # Provisioning: the meter made its key (first boot) and holds the head-end key; say who it is, stop.
         print("@@RESULT " + json.dumps({

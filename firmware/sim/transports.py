@@ -1,0 +1,23 @@
+# Transports for a simulated meter that talks to a real head-end (sim/run.py --link). Real time, real I/O.
+import time
+
+from meter.clock import TICKS_MASK
+
+
+def real_ticks_ms():
+    # The link talks to a real peer in real time, whatever speed the meter's virtual clock runs at.
+    return time.ticks_ms() & TICKS_MASK
+
+
+def transport(spec):
+    """'tcp:HOST:PORT' or 'serial:/dev/pts/N' (a pty standing in for a UART)."""
+    from meter.link import StreamTransport, TCPTransport, open_tty
+
+    kind, _, rest = spec.partition(":")
+    if kind == "tcp":
+        host, _, port = rest.rpartition(":")
+        return TCPTransport(host, int(port), ticks_ms=real_ticks_ms, backoff_min_ms=200, backoff_max_ms=2000)
+    if kind == "serial":
+        return StreamTransport(lambda: open_tty(rest), ticks_ms=real_ticks_ms, retry_min_ms=200,
+                               retry_max_ms=2000)
+    raise SystemExit("--link must be tcp:HOST:PORT or serial:PATH, not %r" % spec)
