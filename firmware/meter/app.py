@@ -134,7 +134,8 @@ class Meter:
         rep = self.reporter
         if rep is None:
             raise ValueError("a link needs a reporting meter (Meter(..., sink=...))")
-        outbox = Outbox(self.hw.flash_dir, max_bytes=outbox_bytes)
+        outbox = Outbox(self.hw.flash_dir, max_bytes=outbox_bytes,
+                        on_drop=lambda first, last, count: self.event(events.OUTBOX_DROP, count))
         self.link = Link(transport, outbox, self.identity, respond=rep.response, on_event=self.event,
                          time=self.hw.time, ticks_ms=ticks_ms)
         rep.sink = self.link.sink

@@ -8,3 +8,4 @@ STORE_CORRUPT = 6  # a damaged checkpoint slot was found (and skipped); value: c
 INTERNAL = 7  # an unexpected error in one sampling cycle (the loop went on); value: its repr
 POWER_UP = 8  # the meter started; value: boot count
 AUTH_FAIL = 9  # a head-end message was refused (forged, replayed, expired, malformed, for another meter); value: reason
+OUTBOX_DROP = 10  # the outbox was full: the oldest unacknowledged frames were dropped; value: their count
