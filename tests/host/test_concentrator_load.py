@@ -88,7 +88,8 @@ def test_bench_ingest_reports_every_figure():
     from meterkit.bench_ingest import bench_ingest, format_ingest
 
     raise_fd_limit(2 * 64 + 256)
-    f = bench_ingest(n=300, meters=10, idle_connections=64, per_frame_n=30)
+    f = bench_ingest(n=300, meters=10, idle_connections=64, per_frame_n=30, rounds=2)
+    assert len(f["rounds_ratio"]) == 2 and f["ratio"] in f["rounds_ratio"]
     assert f["ingest"]["frames"] == f["ingest"]["stored"] == 300
     assert 10 <= f["ingest"]["acks_sent"] <= 300 and f["ingest"]["batches"] >= 1
     assert f["ingest_ack_per_frame"]["frames"] == f["ingest_ack_per_frame"]["stored"] == 30
