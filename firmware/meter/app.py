@@ -126,7 +126,7 @@ class Meter:
         self.sensor_ok = True
         return True
 
-    def attach_link(self, transport, ticks_ms=None, outbox_bytes=131072):
+    def attach_link(self, transport, ticks_ms=None, outbox_bytes=131072, **link_options):
         """Send every frame through a Link (durable outbox first) over `transport` instead of the sink."""
         from meter.link import Link
         from meter.outbox import Outbox
@@ -137,7 +137,7 @@ class Meter:
         outbox = Outbox(self.hw.flash_dir, max_bytes=outbox_bytes,
                         on_drop=lambda first, last, count: self.event(events.OUTBOX_DROP, count))
         self.link = Link(transport, outbox, self.identity, respond=rep.response, on_event=self.event,
-                         time=self.hw.time, ticks_ms=ticks_ms)
+                         time=self.hw.time, ticks_ms=ticks_ms, **link_options)
         rep.sink = self.link.sink
         return self.link
 

@@ -225,7 +225,8 @@ class Outbox:
 
     def _load(self):
         got = self._mark.load()
-        if got is not None and len(got[1]) == 8:
+        marked = got is not None and len(got[1]) == 8
+        if marked:
             self.acked = self._saved_mark = struct.unpack("<Q", got[1])[0] - 1  # stored + 1: -1 is "none"
         nos = []
         for name in self._names():
@@ -252,9 +253,13 @@ class Outbox:
             self.last_seq = last
         self.torn += self._df.noise_segments - noise
         self._before_tail = self.last_seq
-        # What was dropped or acknowledged before this boot is not remembered: every seq below the oldest
-        # frame held now (or below the first frame put, if none is held) counts as no longer held.
-        self._boot_floor = self.segs[0][_FIRST] - 1 if self.segs else None
+        # The mark is written whenever a segment is deleted (acknowledged or dropped), so every frame made above
+        # it is still held: numbers above it that are not held were never made (skipped at a restart). Without
+        # a mark (lost flash state) nothing below the oldest frame held can be vouched for.
+        if marked:
+            self._boot_floor = self.acked
+        else:
+            self._boot_floor = self.segs[0][_FIRST] - 1 if self.segs else None
         while self.bytes > self.max_bytes and len(self.segs) > 1:
             self._drop_oldest()
 
@@ -320,6 +325,7 @@ class Outbox:
                 self.first_lost, self.last_lost = first, seg[_LAST]
         self.drops += 1
         self._remove(seg)
+        self._save_mark()  # (always after a deletion: see _load)
 
     # -- acknowledgements ---------------------------------------------------------------------------------
     def ack(self, upto):
@@ -334,12 +340,15 @@ class Outbox:
         while segs and segs[0][_LAST] <= upto:
             self._remove(segs.pop(0))
             deleted += 1
-        if upto - self._saved_mark >= self.persist_every and segs and segs[0][_FIRST] <= upto:
-            self._save_mark()
+        if deleted or (upto - self._saved_mark >= self.persist_every and segs and segs[0][_FIRST] <= upto):
+            self._save_mark()  # (always after a deletion: see _load)
         return deleted
 
     def _save_mark(self):
-        self._mark.save(struct.pack("<Q", self.acked + 1))
+        # What is persisted is the floor: acknowledged or dropped, no longer held either way.
+        lost = self.last_lost if self.last_lost is not None else -1
+        mark = self.acked if self.acked > lost else lost
+        self._mark.save(struct.pack("<Q", mark + 1))
         self.mark_writes += 1
         self._saved_mark = self.acked
 

@@ -6,6 +6,7 @@
 #       [--speed S]         (virtual time runs at most S times real time: a fleet shares one clock)
 #       [--provision]       (first boot only: make the key, install --headend, print the identity, stop)
 #       [--link tcp:HOST:PORT | serial:PATH]  (send frames through the durable outbox and a real link)
+#       [--drain-ms N]      (with --link: at the end, wait up to N ms of real time for the last acks)
 #       [--progress] [--trace] [--absent] [--log]
 #
 # --frames FILE writes every signed, framed message the meter sends (a COBS byte stream) to FILE.
@@ -26,7 +27,7 @@ from meter.app import Meter
 def _args(argv):
     opts = {"board": "boards/unix-sim.json", "hours": "1", "flash": None, "scenario": None, "seed": None,
             "start": None, "frames": None, "reading-s": "60", "headend": None, "speed": None,
-            "link": None}
+            "link": None, "drain-ms": "3000"}
     flags = set()
     i = 0
     while i < len(argv):
@@ -60,7 +61,7 @@ def main(argv):
     clock = hw.sim.clock
     duration_us = int(float(opts["hours"]) * 3600 * 1000000)
     end_us = clock.now_us + duration_us
-    frames_file = open(opts["frames"], "wb") if opts["frames"] else None
+    frames_file = open(opts["frames"], "ab") if opts["frames"] else None  # appended: a restart adds to it
     frame_bytes = [0]
 
     def sink(frame):
@@ -76,7 +77,19 @@ def main(argv):
     if opts["link"] and meter.reporter is not None:
         from sim.transports import real_ticks_ms, transport  # only when linked: keeps the core run small
 
-        link = meter.attach_link(transport(opts["link"]), ticks_ms=real_ticks_ms)
+        timers = {}
+        if opts["speed"]:
+            # real-time link timers, but a simulated hour passes in seconds: wait for acks accordingly
+            timers = {"ack_timeout_ms": 500, "ack_timeout_max_ms": 4000}
+        link = meter.attach_link(transport(opts["link"]), ticks_ms=real_ticks_ms, **timers)
+        if frames_file is not None:
+            to_link = meter.reporter.sink
+
+            def tee(fr):  # the frames file records what the meter produced; the link carries it
+                sink(fr)
+                return to_link(fr)
+
+            meter.reporter.sink = tee
     if "provision" in flags:
         # Provisioning: the meter made its key (first boot) and holds the head-end key; say who it is, stop.
         print("@@RESULT " + json.dumps({
@@ -124,7 +137,7 @@ def main(argv):
     meter.run_until(lambda: clock.now_us >= end_us, on_batch)
     meter.checkpoint(force=True)
     if link is not None:
-        drain_until = time.ticks_add(time.ticks_ms(), int(opts.get("drain-ms") or 3000))
+        drain_until = time.ticks_add(time.ticks_ms(), int(opts["drain-ms"]))
         while link.outbox.acked < link.outbox.last_seq and time.ticks_diff(drain_until, time.ticks_ms()) > 0:
             meter.poll_link()  # the run is over: give the head-end a moment to acknowledge the last frames
             time.sleep_ms(2)

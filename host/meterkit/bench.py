@@ -129,6 +129,15 @@ def run_bench(quick: bool = False, log: Callable[[str], None] | None = None) -> 
     v = bench_host_verify(n=500 if quick else 2000)
     figures.update({f"host_{k}": v[k] for k in ("host_verify_per_s", "bare_verify_per_s", "ratio",
                                                  "ratio_fastest_blocks")})
+    say("concentrator ingest over TCP vs bare verify ...")
+    from meterkit.bench_ingest import bench_ingest
+
+    ing = bench_ingest(n=2000 if quick else 5000)
+    figures.update({"ingest_frames_per_s": ing["ingest_frames_per_s"], "ingest_ratio": ing["ratio"],
+                    "ingest_bare_verify_per_s": ing["bare_verify_per_s"], "ingest_rounds_ratio": ing["rounds_ratio"],
+                    "ingest_ack_per_frame_frames_per_s": ing["ingest_ack_per_frame"]["frames_per_s"],
+                    "concentrator_heap_bytes_per_meter": ing["memory"]["heap_bytes_per_connection"],
+                    "concentrator_rss_bytes_per_meter": ing["memory"]["rss_bytes_per_connection"]})
     say("heap after import ...")
     figures["heap_after_import_bytes"] = heap_after_import()
     say("smallest heap for a 24 h sim (binary search) ...")
@@ -154,6 +163,11 @@ def format_bench(f: dict) -> str:
         f"  interval 4 rows {f['frame_interval_4_rows_cose_bytes']}",
         f"host verify+decode {f['host_host_verify_per_s']:.0f} frames/s vs bare cryptography verify "
         f"{f['host_bare_verify_per_s']:.0f}/s: ratio {f['host_ratio']:.3f} (target >= 0.8)",
+        f"concentrator ingest over TCP (verify, decode, store, commit, ack): {f['ingest_frames_per_s']:.0f} frames/s"
+        f" vs bare verify {f['ingest_bare_verify_per_s']:.0f}/s: ratio {f['ingest_ratio']:.3f} (targets >= 5000/s,"
+        " >= 0.6)",
+        f"concentrator memory per connected meter: {f['concentrator_heap_bytes_per_meter']} B heap, "
+        f"{f['concentrator_rss_bytes_per_meter']} B RSS",
         f"heap in use after importing the meter (signing included, table built): "
         f"{f['heap_after_import_bytes'] / 1024:.1f} KiB",
     ]

@@ -13,19 +13,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import shutil
+import signal
 import time
 import tty
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from meterkit.firmware import firmware_dir
+from meterkit.sim import sim_command, sim_env
 
 
 class FleetClock:
-    def __init__(self, start_unix: int, speed: float):
+    """start + real elapsed x speed, held at `end` (if given): after the simulated period nothing ages, so
+    the concentrator does not see the meters that stopped with it as silent."""
+
+    def __init__(self, start_unix: int, speed: float, end: float | None = None):
         self.start = start_unix
         self.speed = speed
+        self.end = end
         self._t0 = time.monotonic()
 
     def __call__(self) -> float:
-        return self.start + (time.monotonic() - self._t0) * self.speed
+        t = self.start + (time.monotonic() - self._t0) * self.speed
+        return t if self.end is None or t < self.end else self.end
 
     def hours(self) -> float:
         return (self() - self.start) / 3600
@@ -152,3 +167,204 @@ class TcpProxy:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+
+
+# --- a fleet of simulated meters reporting to a concentrator ------------------------------------------------
+
+@dataclass
+class MeterSpec:
+    name: str
+    scenario: str
+    link: str  # "serial" (a pty bridge) or "tcp" (a proxy in front of the concentrator)
+    seed: int = 1
+
+
+@dataclass
+class FleetMeter:
+    spec: MeterSpec
+    flash: Path
+    frames_log: Path  # every frame the meter produced, as it produced it (survives a kill): the ground truth
+    device: bytes = b""
+    public_key: bytes = b""
+    proc: asyncio.subprocess.Process | None = None
+    bridge: PtyBridge | None = None
+    proxy: TcpProxy | None = None
+    runs: list[dict] = field(default_factory=list)  # @@RESULT of every run that ended by itself
+    power_cuts: int = 0
+    link_cuts: int = 0
+    _reader: asyncio.Task | None = None
+
+    def cut_link(self) -> None:
+        self.link_cuts += 1
+        (self.bridge or self.proxy).cut()
+
+    def restore_link(self) -> None:
+        (self.bridge or self.proxy).restore()
+
+
+class Fleet:
+    """Simulated meters (the real firmware under the Unix port) reporting to a real Concentrator.
+
+    Meters are provisioned (keys made on the meter, head-end key installed, public keys registered), then run
+    at `speed` times real time on one FleetClock. `at(hour, action)` schedules faults: cut_link/restore_link,
+    power_cut/power_on (the process is SIGKILLed and later restarted on the same flash).
+    """
+
+    def __init__(self, out_dir: Path, specs: list[MeterSpec], headend_key: Any, db_path: Path, *,
+                 hours: float = 24.0, speed: float = 1440.0, start_unix: int = 1793491200,
+                 reading_s: int = 60, offline_after: float = 15):
+        self.out = Path(out_dir)
+        self.specs = specs
+        self.headend_key = headend_key
+        self.db_path = Path(db_path)
+        self.hours = hours
+        self.speed = speed
+        self.start_unix = start_unix
+        self.reading_s = reading_s
+        # Silent for 15 reporting periods (15 min) = offline. At 1440x that is 0.6 s of real time: a tighter
+        # threshold would see CPU scheduling jitter on a small machine as outages.
+        self.offline_after = offline_after
+        self.meters: list[FleetMeter] = []
+        self.clock = FleetClock(start_unix, speed, start_unix + hours * 3600)
+        self.store = None
+        self.conc = None
+        self.schedule: list[tuple[float, str, str]] = []
+        self.log: list[str] = []
+
+    def at(self, hour: float, action: str, meter: str) -> None:
+        self.schedule.append((hour, action, meter))
+        self.schedule.sort()
+
+    # -- set-up ------------------------------------------------------------------------------------------
+    async def _provision(self, m: FleetMeter, headend_point: bytes) -> None:
+        cmd = sim_command(m.spec.scenario, 0, flash_dir=m.flash, flags=("provision",))
+        cmd += ["--headend", headend_point.hex()]
+        proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.PIPE, env=sim_env(),
+                                                    cwd=str(firmware_dir().parent))
+        out, err = await proc.communicate()
+        text = out.decode()
+        if "@@RESULT " not in text:
+            raise RuntimeError(f"provisioning {m.spec.name} failed: {err.decode()[-1000:]}")
+        ident = json.loads(text.split("@@RESULT ", 1)[1])
+        m.device = bytes.fromhex(ident["device_id"])
+        m.public_key = bytes.fromhex(ident["public_key"])
+
+    async def setup(self) -> None:
+        from cryptography.hazmat.primitives import serialization
+
+        from meterkit import protocol
+        from meterkit.concentrator import Concentrator
+        from meterkit.db import SQLiteStore
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        point = self.headend_key.public_key().public_bytes(serialization.Encoding.X962,
+                                                           serialization.PublicFormat.UncompressedPoint)
+        for spec in self.specs:
+            flash = self.out / "meters" / spec.name
+            if flash.exists():
+                shutil.rmtree(flash)
+            flash.mkdir(parents=True)
+            log = self.out / "meters" / f"{spec.name}.frames"
+            log.unlink(missing_ok=True)
+            self.meters.append(FleetMeter(spec, flash, log))
+        await asyncio.gather(*(self._provision(m, point) for m in self.meters))
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{self.db_path}{suffix}").unlink(missing_ok=True)
+        self.store = SQLiteStore(self.db_path)
+        for m in self.meters:
+            self.store.register_meter(m.device, m.public_key, m.spec.name)
+        self.conc = Concentrator(self.store, protocol.HeadEnd(self.headend_key), clock=self.clock,
+                                 offline_after=self.offline_after)
+        host, port = await self.conc.start_tcp()
+        for m in self.meters:
+            if m.spec.link == "serial":
+                m.bridge = PtyBridge()
+                await m.bridge.start()
+                self.conc.add_serial(m.bridge.host_path)
+            else:
+                m.proxy = TcpProxy(host, port)
+                await m.proxy.start()
+
+    async def restart_concentrator(self) -> None:
+        """Stop the concentrator (as if killed between commits) and start a new one on the same database."""
+        from meterkit import protocol
+        from meterkit.concentrator import Concentrator
+        from meterkit.db import SQLiteStore
+
+        await self.conc.stop()
+        self.store.close()
+        self.store = SQLiteStore(self.db_path)
+        self.conc = Concentrator(self.store, protocol.HeadEnd(self.headend_key), clock=self.clock,
+                                 offline_after=self.offline_after)
+        host, port = await self.conc.start_tcp()
+        for m in self.meters:
+            if m.bridge is not None:
+                self.conc.add_serial(m.bridge.host_path)
+            else:
+                m.proxy.target = (host, port)
+
+    # -- running -----------------------------------------------------------------------------------------
+    async def _start_meter(self, m: FleetMeter) -> None:
+        remaining = self.hours - self.clock.hours()
+        link = f"serial:{m.bridge.meter_path}" if m.bridge else f"tcp:127.0.0.1:{m.proxy.port}"
+        cmd = sim_command(m.spec.scenario, max(remaining, 0.0), flash_dir=m.flash, seed=m.spec.seed,
+                          start=int(self.clock()))
+        cmd += ["--speed", repr(self.speed), "--link", link, "--frames", str(m.frames_log),
+                "--reading-s", str(self.reading_s), "--drain-ms", "30000"]
+        m.proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
+                                                      stderr=asyncio.subprocess.PIPE, env=sim_env(),
+                                                      cwd=str(firmware_dir().parent))
+        m._reader = asyncio.create_task(self._collect(m, m.proc))
+
+    async def _collect(self, m: FleetMeter, proc: asyncio.subprocess.Process) -> None:
+        out, err = await proc.communicate()
+        text = out.decode()
+        if "@@RESULT " in text:
+            m.runs.append(json.loads(text.split("@@RESULT ", 1)[1]))
+        elif proc.returncode not in (-signal.SIGKILL,):
+            self.log.append(f"{m.spec.name} exited with {proc.returncode}: {err.decode()[-800:]}")
+
+    def _apply(self, action: str, name: str) -> None:
+        m = next(x for x in self.meters if x.spec.name == name)
+        if action == "cut_link":
+            m.cut_link()
+        elif action == "restore_link":
+            m.restore_link()
+        elif action == "power_cut":
+            m.power_cuts += 1
+            if m.proc is not None and m.proc.returncode is None:
+                m.proc.send_signal(signal.SIGKILL)
+        elif action == "power_on":
+            asyncio.get_running_loop().create_task(self._start_meter(m))
+        elif action == "restart_concentrator":
+            asyncio.get_running_loop().create_task(self.restart_concentrator())
+        self.log.append(f"{self.clock.hours():5.2f} h  {action} {name}")
+
+    async def run(self, progress: Callable[[float], None] | None = None, settle_s: float = 3.0) -> None:
+        self.clock = FleetClock(self.start_unix, self.speed, self.start_unix + self.hours * 3600)
+        self.conc.clock = self.clock
+        await asyncio.gather(*(self._start_meter(m) for m in self.meters))
+        pending = list(self.schedule)
+        while True:
+            h = self.clock.hours()
+            while pending and pending[0][0] <= h:
+                _, action, name = pending.pop(0)
+                self._apply(action, name)
+            if progress:
+                progress(min(h / self.hours, 1.0))
+            running = [m for m in self.meters if m.proc is not None and m.proc.returncode is None]
+            if not running and not pending and all(m._reader is None or m._reader.done() for m in self.meters):
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(settle_s)  # the last acknowledgements and back-fills
+        await self.conc.stop()
+
+    async def close(self) -> None:
+        for m in self.meters:
+            if m.bridge is not None:
+                m.bridge.close()
+            if m.proxy is not None:
+                await m.proxy.close()
+        if self.store is not None:
+            self.store.close()

@@ -57,6 +57,7 @@ def run_sim(scenario: str, hours: float, *, seed: int | None = None, heap: str |
         cmd = sim_command(scenario, hours, seed=seed, heap=heap, flash_dir=flash, board=board, start=start,
                           flags=flags)
         if frames_out is not None:
+            Path(frames_out).unlink(missing_ok=True)  # the meter appends (a fleet meter keeps one across restarts)
             cmd += ["--frames", str(Path(frames_out).resolve())]
         if reading_s is not None:
             cmd += ["--reading-s", str(int(reading_s))]

@@ -342,7 +342,9 @@ def _lfs_day(ack_every_min):
 def test_littlefs_day_acknowledged():
     # ESP32 file system (LittleFS2, 4096-byte blocks) in RAM; a live head-end acknowledging every 3 minutes
     ob, dev = _lfs_day(3)
-    assert ob.mark_writes <= 1536 // 16 + 1, "mark: at most one write per 16 frames (%d)" % ob.mark_writes
+    deleted = ob._next_no - len(ob.segs)  # segments made minus segments held
+    assert ob.mark_writes <= 1536 // 16 + deleted + 1, \
+        "mark: one write per deleted segment and at most one per 16 frames (%d)" % ob.mark_writes
     eq(ob.dropped, 0, "nothing dropped")
     eq(len(ob.segs), 1, "one segment in flash")
 
@@ -350,7 +352,7 @@ def test_littlefs_day_acknowledged():
 def test_littlefs_day_offline():
     # the head-end is away all day: the outbox fills to its bound, then drops its oldest segments
     ob, dev = _lfs_day(0)
-    eq(ob.mark_writes, 0, "no acknowledgements, no mark")
+    eq(ob.mark_writes, ob.drops, "one mark per dropped segment: the floor survives a reboot")
     assert ob.dropped > 0, "the bound was reached"
     eq(ob.dropped, ob.last_lost + 1, "every frame up to the latest drop was dropped, oldest first")
     held = _seqs(ob)
@@ -373,3 +375,23 @@ def test_littlefs_full_drops_oldest_instead_of_failing():
     eq(held, list(range(held[0], 200)), "the newest frames, contiguous")
     eq(ob.dropped, held[0], "every older frame counted")
     eq(_seqs(Outbox("/", fs=VfsLfs2(dev), segment_bytes=BLOCK)), held, "after a remount")
+
+
+def test_numbers_skipped_at_a_restart_were_never_made():
+    # A reboot resumes numbering after the reserved block (meter/seqno.py): the head-end sees a gap and asks
+    # for it. With everything acknowledged before the reboot, the outbox can vouch that the skipped numbers
+    # were never made (answer 0), while acknowledged ones are reported as no longer held.
+    with Tmp() as d:
+        ob = Outbox(d, max_bytes=8192, segment_bytes=1024)
+        for n in range(20):
+            ob.put(n, fr(n))
+        ob.ack(19)
+        again = Outbox(d, max_bytes=8192, segment_bytes=1024)  # reboot
+        again.put(1024, fr(1024))
+        frames, missing = again.resend(20, 1023)
+        eq(list(frames), [], "nothing held in the skipped block")
+        eq(missing, None, "never made: not 'gone'")
+        frames, missing = again.resend(15, 30)
+        eq(missing, 15, "acknowledged before the reboot: no longer held")
+        frames, missing = again.resend(1024, 1024)
+        eq([s for s, _f in frames], [1024], "the new frame is held")
