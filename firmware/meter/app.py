@@ -22,7 +22,7 @@ EV_STORE_CORRUPT = events.STORE_CORRUPT
 EV_INTERNAL = events.INTERNAL
 
 SENSOR_RETRY_S = 5  # how often an absent or faulty chip is tried again
-LINK_POLL_CYCLES = 4  # the link is polled every 4 conversion cycles (~0.27 s) while sampling
+LINK_POLL_CYCLES = 8  # the link is polled every 8 conversion cycles (~0.55 s) while sampling
 
 
 class Meter:

@@ -7,6 +7,7 @@
 #       [--provision]       (first boot only: make the key, install --headend, print the identity, stop)
 #       [--link tcp:HOST:PORT | serial:PATH]  (send frames through the durable outbox and a real link)
 #       [--drain-ms N]      (with --link: at the end, wait up to N ms of real time for the last acks)
+#       [--clock-file PATH] (a fleet's clock, UTC seconds as text: stay within 120 s of it; print @@T lines)
 #       [--progress] [--trace] [--absent] [--log]
 #
 # --frames FILE writes every signed, framed message the meter sends (a COBS byte stream) to FILE.
@@ -27,7 +28,7 @@ from meter.app import Meter
 def _args(argv):
     opts = {"board": "boards/unix-sim.json", "hours": "1", "flash": None, "scenario": None, "seed": None,
             "start": None, "frames": None, "reading-s": "60", "headend": None, "speed": None,
-            "link": None, "drain-ms": "3000"}
+            "link": None, "drain-ms": "3000", "clock-file": None}
     flags = set()
     i = 0
     while i < len(argv):
@@ -41,6 +42,9 @@ def _args(argv):
         else:
             raise SystemExit("unexpected argument %r" % a)
     return opts, flags
+
+
+FLEET_SLACK_S = 120
 
 
 def main(argv):
@@ -112,8 +116,28 @@ def main(argv):
     virtual0 = clock.now_us
     real0 = time.ticks_ms()
 
+    batches = [0]
+    clock_file = opts["clock-file"]
+
+    def fleet_time():
+        try:
+            with open(clock_file) as f:
+                return float(f.read() or 0)
+        except (OSError, ValueError):
+            return 0.0
+
     def on_batch(m):
-        if speed:
+        if clock_file:
+            # Lock-step with a fleet: never more than FLEET_SLACK_S ahead of the fleet clock (which follows
+            # the slowest meter), so every meter and the head-end agree on the time within minutes.
+            batches[0] += 1
+            if batches[0] % 4 == 0:
+                print("@@T %d" % hw.time())
+            while hw.time() > fleet_time() + FLEET_SLACK_S:
+                for _ in range(10):
+                    if link is not None:
+                        m.poll_link()
+                    time.sleep_ms(2)
             # Throttle: virtual time may run at most `speed` times real time, so a fleet of meters and a
             # concentrator share one (fleet) clock: start + real elapsed x speed.
             ahead_ms = (clock.now_us - virtual0) / (speed * 1000) - time.ticks_diff(time.ticks_ms(), real0)

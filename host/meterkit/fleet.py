@@ -29,18 +29,29 @@ from meterkit.sim import sim_command, sim_env
 
 
 class FleetClock:
-    """start + real elapsed x speed, held at `end` (if given): after the simulated period nothing ages, so
-    the concentrator does not see the meters that stopped with it as silent."""
+    """start + real elapsed x speed, but never ahead of the slowest running meter that reports its clock
+    (`follow`), and held at `end` (if given). Simulated meters share a small machine: when they cannot keep
+    up, the fleet waits for them, so a fault scheduled at 14:00 happens at 14:00 on the meter too, and the
+    concentrator does not take a lagging meter for a silent one. Never goes backwards."""
 
     def __init__(self, start_unix: int, speed: float, end: float | None = None):
         self.start = start_unix
         self.speed = speed
         self.end = end
+        self.follow: Callable[[], float | None] = lambda: None
         self._t0 = time.monotonic()
+        self._last = float(start_unix)
 
     def __call__(self) -> float:
         t = self.start + (time.monotonic() - self._t0) * self.speed
-        return t if self.end is None or t < self.end else self.end
+        slowest = self.follow()
+        if slowest is not None and slowest < t:
+            t = slowest
+        if self.end is not None and t > self.end:
+            t = self.end
+        if t > self._last:
+            self._last = t
+        return self._last
 
     def hours(self) -> float:
         return (self() - self.start) / 3600
@@ -190,6 +201,7 @@ class FleetMeter:
     bridge: PtyBridge | None = None
     proxy: TcpProxy | None = None
     runs: list[dict] = field(default_factory=list)  # @@RESULT of every run that ended by itself
+    vtime: float | None = None  # the meter's own clock, as it last reported it (@@T)
     power_cuts: int = 0
     link_cuts: int = 0
     _reader: asyncio.Task | None = None
@@ -229,6 +241,7 @@ class Fleet:
         self.store = None
         self.conc = None
         self.schedule: list[tuple[float, str, str]] = []
+        self.clock_file = self.out / "fleet-clock"
         self.log: list[str] = []
 
     def at(self, hour: float, action: str, meter: str) -> None:
@@ -311,19 +324,32 @@ class Fleet:
         cmd = sim_command(m.spec.scenario, max(remaining, 0.0), flash_dir=m.flash, seed=m.spec.seed,
                           start=int(self.clock()))
         cmd += ["--speed", repr(self.speed), "--link", link, "--frames", str(m.frames_log),
-                "--reading-s", str(self.reading_s), "--drain-ms", "30000"]
+                "--reading-s", str(self.reading_s), "--drain-ms", "30000", "--clock-file", str(self.clock_file)]
         m.proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
                                                       stderr=asyncio.subprocess.PIPE, env=sim_env(),
                                                       cwd=str(firmware_dir().parent))
         m._reader = asyncio.create_task(self._collect(m, m.proc))
 
     async def _collect(self, m: FleetMeter, proc: asyncio.subprocess.Process) -> None:
-        out, err = await proc.communicate()
-        text = out.decode()
-        if "@@RESULT " in text:
-            m.runs.append(json.loads(text.split("@@RESULT ", 1)[1]))
+        err_task = asyncio.create_task(proc.stderr.read())
+        result = None
+        async for raw in proc.stdout:
+            line = raw.decode()
+            if line.startswith("@@T "):
+                m.vtime = float(line[4:])
+            elif line.startswith("@@RESULT "):
+                result = json.loads(line[len("@@RESULT "):])
+        await proc.wait()
+        err = await err_task
+        m.vtime = None  # not running: not followed
+        if result is not None:
+            m.runs.append(result)
         elif proc.returncode not in (-signal.SIGKILL,):
             self.log.append(f"{m.spec.name} exited with {proc.returncode}: {err.decode()[-800:]}")
+
+    def _slowest(self) -> float | None:
+        running = [m.vtime for m in self.meters if m.vtime is not None]
+        return min(running) if running else None
 
     def _apply(self, action: str, name: str) -> None:
         m = next(x for x in self.meters if x.spec.name == name)
@@ -335,18 +361,27 @@ class Fleet:
             m.power_cuts += 1
             if m.proc is not None and m.proc.returncode is None:
                 m.proc.send_signal(signal.SIGKILL)
+                m.vtime = None
         elif action == "power_on":
             asyncio.get_running_loop().create_task(self._start_meter(m))
         elif action == "restart_concentrator":
             asyncio.get_running_loop().create_task(self.restart_concentrator())
         self.log.append(f"{self.clock.hours():5.2f} h  {action} {name}")
 
+    def _publish_clock(self) -> None:
+        tmp = self.clock_file.with_suffix(".tmp")
+        tmp.write_text(f"{self.clock():.0f}")
+        os.replace(tmp, self.clock_file)  # a meter never reads a half-written time
+
     async def run(self, progress: Callable[[float], None] | None = None, settle_s: float = 3.0) -> None:
         self.clock = FleetClock(self.start_unix, self.speed, self.start_unix + self.hours * 3600)
+        self.clock.follow = self._slowest
         self.conc.clock = self.clock
+        self._publish_clock()
         await asyncio.gather(*(self._start_meter(m) for m in self.meters))
         pending = list(self.schedule)
         while True:
+            self._publish_clock()
             h = self.clock.hours()
             while pending and pending[0][0] <= h:
                 _, action, name = pending.pop(0)
