@@ -352,7 +352,13 @@ class Fleet:
         return min(running) if running else None
 
     def _apply(self, action: str, name: str) -> None:
-        m = next(x for x in self.meters if x.spec.name == name)
+        if action == "restart_concentrator":
+            asyncio.get_running_loop().create_task(self.restart_concentrator())
+            self.log.append(f"{self.clock.hours():5.2f} h  {action}")
+            return
+        m = next((x for x in self.meters if x.spec.name == name), None)
+        if m is None:
+            raise ValueError(f"no meter named {name!r} in this fleet")
         if action == "cut_link":
             m.cut_link()
         elif action == "restore_link":
@@ -364,8 +370,6 @@ class Fleet:
                 m.vtime = None
         elif action == "power_on":
             asyncio.get_running_loop().create_task(self._start_meter(m))
-        elif action == "restart_concentrator":
-            asyncio.get_running_loop().create_task(self.restart_concentrator())
         self.log.append(f"{self.clock.hours():5.2f} h  {action} {name}")
 
     def _publish_clock(self) -> None:
@@ -396,6 +400,11 @@ class Fleet:
         await self.conc.stop()
 
     async def close(self) -> None:
+        for m in self.meters:  # no simulated meter outlives its fleet (it would keep dialling a reused pty)
+            if m.proc is not None and m.proc.returncode is None:
+                m.proc.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    await m.proc.wait()
         for m in self.meters:
             if m.bridge is not None:
                 m.bridge.close()
