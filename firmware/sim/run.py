@@ -138,8 +138,8 @@ def main(argv):
                     if link is not None:
                         m.poll_link()
                     time.sleep_ms(2)
-            # Throttle: virtual time may run at most `speed` times real time, so a fleet of meters and a
-            # concentrator share one (fleet) clock: start + real elapsed x speed.
+        if speed:
+            # Throttle: virtual time may run at most `speed` times real time.
             ahead_ms = (clock.now_us - virtual0) / (speed * 1000) - time.ticks_diff(time.ticks_ms(), real0)
             while ahead_ms > 1:  # idle in real time: the link works meanwhile (acks, back-fill, reconnects)
                 if link is not None:

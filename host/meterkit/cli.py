@@ -39,11 +39,25 @@ def _cmd_sim_run(args: argparse.Namespace) -> int:
         result = run_sim(args.scenario, args.hours, seed=args.seed, heap=args.heap, flash_dir=args.flash,
                          board=args.board, start=args.start, frames_out=args.frames_out,
                          pubkey_out=args.pubkey_out, signing=not args.no_frames, progress=progress,
-                         headend_pub=_headend_point(args.headend_key) if args.headend_key else None)
+                         headend_pub=_headend_point(args.headend_key) if args.headend_key else None,
+                         link=args.link, speed=args.speed)
     except SimError as e:
         print(f"meterkit sim run: {e}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2) if args.json else format_result(result))
+    return 0
+
+
+def _cmd_sim_provision(args: argparse.Namespace) -> int:
+    from meterkit.sim import SimError, provision
+
+    try:
+        ident = provision(args.flash, _headend_point(args.headend_key), args.pubkey_out)
+    except SimError as e:
+        print(f"meterkit sim provision: {e}", file=sys.stderr)
+        return 1
+    print(f"device id {ident['device_id']}; public key written to {args.pubkey_out}"
+          + ("" if ident["created"] else " (the meter already had its key)"))
     return 0
 
 
@@ -83,10 +97,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--pubkey-out", default=None, help="write the meter's public key (PEM) to this file")
     run.add_argument("--headend-key", default=None,
                      help="head-end public key (PEM) to install on the meter, as provisioning would")
+    run.add_argument("--link", default=None,
+                     help="report to a concentrator: tcp:HOST:PORT or serial:/dev/pts/N (needs --flash of a "
+                          "provisioned meter)")
+    run.add_argument("--speed", type=float, default=None,
+                     help="virtual time at most this many times real time (e.g. 60 with --link)")
     run.add_argument("--no-frames", action="store_true", help="metering core only: no keys, no signed frames")
     run.add_argument("--json", action="store_true", help="print one JSON object")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=_cmd_sim_run)
+    prov = simsub.add_parser("provision", help="first boot of a simulated meter: it makes its key")
+    prov.add_argument("--flash", required=True, help="the meter's flash directory (kept)")
+    prov.add_argument("--headend-key", required=True, help="head-end public key (PEM) to install")
+    prov.add_argument("--pubkey-out", required=True, help="write the meter's public key (PEM) here")
+    prov.set_defaults(func=_cmd_sim_provision)
 
     bench = sub.add_parser("bench", help="measure the firmware and host side by side")
     bench.add_argument("--json", action="store_true", help="print one JSON object, a key per figure")

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from meterkit.firmware import firmware_dir
-from meterkit.sim import sim_command, sim_env
+from meterkit.sim import provision, sim_command, sim_env
 
 
 class FleetClock:
@@ -250,16 +250,7 @@ class Fleet:
 
     # -- set-up ------------------------------------------------------------------------------------------
     async def _provision(self, m: FleetMeter, headend_point: bytes) -> None:
-        cmd = sim_command(m.spec.scenario, 0, flash_dir=m.flash, flags=("provision",))
-        cmd += ["--headend", headend_point.hex()]
-        proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.PIPE, env=sim_env(),
-                                                    cwd=str(firmware_dir().parent))
-        out, err = await proc.communicate()
-        text = out.decode()
-        if "@@RESULT " not in text:
-            raise RuntimeError(f"provisioning {m.spec.name} failed: {err.decode()[-1000:]}")
-        ident = json.loads(text.split("@@RESULT ", 1)[1])
+        ident = await asyncio.to_thread(provision, m.flash, headend_point)
         m.device = bytes.fromhex(ident["device_id"])
         m.public_key = bytes.fromhex(ident["public_key"])
 

@@ -42,8 +42,9 @@ def sim_env() -> dict[str, str]:
 def run_sim(scenario: str, hours: float, *, seed: int | None = None, heap: str | None = None,
             flash_dir: str | Path | None = None, board: str | Path | None = None, start: int | None = None,
             frames_out: str | Path | None = None, pubkey_out: str | Path | None = None, signing: bool = True,
-            reading_s: int | None = None, headend_pub: bytes | None = None,
-            progress: Callable[[float], None] | None = None, timeout: float = 900) -> dict:
+            reading_s: int | None = None, headend_pub: bytes | None = None, link: str | None = None,
+            speed: float | None = None, progress: Callable[[float], None] | None = None,
+            timeout: float = 900) -> dict:
     """Run one simulated meter to the end and return its result, with host-side wall time added.
 
     signing=False runs the metering core alone (no identity, no frames): the ESP32-sized heap check.
@@ -63,6 +64,10 @@ def run_sim(scenario: str, hours: float, *, seed: int | None = None, heap: str |
             cmd += ["--reading-s", str(int(reading_s))]
         if headend_pub is not None:
             cmd += ["--headend", headend_pub.hex()]
+        if link is not None:
+            cmd += ["--link", link]
+        if speed is not None:
+            cmd += ["--speed", repr(float(speed))]
         t0 = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=sim_env(), cwd=str(firmware_dir().parent))
@@ -100,6 +105,20 @@ def run_sim(scenario: str, hours: float, *, seed: int | None = None, heap: str |
     result["coverage_pct"] = result["coverage_ppm"] / 10000
     result["shunt_duty_pct"] = result["shunt_duty_ppm"] / 10000
     return result
+
+
+def provision(flash_dir: str | Path, headend_pub: bytes, pubkey_out: str | Path | None = None) -> dict:
+    """First boot of a simulated meter on `flash_dir`: it makes its key and installs the head-end key."""
+    Path(flash_dir).mkdir(parents=True, exist_ok=True)
+    cmd = sim_command("constant", 0, flash_dir=flash_dir, flags=("provision",)) + ["--headend", headend_pub.hex()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=sim_env(), cwd=str(firmware_dir().parent),
+                          timeout=120, check=False)
+    if proc.returncode != 0 or "@@RESULT " not in proc.stdout:
+        raise SimError(f"provisioning failed: {proc.stderr.strip()[-1500:]}")
+    ident = json.loads(proc.stdout.split("@@RESULT ", 1)[1])
+    if pubkey_out is not None:
+        write_public_pem(bytes.fromhex(ident["public_key"]), Path(pubkey_out))
+    return ident
 
 
 def write_public_pem(pub65: bytes, path: Path) -> None:

@@ -125,3 +125,17 @@ def test_headend_key_installed_on_the_meter_matches_the_host_key_id(tmp_path):
     head = P.HeadEnd(keys.load_private(tmp_path / "headend.key.pem"))
     r = run_sim("constant", 0.05, headend_pub=point)
     assert r["headend_id"] == head.key_id.hex()
+
+
+def test_provision_makes_the_key_once(tmp_path):
+    from meterkit.sim import provision
+
+    point = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    first = provision(tmp_path / "m", point, tmp_path / "m.pem")
+    again = provision(tmp_path / "m", point)
+    assert first["created"] and not again["created"]
+    assert first["device_id"] == again["device_id"]
+    pem = serialization.load_pem_public_key((tmp_path / "m.pem").read_bytes())
+    assert pem.public_bytes(serialization.Encoding.X962,
+                            serialization.PublicFormat.UncompressedPoint).hex() == first["public_key"]
