@@ -1164,6 +1164,37 @@ class Concentrator:
         self._house = None
         self._loop = None
 
+    async def kill(self) -> None:
+        """Die as a SIGKILL would kill the process: frames received but not yet committed are neither stored
+        nor acknowledged, connections are reset, the open transaction is rolled back. (Tests and the demo's
+        fleet use it; the meters must resend what was lost, and the database must hold no half batch.)"""
+        self._stopping = True
+        if self._pump_handle is not None:
+            self._pump_handle.cancel()
+            self._pump_handle = None
+        self._ready.clear()
+        for srv in self._servers:
+            srv.close()
+        for link in list(self._links):
+            t = link.transport
+            if t is not None and hasattr(t, "abort"):
+                t.abort()  # TCP reset: unsent acknowledgements die with the process
+            else:
+                link.close()
+        tasks = [*self._serial_tasks, *([self._house] if self._house else [])]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+        self.store.rollback()
+        self._servers.clear()
+        self._serial_tasks.clear()
+        self._house = None
+        self._loop = None
+
     async def __aenter__(self) -> Concentrator:
         self._ensure_loop()
         return self

@@ -291,12 +291,12 @@ class Fleet:
                 await m.proxy.start()
 
     async def restart_concentrator(self) -> None:
-        """Stop the concentrator (as if killed between commits) and start a new one on the same database."""
+        """Kill the concentrator (nothing pending stored or acknowledged) and start a new one on the database."""
         from meterkit import protocol
         from meterkit.concentrator import Concentrator
         from meterkit.db import SQLiteStore
 
-        await self.conc.stop()
+        await self.conc.kill()
         self.store.close()
         self.store = SQLiteStore(self.db_path)
         self.conc = Concentrator(self.store, protocol.HeadEnd(self.headend_key), clock=self.clock,
