@@ -500,6 +500,15 @@ def _events(p):
     return ev[0][1] if ev else 0
 
 
+def _ready(t, want):
+    """Is transport t's stream ready for `want` (select.POLLIN / POLLOUT)? An error or hang-up loses it."""
+    ev = _events(t._p)
+    if ev & (select.POLLERR | select.POLLHUP):
+        t._lost()
+        return False
+    return bool(ev & want)
+
+
 class StreamTransport:
     """A byte stream that is opened, not dialled: a UART on a board, a tty (e.g. a pty) on the Unix port.
 
@@ -570,11 +579,7 @@ class StreamTransport:
         if not self.connected:
             return 0
         try:
-            ev = _events(self._p)
-            if ev & (select.POLLERR | select.POLLHUP):
-                self._lost()
-                return 0
-            if not ev & select.POLLOUT:
+            if not _ready(self, select.POLLOUT):
                 return 0
             n = self.s.write(buf[:self.chunk])
         except OSError:
@@ -586,11 +591,7 @@ class StreamTransport:
         if not self.connected:
             return 0
         try:
-            ev = _events(self._p)
-            if ev & (select.POLLERR | select.POLLHUP):
-                self._lost()
-                return 0
-            if not ev & select.POLLIN:
+            if not _ready(self, select.POLLIN):
                 return 0
             n = self.s.readinto(buf)
         except OSError:
@@ -726,11 +727,7 @@ class TCPTransport:
             return 0
         import errno
         try:
-            ev = _events(self._p)
-            if ev & (select.POLLERR | select.POLLHUP):
-                self._lost()
-                return 0
-            if not ev & select.POLLOUT:
+            if not _ready(self, select.POLLOUT):
                 return 0
             n = self.s.send(buf)
         except OSError as e:

@@ -1135,17 +1135,9 @@ class Concentrator:
             if self._pump_handle is not None:
                 self._pump_handle.cancel()
                 self._pump_handle = None
-        for t in self._serial_tasks:
-            t.cancel()
         for link in list(self._links):
             link.close()
-        if self._house is not None:
-            self._house.cancel()
-        for t in [*self._serial_tasks, *([self._house] if self._house else [])]:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
+        await self._end_tasks()
         for s in self._servers:
             await s.wait_closed()
         if self._pump_handle is not None:
@@ -1159,6 +1151,20 @@ class Concentrator:
         except Exception:  # noqa: BLE001
             log.exception("storing counters at stop")
             self.store.rollback()
+        self._forget()
+
+    async def _end_tasks(self) -> None:
+        """Cancel the serial readers and the housekeeping task, and wait until they are gone."""
+        tasks = [*self._serial_tasks, *([self._house] if self._house else [])]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+
+    def _forget(self) -> None:
         self._servers.clear()
         self._serial_tasks.clear()
         self._house = None
@@ -1181,19 +1187,9 @@ class Concentrator:
                 t.abort()  # TCP reset: unsent acknowledgements die with the process
             else:
                 link.close()
-        tasks = [*self._serial_tasks, *([self._house] if self._house else [])]
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
+        await self._end_tasks()
         self.store.rollback()
-        self._servers.clear()
-        self._serial_tasks.clear()
-        self._house = None
-        self._loop = None
+        self._forget()
 
     async def __aenter__(self) -> Concentrator:
         self._ensure_loop()

@@ -64,6 +64,44 @@ def fresh_dir(tag):
     return d
 
 
+def rmtree(d):
+    """Remove directory d and everything in it; a missing d is fine."""
+    import os
+    try:
+        entries = list(os.ilistdir(d))
+    except OSError:
+        return
+    for e in entries:
+        p = d + "/" + e[0]
+        if e[1] == 0x4000:
+            rmtree(p)
+        else:
+            os.remove(p)
+    os.rmdir(d)
+
+
+class TempDir:
+    """`with TempDir("tag") as d:` a fresh, randomly named directory under $TMPDIR (or /tmp), removed with its
+    files on exit. make=False leaves creating it to the code under test."""
+
+    def __init__(self, tag, make=True):
+        self.tag = tag
+        self.make = make
+
+    def __enter__(self):
+        import binascii
+        import os
+        base = os.getenv("TMPDIR") or "/tmp"
+        self.path = "%s/mk_%s_%s" % (base.rstrip("/"), self.tag, binascii.hexlify(os.urandom(6)).decode())
+        if self.make:
+            os.mkdir(self.path)
+        return self.path
+
+    def __exit__(self, *exc):
+        rmtree(self.path)
+        return False
+
+
 def _traceback(e):
     if io is not None and hasattr(sys, "print_exception"):
         buf = io.StringIO()

@@ -2,7 +2,6 @@
 # head-end stand-in that signs acknowledgements and commands with its own P-256 key (meter.p256 + meter.cose),
 # and the two real transports: StreamTransport re-opening a stream, TCPTransport against a listening socket
 # in this process.
-import binascii
 import os
 import socket
 
@@ -12,37 +11,12 @@ from meter.link import Link, StreamTransport, TCPTransport
 from meter.outbox import Outbox
 from meter.seqno import FrameSeq
 from meter.store import Store
-from mptest import eq
+from mptest import TempDir, eq
 
 T0 = 1793491200
 
 
 # -- helpers -------------------------------------------------------------------------------------------------
-def _rmtree(d):
-    try:
-        entries = list(os.ilistdir(d))
-    except OSError:
-        return
-    for e in entries:
-        p = d + "/" + e[0]
-        if e[1] == 0x4000:
-            _rmtree(p)
-        else:
-            os.remove(p)
-    os.rmdir(d)
-
-
-class Tmp:
-    def __enter__(self):
-        base = os.getenv("TMPDIR") or "/tmp"
-        self.path = "%s/mk_link_%s" % (base.rstrip("/"), binascii.hexlify(os.urandom(6)).decode())
-        return self.path
-
-    def __exit__(self, *exc):
-        _rmtree(self.path)
-        return False
-
-
 class Loop:
     """One end of an in-memory byte pipe: writes go to `out`, reads come from `inp`. cap limits the bytes a
     write accepts (partial writes); up=False makes connect() fail (the cable is out)."""
@@ -197,7 +171,7 @@ class Rig:
 
 # -- the session ---------------------------------------------------------------------------------------------
 def test_frames_flow_within_the_window():
-    with Tmp() as d:
+    with TempDir("link", make=False) as d:
         r = Rig(d, window=4)
         seqs = r.make(10)
         r.run()
@@ -222,7 +196,7 @@ def test_frames_flow_within_the_window():
 
 
 def test_partial_writes_and_write_budget():
-    with Tmp() as d:
+    with TempDir("link", make=False) as d:
         r = Rig(d, window=8, cap=7, write_budget=50)
         seqs = r.make(5)
         for _ in range(200):
@@ -235,7 +209,7 @@ def test_partial_writes_and_write_budget():
 
 
 def test_forged_replayed_expired_and_misaddressed_acks_are_refused():
-    with Tmp() as d:
+    with TempDir("link", make=False) as d:
         r = Rig(d, window=8)
         seqs = r.make(6)
         r.run()
@@ -275,7 +249,7 @@ def test_forged_replayed_expired_and_misaddressed_acks_are_refused():
 
 
 def test_garbage_on_the_line_is_skipped():
-    with Tmp() as d:
+    with TempDir("link", make=False) as d:
         r = Rig(d, window=8)
         seqs = r.make(3)
         r.run()
@@ -293,7 +267,7 @@ def test_garbage_on_the_line_is_skipped():
 
 
 def test_disconnect_mid_frame_then_resend_unacked():
-    with Tmp() as d:
+    with TempDir("link", make=False) as d:
         r = Rig(d, window=8, cap=60, write_budget=60)
         seqs = r.make(5)
         for _ in range(20):  # 60 bytes per poll
@@ -330,7 +304,7 @@ def test_disconnect_mid_frame_then_resend_unacked():
 
 
 def test_lost_frame_probe_then_go_back():
-    with Tmp() as d:
+    with TempDir("link", make=False) as d:
         r = Rig(d, window=4, ack_timeout_ms=1000)
         seqs = r.make(6)
         r.link.poll()
@@ -372,7 +346,7 @@ def test_lost_frame_probe_then_go_back():
 
 
 def test_backfill_requeues_and_answers():
-    with Tmp() as d:
+    with TempDir("link", make=False) as d:
         r = Rig(d, window=16, max_bytes=4096, segment_bytes=512)
         seqs = r.make(12)
         r.run()
@@ -416,7 +390,7 @@ def test_backfill_requeues_and_answers():
 
 
 def test_backfill_beyond_the_window_goes_in_order_once():
-    with Tmp() as d:
+    with TempDir("link", make=False) as d:
         r = Rig(d, window=2)
         seqs = r.make(6)
         r.run()
@@ -432,7 +406,7 @@ def test_backfill_beyond_the_window_goes_in_order_once():
 
 
 def test_commands_go_to_on_command_and_counter_survives_reboot():
-    with Tmp() as d:
+    with TempDir("link", make=False) as d:
         r = Rig(d, window=8)
         calls = []
 
@@ -491,7 +465,7 @@ def test_poll_never_raises():
         def close(self):
             self.connected = False
 
-    with Tmp() as d:
+    with TempDir("link", make=False) as d:
         r = Rig(d)
         broken = r.link.transport = Broken()
         r.make(2)
@@ -531,7 +505,7 @@ class Ticks:
 
 
 def test_stream_transport_reopens_with_backoff():
-    with Tmp() as d:
+    with TempDir("link", make=False) as d:
         os.mkdir(d)  # Tmp only names the directory
         path = d + "/tty"
         opened = []
@@ -616,7 +590,7 @@ def test_tcp_transport_backoff_connect_and_link():
     eq(waits, [99, 199, 399, 799, 799], "doubling to the cap, jitter at the top of [d/2, d)")
     eq(jitter, [50, 100, 200, 400, 400], "random part: half of each delay")
     # now a head-end listens on that port
-    with Tmp() as d:
+    with TempDir("link", make=False) as d:
         srv = socket.socket()
         srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         srv.bind(socket.getaddrinfo("127.0.0.1", port)[0][-1])

@@ -1,11 +1,10 @@
 # The durable outbox (meter/outbox.py), inside MicroPython: put/ack/pending/resend, segments, the bound,
 # rebuild after a reboot, a torn tail after a power cut, and its flash cost on a real LittleFS in RAM.
-import binascii
 import os
 
 from meter import cbor, cose, frame, p256
 from meter.outbox import Outbox, seq_of
-from mptest import eq, raises
+from mptest import TempDir, eq, raises
 
 try:
     import vfs
@@ -32,31 +31,6 @@ def fr(seq, pad=40):
     return frame.encode_frame(cose_of(seq, pad))
 
 
-class Tmp:
-    def __enter__(self):
-        base = os.getenv("TMPDIR") or "/tmp"
-        self.path = "%s/mk_outbox_%s" % (base.rstrip("/"), binascii.hexlify(os.urandom(6)).decode())
-        return self.path
-
-    def __exit__(self, *exc):
-        _rmtree(self.path)
-        return False
-
-
-def _rmtree(d):
-    try:
-        entries = list(os.ilistdir(d))
-    except OSError:
-        return
-    for e in entries:
-        p = d + "/" + e[0]
-        if e[1] == 0x4000:
-            _rmtree(p)
-        else:
-            os.remove(p)
-    os.rmdir(d)
-
-
 def _segments(d):
     return sorted(int(n) for n in os.listdir(d + "/outbox"))
 
@@ -79,7 +53,7 @@ def test_seq_of_fast_path_and_fallback():
 
 
 def test_put_pending_ack():
-    with Tmp() as d:
+    with TempDir("outbox", make=False) as d:
         ob = Outbox(d, max_bytes=8192, segment_bytes=1024)
         frames = {}
         for s in range(10, 20):
@@ -110,7 +84,7 @@ def test_put_pending_ack():
 
 
 def test_segments_rotate_and_are_deleted_whole():
-    with Tmp() as d:
+    with TempDir("outbox", make=False) as d:
         f0 = fr(0)
         per = 1024 // len(f0)
         ob = Outbox(d, max_bytes=16384, segment_bytes=1024)
@@ -127,7 +101,7 @@ def test_segments_rotate_and_are_deleted_whole():
 
 
 def test_rebuilt_after_reboot():
-    with Tmp() as d:
+    with TempDir("outbox", make=False) as d:
         ob = Outbox(d, max_bytes=8192, segment_bytes=1024, persist_every=4)
         frames = {}
         for s in range(100, 130, 3):  # sequence numbers with gaps (skipped at restarts)
@@ -158,7 +132,7 @@ def test_rebuilt_after_reboot():
 
 
 def test_torn_tail_after_power_cut():
-    with Tmp() as d:
+    with TempDir("outbox", make=False) as d:
         ob = Outbox(d, max_bytes=8192, segment_bytes=4096)
         frames = [fr(s) for s in range(6)]
         for s in range(6):
@@ -191,7 +165,7 @@ def test_torn_tail_after_power_cut():
 
 
 def test_bounded_drops_oldest_segment():
-    with Tmp() as d:
+    with TempDir("outbox", make=False) as d:
         drops = []
         ob = Outbox(d, max_bytes=2048, segment_bytes=512, on_drop=lambda a, b, n: drops.append((a, b, n)))
         per = 512 // len(fr(0))
@@ -227,7 +201,7 @@ def test_bounded_drops_oldest_segment():
 
 
 def test_resend_with_gaps_and_cursor():
-    with Tmp() as d:
+    with TempDir("outbox", make=False) as d:
         ob = Outbox(d, max_bytes=16384, segment_bytes=600)
         seqs = [1, 2, 5, 6, 7, 20, 21, 40]
         frames = {}
@@ -256,7 +230,7 @@ def test_resend_with_gaps_and_cursor():
 
 
 def test_put_survives_reboot_between_any_two_appends():
-    with Tmp() as d:
+    with TempDir("outbox", make=False) as d:
         made = []
         for boot in range(5):
             ob = Outbox(d, max_bytes=4096, segment_bytes=1024)
@@ -381,7 +355,7 @@ def test_numbers_skipped_at_a_restart_were_never_made():
     # A reboot resumes numbering after the reserved block (meter/seqno.py): the head-end sees a gap and asks
     # for it. With everything acknowledged before the reboot, the outbox can vouch that the skipped numbers
     # were never made (answer 0), while acknowledged ones are reported as no longer held.
-    with Tmp() as d:
+    with TempDir("outbox", make=False) as d:
         ob = Outbox(d, max_bytes=8192, segment_bytes=1024)
         for n in range(20):
             ob.put(n, fr(n))

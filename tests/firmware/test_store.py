@@ -1,11 +1,10 @@
 # A/B checkpoint store and checkpoint policy (meter/store.py), run inside MicroPython.
 # Test names are kept short: the harness passes every selected name in one argv element, and the Unix
 # port aborts on an argument of 256 characters or more.
-import binascii
 import os
 import struct
 
-from mptest import eq, raises
+from mptest import TempDir, eq, raises
 from meter.registers import UWH_PER_WH, Registers
 from meter.store import (
     FORMAT_VERSION, HEADER, HEADER_LEN, MAGIC, OVERHEAD, SEQ_MASK, Checkpointer, Store, crc32, pack,
@@ -20,30 +19,6 @@ except (ImportError, AttributeError):
 
 
 # -- helpers -------------------------------------------------------------------------------------------
-
-class Tmp:
-    """A fresh directory, removed (with its files) on exit."""
-
-    def __enter__(self):
-        base = os.getenv("TMPDIR") or "/tmp"
-        self.path = "%s/mk_store_%s" % (base.rstrip("/"), binascii.hexlify(os.urandom(6)).decode())
-        os.mkdir(self.path)
-        return self.path
-
-    def __exit__(self, *exc):
-        _rmtree(self.path)
-        return False
-
-
-def _rmtree(d):
-    for entry in os.ilistdir(d):
-        p = d + "/" + entry[0]
-        if entry[1] == 0x4000:
-            _rmtree(p)
-        else:
-            os.remove(p)
-    os.rmdir(d)
-
 
 def _read(path):
     with open(path, "rb") as f:
@@ -76,7 +51,7 @@ def _with_crc(body):
 # -- the store ----------------------------------------------------------------------------------------
 
 def test_empty():
-    with Tmp() as d:
+    with TempDir("store") as d:
         s = Store(d)
         eq(s.load(), None, "nothing saved yet")
         eq(s.corrupt, 0, "missing slot files are not corruption")
@@ -86,7 +61,7 @@ def test_empty():
 
 
 def test_round_trip():
-    with Tmp() as d:
+    with TempDir("store") as d:
         s = Store(d, name="regs")
         sizes = 0
         for i in range(1, 6):
@@ -103,7 +78,7 @@ def test_round_trip():
 
 
 def test_alternate():
-    with Tmp() as d:
+    with TempDir("store") as d:
         s = Store(d)
         a, b = s.paths
         s.save(b"one")
@@ -143,7 +118,7 @@ def _damages(good):
 
 
 def test_fallback():
-    with Tmp() as d:
+    with TempDir("store") as d:
         s = Store(d)
         s.save(b"older checkpoint")
         s.save(b"newest checkpoint")
@@ -174,7 +149,7 @@ def test_fallback():
 
 
 def test_both_bad():
-    with Tmp() as d:
+    with TempDir("store") as d:
         s = Store(d)
         _write(s.paths[0], b"\x00" * 40)
         _write(s.paths[1], b"MKCP")
@@ -190,7 +165,7 @@ def test_rollover():
     assert seq_newer(0, SEQ_MASK), "0 follows 2^32 - 1"
     assert not seq_newer(SEQ_MASK, 0), "2^32 - 1 precedes 0"
     assert seq_newer(5, 4) and not seq_newer(4, 5) and not seq_newer(4, 4), "ordinary order"
-    with Tmp() as d:
+    with TempDir("store") as d:
         s = Store(d)
         _write(s.paths[0], pack(SEQ_MASK - 1, b"x"))
         _write(s.paths[1], pack(SEQ_MASK, b"last before wrap"))
@@ -245,7 +220,7 @@ class CutFS:
 
 
 def test_torn():
-    with Tmp() as d:
+    with TempDir("store") as d:
         s = Store(d)
         s.save(b"old-old")
         s.save(b"old")
@@ -268,7 +243,7 @@ def test_torn():
 
 
 def test_limits():
-    with Tmp() as d:
+    with TempDir("store") as d:
         s = Store(d, max_payload=64)
         e = raises(ValueError, s.save, b"x" * 65)
         assert "65" in str(e), str(e)
@@ -288,7 +263,7 @@ def test_limits():
 
 
 def test_mkdir():
-    with Tmp() as d:
+    with TempDir("store") as d:
         sub = d + "/flash"
         s = Store(sub + "/")
         eq(s.load(), None, "missing directory loads as empty")

@@ -1,8 +1,8 @@
 """End to end with the real firmware (Unix port) and the real concentrator, over serial (ptys) and TCP.
 
 Every frame a meter produced (each meter logs what it produces, independently of its link) must be in the
-database exactly once after (a) a link outage of hours of virtual time, (b) a concentrator kill (nothing pending stored or acknowledged) and restart
-mid-run, (c) a meter power cut — and the outages must be on record.
+database exactly once after (a) a link outage of hours of virtual time, (b) a concentrator kill (nothing
+pending stored or acknowledged) and restart mid-run, (c) a meter power cut — and the outages must be on record.
 """
 
 import asyncio
