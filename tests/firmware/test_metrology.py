@@ -4,14 +4,13 @@
 from array import array
 
 import micropython
+from checked32 import ChkSeq
 from mptest import eq, raises
 
 import meter.metrology as mt
 from meter.clock import TICKS_MASK, TICKS_PERIOD
 from meter.metrology import Metrology, integrate, integrate_py, new_state
 
-I32_MIN = -(1 << 31)
-I32_END = 1 << 31
 DEFAULT_CYCLE = 68630   # INA219 shunt 128x (68.10 ms) + bus 12-bit (0.532 ms)
 R_100M = 100000         # 0.1 ohm in micro-ohms
 
@@ -77,71 +76,6 @@ def feed(m, sh, bus, tk):
 
 
 # -- an instrumented int: every arithmetic result must lie inside signed 32 bits --------------------------
-class Chk:
-    """Wraps an int; each operation checks that its result is inside [-2^31, 2^31)."""
-
-    def __init__(self, v):
-        if not I32_MIN <= v < I32_END:
-            raise AssertionError("32-bit overflow: %d" % v)
-        self.v = v
-
-    def __add__(self, o):
-        return Chk(self.v + _v(o))
-
-    def __radd__(self, o):
-        return Chk(o + self.v)
-
-    def __sub__(self, o):
-        return Chk(self.v - _v(o))
-
-    def __rsub__(self, o):
-        return Chk(o - self.v)
-
-    def __mul__(self, o):
-        return Chk(self.v * _v(o))
-
-    def __rmul__(self, o):
-        return Chk(o * self.v)
-
-    def __and__(self, o):
-        return Chk(self.v & _v(o))
-
-    def __rshift__(self, o):
-        return Chk(self.v >> _v(o))
-
-    def __floordiv__(self, o):
-        return Chk(self.v // _v(o))
-
-    def __neg__(self):
-        return Chk(-self.v)
-
-    def __lt__(self, o):
-        return self.v < _v(o)
-
-    def __gt__(self, o):
-        return self.v > _v(o)
-
-    def __bool__(self):
-        return self.v != 0
-
-
-def _v(o):
-    return o.v if isinstance(o, Chk) else o
-
-
-class ChkSeq:
-    """An array seen through Chk: reads give checked ints, writes must be 32-bit values."""
-
-    def __init__(self, arr):
-        self.arr = arr
-
-    def __getitem__(self, i):
-        return Chk(self.arr[i])
-
-    def __setitem__(self, i, v):
-        self.arr[i] = Chk(_v(v)).v
-
-
 def checked_run(st, sh, bus, tk, n):
     """Run the shipped twin with every value instrumented; the plain twin on a copy must agree bit for bit."""
     plain = array("i", st)

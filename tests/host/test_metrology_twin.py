@@ -2,8 +2,10 @@
 references: energy as an exact Fraction of sum(shunt x bus x dt) in uWh, time statistics from their
 definitions, and every intermediate of the kernel's operations inside signed 32 bits (hypothesis-driven)."""
 
+import sys
 from array import array
 from fractions import Fraction
+from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -12,7 +14,9 @@ import meter.metrology as mt
 from meter.clock import TICKS_MASK, TICKS_PERIOD
 from meter.metrology import Metrology, integrate, integrate_py, new_state
 
-I32 = range(-(1 << 31), 1 << 31)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "firmware"))
+from checked32 import ChkSeq  # noqa: E402 - the firmware test's own 32-bit checker, shared
+
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # Physical units, stated independently of the module: shunt LSB 10 uV, bus LSB 4 mV, ticks in us, R in uohm,
@@ -147,68 +151,6 @@ def test_ma_rounds_to_nearest_half_up(counts, r_uohm):
 
 
 # -- 32-bit bounds: the shipped twin, run with every value instrumented -----------------------------------
-class Chk:
-    """An int whose every arithmetic result must fit a signed 32-bit machine word (an ESP32 viper int)."""
-
-    __slots__ = ("v",)
-
-    def __init__(self, v):
-        assert v in I32, f"32-bit overflow: {v}"
-        self.v = v
-
-    def __add__(self, o):
-        return Chk(self.v + _v(o))
-
-    __radd__ = __add__
-
-    def __sub__(self, o):
-        return Chk(self.v - _v(o))
-
-    def __rsub__(self, o):
-        return Chk(o - self.v)
-
-    def __mul__(self, o):
-        return Chk(self.v * _v(o))
-
-    __rmul__ = __mul__
-
-    def __and__(self, o):
-        return Chk(self.v & _v(o))
-
-    def __rshift__(self, o):
-        return Chk(self.v >> _v(o))
-
-    def __floordiv__(self, o):
-        return Chk(self.v // _v(o))
-
-    def __neg__(self):
-        return Chk(-self.v)
-
-    def __lt__(self, o):
-        return self.v < _v(o)
-
-    def __gt__(self, o):
-        return self.v > _v(o)
-
-    def __bool__(self):
-        return self.v != 0
-
-
-def _v(o):
-    return o.v if isinstance(o, Chk) else o
-
-
-class ChkSeq:
-    def __init__(self, arr):
-        self.arr = arr
-
-    def __getitem__(self, i):
-        return Chk(self.arr[i])
-
-    def __setitem__(self, i, v):
-        self.arr[i] = Chk(_v(v)).v
-
-
 GROWING = (mt.ST_IMP_TOP, mt.ST_EXP_TOP, mt.ST_COVERED_US, mt.ST_MISSED, mt.ST_ELAPSED_LO, mt.ST_ELAPSED_HI,
            mt.ST_SAMPLES, mt.ST_CLAMPED)
 
