@@ -48,7 +48,7 @@ import os
 import struct
 
 from meter import cbor, frame
-from meter.store import Store
+from meter.store import Store, dir_prefix
 
 CHUNK = 256  # bytes read from flash at a time
 _ENOSPC = 28
@@ -114,13 +114,7 @@ class Outbox:
         self.fs = fs
         self._open = open if fs is os else fs.open
         self.flash_dir = flash_dir
-        if flash_dir in ("", "."):
-            prefix = ""
-        elif flash_dir.endswith("/"):
-            prefix = flash_dir
-        else:
-            prefix = flash_dir + "/"
-        self.dir = prefix + "outbox"
+        self.dir = dir_prefix(flash_dir) + "outbox"
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
         self.persist_every = persist_every

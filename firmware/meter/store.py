@@ -43,6 +43,13 @@ DEFAULT_MAX_PAYLOAD = 2048
 _ENOENT = 2
 
 
+def dir_prefix(d):
+    """'' for the current directory, else d with exactly one trailing '/': what a file name is joined to."""
+    if d in ("", "."):
+        return ""
+    return d if d.endswith("/") else d + "/"
+
+
 def pack(seq, payload):
     """The bytes of one slot holding `payload` with sequence number `seq`."""
     n = len(payload)
@@ -96,12 +103,7 @@ class Store:
         self.root = root_dir
         self.name = name
         self.max_payload = max_payload
-        if root_dir in ("", "."):
-            prefix = ""
-        elif root_dir.endswith("/"):
-            prefix = root_dir
-        else:
-            prefix = root_dir + "/"
+        prefix = dir_prefix(root_dir)
         self.paths = (prefix + name + ".a", prefix + name + ".b")
         self.writes = 0
         self.bytes_written = 0
