@@ -22,14 +22,15 @@ class SimError(RuntimeError):
 def sim_command(scenario: str, hours: float, *, seed: int | None = None, heap: str | None = None,
                 flash_dir: str | Path | None = None, board: str | Path | None = None,
                 start: int | None = None, flags: tuple[str, ...] = ()) -> list[str]:
-    args = ["--board", str(board or boards_dir() / "unix-sim.json"), "--scenario", scenario,
-            "--hours", repr(float(hours))]
+    # The firmware runs with the checkout as its working directory: hand it absolute paths.
+    args = ["--board", str(Path(board).resolve() if board else boards_dir() / "unix-sim.json"),
+            "--scenario", scenario, "--hours", repr(float(hours))]
     if seed is not None:
         args += ["--seed", str(seed)]
     if start is not None:
         args += ["--start", str(int(start))]
     if flash_dir is not None:
-        args += ["--flash", str(flash_dir)]
+        args += ["--flash", str(Path(flash_dir).resolve())]
     args += [f"--{f}" for f in flags]
     return micropython_module_cmd("sim.run", *args, heap=heap)
 
