@@ -122,12 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="out/demo", help="where the demo writes its files")
     demo.set_defaults(func=_cmd_demo)
 
-    from meterkit import concentrator, fleet_status, keys, verify
+    from meterkit import billing, concentrator, fleet_status, keys, verify
 
     keys.add_parser(sub)
     verify.add_parser(sub)
     concentrator.add_parser(sub)  # meterkit concentrator
     fleet_status.add_parser(sub)  # meterkit status / export / meters add|list
+    billing.add_parser(sub)  # meterkit bill
     return p
 
 
