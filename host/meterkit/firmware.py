@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 
@@ -75,6 +76,14 @@ def compiled_firmware(arch: str = "x64") -> Path:
     compile-time peak would otherwise dominate a capped heap. Native/viper code is compiled for `arch`
     (x64 for the Unix port here, xtensawin for an ESP32).
     """
+    with _BUILD_LOCK:  # threads of one process (e.g. a fleet provisioning meters in parallel) build once
+        return _compile(arch)
+
+
+_BUILD_LOCK = threading.Lock()
+
+
+def _compile(arch: str) -> Path:
     src_root = firmware_dir()
     out_root = repo_root() / "build" / f"mpy-{arch}"
     for src in sorted(list((src_root / "meter").glob("*.py")) + list((src_root / "sim").glob("*.py"))):
