@@ -192,11 +192,16 @@ class Meter:
 
 
 def main(board_path):
-    """Run the meter on a board, forever (a later issue adds links and asyncio around this)."""
+    """Run the meter on a board, forever: sample, keep registers, and report over the board's link."""
+    import time
+
     from meter import hal
 
     board = hal.load_board(board_path)
     hw = hal.open_hardware(board)
-    meter = Meter(hw, log=print)
+    transport = hal.open_transport(board, ticks_ms=time.ticks_ms)
+    meter = Meter(hw, log=print, sink=(lambda frame: None) if transport is not None else None)
+    if transport is not None:
+        meter.attach_link(transport, ticks_ms=time.ticks_ms)
     meter.start()
     meter.run_until(lambda: False)

@@ -52,11 +52,36 @@ def validate_board(board):
     if not problems and ina["max_ma"] * ina["shunt_uohm"] // 1000 > _SHUNT_FULL_SCALE_UV:
         problems.append("ina219: max_ma x shunt = %d uV exceeds the chip's 320 mV shunt range; use a smaller shunt"
                         % (ina["max_ma"] * ina["shunt_uohm"] // 1000))
+    link = board.get("link")
+    if link is not None:
+        problems.extend(_link_problems(link))
     if board.get("mcu") == "unix-sim" and not isinstance(board.get("sim"), dict):
         problems.append("a unix-sim board needs a 'sim' section (scenario, seed, start_unix_s)")
     if problems:
         raise BoardError("board profile %r is invalid: %s" % (board.get("name", "?"), "; ".join(problems)))
     return board
+
+
+_LINKS = {
+    # kind: {key: (type, lowest, highest)} -- strings have (str, min length, max length)
+    "uart": {"id": (int, 0, 2), "tx": (int, 0, 48), "rx": (int, 0, 48), "baud": (int, 9600, 3000000)},
+    "tcp": {"host": (str, 1, 64), "port": (int, 1, 65535)},
+    "wifi-tcp": {"host": (str, 1, 64), "port": (int, 1, 65535), "ssid": (str, 1, 32), "password": (str, 0, 64)},
+}
+
+
+def _link_problems(link):
+    """The optional 'link' section: how the meter reaches its head-end (docs/hardware.md)."""
+    if not isinstance(link, dict) or link.get("kind") not in _LINKS:
+        return ["link.kind must be one of %s" % ", ".join(sorted(_LINKS))]
+    out = []
+    for key, (typ, lo, hi) in _LINKS[link["kind"]].items():
+        v = link.get(key)
+        if not isinstance(v, typ) or isinstance(v, bool):
+            out.append("link.%s must be %s" % (key, "a string" if typ is str else "an integer"))
+        elif not lo <= (len(v) if typ is str else v) <= hi:
+            out.append("link.%s is out of range" % key)
+    return out
 
 
 def load_board(path):
@@ -114,6 +139,36 @@ def _open_esp32(board, flash_dir):
 
     # On the ESP32 time.ticks_us() already wraps at 2^30, the period meter.clock assumes.
     return Hardware(board, i2c, time.ticks_us, time.sleep_us, utc, relay, _ensure_dir(flash_dir))
+
+
+def open_transport(board, ticks_ms=None):
+    """The link transport a board profile asks for (None without a 'link' section). On an ESP32: a UART, or
+    Wi-Fi brought up here and a TCP client that waits for it; on the Unix port: TCP (a pty path is given to
+    the simulator's runner instead)."""
+    link = board.get("link")
+    if link is None:
+        return None
+    from meter.link import StreamTransport, TCPTransport
+
+    kind = link["kind"]
+    if kind == "uart":
+        import machine
+
+        def open_uart():
+            # timeout=0: reads return what has arrived; the link polls. rxbuf holds a whole frame.
+            return machine.UART(link["id"], baudrate=link["baud"], tx=link["tx"], rx=link["rx"], timeout=0,
+                                rxbuf=2048, txbuf=2048)
+
+        return StreamTransport(open_uart, ticks_ms=ticks_ms, chunk=1100)
+    if kind == "wifi-tcp":
+        import network
+
+        wlan = network.WLAN(network.STA_IF)
+        wlan.active(True)
+        if not wlan.isconnected():
+            wlan.connect(link["ssid"], link["password"])  # completes in the background; the link waits for it
+        return TCPTransport(link["host"], link["port"], ticks_ms=ticks_ms, ready=wlan.isconnected)
+    return TCPTransport(link["host"], link["port"], ticks_ms=ticks_ms)
 
 
 class SimRelay:

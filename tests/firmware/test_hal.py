@@ -79,3 +79,26 @@ def test_sim_hardware_opens_and_chip_answers():
 def test_absent_chip_is_not_on_the_bus():
     hw = hal.open_hardware(_good(), flash_dir=TMP, sim_overrides={"absent": True})
     eq(hw.i2c.scan(), [], "scan")
+
+
+def test_link_section_is_checked():
+    b = _good()
+    b["link"] = {"kind": "tcp", "host": "127.0.0.1", "port": 4840}
+    eq(hal.validate_board(b)["link"]["port"], 4840, "a tcp link is fine")
+    b["link"] = {"kind": "carrier-pigeon"}
+    assert "link.kind" in str(raises(hal.BoardError, hal.validate_board, b))
+    b["link"] = {"kind": "uart", "id": 1, "tx": 17, "rx": "16", "baud": 115200}
+    assert "link.rx must be an integer" in str(raises(hal.BoardError, hal.validate_board, b))
+    b["link"] = {"kind": "wifi-tcp", "host": "10.0.0.2", "port": 0, "ssid": "x", "password": ""}
+    assert "link.port is out of range" in str(raises(hal.BoardError, hal.validate_board, b))
+
+
+def test_tcp_transport_from_a_board_profile():
+    from meter.link import TCPTransport
+
+    b = _good()
+    eq(hal.open_transport(b), None, "no link section, no transport")
+    b["link"] = {"kind": "tcp", "host": "127.0.0.1", "port": 4840}
+    t = hal.open_transport(hal.validate_board(b))
+    assert isinstance(t, TCPTransport), t
+    eq((t.host, t.port), ("127.0.0.1", 4840), "address")
