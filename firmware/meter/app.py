@@ -58,11 +58,19 @@ class Meter:
         from meter.report import Reporter
         from meter.seqno import FrameSeq
 
+        from meter.profile import EventLog, LoadProfile
+
         d = self.hw.flash_dir
         self.identity = Identity(d)  # the device key is created on first boot and never leaves flash
         self.frame_seq = FrameSeq(Store(d, "frame-seq", max_payload=16))
+        self.profile = LoadProfile(d)  # 99.1.0: every row in flash before it is sent
+        self.eventlog = EventLog(d)  # 99.98.x: every event in flash, numbered, before it is sent
+        self._outage = self._outage_s()  # before this boot logs anything
         self.reporter = Reporter(self, Builder(self.identity, self.frame_seq, self.hw.time), sink,
                                  reading_s, interval_s)
+        torn = self.profile.torn + self.eventlog.torn
+        if torn:
+            self.event(EV_STORE_CORRUPT, "%d torn profile/event records at boot" % torn)
 
     # -- events -----------------------------------------------------------------------------------------------
     def event(self, code, value=0):
@@ -110,6 +118,20 @@ class Meter:
         self._try_sensor()
         if self.reporter is not None:
             self.reporter.boot(self._count_boot(), self._restored)
+            self.event(events.POWER_UP, self._outage)
+
+    def _outage_s(self):
+        """Seconds since the last thing this meter is known to have done before it started (its newest
+        profile row or logged event): the most it can say about how long the power was off. 0 if unknown."""
+        last = 0
+        row = self.profile.last()
+        if row is not None:
+            last = row[0]
+        ev = self.eventlog.last()
+        if ev is not None and ev[1] > last:
+            last = ev[1]
+        now = self.hw.time()
+        return now - last if last and now > last else 0
 
     def _try_sensor(self):
         try:

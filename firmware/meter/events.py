@@ -6,6 +6,6 @@ I2C_ERRORS = 4  # a run of I2C errors; value: errno of a diagnostic read
 RESTORED = 5  # registers restored from a checkpoint at boot; value: checkpoint sequence number
 STORE_CORRUPT = 6  # a damaged checkpoint slot was found (and skipped); value: count or reason
 INTERNAL = 7  # an unexpected error in one sampling cycle (the loop went on); value: its repr
-POWER_UP = 8  # the meter started; value: boot count
+POWER_UP = 8  # the meter started; value: seconds since its last stored row or event (the outage, at most)
 AUTH_FAIL = 9  # a head-end message was refused (forged, replayed, expired, malformed, for another meter); value: reason
 OUTBOX_DROP = 10  # the outbox was full: the oldest unacknowledged frames were dropped; value: their count

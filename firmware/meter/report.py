@@ -67,12 +67,19 @@ class Reporter:
         self._next_interval = _next_multiple(now, self.interval_s)
 
     def event(self, code, value):
+        """Log the event (durably, numbered by the event log) and send it. Events before boot() are logged and
+        marked in the hello's status; the log keeps them for back-fill."""
         self.sticky |= _EVENT_STATUS.get(code, 0)
         if not isinstance(value, (int, str)):
             value = repr(value)
+        t = self.meter.hw.time()
+        try:
+            seq = self.meter.eventlog.log(code, value, t)
+        except (OSError, ValueError):
+            seq = self.meter.eventlog.next_seq  # flash trouble: still sent, with the number it would have had
         if self._next_reading is None:
-            return  # before boot(): counted by the meter, reported in the hello's status
-        self._send(messages.EVENT, messages.event_body(self.builder.seq.next, code, value, self.meter.hw.time()))
+            return
+        self._send(messages.EVENT, messages.event_body(seq, code, value, t))
 
     def settled(self):
         """Called after every batch: send what has come due."""
@@ -87,10 +94,21 @@ class Reporter:
             self._next_reading = _next_multiple(now, self.reading_s)
 
     def _send_row(self, end):
-        regs = self.meter.registers
+        m = self.meter
+        regs = m.registers
         row = [end, regs.total_uwh("import") // 1000, regs.total_uwh("export") // 1000,
                self._row_flags | (messages.ROW_RELAY_OPEN if self._status() & ST_RELAY_OPEN else 0)]
+        try:
+            m.profile.append(row[0], row[1], row[2], row[3])
+        except ValueError:
+            # the clock went back (not after the last stored row): this row is skipped, the next one says so
+            self._row_flags |= messages.ROW_CLOCK_ADJUSTED
+            return
+        except OSError as e:
+            m.event(events.STORE_CORRUPT, "profile: %r" % (e,))
         self._row_flags = 0
+        # registers must never restore below a stored row after a power cut (an unchanged payload is not rewritten)
+        m.checkpoint(force=m.registers.total_uwh() != m.checkpointer.last_uwh)
         self._send(messages.INTERVALS, messages.intervals_body([row], self.interval_s))
 
     def _send_reading(self):

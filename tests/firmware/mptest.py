@@ -52,15 +52,11 @@ _dirs = [0]
 
 
 def fresh_dir(tag):
-    """An empty directory under /tmp for one test (a meter's flash), unique within this run."""
-    import os
+    """An empty directory under /tmp for one test (a meter's flash), unique within this run; whatever an
+    earlier run left there (subdirectories included) is removed first."""
     _dirs[0] += 1
     d = "/tmp/meterkit-%s-%d" % (tag, _dirs[0])
-    try:
-        for name in os.listdir(d):
-            os.remove(d + "/" + name)
-    except OSError:
-        pass
+    rmtree(d)
     return d
 
 

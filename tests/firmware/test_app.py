@@ -85,3 +85,46 @@ def test_registers_survive_a_restart():
     saved = m.registers.total_uwh()
     again = Meter(hw)  # same flash directory: a reboot
     eq(again.registers.total_uwh(), saved, "restored")
+
+
+def _payloads(frames, pub):
+    from meter import cbor, cose, frame
+
+    out = []
+    for fr in frames:
+        _kid, payload = cose.verify1(frame.decode_frame(fr[1:-1]), lambda kid: pub)
+        out.append(cbor.decode(payload))
+    return out
+
+
+def test_profile_rows_and_events_are_stored_before_they_are_sent():
+    from meter import events, messages
+
+    with open(BOARD) as f:
+        board = hal.validate_board(json.loads(f.read()))
+    flash = fresh_dir("test-app-rings")
+    hw = hal.open_hardware(board, flash_dir=flash, sim_overrides={"scenario": "constant"})
+    sent = []
+    m = Meter(hw, sink=sent.append)
+    m.start()
+    _run_s(hw, m, 3600)
+    msgs = _payloads(sent, m.identity.public_key)
+    rows = [p[6][0] for p in msgs if p[1] == messages.INTERVALS]
+    eq(len(rows), 4, "four 15-minute rows in an hour")
+    eq([list(r) for r in m.profile.read()], rows, "every row sent is the row stored")
+    evs = [(p[6], p[7]) for p in msgs if p[1] == messages.EVENT]
+    logged = [(e[0], e[2]) for e in m.eventlog.read(limit=10)]
+    eq([c for _s, c in logged], [events.SENSOR_OK, events.POWER_UP], "what this boot logged")
+    # the sensor came up before the hello (logged, not sent); the power-up event went out with its log number
+    eq(evs, [logged[1]], "event frames carry the event log's numbers")
+    eq(m.store.seq is not None and m.registers.total_uwh() >= rows[-1][1] * 1000, True, "checkpoint >= last row")
+
+    # two hours later (the power was off): the meter says how long it was gone, as far as it can know
+    later = board["sim"]["start_unix_s"] + 3 * 3600
+    hw2 = hal.open_hardware(board, flash_dir=flash, sim_overrides={"scenario": "constant", "start_unix_s": later})
+    m2 = Meter(hw2, sink=sent.append)
+    m2.start()
+    power_up = m2.eventlog.last()
+    eq(power_up[2], events.POWER_UP, "power-up logged")
+    eq(power_up[3], later - rows[-1][0], "outage = now - last stored row")
+    eq(power_up[0], logged[-1][0] + 2, "numbering goes on across the reboot (sensor ok, then power up)")
