@@ -509,7 +509,42 @@ def _ready(t, want):
     return bool(ev & want)
 
 
-class StreamTransport:
+class _Transport:
+    """What both transports share: connection state, back-off, closing, and losing the connection."""
+
+    def _setup(self, ticks_ms, backoff_min_ms, backoff_max_ms, rand):
+        self.ticks_ms = ticks_ms or _default_ticks_ms()
+        self.backoff = _Backoff(backoff_min_ms, backoff_max_ms, self.ticks_ms, rand)
+        self.s = None
+        self._p = None
+        self.connected = False
+        self.failures = 0
+        self._heard = False
+
+    def close(self):
+        s = self.s
+        self.s = None
+        self._p = None
+        self.connected = False
+        if s is not None:
+            try:
+                s.close()
+            except (OSError, AttributeError):
+                pass
+
+    def _fail(self, now):
+        self.failures += 1
+        self.close()
+        self.backoff.fail(now)
+
+    def _lost(self):
+        # a session that heard the head-end starts the back-off afresh
+        if self._heard:
+            self.backoff.reset()
+        self._fail(self.ticks_ms())
+
+
+class StreamTransport(_Transport):
     """A byte stream that is opened, not dialled: a UART on a board, a tty (e.g. a pty) on the Unix port.
 
     open_fn() returns the stream (read-, write- and select.poll-able: machine.UART, or open_tty(path)); it
@@ -519,16 +554,10 @@ class StreamTransport:
     stopped reading for a whole tty buffer, 4+ KB: with the link's window and probes, hours)."""
 
     def __init__(self, open_fn, ticks_ms=None, retry_min_ms=1000, retry_max_ms=30000, chunk=64, rand=None):
+        self._setup(ticks_ms, retry_min_ms, retry_max_ms, rand)
         self.open_fn = open_fn
-        self.ticks_ms = ticks_ms or _default_ticks_ms()
-        self.backoff = _Backoff(retry_min_ms, retry_max_ms, self.ticks_ms, rand)
         self.chunk = chunk
-        self.s = None
-        self._p = None
-        self.connected = False
         self.opens = 0
-        self.failures = 0
-        self._heard = False
 
     def connect(self):
         if self.connected:
@@ -539,41 +568,18 @@ class StreamTransport:
         try:
             s = self.open_fn()
         except OSError:
-            self.failures += 1
-            self.backoff.fail(now)
+            self._fail(now)
             return False
+        self.s = s
         try:
             self._p = _poller(s)
         except (OSError, TypeError, ValueError):
-            self.failures += 1
-            self.backoff.fail(now)
-            self._close_stream(s)
+            self._fail(now)
             return False
-        self.s = s
         self.connected = True
         self._heard = False
         self.opens += 1
         return True
-
-    def _close_stream(self, s):
-        try:
-            s.close()
-        except (OSError, AttributeError):
-            pass
-
-    def close(self):
-        if self.s is not None:
-            self._close_stream(self.s)
-        self.s = None
-        self._p = None
-        self.connected = False
-
-    def _lost(self):
-        self.failures += 1
-        if self._heard:
-            self.backoff.reset()
-        self.close()
-        self.backoff.fail(self.ticks_ms())
 
     def write(self, buf):
         if not self.connected:
@@ -626,7 +632,7 @@ def open_tty(path):
     return f
 
 
-class TCPTransport:
+class TCPTransport(_Transport):
     """A TCP client with a non-blocking connect: connect() starts an attempt and later calls see it through
     (select.poll: writable = connected, error/hang-up = refused), so the meter never stalls on a dead
     network; an attempt that has not completed after connect_timeout_ms is abandoned. Failed attempts back
@@ -640,21 +646,15 @@ class TCPTransport:
         if socket_mod is None:
             import socket as socket_mod
         self.sock = socket_mod
+        self._setup(ticks_ms, backoff_min_ms, backoff_max_ms, rand)
         self.host = host
         self.port = port
-        self.ticks_ms = ticks_ms or _default_ticks_ms()
-        self.backoff = _Backoff(backoff_min_ms, backoff_max_ms, self.ticks_ms, rand)
         self.connect_timeout_ms = connect_timeout_ms
         self.ready = ready
-        self.s = None
-        self._p = None
         self._t0 = 0
         self._addr = None
-        self.connected = False
         self.attempts = 0
         self.connects = 0
-        self.failures = 0
-        self._heard = False
 
     def connect(self):
         if self.connected:
@@ -700,27 +700,6 @@ class TCPTransport:
         self.s = s
         self._t0 = now
         return True
-
-    def _fail(self, now):
-        self.failures += 1
-        self.close()
-        self.backoff.fail(now)
-
-    def close(self):
-        s = self.s
-        self.s = None
-        self._p = None
-        self.connected = False
-        if s is not None:
-            try:
-                s.close()
-            except OSError:
-                pass
-
-    def _lost(self):
-        if self._heard:
-            self.backoff.reset()
-        self._fail(self.ticks_ms())
 
     def write(self, buf):
         if not self.connected:

@@ -48,7 +48,7 @@ import os
 import struct
 
 from meter import cbor, frame
-from meter.store import Store, dir_prefix
+from meter.store import Store, dir_prefix, list_dir
 
 CHUNK = 256  # bytes read from flash at a time
 _ENOSPC = 28
@@ -148,19 +148,7 @@ class Outbox:
         return self.dir + "/" + str(no)
 
     def _names(self):
-        fs = self.fs
-        try:
-            if hasattr(fs, "ilistdir"):
-                return [e[0] for e in fs.ilistdir(self.dir)]
-            return fs.listdir(self.dir)
-        except OSError:
-            for d in (self.flash_dir.rstrip("/"), self.dir):
-                if d and d != ".":
-                    try:
-                        fs.mkdir(d)
-                    except OSError:
-                        pass  # exists
-            return []
+        return list_dir(self.fs, self.flash_dir, self.dir)
 
     def _remove(self, seg):
         try:

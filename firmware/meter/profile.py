@@ -63,6 +63,7 @@ import os
 import struct
 
 from meter.crc import crc32
+from meter.store import dir_prefix, list_dir
 
 ROW_SIZE = 24
 ROW_KIND = 0x50
@@ -176,13 +177,7 @@ class _Ring:
         self.fs = fs
         self._open = open if fs is os else fs.open
         self.flash_dir = flash_dir
-        if flash_dir in ("", "."):
-            prefix = ""
-        elif flash_dir.endswith("/"):
-            prefix = flash_dir
-        else:
-            prefix = flash_dir + "/"
-        self.dir = prefix + name
+        self.dir = dir_prefix(flash_dir) + name
         self.capacity = capacity
         self.per = per
         self._size = size
@@ -205,19 +200,7 @@ class _Ring:
         return self.dir + "/" + str(no)
 
     def _names(self):
-        fs = self.fs
-        try:
-            if hasattr(fs, "ilistdir"):
-                return [e[0] for e in fs.ilistdir(self.dir)]
-            return fs.listdir(self.dir)
-        except OSError:
-            for d in (self.flash_dir.rstrip("/"), self.dir):
-                if d and d != ".":
-                    try:
-                        fs.mkdir(d)
-                    except OSError:
-                        pass  # exists
-            return []
+        return list_dir(self.fs, self.flash_dir, self.dir)
 
     def _remove(self, no):
         try:

@@ -50,6 +50,22 @@ def dir_prefix(d):
     return d if d.endswith("/") else d + "/"
 
 
+def list_dir(fs, flash_dir, d):
+    """File names in directory d (inside flash_dir), creating both if missing (then: [])."""
+    try:
+        if hasattr(fs, "ilistdir"):
+            return [e[0] for e in fs.ilistdir(d)]
+        return fs.listdir(d)
+    except OSError:
+        for path in (flash_dir.rstrip("/"), d):
+            if path and path != ".":
+                try:
+                    fs.mkdir(path)
+                except OSError:
+                    pass  # exists
+        return []
+
+
 def pack(seq, payload):
     """The bytes of one slot holding `payload` with sequence number `seq`."""
     n = len(payload)

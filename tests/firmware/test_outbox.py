@@ -5,6 +5,7 @@ import os
 from meter import cbor, cose, frame, p256
 from meter.outbox import Outbox, seq_of
 from mptest import TempDir, eq, raises
+from ramflash import BLOCK, Flash
 
 try:
     import vfs
@@ -249,43 +250,6 @@ def test_put_survives_reboot_between_any_two_appends():
 
 
 # -- on a real LittleFS (the ESP32's file system), in RAM ------------------------------------------------
-
-BLOCK = 4096
-
-
-class Flash:
-    """VfsLfs2 block device that counts erases and programmed bytes."""
-
-    def __init__(self, blocks):
-        self.data = bytearray(b"\xff" * (BLOCK * blocks))
-        self.blocks = blocks
-        self.erases = [0] * blocks
-        self.programmed = 0
-
-    def readblocks(self, block, buf, off=0):
-        a = block * BLOCK + off
-        buf[:] = self.data[a:a + len(buf)]
-
-    def writeblocks(self, block, buf, off=None):
-        if off is None:
-            self.ioctl(6, block)
-            off = 0
-        a = block * BLOCK + off
-        self.data[a:a + len(buf)] = buf
-        self.programmed += len(buf)
-
-    def ioctl(self, op, arg):
-        if op == 4:
-            return self.blocks
-        if op == 5:
-            return BLOCK
-        if op == 6:
-            self.erases[arg] += 1
-            a = arg * BLOCK
-            self.data[a:a + BLOCK] = b"\xff" * BLOCK
-            return 0
-        return 0
-
 
 def _lfs_day(ack_every_min):
     # One day of a meter reading once a minute with a 15-minute profile row: 1440 + 96 frames

@@ -7,6 +7,7 @@ import os
 from meter import profile
 from meter.profile import EVENT_SIZE, ROW_SIZE, EventLog, LoadProfile, pack_event, pack_row, unpack_event, unpack_row
 from mptest import TempDir, eq, raises, rmtree
+from ramflash import Flash
 
 try:
     import vfs
@@ -381,56 +382,6 @@ def test_event_seq_not_reused_after_damage():
 
 
 # -- on a real LittleFS (the ESP32's file system), in RAM ------------------------------------------------
-
-BLOCK = 4096
-
-
-class Flash:
-    """VfsLfs2 block device that counts erases and programmed bytes. It can freeze a copy of its image at the
-    n-th program/erase with that operation `quarters`/4 done: the power failed in the middle of it."""
-
-    def __init__(self, blocks=0, image=None, cut_at=None, quarters=0):
-        self.data = bytearray(image) if image is not None else bytearray(b"\xff" * (BLOCK * blocks))
-        self.blocks = len(self.data) // BLOCK
-        self.erases = [0] * self.blocks
-        self.programmed = 0
-        self.ops = 0
-        self.cut_at = cut_at
-        self.quarters = quarters
-        self.frozen = None
-
-    def _op(self, addr, new):
-        if self.ops == self.cut_at:
-            self.frozen = bytearray(self.data)
-            done = len(new) * self.quarters // 4
-            self.frozen[addr:addr + done] = new[:done]
-        self.ops += 1
-
-    def readblocks(self, block, buf, off=0):
-        a = block * BLOCK + off
-        buf[:] = self.data[a:a + len(buf)]
-
-    def writeblocks(self, block, buf, off=None):
-        if off is None:
-            self.ioctl(6, block)
-            off = 0
-        a = block * BLOCK + off
-        self._op(a, buf)
-        self.data[a:a + len(buf)] = buf
-        self.programmed += len(buf)
-
-    def ioctl(self, op, arg):
-        if op == 4:
-            return self.blocks
-        if op == 5:
-            return BLOCK
-        if op == 6:
-            a = arg * BLOCK
-            self._op(a, b"\xff" * BLOCK)
-            self.erases[arg] += 1
-            self.data[a:a + BLOCK] = b"\xff" * BLOCK
-        return 0
-
 
 def _lfs_days(days, events_per_day):
     gc.collect()

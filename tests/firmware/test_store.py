@@ -5,6 +5,7 @@ import os
 import struct
 
 from mptest import TempDir, eq, raises
+from ramflash import Flash
 from meter.registers import UWH_PER_WH, Registers
 from meter.store import (
     FORMAT_VERSION, HEADER, HEADER_LEN, MAGIC, OVERHEAD, SEQ_MASK, Checkpointer, Store, crc32, pack,
@@ -347,54 +348,6 @@ def test_day():
 
 
 # -- on a real LittleFS (the ESP32's file system), in RAM ---------------------------------------------
-
-BLOCK = 4096
-
-
-class Flash:
-    """Block device for VfsLfs2 that counts erases. It can freeze its image at the n-th program/erase with
-    that operation `quarters`/4 done: the power failed in the middle of it."""
-
-    def __init__(self, blocks=0, image=None, cut_at=None, quarters=0):
-        self.data = bytearray(image) if image is not None else bytearray(b"\xff" * (BLOCK * blocks))
-        self.blocks = len(self.data) // BLOCK
-        self.erases = [0] * self.blocks
-        self.ops = 0
-        self.cut_at = cut_at
-        self.quarters = quarters
-        self.frozen = None
-
-    def _cut(self, addr, new):
-        if self.ops == self.cut_at:
-            self.frozen = bytearray(self.data)
-            done = len(new) * self.quarters // 4
-            self.frozen[addr:addr + done] = new[:done]
-        self.ops += 1
-
-    def readblocks(self, block, buf, off=0):
-        a = block * BLOCK + off
-        buf[:] = self.data[a:a + len(buf)]
-
-    def writeblocks(self, block, buf, off=None):
-        if off is None:
-            self.ioctl(6, block)
-            off = 0
-        a = block * BLOCK + off
-        self._cut(a, buf)
-        self.data[a:a + len(buf)] = buf
-
-    def ioctl(self, op, arg):
-        if op == 4:
-            return self.blocks
-        if op == 5:
-            return BLOCK
-        if op == 6:
-            a = arg * BLOCK
-            self._cut(a, b"\xff" * BLOCK)
-            self.erases[arg] += 1
-            self.data[a:a + BLOCK] = b"\xff" * BLOCK
-        return 0
-
 
 def test_lfs():
     flash = Flash(32)
