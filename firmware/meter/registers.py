@@ -11,28 +11,31 @@ OBIS codes (value groups C.D.E, short form of 1-0:C.D.E*255):
     2.8.0   active energy export (-A), total     Wh
     2.8.t   active energy export (-A), tariff t   Wh
 
-Tariff bookkeeping works like pulse routing in a utility meter: each direction has ONE residual; when it
-completes a whole Wh, that Wh is credited to the tariff in force at that moment (the `tariff` argument of
-`add`). Consequently the tariff registers always sum exactly to the total (1.8.0 == sum of 1.8.t), and the
-total is exactly floor(all energy / 1 Wh). The price is that at a tariff switch the sub-Wh energy metered
-just before the switch (< 1 Wh) is credited to the new tariff: at most 1 Wh per direction per switch.
+Tariff bookkeeping: every tariff register keeps its own µWh residual, so each tariff register is exactly
+floor(energy metered under that tariff / 1 Wh): a tariff switch moves nothing from one tariff to another
+(the meter splits its batches at the exact switch instant, meter/app.py). The totals are the sums of the
+tariff registers, so 1.8.0 == sum of 1.8.t always, exactly; the price is that with N tariffs the total can
+show up to N - 1 Wh less than floor(all energy), the sub-Wh parts of the tariffs not yet completed
+(`total_uwh` is exact all the same: it adds the residuals).
 
-Binary form (`to_bytes`, little-endian, version 1), for N tariffs: 10 + 16 * N bytes
+Binary form (`to_bytes`, little-endian, version 2), for N tariffs: 2 + 24 * N bytes
 
-    u8  version (1)
+    u8  version (2)
     u8  N, number of tariffs (1..MAX_TARIFFS)
-    u32 import residual µWh (< 1_000_000)
-    u32 export residual µWh (< 1_000_000)
     N x u64 import Wh, tariffs 1..N
     N x u64 export Wh, tariffs 1..N
+    N x u32 import residual µWh (< 1_000_000), tariffs 1..N
+    N x u32 export residual µWh (< 1_000_000), tariffs 1..N
 
+Version 1 (earlier firmware: one residual per direction, credited to the tariff that completed a Wh) is
+still read: its residuals become tariff 1's.
 The totals are not stored: they are the sums, so they cannot disagree with the tariff registers.
 """
 
 import struct
 
 UWH_PER_WH = 1000000
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MAX_TARIFFS = 16
 U64_LIMIT = 1 << 64  # MicroPython's struct silently truncates bigger values: check before packing
 
@@ -41,8 +44,8 @@ EXPORT = 1
 KINDS = ("import", "export")
 _OBIS_C = (1, 2)  # OBIS value group C: 1 = active power +A (import), 2 = active power -A (export)
 _DESCRIPTION = ("Active energy import (+A)", "Active energy export (-A)")
-_HEAD = "<BBII"
-_HEAD_LEN = 10
+_HEAD_V1 = "<BBII"
+_HEAD_V1_LEN = 10
 
 
 def obis(kind, tariff=0):
@@ -86,20 +89,20 @@ def _check_uwh(value, what):
 
 
 class Registers:
-    """Import/export energy registers, total and per tariff, in integer Wh plus a µWh residual."""
+    """Import/export energy registers, total and per tariff, in integer Wh plus a µWh residual per tariff."""
 
     def __init__(self, tariffs=1):
         if not isinstance(tariffs, int) or not 1 <= tariffs <= MAX_TARIFFS:
             raise ValueError("tariffs must be 1..%d, got %r" % (MAX_TARIFFS, tariffs))
         self.tariffs = tariffs
-        # _wh[kind][t - 1]: whole Wh of tariff t. _res[kind]: µWh not yet making a whole Wh.
+        # _wh[kind][t - 1]: whole Wh of tariff t. _res[kind][t - 1]: its µWh not yet making a whole Wh.
         self._wh = ([0] * tariffs, [0] * tariffs)
-        self._res = [0, 0]
+        self._res = ([0] * tariffs, [0] * tariffs)
 
     # -- accumulation -------------------------------------------------------------------------------
 
     def add(self, import_uwh, export_uwh, tariff=1):
-        """Add metered energy (non-negative int µWh per direction), credited to `tariff` (1..tariffs)."""
+        """Add metered energy (non-negative int µWh per direction), all of it metered under `tariff`."""
         _check_uwh(import_uwh, "import_uwh")
         _check_uwh(export_uwh, "export_uwh")
         if not isinstance(tariff, int) or not 1 <= tariff <= self.tariffs:
@@ -110,12 +113,13 @@ class Registers:
             self._carry(EXPORT, export_uwh, tariff - 1)
 
     def _carry(self, k, uwh, t):
-        r = self._res[k] + uwh
+        res = self._res[k]
+        r = res[t] + uwh
         if r >= UWH_PER_WH:
             wh = r // UWH_PER_WH
             r -= wh * UWH_PER_WH
             self._wh[k][t] += wh
-        self._res[k] = r
+        res[t] = r
 
     # -- reading --------------------------------------------------------------------------------------
 
@@ -124,23 +128,36 @@ class Registers:
         k = _kind_index(kind)
         if tariff == 0:
             return sum(self._wh[k])
+        return self._wh[k][self._index(tariff)]
+
+    def _index(self, tariff):
         if not isinstance(tariff, int) or not 1 <= tariff <= self.tariffs:
             raise ValueError("tariff must be 0..%d, got %r" % (self.tariffs, tariff))
-        return self._wh[k][tariff - 1]
+        return tariff - 1
 
-    def residual_uwh(self, kind):
-        """µWh metered in direction `kind` that do not yet make a whole Wh (0..999_999)."""
-        return self._res[_kind_index(kind)]
+    def residual_uwh(self, kind, tariff=0):
+        """µWh metered in direction `kind` under `tariff` that do not yet make a whole Wh (0..999_999);
+        tariff 0: the sum over the tariffs (below N * 10^6)."""
+        k = _kind_index(kind)
+        if tariff == 0:
+            return sum(self._res[k])
+        return self._res[k][self._index(tariff)]
 
     def total_uwh(self, kind=None):
-        """Every µWh ever added in direction `kind` ('import' or 'export'): Wh * 10^6 + residual.
+        """Every µWh ever added in direction `kind` ('import' or 'export'): Wh * 10^6 + residuals.
 
         Without `kind`: import plus export, which grows whenever anything is metered (what the checkpoint
         policy watches)."""
         if kind is None:
             return self.total_uwh(IMPORT) + self.total_uwh(EXPORT)
         k = _kind_index(kind)
-        return sum(self._wh[k]) * UWH_PER_WH + self._res[k]
+        return sum(self._wh[k]) * UWH_PER_WH + sum(self._res[k])
+
+    def tariff_uwh(self, kind, tariff):
+        """Every µWh ever added in direction `kind` under `tariff`: exact."""
+        k = _kind_index(kind)
+        t = self._index(tariff)
+        return self._wh[k][t] * UWH_PER_WH + self._res[k][t]
 
     def metered_uwh(self):
         """Import plus export µWh, the same as total_uwh()."""
@@ -160,25 +177,26 @@ class Registers:
         return obis_table(self.tariffs)
 
     def snapshot(self):
-        """{OBIS code: Wh} for every register, plus "residual_uwh": {"1.8.0": µWh, "2.8.0": µWh}."""
+        """{OBIS code: Wh} for every register, plus "residual_uwh": {"1.8.0": µWh, "2.8.0": µWh} (the sums of
+        the tariff residuals, so Wh * 10^6 + residual is exact for the totals)."""
         snap = {}
         for k in (IMPORT, EXPORT):
             snap[obis(k)] = sum(self._wh[k])
             for t in range(self.tariffs):
                 snap[obis(k, t + 1)] = self._wh[k][t]
-        snap["residual_uwh"] = {obis(IMPORT): self._res[IMPORT], obis(EXPORT): self._res[EXPORT]}
+        snap["residual_uwh"] = {obis(IMPORT): sum(self._res[IMPORT]), obis(EXPORT): sum(self._res[EXPORT])}
         return snap
 
     def never_below(self, other):
-        """True if no register of self is below the same register of `other` (exact, residual included).
+        """True if no register of self is below the same register of `other` (exact, residuals included).
 
         A register that one side lacks (fewer tariffs) counts as 0."""
         for k in (IMPORT, EXPORT):
             if self.total_uwh(k) < other.total_uwh(k):
                 return False
             for t in range(1, max(self.tariffs, other.tariffs) + 1):
-                mine = self._wh[k][t - 1] if t <= self.tariffs else 0
-                theirs = other._wh[k][t - 1] if t <= other.tariffs else 0
+                mine = self.tariff_uwh(k, t) if t <= self.tariffs else 0
+                theirs = other.tariff_uwh(k, t) if t <= other.tariffs else 0
                 if mine < theirs:
                     return False
         return True
@@ -186,20 +204,21 @@ class Registers:
     def copy(self):
         c = Registers(self.tariffs)
         c._wh = (list(self._wh[IMPORT]), list(self._wh[EXPORT]))
-        c._res = list(self._res)
+        c._res = (list(self._res[IMPORT]), list(self._res[EXPORT]))
         return c
 
     def __eq__(self, other):
         return isinstance(other, Registers) and self.tariffs == other.tariffs and \
-            self._res == other._res and list(self._wh[0]) == list(other._wh[0]) and \
-            list(self._wh[1]) == list(other._wh[1])
+            all(list(self._res[k]) == list(other._res[k]) and list(self._wh[k]) == list(other._wh[k])
+                for k in (IMPORT, EXPORT))
 
     def __ne__(self, other):
         return not self.__eq__(other)
 
     def __repr__(self):
         return "Registers(tariffs=%d, 1.8.0=%d Wh + %d uWh, 2.8.0=%d Wh + %d uWh)" % (
-            self.tariffs, sum(self._wh[IMPORT]), self._res[IMPORT], sum(self._wh[EXPORT]), self._res[EXPORT])
+            self.tariffs, sum(self._wh[IMPORT]), sum(self._res[IMPORT]), sum(self._wh[EXPORT]),
+            sum(self._res[EXPORT]))
 
     # -- serialisation ------------------------------------------------------------------------------
 
@@ -209,38 +228,53 @@ class Registers:
             for t in range(n):
                 if self._wh[k][t] >= U64_LIMIT:
                     raise ValueError("register %s overflows u64" % obis(k, t + 1))
-        buf = bytearray(_HEAD_LEN + 16 * n)
-        struct.pack_into(_HEAD, buf, 0, FORMAT_VERSION, n, self._res[IMPORT], self._res[EXPORT])
-        fmt = "<%dQ" % n
-        struct.pack_into(fmt, buf, _HEAD_LEN, *self._wh[IMPORT])
-        struct.pack_into(fmt, buf, _HEAD_LEN + 8 * n, *self._wh[EXPORT])
+        buf = bytearray(2 + 24 * n)
+        buf[0] = FORMAT_VERSION
+        buf[1] = n
+        q = "<%dQ" % n
+        i = "<%dI" % n
+        struct.pack_into(q, buf, 2, *self._wh[IMPORT])
+        struct.pack_into(q, buf, 2 + 8 * n, *self._wh[EXPORT])
+        struct.pack_into(i, buf, 2 + 16 * n, *self._res[IMPORT])
+        struct.pack_into(i, buf, 2 + 20 * n, *self._res[EXPORT])
         return bytes(buf)
 
     @classmethod
     def from_bytes(cls, data):
-        """Registers from `to_bytes` output; ValueError naming the problem on anything malformed."""
+        """Registers from `to_bytes` output (format 2, or 1 from earlier firmware); ValueError naming the
+        problem on anything malformed."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise ValueError("registers: expected bytes, got %s" % type(data).__name__)
         size = len(data)
-        if size < _HEAD_LEN:
-            raise ValueError("registers: truncated: %d bytes, the header alone is %d" % (size, _HEAD_LEN))
-        version, n, res_i, res_e = struct.unpack_from(_HEAD, data, 0)
-        if version != FORMAT_VERSION:
-            raise ValueError("registers: unsupported format version %d (this firmware reads %d)"
+        if size < 2:
+            raise ValueError("registers: truncated: %d bytes, the header alone is 2" % size)
+        version, n = data[0], data[1]
+        if version not in (1, FORMAT_VERSION):
+            raise ValueError("registers: unsupported format version %d (this firmware reads 1 and %d)"
                              % (version, FORMAT_VERSION))
         if not 1 <= n <= MAX_TARIFFS:
             raise ValueError("registers: tariff count %d out of range 1..%d" % (n, MAX_TARIFFS))
-        want = _HEAD_LEN + 16 * n
+        q = "<%dQ" % n
+        if version == 1:
+            want, off = _HEAD_V1_LEN + 16 * n, _HEAD_V1_LEN
+        else:
+            want, off = 2 + 24 * n, 2
         if size != want:
-            raise ValueError("registers: wrong length: %d bytes, %d tariff(s) need exactly %d"
-                             % (size, n, want))
-        for what, res in (("import", res_i), ("export", res_e)):
-            if res >= UWH_PER_WH:
-                raise ValueError("registers: %s residual %d uWh out of range 0..%d"
-                                 % (what, res, UWH_PER_WH - 1))
-        fmt = "<%dQ" % n
+            raise ValueError("registers: wrong length: %d bytes, %d tariff(s) need exactly %d (format %d)"
+                             % (size, n, want, version))
         r = cls(n)
-        imp = list(struct.unpack_from(fmt, data, _HEAD_LEN))
-        r._wh = (imp, list(struct.unpack_from(fmt, data, _HEAD_LEN + 8 * n)))
-        r._res = [res_i, res_e]
+        r._wh = (list(struct.unpack_from(q, data, off)), list(struct.unpack_from(q, data, off + 8 * n)))
+        if version == 1:
+            _v, _n, res_i, res_e = struct.unpack_from(_HEAD_V1, data, 0)
+            r._res[IMPORT][0] = res_i
+            r._res[EXPORT][0] = res_e
+        else:
+            i = "<%dI" % n
+            r._res = (list(struct.unpack_from(i, data, off + 16 * n)),
+                      list(struct.unpack_from(i, data, off + 20 * n)))
+        for k in (IMPORT, EXPORT):
+            for t in range(n):
+                if r._res[k][t] >= UWH_PER_WH:
+                    raise ValueError("registers: %s residual %d uWh of tariff %d out of range 0..%d"
+                                     % (KINDS[k], r._res[k][t], t + 1, UWH_PER_WH - 1))
         return r

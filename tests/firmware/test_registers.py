@@ -93,29 +93,31 @@ def test_tariff_sum():
         for k in (IMPORT, EXPORT):
             parts = sum(r.wh(k, t) for t in range(1, tariffs + 1))
             eq(parts, r.wh(k), "sum of tariffs, kind %d, %d tariffs" % (k, tariffs))
-            eq(r.wh(k), fed[k][0] // UWH_PER_WH, "total is floor of all energy")
+            eq(r.total_uwh(k), fed[k][0], "total_uwh is exact")
+            # each tariff keeps its own residual: the total lags floor(all energy) by less than N Wh
+            lag = fed[k][0] // UWH_PER_WH - r.wh(k)
+            assert 0 <= lag < tariffs, "total lags by %d Wh with %d tariffs" % (lag, tariffs)
 
 
-def test_tariff_bound():
-    # Pulse routing: a completed Wh goes to the tariff in force. Each tariff register stays within one Wh
-    # per tariff switch (plus the running residual) of the energy actually metered in that tariff.
-    rng_seed = 11
+def test_tariff_exact():
+    # Each tariff register is exactly floor(energy metered under it): a switch moves nothing between tariffs.
     r = Registers(3)
-    random.seed(rng_seed)
-    fed = [0, 0, 0, 0]
-    switches = 0
+    random.seed(11)
+    fed = [[0, 0, 0, 0], [0, 0, 0, 0]]
     t = 1
     for _ in range(1500):
         if random.getrandbits(3) == 0:
             t = random.randint(1, 3)
-            switches += 1
         e = random.getrandbits(19)
-        r.add(e, 0, t)
-        fed[t] += e
-    for tt in (1, 2, 3):
-        err = r.wh("import", tt) * UWH_PER_WH - fed[tt]
-        bound = (switches + 1) * UWH_PER_WH
-        assert -bound < err < bound, "tariff %d off by %d" % (tt, err)
+        x = random.getrandbits(17)
+        r.add(e, x, t)
+        fed[0][t] += e
+        fed[1][t] += x
+    for k in (IMPORT, EXPORT):
+        for tt in (1, 2, 3):
+            eq(r.wh(k, tt), fed[k][tt] // UWH_PER_WH, "tariff %d Wh" % tt)
+            eq(r.residual_uwh(k, tt), fed[k][tt] % UWH_PER_WH, "tariff %d residual" % tt)
+            eq(r.tariff_uwh(k, tt), fed[k][tt], "tariff %d exact" % tt)
 
 
 def test_tariff_route():
@@ -123,10 +125,25 @@ def test_tariff_route():
     half = UWH_PER_WH // 2 + 1
     r.add(half, 0, 1)
     r.add(half, 0, 2)
-    eq(r.get("1.8.1"), 0, "tariff 1 never completed a Wh")
-    eq(r.get("1.8.2"), 1, "the Wh completed during tariff 2")
-    eq(r.get("1.8.0"), 1, "total")
-    eq(r.residual_uwh("import"), 2 * half - UWH_PER_WH, "residual")
+    eq(r.get("1.8.1"), 0, "tariff 1 has not completed a Wh")
+    eq(r.get("1.8.2"), 0, "nor has tariff 2: the energy before the switch stays with tariff 1")
+    eq(r.get("1.8.0"), 0, "total = sum of the tariff registers")
+    eq(r.residual_uwh("import"), 2 * half, "residual (sum)")
+    r.add(UWH_PER_WH - half, 0, 1)
+    eq(r.get("1.8.1"), 1, "tariff 1 completes its own Wh")
+    eq(r.total_uwh("import"), 2 * half + UWH_PER_WH - half, "exact total")
+
+
+def test_reads_format_1():
+    # firmware before per-tariff residuals wrote version 1: one residual per direction (now tariff 1's)
+    data = struct.pack("<BBII2Q2Q", 1, 2, 123, 456, 7, 8, 9, 10)
+    r = Registers.from_bytes(data)
+    eq((r.wh("import", 1), r.wh("import", 2), r.wh("export", 1), r.wh("export", 2)), (7, 8, 9, 10), "Wh")
+    eq((r.residual_uwh("import", 1), r.residual_uwh("import", 2)), (123, 0), "import residuals")
+    eq((r.residual_uwh("export", 1), r.residual_uwh("export", 2)), (456, 0), "export residuals")
+    eq(Registers.from_bytes(r.to_bytes()), r, "rewritten as format %d" % FORMAT_VERSION)
+    e = raises(ValueError, Registers.from_bytes, data + b"\x00")
+    assert "format 1" in str(e), str(e)
 
 
 def test_obis():
@@ -172,7 +189,7 @@ def test_round_trip():
         r, _ = _random_registers(tariffs, 400, 100 + tariffs)
         r.add(1 << 45, 1 << 33, tariffs)  # registers beyond 32 bits survive
         data = r.to_bytes()
-        eq(len(data), 10 + 16 * tariffs, "length for %d tariffs" % tariffs)
+        eq(len(data), 2 + 24 * tariffs, "length for %d tariffs" % tariffs)
         eq(data[0], FORMAT_VERSION, "version byte")
         back = Registers.from_bytes(data)
         assert back == r, "round trip %d tariffs: %r != %r" % (tariffs, back, r)
@@ -213,7 +230,7 @@ def _bad_fields():
         bad[1] = n
         e = raises(ValueError, Registers.from_bytes, bytes(bad))
         assert "tariff count %d" % n in str(e), str(e)
-    for off, what in ((2, "import"), (6, "export")):
+    for off, what in ((18, "import"), (22, "export")):
         bad = bytearray(data)
         struct.pack_into("<I", bad, off, UWH_PER_WH)
         e = raises(ValueError, Registers.from_bytes, bytes(bad))
