@@ -122,13 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="out/demo", help="where the demo writes its files")
     demo.set_defaults(func=_cmd_demo)
 
-    from meterkit import billing, concentrator, fleet_status, keys, verify
+    from meterkit import billcheck, billing, commands, concentrator, fleet_status, keys, verify
 
     keys.add_parser(sub)
     verify.add_parser(sub)
     concentrator.add_parser(sub)  # meterkit concentrator
     fleet_status.add_parser(sub)  # meterkit status / export / meters add|list
     billing.add_parser(sub)  # meterkit bill
+    commands.add_parser(sub)  # meterkit command calendar | billing-reset | profile | list
+    billcheck.add_parser(sub)  # meterkit billcheck: a long simulated run billed from frames and from truth
     return p
 
 
