@@ -62,8 +62,9 @@ from typing import Any
 
 from meter import events as mevents
 from meter.frame import Deframer, encode_frame
+from meterkit import commands as opcmds
 from meterkit import protocol as P
-from meterkit.db import GAP_SETTLED, I64_MAX, I64_MIN, SQLiteStore, Store, StoreError, i64
+from meterkit.db import GAP_SETTLED, I64_MAX, I64_MIN, QUEUE_PENDING, SQLiteStore, Store, StoreError, i64
 
 log = logging.getLogger("meterkit.concentrator")
 
@@ -156,7 +157,7 @@ class _Device:
     database whenever a transaction fails) plus its latest connection."""
 
     __slots__ = ("id", "name", "period", "last_seen", "counter", "ack", "first_seq", "online", "frames_stored",
-                 "outage", "ranges", "gaps", "link", "matching", "iv_dirty")
+                 "outage", "ranges", "gaps", "link", "link_at", "matching", "iv_dirty")
 
     def __init__(self, device_id: bytes):
         self.id = device_id
@@ -172,6 +173,7 @@ class _Device:
         self.ranges: list[list[int]] = []  # stored or settled sequence numbers above W
         self.gaps: list[_Gap] = []  # frame gaps being worked on (open/requested)
         self.link = None  # the connection that last delivered a valid frame
+        self.link_at = None  # when (injected clock) that connection delivered its first valid frame
         self.matching: list[tuple] = []  # ended outages: (id, start, end, match until, seq before)
         self.iv_dirty = None  # smallest interval end stored since the last interval-gap scan
 
@@ -386,7 +388,8 @@ class Concentrator:
                  max_rejects: int = 100, max_unread: int = 64 * 1024, backlog_limit: int = 64,
                  batch_frames: int = 1024, per_link: int = 64, tick_s: float = 1.0, match_window: float = 300.0,
                  replay_window: int = 4096, baudrate: int = 115200, reconnect_s: float = 1.0,
-                 registry_refresh_s: float = 5.0):
+                 registry_refresh_s: float = 5.0, command_retry_after: float | None = None,
+                 command_attempts: int = 5):
         self.store = store
         self.headend = headend
         self.clock = clock
@@ -409,6 +412,9 @@ class Concentrator:
         self.baudrate = baudrate
         self.reconnect_s = reconnect_s
         self.registry_refresh_s = registry_refresh_s
+        self.command_retry_after = backfill_after if command_retry_after is None else command_retry_after
+        self.command_attempts = max(1, command_attempts)
+        self._cmd_links: dict[int, _Link] = {}  # queue id -> the connection its latest attempt went out on
 
         self.guard = P.ReplayGuard(replay_window)
         self._rbuf = memoryview(bytearray(READ_BUFFER))
@@ -511,7 +517,7 @@ class Concentrator:
         d = _Device(device_id)
         old = self._devs.get(device_id)
         if old is not None:
-            d.link, d.matching, d.iv_dirty = old.link, old.matching, old.iv_dirty
+            d.link, d.link_at, d.matching, d.iv_dirty = old.link, old.link_at, old.matching, old.iv_dirty
         if rec is not None:
             d.name = rec.name
             d.period = rec.reporting_period_s
@@ -693,6 +699,8 @@ class Concentrator:
         hellos: dict[bytes, P.Message] = {}
         per_dev: dict[bytes, list[int]] = {}  # accepted sequence numbers
         acks: dict[tuple[_Link, bytes], None] = {}
+        new_links: list[bytes] = []  # meters heard on a connection that is new for them: queued commands go out
+        answered: list[bytes] = []  # meters that answered an operator command
         power: set[bytes] = set()
         devs = self._devs
         check = self.guard.check
@@ -729,6 +737,10 @@ class Concentrator:
                 if dseqs is None:
                     dseqs = per_dev[dev] = []
                 acks[(link, dev)] = None
+                if d.link is not link:
+                    d.link_at = now
+                    if d.id not in new_links:
+                        new_links.append(d.id)
                 d.link = link
                 last_dev, last_link = dev, link
             dseqs.append(seq)
@@ -811,7 +823,8 @@ class Concentrator:
                 d.ack = a
                 d.frames_stored += len(seqs)
             for d, m in responses:
-                self._on_response(d, m, now)
+                if self._on_response(d, m, now):
+                    answered.append(d.id)
             for dev in per_dev:
                 d = self._devs[dev]
                 d.advance()
@@ -874,27 +887,34 @@ class Concentrator:
         sign = self.headend.sign_ack
         for link, dev, counter, ack in sends:
             link.send(encode_frame(sign(dev, counter, ack, t, self.ack_ttl_s)))
+        if answered:
+            new_links.extend(dev for dev in answered if dev not in new_links)
+        if new_links:  # a new connection, or an answer that frees the meter for its next queued command
+            self._send_queued(now, new_links)
 
     def _reload(self, devices: Iterable[bytes]) -> None:
         for dev in list(devices):
             self._load_device(dev)
 
-    def _on_response(self, d: _Device, m: P.Message, now: float) -> None:
+    def _on_response(self, d: _Device, m: P.Message, now: float) -> bool:
+        """Match a response; True when it answered an operator command for the first time."""
         answered, result = m.body[P.K_ANSWERED], m.body[P.K_RESULT]
         reason = m.body.get(P.K_REASON)
         cmd = self.store.record_response(d.id, answered, result, reason, now) if answered <= I64_MAX else None
         if cmd is None:
             self._count("responses_unmatched")
-            return
+            log.warning("meter %s: response to command %d, which was never sent to it: ignored (result %d%s)",
+                        d.id.hex(), answered, result, f", {reason!r}" if reason else "")
+            return False
         self._count("responses")
         op, args = cmd
         if op != OP_BACKFILL:
-            return
+            return self._on_queued_response(d, answered, result, reason, now)
         for g in d.gaps:
             if g.counter == answered:
                 break
         else:
-            return
+            return False
         missing = d.missing(g.first, g.last)
         if missing == 0:
             state = "filled"
@@ -907,6 +927,138 @@ class Concentrator:
         self.store.update_gap(g.id, state=state, missing=missing, closed_at=now)
         self._count("gaps_" + state)
         d.gaps.remove(g)
+        return False
+
+    def _on_queued_response(self, d: _Device, counter: int, result: int, reason: str | None, now: float) -> bool:
+        """A meter answered an operator command (inside the batch's transaction); True if it was news."""
+        q = self.store.queued_for_counter(d.id, counter)
+        if q is None:  # pragma: no cover - every command other than a back-fill comes from the queue
+            return False
+        what = f"meter {d.id.hex()}: command #{q.id} ({opcmds.op_name(q.op)}, counter {counter})"
+        if q.state == "answered":
+            self._count("responses_duplicate")
+            log.warning("%s answered again (%d%s): an earlier attempt reached the meter too; the first answer "
+                        "(%s) is kept", what, result, f", {reason!r}" if reason else "", q.result)
+            return False
+        if q.state != "sent":
+            log.warning("%s: late answer to a command already %s", what, q.state)
+        self.store.update_queued(q.id, state="answered", counter=counter, answered_at=now, result=i64(result),
+                                 reason=reason)
+        self._count("operator_commands_answered")
+        log.log(logging.INFO if result == 0 else logging.WARNING, "%s answered %d%s", what, result,
+                f": {reason}" if reason else "")
+        return True
+
+    def _resend_due(self, d: _Device, q: Any, now: float) -> bool:
+        """May an unanswered attempt be repeated (with a new counter) on the meter's current connection?"""
+        expired = q.attempt_expires is None or now > q.attempt_expires
+        if self._cmd_links.get(q.id) is d.link and not expired:
+            return False  # still on its way on this very connection
+        # After a reconnect the meter first sends its outbox: if it acted on the earlier attempt, its answer
+        # is in there. Repeat only once the meter has caught up (no missing frames it could still send) and
+        # had `command_retry_after` seconds on this connection: an operation must not run twice.
+        if d.link_at is None or now - d.link_at < self.command_retry_after:
+            return False
+        for g in d.gaps:
+            if g.state == "open" or g.attempts < self.backfill_attempts or (
+                    g.requested_at is not None and now <= g.requested_at + self.command_ttl_s):
+                return False
+        return True
+
+    def _send_queued(self, now: float, only: Iterable[bytes] | None = None) -> None:
+        """Send what the operator queued to meters that are connected (one command in flight per meter, oldest
+        first); expire what is past its expiry; repeat unanswered attempts when due. Own transaction."""
+        store = self.store
+        wanted = None if only is None else set(only)
+        sends: list[tuple[_Device, _Link, Any, int, bytes]] = []
+        changed: set[bytes] = set()
+        counts: collections.Counter = collections.Counter()
+        counted = False
+        try:
+            if wanted is None:
+                entries = store.queued_commands(states=QUEUE_PENDING)
+            else:
+                entries = [q for dev in wanted for q in store.queued_commands(dev, QUEUE_PENDING)]
+            busy: set[bytes] = set()
+            for q in entries:
+                dev = q.device_id
+                what = f"meter {dev.hex()}: command #{q.id} ({opcmds.op_name(q.op)})"
+                if now >= q.expires_at:
+                    why = (f"expired unanswered after {q.attempts} attempt(s)" if q.attempts
+                           else "expired before the meter could be reached")
+                    store.update_queued(q.id, state="expired", reason=why)
+                    counts["operator_commands_expired"] += 1
+                    log.warning("%s %s", what, why)
+                    continue
+                if dev in busy:
+                    continue
+                d = self._devs.get(dev)
+                if d is None:
+                    if store.meter(dev) is None:
+                        store.update_queued(q.id, state="failed", reason="not a registered meter")
+                        counts["operator_commands_failed"] += 1
+                        log.warning("%s failed: not a registered meter", what)
+                        continue
+                    d = self._load_device(dev)
+                busy.add(dev)
+                link = d.link
+                if link is None or link.closed:
+                    continue
+                if q.state == "sent":
+                    if not self._resend_due(d, q, now):
+                        continue
+                    if q.attempts >= self.command_attempts:
+                        store.update_queued(q.id, state="failed", reason=f"no answer after {q.attempts} attempts")
+                        counts["operator_commands_failed"] += 1
+                        log.warning("%s failed: no answer after %d attempts", what, q.attempts)
+                        busy.discard(dev)
+                        continue
+                ttl = min(self.command_ttl_s, q.expires_at - int(now))
+                counter = d.counter + 1
+                try:
+                    opcmds.check_fits(q.op, q.args)  # what another writer of the queue may not have checked
+                    cose = self.headend.sign_command(dev, counter, q.op, q.args, int(now), ttl)
+                    frame = encode_frame(cose, max_frame=opcmds.MAX_COMMAND_MESSAGE)
+                except ValueError as e:
+                    store.update_queued(q.id, state="failed", reason=f"cannot be sent: {e}")
+                    counts["operator_commands_failed"] += 1
+                    log.error("%s cannot be sent: %s", what, e)
+                    busy.discard(dev)
+                    continue
+                d.counter = counter
+                changed.add(dev)
+                store.record_command(dev, counter, q.op, q.args, now, int(now) + ttl, queue_id=q.id)
+                store.update_queued(q.id, state="sent", counter=counter, attempts=q.attempts + 1, sent_at=now)
+                store.update_meter(dev, last_counter=counter)
+                sends.append((d, link, q, counter, frame))
+            counts["commands_sent"] += len(sends)
+            counts["operator_commands_sent"] += len(sends)
+            for k, v in counts.items():
+                if v:
+                    self._count(k, v)
+            counted = True
+            self._persist_counts()
+            store.commit()
+        except Exception:  # noqa: BLE001 - logged; the next tick tries again
+            log.exception("sending queued commands")
+            try:
+                store.rollback()
+            except Exception:  # noqa: BLE001
+                log.exception("rollback failed")
+            if counted:
+                for k, v in counts.items():
+                    self._totals[k] -= v
+                    self._pending_counts[k] -= v
+            self._reload(changed)
+            return
+        self._persisted()
+        for d, link, q, counter, frame in sends:
+            self._cmd_links[q.id] = link
+            log.info("meter %s: command #%d (%s) sent with counter %d%s", d.id.hex(), q.id, opcmds.op_name(q.op),
+                     counter, f" (attempt {q.attempts + 1})" if q.attempts else "")
+            link.send(frame)
+        for qid in [k for k, v in self._cmd_links.items() if v.closed]:
+            del self._cmd_links[qid]  # a closed connection is never current again: forgetting it is the same
 
     def _update_gaps(self, d: _Device, now: float) -> None:
         """Close gaps that are filled now; record holes that are new."""
@@ -1026,6 +1178,7 @@ class Concentrator:
             log.info("meter %s: back-fill %d..%d requested (command %d)", d.id.hex(), first, last, counter)
             d.link.send(encode_frame(self.headend.sign_command(d.id, counter, OP_BACKFILL, {1: first, 2: last},
                                                                t, self.command_ttl_s)))
+        self._send_queued(now)
 
     def _scan_intervals(self, d: _Device, now: float) -> None:
         """Record load-profile rows missing around the rows stored since the last scan."""

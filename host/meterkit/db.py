@@ -35,6 +35,12 @@ gaps       id, device, kind ('frames': sequence numbers, 'intervals': load-profi
            detected_at, state ('open', 'requested', 'filled', 'resolved', 'skipped', 'lost', 'not-sent'),
            requested_at, command_counter, attempts, missing, closed_at                       -- v2
 counters   name, value: the concentrator's counters, persisted across restarts              -- v2
+command_queue  id, device, op, args (JSON, top-level keys as text), created_at, expires_at (UTC s: never sent
+           at or after it), state ('queued', 'sent', 'answered', 'expired', 'failed'), counter (of the latest
+           attempt), attempts, sent_at (latest attempt), answered_at, result, reason, note (who or what
+           queued it)                                                                        -- v3
+commands   + queue_id: the command_queue entry an attempt carried (NULL: the concentrator's own back-fill)
+                                                                                             -- v3
 
 Integers that SQLite cannot hold (outside signed 64 bits; the protocol allows uint64) are stored as NULL in
 the decoded columns; the raw frame keeps the exact value.
@@ -192,15 +198,41 @@ _V2 = (
     "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
 )
 
+_V3 = (
+    """CREATE TABLE command_queue (
+        id INTEGER PRIMARY KEY,
+        device BLOB NOT NULL,
+        op INTEGER NOT NULL,
+        args TEXT,
+        created_at REAL NOT NULL,
+        expires_at INTEGER NOT NULL,
+        state TEXT NOT NULL DEFAULT 'queued',
+        counter INTEGER,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        sent_at REAL,
+        answered_at REAL,
+        result INTEGER,
+        reason TEXT,
+        note TEXT
+    )""",
+    "CREATE INDEX command_queue_state ON command_queue (state, device, id)",
+    "CREATE INDEX command_queue_device ON command_queue (device, id)",
+    "ALTER TABLE commands ADD COLUMN queue_id INTEGER",
+    "CREATE INDEX commands_queue ON commands (queue_id)",
+)
+
 # (version, what it brings, statements). Append only: a released migration never changes.
 MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (1, "registry, frames as evidence, decoded readings/intervals/events, commands, rejects", _V1),
     (2, "delivery state: ack watermark, outages, gaps, billing snapshots, persisted counters", _V2),
+    (3, "operator command queue; each signed command attempt linked to its queue entry", _V3),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
-EXPORT_TABLES = ("readings", "intervals", "events", "billing", "outages", "commands", "gaps")
+EXPORT_TABLES = ("readings", "intervals", "events", "billing", "outages", "commands", "gaps", "command_queue")
 GAP_SETTLED = ("skipped", "lost")  # holes the meter says it cannot fill: the ack may pass them
+QUEUE_STATES = ("queued", "sent", "answered", "expired", "failed")
+QUEUE_PENDING = ("queued", "sent")  # the concentrator still works on these
 
 
 class StoreError(Exception):
@@ -254,6 +286,39 @@ class GapRecord:
     attempts: int
     missing: int | None
     closed_at: float | None
+
+
+@dataclass
+class QueuedCommand:
+    """An operator command in the queue (table command_queue)."""
+
+    id: int
+    device_id: bytes
+    op: int
+    args: dict | None  # top-level keys are ints again (JSON keeps them as text)
+    created_at: float
+    expires_at: int
+    state: str
+    counter: int | None
+    attempts: int
+    sent_at: float | None
+    answered_at: float | None
+    result: int | None
+    reason: str | None
+    note: str | None
+    attempt_expires: int | None = None  # signed expiry of the latest attempt (from table commands)
+
+
+def args_to_json(args: dict | None) -> str | None:
+    """Command arguments {uint: value} as JSON text (keys become text; values must be JSON types)."""
+    return json.dumps(args, sort_keys=True, ensure_ascii=False) if args else None
+
+
+def args_from_json(text: str | None) -> dict | None:
+    """The inverse of args_to_json: top-level keys back to ints."""
+    if not text:
+        return None
+    return {int(k): v for k, v in json.loads(text).items()}
 
 
 # Row shapes the ingest methods take (plain tuples: the hot path builds thousands per second)
@@ -391,12 +456,36 @@ class Store(abc.ABC):
     # commands
     @abc.abstractmethod
     def record_command(self, device_id: bytes, counter: int, op: int, args: dict | None, sent_at: float,
-                       expires_at: int) -> None: ...
+                       expires_at: int, queue_id: int | None = None) -> None:
+        """A signed command sent (counter used once); queue_id: the operator command it carries."""
 
     @abc.abstractmethod
     def record_response(self, device_id: bytes, counter: int, result: int, reason: str | None,
                         at: float) -> tuple | None:
         """Note a meter's answer to command `counter`; returns that command's (op, args) or None."""
+
+    # the operator command queue
+    @abc.abstractmethod
+    def queue_command(self, device_id: bytes, op: int, args: dict | None, created_at: float, expires_at: int,
+                      note: str | None = None) -> int:
+        """Queue an operator command (joins the transaction: commit to publish it); returns its id."""
+
+    @abc.abstractmethod
+    def queued_commands(self, device_id: bytes | None = None, states: Iterable[str] | None = None,
+                        ids: Iterable[int] | None = None) -> list[QueuedCommand]:
+        """Queue entries (of a device, in these states, with these ids), oldest first."""
+
+    @abc.abstractmethod
+    def update_queued(self, queue_id: int, **fields: Any) -> None:
+        """Set columns of a queue entry: state, counter, attempts, sent_at, answered_at, result, reason."""
+
+    @abc.abstractmethod
+    def queued_for_counter(self, device_id: bytes, counter: int) -> QueuedCommand | None:
+        """The queue entry whose attempt used this command counter, or None (a back-fill, or never sent)."""
+
+    @abc.abstractmethod
+    def command_attempts(self, queue_id: int) -> list[tuple]:
+        """(counter, sent_at, expires_at, answered_at, result, reason) of every attempt of a queue entry."""
 
     # outages and gaps
     @abc.abstractmethod
@@ -498,6 +587,14 @@ def _gap_from_row(r: sqlite3.Row) -> GapRecord:
                      detected_at=r["detected_at"], state=r["state"], requested_at=r["requested_at"],
                      command_counter=r["command_counter"], attempts=r["attempts"], missing=r["missing"],
                      closed_at=r["closed_at"])
+
+
+def _queued_from_row(r: sqlite3.Row) -> QueuedCommand:
+    return QueuedCommand(id=r["id"], device_id=r["device"], op=r["op"], args=args_from_json(r["args"]),
+                         created_at=r["created_at"], expires_at=r["expires_at"], state=r["state"],
+                         counter=r["counter"], attempts=r["attempts"], sent_at=r["sent_at"],
+                         answered_at=r["answered_at"], result=r["result"], reason=r["reason"], note=r["note"],
+                         attempt_expires=r["attempt_expires"])
 
 
 def schema_version(conn: sqlite3.Connection) -> int:
@@ -757,10 +854,11 @@ class SQLiteStore(Store):
 
     # -- commands
     def record_command(self, device_id: bytes, counter: int, op: int, args: dict | None, sent_at: float,
-                       expires_at: int) -> None:
-        self._begin().execute("INSERT INTO commands (device, counter, op, args, sent_at, expires_at) "
-                              "VALUES (?, ?, ?, ?, ?, ?)",
-                              (device_id, counter, op, json.dumps(args) if args else None, sent_at, expires_at))
+                       expires_at: int, queue_id: int | None = None) -> None:
+        self._begin().execute("INSERT INTO commands (device, counter, op, args, sent_at, expires_at, queue_id) "
+                              "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                              (device_id, counter, op, json.dumps(args) if args else None, sent_at, expires_at,
+                               queue_id))
 
     def record_response(self, device_id: bytes, counter: int, result: int, reason: str | None,
                         at: float) -> tuple | None:
@@ -775,6 +873,67 @@ class SQLiteStore(Store):
                   (at, i64(result), reason, device_id, counter))
         args = json.loads(r[1]) if r[1] else None
         return r[0], args
+
+    # -- the operator command queue
+    def queue_command(self, device_id: bytes, op: int, args: dict | None, created_at: float, expires_at: int,
+                      note: str | None = None) -> int:
+        if type(op) is not int or not 0 <= op <= I64_MAX:
+            raise ValueError(f"operation must be an unsigned integer, got {op!r}")
+        if type(expires_at) is not int:
+            raise ValueError(f"expires_at must be integer UTC seconds, got {expires_at!r}")
+        if args is not None and (type(args) is not dict or any(type(k) is not int or k < 0 for k in args)):
+            raise ValueError("command arguments are a dict of unsigned integers to values")
+        cur = self._begin().execute(
+            "INSERT INTO command_queue (device, op, args, created_at, expires_at, note) VALUES (?, ?, ?, ?, ?, ?)",
+            (bytes(device_id), op, args_to_json(args), created_at, expires_at, note))
+        return cur.lastrowid  # type: ignore[return-value]
+
+    _QUEUE_SQL = ("SELECT q.*, c.expires_at AS attempt_expires FROM command_queue q LEFT JOIN commands c "
+                  "ON c.device = q.device AND c.counter = q.counter")
+
+    def queued_commands(self, device_id: bytes | None = None, states: Iterable[str] | None = None,
+                        ids: Iterable[int] | None = None) -> list[QueuedCommand]:
+        where, args = [], []
+        if device_id is not None:
+            where.append("q.device = ?")
+            args.append(bytes(device_id))
+        if states is not None:
+            st = list(states)
+            where.append(f"q.state IN ({', '.join('?' * len(st))})")
+            args.extend(st)
+        if ids is not None:
+            il = list(ids)
+            where.append(f"q.id IN ({', '.join('?' * len(il))})")
+            args.extend(il)
+        sql = self._QUEUE_SQL + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY q.id"
+        return [_queued_from_row(r) for r in self._conn.execute(sql, args)]
+
+    _QUEUE_FIELDS = frozenset({"state", "counter", "attempts", "sent_at", "answered_at", "result", "reason"})
+
+    def update_queued(self, queue_id: int, **fields: Any) -> None:
+        bad = set(fields) - self._QUEUE_FIELDS
+        if bad:
+            raise ValueError(f"unknown command queue fields {sorted(bad)}")
+        if "state" in fields and fields["state"] not in QUEUE_STATES:
+            raise ValueError(f"state must be one of {', '.join(QUEUE_STATES)}, not {fields['state']!r}")
+        if fields:
+            sets = ", ".join(f"{k} = ?" for k in fields)
+            self._begin().execute(f"UPDATE command_queue SET {sets} WHERE id = ?", (*fields.values(), queue_id))
+
+    def queued_for_counter(self, device_id: bytes, counter: int) -> QueuedCommand | None:
+        if not I64_MIN <= counter <= I64_MAX:
+            return None
+        r = self._conn.execute("SELECT queue_id FROM commands WHERE device = ? AND counter = ?",
+                               (bytes(device_id), counter)).fetchone()
+        if r is None or r[0] is None:
+            return None
+        got = self.queued_commands(ids=[r[0]])
+        return got[0] if got else None
+
+    def command_attempts(self, queue_id: int) -> list[tuple]:
+        return [tuple(r) for r in self._conn.execute(
+            "SELECT counter, sent_at, expires_at, answered_at, result, reason FROM commands WHERE queue_id = ? "
+            "ORDER BY counter", (queue_id,))]
 
     # -- outages
     def open_outage(self, device_id: bytes, start: float, detected_at: float) -> int:
@@ -898,6 +1057,8 @@ class SQLiteStore(Store):
                      "FROM commands", "device, counter"),
         "gaps": ("SELECT device, kind, first, last, state, detected_at, requested_at, command_counter, "
                  "attempts, missing, closed_at FROM gaps", "device, kind, first"),
+        "command_queue": ("SELECT device, id, op, args, created_at, expires_at, state, counter, attempts, "
+                          "sent_at, answered_at, result, reason, note FROM command_queue", "device, id"),
     }
 
     def export(self, table: str, device_id: bytes | None = None) -> tuple[list[str], Iterator[tuple]]:

@@ -34,8 +34,8 @@ def store(tmp_path):
 def test_new_file_is_wal_full_and_current(tmp_path):
     path = tmp_path / "head.db"
     s = SQLiteStore(path)
-    assert s.version == SCHEMA_VERSION == 2
-    assert s.migrated == [1, 2]
+    assert s.version == SCHEMA_VERSION == 3
+    assert s.migrated == [1, 2, 3]
     c = s.connection
     assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert c.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL: a returned commit is on disk
@@ -68,9 +68,9 @@ def test_migration_v1_to_current_keeps_data_and_derives_state(tmp_path):
     conn.close()
 
     s = SQLiteStore(path)
-    assert s.migrated == [2] and s.version == SCHEMA_VERSION
+    assert s.migrated == [2, 3] and s.version == SCHEMA_VERSION
     versions = [r[0] for r in s.connection.execute("SELECT version FROM schema_version ORDER BY version")]
-    assert versions == [1, 2]
+    assert versions == [1, 2, 3]
     m = s.meter(dev)
     assert (m.name, m.frames_stored, m.first_seq, m.ack_seq, m.online) == ("house", 5, 5, 7, False)
     m2 = s.meter(dev2)

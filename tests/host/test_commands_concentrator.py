@@ -1,0 +1,414 @@
+"""Operator commands through the real concentrator: real TCP on 127.0.0.1, a real SQLite file, meters that speak
+the protocol (frames built and signed by the firmware's own code, or by `cryptography` with the same bytes) and
+check every head-end message as a meter must (protocol.verify_host_message, meter.messages.verify_host).
+
+The queue is written by a second database connection, as `meterkit command` does from its own process. Time for
+expiry and repeats comes from a manual clock; the concentrator's housekeeping runs when a test calls tick()."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+
+import cbor2
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from meter import cbor as mcbor
+from meter import messages
+from meter.frame import Deframer, encode_frame
+from meter.identity import Identity
+from meterkit import commands as C
+from meterkit import protocol as P
+from meterkit.bench_ingest import T0, LoopbackRig, SimMeter, until
+from meterkit.db import SQLiteStore
+
+NIGHT = {
+    "name": "two-rate night",
+    "tz": "CET-1CEST,M3.5.0,M10.5.0/3",
+    "tariffs": 2,
+    "seasons": [{"name": "all year", "start": [1, 1], "week": "every day"}],
+    "weeks": {"every day": ["d", "d", "d", "d", "d", "d", "d"]},
+    "days": {"d": [[0, 2], [360, 1], [1320, 2]]},
+}
+CALENDAR_PASSIVE = 12  # the meter's event when it arms a passive calendar (value: the activation instant)
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+def real_meter(tmp_path, name: str, rig: LoopbackRig) -> SimMeter:
+    ident = Identity(str(tmp_path / f"flash-{name}"))
+    ident.install_headend(rig.headend.public_bytes)
+    return SimMeter(identity=ident, time_fn=lambda: int(rig.clock()))
+
+
+def sim_meter(rig: LoopbackRig) -> SimMeter:
+    return SimMeter(time_fn=lambda: int(rig.clock()))
+
+
+def queue(rig: LoopbackRig, dev: bytes, op: int, args: dict | None, expires: int | None = None) -> int:
+    """Queue as `meterkit command` does: its own connection to the database file."""
+    with SQLiteStore(rig.db_path) as s:
+        return C.queue(s, dev, op, args, rig.clock(), expires)
+
+
+def entry(rig: LoopbackRig, qid: int):
+    return rig.store.queued_commands(ids=[qid])[0]
+
+
+def billing_frame(m: SimMeter, t: int) -> bytes:
+    return m.frame(P.BILLING, 0, {6: t, 7: {P.OBIS_IMPORT: 1234, P.OBIS_EXPORT: 5}})
+
+
+# --- delivery and answers -------------------------------------------------------------------------------------
+
+
+def test_calendar_sent_when_the_meter_connects_and_its_answer_stored(tmp_path):
+    async def main():
+        async with LoopbackRig(tmp_path / "head.db") as rig:
+            m = real_meter(tmp_path, "m", rig)
+            rig.register(m)
+            activation = T0 + 86400
+            qid = queue(rig, m.device_id, C.OP_CALENDAR, C.calendar_args(NIGHT, activation, rig.clock()))
+            rig.conc.tick()  # the meter is not connected: nothing can go out
+            assert entry(rig, qid).state == "queued"
+            cl = await rig.connect(m)
+            cl.send(m.hello())  # the concentrator knows who is on the line from its first valid frame
+            await cl.wait_for(lambda c: c.commands)  # at once, no housekeeping tick needed
+            cmd = cl.commands[0]
+            assert cmd.kind == P.COMMAND and cmd.body[P.K_OP] == C.OP_CALENDAR
+            assert cmd.body[P.K_ARGS] == {1: NIGHT, 2: activation}
+            assert cl.refused == [] and cmd.counter >= 1  # a meter accepts it (counter above its last)
+            q = entry(rig, qid)
+            assert (q.state, q.counter, q.attempts, q.sent_at) == ("sent", cmd.counter, 1, rig.clock())
+            # the meter arms it: event 12 (activation), then its response
+            cl.send(m.event(CALENDAR_PASSIVE, activation, int(rig.clock()), event_seq=1)
+                    + m.response(cmd.counter, 0))
+            await until(lambda: entry(rig, qid).state == "answered")
+            q = entry(rig, qid)
+            assert (q.result, q.reason, q.counter, q.answered_at) == (0, None, cmd.counter, rig.clock())
+            ev = rig.store.connection.execute("SELECT code, value FROM events WHERE device = ?",
+                                              (m.device_id,)).fetchall()
+            assert [tuple(e) for e in ev] == [(CALENDAR_PASSIVE, activation)]
+            assert rig.store.command_attempts(qid) == [(cmd.counter, q.sent_at, q.sent_at + 300, q.answered_at, 0,
+                                                        None)]
+            s = rig.conc.stats()
+            assert s["operator_commands_sent"] == 1 and s["operator_commands_answered"] == 1
+            assert s.get("responses_unmatched", 0) == 0
+            rig.clock.advance(3600)
+            rig.conc.tick()
+            assert len(cl.commands) == 1  # answered: never sent again
+
+    run(main())
+
+
+def test_one_command_in_flight_per_meter_oldest_first(tmp_path):
+    async def main():
+        async with LoopbackRig(tmp_path / "head.db") as rig:
+            m = sim_meter(rig)
+            rig.register(m)
+            cl = await rig.connect(m)
+            cl.send(m.reading())
+            await cl.wait_ack(0)
+            # queued while the meter is connected: the next housekeeping tick sends it
+            q1 = queue(rig, m.device_id, C.OP_BILLING_RESET, None)
+            q2 = queue(rig, m.device_id, C.OP_PROFILE, C.profile_args(T0 - 1800, T0))
+            assert cl.commands == []
+            rig.conc.tick()
+            await cl.wait_for(lambda c: c.commands)
+            await asyncio.sleep(0.05)
+            assert len(cl.commands) == 1 and cl.commands[0].body[P.K_OP] == C.OP_BILLING_RESET
+            assert P.K_ARGS not in cl.commands[0].body  # no arguments: key 11 left out
+            assert entry(rig, q2).state == "queued"
+            rig.conc.tick()
+            await asyncio.sleep(0.05)
+            assert len(cl.commands) == 1  # still one in flight
+            # the meter closes its billing period, answers; the answer frees it for the next command at once
+            cl.send(billing_frame(m, int(rig.clock())) + m.response(cl.commands[0].counter, 0))
+            await cl.wait_for(lambda c: len(c.commands) == 2)
+            cmd = cl.commands[1]
+            assert (cmd.body[P.K_OP], cmd.body[P.K_ARGS]) == (C.OP_PROFILE, {1: T0 - 1800, 2: T0})
+            assert cmd.counter > cl.commands[0].counter
+            # rows resent as new interval frames; one of them the head-end already had (deduplicated)
+            cl.send(m.intervals([[T0 - 1800, 100, 0, 0]]))
+            await cl.wait_ack(3)
+            cl.send(m.intervals([[T0 - 1800, 100, 0, 0], [T0 - 900, 150, 0, 0], [T0, 210, 0, 0]])
+                    + m.response(cmd.counter, 0, "3 rows"))
+            await until(lambda: entry(rig, q2).state == "answered")
+            assert (entry(rig, q1).result, entry(rig, q2).result, entry(rig, q2).reason) == (0, 0, "3 rows")
+            assert [r[0] for r in rig.store.interval_rows(m.device_id, 0)] == [T0 - 1800, T0 - 900, T0]
+            assert rig.store.connection.execute("SELECT count(*) FROM billing").fetchone()[0] == 1
+            assert cl.refused == []
+
+    run(main())
+
+
+def test_expired_command_is_not_sent(tmp_path, caplog):
+    async def main():
+        async with LoopbackRig(tmp_path / "head.db") as rig:
+            m = sim_meter(rig)
+            rig.register(m)
+            late = queue(rig, m.device_id, C.OP_BILLING_RESET, None, expires=int(rig.clock()) + 100)
+            rig.clock.advance(101)
+            with caplog.at_level(logging.WARNING, logger="meterkit.concentrator"):
+                cl = await rig.connect(m)
+                cl.send(m.reading())
+                await cl.wait_ack(0)
+                rig.conc.tick()
+                await asyncio.sleep(0.05)
+            assert cl.commands == []
+            q = entry(rig, late)
+            assert (q.state, q.attempts, q.reason) == ("expired", 0, "expired before the meter could be reached")
+            assert f"command #{late} (billing-reset) expired" in caplog.text
+            # sent, never answered, and its expiry passes: expired, and not sent again
+            rig.conc.command_attempts = 10
+            q2 = queue(rig, m.device_id, C.OP_BILLING_RESET, None, expires=int(rig.clock()) + 400)
+            rig.conc.tick()
+            await cl.wait_for(lambda c: c.commands)
+            rig.clock.advance(401)
+            rig.conc.tick()
+            await asyncio.sleep(0.05)
+            assert len(cl.commands) == 1
+            q = entry(rig, q2)
+            assert (q.state, q.attempts, q.reason) == ("expired", 1, "expired unanswered after 1 attempt(s)")
+            # an answer that arrives after all is the truth: recorded
+            cl.send(m.response(cl.commands[0].counter, 0))
+            await until(lambda: entry(rig, q2).state == "answered")
+            assert rig.conc.stats()["operator_commands_expired"] == 2
+
+    run(main())
+
+
+def test_reconnect_before_the_answer_the_meter_had_acted(tmp_path):
+    """The connection drops after the command went out. The meter had acted on it: its answer is in its outbox
+    and comes on the next connection. The head-end waits for it and does not send the command again (a billing
+    reset must not run twice)."""
+    async def main():
+        async with LoopbackRig(tmp_path / "head.db", backfill_after=30) as rig:
+            m = sim_meter(rig)
+            rig.register(m)
+            qid = queue(rig, m.device_id, C.OP_BILLING_RESET, None)
+            cl = await rig.connect(m)
+            cl.send(m.reading())
+            await cl.wait_for(lambda c: c.commands)
+            first = cl.commands[0]
+            made = [billing_frame(m, int(rig.clock())), m.response(first.counter, 0)]  # made, never delivered
+            cl.close()
+            await until(lambda: rig.conc.stats()["connections_open"] == 0)
+            rig.clock.advance(5)
+            cl2 = await rig.connect(m, last_counter=cl.last_counter)
+            cl2.send(m.reading())
+            await cl2.wait_ack(0)
+            rig.conc.tick()
+            await asyncio.sleep(0.05)
+            assert cl2.commands == []  # the meter's own resend has its chance first
+            cl2.send(b"".join(made))
+            await until(lambda: entry(rig, qid).state == "answered")
+            rig.clock.advance(60)
+            rig.conc.tick()
+            await asyncio.sleep(0.05)
+            assert cl2.commands == []
+            q = entry(rig, qid)
+            assert (q.attempts, q.counter, q.result) == (1, first.counter, 0)
+
+    run(main())
+
+
+def test_reconnect_before_the_answer_command_lost_is_sent_again_with_a_new_counter(tmp_path):
+    async def main():
+        async with LoopbackRig(tmp_path / "head.db", backfill_after=30) as rig:
+            m = real_meter(tmp_path, "m", rig)
+            rig.register(m)
+            qid = queue(rig, m.device_id, C.OP_PROFILE, C.profile_args(T0 - 3600, T0))
+            cl = await rig.connect(m)
+            cl.send(m.reading())
+            await cl.wait_for(lambda c: c.commands)
+            first = cl.commands[0]
+            cl.close()  # the command was lost with the connection: the meter never saw it
+            await until(lambda: rig.conc.stats()["connections_open"] == 0)
+            cl2 = await rig.connect(m, last_counter=cl.last_counter)
+            cl2.send(m.reading())
+            await cl2.wait_ack(1)
+            rig.clock.advance(29)
+            rig.conc.tick()
+            await asyncio.sleep(0.05)
+            assert cl2.commands == []  # not before command_retry_after on the new connection
+            rig.clock.advance(2)
+            rig.conc.tick()
+            await cl2.wait_for(lambda c: c.commands)
+            again = cl2.commands[0]
+            assert again.body == first.body | {P.K_EXPIRES: again.body[P.K_EXPIRES]}  # the same command
+            assert again.counter > first.counter and again.counter > cl.last_counter and cl2.refused == []
+            kind, counter, _ = messages.verify_host(again.raw, m.identity, int(rig.clock()), cl.last_counter)
+            assert counter == again.counter
+            cl2.send(m.intervals([[T0, 500, 0, 0]]) + m.response(again.counter, 0, "1 rows"))
+            await until(lambda: entry(rig, qid).state == "answered")
+            q = entry(rig, qid)
+            assert (q.attempts, q.counter, q.result, q.reason) == (2, again.counter, 0, "1 rows")
+            attempts = rig.store.command_attempts(qid)
+            assert [(a[0], a[4]) for a in attempts] == [(first.counter, None), (again.counter, 0)]
+
+    run(main())
+
+
+def test_answer_after_a_concentrator_restart_and_repeat_never_reuses_a_counter(tmp_path):
+    async def main():
+        rig = await LoopbackRig(tmp_path / "head.db", backfill_after=10).start()
+        m = sim_meter(rig)
+        rig.register(m)
+        q1 = queue(rig, m.device_id, C.OP_BILLING_RESET, None)
+        q2 = queue(rig, m.device_id, C.OP_PROFILE, C.profile_args(T0 - 60, T0))
+        cl = await rig.connect(m)
+        cl.send(m.reading())
+        await cl.wait_for(lambda c: c.commands)
+        c1 = cl.commands[0].counter
+        await rig.restart()  # the head-end restarts with the command unanswered
+        cl2 = await rig.connect(m, last_counter=cl.last_counter)
+        cl2.send(billing_frame(m, int(rig.clock())) + m.response(c1, 0))  # the meter's outbox still had it
+        await until(lambda: rig.store.queued_commands(ids=[q1])[0].state == "answered")
+        await cl2.wait_for(lambda c: c.commands)  # and the next one goes out, with a counter above c1
+        assert cl2.commands[0].body[P.K_OP] == C.OP_PROFILE and cl2.commands[0].counter > c1
+        await rig.restart()  # again, and this time the meter never saw the command
+        cl3 = await rig.connect(m, last_counter=cl2.last_counter)
+        cl3.send(m.reading())
+        await cl3.wait_ack(m.seq.next - 1)
+        rig.clock.advance(11)
+        rig.conc.tick()
+        await cl3.wait_for(lambda c: c.commands)
+        assert cl3.commands[0].counter > cl2.last_counter and cl3.refused == []
+        q = rig.store.queued_commands(ids=[q2])[0]
+        assert (q.state, q.attempts, q.counter) == ("sent", 2, cl3.commands[0].counter)
+        await rig.stop()
+
+    run(main())
+
+
+def test_forged_unsolicited_and_repeated_responses_change_nothing(tmp_path, caplog):
+    async def main():
+        async with LoopbackRig(tmp_path / "head.db") as rig:
+            m = sim_meter(rig)
+            rig.register(m)
+            qid = queue(rig, m.device_id, C.OP_BILLING_RESET, None)
+            cl = await rig.connect(m)
+            cl.send(m.reading())
+            await cl.wait_for(lambda c: c.commands)
+            counter = cl.commands[0].counter
+            # forged: the meter's id and a right counter, signed by someone else's key
+            mallory = ec.generate_private_key(ec.SECP256R1())
+            payload = {1: P.RESPONSE, 2: m.device_id, 3: 77, 4: int(rig.clock()), 5: 0, 6: counter, 7: -4,
+                       8: "rejected: forged"}
+            forged = P.sign1(mallory, m.device_id, mcbor.encode(payload))
+            with caplog.at_level(logging.WARNING, logger="meterkit.concentrator"):
+                cl.send(encode_frame(forged))
+                await until(lambda: rig.conc.stats()["rejects"].get("bad-signature") == 1)
+                # unsolicited: a genuine frame answering a counter never sent to this meter
+                cl.send(m.response(counter + 1000, 0))
+                await until(lambda: rig.conc.stats().get("responses_unmatched") == 1)
+            assert f"response to command {counter + 1000}, which was never sent to it: ignored" in caplog.text
+            assert "bad-signature" in caplog.text
+            q = entry(rig, qid)
+            assert (q.state, q.result) == ("sent", None)
+            # the genuine answer, then the same answer again (its frame resent with a new seq): first one kept
+            cl.send(m.response(counter, 0))
+            await until(lambda: entry(rig, qid).state == "answered")
+            cl.send(m.response(counter, -3, "bad arguments"))
+            await until(lambda: rig.conc.stats().get("responses_duplicate") == 1)
+            q = entry(rig, qid)
+            assert (q.state, q.result, q.reason) == ("answered", 0, None)
+            s = rig.conc.stats()
+            assert s["operator_commands_answered"] == 1 and s["responses_unmatched"] == 1
+
+    run(main())
+
+
+def test_unanswered_command_repeated_then_failed_and_the_next_goes(tmp_path):
+    async def main():
+        async with LoopbackRig(tmp_path / "head.db", backfill_after=5, command_ttl_s=100,
+                               command_attempts=2) as rig:
+            m = sim_meter(rig)
+            rig.register(m)
+            q1 = queue(rig, m.device_id, C.OP_BILLING_RESET, None)
+            q2 = queue(rig, m.device_id, C.OP_PROFILE, C.profile_args(T0, T0))
+            cl = await rig.connect(m)
+            cl.send(m.reading())
+            await cl.wait_for(lambda c: len(c.commands) == 1)
+            rig.clock.advance(50)
+            rig.conc.tick()  # its signed expiry has not passed: still on its way
+            await asyncio.sleep(0.05)
+            assert len(cl.commands) == 1
+            rig.clock.advance(51)
+            rig.conc.tick()
+            await cl.wait_for(lambda c: len(c.commands) == 2)
+            assert cl.commands[1].counter > cl.commands[0].counter
+            assert cl.commands[1].body[P.K_OP] == C.OP_BILLING_RESET
+            rig.clock.advance(101)
+            rig.conc.tick()
+            await cl.wait_for(lambda c: len(c.commands) == 3)
+            q = entry(rig, q1)
+            assert (q.state, q.attempts, q.reason) == ("failed", 2, "no answer after 2 attempts")
+            assert cl.commands[2].body[P.K_OP] == C.OP_PROFILE and entry(rig, q2).state == "sent"
+            assert rig.conc.stats()["operator_commands_failed"] == 1 and cl.refused == []
+
+    run(main())
+
+
+# --- big calendars ------------------------------------------------------------------------------------------
+
+
+class RawClient(asyncio.Protocol):
+    """A meter's link that reads head-end frames up to the command size limit and keeps them raw."""
+
+    def __init__(self):
+        self.deframer = Deframer(max_frame=C.MAX_COMMAND_MESSAGE)
+        self.frames: list[bytes] = []
+        self.transport = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.frames.extend(self.deframer.feed(data))
+
+
+def test_calendar_bigger_than_a_meter_frame_goes_out_whole_and_oversize_fails(tmp_path):
+    async def main():
+        async with LoopbackRig(tmp_path / "head.db") as rig:
+            m = sim_meter(rig)
+            rig.register(m)
+            big = copy.deepcopy(NIGHT)
+            big["special"] = [{"name": f"holiday {i}", "date": [2027, 1 + i // 28, 1 + i % 28], "day": "d"}
+                              for i in range(40)]
+            args = C.calendar_args(big, T0 + 86400, rig.clock())
+            assert 1024 < C.payload_bound(C.OP_CALENDAR, args) <= C.MAX_COMMAND_PAYLOAD
+            qid = queue(rig, m.device_id, C.OP_CALENDAR, args)
+            # past the checks of `meterkit command` (another writer): too big for any meter
+            huge = copy.deepcopy(big)
+            huge["special"] = [dict(x, date=[2028, *x["date"][1:]]) for x in big["special"]] + big["special"]
+            with SQLiteStore(rig.db_path) as s:
+                too_big = s.queue_command(m.device_id, C.OP_CALENDAR, {1: huge, 2: T0 + 86400}, rig.clock(),
+                                          T0 + 86400)
+                s.commit()
+            loop = asyncio.get_running_loop()
+            _, cl = await loop.create_connection(RawClient, rig.host, rig.port)
+            cl.transport.write(m.reading())
+            await until(lambda: any(len(f) > 1024 for f in cl.frames))
+            cose = next(f for f in cl.frames if len(f) > 1024)
+            tag = cbor2.loads(cose)
+            payload, sig = tag.value[2], tag.value[3]
+            der = encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big"))
+            rig.headend.public_key.verify(der, P.sig_structure(payload), ec.ECDSA(hashes.SHA256()))
+            body = cbor2.loads(payload)
+            assert body[10] == C.OP_CALENDAR and body[11] == {1: big, 2: T0 + 86400}
+            assert len(payload) == C.payload_size(cose) <= C.MAX_COMMAND_PAYLOAD
+            assert entry(rig, qid).state == "sent"
+            cl.transport.write(m.response(body[3], 0))
+            await until(lambda: entry(rig, qid).state == "answered")
+            await until(lambda: entry(rig, too_big).state == "failed")  # its turn came: it cannot be sent
+            assert "a meter decodes at most 512" in entry(rig, too_big).reason
+            cl.transport.close()
+
+    run(main())
