@@ -30,7 +30,16 @@ concentrator sends a back-fill command (op 1, args {1: first, 2: last}) on the m
 records it, and re-sends it if it expires unanswered (at most `backfill_attempts` times). A hole filled after a
 back-fill counts as back-filled. Missing load-profile rows (interval end times with no row) are recorded as
 interval gaps: 'open' while frames that could carry them are missing, 'filled' when they arrive, 'not-sent'
-when every frame is accounted for (the meter made no row: it was off).
+when every frame is accounted for (the meter made no row: it was off). When a frame between the neighbouring rows
+is gone (back-fill answer -1: the meter's outbox dropped it), the rows may still be in the meter's load profile:
+the gap is 'requested' from it by time (a queued profile command, op 4, note "interval gap N"), then 'filled'
+when the rows arrive, or 'lost' when the request ended without them.
+
+Operator commands (meterkit.commands, table command_queue): sent to a meter while it is connected, one at a
+time, each attempt with a fresh counter; the response is matched by counter. An unanswered attempt is repeated
+only when it can no longer be answered on its own (its connection is gone, or its signed expiry passed) and the
+meter has had `command_retry_after` seconds on its current connection with no frames missing: its outbox holds
+the answer if it acted, so nothing runs twice. docs/concentrator.md, "Operator commands".
 
 Outages (by the injected clock): a meter silent for more than reporting_period x offline_after is offline, an
 outage starts at its last frame; its next frame ends it. The outage is matched to the meter's own evidence as
@@ -389,7 +398,7 @@ class Concentrator:
                  batch_frames: int = 1024, per_link: int = 64, tick_s: float = 1.0, match_window: float = 300.0,
                  replay_window: int = 4096, baudrate: int = 115200, reconnect_s: float = 1.0,
                  registry_refresh_s: float = 5.0, command_retry_after: float | None = None,
-                 command_attempts: int = 5):
+                 command_attempts: int = 5, profile_request_s: int = 86400):
         self.store = store
         self.headend = headend
         self.clock = clock
@@ -414,6 +423,7 @@ class Concentrator:
         self.registry_refresh_s = registry_refresh_s
         self.command_retry_after = backfill_after if command_retry_after is None else command_retry_after
         self.command_attempts = max(1, command_attempts)
+        self.profile_request_s = profile_request_s  # how long a request for rows of a gone frame stays queued
         self._cmd_links: dict[int, _Link] = {}  # queue id -> the connection its latest attempt went out on
 
         self.guard = P.ReplayGuard(replay_window)
@@ -1201,7 +1211,7 @@ class Concentrator:
                 log.info("meter %s: load-profile rows %d..%d missing", d.id.hex(), first, last)
 
     def _check_interval_gaps(self, now: float) -> None:
-        for g in self.store.gaps(kind="intervals", states=("open",)):
+        for g in self.store.gaps(kind="intervals", states=("open", "requested")):
             d = self._devs.get(g.device_id)
             if d is None:
                 continue
@@ -1215,6 +1225,12 @@ class Concentrator:
             if want is not None and len(rows) >= want:
                 self.store.update_gap(g.id, state="filled", missing=0, closed_at=now)
                 self._count("interval_gaps_filled")
+                if g.state == "requested":
+                    log.info("meter %s: load-profile rows %d..%d filled from the profile", d.id.hex(), g.first,
+                             g.last)
+                continue
+            if g.state == "requested":
+                self._profile_answered(d, g, want, len(rows), now)
                 continue
             if before is None or after is None:
                 continue
@@ -1222,9 +1238,36 @@ class Concentrator:
             # every frame between the ones carrying the neighbouring rows is here or settled: never made
             if hi - lo > 1 and d.missing(lo + 1, hi - 1):
                 continue
+            gone = [x for x in self.store.gaps(d.id, "frames", ("lost",)) if x.first < hi and lo < x.last]
+            if gone:
+                # frames the meter's outbox dropped lay between those rows: the rows may be gone from the outbox
+                # but not from the meter's load profile (99.1.0): ask for them by time (op 4)
+                qid = self.store.queue_command(d.id, opcmds.OP_PROFILE, {1: g.first, 2: g.last}, now,
+                                               int(now) + self.profile_request_s, note=f"interval gap {g.id}")
+                self.store.update_gap(g.id, state="requested", requested_at=now, attempts=g.attempts + 1)
+                self._count("interval_gaps_requested")
+                log.info("meter %s: load-profile rows %d..%d were in frames %d..%d it no longer holds: asked for "
+                         "them from its profile (command #%d)", d.id.hex(), g.first, g.last, gone[0].first,
+                         gone[-1].last, qid)
+                continue
             self.store.update_gap(g.id, state="not-sent", missing=(want - len(rows)) if want else None,
                                   closed_at=now)
             self._count("interval_gaps_not_sent")
+
+    def _profile_answered(self, d: _Device, g: Any, want: int | None, have: int, now: float) -> None:
+        """An interval gap asked for from the meter's profile, not filled yet: settled once the request ended."""
+        note = f"interval gap {g.id}"
+        qs = [q for q in self.store.queued_commands(d.id) if q.note == note and q.op == opcmds.OP_PROFILE]
+        if not qs or qs[-1].state in QUEUE_PENDING:
+            return
+        q = qs[-1]
+        # answered: the rows it still had came before its answer; expired or failed: nothing more will come
+        missing = (want - have) if want is not None else None
+        self.store.update_gap(g.id, state="lost", missing=missing, closed_at=now)
+        self._count("interval_gaps_lost")
+        log.warning("meter %s: load-profile rows %d..%d: %s of them gone from the meter too (profile command #%d "
+                    "%s%s)", d.id.hex(), g.first, g.last, "?" if missing is None else missing, q.id, q.state,
+                    f": {q.result} {q.reason or ''}".rstrip() if q.state == "answered" else "")
 
     async def _housekeeping(self) -> None:
         loop = asyncio.get_running_loop()

@@ -12,6 +12,7 @@ import copy
 import logging
 
 import cbor2
+import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -410,5 +411,59 @@ def test_calendar_bigger_than_a_meter_frame_goes_out_whole_and_oversize_fails(tm
             await until(lambda: entry(rig, too_big).state == "failed")  # its turn came: it cannot be sent
             assert "a meter decodes at most 512" in entry(rig, too_big).reason
             cl.transport.close()
+
+    run(main())
+
+
+# --- load-profile rows in frames the meter no longer holds ------------------------------------------------------
+
+
+@pytest.mark.parametrize("has_rows", [True, False])
+def test_rows_of_gone_frames_are_asked_for_from_the_profile(tmp_path, has_rows):
+    """A frame with a load-profile row is lost on the way and the meter's outbox has dropped it (back-fill answer
+    -1, gone). The row itself may still be in the meter's profile ring: the concentrator asks for it by time
+    (op 4) and records the interval gap as filled when it comes (or lost when the meter has it no more)."""
+    async def main():
+        async with LoopbackRig(tmp_path / "head.db", backfill_after=10) as rig:
+            m = sim_meter(rig)
+            rig.register(m)
+            f = [m.intervals([[900 * k, 10 * k, 0, 0]]) for k in (1, 2, 3)]
+            cl = await rig.connect(m)
+            cl.send(f[0] + f[2])  # the frame with row 1800 never arrives
+            await until(lambda: rig.store.max_seq(m.device_id) == 2)
+            rig.conc.tick()
+            [ig] = rig.store.gaps(m.device_id, "intervals")
+            assert (ig.first, ig.last, ig.state) == (1800, 1800, "open")
+            rig.clock.advance(11)
+            rig.conc.tick()
+            await cl.wait_for(lambda c: c.commands)
+            bf = cl.commands[0]
+            assert (bf.body[P.K_OP], bf.body[P.K_ARGS]) == (1, {1: 1, 2: 1})
+            cl.send(m.response(bf.counter, -1, "gone 1..1"))
+            await cl.wait_ack(3)
+            assert [g.state for g in rig.store.gaps(m.device_id, "frames")] == ["lost"]
+            rig.conc.tick()  # the rows of the gone frame are asked for from the profile, and the request goes out
+            await cl.wait_for(lambda c: len(c.commands) == 2)
+            pr = cl.commands[1]
+            assert (pr.body[P.K_OP], pr.body[P.K_ARGS]) == (C.OP_PROFILE, {1: 1800, 2: 1800})
+            [q] = rig.store.queued_commands(m.device_id)
+            assert (q.note, q.state) == (f"interval gap {ig.id}", "sent")
+            assert rig.store.gaps(m.device_id, "intervals")[0].state == "requested"
+            if has_rows:
+                cl.send(m.intervals([[1800, 20, 0, 0]]) + m.response(pr.counter, 0, "1 rows"))
+            else:
+                cl.send(m.response(pr.counter, -1, "no rows"))
+            await until(lambda: rig.store.queued_commands(m.device_id)[0].state == "answered")
+            rig.conc.tick()
+            [ig] = rig.store.gaps(m.device_id, "intervals")
+            if has_rows:
+                assert (ig.state, ig.missing) == ("filled", 0)
+                assert [r[0] for r in rig.store.interval_rows(m.device_id, 0)] == [900, 1800, 2700]
+            else:
+                assert (ig.state, ig.missing) == ("lost", 1)
+            s = rig.conc.stats()
+            assert s["interval_gaps_requested"] == 1 and s.get("interval_gaps_not_sent", 0) == 0
+            assert s.get("interval_gaps_filled" if has_rows else "interval_gaps_lost") == 1
+            assert cl.refused == []
 
     run(main())
