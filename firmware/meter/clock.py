@@ -18,3 +18,29 @@ def ticks_diff(a, b):
 
 def ticks_add(t, delta):
     return (t + delta) & TICKS_MASK
+
+
+class TickMap:
+    """Where a UTC instant falls on the tick counter: an anchor (tick, UTC µs) read back to back from the same
+    clock, refreshed by the caller every few seconds. tick_of(t) is exact in the simulator and within the
+    clock's own jitter on a board; it refuses instants more than HORIZON_US away from the anchor, where a
+    2^30 tick counter could not tell them apart from others."""
+
+    HORIZON_US = 1 << 28  # about 4.5 minutes: well inside ticks_diff's +-2^29 us
+
+    def __init__(self):
+        self.tick = 0
+        self.utc_us = None
+
+    def anchor(self, tick, utc_us):
+        self.tick = tick & TICKS_MASK
+        self.utc_us = utc_us
+
+    def tick_of(self, t):
+        """Tick at which UTC second t begins, or None when there is no anchor or t is beyond the horizon."""
+        if self.utc_us is None:
+            return None
+        d = t * 1000000 - self.utc_us
+        if not -self.HORIZON_US < d < self.HORIZON_US:
+            return None
+        return (self.tick + d) & TICKS_MASK

@@ -1,4 +1,4 @@
-# Event codes, one list for the whole meter (the 99.98.x event log of a later issue stores them).
+# Event codes, one list for the whole meter; meter/profile.py EventLog (99.98.x) stores them, numbered.
 SENSOR_FAULT = 1  # the chip is absent or does not hold its configuration; value: the reason
 SENSOR_OK = 2  # the chip answered and holds its configuration
 CHIP_RESET = 3  # the chip lost its configuration (brown-out), re-initialised; value: config read back
@@ -9,3 +9,8 @@ INTERNAL = 7  # an unexpected error in one sampling cycle (the loop went on); va
 POWER_UP = 8  # the meter started; value: seconds since its last stored row or event (the outage, at most)
 AUTH_FAIL = 9  # a head-end message was refused (forged, replayed, expired, malformed, for another meter); value: reason
 OUTBOX_DROP = 10  # the outbox was full: the oldest unacknowledged frames were dropped; value: their count
+CALENDAR_ACTIVATED = 11  # a passive TOU calendar became active at its activation instant; value: its name
+CALENDAR_PASSIVE = 12  # a calendar command was accepted: passive calendar armed; value: activation instant
+BILLING_END = 13  # a billing period ended (snapshot frozen, demand reset); value: the period end (UTC)
+CLOCK_SET = 14  # the clock moved by more than the meter can account for; value: seconds (negative = back)
+WATCHDOG_RESET = 15  # the last restart was the watchdog's (or a panic); value: the reset cause

@@ -28,6 +28,7 @@
 from meter.crc import crc32
 
 MAX_FRAME = 1024  # largest COSE_Sign1 (bytes) a frame may carry (docs/protocol.md)
+HOST_MAX_FRAME = 3200  # a head-end message may be larger: a calendar command carries a whole TOU calendar
 CRC_LEN = 4
 DELIM = b"\x00"
 

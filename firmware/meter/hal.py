@@ -5,6 +5,7 @@
 #   ticks_us   a microsecond counter wrapping at 2^30 (meter.clock.TICKS_PERIOD)
 #   sleep_us   blocking microsecond sleep
 #   time       UTC seconds since 1970 (the ESP32's own epoch is 2000; converted here, once)
+#   time_us    UTC microseconds since 1970, from the same clock: where a boundary instant falls in ticks
 #   relay      an object with on() / off() / value()
 #   flash_dir  a directory for persistent state
 import json
@@ -55,6 +56,9 @@ def validate_board(board):
     link = board.get("link")
     if link is not None:
         problems.extend(_link_problems(link))
+    tariff = board.get("tariff")
+    if tariff is not None:
+        problems.extend(_tariff_problems(tariff))
     if board.get("mcu") == "unix-sim" and not isinstance(board.get("sim"), dict):
         problems.append("a unix-sim board needs a 'sim' section (scenario, seed, start_unix_s)")
     if problems:
@@ -68,6 +72,45 @@ _LINKS = {
     "tcp": {"host": (str, 1, 64), "port": (int, 1, 65535)},
     "wifi-tcp": {"host": (str, 1, 64), "port": (int, 1, 65535), "ssid": (str, 1, 32), "password": (str, 0, 64)},
 }
+
+
+# The optional 'tariff' section (docs/tariffs.md): tariff registers, the calendar used until a calendar command
+# replaces it (a calendar dict, or the path of a JSON file on the board), billing day, demand period.
+TARIFF_DEFAULTS = {"tariffs": 4, "calendar": None, "billing_day": 1, "demand_period_s": 900}
+_TARIFF_LIMITS = {"tariffs": (1, 8), "billing_day": (1, 28)}
+
+
+def _tariff_problems(t):
+    if not isinstance(t, dict):
+        return ["tariff must be an object"]
+    problems = []
+    for key in t:
+        if key not in TARIFF_DEFAULTS:
+            problems.append("tariff: unknown key %r" % key)
+    for key, (lo, hi) in _TARIFF_LIMITS.items():
+        v = t.get(key, TARIFF_DEFAULTS[key])
+        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+            problems.append("tariff.%s must be an integer %d..%d, not %r" % (key, lo, hi, v))
+    if t.get("demand_period_s", 900) not in (300, 900, 1800, 3600):
+        problems.append("tariff.demand_period_s must be 300, 900, 1800 or 3600, not %r" % (t["demand_period_s"],))
+    cal = t.get("calendar")
+    if cal is not None and not isinstance(cal, (dict, str)):
+        problems.append("tariff.calendar must be a calendar object or the path of a JSON file")
+    return problems
+
+
+def tariff_settings(board):
+    """The board's tariff section with defaults filled in; a calendar given as a path is read here."""
+    out = dict(TARIFF_DEFAULTS)
+    out.update(board.get("tariff") or {})
+    cal = out["calendar"]
+    if isinstance(cal, str):
+        try:
+            with open(cal) as f:
+                out["calendar"] = json.loads(f.read())
+        except (OSError, ValueError) as e:
+            raise BoardError("tariff.calendar %s cannot be read: %s" % (cal, e))
+    return out
 
 
 def _link_problems(link):
@@ -99,12 +142,14 @@ def load_board(path):
 
 
 class Hardware:
-    def __init__(self, board, i2c, ticks_us, sleep_us, time, relay, flash_dir, sim=None):
+    def __init__(self, board, i2c, ticks_us, sleep_us, time, relay, flash_dir, sim=None, time_us=None):
         self.board = board
         self.i2c = i2c
         self.ticks_us = ticks_us
         self.sleep_us = sleep_us
         self.time = time
+        self.time_us = time_us or (lambda: time() * 1000000)
+        self.reset_cause = None  # why the board last restarted, when it was not a power-up: e.g. "watchdog"
         self.relay = relay
         self.flash_dir = flash_dir
         self.sim = sim  # the simulator's handles (clock, chip, scenario) when mcu == "unix-sim"
@@ -137,8 +182,13 @@ def _open_esp32(board, flash_dir):
     def utc():
         return time.time() + EPOCH_2000_OFFSET  # ESP32 time.time() counts from 2000
 
+    def utc_us():
+        return time.time_ns() // 1000 + EPOCH_2000_OFFSET * 1000000  # a big int: called every few seconds only
+
     # On the ESP32 time.ticks_us() already wraps at 2^30, the period meter.clock assumes.
-    return Hardware(board, i2c, time.ticks_us, time.sleep_us, utc, relay, _ensure_dir(flash_dir))
+    hw = Hardware(board, i2c, time.ticks_us, time.sleep_us, utc, relay, _ensure_dir(flash_dir), time_us=utc_us)
+    hw.reset_cause = {machine.WDT_RESET: "watchdog", machine.SOFT_RESET: None}.get(machine.reset_cause())
+    return hw
 
 
 def open_transport(board, ticks_ms=None):
@@ -217,4 +267,4 @@ def _open_sim(board, flash_dir, overrides):
     if not cfg.get("absent"):
         bus.add(ina["addr"], chip)
     return Hardware(board, bus, clock.ticks_us, clock.sleep_us, clock.time, SimRelay(chip),
-                    _ensure_dir(flash_dir), sim=SimHandles(clock, bus, chip, scenario))
+                    _ensure_dir(flash_dir), sim=SimHandles(clock, bus, chip, scenario), time_us=clock.time_us)

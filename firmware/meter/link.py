@@ -51,7 +51,7 @@ try:
 except ImportError:  # pragma: no cover
     select = None
 
-OP_BACKFILL = 1
+OP_BACKFILL = messages.OP_BACKFILL
 MAX_INBOX = 4  # head-end frames waiting for verification; more are dropped (acks are cumulative anyway)
 MAX_URGENT = 8  # command responses waiting to go ahead of the window; more go in order
 ERROR_HOLD_MS = 1000  # after an exception in poll(): the connection is closed and left alone this long
@@ -104,7 +104,7 @@ class Link:
         self.counter = int.from_bytes(got[1], "little") - 1 if got is not None and len(got[1]) == 8 else -1
         self._ctr_unsaved = 0
         self._rx = bytearray(read_chunk)
-        self._df = frame.Deframer()
+        self._df = frame.Deframer(frame.HOST_MAX_FRAME)  # commands may carry a calendar
         self._inbox = []
         self._up = False            # the transport was connected at the last look
         self._out = None            # memoryview of the frame being written, its position and seq, its role

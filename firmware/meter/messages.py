@@ -25,6 +25,13 @@ K_OP = 10
 K_ARGS = 11
 K_ACK_SEQ = 12
 
+# Command operations (key 10 of a command). Op 1 (back-fill of frames) is handled by meter.link itself.
+OP_BACKFILL = 1
+OP_CALENDAR = 2  # args {1: calendar (meter.tou dict), 2: activation UTC}: arm the passive calendar
+OP_BILLING_RESET = 3  # args {}: end the billing period now (snapshot, demand reset)
+OP_PROFILE = 4  # args {1: from UTC, 2: to UTC}: send the stored load-profile rows ending in [from, to] again
+COMMAND_MAX_PAYLOAD = 3072  # bytes of CBOR a head-end message may carry (a calendar)
+
 # Status bits (key 5)
 ST_SENSOR_FAULT = 1 << 0
 ST_CLOCK_NOT_SET = 1 << 1
@@ -59,13 +66,17 @@ def obis_code(key):
     return "%d.%d.%d" % (key // 10000, key // 100 % 100, key % 100)
 
 
-def register_map(snapshot):
-    """Registers.snapshot() -> {obis_key: Wh} (the residuals stay on the meter). With a single tariff the
-    tariff registers 1.8.1 / 2.8.1 equal the totals and are left out: 8 bytes less on every reading."""
+def register_map(snapshot, tariffs=None):
+    """Registers.snapshot() -> {obis_key: Wh} (the residuals stay on the meter). Tariff registers are sent for
+    tariffs 1..`tariffs` (the tariffs the meter's calendar uses) and for any other that holds energy; with a
+    single tariff in use, 1.8.1 / 2.8.1 equal the totals and are left out: 8 bytes less on every reading."""
     out = {}
     for code, value in snapshot.items():
         if isinstance(value, int) and code.count(".") == 2:
-            out[obis_key(code)] = value
+            k = obis_key(code)
+            e = k % 100
+            if e == 0 or value or (tariffs is not None and e <= tariffs):
+                out[k] = value
     if not any(k % 100 >= 2 for k in out):
         for k in [k for k in out if k % 100 == 1]:
             del out[k]
@@ -100,13 +111,31 @@ def hello_body(fw_version, board, boots, cycle_us, shunt_duty_ppm, shunt_uohm, q
     return {6: fw_version, 7: board, 8: boots, 9: cycle_us, 10: shunt_duty_ppm, 11: shunt_uohm, 12: quantum_wh}
 
 
-def reading_body(snapshot, power_mw, bus_mv, current_ma, uncovered_ppm):
-    return {6: register_map(snapshot), 7: [power_mw, bus_mv, current_ma], 8: uncovered_ppm}
+def reading_body(snapshot, power_mw, bus_mv, current_ma, uncovered_ppm, tariffs=None, tariff=None, demand=None):
+    """tariff: the tariff in force (key 9, sent when the calendar has more than one); demand: [current average
+    W, last period average W] (key 10, 1.4.0 and 1.5.0)."""
+    b = {6: register_map(snapshot, tariffs), 7: [power_mw, bus_mv, current_ma], 8: uncovered_ppm}
+    if tariff is not None:
+        b[9] = tariff
+    if demand is not None:
+        b[10] = demand
+    return b
 
 
 def intervals_body(rows, period_s):
     """rows: [[end_utc, import_mwh, export_mwh, status], ...] oldest first."""
     return {6: rows, 7: period_s}
+
+
+def billing_body(period_end, snapshot, max_demand, tariffs=None):
+    """A billing snapshot: period end (UTC), every register, and the maximum demands of the period as
+    Demand.snapshot() gives them ({"1.6.t": [W, period end]}); all tariff registers in use are included."""
+    md = {}
+    for code in max_demand:
+        k = obis_key(code)
+        if tariffs is None or k % 100 <= tariffs:
+            md[k] = max_demand[code]
+    return {6: period_end, 7: register_map(snapshot, tariffs), 8: md}
 
 
 def event_body(event_seq, code, value, t):
@@ -142,7 +171,7 @@ def verify_host(cose_bytes, identity, now, last_counter):
     except cose.COSEError as e:
         raise HostMessageError("malformed", "not a valid COSE_Sign1: %s" % e)
     try:
-        m = cbor.decode(payload, max_len=1024, max_depth=4, max_items=64)
+        m = cbor.decode(payload, max_len=COMMAND_MAX_PAYLOAD, max_depth=8, max_items=512)
     except cbor.CBORError as e:
         raise HostMessageError("malformed", "payload is not deterministic CBOR: %s" % e)
     if not isinstance(m, dict):

@@ -406,6 +406,7 @@ class Metrology:
         self._tk = array("i", bytes(4 * batch))
         self._fe = array("i", bytes(4 * _F_WORDS))
         self._res = [0, 0]  # sub-uWh remainders (import, export) in raw units, each < units_per_uwh
+        self._cuts = 0  # readings added by cut() (not real samples: taken off the sample count)
 
     # -- acquisition (hot path, allocation-free) --------------------------------------------------------
     def add(self, shunt, bus, tick):
@@ -442,6 +443,17 @@ class Metrology:
             _move(st, ST_SAMPLES, fe, _F_SAMPLES)
             _move(st, ST_CLAMPED, fe, _F_CLAMPED)
 
+    def cut(self, shunt, bus, tick):
+        """Split the conversion cycle that this reading ends at `tick`, an instant inside it (a tariff switch,
+        a demand or profile boundary): everything up to `tick` is integrated now, so take_uwh() returns the
+        energy before the instant, and the caller then add()s the same reading to meter the rest of the cycle.
+        The reading's power is held over the cycle either way, so the cycle's energy is divided in proportion
+        to time and the sum is unchanged (the 4 us carry is kept). The extra reading is not counted as a
+        sample. If the cycle is a gap (missed cycles), each part estimates its own missed cycles."""
+        self.add(shunt, bus, tick)
+        self.flush()
+        self._cuts += 1
+
     # -- energy -----------------------------------------------------------------------------------------
     def take_uwh(self):
         """(import_uwh, export_uwh): whole uWh since the last take; the sub-uWh remainder is kept exactly."""
@@ -470,7 +482,7 @@ class Metrology:
 
     @property
     def samples(self):
-        return self._pair(_F_SAMPLES)
+        return self._pair(_F_SAMPLES) - self._cuts
 
     @property
     def covered_us(self):
@@ -523,6 +535,7 @@ class Metrology:
         fe = self._fe
         for j in range(_F_COVERED, _F_WORDS):
             fe[j] = 0
+        self._cuts = 0
         reset_minmax(self.state)
 
     def start_at(self, tick):

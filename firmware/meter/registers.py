@@ -201,6 +201,18 @@ class Registers:
                     return False
         return True
 
+    def widened(self, tariffs):
+        """A copy with `tariffs` tariff registers (at least as many as now): the new ones start at 0."""
+        if not isinstance(tariffs, int) or not self.tariffs <= tariffs <= MAX_TARIFFS:
+            raise ValueError("can widen %d tariffs to %d..%d only, not %r"
+                             % (self.tariffs, self.tariffs, MAX_TARIFFS, tariffs))
+        c = Registers(tariffs)
+        for k in (IMPORT, EXPORT):
+            for t in range(self.tariffs):
+                c._wh[k][t] = self._wh[k][t]
+                c._res[k][t] = self._res[k][t]
+        return c
+
     def copy(self):
         c = Registers(self.tariffs)
         c._wh = (list(self._wh[IMPORT]), list(self._wh[EXPORT]))

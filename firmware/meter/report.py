@@ -1,5 +1,6 @@
 # What the meter tells the head-end, and when: hello at boot, a reading every `reading_s`, a load-profile row
-# at every `interval_s` boundary (UTC-aligned), and every event as it happens. Frames are signed and framed by
+# at every `interval_s` boundary (UTC-aligned; meter.app cuts the energy there and calls row()), a billing
+# snapshot at the end of each billing period (billing()), and every event as it happens. Frames are signed and framed by
 # meter.messages.Builder and handed to `sink(frame_bytes)` (the link, or a file in the simulator).
 from meter import events, messages
 from meter.messages import (ST_CHIP_RESET, ST_I2C_ERRORS, ST_MISSED, ST_OVERFLOW, ST_POWER_FAIL,
@@ -27,7 +28,6 @@ class Reporter:
         self.sticky = 0  # status bits collected since the last reading
         self.frames = 0
         self._next_reading = None
-        self._next_interval = None
         self._covered = 0
         self._elapsed = 0
         self._overflows = 0
@@ -47,7 +47,7 @@ class Reporter:
         """A signed command response frame (kind 6), for the link to send: the link calls this."""
         return self.builder.frame(messages.RESPONSE, self._status(), messages.response_body(counter, result, reason))
 
-    def _send(self, kind, body, status=None):
+    def send(self, kind, body, status=None):
         self.sink(self.builder.frame(kind, self._status() if status is None else status, body))
         self.frames += 1
 
@@ -59,12 +59,10 @@ class Reporter:
             self.sticky |= ST_RESTORED | ST_POWER_FAIL
             self._row_flags |= messages.ROW_POWER_FAIL
         ina = m.hw.board["ina219"]
-        self._send(messages.HELLO, messages.hello_body(
+        self.send(messages.HELLO, messages.hello_body(
             FW_VERSION, m.hw.board["name"], boots, m.sensor.cycle_us, m.sensor.shunt_duty_ppm,
             ina["shunt_uohm"], m.hw.board["checkpoint"]["quantum_wh"]))
-        now = m.hw.time()
-        self._next_reading = _next_multiple(now, self.reading_s)
-        self._next_interval = _next_multiple(now, self.interval_s)
+        self._next_reading = _next_multiple(m.hw.time(), self.reading_s)
 
     def event(self, code, value):
         """Log the event (durably, numbered by the event log) and send it. Events before boot() are logged and
@@ -79,25 +77,34 @@ class Reporter:
             seq = self.meter.eventlog.next_seq  # flash trouble: still sent, with the number it would have had
         if self._next_reading is None:
             return
-        self._send(messages.EVENT, messages.event_body(seq, code, value, t))
+        self.send(messages.EVENT, messages.event_body(seq, code, value, t))
 
     def settled(self):
-        """Called after every batch: send what has come due."""
+        """Called after every batch: send a reading when one has come due."""
         if self._next_reading is None:
             return
         now = self.meter.hw.time()
-        if now >= self._next_interval:
-            self._send_row(self._next_interval)
-            self._next_interval = _next_multiple(now, self.interval_s)
         if now >= self._next_reading:
             self._send_reading()
             self._next_reading = _next_multiple(now, self.reading_s)
 
-    def _send_row(self, end):
+    def clock_set(self):
+        """The clock was set: the next load-profile row says so."""
+        self._row_flags |= messages.ROW_CLOCK_ADJUSTED
+
+    def row(self, end, partial=False, dst=False):
+        """The load-profile row of the interval ending at `end` (the registers are exact at that instant):
+        stored in flash, registers checkpointed, then sent."""
         m = self.meter
         regs = m.registers
-        row = [end, regs.total_uwh("import") // 1000, regs.total_uwh("export") // 1000,
-               self._row_flags | (messages.ROW_RELAY_OPEN if self._status() & ST_RELAY_OPEN else 0)]
+        flags = self._row_flags
+        if partial:
+            flags |= messages.ROW_PARTIAL
+        if dst:
+            flags |= messages.ROW_DST
+        if self._status() & ST_RELAY_OPEN:
+            flags |= messages.ROW_RELAY_OPEN
+        row = [end, regs.total_uwh("import") // 1000, regs.total_uwh("export") // 1000, flags]
         try:
             m.profile.append(row[0], row[1], row[2], row[3])
         except ValueError:
@@ -109,7 +116,17 @@ class Reporter:
         self._row_flags = 0
         # registers must never restore below a stored row after a power cut (an unchanged payload is not rewritten)
         m.checkpoint(force=m.registers.total_uwh() != m.checkpointer.last_uwh)
-        self._send(messages.INTERVALS, messages.intervals_body([row], self.interval_s))
+        self.send(messages.INTERVALS, messages.intervals_body([row], self.interval_s))
+
+    def billing(self, period_end, maxima):
+        """The signed billing snapshot of the period ending at `period_end`: every register as it stands and
+        the period's maximum demands (Demand.reset's return)."""
+        m = self.meter
+        self.send(messages.BILLING, messages.billing_body(period_end, m.registers.snapshot(), maxima,
+                                                           self._tariffs()))
+
+    def _tariffs(self):
+        return self.meter.calendars.active.tariffs
 
     def _send_reading(self):
         m = self.meter
@@ -126,6 +143,9 @@ class Reporter:
         s = m.sensor
         ma = s.current_ua()
         ma = ma // 1000 if ma >= 0 else -(-ma // 1000)
-        self._send(messages.READING, messages.reading_body(m.registers.snapshot(), s.power_mw(), s.bus_mv(), ma,
-                                                           uncovered))
+        n = self._tariffs()
+        d = m.demand
+        self.send(messages.READING, messages.reading_body(
+            m.registers.snapshot(), s.power_mw(), s.bus_mv(), ma, uncovered, n, m.tariff if n > 1 else None,
+            [d.current_average, d.last_average]))
         self.sticky = 0

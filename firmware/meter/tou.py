@@ -631,6 +631,24 @@ class Calendar:
         return out
 
 
+def billing_instant(tz, year, month, day):
+    """UTC instant of local midnight starting day `day` (1..28) of year-month: a billing period end."""
+    return tz._local_to_utc2(days_from_civil(year, month, day) * DAY) + _E
+
+
+def next_billing(tz, t, day):
+    """The first billing period end strictly after UTC instant t: local midnight (TZ `tz`) at the start of day
+    `day` (1..28, so every month has it) of a month."""
+    if not _is_int(day) or not 1 <= day <= 28:
+        raise ValueError("billing day must be 1..28, got %r" % (day,))
+    y, m = tz.localtime(t)[:2]
+    b = billing_instant(tz, y, m, day)
+    if b <= t:
+        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+        b = billing_instant(tz, y, m, day)
+    return b
+
+
 DEFAULT_CALENDAR = {
     "name": "single-rate",
     "tz": "UTC0",

@@ -8,6 +8,7 @@
 #       [--link tcp:HOST:PORT | serial:PATH]  (send frames through the durable outbox and a real link)
 #       [--drain-ms N]      (with --link: at the end, wait up to N ms of real time for the last acks)
 #       [--clock-file PATH] (a fleet's clock, UTC seconds as text: stay within 120 s of it; print @@T lines)
+#       [--calendar FILE] [--billing-day N] [--tariffs N] [--demand-period S]  (the board's 'tariff' section)
 #       [--progress] [--trace] [--absent] [--log]
 #
 # --frames FILE writes every signed, framed message the meter sends (a COBS byte stream) to FILE.
@@ -28,7 +29,8 @@ from meter.app import Meter
 def _args(argv):
     opts = {"board": "boards/unix-sim.json", "hours": "1", "flash": None, "scenario": None, "seed": None,
             "start": None, "frames": None, "reading-s": "60", "headend": None, "speed": None,
-            "link": None, "drain-ms": "3000", "clock-file": None}
+            "link": None, "drain-ms": "3000", "clock-file": None, "calendar": None, "billing-day": None,
+            "tariffs": None, "demand-period": None}
     flags = set()
     i = 0
     while i < len(argv):
@@ -50,6 +52,14 @@ FLEET_SLACK_S = 120
 def main(argv):
     opts, flags = _args(argv)
     board = hal.load_board(opts["board"])
+    tariff = dict(board.get("tariff") or {})
+    for opt, key in (("calendar", "calendar"), ("billing-day", "billing_day"), ("tariffs", "tariffs"),
+                     ("demand-period", "demand_period_s")):
+        if opts[opt] is not None:
+            tariff[key] = opts[opt] if opt == "calendar" else int(opts[opt])
+    if tariff:
+        board["tariff"] = tariff
+        board = hal.validate_board(board)
     overrides = {}
     if opts["scenario"]:
         overrides["scenario"] = opts["scenario"]

@@ -39,6 +39,10 @@ class VirtualClock:
         """UTC seconds since 1970 (an int, like time.time() on the ESP32 once hal adds the 2000 epoch)."""
         return self.start_unix_s + (self.now_us - self._t0_us) // 1000000
 
+    def time_us(self):
+        """UTC microseconds since 1970, on the same timeline as ticks_us()."""
+        return self.start_unix_s * 1000000 + self.now_us - self._t0_us
+
     def elapsed_us(self):
         """Microseconds since the clock was created."""
         return self.now_us - self._t0_us

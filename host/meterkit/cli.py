@@ -40,7 +40,8 @@ def _cmd_sim_run(args: argparse.Namespace) -> int:
                          board=args.board, start=args.start, frames_out=args.frames_out,
                          pubkey_out=args.pubkey_out, signing=not args.no_frames, progress=progress,
                          headend_pub=_headend_point(args.headend_key) if args.headend_key else None,
-                         link=args.link, speed=args.speed)
+                         link=args.link, speed=args.speed, calendar=args.calendar, billing_day=args.billing_day,
+                         tariffs=args.tariffs, demand_period_s=args.demand_period)
     except SimError as e:
         print(f"meterkit sim run: {e}", file=sys.stderr)
         return 1
@@ -103,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--speed", type=float, default=None,
                      help="virtual time at most this many times real time (e.g. 60 with --link)")
     run.add_argument("--no-frames", action="store_true", help="metering core only: no keys, no signed frames")
+    run.add_argument("--calendar", default=None, help="TOU calendar JSON the meter starts with (docs/tariffs.md)")
+    run.add_argument("--billing-day", type=int, default=None, help="day of the month a billing period ends (1..28)")
+    run.add_argument("--tariffs", type=int, default=None, help="tariff registers on the meter (1..8, default 4)")
+    run.add_argument("--demand-period", type=int, default=None, choices=(300, 900, 1800, 3600),
+                     help="demand period in seconds (default 900)")
     run.add_argument("--json", action="store_true", help="print one JSON object")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=_cmd_sim_run)

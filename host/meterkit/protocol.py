@@ -348,7 +348,7 @@ class Message:
 
 # --- payload schema (the CDDL of docs/protocol.md) ----------------------------------------------------------
 
-_U64, _U32, _INT, _PPM, _TSTR, _DEVID, _REGS, _INST, _ROWS, _INT_TSTR, _MAXDEM, _ARGS = range(12)
+_U64, _U32, _INT, _PPM, _TSTR, _DEVID, _REGS, _INST, _ROWS, _INT_TSTR, _MAXDEM, _ARGS, _DEMAND = range(13)
 
 _COMMON = {K_KIND: _U64, K_DEVICE: _DEVID, K_SEQ: _U64, K_TIME: _U32, K_STATUS: _U64}
 _HOST_COMMON = {K_KIND: _U64, K_DEVICE: _DEVID, K_COUNTER: _U64, K_ISSUED: _U32, K_EXPIRES: _U32}
@@ -499,6 +499,13 @@ def _c_inst(v: Any, name: str, key: int) -> None:
         _int(ma, f"{name} key {key}: current mA")
 
 
+def _c_demand(v: Any, name: str, key: int) -> None:
+    if type(v) is not list or len(v) != 2:
+        raise _wrong(f"{name} key {key}", "an array [current average W, last average W]", v)
+    for i, w in enumerate(v):
+        _uint(w, f"{name} key {key}[{i}]", UINT64_MAX)
+
+
 def _c_rows(v: Any, name: str, key: int) -> None:
     if type(v) is not list:
         raise _wrong(f"{name} key {key}", "an array of interval rows", v)
@@ -536,12 +543,12 @@ def _c_args(v: Any, name: str, key: int) -> None:
 
 _CHECKERS = {_U64: _c_uint(_U64), _U32: _c_uint(_U32), _PPM: _c_uint(_PPM), _DEVID: _c_devid, _INT: _c_int,
              _TSTR: _c_tstr, _REGS: _registers, _MAXDEM: _c_maxdem, _INST: _c_inst, _ROWS: _c_rows,
-             _INT_TSTR: _c_int_tstr, _ARGS: _c_args}
+             _INT_TSTR: _c_int_tstr, _ARGS: _c_args, _DEMAND: _c_demand}
 
 
 _SPECS = {
     HELLO: _Spec(HELLO, _COMMON, {6: _TSTR, 7: _TSTR, 8: _U64, 9: _U64, 10: _PPM, 11: _U64, 12: _U64}),
-    READING: _Spec(READING, _COMMON, {6: _REGS, 7: _INST, 8: _PPM}),
+    READING: _Spec(READING, _COMMON, {6: _REGS, 7: _INST, 8: _PPM, 9: _U64, 10: _DEMAND}, optional=(9, 10)),
     INTERVALS: _Spec(INTERVALS, _COMMON, {6: _ROWS, 7: _U64}),
     EVENT: _Spec(EVENT, _COMMON, {6: _U64, 7: _U64, 8: _INT_TSTR, 9: _U32}),
     BILLING: _Spec(BILLING, _COMMON, {6: _U32, 7: _REGS, 8: _MAXDEM}, optional=(8,)),

@@ -45,11 +45,14 @@ def run_sim(scenario: str, hours: float, *, seed: int | None = None, heap: str |
             frames_out: str | Path | None = None, pubkey_out: str | Path | None = None, signing: bool = True,
             reading_s: int | None = None, headend_pub: bytes | None = None, link: str | None = None,
             speed: float | None = None, progress: Callable[[float], None] | None = None,
-            timeout: float = 900) -> dict:
+            calendar: str | Path | None = None, billing_day: int | None = None, tariffs: int | None = None,
+            demand_period_s: int | None = None, timeout: float = 900) -> dict:
     """Run one simulated meter to the end and return its result, with host-side wall time added.
 
     signing=False runs the metering core alone (no identity, no frames): the ESP32-sized heap check.
     frames_out receives the raw signed frames the meter sent, pubkey_out its public key (PEM).
+    calendar (a TOU calendar JSON file), billing_day, tariffs, demand_period_s override the board's 'tariff'
+    section (docs/tariffs.md).
     """
     if scenario not in SCENARIOS:
         raise SimError(f"unknown scenario {scenario!r}; choose one of: {', '.join(SCENARIOS)}")
@@ -69,6 +72,11 @@ def run_sim(scenario: str, hours: float, *, seed: int | None = None, heap: str |
             cmd += ["--link", link]
         if speed is not None:
             cmd += ["--speed", repr(float(speed))]
+        if calendar is not None:
+            cmd += ["--calendar", str(Path(calendar).resolve())]
+        for opt, v in (("--billing-day", billing_day), ("--tariffs", tariffs), ("--demand-period", demand_period_s)):
+            if v is not None:
+                cmd += [opt, str(int(v))]
         t0 = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=sim_env(), cwd=str(firmware_dir().parent))

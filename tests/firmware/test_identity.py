@@ -117,5 +117,7 @@ def test_obis_keys():
     raises(ValueError, messages.obis_key, "1.8")
     eq(messages.register_map({"1.8.0": 5, "1.8.1": 5, "2.8.0": 0, "2.8.1": 0, "residual_uwh": {}}),
        {10800: 5, 20800: 0}, "single tariff: tariff registers left out")
-    eq(len(messages.register_map({"1.8.0": 5, "1.8.1": 3, "1.8.2": 2, "2.8.0": 0, "2.8.1": 0, "2.8.2": 0})), 6,
-       "two tariffs: all sent")
+    two = {"1.8.0": 5, "1.8.1": 3, "1.8.2": 2, "2.8.0": 0, "2.8.1": 0, "2.8.2": 0, "1.8.3": 0, "2.8.3": 0}
+    eq(len(messages.register_map(two, 2)), 6, "two tariffs in use: all their registers sent, 1.8.3/2.8.3 not")
+    eq(sorted(messages.register_map(two)), [10800, 10801, 10802, 20800],
+       "tariffs in use unknown: the empty tariff registers left out")

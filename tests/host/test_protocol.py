@@ -379,6 +379,9 @@ _DELETE = object()
     (mutate(billing_payload(), k8={10600: 5}), "wrong-type"),
     (mutate(response_payload(), k7="ok"), "wrong-type"),
     (mutate(response_payload(), k8=3), "wrong-type"),
+    (mutate(reading_payload(1), k10=[5]), "wrong-type"),  # demand: [current W, last W]
+    (mutate(reading_payload(1), k10=[5, -1]), "out-of-range"),
+    (mutate(reading_payload(1), k9="peak"), "wrong-type"),  # the tariff in force
     ({1: "reading"}, "wrong-type"),
     ({"1": 2}, "missing-key"),
     # missing keys
@@ -390,7 +393,7 @@ _DELETE = object()
     (mutate(hello_payload(1), k12=_DELETE), "missing-key"),
     (mutate(billing_payload(), k7=_DELETE), "missing-key"),
     # unknown keys
-    (mutate(reading_payload(1), k9=0), "unknown-key"),
+    (mutate(reading_payload(1), k11=0), "unknown-key"),
     (mutate(reading_payload(1), k0=0), "unknown-key"),
     (mutate(response_payload(), k9="x"), "unknown-key"),
     # out of range

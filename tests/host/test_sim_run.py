@@ -33,11 +33,12 @@ def test_export_scenario_feeds_export_register():
 
 
 def test_metering_core_runs_in_a_capped_esp32_sized_heap():
-    # 128K on this 64-bit port holds about what 64-70K would on the 32-bit ESP32 (objects and pointers are
-    # half the size there), and includes ~20K of simulator code a board never loads. The exact smallest cap is
+    # 176K on this 64-bit port holds about what ~90K would on the 32-bit ESP32 (objects and pointers are
+    # half the size there), and includes ~20K of simulator code a board never loads and ~75K of firmware
+    # bytecode (the TOU calendar alone ~22K) that a board keeps frozen in flash. The exact smallest cap is
     # measured by `meterkit bench` (docs/performance.md), not asserted here.
-    r = run_sim("random-walk", 0.5, heap="128K", signing=False)
-    assert r["heap_total"] <= 128 * 1024
+    r = run_sim("random-walk", 0.5, heap="176K", signing=False)
+    assert r["heap_total"] <= 176 * 1024
     assert r["error_pct"] < 0.01
 
 
@@ -77,7 +78,9 @@ def test_solar_day_follows_the_clock():
 
 
 def test_signing_meter_runs_in_a_capped_heap():
-    r = run_sim("steps", 0.5, heap="192K")
+    # The whole meter (signing, profile, event log, outbox, TOU calendar, demand) on the 64-bit port, firmware
+    # bytecode included: a board freezes that bytecode into flash (docs/performance.md, "Heap").
+    r = run_sim("steps", 0.5, heap="256K")
     assert r["frames"] > 10 and r["error_pct"] < 0.01
 
 
