@@ -9,7 +9,7 @@ import json
 import struct
 
 from meter import events
-from meter.clock import TickMap, ticks_diff
+from meter.clock import TickMap, next_multiple, ticks_diff
 from meter.demand import Demand
 from meter.hal import tariff_settings
 from meter.ina219 import INA219, SensorError
@@ -37,10 +37,6 @@ BILLING_CATCH_UP = 13  # billing periods that ended while the meter was off, at 
 
 PROFILE_ROWS_MAX = 96  # rows one profile command sends again (a day at 15 min; ask again for more)
 PROFILE_ROWS_PER_FRAME = 16
-
-
-def _next_multiple(t, period):
-    return (t // period + 1) * period
 
 
 def _uint(v):
@@ -236,7 +232,7 @@ class Meter:
         """The first boundary after instant t."""
         c = self.calendars
         nb = c.next_switch(t)
-        for x in (self.demand.next_boundary(t), _next_multiple(t, self.interval_s), self.next_billing,
+        for x in (self.demand.next_boundary(t), next_multiple(t, self.interval_s), self.next_billing,
                   c.activation):
             if x is not None and t < x < nb:
                 nb = x

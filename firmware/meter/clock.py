@@ -16,6 +16,11 @@ def ticks_diff(a, b):
     return ((a - b + _TICKS_HALF) & TICKS_MASK) - _TICKS_HALF
 
 
+def next_multiple(t, period):
+    """The first multiple of `period` after t: readings, profile rows and demand periods align to the UTC clock."""
+    return (t // period + 1) * period
+
+
 def ticks_add(t, delta):
     return (t + delta) & TICKS_MASK
 

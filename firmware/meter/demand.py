@@ -60,6 +60,7 @@ Binary form (`to_bytes`, little-endian, version 1), N tariffs: 41 + 12 * (N + 1)
 
 import struct
 
+from meter.clock import next_multiple
 from meter.registers import MAX_TARIFFS
 
 PERIODS = (300, 900, 1800, 3600)
@@ -151,7 +152,7 @@ class Demand:
 
     def next_boundary(self, t):
         """The first period boundary strictly after UTC instant t: where the caller must split a batch."""
-        return t - t % self.period_s + self.period_s
+        return next_multiple(t, self.period_s)
 
     # -- averages -----------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 # snapshot at the end of each billing period (billing()), and every event as it happens. Frames are signed and framed by
 # meter.messages.Builder and handed to `sink(frame_bytes)` (the link, or a file in the simulator).
 from meter import events, messages
+from meter.clock import next_multiple
 from meter.messages import (ST_CHIP_RESET, ST_I2C_ERRORS, ST_MISSED, ST_OVERFLOW, ST_POWER_FAIL,
                             ST_RELAY_OPEN, ST_RESTORED, ST_SENSOR_FAULT)
 
@@ -11,11 +12,6 @@ FW_VERSION = "meterkit-0.1"
 # Which events leave a mark in the status bits of the next frames.
 _EVENT_STATUS = {events.CHIP_RESET: ST_CHIP_RESET, events.I2C_ERRORS: ST_I2C_ERRORS,
                  events.SENSOR_FAULT: ST_SENSOR_FAULT}
-
-
-def _next_multiple(t, period):
-    """The first multiple of period after t: reports and profile rows are aligned to the UTC clock."""
-    return (t // period + 1) * period
 
 
 class Reporter:
@@ -62,7 +58,7 @@ class Reporter:
         self.send(messages.HELLO, messages.hello_body(
             FW_VERSION, m.hw.board["name"], boots, m.sensor.cycle_us, m.sensor.shunt_duty_ppm,
             ina["shunt_uohm"], m.hw.board["checkpoint"]["quantum_wh"]))
-        self._next_reading = _next_multiple(m.hw.time(), self.reading_s)
+        self._next_reading = next_multiple(m.hw.time(), self.reading_s)
 
     def event(self, code, value):
         """Log the event (durably, numbered by the event log) and send it. Events before boot() are logged and
@@ -86,7 +82,7 @@ class Reporter:
         now = self.meter.hw.time()
         if now >= self._next_reading:
             self._send_reading()
-            self._next_reading = _next_multiple(now, self.reading_s)
+            self._next_reading = next_multiple(now, self.reading_s)
 
     def clock_set(self):
         """The clock was set: the next load-profile row says so."""

@@ -39,8 +39,8 @@ maximum demand (1.6.0, 1.6.t)
     Otherwise ``profile``: the largest average import power over one complete capture period; per tariff,
     of the intervals that end in that tariff (the tariff in force during the interval's last second).
 
-The profile and the registers differ by design by less than 1 Wh per tariff switch (the meter credits a
-completed Wh to the tariff in force when it completes) and by the sub-Wh residuals at the two ends.
+The profile and the registers differ by the registers' sub-Wh residuals (each tariff register keeps its own,
+so it is the floor of that tariff's energy) when the calendar switches on interval ends.
 """
 
 from __future__ import annotations
