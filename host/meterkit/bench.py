@@ -105,6 +105,38 @@ def firmware_frame_sizes(hours: float = 2.0) -> dict:
     return out
 
 
+def tou_figures(hours: float = 12.0) -> dict:
+    """The register model's cost, side by side in one run: the same simulated meter (frames, constant load)
+    with the single-rate default calendar and with a two-rate calendar across a billing boundary (every
+    boundary is a cut of a conversion cycle); plus the sizes of its two-tariff readings and billing snapshot."""
+    import statistics
+    import tempfile
+
+    import cbor2
+
+    from meter import frame, messages
+
+    night = firmware_dir().parent / "examples" / "tariffs" / "night-2rate.calendar.json"
+    start = 1793484000  # 2026-10-31 22:00 UTC: the 1 November billing midnight (CET) an hour later
+    walls = {"single": [], "two_rate": []}
+    sizes: dict[int, list[int]] = {}
+    with tempfile.TemporaryDirectory(prefix="meterkit-bench-tou-") as tmp:
+        for rnd in range(2):  # alternate, so machine load hits both alike
+            for name, cal in (("single", None), ("two_rate", night)):
+                out = Path(tmp) / f"{name}-{rnd}.bin"
+                r = run_sim("constant", hours, start=start, calendar=cal, frames_out=out)
+                walls[name].append(r["wall_ms"])
+                if name == "two_rate" and rnd == 0:
+                    for cose in frame.Deframer().feed(out.read_bytes()):
+                        kind = cbor2.loads(cbor2.loads(cose).value[2])[1]
+                        sizes.setdefault(kind, []).append(len(cose))
+    single, two = min(walls["single"]), min(walls["two_rate"])
+    return {"tou_sim_hours": hours, "tou_wall_ms_single_rate": single, "tou_wall_ms_two_rate": two,
+            "tou_cost_ratio": round(two / single, 3),
+            "frame_reading_2_tariffs_cose_bytes_median": int(statistics.median(sizes.get(messages.READING, [0]))),
+            "frame_billing_2_tariffs_cose_bytes": max(sizes.get(messages.BILLING, [0]))}
+
+
 def crypto_figures() -> dict:
     """Sign and verify on the Unix port (firmware/sim/bench_crypto.py): medians and fastest samples."""
     c = _micropython_json([str(firmware_dir() / "sim" / "bench_crypto.py")])
@@ -125,6 +157,8 @@ def run_bench(quick: bool = False, log: Callable[[str], None] | None = None) -> 
     figures.update(crypto_figures())
     say("signed frame sizes (a simulated meter's own frames) ...")
     figures.update(firmware_frame_sizes(0.5 if quick else 2.0))
+    say("register model: two-rate calendar vs single rate, same sim ...")
+    figures.update(tou_figures(3.0 if quick else 12.0))
     say("host verify+decode vs bare cryptography verify ...")
     v = bench_host_verify(n=500 if quick else 2000)
     figures.update({f"host_{k}": v[k] for k in ("host_verify_per_s", "bare_verify_per_s", "ratio",
@@ -161,6 +195,10 @@ def format_bench(f: dict) -> str:
         f"{f.get('frame_reading_cose_bytes_max')}   (target <= 140)",
         f"  interval 1 row median {f.get('frame_interval_1_row_cose_bytes_median')}",
         f"  interval 4 rows {f['frame_interval_4_rows_cose_bytes']}",
+        f"  reading, two tariffs median {f['frame_reading_2_tariffs_cose_bytes_median']}; billing snapshot, two "
+        f"tariffs {f['frame_billing_2_tariffs_cose_bytes']}",
+        f"register model ({f['tou_sim_hours']:g} h sim, fastest of 2): two-rate calendar {f['tou_wall_ms_two_rate']} ms"
+        f" vs single rate {f['tou_wall_ms_single_rate']} ms: ratio {f['tou_cost_ratio']:.3f}",
         f"host verify+decode {f['host_host_verify_per_s']:.0f} frames/s vs bare cryptography verify "
         f"{f['host_bare_verify_per_s']:.0f}/s: ratio {f['host_ratio']:.3f} (target >= 0.8)",
         f"concentrator ingest over TCP (verify, decode, store, commit, ack): {f['ingest_frames_per_s']:.0f} frames/s"
