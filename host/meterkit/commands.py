@@ -38,16 +38,17 @@ from typing import Any
 import cbor2
 
 from meter import cbor as mcbor
+from meter import messages as mmsg
 
-OP_BACKFILL = 1
-OP_CALENDAR = 2
-OP_BILLING_RESET = 3
-OP_PROFILE = 4
+OP_BACKFILL = mmsg.OP_BACKFILL  # 1: the concentrator's own (frames by sequence number)
+OP_CALENDAR = mmsg.OP_CALENDAR  # 2
+OP_BILLING_RESET = mmsg.OP_BILLING_RESET  # 3
+OP_PROFILE = mmsg.OP_PROFILE  # 4
 OP_NAMES = {OP_BACKFILL: "back-fill", OP_CALENDAR: "calendar", OP_BILLING_RESET: "billing-reset",
             OP_PROFILE: "profile"}
 
-MAX_COMMAND_PAYLOAD = 3072  # the largest command payload (deterministic CBOR bytes) a meter verifies
-MAX_COMMAND_ITEMS = 512  # ... and the most CBOR data items (every key, value and container) it decodes
+MAX_COMMAND_PAYLOAD = mmsg.COMMAND_MAX_PAYLOAD  # the largest command payload (CBOR bytes) a meter verifies
+MAX_COMMAND_ITEMS = 512  # ... and the most CBOR data items (keys, values, containers): meter.messages.verify_host
 # its COSE_Sign1: tag, protected header, {4: kid} (17 bytes), payload bstr head (3), payload, signature (66)
 MAX_COMMAND_MESSAGE = MAX_COMMAND_PAYLOAD + 17 + 3 + 66
 DEFAULT_VALID_S = 7 * 86400  # a queued command is given up after a week unless --expires says otherwise

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from meter import cbor as mcbor
 from meter import messages
-from meter.frame import Deframer, encode_frame
+from meter.frame import HOST_MAX_FRAME, Deframer, encode_frame
 from meter.identity import Identity
 from meterkit import commands as C
 from meterkit import protocol as P
@@ -84,6 +84,10 @@ def test_calendar_sent_when_the_meter_connects_and_its_answer_stored(tmp_path):
             assert cmd.kind == P.COMMAND and cmd.body[P.K_OP] == C.OP_CALENDAR
             assert cmd.body[P.K_ARGS] == {1: NIGHT, 2: activation}
             assert cl.refused == [] and cmd.counter >= 1  # a meter accepts it (counter above its last)
+            # the firmware's own check accepts it: a whole calendar in one command
+            kind, counter, payload = messages.verify_host(cmd.raw, m.identity, int(rig.clock()), 0)
+            assert (kind, counter, payload[messages.K_OP]) == (messages.COMMAND, cmd.counter, C.OP_CALENDAR)
+            assert payload[messages.K_ARGS] == {1: NIGHT, 2: activation}
             q = entry(rig, qid)
             assert (q.state, q.counter, q.attempts, q.sent_at) == ("sent", cmd.counter, 1, rig.clock())
             # the meter arms it: event 12 (activation), then its response
@@ -378,7 +382,7 @@ class RawClient(asyncio.Protocol):
 def test_calendar_bigger_than_a_meter_frame_goes_out_whole_and_oversize_fails(tmp_path):
     async def main():
         async with LoopbackRig(tmp_path / "head.db") as rig:
-            m = sim_meter(rig)
+            m = real_meter(tmp_path, "m", rig)
             rig.register(m)
             big = copy.deepcopy(NIGHT)
             big["special"] = [{"name": f"holiday {i}", "date": [2027, 1 + i // 28, 1 + i % 28], "day": "d"}
@@ -405,11 +409,19 @@ def test_calendar_bigger_than_a_meter_frame_goes_out_whole_and_oversize_fails(tm
             body = cbor2.loads(payload)
             assert body[10] == C.OP_CALENDAR and body[11] == {1: big, 2: T0 + 86400}
             assert len(payload) == C.payload_size(cose) <= C.MAX_COMMAND_PAYLOAD
+            assert len(cose) <= C.MAX_COMMAND_MESSAGE <= HOST_MAX_FRAME  # the meter's deframer takes it
+            _, _, fw = messages.verify_host(cose, m.identity, int(rig.clock()), 0)  # the meter's own check
+            assert fw[messages.K_ARGS] == {1: big, 2: T0 + 86400}
             assert entry(rig, qid).state == "sent"
             cl.transport.write(m.response(body[3], 0))
             await until(lambda: entry(rig, qid).state == "answered")
             await until(lambda: entry(rig, too_big).state == "failed")  # its turn came: it cannot be sent
             assert "a meter decodes at most 512" in entry(rig, too_big).reason
+            # which is what the meter would have said: its decoder refuses that many items
+            refused = rig.headend.sign_command(m.device_id, body[3] + 1, C.OP_CALENDAR, {1: huge, 2: T0 + 86400},
+                                               int(rig.clock()), 300)
+            with pytest.raises(messages.HostMessageError, match="more than 512 data items"):
+                messages.verify_host(refused, m.identity, int(rig.clock()), 0)
             cl.transport.close()
 
     run(main())
