@@ -11,9 +11,9 @@ import struct
 from meter import events
 from meter.clock import TickMap, next_multiple, ticks_diff
 from meter.demand import Demand
-from meter.hal import tariff_settings
+from meter.hal import alarm_settings, tariff_settings
 from meter.ina219 import INA219, SensorError
-from meter.metrology import Metrology
+from meter.metrology import Metrology, reset_minmax
 from meter.registers import Registers
 from meter.store import Checkpointer, Store
 from meter.tou import CalendarSet, next_billing
@@ -60,6 +60,8 @@ class Meter:
         ck = b["checkpoint"]
         self.checkpointer = Checkpointer(self.store, quantum_uwh=ck["quantum_wh"] * 1000000,
                                          max_interval_s=ck["max_interval_s"])
+        self.alarms = alarm_settings(b)
+        self._alarmed = [False, False]  # over-current, over-voltage: raised and not yet 10 % below again
         self.tariffing = tariff_settings(b)
         self.registers = Registers(self.tariffing["tariffs"])
         self.interval_s = interval_s
@@ -453,6 +455,7 @@ class Meter:
             self._boundary(t)
         if self.metrology.add(s.shunt, s.bus, s.tick):
             self.settle()
+            self._check_alarms()
             s.check()  # a chip that reset on a load transient is re-initialised (and the event logged)
             return True
         return False
@@ -472,6 +475,27 @@ class Meter:
             self._arm()
         if self.reporter is not None:
             self.reporter.settled()
+
+    def _check_alarms(self):
+        """After each batch: its extreme current and voltage against the board's alarm thresholds."""
+        metro = self.metrology
+        mm = metro.minmax()  # of this batch (reset below after every batch)
+        if mm is None:
+            return
+        reset_minmax(metro.state)
+        lim = self.alarms
+        ma = max(abs(metro.ma(mm[0])), abs(metro.ma(mm[1])))
+        self._alarm(0, events.OVER_CURRENT, ma, lim["over_current_ma"])
+        self._alarm(1, events.OVER_VOLTAGE, metro.mv(mm[3]), lim["over_voltage_mv"])
+
+    def _alarm(self, i, code, value, limit):
+        if limit is None:
+            return
+        if not self._alarmed[i] and value > limit:
+            self._alarmed[i] = True
+            self.event(code, value)
+        elif self._alarmed[i] and value <= limit * 9 // 10:
+            self._alarmed[i] = False
 
     def run_until(self, stop, on_batch=None):
         """Sample until stop() is true; on_batch(meter) after every settled batch."""

@@ -14,3 +14,5 @@ CALENDAR_PASSIVE = 12  # a calendar command was accepted: passive calendar armed
 BILLING_END = 13  # a billing period ended (snapshot frozen, demand reset); value: the period end (UTC)
 CLOCK_SET = 14  # the clock moved by more than the meter can account for; value: seconds (negative = back)
 WATCHDOG_RESET = 15  # the last restart was the watchdog's (or a panic); value: the reset cause
+OVER_CURRENT = 16  # |current| went above the board's alarms.over_current_ma (again after falling 10 % below); value: mA
+OVER_VOLTAGE = 17  # the bus voltage went above alarms.over_voltage_mv (same hysteresis); value: mV

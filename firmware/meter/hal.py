@@ -59,6 +59,9 @@ def validate_board(board):
     tariff = board.get("tariff")
     if tariff is not None:
         problems.extend(_tariff_problems(tariff))
+    alarms = board.get("alarms")
+    if alarms is not None:
+        problems.extend(_alarm_problems(alarms))
     if board.get("mcu") == "unix-sim" and not isinstance(board.get("sim"), dict):
         problems.append("a unix-sim board needs a 'sim' section (scenario, seed, start_unix_s)")
     if problems:
@@ -97,6 +100,30 @@ def _tariff_problems(t):
     if cal is not None and not isinstance(cal, (dict, str)):
         problems.append("tariff.calendar must be a calendar object or the path of a JSON file")
     return problems
+
+
+# The optional 'alarms' section: thresholds that raise an event (over-current defaults to the sensor's range).
+_ALARMS = {"over_current_ma": (1, 100000), "over_voltage_mv": (1, 32000)}
+
+
+def _alarm_problems(a):
+    if not isinstance(a, dict):
+        return ["alarms must be an object"]
+    problems = []
+    for key, v in a.items():
+        lim = _ALARMS.get(key)
+        if lim is None:
+            problems.append("alarms: unknown key %r" % key)
+        elif v is not None and (not isinstance(v, int) or isinstance(v, bool) or not lim[0] <= v <= lim[1]):
+            problems.append("alarms.%s must be an integer %d..%d or null, not %r" % (key, lim[0], lim[1], v))
+    return problems
+
+
+def alarm_settings(board):
+    """{"over_current_ma": mA or None, "over_voltage_mv": mV or None}, defaults filled in."""
+    out = {"over_current_ma": board["ina219"]["max_ma"], "over_voltage_mv": None}
+    out.update(board.get("alarms") or {})
+    return out
 
 
 def tariff_settings(board):

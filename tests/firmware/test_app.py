@@ -128,3 +128,37 @@ def test_profile_rows_and_events_are_stored_before_they_are_sent():
     eq(power_up[2], events.POWER_UP, "power-up logged")
     eq(power_up[3], later - rows[-1][0], "outage = now - last stored row")
     eq(power_up[0], logged[-1][0] + 2, "numbering goes on across the reboot (sensor ok, then power up)")
+
+
+def _alarm_meter(alarms):
+    with open(BOARD) as f:
+        board = json.loads(f.read())
+    board["alarms"] = alarms
+    hw = hal.open_hardware(hal.validate_board(board), flash_dir=fresh_dir("test-app-alarm"),
+                           sim_overrides={"scenario": "constant"})  # 12 V, 1.5 A
+    return hw, Meter(hw)
+
+
+def test_over_current_and_over_voltage_alarms_raise_one_event_each():
+    from meter import events
+
+    hw, m = _alarm_meter({"over_current_ma": 1400, "over_voltage_mv": 11900})
+    m.start()
+    _run_s(hw, m, 120)
+    eq(m.event_counts.get(events.OVER_CURRENT), 1, "1.5 A > 1.4 A: one event, not one per batch")
+    eq(m.event_counts.get(events.OVER_VOLTAGE), 1, "12 V > 11.9 V: one event")
+    hw, m = _alarm_meter({"over_current_ma": 1600, "over_voltage_mv": None})
+    m.start()
+    _run_s(hw, m, 120)
+    eq(m.event_counts.get(events.OVER_CURRENT), None, "below the threshold: none")
+    eq(m.event_counts.get(events.OVER_VOLTAGE), None, "no voltage threshold: none")
+    for bad in ({"over_current_ma": 0}, {"over_voltage_mv": "high"}, {"under_voltage_mv": 5}, []):
+        with open(BOARD) as f:
+            board = json.loads(f.read())
+        board["alarms"] = bad
+        try:
+            hal.validate_board(board)
+        except hal.BoardError as e:
+            assert "alarms" in str(e), str(e)
+        else:
+            raise AssertionError("accepted alarms %r" % (bad,))
