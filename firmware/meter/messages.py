@@ -31,6 +31,7 @@ OP_CALENDAR = 2  # args {1: calendar (meter.tou dict), 2: activation UTC}: arm t
 OP_BILLING_RESET = 3  # args {}: end the billing period now (snapshot, demand reset)
 OP_PROFILE = 4  # args {1: from UTC, 2: to UTC}: send the stored load-profile rows ending in [from, to] again
 COMMAND_MAX_PAYLOAD = 3072  # bytes of CBOR a head-end message may carry (a calendar)
+COMMAND_MAX_ITEMS = 512  # ... CBOR data items (keys, values, containers) in it
 
 # Status bits (key 5)
 ST_SENSOR_FAULT = 1 << 0
@@ -171,7 +172,7 @@ def verify_host(cose_bytes, identity, now, last_counter):
     except cose.COSEError as e:
         raise HostMessageError("malformed", "not a valid COSE_Sign1: %s" % e)
     try:
-        m = cbor.decode(payload, max_len=COMMAND_MAX_PAYLOAD, max_depth=8, max_items=512)
+        m = cbor.decode(payload, max_len=COMMAND_MAX_PAYLOAD, max_depth=8, max_items=COMMAND_MAX_ITEMS)
     except cbor.CBORError as e:
         raise HostMessageError("malformed", "payload is not deterministic CBOR: %s" % e)
     if not isinstance(m, dict):

@@ -48,7 +48,7 @@ OP_NAMES = {OP_BACKFILL: "back-fill", OP_CALENDAR: "calendar", OP_BILLING_RESET:
             OP_PROFILE: "profile"}
 
 MAX_COMMAND_PAYLOAD = mmsg.COMMAND_MAX_PAYLOAD  # the largest command payload (CBOR bytes) a meter verifies
-MAX_COMMAND_ITEMS = 512  # ... and the most CBOR data items (keys, values, containers): meter.messages.verify_host
+MAX_COMMAND_ITEMS = mmsg.COMMAND_MAX_ITEMS  # ... and the most CBOR data items: meter.messages.verify_host
 # its COSE_Sign1: tag, protected header, {4: kid} (17 bytes), payload bstr head (3), payload, signature (66)
 MAX_COMMAND_MESSAGE = MAX_COMMAND_PAYLOAD + 17 + 3 + 66
 DEFAULT_VALID_S = 7 * 86400  # a queued command is given up after a week unless --expires says otherwise

@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
 from meter import cbor as mcbor
+from meter import frame as mframe
 
 # Kinds, the common keys and the status bits are the meter's own (meter.messages, the firmware module),
 # re-exported here: one definition for both ends of the wire.
@@ -65,7 +66,8 @@ from meter.messages import (
     ST_SENSOR_FAULT,
 )
 
-MAX_MESSAGE = 1024  # largest COSE_Sign1, bytes (one frame)
+MAX_MESSAGE = 1024  # largest COSE_Sign1 from a meter, bytes (one frame)
+MAX_HOST_MESSAGE = mframe.HOST_MAX_FRAME  # a head-end message may carry a whole TOU calendar
 MAX_DEPTH = 8  # nested containers in a payload; the CDDL needs 3 (billing max demand, interval rows)
 DEVICE_ID_LEN = 8
 SIGNATURE_LEN = 64
@@ -661,12 +663,12 @@ def _loads(data: bytes, what: str) -> Any:
         raise _decode_error(e, what) from None
 
 
-def _split_canonical(cose: bytes) -> tuple[bytes, bytes, bytes, bytes] | None:
+def _split_canonical(cose: bytes, max_len: int = MAX_MESSAGE) -> tuple[bytes, bytes, bytes, bytes] | None:
     """(kid, payload head, payload, signature) when `cose` is byte for byte the one deterministic encoding of
     a meterkit COSE_Sign1 (fixed header, 8-byte kid, shortest payload head, 64-byte signature); else None,
     and the full parser below says what is wrong. Slicing the fixed layout costs a fraction of a CBOR parse."""
     n = len(cose)
-    if n > MAX_MESSAGE or not cose.startswith(_ENVELOPE_HEAD):
+    if n > max_len or not cose.startswith(_ENVELOPE_HEAD):
         return None
     h = cose[17] if n > 17 else -1
     if 0x40 <= h < 0x58:
@@ -683,10 +685,11 @@ def _split_canonical(cose: bytes) -> tuple[bytes, bytes, bytes, bytes] | None:
     return cose[9:17], cose[17:start], cose[start:end], cose[end + 2:]
 
 
-def _open(cose: bytes, lookup_pub: Callable[[bytes], Any]) -> tuple[bytes, bytes, bytes]:
+def _open(cose: bytes, lookup_pub: Callable[[bytes], Any],
+          max_len: int = MAX_MESSAGE) -> tuple[bytes, bytes, bytes]:
     """Check the envelope and the signature; return (kid, payload bytes, the message as bytes)."""
     if type(cose) is bytes:
-        parts = _split_canonical(cose)
+        parts = _split_canonical(cose, max_len)
         if parts is not None:
             return _check_signature(cose, lookup_pub, *parts)
     if type(cose) is not bytes:
@@ -694,8 +697,8 @@ def _open(cose: bytes, lookup_pub: Callable[[bytes], Any]) -> tuple[bytes, bytes
             raise TypeError("a COSE message is bytes")
         cose = bytes(cose)
     n = len(cose)
-    if n > MAX_MESSAGE:
-        raise Oversized(f"message is {n} bytes, at most {MAX_MESSAGE}")
+    if n > max_len:
+        raise Oversized(f"message is {n} bytes, at most {max_len}")
     if n == 0:
         raise Truncated("empty message")
     try:
@@ -804,7 +807,7 @@ def verify_host_message(cose_bytes: bytes, lookup_pub: Callable[[bytes], Any], d
     one that expired before `now` ('expired'), or one whose counter is not above `last_counter` ('replay').
     Message.seq is the command counter, Message.time the issue time, Message.kid the head-end key id.
     """
-    kid, payload, raw = _open(cose_bytes, lookup_pub)
+    kid, payload, raw = _open(cose_bytes, lookup_pub, MAX_HOST_MESSAGE)
     p = _loads(payload, "the payload")
     kind = _validate(p, HOST_KINDS)
     try:

@@ -528,6 +528,16 @@ def test_command_and_ack_verify_on_host():
     assert he.sign_ack(DEV, 7, 12345, T0, 60) == ack
 
 
+def test_head_end_messages_may_carry_a_calendar_up_to_the_meter_limit():
+    he = P.HeadEnd(HOST_KEY)
+    big = he.sign_command(DEV, 8, 2, {1: {"name": "x" * 2000}, 2: T0 + 3600}, T0, 300)
+    assert 1024 < len(big) <= P.MAX_HOST_MESSAGE
+    assert P.verify_host_message(big, he.lookup, DEV, T0).body[11][1]["name"] == "x" * 2000
+    huge = he.sign_command(DEV, 9, 2, {1: {"name": "x" * 3200}, 2: T0 + 3600}, T0, 300)
+    with pytest.raises(P.ProtocolError, match="at most 3200"):
+        P.verify_host_message(huge, he.lookup, DEV, T0)
+
+
 def test_host_message_rejections():
     he = P.HeadEnd(HOST_KEY)
     cmd = he.sign_command(DEV, 5, 2, {1: 1}, T0, 300)
