@@ -581,7 +581,7 @@ def check(run: Run, truth_calendar: dict | None = None) -> dict:
         tl = by_reg.pop(key, None)
         money.append({"register": key, "description": ln.description, "meter_amount": str(ln.amount),
                       "truth_amount": None if tl is None else str(tl["amount"]),
-                      "diff": None if tl is None else str(ln.amount - tl["amount"])})
+                      "diff": None if tl is None else _plain(ln.amount - tl["amount"])})
     for key, tl in by_reg.items():
         money.append({"register": key, "description": "(truth only)", "meter_amount": None,
                       "truth_amount": str(tl["amount"]), "diff": None})
@@ -610,7 +610,7 @@ def check(run: Run, truth_calendar: dict | None = None) -> dict:
         "currency": bill.currency,
         "meter_total_exact": str(bill.total_exact), "meter_total": str(bill.total),
         "truth_total_exact": str(t_exact), "truth_total": str(t_total),
-        "total_diff": str(bill.total - t_total),
+        "total_diff": _plain(bill.total - t_total),
         "whole_run": {  # where a difference comes from: the scenario's integral, what the chip converted, metered
             "scenario_import_wh": round(whole_imp / J_PER_WH, 6), "scenario_export_wh": round(whole_exp / J_PER_WH, 6),
             "chip_import_wh": round(s["exact_import_uwh"] / 1e6, 6),
@@ -621,6 +621,14 @@ def check(run: Run, truth_calendar: dict | None = None) -> dict:
         "frames_sent": run.frames_sent, "sim_wall_s": s.get("wall_s"), "ingest_wall_s": run.ingest_s,
         "tariff_intervals": len(truth.intervals), "notes": bill.notes,
     }
+
+
+def _plain(d: Decimal) -> str:
+    """A Decimal without exponent or trailing zeros ('0E-7' -> '0')."""
+    s = f"{d:f}"
+    if "." in s:
+        s = s.rstrip("0").rstrip(".")
+    return "0" if s in ("-0", "") else s
 
 
 def format_report(r: dict) -> str:
@@ -638,9 +646,11 @@ def format_report(r: dict) -> str:
     for x in r["registers"]:
         meter = "-" if x["meter_wh"] is None else str(x["meter_wh"])
         diff = "-" if x["diff_wh"] is None else f"{x['diff_wh']:+d}"
-        label = x["description"] + (" (sum of floors)" if x["register"].endswith(".0") else "")
+        label = x["description"] + (" *" if x["register"].endswith(".0") else "")
         out.append(f"  {x['register']:<8} {label[:30]:<30} {meter:>11} {x['truth_wh']:>18.3f} "
                    f"{x['truth_floor_wh']:>13} {diff:>5}  {'ok' if x['ok'] else 'DIFFERS'}")
+    out.append("  * totals: floor(truth) is the sum of the tariffs' floors, as the meter's totals are the sums of its "
+               "tariff registers")
     out += ["", f"  {'register':<8} {'maximum demand':<30} {'meter W':>11} {'truth W (exact)':>18} "
                 f"{'floor(truth)':>13} {'diff':>5}"]
     for x in r["demand"]:
