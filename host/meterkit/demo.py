@@ -1,31 +1,55 @@
-"""`make demo`: a fleet of simulated meters reporting to a concentrator, 24 virtual hours in about a minute.
+"""`make demo`: a fleet of simulated meters reporting to a concentrator, 24 virtual hours in about two minutes.
 
 Six meters (the real firmware under the MicroPython Unix port, each with its own simulated INA219 and load),
-half over serial (ptys), half over TCP, report to a concentrator with SQLite. Meter 2's serial cable is pulled
-for four hours; meter 5 loses power for two. At the end: a summary table, the database, a plot of the load
-profiles, and the commands to look further.
+half over serial (ptys), half over TCP, report to a concentrator with SQLite. Every meter runs the two-rate night
+tariff (examples/tariffs/night-2rate, Central European time), and the run crosses the end of the October billing
+period (2026-11-01 00:00 CET), so each meter sends a signed billing snapshot. Meter 2's serial cable is pulled for
+four hours; meter 5 loses power for two. At the end: a summary table, the database, a plot of the load profiles,
+one meter's bill for October with its billing determinants as CSV, a plot of one local day coloured by tariff,
+and the commands to look further.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as _dt
+import logging
 import sqlite3
 from pathlib import Path
 
 from meter import frame
+from meterkit.firmware import repo_root
 from meterkit.fleet import Fleet, MeterSpec
 from meterkit.sim import progress_bar
 
+TARIFF_DIR = repo_root() / "examples" / "tariffs"
+CALENDAR = TARIFF_DIR / "night-2rate.calendar.json"  # night 22:00-06:00, day 06:00-22:00, CET/CEST
+PRICES = TARIFF_DIR / "night-2rate.prices.json"
 DEMO_FLEET = [
-    MeterSpec("meter-1", "solar-day", "serial", seed=1),
-    MeterSpec("meter-2", "constant", "serial", seed=2),
-    MeterSpec("meter-3", "random-walk", "serial", seed=3),
-    MeterSpec("meter-4", "steps", "tcp", seed=4),
-    MeterSpec("meter-5", "export", "tcp", seed=5),
-    MeterSpec("meter-6", "mixed", "tcp", seed=6),
+    MeterSpec("meter-1", "solar-day", "serial", seed=1, calendar=CALENDAR),
+    MeterSpec("meter-2", "constant", "serial", seed=2, calendar=CALENDAR),
+    MeterSpec("meter-3", "random-walk", "serial", seed=3, calendar=CALENDAR),
+    MeterSpec("meter-4", "steps", "tcp", seed=4, calendar=CALENDAR),
+    MeterSpec("meter-5", "export", "tcp", seed=5, calendar=CALENDAR),
+    MeterSpec("meter-6", "mixed", "tcp", seed=6, calendar=CALENDAR),
 ]
-LINK_CUT = ("meter-2", 6.0, 10.0)  # serial cable pulled from 06:00 to 10:00 (fleet time)
-POWER_CUT = ("meter-5", 14.0, 16.0)  # meter without power from 14:00 to 16:00
+# The end of the October billing period (billing day 1): 2026-11-01 00:00 CET = 2026-10-31 23:00 UTC. A 24-hour
+# demo starts 11 hours before it, at 2026-10-31 12:00 UTC (13:00 CET), and ends 2026-11-01 12:00 UTC.
+BILLING_END = 1793487600
+BEFORE_END = 11 / 24  # the share of the run before the billing period ends
+LINK_CUT = ("meter-2", 6.0, 10.0)  # serial cable pulled from hour 6 to hour 10 (18:00-22:00 UTC on a 24 h run)
+POWER_CUT = ("meter-5", 14.0, 16.0)  # meter without power from hour 14 to 16 (02:00-04:00 UTC on Nov 1)
+# The bill: meter-6 (a battery, charged and discharged in turn) imports and exports in both tariffs; meter-1's
+# solar panel is dark all night, so its bill and day plot would show one tariff only.
+BILL_METER = "meter-6"
+BILL_PERIOD = "2026-10"  # opened by the meter's commissioning hello, closed by its snapshot at 2026-11-01 00:00 CET
+PLOT_DAY = "2026-10-31"  # the local day whose last hours are the billed ones (13:00-24:00 CET on a 24 h run)
+
+
+def demo_start(hours: float) -> int:
+    """The fleet's start (UTC): BEFORE_END of the run before the billing period ends (on a whole minute), so
+    every run, also a short `--hours`, crosses the billing boundary."""
+    return BILLING_END - int(hours * 3600 * BEFORE_END) // 60 * 60
 
 
 def _headend_key(out: Path):
@@ -57,18 +81,21 @@ def summary(fleet: Fleet) -> tuple[str, list[dict]]:
         produced = _frames_produced(m.frames_log)
         st = status.get(m.device.hex(), {})
         outages = db.execute("SELECT COUNT(*) FROM outages WHERE device = ?", (m.device,)).fetchone()[0]
+        snapshots = db.execute("SELECT COUNT(*) FROM billing WHERE device = ? AND period_end = ?",
+                               (m.device, BILLING_END)).fetchone()[0]
         rows.append({
             "meter": m.spec.name, "link": m.spec.link, "scenario": m.spec.scenario,
             "import_kwh": (st.get("import_wh") or 0) / 1000, "export_kwh": (st.get("export_wh") or 0) / 1000,
             "produced": len(produced), "stored": len(stored), "missing": len(produced - stored),
-            "backfilled": st.get("gaps_backfilled", 0), "outages": outages,
+            "backfilled": st.get("gaps_backfilled", 0), "outages": outages, "snapshots": snapshots,
             "link_cuts": m.link_cuts, "power_cuts": m.power_cuts,
         })
     db.close()
     head = ("meter", "link", "scenario", "import kWh", "export kWh", "frames made", "stored", "missing",
-            "back-filled", "outages")
+            "back-filled", "outages", "snapshots")
     body = [(r["meter"], r["link"], r["scenario"], f"{r['import_kwh']:.3f}", f"{r['export_kwh']:.3f}",
-             str(r["produced"]), str(r["stored"]), str(r["missing"]), str(r["backfilled"]), str(r["outages"]))
+             str(r["produced"]), str(r["stored"]), str(r["missing"]), str(r["backfilled"]), str(r["outages"]),
+             str(r["snapshots"]))
             for r in rows]
     widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
     lines = ["  ".join(c.rjust(w) if i >= 3 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
@@ -83,18 +110,23 @@ def plot(fleet: Fleet, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    boundary = (BILLING_END - fleet.start_unix) / 3600
     db = sqlite3.connect(fleet.db_path)
     fig, axes = plt.subplots(len(fleet.meters), 1, figsize=(10, 1.7 * len(fleet.meters)), sharex=True)
     for ax, m in zip(axes, fleet.meters, strict=True):
         rows = db.execute("SELECT end_time, import_mwh, export_mwh, period_s FROM intervals WHERE device = ? "
                           "ORDER BY end_time", (m.device,)).fetchall()
         xs, ys = [], []
-        for (t0, i0, e0, _), (t1, i1, e1, _p) in zip(rows, rows[1:], strict=False):
+        for (t0, i0, e0, _), (t1, i1, e1, p1) in zip(rows, rows[1:], strict=False):
             hours = (t1 - fleet.start_unix) / 3600
             xs.append(hours)
-            ys.append(((i1 - i0) - (e1 - e0)) / ((t1 - t0) / 3600) / 1000)  # mWh per hour / 1000 = W
+            if p1 and t1 - t0 > p1:  # rows missing (the meter was off): a gap in the line, not an average
+                ys.append(float("nan"))
+            else:
+                ys.append(((i1 - i0) - (e1 - e0)) / ((t1 - t0) / 3600) / 1000)  # mWh per hour / 1000 = W
         ax.step(xs, ys, where="pre", lw=1.2, color="tab:blue")
         ax.axhline(0, color="grey", lw=0.5)
+        ax.axvline(boundary, color="black", lw=0.8, ls="--")
         ax.set_ylabel("W", rotation=0, labelpad=12)
         ax.set_title(f"{m.spec.name} ({m.spec.scenario}, {m.spec.link})", fontsize=9, loc="left")
         for name, t_from, t_to, colour, label in (
@@ -104,7 +136,16 @@ def plot(fleet: Fleet, path: Path) -> None:
                 ax.axvspan(t_from, t_to, color=colour, alpha=0.2, label=label)
                 ax.legend(loc="upper right", fontsize=8)
     db.close()
-    axes[-1].set_xlabel("hours (fleet time, UTC from 2026-11-01 00:00)")
+    start = _dt.datetime.fromtimestamp(fleet.start_unix, _dt.timezone.utc)
+    step = 3 if fleet.hours >= 6 else 1
+    ticks = [h for h in range(0, int(fleet.hours) + 1, step)]
+    labels = []
+    for h in ticks:
+        t = start + _dt.timedelta(hours=h)
+        labels.append(t.strftime("%H:%M\n%b %d") if h == 0 or (t.hour, t.minute) < (step, 0) else t.strftime("%H:%M"))
+    axes[-1].set_xticks(ticks)
+    axes[-1].set_xticklabels(labels)
+    axes[-1].set_xlabel("UTC (dashed: the October billing period ends, 2026-11-01 00:00 CET = 2026-10-31 23:00 UTC)")
     axes[-1].set_xlim(0, fleet.hours)
     fig.suptitle("meterkit demo: load profiles (99.1.0, 15-minute rows) as stored by the concentrator")
     fig.tight_layout()
@@ -112,16 +153,91 @@ def plot(fleet: Fleet, path: Path) -> None:
     plt.close(fig)
 
 
+def bill_and_day(db_path: Path, out: Path) -> tuple[str, list[tuple[str, str]], list[str]]:
+    """BILL_METER's bill for BILL_PERIOD (Bill.format()), its determinants as CSV next to the database, and
+    PLOT_DAY's load profile coloured by tariff as a PNG in `out`. Returns (the bill, or why there is none;
+    [(what, file)] written; [why something was not made]). A BillingError is reported, never raised: the rest
+    of the demo's results stand."""
+    from meterkit import billing
+    from meterkit.db import SQLiteStore
+
+    cal = billing.load_calendar(CALENDAR)
+    prices = billing.load_prices(PRICES, cal)
+    csv_path = db_path.parent / f"bill-{BILL_METER}-{BILL_PERIOD}.csv"
+    png = out / f"tariff-day-{BILL_METER}-{PLOT_DAY}.png"
+    files, failed = [], []
+    with SQLiteStore(db_path, create=False, readonly=True) as store:
+        try:
+            b = billing.bill(store, BILL_METER, BILL_PERIOD, prices, cal)
+        except billing.BillingError as e:
+            text = f"NO BILL for {BILL_METER}, period {BILL_PERIOD}: {e}"
+            failed.append(text)
+        else:
+            text = b.format()
+            with open(csv_path, "w", newline="") as f:
+                n = b.write_csv(f)
+            files.append((f"billing determinants ({n})", str(csv_path)))
+        try:
+            n = billing.plot_day(store, BILL_METER, PLOT_DAY, cal, png, prices)
+        except billing.BillingError as e:
+            failed.append(f"NO PLOT of {PLOT_DAY} for {BILL_METER}: {e}")
+        else:
+            files.append((f"{BILL_METER} on {PLOT_DAY} by tariff", f"{png} ({n} intervals: the run's part of that "
+                          "local day)"))
+    return text, files, failed
+
+
+class _LogLines(logging.Handler):
+    """The concentrator's warnings (a meter offline, frames never made), kept with the fleet time they came at
+    and printed with the fleet's events, not written across the progress bar."""
+
+    def __init__(self, fleet: Fleet):
+        super().__init__(logging.WARNING)
+        self.fleet = fleet
+        self.lines: list[tuple[float, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append((self.fleet.clock.hours(), record.getMessage()))
+
+    def named(self) -> list[tuple[float, str]]:
+        out = []
+        for h, text in self.lines:
+            for m in self.fleet.meters:
+                if m.device:
+                    text = text.replace(f"meter {m.device.hex()}", m.spec.name).replace(m.device.hex(), m.spec.name)
+            out.append((h, f"concentrator: {text}"))
+        return out
+
+
+def _utc_log(line: str, start_unix: int) -> str:
+    """A fleet log line ('  6.00 h  cut_link meter-2') with the UTC time of day added."""
+    head, _, rest = line.strip().partition(" h ")
+    try:
+        t = _dt.datetime.fromtimestamp(start_unix + float(head) * 3600, _dt.timezone.utc)
+    except ValueError:
+        return line
+    return f"{line[:len(line) - len(line.lstrip())]}{head} h ({t:%H:%M} UTC) {rest}"
+
+
 async def _run(out: Path, hours: float, speed: float) -> int:
-    fleet = Fleet(out, DEMO_FLEET, _headend_key(out), out / "meterkit.db", hours=hours, speed=speed)
+    start = demo_start(hours)
+    fleet = Fleet(out, DEMO_FLEET, _headend_key(out), out / "meterkit.db", hours=hours, speed=speed,
+                  start_unix=start)
     scale = hours / 24.0
     fleet.at(LINK_CUT[1] * scale, "cut_link", LINK_CUT[0])
     fleet.at(LINK_CUT[2] * scale, "restore_link", LINK_CUT[0])
     fleet.at(POWER_CUT[1] * scale, "power_cut", POWER_CUT[0])
     fleet.at(POWER_CUT[2] * scale, "power_on", POWER_CUT[0])
+    t0 = _dt.datetime.fromtimestamp(start, _dt.timezone.utc)
     print(f"meterkit demo: {len(DEMO_FLEET)} simulated meters (the real firmware under the MicroPython Unix "
-          f"port), {hours:g} h of virtual time at {speed:g}x")
+          f"port), {hours:g} h of virtual time at {speed:g}x from {t0:%Y-%m-%d %H:%M} UTC")
+    print(f"  tariff: {CALENDAR.name} on every meter (night 22:00-06:00, day 06:00-22:00 CET); the October "
+          "billing period ends at 2026-11-01 00:00 CET")
     print("  provisioning: each meter makes its key, the head-end key is installed, public keys registered")
+    clog = _LogLines(fleet)
+    logger = logging.getLogger("meterkit.concentrator")
+    logger.addHandler(clog)
+    propagate, logger.propagate = logger.propagate, False
     await fleet.setup()
     try:
         await fleet.run(progress_bar("  running "))
@@ -129,17 +245,55 @@ async def _run(out: Path, hours: float, speed: float) -> int:
         plot(fleet, out / "load-profiles.png")
     finally:
         await fleet.close()
+        logger.removeHandler(clog)
+        logger.propagate = propagate
     print()
+    events = [(h, line) for line in fleet.log if (h := _hours(line)) is not None]
+    events += [(h, f"{h:5.2f} h  {text}") for h, text in clog.named()]
+    for _, line in sorted(events, key=lambda e: e[0]):
+        print("  " + _utc_log(line, start))
     for line in fleet.log:
-        print("  " + line)
+        if _hours(line) is None:
+            print("  " + line)
     print()
     print(table)
     lost = sum(r["missing"] for r in rows)
+    snapped = sum(r["snapshots"] == 1 for r in rows)
     print(f"\n{sum(r['stored'] for r in rows)} frames stored, {lost} of the frames the meters made missing.")
-    print(f"database: {out / 'meterkit.db'}   plot: {out / 'load-profiles.png'}")
-    print(f"look further: .venv/bin/meterkit status --db {out / 'meterkit.db'}")
-    print(f"              .venv/bin/meterkit export --db {out / 'meterkit.db'} --csv --table intervals")
-    return 0 if lost == 0 else 1
+    print(f"{snapped} of {len(rows)} meters sent their billing snapshot for the period that ends 2026-11-01 00:00 CET "
+          "(column 'snapshots').")
+    print()
+    text, files, failed = bill_and_day(out / "meterkit.db", out)
+    print(text)
+    print()
+    files = [("database", str(out / "meterkit.db")), ("load profiles, every meter", str(out / "load-profiles.png")),
+             *files]
+    width = max(len(k) for k, _ in files) + 1
+    print("files:")
+    for k, v in files:
+        print(f"  {k + ':':<{width}} {v}")
+    for f in failed:
+        print(f"  {f}")
+    db = out / "meterkit.db"
+    print(f"look further: .venv/bin/meterkit status --db {db}")
+    print(f"              .venv/bin/meterkit export --db {db} --csv --table billing")
+    print(f"              .venv/bin/meterkit bill --db {db} --meter meter-1 --period {BILL_PERIOD} --prices "
+          f"{_rel(PRICES)} --calendar {_rel(CALENDAR)} --plot-day 2026-11-01 --png {out / 'meter-1.png'}")
+    return 0 if lost == 0 and snapped == len(rows) and not failed else 1
+
+
+def _hours(line: str) -> float | None:
+    try:
+        return float(line.split()[0])
+    except (ValueError, IndexError):
+        return None
+
+
+def _rel(p: Path) -> str:
+    try:
+        return str(p.relative_to(Path.cwd()))
+    except ValueError:
+        return str(p)
 
 
 def run_demo(hours: float = 24.0, out: str = "out/demo", speed: float = 1440.0) -> int:

@@ -188,6 +188,8 @@ class MeterSpec:
     scenario: str
     link: str  # "serial" (a pty bridge) or "tcp" (a proxy in front of the concentrator)
     seed: int = 1
+    calendar: str | Path | None = None  # a TOU calendar file (the board's 'tariff' section; docs/tariffs.md)
+    billing_day: int | None = None  # local day of month the billing periods end on (the firmware's default: 1)
 
 
 @dataclass
@@ -316,6 +318,10 @@ class Fleet:
                           start=int(self.clock()))
         cmd += ["--speed", repr(self.speed), "--link", link, "--frames", str(m.frames_log),
                 "--reading-s", str(self.reading_s), "--drain-ms", "30000", "--clock-file", str(self.clock_file)]
+        if m.spec.calendar is not None:  # the firmware runs in the checkout: an absolute path
+            cmd += ["--calendar", str(Path(m.spec.calendar).resolve())]
+        if m.spec.billing_day is not None:
+            cmd += ["--billing-day", str(int(m.spec.billing_day))]
         m.proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
                                                       stderr=asyncio.subprocess.PIPE, env=sim_env(),
                                                       cwd=str(firmware_dir().parent))
