@@ -207,6 +207,8 @@ class Meter:
         whose activation passed is applied, billing periods that ended meanwhile get their snapshots (nothing
         was metered since, so their registers are exact), and the next boundary is planned."""
         before = self.demand.reported_until
+        hw = self.hw
+        self.ticks.anchor(hw.ticks_us(), hw.time_us())  # from here on a clock set shows (_check_clock)
         self._promote(now)
         if self.demand.resume(now) is not None:
             self._save_demand()

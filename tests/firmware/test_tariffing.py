@@ -268,3 +268,20 @@ def test_sensor_absent_across_a_boundary_still_closes_rows_and_periods():
     assert all(r[3] & messages.ROW_PARTIAL for r in rows), "flagged partial"
     eq(m.demand.last_end, utc(2026, 11, 5, 8, 30), "demand periods closed")
     assert m.demand.last_partial, "as partial"
+
+
+def test_clock_set_is_detected_and_metering_resumes_at_the_new_time():
+    start = utc(2026, 11, 6, 9, 0)
+    hw, m, sent = _meter(start)
+    m.start()
+    _run_to(hw, m, start + 600)
+    hw.sim.clock.start_unix_s += 3600  # someone sets the clock an hour forward (NTP, a time command)
+    _run_to(hw, m, start + 3600 + 1200)
+    evs = [b for b in _bodies(sent, messages.EVENT) if b[7] == events.CLOCK_SET]
+    eq(len(evs), 1, "one clock-set event")
+    assert 3598 <= evs[0][8] <= 3601, "moved by an hour: %r" % evs[0][8]
+    rows = [b[6][0] for b in _bodies(sent, messages.INTERVALS)]
+    after = [r for r in rows if r[0] > start + 3600]
+    eq(after[0][3] & messages.ROW_CLOCK_ADJUSTED, messages.ROW_CLOCK_ADJUSTED, "the next row says so")
+    assert after[0][3] & messages.ROW_PARTIAL, "and is partial"
+    eq([r[0] for r in rows], [start + 4500], "no rows for the hour the clock skipped: 10:15 is the first")
