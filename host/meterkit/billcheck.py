@@ -477,7 +477,7 @@ def simulate(days: float = DEFAULT_DAYS, start: str | int = DEFAULT_START, calen
             result = run_sim(scenario, days * 24, seed=seed, start=t0, frames_out=frames_path, reading_s=reading_s,
                              calendar=cal_path, billing_day=billing_day, tariffs=cal.tariff_registers(),
                              demand_period_s=DEMAND_PERIOD_S, progress=progress,
-                             timeout=max(900.0, days * 120))
+                             timeout=max(900.0, days * 300))  # ~35 s of CPU per day; slack for a busy machine
         except SimError as e:
             raise CheckError(f"the simulation failed: {e}") from None
         stream = frames_path.read_bytes()
