@@ -227,6 +227,7 @@ def test_short_run_bills_to_the_wh(short_run):
     assert regs["1.8.0"]["meter_wh"] == regs["1.8.1"]["meter_wh"] + regs["1.8.2"]["meter_wh"]
     assert {x["register"] for x in r["demand"]} >= {"1.6.0"} and all(x["ok"] for x in r["demand"])
     assert r["ok"], BC.format_report(r)
+    assert json.loads(json.dumps(r))["registers"] == r["registers"]  # what --json prints
     assert abs(Decimal(r["total_diff"])) <= Decimal("0.01")
 
 
