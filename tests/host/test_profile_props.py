@@ -208,7 +208,9 @@ def test_profile_power_cuts(shape, steps, seed):
                 lp.append(*r)
                 acked.append(r)
             except OSError:
-                pass
+                # the error may come after the record landed (removing the oldest segment): then it is stored
+                if lp.last() == r:
+                    acked.append(r)
             fs.reboot()
             check_profile(lp, acked, cap)
         else:
