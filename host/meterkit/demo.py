@@ -1,4 +1,4 @@
-"""`make demo`: a fleet of simulated meters reporting to a concentrator, 24 virtual hours in about two minutes.
+"""`make demo`: a fleet of simulated meters reporting to a concentrator, 24 virtual hours in a few minutes.
 
 Six meters (the real firmware under the MicroPython Unix port, each with its own simulated INA219 and load),
 half over serial (ptys), half over TCP, report to a concentrator with SQLite. Every meter runs the two-rate night
