@@ -599,7 +599,8 @@ class Bill:
         out.append("Billing determinants:")
         width = max(len(d.description) for d in self.determinants)
         for d in self.determinants:
-            extra = f", maximum at {self.local.show(d.at)}" if d.at else ", no demand period counted"
+            extra = "" if d.at is None else (f", maximum at {self.local.show(d.at)}" if d.at
+                                             else ", no demand period counted")
             out.append(f"  {d.register:<7} {d.description:<{width}} {_qty(d.quantity):>14} {d.unit:<3}  "
                        f"[{d.source}{extra}]")
         out.append("")
