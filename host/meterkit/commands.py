@@ -39,6 +39,7 @@ import cbor2
 
 from meter import cbor as mcbor
 from meter import messages as mmsg
+from meterkit.fleet_status import open_store
 
 OP_BACKFILL = mmsg.OP_BACKFILL  # 1: the concentrator's own (frames by sequence number)
 OP_CALENDAR = mmsg.OP_CALENDAR  # 2
@@ -212,16 +213,6 @@ def queue(store: Any, device: bytes, op: int, args: dict | None, now: float, exp
 # --- the command line -----------------------------------------------------------------------------------------
 
 
-def _open(path: str, prog: str) -> Any:
-    from meterkit.db import SQLiteStore, StoreError
-
-    try:
-        return SQLiteStore(path, create=False)
-    except StoreError as e:
-        print(f"meterkit command {prog}: {e}", file=sys.stderr)
-        return None
-
-
 def _meter(store: Any, text: str, prog: str) -> bytes | None:
     dev = store.lookup_device(text)
     if dev is None:
@@ -255,7 +246,7 @@ def _queue_cli(args: argparse.Namespace, prog: str, build: Any) -> int:
     except CommandError as e:
         print(f"meterkit command {prog}: {e}", file=sys.stderr)
         return 1
-    store = _open(args.db, prog)
+    store = open_store(args.db, f"command {prog}", readonly=False)
     if store is None:
         return 2
     with store:
@@ -332,7 +323,7 @@ def format_rows(rows: list[dict]) -> str:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    store = _open(args.db, "list")
+    store = open_store(args.db, "command list", readonly=False)
     if store is None:
         return 2
     with store:

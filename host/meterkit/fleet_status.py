@@ -122,7 +122,8 @@ def export_csv(store: Any, table: str, device: bytes | None, out: TextIO) -> int
 # --- commands -----------------------------------------------------------------------------------------------
 
 
-def _open(path: str, prog: str, readonly: bool = True) -> SQLiteStore | None:
+def open_store(path: str, prog: str, readonly: bool = True) -> SQLiteStore | None:
+    """The head-end database for a `meterkit <prog>` command, or None after saying why on stderr."""
     try:
         return SQLiteStore(path, create=False, readonly=readonly)
     except StoreError as e:
@@ -131,7 +132,7 @@ def _open(path: str, prog: str, readonly: bool = True) -> SQLiteStore | None:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    store = _open(args.db, "status")
+    store = open_store(args.db, "status")
     if store is None:
         return 2
     with store:
@@ -141,7 +142,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    store = _open(args.db, "export")
+    store = open_store(args.db, "export")
     if store is None:
         return 2
     with store:
@@ -186,7 +187,7 @@ def _cmd_meters_add(args: argparse.Namespace) -> int:
 
 
 def _cmd_meters_list(args: argparse.Namespace) -> int:
-    store = _open(args.db, "meters list")
+    store = open_store(args.db, "meters list")
     if store is None:
         return 2
     with store:
