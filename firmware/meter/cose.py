@@ -25,6 +25,63 @@ HDR_ALG = 1
 HDR_KID = 4
 
 PROTECTED_ES256 = cbor.encode({HDR_ALG: ALG_ES256})  # b"\xa1\x01\x26"
+KID_LEN = 8  # a device id, or a head-end key id
+SIG_LEN = 64  # r || s
+
+# The one deterministic encoding of a meterkit COSE_Sign1 (8-byte kid, 64-byte signature) is a fixed layout:
+#   ENVELOPE_HEAD | kid (8) | bstr head of the payload | payload | SIG_HEAD | signature (64)
+# split() slices it, envelope() assembles it: a fraction of a CBOR parse. Nothing else knows these offsets.
+ENVELOPE_HEAD = b"\xd2\x84\x43\xa1\x01\x26\xa1\x04\x48"  # tag 18, array(4), bstr(3) {1: -7}, {4: bstr(8) ...
+SIG_HEAD = b"\x58\x40"  # bstr(64)
+SIG_STRUCTURE_HEAD = b"\x84\x6aSignature1\x43\xa1\x01\x26\x40"  # ["Signature1", protected, h'' (no aad), ...
+_KID_AT = len(ENVELOPE_HEAD)
+_PAYLOAD_HEAD_AT = _KID_AT + KID_LEN
+
+
+def bstr_head(n):
+    """The shortest CBOR head of a byte string of n bytes."""
+    if n < 24:
+        return bytes((0x40 | n,))
+    if n < 0x100:
+        return bytes((0x58, n))
+    if n < 0x10000:
+        return bytes((0x59, n >> 8, n & 0xFF))
+    return bytes((0x5A, n >> 24, (n >> 16) & 0xFF, (n >> 8) & 0xFF, n & 0xFF))
+
+
+def claimed_kid(msg):
+    """The kid a message claims (before any check), or b"" when it does not have the usual layout."""
+    if len(msg) >= _PAYLOAD_HEAD_AT and msg[:_KID_AT] == ENVELOPE_HEAD:
+        return bytes(msg[_KID_AT:_PAYLOAD_HEAD_AT])
+    return b""
+
+
+def split(msg, max_len=cbor.MAX_LEN):
+    """(kid, payload head, payload, signature) when `msg` is byte for byte the canonical layout above (a
+    payload shorter than 64 KiB); else None, and verify1 or a full parser says what is wrong."""
+    n = len(msg)
+    i = _PAYLOAD_HEAD_AT
+    if n > max_len or n <= i or msg[:_KID_AT] != ENVELOPE_HEAD:
+        return None
+    h = msg[i]
+    if 0x40 <= h < 0x58:
+        start, size = i + 1, h - 0x40
+    elif h == 0x58 and n > i + 1 and msg[i + 1] >= 24:
+        start, size = i + 2, msg[i + 1]
+    elif h == 0x59 and n > i + 2 and msg[i + 1] >= 1:
+        start, size = i + 3, (msg[i + 1] << 8) | msg[i + 2]
+    else:
+        return None
+    end = start + size
+    if n != end + 2 + SIG_LEN or msg[end:end + 2] != SIG_HEAD:
+        return None
+    return msg[_KID_AT:i], msg[i:start], msg[start:end], msg[end + 2:]
+
+
+def envelope(kid, payload, signature):
+    """The canonical COSE_Sign1 bytes of (kid, payload, signature): what sign1 produces."""
+    return b"".join((ENVELOPE_HEAD, bytes(kid), bstr_head(len(payload)), bytes(payload), SIG_HEAD,
+                     bytes(signature)))
 
 
 class COSEError(ValueError):

@@ -1,11 +1,14 @@
-# Meter messages (docs/protocol.md): payload maps for every kind, signed into COSE_Sign1 and framed.
-# Pure: runs on the meter and, as an oracle, under CPython.
+# THE wire schema (docs/protocol.md holds its CDDL): every message kind, payload key, command operation and
+# argument, result code, status bit and the OBIS packing, each named once here. The head-end imports these
+# names (meterkit.wire) and declares no number of its own. Also the meter's payload builders and its check of
+# head-end messages. Pure: runs on the meter and, as an oracle, under CPython.
 #
 # The meter builds: hello, reading, interval rows, event, billing snapshot, command response.
 # It verifies: commands and cumulative acknowledgements from the head-end (signed, for this device, with a
 # counter above the last one accepted, not expired). Nothing unauthenticated changes meter state.
 from meter import cbor, cose, frame
 
+# -- message kinds (key 1) ---------------------------------------------------------------------------------
 HELLO = 1
 READING = 2
 INTERVALS = 3
@@ -15,25 +18,73 @@ RESPONSE = 6
 COMMAND = 16
 ACK = 17
 
+# -- keys every payload has --------------------------------------------------------------------------------
 K_KIND = 1
-K_DEV = 2
-K_SEQ = 3
-K_TIME = 4
-K_STATUS = 5
-K_EXPIRES = 9
-K_OP = 10
-K_ARGS = 11
-K_ACK_SEQ = 12
+K_DEVICE = 2  # meter messages: the sender; head-end messages: the meter addressed
+K_SEQ = 3  # meter messages: the frame sequence number (never repeats)
+K_COUNTER = K_SEQ  # head-end messages: the command counter (strictly increasing per meter)
+K_TIME = 4  # meter messages: UTC seconds (seconds since boot while ST_CLOCK_NOT_SET)
+K_ISSUED = K_TIME  # head-end messages: when it was signed
+K_STATUS = 5  # meter messages: ST_* bits
 
-# Command operations (key 10 of a command). Op 1 (back-fill of frames) is handled by meter.link itself.
-OP_BACKFILL = 1
-OP_CALENDAR = 2  # args {1: calendar (meter.tou dict), 2: activation UTC}: arm the passive calendar
-OP_BILLING_RESET = 3  # args {}: end the billing period now (snapshot, demand reset)
-OP_PROFILE = 4  # args {1: from UTC, 2: to UTC}: send the stored load-profile rows ending in [from, to] again
+# hello (kind 1)
+K_FIRMWARE = 6
+K_BOARD = 7
+K_BOOT_COUNT = 8
+K_CYCLE_US = 9
+K_SHUNT_DUTY_PPM = 10
+K_SHUNT_UOHM = 11
+K_CHECKPOINT_WH = 12
+# reading (kind 2)
+K_REGISTERS = 6  # {obis_key: Wh}
+K_INSTANT = 7  # [power mW, bus mV, current mA]
+K_UNCOVERED_PPM = 8
+K_TARIFF = 9  # the tariff in force (only with more than one tariff)
+K_DEMAND = 10  # [current average W (1.4.0), last period average W (1.5.0)]
+# intervals (kind 3)
+K_ROWS = 6  # [[end UTC, import mWh, export mWh, ROW_* bits], ...] oldest first
+K_PERIOD = 7  # interval length, s
+# event (kind 4)
+K_EVENT_SEQ = 6
+K_EVENT_CODE = 7  # meter.events
+K_EVENT_VALUE = 8  # int or text
+K_EVENT_TIME = 9
+# billing snapshot (kind 5)
+K_PERIOD_END = 6
+K_BILLING_REGISTERS = 7  # {obis_key: Wh}
+K_MAX_DEMAND = 8  # {obis_key of 1.6.t: [W, period end UTC]}
+# command response (kind 6)
+K_ANSWERED = 6  # the counter of the command answered
+K_RESULT = 7  # RESULT_*
+K_REASON = 8  # text, optional
+# head-end messages (kinds 16, 17)
+K_EXPIRES = 9  # UTC seconds: refused after it
+K_OP = 10  # command: OP_*
+K_ARGS = 11  # command: {uint: value}, per operation below
+K_ACK_SEQ = 12  # acknowledgement: every frame with seq <= this one is stored
+
+# -- command operations (key 10) and their arguments (key 11) ---------------------------------------------
+OP_BACKFILL = 1  # send the frames still held in [first, last] again (meter.link handles it)
+A_FIRST = 1
+A_LAST = 2
+OP_CALENDAR = 2  # arm a passive TOU calendar (meter.tou dict) for its activation instant
+A_CALENDAR = 1
+A_ACTIVATION = 2
+OP_BILLING_RESET = 3  # end the billing period now (snapshot, demand reset); no arguments
+OP_PROFILE = 4  # send the stored load-profile rows ending in [from, to] again
+A_FROM = 1
+A_TO = 2
 COMMAND_MAX_PAYLOAD = 3072  # bytes of CBOR a head-end message may carry (a calendar)
 COMMAND_MAX_ITEMS = 512  # ... CBOR data items (keys, values, containers) in it
 
-# Status bits (key 5)
+# command results (response key 7)
+RESULT_OK = 0
+RESULT_GONE = -1  # back-fill: part of the range is no longer held; profile: no rows
+RESULT_UNKNOWN_OP = -2
+RESULT_BAD_ARGS = -3
+RESULT_REJECTED = -4  # well-formed but refused (e.g. an invalid calendar)
+
+# -- status bits (key 5) -----------------------------------------------------------------------------------
 ST_SENSOR_FAULT = 1 << 0
 ST_CLOCK_NOT_SET = 1 << 1
 ST_RELAY_OPEN = 1 << 2
@@ -51,19 +102,37 @@ ROW_DST = 1 << 2
 ROW_RELAY_OPEN = 1 << 3
 ROW_PARTIAL = 1 << 4
 
+# -- OBIS: register key = C*10000 + D*100 + E (obis_key) ----------------------------------------------------
+OBIS_IMPORT = 10800  # 1.8.0 (1.8.t: + t)
+OBIS_EXPORT = 20800  # 2.8.0 (2.8.t: + t)
+OBIS_MAX_DEMAND = 10600  # 1.6.0 (1.6.t: + t)
+OBIS_POWER = 10700  # 1.7.0
+OBIS_VOLTAGE = 320700  # 32.7.0
+OBIS_CURRENT = 310700  # 31.7.0
+OBIS_KEY_MAX = 2559999  # 255.99.99
+
 
 def obis_key(code):
-    """'1.8.0' -> 10800 (C*10000 + D*100 + E); ValueError for anything else."""
-    parts = code.split(".")
-    if len(parts) != 3:
-        raise ValueError("OBIS code must be C.D.E, got %r" % code)
+    """'1.8.0' -> 10800 (C*10000 + D*100 + E); the full electricity forms '1-0:1.8.0' and '1-0:1.8.0*255' too.
+    C is 0..255, D and E 0..99 (what the packing holds); ValueError for anything else."""
+    s = code.strip() if isinstance(code, str) else ""
+    if s.startswith("1-0:"):
+        s = s[4:]
+    if s.endswith("*255"):
+        s = s[:-4]
+    parts = s.split(".")
+    if len(parts) != 3 or not (parts[0].isdigit() and parts[1].isdigit() and parts[2].isdigit()):
+        raise ValueError("not an OBIS code C.D.E: %r" % (code,))
     c, d, e = int(parts[0]), int(parts[1]), int(parts[2])
-    if not (0 <= c <= 255 and 0 <= d <= 99 and 0 <= e <= 99):
-        raise ValueError("OBIS code out of range: %r" % code)
+    if c > 255 or d > 99 or e > 99:
+        raise ValueError("OBIS code %r outside the packable range (C <= 255, D and E <= 99)" % (code,))
     return c * 10000 + d * 100 + e
 
 
 def obis_code(key):
+    """The inverse of obis_key: 10800 -> '1.8.0'."""
+    if type(key) is not int or not 0 <= key <= OBIS_KEY_MAX:
+        raise ValueError("not an OBIS register key: %r" % (key,))
     return "%d.%d.%d" % (key // 10000, key // 100 % 100, key % 100)
 
 
@@ -93,7 +162,7 @@ class Builder:
         self.time = time
 
     def payload(self, kind, status, body):
-        m = {K_KIND: kind, K_DEV: self.identity.device_id, K_SEQ: self.seq.take(), K_TIME: self.time(),
+        m = {K_KIND: kind, K_DEVICE: self.identity.device_id, K_SEQ: self.seq.take(), K_TIME: self.time(),
              K_STATUS: status}
         for k in body:
             m[k] = body[k]
@@ -109,23 +178,25 @@ class Builder:
 
 
 def hello_body(fw_version, board, boots, cycle_us, shunt_duty_ppm, shunt_uohm, quantum_wh):
-    return {6: fw_version, 7: board, 8: boots, 9: cycle_us, 10: shunt_duty_ppm, 11: shunt_uohm, 12: quantum_wh}
+    return {K_FIRMWARE: fw_version, K_BOARD: board, K_BOOT_COUNT: boots, K_CYCLE_US: cycle_us,
+            K_SHUNT_DUTY_PPM: shunt_duty_ppm, K_SHUNT_UOHM: shunt_uohm, K_CHECKPOINT_WH: quantum_wh}
 
 
 def reading_body(snapshot, power_mw, bus_mv, current_ma, uncovered_ppm, tariffs=None, tariff=None, demand=None):
     """tariff: the tariff in force (key 9, sent when the calendar has more than one); demand: [current average
     W, last period average W] (key 10, 1.4.0 and 1.5.0)."""
-    b = {6: register_map(snapshot, tariffs), 7: [power_mw, bus_mv, current_ma], 8: uncovered_ppm}
+    b = {K_REGISTERS: register_map(snapshot, tariffs), K_INSTANT: [power_mw, bus_mv, current_ma],
+         K_UNCOVERED_PPM: uncovered_ppm}
     if tariff is not None:
-        b[9] = tariff
+        b[K_TARIFF] = tariff
     if demand is not None:
-        b[10] = demand
+        b[K_DEMAND] = demand
     return b
 
 
 def intervals_body(rows, period_s):
     """rows: [[end_utc, import_mwh, export_mwh, status], ...] oldest first."""
-    return {6: rows, 7: period_s}
+    return {K_ROWS: rows, K_PERIOD: period_s}
 
 
 def billing_body(period_end, snapshot, max_demand, tariffs=None):
@@ -136,17 +207,17 @@ def billing_body(period_end, snapshot, max_demand, tariffs=None):
         k = obis_key(code)
         if tariffs is None or k % 100 <= tariffs:
             md[k] = max_demand[code]
-    return {6: period_end, 7: register_map(snapshot, tariffs), 8: md}
+    return {K_PERIOD_END: period_end, K_BILLING_REGISTERS: register_map(snapshot, tariffs), K_MAX_DEMAND: md}
 
 
 def event_body(event_seq, code, value, t):
-    return {6: event_seq, 7: code, 8: value, 9: t}
+    return {K_EVENT_SEQ: event_seq, K_EVENT_CODE: code, K_EVENT_VALUE: value, K_EVENT_TIME: t}
 
 
 def response_body(counter, result, reason=None):
-    b = {6: counter, 7: result}
+    b = {K_ANSWERED: counter, K_RESULT: result}
     if reason:
-        b[8] = reason
+        b[K_REASON] = reason
     return b
 
 
@@ -183,7 +254,7 @@ def verify_host(cose_bytes, identity, now, last_counter):
     kind = m[K_KIND]
     if kind not in (COMMAND, ACK):
         raise HostMessageError("wrong-kind", "kind %d is not a command or an acknowledgement" % kind)
-    if m.get(K_DEV) != identity.device_id:
+    if m.get(K_DEVICE) != identity.device_id:
         raise HostMessageError("wrong-device", "addressed to another meter")
     counter = m[K_SEQ]
     if counter <= last_counter:

@@ -39,8 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from meter import cbor as mcbor
 from meter import frame as mframe
 
-# Kinds, the common keys and the status bits are the meter's own (meter.messages, the firmware module),
-# re-exported here: one definition for both ends of the wire.
+# The wire schema is the meter's own (meter.messages): every kind, key, op, status bit and the OBIS packing.
 from meter.messages import (
     ACK,
     BILLING,
@@ -48,6 +47,47 @@ from meter.messages import (
     EVENT,
     HELLO,
     INTERVALS,
+    K_ACK_SEQ,
+    K_ANSWERED,
+    K_ARGS,
+    K_BILLING_REGISTERS,
+    K_BOARD,
+    K_BOOT_COUNT,
+    K_CHECKPOINT_WH,
+    K_COUNTER,
+    K_CYCLE_US,
+    K_DEMAND,
+    K_DEVICE,
+    K_EVENT_CODE,
+    K_EVENT_SEQ,
+    K_EVENT_TIME,
+    K_EVENT_VALUE,
+    K_EXPIRES,
+    K_FIRMWARE,
+    K_INSTANT,
+    K_ISSUED,
+    K_KIND,
+    K_MAX_DEMAND,
+    K_OP,
+    K_PERIOD,
+    K_PERIOD_END,
+    K_REASON,
+    K_REGISTERS,
+    K_RESULT,
+    K_ROWS,
+    K_SEQ,
+    K_SHUNT_DUTY_PPM,
+    K_SHUNT_UOHM,
+    K_STATUS,
+    K_TARIFF,
+    K_TIME,
+    K_UNCOVERED_PPM,
+    OBIS_CURRENT,  # noqa: F401 - re-exported
+    OBIS_EXPORT,
+    OBIS_IMPORT,
+    OBIS_KEY_MAX,
+    OBIS_POWER,  # noqa: F401 - re-exported
+    OBIS_VOLTAGE,  # noqa: F401 - re-exported
     READING,
     RESPONSE,
     ROW_CLOCK_ADJUSTED,
@@ -64,6 +104,8 @@ from meter.messages import (
     ST_RELAY_OPEN,
     ST_RESTORED,
     ST_SENSOR_FAULT,
+    obis_code,
+    obis_key,  # noqa: F401 - re-exported
 )
 
 MAX_MESSAGE = 1024  # largest COSE_Sign1 from a meter, bytes (one frame)
@@ -76,7 +118,6 @@ UINT32_MAX = (1 << 32) - 1
 UINT64_MAX = (1 << 64) - 1
 INT_MIN = -(1 << 64)  # CBOR's integer range is [-2^64, 2^64 - 1]
 PPM = 1_000_000
-OBIS_KEY_MAX = 255 * 10000 + 99 * 100 + 99
 
 # --- message kinds ------------------------------------------------------------------------------------------
 
@@ -84,48 +125,6 @@ KIND_NAMES = {HELLO: "hello", READING: "reading", INTERVALS: "intervals", EVENT:
               RESPONSE: "response", COMMAND: "command", ACK: "ack"}
 METER_KINDS = frozenset({HELLO, READING, INTERVALS, EVENT, BILLING, RESPONSE})
 HOST_KINDS = frozenset({COMMAND, ACK})
-
-# --- payload keys -------------------------------------------------------------------------------------------
-K_KIND = 1
-K_DEVICE = 2
-K_SEQ = 3  # meter: frame sequence number; host: command counter
-K_TIME = 4  # meter: UTC seconds (or since boot, status bit 1); host: issued at
-K_STATUS = 5
-K_COUNTER = 3
-K_ISSUED = 4
-K_EXPIRES = 9
-K_OP = 10
-K_ARGS = 11
-K_ACK_SEQ = 12
-
-# hello
-K_FIRMWARE = 6
-K_BOARD = 7
-K_BOOT_COUNT = 8
-K_CYCLE_US = 9
-K_SHUNT_DUTY_PPM = 10
-K_SHUNT_UOHM = 11
-K_CHECKPOINT_WH = 12
-# reading
-K_REGISTERS = 6
-K_INSTANT = 7
-K_UNCOVERED_PPM = 8
-# intervals
-K_ROWS = 6
-K_PERIOD = 7
-# event
-K_EVENT_SEQ = 6
-K_EVENT_CODE = 7
-K_EVENT_VALUE = 8
-K_EVENT_TIME = 9
-# billing
-K_PERIOD_END = 6
-K_BILLING_REGISTERS = 7
-K_MAX_DEMAND = 8
-# response
-K_ANSWERED = 6
-K_RESULT = 7
-K_REASON = 8
 
 # --- status bits (key 5) ------------------------------------------------------------------------------------
 STATUS_BITS = (
@@ -172,41 +171,6 @@ def status_names(status: int) -> list[str]:
 
 def row_status_names(status: int) -> list[str]:
     return _flag_names(status, ROW_STATUS_BITS)
-
-
-# --- OBIS ---------------------------------------------------------------------------------------------------
-OBIS_IMPORT = 10800  # 1.8.0
-OBIS_EXPORT = 20800  # 2.8.0
-OBIS_POWER = 10700  # 1.7.0
-OBIS_VOLTAGE = 320700  # 32.7.0
-OBIS_CURRENT = 310700  # 31.7.0
-
-
-def obis_key(code: str) -> int:
-    """Register key of an OBIS code: 'C.D.E' -> C*10000 + D*100 + E ('1.8.0' -> 10800).
-
-    Also accepts the full electricity form '1-0:C.D.E' and '1-0:C.D.E*255' (A = 1, B = 0, F = 255 are the
-    implied values). C is 0..255; D and E must be 0..99 to fit the packing.
-    """
-    s = code.strip()
-    if s.startswith("1-0:"):
-        s = s[4:]
-    if s.endswith("*255"):
-        s = s[:-4]
-    parts = s.split(".")
-    if len(parts) != 3 or not all(p.isdigit() for p in parts):
-        raise ValueError(f"not an OBIS code C.D.E: {code!r}")
-    c, d, e = (int(p) for p in parts)
-    if c > 255 or d > 99 or e > 99:
-        raise ValueError(f"OBIS code {code!r} outside the packable range (C <= 255, D and E <= 99)")
-    return c * 10000 + d * 100 + e
-
-
-def obis_code(key: int) -> str:
-    """Inverse of obis_key: 10800 -> '1.8.0'."""
-    if type(key) is not int or not 0 <= key <= OBIS_KEY_MAX:
-        raise ValueError(f"not an OBIS register key: {key!r}")
-    return f"{key // 10000}.{key // 100 % 100}.{key % 100}"
 
 
 # --- errors -------------------------------------------------------------------------------------------------
@@ -549,12 +513,16 @@ _CHECKERS = {_U64: _c_uint(_U64), _U32: _c_uint(_U32), _PPM: _c_uint(_PPM), _DEV
 
 
 _SPECS = {
-    HELLO: _Spec(HELLO, _COMMON, {6: _TSTR, 7: _TSTR, 8: _U64, 9: _U64, 10: _PPM, 11: _U64, 12: _U64}),
-    READING: _Spec(READING, _COMMON, {6: _REGS, 7: _INST, 8: _PPM, 9: _U64, 10: _DEMAND}, optional=(9, 10)),
-    INTERVALS: _Spec(INTERVALS, _COMMON, {6: _ROWS, 7: _U64}),
-    EVENT: _Spec(EVENT, _COMMON, {6: _U64, 7: _U64, 8: _INT_TSTR, 9: _U32}),
-    BILLING: _Spec(BILLING, _COMMON, {6: _U32, 7: _REGS, 8: _MAXDEM}, optional=(8,)),
-    RESPONSE: _Spec(RESPONSE, _COMMON, {6: _U64, 7: _INT, 8: _TSTR}, optional=(8,)),
+    HELLO: _Spec(HELLO, _COMMON, {K_FIRMWARE: _TSTR, K_BOARD: _TSTR, K_BOOT_COUNT: _U64, K_CYCLE_US: _U64,
+                                  K_SHUNT_DUTY_PPM: _PPM, K_SHUNT_UOHM: _U64, K_CHECKPOINT_WH: _U64}),
+    READING: _Spec(READING, _COMMON, {K_REGISTERS: _REGS, K_INSTANT: _INST, K_UNCOVERED_PPM: _PPM,
+                                      K_TARIFF: _U64, K_DEMAND: _DEMAND}, optional=(K_TARIFF, K_DEMAND)),
+    INTERVALS: _Spec(INTERVALS, _COMMON, {K_ROWS: _ROWS, K_PERIOD: _U64}),
+    EVENT: _Spec(EVENT, _COMMON, {K_EVENT_SEQ: _U64, K_EVENT_CODE: _U64, K_EVENT_VALUE: _INT_TSTR,
+                                  K_EVENT_TIME: _U32}),
+    BILLING: _Spec(BILLING, _COMMON, {K_PERIOD_END: _U32, K_BILLING_REGISTERS: _REGS, K_MAX_DEMAND: _MAXDEM},
+                   optional=(K_MAX_DEMAND,)),
+    RESPONSE: _Spec(RESPONSE, _COMMON, {K_ANSWERED: _U64, K_RESULT: _INT, K_REASON: _TSTR}, optional=(K_REASON,)),
     COMMAND: _Spec(COMMAND, _HOST_COMMON, {K_OP: _U64, K_ARGS: _ARGS}, optional=(K_ARGS,)),
     ACK: _Spec(ACK, _HOST_COMMON, {K_ACK_SEQ: _U64}),
 }
