@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from meterkit import billcheck as BC
+from meterkit.sim import billcheck as BC
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "tariffs"
 NIGHT = json.loads((EXAMPLES / "night-2rate.calendar.json").read_text())

@@ -25,10 +25,11 @@ import pytest
 
 from meter.identity import Identity
 from meter.tou import Calendar
-from meterkit import billing as B
-from meterkit import protocol as P
-from meterkit.bench_ingest import LoopbackRig, SimMeter
-from meterkit.db import SQLiteStore
+from meterkit.bench.ingest import LoopbackRig, SimMeter
+from meterkit.billing import bill as B
+from meterkit.cli import bill as bill_cli
+from meterkit.store.sqlite import SQLiteStore
+from meterkit.wire import protocol as P
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "tariffs"
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -513,7 +514,7 @@ def test_png_of_a_day_coloured_by_tariff(month_db, tmp_path):
 
 def run_cli(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="meterkit")
-    B.add_parser(p.add_subparsers(dest="command", required=True))
+    bill_cli.add_parser(p.add_subparsers(dest="command", required=True))
     args = p.parse_args(argv)
     return args.func(args)
 

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from meter import cbor, cose, p256
 from meter.cbor import Tag
-from meterkit.firmware import run_micropython
+from meterkit.device.toolchain import run_micropython
 
 KIDS = [bytes.fromhex("4d4b000000000001"), b"headend1"]
 KEYS_D = [bytes(range(1, 33)), bytes(range(7, 39))]

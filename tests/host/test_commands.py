@@ -11,10 +11,11 @@ import sqlite3
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from meterkit import cli, commands
-from meterkit import db as mdb
-from meterkit import protocol as P
-from meterkit.db import SQLiteStore
+from meterkit import cli
+from meterkit.headend import commands
+from meterkit.store import sqlite as mdb
+from meterkit.store.sqlite import SQLiteStore
+from meterkit.wire import protocol as P
 
 NOW = 1_790_000_000  # 2026-09-21T14:13:20Z
 NIGHT = {

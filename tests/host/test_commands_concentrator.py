@@ -21,10 +21,10 @@ from meter import cbor as mcbor
 from meter import messages
 from meter.frame import HOST_MAX_FRAME, Deframer, encode_frame
 from meter.identity import Identity
-from meterkit import commands as C
-from meterkit import protocol as P
-from meterkit.bench_ingest import T0, LoopbackRig, SimMeter, until
-from meterkit.db import SQLiteStore
+from meterkit.bench.ingest import T0, LoopbackRig, SimMeter, until
+from meterkit.headend import commands as C
+from meterkit.store.sqlite import SQLiteStore
+from meterkit.wire import protocol as P
 
 NIGHT = {
     "name": "two-rate night",
@@ -159,7 +159,7 @@ def test_expired_command_is_not_sent(tmp_path, caplog):
             rig.register(m)
             late = queue(rig, m.device_id, C.OP_BILLING_RESET, None, expires=int(rig.clock()) + 100)
             rig.clock.advance(101)
-            with caplog.at_level(logging.WARNING, logger="meterkit.concentrator"):
+            with caplog.at_level(logging.WARNING, logger="meterkit.headend.concentrator"):
                 cl = await rig.connect(m)
                 cl.send(m.reading())
                 await cl.wait_ack(0)
@@ -307,7 +307,7 @@ def test_forged_unsolicited_and_repeated_responses_change_nothing(tmp_path, capl
             payload = {1: P.RESPONSE, 2: m.device_id, 3: 77, 4: int(rig.clock()), 5: 0, 6: counter, 7: -4,
                        8: "rejected: forged"}
             forged = P.sign1(mallory, m.device_id, mcbor.encode(payload))
-            with caplog.at_level(logging.WARNING, logger="meterkit.concentrator"):
+            with caplog.at_level(logging.WARNING, logger="meterkit.headend.concentrator"):
                 cl.send(encode_frame(forged))
                 await until(lambda: rig.conc.stats()["rejects"].get("bad-signature") == 1)
                 # unsolicited: a genuine frame answering a counter never sent to this meter

@@ -11,8 +11,8 @@ import sqlite3
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from meter import events
-from meterkit import commands as C
-from meterkit.fleet import Fleet, MeterSpec
+from meterkit.headend import commands as C
+from meterkit.sim.fleet import Fleet, MeterSpec
 
 NIGHT = {
     "name": "two-rate night",

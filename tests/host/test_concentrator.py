@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from meter import events, messages
 from meter.frame import Deframer
 from meter.identity import Identity
-from meterkit import protocol as P
-from meterkit.bench_ingest import T0, LoopbackRig, SimMeter, until
-from meterkit.db import SQLiteStore
+from meterkit.bench.ingest import T0, LoopbackRig, SimMeter, until
+from meterkit.store.sqlite import SQLiteStore
+from meterkit.wire import protocol as P
 
 PERIOD = 60
 
@@ -588,7 +588,7 @@ def test_unknown_meter_rejected_until_registered(tmp_path, caplog):
             m = SimMeter(time_fn=lambda: int(rig.clock()))
             cl = await rig.connect(m)
             f = m.reading()
-            with caplog.at_level(logging.WARNING, logger="meterkit.concentrator"):
+            with caplog.at_level(logging.WARNING, logger="meterkit.headend.concentrator"):
                 cl.send(f)
                 await until(lambda: rig.conc.stats().get("rejected", 0) == 1)
             assert "unknown-kid" in caplog.text and m.device_id.hex() in caplog.text
@@ -672,7 +672,7 @@ def test_concentrator_command_line(tmp_path):
     s.register_meter(None, m.public_key, "cli-meter")
     s.close()
     code = ("import argparse, sys\n"
-            "from meterkit import concentrator\n"
+            "from meterkit.cli import concentrator\n"
             "p = argparse.ArgumentParser(prog='meterkit')\n"
             "concentrator.add_parser(p.add_subparsers(dest='command', required=True))\n"
             "a = p.parse_args(sys.argv[1:])\n"
@@ -712,7 +712,7 @@ def test_concentrator_command_line(tmp_path):
 def test_command_line_refuses_bad_setups(tmp_path, capsys):
     import argparse
 
-    from meterkit import concentrator
+    from meterkit.cli import concentrator
 
     p = argparse.ArgumentParser(prog="meterkit")
     concentrator.add_parser(p.add_subparsers(dest="command", required=True))
@@ -723,12 +723,14 @@ def test_command_line_refuses_bad_setups(tmp_path, capsys):
     assert a.func(a) == 2 and "no such key file" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         p.parse_args(["concentrator", "--db", "x", "--key", "k", "--listen", "nowhere"])
-    assert concentrator._host_port(":4840") == ("0.0.0.0", 4840)
-    assert concentrator._host_port("[::1]:4840") == ("::1", 4840)
+    from meterkit.cli.common import host_port
+
+    assert host_port(":4840") == ("0.0.0.0", 4840)
+    assert host_port("[::1]:4840") == ("::1", 4840)
 
 
 def test_sequence_ranges():
-    from meterkit.concentrator import ranges_add, ranges_covered
+    from meterkit.headend.concentrator import ranges_add, ranges_covered
 
     r: list[list[int]] = []
     for lo, hi in [(5, 5), (7, 9), (1, 2), (3, 3), (20, 30), (6, 6), (11, 19)]:

@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from meter import cbor as mcbor
 from meter.frame import cobs_encode, encode_frame
-from meterkit import protocol as P
-from meterkit.bench_ingest import LoopbackRig, SimMeter, until
+from meterkit.bench.ingest import LoopbackRig, SimMeter, until
+from meterkit.wire import protocol as P
 
 
 def run(coro):

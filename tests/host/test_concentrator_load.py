@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import resource
 
-from meterkit import protocol as P
-from meterkit.bench_ingest import T0, LoopbackRig, SimMeter, until
+from meterkit.bench.ingest import T0, LoopbackRig, SimMeter, until
+from meterkit.wire import protocol as P
 
 METERS = 1000
 ROUND1 = 3  # hello, reading, interval row
@@ -63,7 +63,7 @@ def test_thousand_meters_at_once_nothing_lost_everything_acknowledged(tmp_path):
     assert stats.get("rejected", 0) == 0 and stats["meters_online"] == METERS
     assert METERS <= stats["acks_sent"] <= total  # batched: at most one per frame, at least one per meter
 
-    from meterkit.db import SQLiteStore
+    from meterkit.store.sqlite import SQLiteStore
 
     s = SQLiteStore(tmp_path / "load.db", create=False, readonly=True)
     try:
@@ -85,7 +85,7 @@ def test_thousand_meters_at_once_nothing_lost_everything_acknowledged(tmp_path):
 def test_bench_ingest_reports_every_figure():
     """The bench runs end to end at a small size and accounts for every frame (its rates are figures for
     docs/performance.md, not assertions)."""
-    from meterkit.bench_ingest import bench_ingest, format_ingest
+    from meterkit.bench.ingest import bench_ingest, format_ingest
 
     raise_fd_limit(2 * 64 + 256)
     f = bench_ingest(n=300, meters=10, idle_connections=64, per_frame_n=30, rounds=2)

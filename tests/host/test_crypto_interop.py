@@ -25,7 +25,7 @@ from pycose.keys.curves import P256
 from pycose.messages import Sign1Message
 
 from meter import cbor, cose, p256
-from meterkit.firmware import run_micropython
+from meterkit.device.toolchain import run_micropython
 
 FIXED_D = bytes.fromhex("8d8f1b1e6a7b0c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f6071829304a5")
 KID_METER = bytes.fromhex("4d4b000000000001")

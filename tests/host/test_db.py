@@ -1,5 +1,5 @@
-"""meterkit.db: the head-end database on real SQLite files: WAL, schema versions and migrations, the registry,
-dedupe by (device, seq) and (device, end time), transactions, counters, fleet and export queries."""
+"""meterkit.store.sqlite: the head-end database on real SQLite files: WAL, schema versions and migrations,
+the registry, dedupe by (device, seq) and (device, end time), transactions, counters, fleet and export queries."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from meterkit import db
-from meterkit import protocol as P
-from meterkit.db import SCHEMA_VERSION, SQLiteStore, StoreError
+from meterkit.store import sqlite as db
+from meterkit.store.sqlite import SCHEMA_VERSION, SQLiteStore, StoreError
+from meterkit.wire import protocol as P
 
 
 def new_key() -> tuple[ec.EllipticCurvePrivateKey, bytes, bytes]:

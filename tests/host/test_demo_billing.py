@@ -2,8 +2,8 @@
 
 import datetime as dt
 
-from meterkit import demo
-from meterkit.db import SQLiteStore
+from meterkit.sim import demo
+from meterkit.store.sqlite import SQLiteStore
 
 
 def test_every_demo_run_crosses_the_billing_boundary():

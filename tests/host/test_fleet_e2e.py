@@ -12,7 +12,7 @@ import cbor2
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from meter import frame
-from meterkit.fleet import Fleet, MeterSpec
+from meterkit.sim.fleet import Fleet, MeterSpec
 
 SPECS = [
     MeterSpec("serial-a", "constant", "serial", seed=1),

@@ -5,7 +5,7 @@ import os
 
 import serial
 
-from meterkit.fleet import FleetClock, PtyBridge, TcpProxy
+from meterkit.sim.fleet import FleetClock, PtyBridge, TcpProxy
 
 
 def test_fleet_clock_runs_at_speed():

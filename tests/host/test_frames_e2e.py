@@ -14,9 +14,9 @@ from pycose.keys.curves import P256
 from pycose.messages import Sign1Message
 
 from meter import frame
-from meterkit import protocol as P
-from meterkit.firmware import firmware_dir
-from meterkit.sim import run_sim, sim_command, sim_env
+from meterkit.device.toolchain import firmware_dir
+from meterkit.sim.runner import run_sim, sim_command, sim_env
+from meterkit.wire import protocol as P
 
 MORNING = 1793527200  # 2026-11-01 10:00 UTC
 
@@ -117,9 +117,10 @@ def test_sequence_numbers_never_repeat_across_power_cuts(tmp_path):
 
 
 def test_headend_key_installed_on_the_meter_matches_the_host_key_id(tmp_path):
-    from meterkit import keys
+    from meterkit.cli import keys as keys_cli
+    from meterkit.wire import keyfiles as keys
 
-    keys.main(["new", "--out", str(tmp_path)])
+    keys_cli.main(["new", "--out", str(tmp_path)])
     pub = keys.load_public(tmp_path / "headend.pub.pem")
     point = pub.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
     head = P.HeadEnd(keys.load_private(tmp_path / "headend.key.pem"))
@@ -128,7 +129,7 @@ def test_headend_key_installed_on_the_meter_matches_the_host_key_id(tmp_path):
 
 
 def test_provision_makes_the_key_once(tmp_path):
-    from meterkit.sim import provision
+    from meterkit.sim.runner import provision
 
     point = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)

@@ -1,6 +1,6 @@
 """The meter's link over real transports: a MicroPython child (the firmware's Identity, Builder, Outbox, Link)
 talks to a CPython head-end over TCP on 127.0.0.1 and over a pty. The head-end side verifies every frame with
-meterkit.protocol.verify_and_decode, dedupes by sequence number and acknowledges with HeadEnd.sign_ack; mid-way
+meterkit.wire.protocol.verify_and_decode, dedupes by sequence number and acknowledges with HeadEnd.sign_ack; mid-way
 it cuts the connection with frames unacknowledged. The child reconnects by itself and sends them again: in the
 end the head-end holds every frame exactly once. Every loop is bounded in time and count."""
 
@@ -18,8 +18,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from meter.frame import Deframer, encode_frame
-from meterkit import protocol as P
-from meterkit.firmware import micropython_cmd, mp_env, run_micropython
+from meterkit.device.toolchain import micropython_cmd, mp_env, run_micropython
+from meterkit.wire import protocol as P
 
 N_FRAMES = 30
 WINDOW = 4

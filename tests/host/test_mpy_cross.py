@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from meterkit.firmware import firmware_dir, mpy_cross_bin
+from meterkit.device.toolchain import firmware_dir, mpy_cross_bin
 
 FILES = sorted(p for p in firmware_dir().rglob("*.py"))
 

@@ -11,8 +11,8 @@ import subprocess
 import threading
 import time
 
-from meterkit.firmware import firmware_dir
-from meterkit.sim import sim_command, sim_env
+from meterkit.device.toolchain import firmware_dir
+from meterkit.sim.runner import sim_command, sim_env
 
 KILLS = 100
 QUANTUM_UWH = 10 * 1000000

@@ -42,7 +42,7 @@ from test_tou_props import brute_force, calendar_dict, changes, window, window_d
 from test_tou_zoneinfo import _first_utc_reading, expected, zone_transitions
 
 from meter.registers import Registers
-from meterkit.firmware import micropython_cmd, mp_env
+from meterkit.device.toolchain import micropython_cmd, mp_env
 
 REPLAY = Path(__file__).resolve().parents[1] / "firmware" / "replay_props.py"
 SETTINGS = settings(deadline=None, derandomize=True, database=None,

@@ -1,4 +1,4 @@
-"""meterkit.protocol: meter frames signed by the firmware's own code (meter.cbor + meter.cose, run under
+"""meterkit.wire.protocol: meter frames signed by the firmware's own code (meter.cbor + meter.cose, run under
 CPython) verified and decoded on the host; every rejection with its reason; replay guard; head-end commands
 and acknowledgements checked by the firmware's meter.cose.verify1 (CPython, and once in MicroPython)."""
 
@@ -15,9 +15,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from meter import cbor, cose, p256
 from meter.cbor import Tag
-from meterkit import protocol as P
-from meterkit.bench_protocol import hello_payload, intervals_payload, reading_payload
-from meterkit.firmware import run_micropython
+from meterkit.bench.protocol import hello_payload, intervals_payload, reading_payload
+from meterkit.device.toolchain import run_micropython
+from meterkit.wire import protocol as P
 
 D = bytes.fromhex("c9afa9d845ba75166b5c215767b1d6934e50c3db36e89b127b8a622b120f6721")
 DEV = bytes.fromhex("4d4b000000000001")

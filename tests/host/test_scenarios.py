@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from meterkit.firmware import micropython_cmd, mp_env
+from meterkit.device.toolchain import micropython_cmd, mp_env
 from sim import scenarios
 
 NAMES = scenarios.NAMES

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from meterkit.sim import SimError, run_sim
+from meterkit.sim.runner import SimError, run_sim
 
 MORNING = 1793527200  # 2026-11-01 10:00 UTC: the simulated sun is up
 
@@ -48,8 +48,8 @@ def test_too_small_heap_is_a_clear_error():
 
 
 def test_absent_chip_is_reported_not_a_crash(tmp_path):
-    from meterkit.firmware import firmware_dir
-    from meterkit.sim import sim_command, sim_env
+    from meterkit.device.toolchain import firmware_dir
+    from meterkit.sim.runner import sim_command, sim_env
 
     cmd = sim_command("constant", 0.05, flash_dir=tmp_path, flags=("absent",))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=sim_env(), cwd=str(firmware_dir().parent),

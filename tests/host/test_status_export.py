@@ -1,5 +1,5 @@
 """`meterkit meters add/list`, `meterkit status` and `meterkit export`, through an argparse tree built the way
-cli.py builds it (fleet_status.add_parser), on a database filled by a real concentrator run."""
+meterkit.cli builds it (meterkit.cli.fleet.add_parser), on a database filled by a real concentrator run."""
 
 from __future__ import annotations
 
@@ -13,15 +13,17 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from meter import events
-from meterkit import fleet_status
-from meterkit import protocol as P
-from meterkit.bench_ingest import T0, LoopbackRig, SimMeter
-from meterkit.db import SQLiteStore
+from meterkit.bench.ingest import T0, LoopbackRig, SimMeter
+from meterkit.cli import fleet as fleet_cli
+from meterkit.headend import status as fleet_status
+from meterkit.store.sqlite import SQLiteStore
+from meterkit.timefmt import utc_text
+from meterkit.wire import protocol as P
 
 
 def cli(*argv: str) -> int:
     p = argparse.ArgumentParser(prog="meterkit")
-    fleet_status.add_parser(p.add_subparsers(dest="command", required=True))
+    fleet_cli.add_parser(p.add_subparsers(dest="command", required=True))
     a = p.parse_args(list(argv))
     return a.func(a)
 
@@ -83,9 +85,9 @@ def test_status_table_and_json(fleet, capsys, monkeypatch):
     assert lines[0].split() == ["device", "name", "last", "seen", "(UTC)", "state", "import", "kWh", "export",
                                 "kWh", "frames", "back-filled", "outages"]
     row = {ln.split()[0]: ln.split() for ln in lines[1:4]}
-    assert row[house.device_id.hex()][1:] == ["house", fleet_status.utc(now), "online", "1240.000", "0.090", "8",
+    assert row[house.device_id.hex()][1:] == ["house", utc_text(now), "online", "1240.000", "0.090", "8",
                                               "1", "1"]
-    assert row[shed.device_id.hex()][1:] == ["shed", fleet_status.utc(now - 2701), "offline", "0.042",
+    assert row[shed.device_id.hex()][1:] == ["shed", utc_text(now - 2701), "offline", "0.042",
                                              "7000.001", "1", "0", "1"]
     assert row[spare.device_id.hex()][1:] == ["-", "never", "-", "-", "0", "0", "0"]
     assert lines[-1] == "3 meters: 1 online, 1 offline, 1 never"
@@ -113,7 +115,7 @@ def test_export_csv(fleet, capsys, tmp_path):
     by = [r for r in rows if r["device"] == house.device_id.hex()]
     assert [int(r["import_wh"]) for r in by] == [1_234_567, 1_234_568, 1_234_569, 1_240_000]
     assert [int(r["seq"]) for r in by] == [1, 2, 3, 7]
-    assert by[0]["meter_time_utc"] == fleet_status.utc(int(by[0]["meter_time"]))
+    assert by[0]["meter_time_utc"] == utc_text(int(by[0]["meter_time"]))
     assert json.loads(by[0]["registers"]) == {"1.8.0": 1_234_567, "2.8.0": 89}
 
     assert cli("export", "--db", db, "--csv", "--table", "readings", "--meter", "shed") == 0
@@ -127,12 +129,12 @@ def test_export_csv(fleet, capsys, tmp_path):
     rows = list(csv.DictReader(out.open()))
     assert [(int(r["end_time"]), int(r["import_mwh"]), int(r["status"])) for r in rows] == [
         (T0, 10, 0), (T0 + 900, 20, P.ROW_PARTIAL)]
-    assert rows[0]["end_time_utc"] == fleet_status.utc(T0)
+    assert rows[0]["end_time_utc"] == utc_text(T0)
 
     assert cli("export", "--db", db, "--table", "events") == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert [(r["code"], r["value"], r["event_time_utc"]) for r in rows] == [
-        (str(events.CHIP_RESET), "3", fleet_status.utc(T0 + 5))]
+        (str(events.CHIP_RESET), "3", utc_text(T0 + 5))]
 
     assert cli("export", "--db", db, "--table", "commands") == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from meter.registers import Registers
 from meter.store import OVERHEAD, SEQ_MASK, Store, crc32, pack, unpack
-from meterkit.firmware import micropython_cmd, mp_env
+from meterkit.device.toolchain import micropython_cmd, mp_env
 
 STEP_IMPORT_UWH = 1_234_567
 STEP_EXPORT_UWH = 89_012

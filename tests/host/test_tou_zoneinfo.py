@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from meter.tou import TZ, Calendar
-from meterkit.firmware import run_micropython
+from meterkit.device.toolchain import run_micropython
 
 # (POSIX TZ, IANA zone, first year, last year): years in which tzdata's rules equal the POSIX rule.
 DST_ZONES = [

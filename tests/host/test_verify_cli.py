@@ -15,9 +15,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from meter import cbor, cose, frame, p256
-from meterkit import keys, verify
-from meterkit import protocol as P
-from meterkit.bench_protocol import hello_payload, intervals_payload, reading_payload
+from meterkit.bench.protocol import hello_payload, intervals_payload, reading_payload
+from meterkit.cli import keys as keys_cli
+from meterkit.cli import verify as verify_cli
+from meterkit.wire import keyfiles as keys
+from meterkit.wire import protocol as P
 
 D = bytes.fromhex("c9afa9d845ba75166b5c215767b1d6934e50c3db36e89b127b8a622b120f6721")
 DEV = bytes.fromhex("4d4b000000000001")
@@ -56,7 +58,7 @@ def good_frames() -> list[bytes]:
 
 
 def run_verify(capsys, *argv) -> tuple[int, str, str]:
-    rc = verify.main(list(argv))
+    rc = verify_cli.main(list(argv))
     out, err = capsys.readouterr()
     return rc, out, err
 
@@ -66,7 +68,7 @@ def run_verify(capsys, *argv) -> tuple[int, str, str]:
 
 def test_keys_new_writes_a_pair(tmp_path, capsys):
     out_dir = tmp_path / "keys"
-    assert keys.main(["new", "--out", str(out_dir)]) == 0
+    assert keys_cli.main(["new", "--out", str(out_dir)]) == 0
     out = capsys.readouterr().out
     key_path = out_dir / "headend.key.pem"
     pub_path = out_dir / "headend.pub.pem"
@@ -84,28 +86,28 @@ def test_keys_new_writes_a_pair(tmp_path, capsys):
 
 
 def test_keys_new_refuses_to_overwrite(tmp_path, capsys):
-    assert keys.main(["new", "--out", str(tmp_path), "--name", "hq"]) == 0
+    assert keys_cli.main(["new", "--out", str(tmp_path), "--name", "hq"]) == 0
     before = (tmp_path / "hq.key.pem").read_bytes()
     capsys.readouterr()
-    assert keys.main(["new", "--out", str(tmp_path), "--name", "hq"]) == 1
+    assert keys_cli.main(["new", "--out", str(tmp_path), "--name", "hq"]) == 1
     err = capsys.readouterr().err
     assert "already exists" in err and "refusing to overwrite" in err
     assert (tmp_path / "hq.key.pem").read_bytes() == before
     # only the public half left over also blocks (nothing half-written)
     (tmp_path / "hq.key.pem").unlink()
-    assert keys.main(["new", "--out", str(tmp_path), "--name", "hq"]) == 1
+    assert keys_cli.main(["new", "--out", str(tmp_path), "--name", "hq"]) == 1
     assert not (tmp_path / "hq.key.pem").exists()
     with pytest.raises(ValueError, match="bad key name"):
         keys.new_key(tmp_path, "../evil")
-    assert keys.main(["new", "--out", str(tmp_path), "--name", "a/b"]) == 2
+    assert keys_cli.main(["new", "--out", str(tmp_path), "--name", "a/b"]) == 2
 
 
 def test_keys_cli_usage_errors(capsys):
     with pytest.raises(SystemExit) as ei:
-        keys.main(["new"])  # --out is required
+        keys_cli.main(["new"])  # --out is required
     assert ei.value.code == 2
     with pytest.raises(SystemExit) as ei:
-        keys.main([])
+        keys_cli.main([])
     assert ei.value.code == 2
     capsys.readouterr()
 
@@ -271,7 +273,7 @@ def test_verify_usage_errors(tmp_path, capsys):
     rc, _, err = run_verify(capsys, path, "--key", str(tmp_path / "garbage.pem"))
     assert rc == 2 and "bad --key" in err
     with pytest.raises(SystemExit) as ei:
-        verify.main([path])  # --key is required
+        verify_cli.main([path])  # --key is required
     assert ei.value.code == 2
     capsys.readouterr()
 
@@ -288,8 +290,8 @@ def test_add_parser_in_a_meterkit_tree(tmp_path, capsys):
     # what cli.py does: one `meterkit` parser, each module adds its command
     parser = argparse.ArgumentParser(prog="meterkit")
     sub = parser.add_subparsers(dest="command", required=True)
-    keys.add_parser(sub)
-    verify.add_parser(sub)
+    keys_cli.add_parser(sub)
+    verify_cli.add_parser(sub)
     args = parser.parse_args(["keys", "new", "--out", str(tmp_path / "k")])
     assert args.func(args) == 0
     path = frames_file(tmp_path, good_frames()[:2])
@@ -300,7 +302,7 @@ def test_add_parser_in_a_meterkit_tree(tmp_path, capsys):
 
 def test_verify_reads_stdin_as_a_module(tmp_path):
     data = b"".join(frame.encode_frame(c) for c in good_frames()[:2])
-    proc = subprocess.run([sys.executable, "-m", "meterkit.verify", "-", "--key", meter_pub_pem(tmp_path)],
+    proc = subprocess.run([sys.executable, "-m", "meterkit.cli.verify", "-", "--key", meter_pub_pem(tmp_path)],
                           input=data, capture_output=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.decode().splitlines()[-1] == "2 valid, 0 invalid, 0 noise bytes"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from meterkit.firmware import micropython_cmd, mp_env
+from meterkit.device.toolchain import micropython_cmd, mp_env
 
 MARK = "@@MPTEST "
 FILE_TIMEOUT_S = 600

@@ -16,16 +16,11 @@ Exit status: 0 every frame valid (and at least one frame), 1 any invalid frame o
 
 from __future__ import annotations
 
-import argparse
-import datetime as _dt
-import json
-import sys
-from pathlib import Path
 from typing import Any
 
 from meter.frame import Deframer
-from meterkit import protocol as P
-from meterkit.keys import KeyFileError, load_public
+from meterkit.timefmt import utc_text
+from meterkit.wire import protocol as P
 
 READ_CHUNK = 64 * 1024
 
@@ -35,10 +30,6 @@ def _fixed(v: int, decimals: int) -> str:
     sign = "-" if v < 0 else ""
     q, r = divmod(abs(v), 10**decimals)
     return f"{sign}{q}.{r:0{decimals}d}"
-
-
-def utc_iso(t: int) -> str:
-    return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def register_name(key: int) -> str:
@@ -51,7 +42,7 @@ def register_name(key: int) -> str:
 
 
 def _time_words(t: int, clock_set: bool) -> str:
-    return utc_iso(t) if clock_set else f"{t} s since boot (clock not set)"
+    return utc_text(t) if clock_set else f"{t} s since boot (clock not set)"
 
 
 def describe(msg: P.Message) -> tuple[dict[str, Any], str]:
@@ -79,26 +70,26 @@ def describe(msg: P.Message) -> tuple[dict[str, Any], str]:
         parts = []
         for end, imp, exp, st in b[P.K_ROWS]:
             flags = P.row_status_names(st)
-            rows.append({"end": end, "end_utc": utc_iso(end), "import_mwh": imp, "export_mwh": exp,
+            rows.append({"end": end, "end_utc": utc_text(end), "import_mwh": imp, "export_mwh": exp,
                          "status": st, "flags": flags})
-            parts.append(f"until {utc_iso(end)}: import {_fixed(imp, 3)} Wh, export {_fixed(exp, 3)} Wh"
+            parts.append(f"until {utc_text(end)}: import {_fixed(imp, 3)} Wh, export {_fixed(exp, 3)} Wh"
                          + (f" [{', '.join(flags)}]" if flags else ""))
         info = {"period_s": b[P.K_PERIOD], "rows": rows}
         words = f"load profile 99.1.0, {b[P.K_PERIOD]} s period, {len(rows)} row(s): " + "; ".join(parts)
     elif msg.kind == P.EVENT:
-        info = {"event_seq": b[6], "code": b[7], "value": b[8], "at": b[9], "at_utc": utc_iso(b[9])}
+        info = {"event_seq": b[6], "code": b[7], "value": b[8], "at": b[9], "at_utc": utc_text(b[9])}
         words = f"event #{b[6]} code {b[7]} value {b[8]!r} at {_time_words(b[9], clock_set)}"
     elif msg.kind == P.BILLING:
         regs = b[P.K_BILLING_REGISTERS]
-        info = {"period_end": b[6], "period_end_utc": utc_iso(b[6]),
+        info = {"period_end": b[6], "period_end_utc": utc_text(b[6]),
                 "registers_wh": {P.obis_code(k): v for k, v in regs.items()}}
         words = f"billing period ending {_time_words(b[6], clock_set)}: " + ", ".join(
             f"{register_name(k)} {v} Wh" for k, v in regs.items())
         demand = b.get(P.K_MAX_DEMAND)
         if demand:
-            info["max_demand"] = {P.obis_code(k): {"w": w, "at": at, "at_utc": utc_iso(at)}
+            info["max_demand"] = {P.obis_code(k): {"w": w, "at": at, "at_utc": utc_text(at)}
                                   for k, (w, at) in demand.items()}
-            words += "; max demand " + ", ".join(f"{P.obis_code(k)} {w} W at {utc_iso(at)}"
+            words += "; max demand " + ", ".join(f"{P.obis_code(k)} {w} W at {utc_text(at)}"
                                                  for k, (w, at) in demand.items())
     elif msg.kind == P.RESPONSE:
         info = {"command": b[6], "result": b[7], "reason": b.get(8)}
@@ -136,7 +127,7 @@ def verify_bytes(data: bytes, pub: Any, device: bytes | None = None) -> dict[str
                 info, words = describe(msg)
                 clock_set = not msg.status & P.ST_CLOCK_NOT_SET
                 entry.update(valid=True, kind=msg.kind_name, device=msg.device_id.hex(), seq=msg.seq,
-                             time=msg.time, time_utc=utc_iso(msg.time) if clock_set else None,
+                             time=msg.time, time_utc=utc_text(msg.time) if clock_set else None,
                              status=msg.status, status_flags=P.status_names(msg.status), readings=info,
                              words=words)
             entry["cose"] = cose.hex()
@@ -162,74 +153,3 @@ def format_summary(s: dict[str, Any]) -> str:
     if s["noise_segments"]:
         line += f" (in {s['noise_segments']} segment(s) that were not frames: damaged data or text)"
     return line
-
-
-def _cmd_verify(args: argparse.Namespace) -> int:
-    err = sys.stderr
-    try:
-        pub = load_public(args.key)
-    except KeyFileError as e:
-        print(f"meterkit verify: bad --key: {e}", file=err)
-        return 2
-    device = None
-    if args.device:
-        try:
-            device = bytes.fromhex(args.device)
-        except ValueError:
-            device = b""
-        if len(device) != P.DEVICE_ID_LEN:
-            print(f"meterkit verify: --device wants {2 * P.DEVICE_ID_LEN} hex digits, got {args.device!r}",
-                  file=err)
-            return 2
-    try:
-        data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
-    except FileNotFoundError:
-        print(f"meterkit verify: {args.file}: no such file", file=err)
-        return 2
-    except OSError as e:
-        print(f"meterkit verify: {args.file}: cannot read: {e.strerror or e}", file=err)
-        return 2
-    report = verify_bytes(data, pub, device)
-    s = report["summary"]
-    ok = s["frames"] > 0 and s["invalid"] == 0 and not (args.strict and s["noise_segments"])
-    if args.json:
-        report["file"] = args.file
-        report["ok"] = ok
-        print(json.dumps(report, indent=2))
-    else:
-        for f in report["frames"]:
-            print(format_frame(f))
-        print(format_summary(s))
-        if not s["frames"]:
-            print(f"no frames in {args.file}", file=err)
-    return 0 if ok else 1
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add `verify` to a `meterkit` subparsers object."""
-    p = subparsers.add_parser(
-        "verify", help="check a file of meter frames against the meter's public key (transparency tool)",
-        description="Check every frame of FILE (a COBS frame stream) against the meter's public key and "
-                    "show it in words. Exit 0 if all frames are valid, 1 if any is not (or there are none), "
-                    "2 on usage errors.")
-    p.add_argument("file", metavar="FILE", help="frame stream, e.g. from `meterkit sim run --frames-out` "
-                                                "('-' reads standard input)")
-    p.add_argument("--key", required=True, metavar="PUBKEY",
-                   help="the meter's public key: PEM, raw 65-byte point, or its 130 hex digits")
-    p.add_argument("--device", metavar="HEX", help="accept only this 8-byte device id (16 hex digits)")
-    p.add_argument("--json", action="store_true", help="print one JSON object with a list of frames")
-    p.add_argument("--strict", action="store_true", help="also fail (exit 1) if the file holds noise")
-    p.set_defaults(func=_cmd_verify)
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`meterkit verify ...` on its own (argv without the leading 'verify')."""
-    parser = argparse.ArgumentParser(prog="meterkit")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["verify", *(sys.argv[1:] if argv is None else argv)])
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,7 +3,7 @@
     meterkit billcheck [--days 35] [--start 2026-10-05] [--calendar FILE] [--prices FILE] [--scenario mixed]
                        [--seed 1] [--billing-day 1] [--reading-s 900] [--db PATH] [--json] [--quiet]
 
-One simulated meter (the real firmware under the MicroPython Unix port, `meterkit.sim.run_sim`) runs for --days
+One simulated meter (the real firmware under the MicroPython Unix port, `meterkit.sim.runner.run_sim`) runs for --days
 from --start (local time in the calendar's zone unless an offset is given) with the TOU calendar and billing day.
 Its signed frames go through a real concentrator (TCP on 127.0.0.1) into a SQLite head-end database, and the
 period that the meter's billing snapshot closes is billed with `meterkit.billing.bill`, the code behind
@@ -44,7 +44,6 @@ The difference in money follows from the quantities; it is shown, not tested sep
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import datetime as _dt
 import decimal
@@ -53,7 +52,6 @@ import io
 import json
 import math
 import struct
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -62,6 +60,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
+
+from meterkit.timefmt import utc_text
 
 DEFAULT_DAYS = 35.0
 DEFAULT_START = "2026-10-05"  # with billing day 1: one boundary, 2026-11-01 00:00 local, inside 35 days
@@ -259,16 +259,12 @@ def local_text(t: int, cal: TruthCalendar) -> str:
     return _dt.datetime.fromtimestamp(t, cal.zone_at(t)).strftime("%Y-%m-%d %H:%M %Z")
 
 
-def utc_text(t: int) -> str:
-    return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 # --- the ground truth ------------------------------------------------------------------------------------------
 
 
 def load_scenarios() -> Any:
     """firmware/sim/scenarios.py, the simulator's own load definitions, as a module (it needs only `math`)."""
-    from meterkit.firmware import firmware_dir
+    from meterkit.device.toolchain import firmware_dir
 
     path = firmware_dir() / "sim" / "scenarios.py"
     spec = importlib.util.spec_from_file_location("meterkit_billcheck_scenarios", path)
@@ -413,8 +409,8 @@ def store_frames(db: Path, stream: bytes, public_key: bytes, name: str, now: int
     """Feed a meter's frame stream to a real Concentrator (TCP on 127.0.0.1, SQLite file), the way it arrives
     from the field, and wait for the acknowledgement of the last frame; returns the number of frames."""
     from meter.frame import Deframer
-    from meterkit import protocol as P
-    from meterkit.bench_ingest import LoopbackRig, ManualClock
+    from meterkit.bench.ingest import LoopbackRig, ManualClock
+    from meterkit.wire import protocol as P
 
     n = len(Deframer().feed(stream))
     if n == 0:
@@ -445,8 +441,8 @@ def simulate(days: float = DEFAULT_DAYS, start: str | int = DEFAULT_START, calen
              say: Callable[[str], None] = lambda m: None) -> Run:
     """Run the meter for `days` and store its frames in `db` (default: a file in a temporary directory that is
     kept for the caller; remove it when done)."""
-    from meterkit.firmware import repo_root
-    from meterkit.sim import SimError, run_sim
+    from meterkit.device.toolchain import repo_root
+    from meterkit.sim.runner import SimError, run_sim
 
     cal_path, prices_path = (_path(calendar, repo_root()), _path(prices, repo_root()))
     cal = TruthCalendar(_read_json(cal_path, "calendar"))
@@ -482,7 +478,7 @@ def simulate(days: float = DEFAULT_DAYS, start: str | int = DEFAULT_START, calen
             raise CheckError(f"the simulation failed: {e}") from None
         stream = frames_path.read_bytes()
     kinds = _kinds(stream)
-    from meterkit import protocol as P
+    from meterkit.wire import protocol as P
 
     say(f"storing {len(kinds)} signed frames through a concentrator into {db}")
     w0 = time.monotonic()
@@ -517,12 +513,12 @@ def _code(key: int) -> str:
 
 
 def check(run: Run, truth_calendar: dict | None = None) -> dict:
-    """Bill the stored period with meterkit.billing, compute the truth, compare. Returns the report (JSON-able).
+    """Bill the stored period with meterkit.billing.bill, compute the truth, compare. Returns the report (JSON-able).
 
     truth_calendar: the calendar the truth uses (default: the one the meter ran with); a test hands in a
     different one to see the check fail."""
-    from meterkit import billing as B
-    from meterkit.db import SQLiteStore
+    from meterkit.billing import bill as B
+    from meterkit.store.sqlite import SQLiteStore
 
     cal_dict = truth_calendar if truth_calendar is not None else _read_json(run.calendar_path, "calendar")
     cal = TruthCalendar(cal_dict)
@@ -679,50 +675,3 @@ def format_report(r: dict) -> str:
 
 
 # --- the command -------------------------------------------------------------------------------------------------
-
-
-def _cmd(args: argparse.Namespace) -> int:
-    from meterkit.sim import progress_bar
-
-    quiet = args.json or args.quiet
-    say = (lambda m: None) if quiet else (lambda m: print(m, file=sys.stderr))
-    progress = None if quiet else progress_bar(f"simulating {args.days:g} days")
-    t0 = time.monotonic()
-    try:
-        run = simulate(args.days, args.start, args.calendar, args.prices, args.scenario, args.seed, args.billing_day,
-                       args.reading_s, args.db, progress=progress, say=say)
-        say("billing the period and computing the ground truth")
-        report = check(run)
-    except CheckError as e:
-        print(f"meterkit billcheck: {e}", file=sys.stderr)
-        return 2
-    report["wall_s"] = round(time.monotonic() - t0, 1)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(format_report(report))
-        print(f"  wall time {report['wall_s']} s; the bill again: meterkit bill --db {run.db} --meter "
-              f"{run.meter_name} --period {run.period} --prices {run.prices_path} --calendar {run.calendar_path}")
-    return 0 if report["ok"] else 1
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Registers `meterkit billcheck`."""
-    from meterkit.sim import SCENARIOS
-
-    p = subparsers.add_parser("billcheck", help="a simulated run across a billing boundary, billed by `meterkit bill` "
-                                                "and from the simulator's ground truth, compared to the Wh")
-    p.add_argument("--days", type=float, default=DEFAULT_DAYS, help=f"virtual days (default {DEFAULT_DAYS:g})")
-    p.add_argument("--start", default=DEFAULT_START,
-                   help=f"start, local time of the calendar unless an offset or Z is given (default {DEFAULT_START})")
-    p.add_argument("--calendar", default=DEFAULT_CALENDAR, help=f"TOU calendar JSON (default {DEFAULT_CALENDAR})")
-    p.add_argument("--prices", default=DEFAULT_PRICES, help=f"price file JSON (default {DEFAULT_PRICES})")
-    p.add_argument("--scenario", choices=SCENARIOS, default=DEFAULT_SCENARIO,
-                   help=f"simulated load (default {DEFAULT_SCENARIO}: import and export)")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--billing-day", type=int, default=1, help="local day of month billing periods end on (1..28)")
-    p.add_argument("--reading-s", type=int, default=900, help="seconds between the meter's readings (default 900)")
-    p.add_argument("--db", default=None, help="head-end database to create (default: in a temporary directory)")
-    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.set_defaults(func=_cmd)

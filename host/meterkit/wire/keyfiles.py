@@ -13,17 +13,15 @@ that point in hex (130 hex digits, whitespace ignored). Every problem raises Key
 
 from __future__ import annotations
 
-import argparse
 import os
 import string
-import sys
 from pathlib import Path
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from meterkit.protocol import key_id, public_bytes, public_from_bytes
+from meterkit.wire.protocol import key_id, public_bytes, public_from_bytes
 
 MAX_KEY_FILE = 64 * 1024
 
@@ -143,41 +141,3 @@ def new_key(out_dir: str | os.PathLike, name: str = "headend") -> tuple[Path, Pa
         key_path.unlink(missing_ok=True)
         raise
     return key_path, pub_path, key_id(public_bytes(key.public_key()))
-
-
-def _cmd_new(args: argparse.Namespace) -> int:
-    try:
-        key_path, pub_path, kid = new_key(args.out, args.name)
-    except FileExistsError as e:
-        print(f"meterkit keys new: {e}", file=sys.stderr)
-        return 1
-    except (ValueError, OSError) as e:
-        print(f"meterkit keys new: {e}", file=sys.stderr)
-        return 2
-    print(f"private key: {key_path} (mode 0600; keep it secret)")
-    print(f"public key:  {pub_path}")
-    print(f"key id:      {kid.hex()}")
-    return 0
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add `keys` (with `keys new`) to a `meterkit` subparsers object."""
-    keys = subparsers.add_parser("keys", help="head-end signing keys")
-    sub = keys.add_subparsers(dest="keys_command", required=True)
-    new = sub.add_parser("new", help="generate a P-256 key pair (PKCS#8 PEM, mode 0600) and print its key id")
-    new.add_argument("--out", required=True, help="directory for <name>.key.pem and <name>.pub.pem")
-    new.add_argument("--name", default="headend", help="file name stem (default: headend)")
-    new.set_defaults(func=_cmd_new)
-    return keys
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`meterkit keys ...` on its own (argv without the leading 'keys')."""
-    parser = argparse.ArgumentParser(prog="meterkit")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["keys", *(sys.argv[1:] if argv is None else argv)])
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

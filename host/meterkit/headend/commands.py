@@ -28,10 +28,7 @@ Operations (docs/concentrator.md, "Operator commands"):
 
 from __future__ import annotations
 
-import argparse
-import datetime as _dt
 import json
-import sys
 import time
 from typing import Any
 
@@ -39,7 +36,7 @@ import cbor2
 
 from meter import cbor as mcbor
 from meter import messages as mmsg
-from meterkit.fleet_status import open_store
+from meterkit.timefmt import parse_utc, utc_text
 
 OP_BACKFILL = mmsg.OP_BACKFILL  # 1: the concentrator's own (frames by sequence number)
 OP_CALENDAR = mmsg.OP_CALENDAR  # 2
@@ -110,38 +107,12 @@ def payload_bound(op: int, args: dict | None) -> int:
         raise CommandError(f"the arguments cannot be sent to a meter: {e}") from None
 
 
-def utc(t: float | None) -> str:
-    if t is None:
-        return ""
-    return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def parse_when(text: str) -> int:
-    """'2026-12-01T00:00Z', '2026-12-01 00:00' (UTC), '2026-12-01T01:00+01:00' or Unix seconds -> Unix seconds."""
-    t = text.strip()
-    if t.isdigit():
-        v = int(t)
-    else:
-        try:
-            dt = _dt.datetime.fromisoformat(t[:-1] + "+00:00" if t[-1:] in ("Z", "z") else t)
-        except ValueError:
-            raise CommandError(f"not a UTC time: {text!r} (give ISO 8601, e.g. 2026-12-01T00:00Z, or Unix "
-                               "seconds)") from None
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=_dt.timezone.utc)
-        v = int(dt.timestamp())
-        if v != dt.timestamp():
-            raise CommandError(f"{text!r}: give whole seconds")
-    if not 0 <= v <= UINT32_MAX:
-        raise CommandError(f"{text!r} is outside the meter's time range (1970..2106)")
-    return v
-
-
-def _when(text: str) -> int:
+    """A UTC instant as the operator types it (meterkit.timefmt.parse_utc); CommandError if it is not one."""
     try:
-        return parse_when(text)
-    except CommandError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+        return parse_utc(text)
+    except ValueError as e:
+        raise CommandError(str(e)) from None
 
 
 # --- building commands ----------------------------------------------------------------------------------------
@@ -177,14 +148,14 @@ def calendar_args(calendar: dict, activation: int, now: float) -> dict:
     if type(activation) is not int or not 0 <= activation <= UINT32_MAX:
         raise CommandError(f"activation must be UTC seconds 0..{UINT32_MAX}, not {activation!r}")
     if activation <= now:
-        raise CommandError(f"activation {utc(activation)} is not in the future (now {utc(now)}): a meter "
+        raise CommandError(f"activation {utc_text(activation)} is not in the future (now {utc_text(now)}): a meter "
                            "refuses it; give a later --activate")
     return {1: calendar, 2: activation}
 
 
 def profile_args(frm: int, to: int) -> dict:
     if not 0 <= frm <= to <= UINT32_MAX:
-        raise CommandError(f"--from {utc(frm)} is after --to {utc(to)}" if frm > to
+        raise CommandError(f"--from {utc_text(frm)} is after --to {utc_text(to)}" if frm > to
                            else "profile times must be UTC seconds 0..2^32-1")
     return {1: frm, 2: to}
 
@@ -199,7 +170,7 @@ def queue(store: Any, device: bytes, op: int, args: dict | None, now: float, exp
     elif expires is None:
         expires = int(now) + DEFAULT_VALID_S
     if expires <= now:
-        raise CommandError(f"--expires {utc(expires)} is not in the future (now {utc(now)})")
+        raise CommandError(f"--expires {utc_text(expires)} is not in the future (now {utc_text(now)})")
     check_fits(op, args)
     try:
         qid = store.queue_command(device, op, args, now, expires, note)
@@ -210,18 +181,10 @@ def queue(store: Any, device: bytes, op: int, args: dict | None, now: float, exp
     return qid
 
 
-# --- the command line -----------------------------------------------------------------------------------------
 
 
-def _meter(store: Any, text: str, prog: str) -> bytes | None:
-    dev = store.lookup_device(text)
-    if dev is None:
-        print(f"meterkit command {prog}: no meter {text!r} (give its 16-hex-digit id or its name; "
-              "meterkit meters list)", file=sys.stderr)
-    return dev
 
-
-def _label(store: Any, dev: bytes) -> str:
+def label(store: Any, dev: bytes) -> str:
     m = store.meter(dev)
     return f"{m.name} ({dev.hex()})" if m is not None and m.name else dev.hex()
 
@@ -231,57 +194,12 @@ def describe(op: int, args: dict | None) -> str:
     if op == OP_CALENDAR and args:
         cal = args.get(1) if isinstance(args.get(1), dict) else {}
         name = cal.get("name") or "unnamed"
-        return f"calendar {name!r}, active from {utc(args.get(2))}"
+        return f"calendar {name!r}, active from {utc_text(args.get(2))}"
     if op == OP_PROFILE and args:
-        return f"profile rows ending {utc(args.get(1))} .. {utc(args.get(2))}"
+        return f"profile rows ending {utc_text(args.get(1))} .. {utc_text(args.get(2))}"
     if op == OP_BILLING_RESET:
         return "billing reset (snapshot now, demand reset)"
     return op_name(op) + (f" {json.dumps(args, sort_keys=True)}" if args else "")
-
-
-def _queue_cli(args: argparse.Namespace, prog: str, build: Any) -> int:
-    now = clock()
-    try:
-        op, cargs = build(now)
-    except CommandError as e:
-        print(f"meterkit command {prog}: {e}", file=sys.stderr)
-        return 1
-    store = open_store(args.db, f"command {prog}", readonly=False)
-    if store is None:
-        return 2
-    with store:
-        dev = _meter(store, args.meter, prog)
-        if dev is None:
-            return 2
-        try:
-            qid = queue(store, dev, op, cargs, now, args.expires, note=f"meterkit command {prog}")
-        except CommandError as e:
-            print(f"meterkit command {prog}: {e}", file=sys.stderr)
-            return 1
-        q = store.queued_commands(ids=[qid])[0]
-        m = store.meter(dev)
-        online = m is not None and m.online
-        print(f"queued command #{qid} for meter {_label(store, dev)}: {describe(op, cargs)}; "
-              f"expires {utc(q.expires_at)}")
-        print("the concentrator sends it " + ("now (the meter is online)" if online else
-                                              "when the meter connects") + "; see: meterkit command list")
-    return 0
-
-
-def _cmd_calendar(args: argparse.Namespace) -> int:
-    def build(now: float) -> tuple[int, dict]:
-        cal = load_calendar(args.calendar)
-        return OP_CALENDAR, calendar_args(cal, args.activate, now)
-
-    return _queue_cli(args, "calendar", build)
-
-
-def _cmd_billing_reset(args: argparse.Namespace) -> int:
-    return _queue_cli(args, "billing-reset", lambda now: (OP_BILLING_RESET, None))
-
-
-def _cmd_profile(args: argparse.Namespace) -> int:
-    return _queue_cli(args, "profile", lambda now: (OP_PROFILE, profile_args(args.frm, args.to)))
 
 
 def command_rows(store: Any, device: bytes | None = None, states: list[str] | None = None,
@@ -295,9 +213,9 @@ def command_rows(store: Any, device: bytes | None = None, states: list[str] | No
             "id": q.id, "device": q.device_id.hex(), "meter": names.get(q.device_id), "op": q.op,
             "operation": op_name(q.op), "what": describe(q.op, q.args), "state": q.state,
             "overdue": q.state in ("queued", "sent") and t >= q.expires_at,
-            "created_at": q.created_at, "created_utc": utc(q.created_at), "expires_at": q.expires_at,
-            "expires_utc": utc(q.expires_at), "attempts": q.attempts, "counter": q.counter, "sent_at": q.sent_at,
-            "sent_utc": utc(q.sent_at), "answered_at": q.answered_at, "answered_utc": utc(q.answered_at),
+            "created_at": q.created_at, "created_utc": utc_text(q.created_at), "expires_at": q.expires_at,
+            "expires_utc": utc_text(q.expires_at), "attempts": q.attempts, "counter": q.counter, "sent_at": q.sent_at,
+            "sent_utc": utc_text(q.sent_at), "answered_at": q.answered_at, "answered_utc": utc_text(q.answered_at),
             "result": q.result, "reason": q.reason, "note": q.note, "args": _jsonable(q.args),
         })
     return out
@@ -322,61 +240,3 @@ def format_rows(rows: list[dict]) -> str:
                      for row in [head, *body])
 
 
-def _cmd_list(args: argparse.Namespace) -> int:
-    store = open_store(args.db, "command list", readonly=False)
-    if store is None:
-        return 2
-    with store:
-        dev = None
-        if args.meter:
-            dev = _meter(store, args.meter, "list")
-            if dev is None:
-                return 2
-        rows = command_rows(store, dev, args.state)
-    print(json.dumps(rows, indent=2, ensure_ascii=False) if args.json else format_rows(rows))
-    return 0
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Registers `meterkit command calendar | billing-reset | profile | list`."""
-    from meterkit.db import QUEUE_STATES
-    from meterkit.fleet_status import default_db
-
-    c = subparsers.add_parser("command", help="queue operator commands to meters (tariff calendar, billing "
-                                              "reset, profile re-read) and see their answers")
-    sub = c.add_subparsers(dest="command_op", required=True)
-
-    def common(p: argparse.ArgumentParser, meter_required: bool = True) -> None:
-        p.add_argument("--db", default=default_db(), help="head-end database (default $METERKIT_DB or meterkit.db)")
-        p.add_argument("--meter", required=meter_required, help="16-hex-digit device id or the meter's name")
-
-    def expires(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--expires", type=_when, default=None, metavar="WHEN",
-                       help="not sent at or after this UTC time (default: a week from now; a calendar: its "
-                            "activation)")
-
-    cal = sub.add_parser("calendar", help="send a TOU calendar, active from a future instant (passive until then)")
-    common(cal)
-    cal.add_argument("--calendar", required=True, metavar="FILE", help="calendar JSON (docs/tariffs.md)")
-    cal.add_argument("--activate", required=True, type=_when, metavar="WHEN",
-                     help="when it becomes active: UTC, e.g. 2026-12-01T00:00Z, or Unix seconds")
-    expires(cal)
-    cal.set_defaults(func=_cmd_calendar)
-
-    br = sub.add_parser("billing-reset", help="close the billing period now (snapshot, then demand reset)")
-    common(br)
-    expires(br)
-    br.set_defaults(func=_cmd_billing_reset)
-
-    pr = sub.add_parser("profile", help="have the meter send its load-profile rows of a time range again")
-    common(pr)
-    pr.add_argument("--from", dest="frm", required=True, type=_when, metavar="WHEN", help="first row end (UTC)")
-    pr.add_argument("--to", required=True, type=_when, metavar="WHEN", help="last row end (UTC)")
-    expires(pr)
-    pr.set_defaults(func=_cmd_profile)
-
-    ls = sub.add_parser("list", help="queued commands: state, result and reason")
-    common(ls, meter_required=False)
-    ls.add_argument("--state", action="append", choices=QUEUE_STATES, help="only these states (repeatable)")
-    ls.add_argument("--json", action="store_true", help="one JSON list, a dict per command")
-    ls.set_defaults(func=_cmd_list)

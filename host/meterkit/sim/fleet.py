@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from meterkit.firmware import firmware_dir
-from meterkit.sim import provision, sim_command, sim_env
+from meterkit.device.toolchain import firmware_dir
+from meterkit.sim.runner import provision, sim_command, sim_env
 
 
 class FleetClock:
@@ -259,9 +259,9 @@ class Fleet:
     async def setup(self) -> None:
         from cryptography.hazmat.primitives import serialization
 
-        from meterkit import protocol
-        from meterkit.concentrator import Concentrator
-        from meterkit.db import SQLiteStore
+        from meterkit.headend.concentrator import Concentrator
+        from meterkit.store.sqlite import SQLiteStore
+        from meterkit.wire import protocol
 
         self.out.mkdir(parents=True, exist_ok=True)
         point = self.headend_key.public_key().public_bytes(serialization.Encoding.X962,
@@ -294,9 +294,9 @@ class Fleet:
 
     async def restart_concentrator(self) -> None:
         """Kill the concentrator (nothing pending stored or acknowledged) and start a new one on the database."""
-        from meterkit import protocol
-        from meterkit.concentrator import Concentrator
-        from meterkit.db import SQLiteStore
+        from meterkit.headend.concentrator import Concentrator
+        from meterkit.store.sqlite import SQLiteStore
+        from meterkit.wire import protocol
 
         await self.conc.kill()
         self.store.close()

@@ -61,7 +61,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from meterkit import protocol as P
+from meterkit.wire import protocol as P
 
 I64_MIN = -(1 << 63)
 I64_MAX = (1 << 63) - 1

@@ -1,4 +1,4 @@
-"""The `meterkit` command line."""
+"""`meterkit sim run` and `meterkit sim provision`: the real firmware against simulated hardware."""
 
 from __future__ import annotations
 
@@ -6,34 +6,17 @@ import argparse
 import json
 import sys
 
-from meterkit import __version__
-
-
-def _utc_instant(text: str) -> int:
-    """'2026-06-21T06:00' (UTC) -> Unix seconds, for argparse."""
-    from datetime import datetime, timezone
-
-    try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO date/time: {text!r}") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return int(dt.timestamp())
+from meterkit.cli.common import utc_instant
+from meterkit.sim.runner import SCENARIOS, SimError, format_result, progress_bar, provision, run_sim
+from meterkit.wire.keyfiles import load_public
+from meterkit.wire.protocol import public_bytes
 
 
 def _headend_point(path: str) -> bytes:
-    from cryptography.hazmat.primitives import serialization
-
-    from meterkit.keys import load_public
-
-    return load_public(path).public_bytes(serialization.Encoding.X962,
-                                          serialization.PublicFormat.UncompressedPoint)
+    return public_bytes(load_public(path))
 
 
 def _cmd_sim_run(args: argparse.Namespace) -> int:
-    from meterkit.sim import SimError, format_result, progress_bar, run_sim
-
     progress = None if args.json or args.quiet else progress_bar(f"simulating {args.hours:g} h")
     try:
         result = run_sim(args.scenario, args.hours, seed=args.seed, heap=args.heap, flash_dir=args.flash,
@@ -50,8 +33,6 @@ def _cmd_sim_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_sim_provision(args: argparse.Namespace) -> int:
-    from meterkit.sim import SimError, provision
-
     try:
         ident = provision(args.flash, _headend_point(args.headend_key), args.pubkey_out)
     except SimError as e:
@@ -62,34 +43,14 @@ def _cmd_sim_provision(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
-    from meterkit.bench import format_bench, run_bench
-
-    figures = run_bench(quick=args.quick, log=None if args.json else (lambda m: print(m, file=sys.stderr)))
-    print(json.dumps(figures, indent=2) if args.json else format_bench(figures))
-    return 0
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from meterkit.demo import run_demo
-
-    return run_demo(hours=args.hours, out=args.out)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from meterkit.sim import SCENARIOS
-
-    p = argparse.ArgumentParser(prog="meterkit", description="meterkit host toolkit")
-    p.add_argument("--version", action="version", version=f"meterkit {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
-
+def add_parser(sub: argparse._SubParsersAction) -> None:
     sim = sub.add_parser("sim", help="run the firmware against simulated hardware")
     simsub = sim.add_subparsers(dest="sim_command", required=True)
     run = simsub.add_parser("run", help="one simulated meter, in virtual time, under the MicroPython Unix port")
     run.add_argument("--scenario", choices=SCENARIOS, default="solar-day")
     run.add_argument("--hours", type=float, default=24.0, help="virtual hours to simulate (default 24)")
     run.add_argument("--seed", type=int, default=None)
-    run.add_argument("--start", type=_utc_instant, default=None,
+    run.add_argument("--start", type=utc_instant, default=None,
                      help="virtual start time, UTC, e.g. 2026-06-21T06:00 (default: the board's, midnight)")
     run.add_argument("--heap", default=None, help="cap the interpreter heap, e.g. 96K (ESP32-sized budget)")
     run.add_argument("--flash", default=None, help="flash directory to keep between runs (default: temporary)")
@@ -117,33 +78,3 @@ def build_parser() -> argparse.ArgumentParser:
     prov.add_argument("--headend-key", required=True, help="head-end public key (PEM) to install")
     prov.add_argument("--pubkey-out", required=True, help="write the meter's public key (PEM) here")
     prov.set_defaults(func=_cmd_sim_provision)
-
-    bench = sub.add_parser("bench", help="measure the firmware and host side by side")
-    bench.add_argument("--json", action="store_true", help="print one JSON object, a key per figure")
-    bench.add_argument("--quick", action="store_true", help="shorter runs (rougher figures)")
-    bench.set_defaults(func=_cmd_bench)
-
-    demo = sub.add_parser("demo", help="the main job: simulated meters reporting, with a summary")
-    demo.add_argument("--hours", type=float, default=24.0)
-    demo.add_argument("--out", default="out/demo", help="where the demo writes its files")
-    demo.set_defaults(func=_cmd_demo)
-
-    from meterkit import billcheck, billing, commands, concentrator, fleet_status, keys, verify
-
-    keys.add_parser(sub)
-    verify.add_parser(sub)
-    concentrator.add_parser(sub)  # meterkit concentrator
-    fleet_status.add_parser(sub)  # meterkit status / export / meters add|list
-    billing.add_parser(sub)  # meterkit bill
-    commands.add_parser(sub)  # meterkit command calendar | billing-reset | profile | list
-    billcheck.add_parser(sub)  # meterkit billcheck: a long simulated run billed from frames and from truth
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from meter import cbor as mcbor
 from meter import messages
 from meter.frame import Deframer, encode_frame
-from meterkit import protocol as P
+from meterkit.wire import protocol as P
 
 T0 = 1_700_000_000
 BENCH_HEADEND_D = 0x5EED_0000_0000_0000_0000_0000_0000_0000_0000_0000_0000_0000_0000_0000_0000_0001
@@ -233,8 +233,8 @@ class LoopbackRig:
         self.host, self.port = "127.0.0.1", 0
 
     async def start(self, **conc_kw: Any) -> LoopbackRig:
-        from meterkit.concentrator import Concentrator
-        from meterkit.db import SQLiteStore
+        from meterkit.headend.concentrator import Concentrator
+        from meterkit.store.sqlite import SQLiteStore
 
         self.store = SQLiteStore(self.db_path, synchronous=self.synchronous)
         self.conc = Concentrator(self.store, self.headend, clock=self.clock, **{**self.conc_kw, **conc_kw})
@@ -333,7 +333,7 @@ async def _ingest(meters: list[SimMeter], per_meter: list[list[bytes]], headend:
 
 def _stages(meters: list[SimMeter], per_meter: list[list[bytes]], headend: P.HeadEnd, db: str) -> dict:
     """Per-frame cost (us) of each stage alone, on the same frames."""
-    from meterkit.db import SQLiteStore
+    from meterkit.store.sqlite import SQLiteStore
 
     frames = [c for fr in per_meter for c in fr]
     n = len(frames)
@@ -385,8 +385,8 @@ def _rss() -> int:
 async def _memory_per_connection(headend: P.HeadEnd, db: str, n: int) -> dict:
     import resource
 
-    from meterkit.concentrator import Concentrator
-    from meterkit.db import SQLiteStore
+    from meterkit.headend.concentrator import Concentrator
+    from meterkit.store.sqlite import SQLiteStore
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < n + 256 and (hard == resource.RLIM_INFINITY or hard >= n + 256):

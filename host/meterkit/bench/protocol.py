@@ -7,7 +7,7 @@ Side by side: the same frames, in alternating blocks of 100 (bare, full, bare, f
 the n frames, so a change in machine load hits both sides alike; the ratio (full rate / bare rate) is taken
 per pair of blocks and the median pair is reported, beside the ratio of the two fastest blocks.
 "Bare" is the least any ES256 verifier does per frame: one OpenSSL ECDSA verify of a prepared DER signature
-over the prepared Sig_structure. "Full" is meterkit.protocol.verify_and_decode on the received COSE bytes:
+over the prepared Sig_structure. "Full" is meterkit.wire.protocol.verify_and_decode on the received COSE bytes:
 envelope parse, key lookup, signature, payload decode, CDDL validation and the deterministic-encoding check.
 """
 
@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from meter import cbor, cose, frame
-from meterkit import protocol as P
+from meterkit.wire import protocol as P
 
 # A fixed, published test key: the bench needs reproducible frames, not secrets.
 BENCH_D = bytes.fromhex("c9afa9d845ba75166b5c215767b1d6934e50c3db36e89b127b8a622b120f6721")

@@ -7,8 +7,8 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from meterkit.firmware import firmware_dir, micropython_cmd, mp_env
-from meterkit.sim import SimError, run_sim
+from meterkit.device.toolchain import firmware_dir, micropython_cmd, mp_env
+from meterkit.sim.runner import SimError, run_sim
 
 # Heap in use once the meter's modules are imported (gc'd before and after), measured inside micropython.
 _IMPORT_HEAP_SNIPPET = """
@@ -146,7 +146,7 @@ def crypto_figures() -> dict:
 
 
 def run_bench(quick: bool = False, log: Callable[[str], None] | None = None) -> dict:
-    from meterkit.bench_protocol import bench_host_verify
+    from meterkit.bench.protocol import bench_host_verify
 
     say = log or (lambda m: None)
     figures: dict = {}
@@ -164,7 +164,7 @@ def run_bench(quick: bool = False, log: Callable[[str], None] | None = None) -> 
     figures.update({f"host_{k}": v[k] for k in ("host_verify_per_s", "bare_verify_per_s", "ratio",
                                                  "ratio_fastest_blocks")})
     say("concentrator ingest over TCP vs bare verify ...")
-    from meterkit.bench_ingest import bench_ingest
+    from meterkit.bench.ingest import bench_ingest
 
     ing = bench_ingest(n=2000 if quick else 5000)
     figures.update({"ingest_frames_per_s": ing["ingest_frames_per_s"], "ingest_ratio": ing["ratio"],

@@ -18,9 +18,9 @@ import sqlite3
 from pathlib import Path
 
 from meter import frame
-from meterkit.firmware import repo_root
-from meterkit.fleet import Fleet, MeterSpec
-from meterkit.sim import progress_bar
+from meterkit.device.toolchain import repo_root
+from meterkit.sim.fleet import Fleet, MeterSpec
+from meterkit.sim.runner import progress_bar
 
 TARIFF_DIR = repo_root() / "examples" / "tariffs"
 CALENDAR = TARIFF_DIR / "night-2rate.calendar.json"  # night 22:00-06:00, day 06:00-22:00, CET/CEST
@@ -54,7 +54,7 @@ def demo_start(hours: float) -> int:
 
 def _headend_key(out: Path):
     """The demo's head-end key pair, kept in out/keys (made once, like `meterkit keys new`)."""
-    from meterkit import keys
+    from meterkit.wire import keyfiles as keys
 
     kdir = out / "keys"
     if not (kdir / "headend.key.pem").exists():
@@ -158,8 +158,8 @@ def bill_and_day(db_path: Path, out: Path) -> tuple[str, list[tuple[str, str]], 
     PLOT_DAY's load profile coloured by tariff as a PNG in `out`. Returns (the bill, or why there is none;
     [(what, file)] written; [why something was not made]). A BillingError is reported, never raised: the rest
     of the demo's results stand."""
-    from meterkit import billing
-    from meterkit.db import SQLiteStore
+    from meterkit.billing import bill as billing
+    from meterkit.store.sqlite import SQLiteStore
 
     cal = billing.load_calendar(CALENDAR)
     prices = billing.load_prices(PRICES, cal)
@@ -235,7 +235,7 @@ async def _run(out: Path, hours: float, speed: float) -> int:
           "billing period ends at 2026-11-01 00:00 CET")
     print("  provisioning: each meter makes its key, the head-end key is installed, public keys registered")
     clog = _LogLines(fleet)
-    logger = logging.getLogger("meterkit.concentrator")
+    logger = logging.getLogger("meterkit.headend.concentrator")
     logger.addHandler(clog)
     propagate, logger.propagate = logger.propagate, False
     await fleet.setup()

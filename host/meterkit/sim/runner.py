@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from meterkit.firmware import boards_dir, firmware_dir, micropython_module_cmd, mp_env
+from meterkit.device.toolchain import boards_dir, firmware_dir, micropython_module_cmd, mp_env
 
 SCENARIOS = ("constant", "steps", "solar-day", "random-walk", "export", "mixed")
 

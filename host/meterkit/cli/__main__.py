@@ -1,0 +1,5 @@
+import sys
+
+from meterkit.cli import main
+
+sys.exit(main())

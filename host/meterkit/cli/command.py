@@ -1,0 +1,145 @@
+"""`meterkit command calendar|billing-reset|profile|list`: queue operator commands, see their answers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from meterkit.cli.common import add_db, open_store
+from meterkit.headend import commands as C
+from meterkit.headend.commands import (
+    OP_BILLING_RESET,
+    OP_CALENDAR,
+    OP_PROFILE,
+    CommandError,
+    calendar_args,
+    command_rows,
+    describe,
+    format_rows,
+    label,
+    load_calendar,
+    parse_when,
+    profile_args,
+    queue,
+)
+from meterkit.store.sqlite import QUEUE_STATES
+from meterkit.timefmt import utc_text
+
+
+def _when(text: str) -> int:
+    try:
+        return parse_when(text)
+    except CommandError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _meter(store: Any, text: str, prog: str) -> bytes | None:
+    dev = store.lookup_device(text)
+    if dev is None:
+        print(f"meterkit command {prog}: no meter {text!r} (give its 16-hex-digit id or its name; "
+              "meterkit meters list)", file=sys.stderr)
+    return dev
+
+
+def _queue_cli(args: argparse.Namespace, prog: str, build: Any) -> int:
+    now = C.clock()
+    try:
+        op, cargs = build(now)
+    except CommandError as e:
+        print(f"meterkit command {prog}: {e}", file=sys.stderr)
+        return 1
+    store = open_store(args.db, f"command {prog}", readonly=False)
+    if store is None:
+        return 2
+    with store:
+        dev = _meter(store, args.meter, prog)
+        if dev is None:
+            return 2
+        try:
+            qid = queue(store, dev, op, cargs, now, args.expires, note=f"meterkit command {prog}")
+        except CommandError as e:
+            print(f"meterkit command {prog}: {e}", file=sys.stderr)
+            return 1
+        q = store.queued_commands(ids=[qid])[0]
+        m = store.meter(dev)
+        online = m is not None and m.online
+        print(f"queued command #{qid} for meter {label(store, dev)}: {describe(op, cargs)}; "
+              f"expires {utc_text(q.expires_at)}")
+        print("the concentrator sends it " + ("now (the meter is online)" if online else
+                                              "when the meter connects") + "; see: meterkit command list")
+    return 0
+
+
+def _cmd_calendar(args: argparse.Namespace) -> int:
+    def build(now: float) -> tuple[int, dict]:
+        cal = load_calendar(args.calendar)
+        return OP_CALENDAR, calendar_args(cal, args.activate, now)
+
+    return _queue_cli(args, "calendar", build)
+
+
+def _cmd_billing_reset(args: argparse.Namespace) -> int:
+    return _queue_cli(args, "billing-reset", lambda now: (OP_BILLING_RESET, None))
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    return _queue_cli(args, "profile", lambda now: (OP_PROFILE, profile_args(args.frm, args.to)))
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    store = open_store(args.db, "command list", readonly=False)
+    if store is None:
+        return 2
+    with store:
+        dev = None
+        if args.meter:
+            dev = _meter(store, args.meter, "list")
+            if dev is None:
+                return 2
+        rows = command_rows(store, dev, args.state)
+    print(json.dumps(rows, indent=2, ensure_ascii=False) if args.json else format_rows(rows))
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Registers `meterkit command calendar | billing-reset | profile | list`."""
+    c = subparsers.add_parser("command", help="queue operator commands to meters (tariff calendar, billing "
+                                              "reset, profile re-read) and see their answers")
+    sub = c.add_subparsers(dest="command_op", required=True)
+
+    def common(p: argparse.ArgumentParser, meter_required: bool = True) -> None:
+        add_db(p)
+        p.add_argument("--meter", required=meter_required, help="16-hex-digit device id or the meter's name")
+
+    def expires(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--expires", type=_when, default=None, metavar="WHEN",
+                       help="not sent at or after this UTC time (default: a week from now; a calendar: its "
+                            "activation)")
+
+    cal = sub.add_parser("calendar", help="send a TOU calendar, active from a future instant (passive until then)")
+    common(cal)
+    cal.add_argument("--calendar", required=True, metavar="FILE", help="calendar JSON (docs/tariffs.md)")
+    cal.add_argument("--activate", required=True, type=_when, metavar="WHEN",
+                     help="when it becomes active: UTC, e.g. 2026-12-01T00:00Z, or Unix seconds")
+    expires(cal)
+    cal.set_defaults(func=_cmd_calendar)
+
+    br = sub.add_parser("billing-reset", help="close the billing period now (snapshot, then demand reset)")
+    common(br)
+    expires(br)
+    br.set_defaults(func=_cmd_billing_reset)
+
+    pr = sub.add_parser("profile", help="have the meter send its load-profile rows of a time range again")
+    common(pr)
+    pr.add_argument("--from", dest="frm", required=True, type=_when, metavar="WHEN", help="first row end (UTC)")
+    pr.add_argument("--to", required=True, type=_when, metavar="WHEN", help="last row end (UTC)")
+    expires(pr)
+    pr.set_defaults(func=_cmd_profile)
+
+    ls = sub.add_parser("list", help="queued commands: state, result and reason")
+    common(ls, meter_required=False)
+    ls.add_argument("--state", action="append", choices=QUEUE_STATES, help="only these states (repeatable)")
+    ls.add_argument("--json", action="store_true", help="one JSON list, a dict per command")
+    ls.set_defaults(func=_cmd_list)

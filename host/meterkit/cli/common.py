@@ -1,0 +1,54 @@
+"""What several `meterkit` commands share: argument types, the default database, opening it with a message."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from meterkit.store.sqlite import SQLiteStore, StoreError
+from meterkit.timefmt import parse_utc
+
+
+def default_db() -> str:
+    return os.environ.get("METERKIT_DB", "meterkit.db")
+
+
+def add_db(p: argparse.ArgumentParser, required: bool = False, help: str | None = None) -> None:
+    """--db: the head-end database (default $METERKIT_DB, else ./meterkit.db)."""
+    if required:
+        p.add_argument("--db", required=True, help=help or "head-end database")
+    else:
+        p.add_argument("--db", default=default_db(), help=help or "head-end database (default $METERKIT_DB or "
+                                                                    "meterkit.db)")
+
+
+def open_store(path: str, prog: str, readonly: bool = True, create: bool = False) -> SQLiteStore | None:
+    """The head-end database for `meterkit <prog>`, or None after saying why on stderr."""
+    try:
+        return SQLiteStore(path, create=create, readonly=readonly)
+    except StoreError as e:
+        print(f"meterkit {prog}: {e}", file=sys.stderr)
+        return None
+
+
+def utc_instant(text: str) -> int:
+    """argparse type: a UTC instant (meterkit.timefmt.parse_utc)."""
+    try:
+        return parse_utc(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def host_port(text: str) -> tuple[str, int]:
+    """argparse type: HOST:PORT (an empty host listens everywhere)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"want HOST:PORT, got {text!r}")
+    return (host.strip("[]") or "0.0.0.0"), int(port)
+
+
+def fail(prog: str, message: object, code: int = 2) -> int:
+    """Say why `meterkit <prog>` stops, on stderr; return its exit code."""
+    print(f"meterkit {prog}: {message}", file=sys.stderr)
+    return code

@@ -1,0 +1,98 @@
+"""`meterkit concentrator`: receive, verify, store and acknowledge meter frames until stopped."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+
+from meterkit.cli.common import host_port
+from meterkit.headend.concentrator import Concentrator
+from meterkit.store.sqlite import SQLiteStore, Store, StoreError
+from meterkit.wire import protocol as P
+from meterkit.wire.keyfiles import KeyFileError, load_private
+
+
+async def _serve(args: argparse.Namespace, headend: P.HeadEnd, store: Store) -> int:
+    conc = Concentrator(store, headend, offline_after=args.offline_after, idle_timeout=args.idle_timeout,
+                        backfill_after=args.backfill_after, baudrate=args.baud)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - not on the main thread / Windows
+            pass
+    try:
+        for host, port in args.listen:
+            h, p = await conc.start_tcp(host, port)
+            print(f"listening on {h}:{p}", flush=True)
+    except OSError as e:
+        print(f"meterkit concentrator: cannot listen: {e}", file=sys.stderr)
+        await conc.stop()
+        return 2
+    for url in args.serial:
+        conc.add_serial(url)
+        print(f"reading serial port {url}", flush=True)
+    print(f"head-end key id {headend.key_id.hex()}; {len(store.meters())} meters registered", flush=True)
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=args.stats_every)
+        except asyncio.TimeoutError:
+            s = conc.stats()
+            print(f"{time.strftime('%H:%M:%S')} connections {s['connections_open']}, "
+                  f"online {s['meters_online']}/{s['meters_known']}, stored {s.get('frames_stored', 0)}, "
+                  f"rejected {s.get('rejected', 0)}, noise {s.get('noise_bytes', 0)} B, "
+                  f"acks {s.get('acks_sent', 0)}, gaps open {s['gaps_open']}", flush=True)
+    await conc.stop()
+    print(json.dumps(conc.stats(), indent=2))
+    return 0
+
+
+def _cmd_concentrator(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    if not args.listen and not args.serial:
+        print("meterkit concentrator: nothing to serve: give --listen HOST:PORT and/or --serial PORT",
+              file=sys.stderr)
+        return 2
+    try:
+        headend = P.HeadEnd(load_private(args.key))
+    except KeyFileError as e:
+        print(f"meterkit concentrator: {e}", file=sys.stderr)
+        return 2
+    try:
+        store = SQLiteStore(args.db)
+    except StoreError as e:
+        print(f"meterkit concentrator: {e}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_serve(args, headend, store))
+    finally:
+        store.close()
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add `concentrator` to a `meterkit` subparsers object."""
+    p = subparsers.add_parser("concentrator", help="receive, verify, store and acknowledge meter frames")
+    p.add_argument("--db", required=True, help="SQLite database (created if missing)")
+    p.add_argument("--key", required=True, help="the head-end's private key (PEM), signs acks and commands")
+    p.add_argument("--listen", action="append", type=host_port, default=[], metavar="HOST:PORT",
+                   help="accept meters over TCP here (repeatable)")
+    p.add_argument("--serial", action="append", default=[], metavar="PORT",
+                   help="read meters on this serial port or pyserial URL (repeatable; reopened when it returns)")
+    p.add_argument("--baud", type=int, default=115200)
+    p.add_argument("--offline-after", type=float, default=3,
+                   help="a meter silent for this many reporting periods is offline (default 3)")
+    p.add_argument("--idle-timeout", type=float, default=600.0,
+                   help="close a TCP peer that sends no valid frame for this long, s (default 600)")
+    p.add_argument("--backfill-after", type=float, default=30.0,
+                   help="ask for missing frames when a gap is still open after this long, s (default 30)")
+    p.add_argument("--stats-every", type=float, default=60.0, help="print a status line every N s")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=_cmd_concentrator)
+    return p

@@ -1,0 +1,105 @@
+"""Fleet commands on the head-end database: `meterkit status`, `meterkit export`, `meterkit meters`.
+
+    meterkit status [--db PATH] [--json]
+    meterkit export --db PATH --csv [--table readings|intervals|events|...] [--meter ID|NAME] [--out FILE]
+    meterkit meters add --db PATH --key METER.pub.pem [--name N] [--period S]
+    meterkit meters list --db PATH [--json]
+
+`status` is one line per meter: device id, name, when the concentrator last heard from it, its state, the
+import/export registers of its latest reading in kWh (exact: registers are whole Wh), frames stored, gaps
+back-filled, outages. State: 'online'; 'offline' (the concentrator declared an outage that has not ended);
+'stale' (no outage declared, but silent for more than 3 reporting periods: is the concentrator running?);
+'never' (registered, never heard). --db defaults to $METERKIT_DB, else ./meterkit.db; the database is opened
+read-only and never created.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from typing import Any, TextIO
+
+from meterkit.timefmt import utc_text
+
+clock = time.time  # what `status` takes for now (a test sets it)
+OFFLINE_AFTER = 3  # reporting periods of silence before a meter counts as stale (as the concentrator's default)
+TIME_COLUMNS = {"meter_time", "end_time", "event_time", "period_end", "start", "end", "detected_at", "sent_at",
+                "answered_at", "requested_at", "closed_at"}
+
+
+def kwh(wh: int | None) -> str:
+    """Whole Wh as kWh with three decimals, exactly (no float)."""
+    if wh is None:
+        return ""
+    sign = "-" if wh < 0 else ""
+    q, r = divmod(abs(wh), 1000)
+    return f"{sign}{q}.{r:03d}"
+
+
+def meter_state(m: dict, now: float) -> str:
+    if m["last_seen"] is None:
+        return "never"
+    if m["outage_open"]:
+        return "offline"
+    if now - m["last_seen"] > m["reporting_period_s"] * OFFLINE_AFTER:
+        return "stale"
+    return "online"
+
+
+def fleet_status(store: Any, now: float | None = None) -> list[dict]:
+    """One dict per meter, the figures `meterkit status` shows (now: for the state; default the time)."""
+    t = clock() if now is None else now
+    out = []
+    for m in store.fleet():
+        out.append({
+            "device": m["device"], "name": m["name"], "last_seen": m["last_seen"],
+            "last_seen_utc": utc_text(m["last_seen"]),
+            "state": meter_state(m, t), "import_wh": m["import_wh"], "export_wh": m["export_wh"],
+            "import_kwh": kwh(m["import_wh"]), "export_kwh": kwh(m["export_wh"]), "frames": m["frames_stored"],
+            "gaps_backfilled": m["gaps_backfilled"], "gaps_open": m["gaps_open"],
+            "gaps_settled": m["gaps_settled"], "interval_gaps": m["interval_gaps"], "outages": m["outages"],
+            "ack_seq": m["ack_seq"], "reporting_period_s": m["reporting_period_s"], "firmware": m["firmware"],
+            "board": m["board"], "boot_count": m["boot_count"],
+        })
+    return out
+
+
+def format_status(rows: list[dict]) -> str:
+    head = ("device", "name", "last seen (UTC)", "state", "import kWh", "export kWh", "frames", "back-filled",
+            "outages")
+    body = [(r["device"], r["name"] or "", r["last_seen_utc"] or "-", r["state"], r["import_kwh"] or "-",
+             r["export_kwh"] or "-", str(r["frames"]), str(r["gaps_backfilled"]), str(r["outages"]))
+            for r in rows]
+    right = {4, 5, 6, 7, 8}
+    widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
+    lines = []
+    for row in [head, *body]:
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        lines.append("  ".join(cells).rstrip())
+    states = [r["state"] for r in rows]
+    summary = f"{len(rows)} meters: " + ", ".join(f"{states.count(s)} {s}" for s in ("online", "offline", "stale",
+                                                                                          "never") if s in states)
+    return "\n".join([*lines, summary]) if rows else "no meters registered (meterkit meters add)"
+
+
+def export_csv(store: Any, table: str, device: bytes | None, out: TextIO) -> int:
+    """Write one table as CSV (times also as UTC ISO 8601); returns the number of rows."""
+    names, rows = store.export(table, device)
+    times = [i for i, n in enumerate(names) if n in TIME_COLUMNS]
+    header = []
+    for i, n in enumerate(names):
+        header.append(n)
+        if i in times:
+            header.append(f"{n}_utc")
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(header)
+    count = 0
+    for r in rows:
+        cells: list[Any] = []
+        for i, v in enumerate(r):
+            cells.append("" if v is None else v)
+            if i in times:
+                cells.append(utc_text(v))
+        w.writerow(cells)
+        count += 1
+    return count
