@@ -79,9 +79,9 @@ def split(msg, max_len=cbor.MAX_LEN):
 
 
 def envelope(kid, payload, signature):
-    """The canonical COSE_Sign1 bytes of (kid, payload, signature): what sign1 produces."""
-    return b"".join((ENVELOPE_HEAD, bytes(kid), bstr_head(len(payload)), bytes(payload), SIG_HEAD,
-                     bytes(signature)))
+    """The deterministic COSE_Sign1 bytes of (8-byte kid, payload, signature): what sign1 produces."""
+    return b"".join((ENVELOPE_HEAD, bytes(kid), bstr_head(len(payload)), bytes(payload),
+                     bstr_head(len(signature)), bytes(signature)))
 
 
 class COSEError(ValueError):

@@ -2,7 +2,7 @@
 fallback, determinants as CSV, the PNG of a day, the rounding rule, and the example tariffs.
 
 Meter frames are built and signed by the firmware's own code under CPython (meter.identity + meter.messages
-Builder, via bench_ingest.SimMeter) and stored by a real Concentrator (TCP on 127.0.0.1, SQLite file). Expected
+Builder, via meterkit.testing.rig.SimMeter) and stored by a real Concentrator (TCP on 127.0.0.1, SQLite file). Expected
 values are computed independently: by hand (literals), or from the generated load with zoneinfo for local time
 (not meter.tou)."""
 
@@ -23,13 +23,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from meter import messages as M
 from meter.identity import Identity
 from meter.tou import Calendar
-from meterkit.bench.ingest import LoopbackRig, SimMeter
 from meterkit.billing import bill as B
 from meterkit.cli import bill as bill_cli
 from meterkit.store.sqlite import SQLiteStore
-from meterkit.wire import protocol as P
+from meterkit.testing.rig import LoopbackRig, SimMeter
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "tariffs"
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -69,15 +69,15 @@ class Script:
         body: dict = {6: period_end, 7: dict(sorted(regs.items()))}
         if md:
             body[8] = {k: list(v) for k, v in sorted(md.items())}
-        self.msgs.append(Msg(P.BILLING, 0, body, period_end + 5))
+        self.msgs.append(Msg(M.BILLING, 0, body, period_end + 5))
 
     def rows(self, rows: list[list[int]], per_frame: int = 24) -> None:
         for i in range(0, len(rows), per_frame):
             part = rows[i:i + per_frame]
-            self.msgs.append(Msg(P.INTERVALS, 0, {6: part, 7: Q}, part[-1][0] + 2))
+            self.msgs.append(Msg(M.INTERVALS, 0, {6: part, 7: Q}, part[-1][0] + 2))
 
     def hello(self, t: int, status: int = 0) -> None:
-        self.msgs.append(Msg(P.HELLO, status, {6: "meterkit-0.1", 7: "unix-sim", 8: 1, 9: 68630, 10: 992249,
+        self.msgs.append(Msg(M.HELLO, status, {6: "meterkit-0.1", 7: "unix-sim", 8: 1, 9: 68630, 10: 992249,
                                                11: 100000, 12: 10}, t))
 
 
@@ -264,7 +264,7 @@ def make_month() -> Month:
                     md[k] = [wh_i * 4, t]
         cum_i += wh_i * 1000
         cum_e += wh_e * 1000
-        dst = P.ROW_DST if datetime.fromtimestamp(a, BERLIN).dst() else 0
+        dst = M.ROW_DST if datetime.fromtimestamp(a, BERLIN).dst() else 0
         rows.append([t, cum_i, cum_e, dst])
     close_regs = {10801: imp[1] + grow_i[1], 10802: imp[2] + grow_i[2], 20801: exp[1] + grow_e[1],
                   20802: exp[2] + grow_e[2]}
@@ -405,7 +405,7 @@ def test_commissioned_meter_starts_from_empty_registers(tmp_path, ident):
         prof = B.bill(st, "meter-1", "2026-10", PRICES, NIGHT_CAL, source="profile")
         assert "from empty registers at commissioning" in prof.sources["energy"]
         assert prof.total_exact == b.total_exact
-    s.msgs[0].status = P.ST_RESTORED | P.ST_POWER_FAIL  # registers restored: not a fresh meter
+    s.msgs[0].status = M.ST_RESTORED | M.ST_POWER_FAIL  # registers restored: not a fresh meter
     db = store_frames(tmp_path, "restored", ident, s)
     with SQLiteStore(db, create=False) as st, pytest.raises(B.BillingError, match="no row at the period start"):
         B.bill(st, "meter-1", "2026-10", PRICES, NIGHT_CAL)
@@ -645,7 +645,7 @@ def test_docs_worked_examples(tmp_path, ident, name, zone, period, tariffs, delt
         b = B.bill(st, "meter-1", period, EXAMPLES / f"{name}.prices.json", EXAMPLES / f"{name}.calendar.json")
     assert (b.start, b.end) == (start, end)
     assert b.total_exact == Decimal(exact) and b.total == Decimal(total)
-    assert len(b.lines) == tariffs + tariffs + len([k for k in md if P.obis_code(k) in b.prices.demand]) + 1
+    assert len(b.lines) == tariffs + tariffs + len([k for k in md if M.obis_code(k) in b.prices.demand]) + 1
 
 
 def test_calendar_set_file(tmp_path):

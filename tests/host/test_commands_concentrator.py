@@ -19,12 +19,13 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from meter import cbor as mcbor
 from meter import messages
+from meter import messages as M
 from meter.frame import HOST_MAX_FRAME, Deframer, encode_frame
 from meter.identity import Identity
-from meterkit.bench.ingest import T0, LoopbackRig, SimMeter, until
+from meterkit import wire as P
 from meterkit.headend import commands as C
 from meterkit.store.sqlite import SQLiteStore
-from meterkit.wire import protocol as P
+from meterkit.testing.rig import T0, LoopbackRig, SimMeter, until
 
 NIGHT = {
     "name": "two-rate night",
@@ -62,7 +63,7 @@ def entry(rig: LoopbackRig, qid: int):
 
 
 def billing_frame(m: SimMeter, t: int) -> bytes:
-    return m.frame(P.BILLING, 0, {6: t, 7: {P.OBIS_IMPORT: 1234, P.OBIS_EXPORT: 5}})
+    return m.frame(M.BILLING, 0, {6: t, 7: {M.OBIS_IMPORT: 1234, M.OBIS_EXPORT: 5}})
 
 
 # --- delivery and answers -------------------------------------------------------------------------------------
@@ -81,8 +82,8 @@ def test_calendar_sent_when_the_meter_connects_and_its_answer_stored(tmp_path):
             cl.send(m.hello())  # the concentrator knows who is on the line from its first valid frame
             await cl.wait_for(lambda c: c.commands)  # at once, no housekeeping tick needed
             cmd = cl.commands[0]
-            assert cmd.kind == P.COMMAND and cmd.body[P.K_OP] == C.OP_CALENDAR
-            assert cmd.body[P.K_ARGS] == {1: NIGHT, 2: activation}
+            assert cmd.kind == M.COMMAND and cmd.body[M.K_OP] == C.OP_CALENDAR
+            assert cmd.body[M.K_ARGS] == {1: NIGHT, 2: activation}
             assert cl.refused == [] and cmd.counter >= 1  # a meter accepts it (counter above its last)
             # the firmware's own check accepts it: a whole calendar in one command
             kind, counter, payload = messages.verify_host(cmd.raw, m.identity, int(rig.clock()), 0)
@@ -126,8 +127,8 @@ def test_one_command_in_flight_per_meter_oldest_first(tmp_path):
             rig.conc.tick()
             await cl.wait_for(lambda c: c.commands)
             await asyncio.sleep(0.05)
-            assert len(cl.commands) == 1 and cl.commands[0].body[P.K_OP] == C.OP_BILLING_RESET
-            assert P.K_ARGS not in cl.commands[0].body  # no arguments: key 11 left out
+            assert len(cl.commands) == 1 and cl.commands[0].body[M.K_OP] == C.OP_BILLING_RESET
+            assert M.K_ARGS not in cl.commands[0].body  # no arguments: key 11 left out
             assert entry(rig, q2).state == "queued"
             rig.conc.tick()
             await asyncio.sleep(0.05)
@@ -136,7 +137,7 @@ def test_one_command_in_flight_per_meter_oldest_first(tmp_path):
             cl.send(billing_frame(m, int(rig.clock())) + m.response(cl.commands[0].counter, 0))
             await cl.wait_for(lambda c: len(c.commands) == 2)
             cmd = cl.commands[1]
-            assert (cmd.body[P.K_OP], cmd.body[P.K_ARGS]) == (C.OP_PROFILE, {1: T0 - 1800, 2: T0})
+            assert (cmd.body[M.K_OP], cmd.body[M.K_ARGS]) == (C.OP_PROFILE, {1: T0 - 1800, 2: T0})
             assert cmd.counter > cl.commands[0].counter
             # rows resent as new interval frames; one of them the head-end already had (deduplicated)
             cl.send(m.intervals([[T0 - 1800, 100, 0, 0]]))
@@ -246,7 +247,7 @@ def test_reconnect_before_the_answer_command_lost_is_sent_again_with_a_new_count
             rig.conc.tick()
             await cl2.wait_for(lambda c: c.commands)
             again = cl2.commands[0]
-            assert again.body == first.body | {P.K_EXPIRES: again.body[P.K_EXPIRES]}  # the same command
+            assert again.body == first.body | {M.K_EXPIRES: again.body[M.K_EXPIRES]}  # the same command
             assert again.counter > first.counter and again.counter > cl.last_counter and cl2.refused == []
             kind, counter, _ = messages.verify_host(again.raw, m.identity, int(rig.clock()), cl.last_counter)
             assert counter == again.counter
@@ -276,7 +277,7 @@ def test_answer_after_a_concentrator_restart_and_repeat_never_reuses_a_counter(t
         cl2.send(billing_frame(m, int(rig.clock())) + m.response(c1, 0))  # the meter's outbox still had it
         await until(lambda: rig.store.queued_commands(ids=[q1])[0].state == "answered")
         await cl2.wait_for(lambda c: c.commands)  # and the next one goes out, with a counter above c1
-        assert cl2.commands[0].body[P.K_OP] == C.OP_PROFILE and cl2.commands[0].counter > c1
+        assert cl2.commands[0].body[M.K_OP] == C.OP_PROFILE and cl2.commands[0].counter > c1
         await rig.restart()  # again, and this time the meter never saw the command
         cl3 = await rig.connect(m, last_counter=cl2.last_counter)
         cl3.send(m.reading())
@@ -304,7 +305,7 @@ def test_forged_unsolicited_and_repeated_responses_change_nothing(tmp_path, capl
             counter = cl.commands[0].counter
             # forged: the meter's id and a right counter, signed by someone else's key
             mallory = ec.generate_private_key(ec.SECP256R1())
-            payload = {1: P.RESPONSE, 2: m.device_id, 3: 77, 4: int(rig.clock()), 5: 0, 6: counter, 7: -4,
+            payload = {1: M.RESPONSE, 2: m.device_id, 3: 77, 4: int(rig.clock()), 5: 0, 6: counter, 7: -4,
                        8: "rejected: forged"}
             forged = P.sign1(mallory, m.device_id, mcbor.encode(payload))
             with caplog.at_level(logging.WARNING, logger="meterkit.headend.concentrator"):
@@ -349,13 +350,13 @@ def test_unanswered_command_repeated_then_failed_and_the_next_goes(tmp_path):
             rig.conc.tick()
             await cl.wait_for(lambda c: len(c.commands) == 2)
             assert cl.commands[1].counter > cl.commands[0].counter
-            assert cl.commands[1].body[P.K_OP] == C.OP_BILLING_RESET
+            assert cl.commands[1].body[M.K_OP] == C.OP_BILLING_RESET
             rig.clock.advance(101)
             rig.conc.tick()
             await cl.wait_for(lambda c: len(c.commands) == 3)
             q = entry(rig, q1)
             assert (q.state, q.attempts, q.reason) == ("failed", 2, "no answer after 2 attempts")
-            assert cl.commands[2].body[P.K_OP] == C.OP_PROFILE and entry(rig, q2).state == "sent"
+            assert cl.commands[2].body[M.K_OP] == C.OP_PROFILE and entry(rig, q2).state == "sent"
             assert rig.conc.stats()["operator_commands_failed"] == 1 and cl.refused == []
 
     run(main())
@@ -450,14 +451,14 @@ def test_rows_of_gone_frames_are_asked_for_from_the_profile(tmp_path, has_rows):
             rig.conc.tick()
             await cl.wait_for(lambda c: c.commands)
             bf = cl.commands[0]
-            assert (bf.body[P.K_OP], bf.body[P.K_ARGS]) == (1, {1: 1, 2: 1})
+            assert (bf.body[M.K_OP], bf.body[M.K_ARGS]) == (1, {1: 1, 2: 1})
             cl.send(m.response(bf.counter, -1, "gone 1..1"))
             await cl.wait_ack(3)
             assert [g.state for g in rig.store.gaps(m.device_id, "frames")] == ["lost"]
             rig.conc.tick()  # the rows of the gone frame are asked for from the profile, and the request goes out
             await cl.wait_for(lambda c: len(c.commands) == 2)
             pr = cl.commands[1]
-            assert (pr.body[P.K_OP], pr.body[P.K_ARGS]) == (C.OP_PROFILE, {1: 1800, 2: 1800})
+            assert (pr.body[M.K_OP], pr.body[M.K_ARGS]) == (C.OP_PROFILE, {1: 1800, 2: 1800})
             [q] = rig.store.queued_commands(m.device_id)
             assert (q.note, q.state) == (f"interval gap {ig.id}", "sent")
             assert rig.store.gaps(m.device_id, "intervals")[0].state == "requested"

@@ -18,11 +18,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from meter import events, messages
+from meter import messages as M
 from meter.frame import Deframer
 from meter.identity import Identity
-from meterkit.bench.ingest import T0, LoopbackRig, SimMeter, until
+from meterkit import wire as P
 from meterkit.store.sqlite import SQLiteStore
-from meterkit.wire import protocol as P
+from meterkit.testing.rig import T0, LoopbackRig, SimMeter, until
 
 PERIOD = 60
 
@@ -57,9 +58,9 @@ def test_every_frame_stored_once_and_acknowledged(tmp_path):
             sent = {}
             clients = []
             for i, m in enumerate(meters):
-                frames = [m.hello(status=P.ST_RESTORED, boots=3)]
+                frames = [m.hello(status=M.ST_RESTORED, boots=3)]
                 frames += [m.reading(import_wh=1000 * i + k, export_wh=k) for k in range(5)]
-                frames.append(m.intervals([[T0 - 900, 5000, 0, 0], [T0, 6000, 10, P.ROW_DST]]))
+                frames.append(m.intervals([[T0 - 900, 5000, 0, 0], [T0, 6000, 10, M.ROW_DST]]))
                 frames.append(m.event(events.CHIP_RESET, 7, T0 - 5, event_seq=1))
                 frames.append(m.event(events.SENSOR_FAULT, "no chip", T0 - 4, event_seq=2))
                 sent[m.device_id] = len(frames)
@@ -87,13 +88,13 @@ def test_every_frame_stored_once_and_acknowledged(tmp_path):
                 assert rec.ack_seq == sent[dev] - 1 and rec.frames_stored == sent[dev] and rec.online
                 assert rec.last_counter == cl.last_counter >= 1
                 raw = st.frame_raw(dev, 0)
-                assert P.verify_and_decode(raw, {dev: P.public_from_bytes(m.public_key)}.get).kind == P.HELLO
+                assert P.verify_and_decode(raw, {dev: P.public_from_bytes(m.public_key)}.get).kind == M.HELLO
             names, rows = st.export("readings", meters[2].device_id)
             rows = [dict(zip(names, r, strict=True)) for r in rows]
             assert [r["import_wh"] for r in rows] == [2000, 2001, 2002, 2003, 2004]
             assert json.loads(rows[0]["registers"]) == {"1.8.0": 2000, "2.8.0": 0}
             assert rows[0]["power_mw"] == 1500 and rows[0]["uncovered_ppm"] == 0
-            assert st.interval_rows(meters[1].device_id, 0) == [(T0 - 900, 900, 6, 0), (T0, 900, 6, P.ROW_DST)]
+            assert st.interval_rows(meters[1].device_id, 0) == [(T0 - 900, 900, 6, 0), (T0, 900, 6, M.ROW_DST)]
             ev = list(st.export("events", meters[0].device_id)[1])
             assert [(e[3], e[4]) for e in ev] == [(events.CHIP_RESET, 7), (events.SENSOR_FAULT, "no chip")]
             s = rig.conc.stats()
@@ -236,7 +237,7 @@ def test_gap_triggers_backfill_command_and_is_filled(tmp_path):
             rig.conc.tick()
             await cl.wait_for(lambda c: c.commands)
             cmd = cl.commands[0]
-            assert cmd.kind == P.COMMAND and cmd.body[P.K_OP] == 1 and cmd.body[P.K_ARGS] == {1: 3, 2: 3}
+            assert cmd.kind == M.COMMAND and cmd.body[M.K_OP] == 1 and cmd.body[M.K_ARGS] == {1: 3, 2: 3}
             assert cmd.counter > prev and cl.refused == []
             # the firmware's own check accepts it too
             kind, counter, payload = messages.verify_host(cmd.raw, m.identity, int(rig.clock()), prev)
@@ -268,13 +269,13 @@ def test_gap_the_meter_cannot_fill_is_settled(tmp_path, result, state):
             cl = await rig.connect(m)
             cl.send(b"".join(m.reading() for _ in range(3)))
             await cl.wait_ack(2)
-            cl.send(m.hello(status=P.ST_POWER_FAIL | P.ST_RESTORED, seq=1024) + m.reading())
+            cl.send(m.hello(status=M.ST_POWER_FAIL | M.ST_RESTORED, seq=1024) + m.reading())
             await until(lambda: rig.store.max_seq(m.device_id) == 1025)
             rig.clock.advance(11)
             rig.conc.tick()
             await cl.wait_for(lambda c: c.commands)
             cmd = cl.commands[0]
-            assert cmd.body[P.K_ARGS] == {1: 3, 2: 1023}
+            assert cmd.body[M.K_ARGS] == {1: 3, 2: 1023}
             cl.send(m.response(cmd.counter, result, None if result == 0 else "outbox full"))
             await cl.wait_ack(1025)
             g = rig.store.gaps(m.device_id, "frames")[0]
@@ -331,7 +332,7 @@ def test_unanswered_backfill_is_repeated_then_given_up(tmp_path):
             rig.conc.tick()
             await cl.wait_for(lambda c: len(c.commands) == 2)
             assert cl.commands[1].counter > cl.commands[0].counter
-            assert cl.commands[1].body[P.K_ARGS] == {1: 1, 2: 1}
+            assert cl.commands[1].body[M.K_ARGS] == {1: 1, 2: 1}
             rig.clock.advance(101)
             rig.conc.tick()  # two attempts made: no third
             g = rig.store.gaps(m.device_id)[0]
@@ -368,10 +369,10 @@ def test_outage_matched_to_the_meters_power_failure(tmp_path):
             up = int(rig.clock()) - 8
             saved = rig.clock.t
             rig.clock.t = up
-            frames = m.hello(status=P.ST_POWER_FAIL | P.ST_RESTORED, boots=2)
-            frames += m.event(events.POWER_UP, 2, up, event_seq=9, status=P.ST_POWER_FAIL)
+            frames = m.hello(status=M.ST_POWER_FAIL | M.ST_RESTORED, boots=2)
+            frames += m.event(events.POWER_UP, 2, up, event_seq=9, status=M.ST_POWER_FAIL)
             rig.clock.t = saved
-            frames += m.reading(status=P.ST_POWER_FAIL)
+            frames += m.reading(status=M.ST_POWER_FAIL)
             cl = await rig.connect(m, last_counter=cl.last_counter)
             cl.send(frames)
             await cl.wait_ack(4)
@@ -436,7 +437,7 @@ def test_outages_across_a_head_end_restart(tmp_path):
         rig.conc.tick()  # now b has been silent for 3 periods of the head-end's watch too
         assert sorted(o.device_id for o in rig.store.outages(open_only=True)) == sorted([a.device_id, b.device_id])
         ca = await rig.connect(a, last_counter=ca.last_counter)
-        ca.send(a.hello(status=P.ST_POWER_FAIL | P.ST_RESTORED, boots=2) + a.reading())
+        ca.send(a.hello(status=M.ST_POWER_FAIL | M.ST_RESTORED, boots=2) + a.reading())
         await ca.wait_ack(2)
         o = rig.store.outages(a.device_id)[0]
         assert o.end == rig.clock() and o.cause == "power" and o.power_up_at == int(rig.clock())
@@ -455,7 +456,7 @@ def test_interval_gaps_not_sent_and_filled(tmp_path):
             ca, cb = await rig.connect(a), await rig.connect(b)
             # meter a: rows 900, 1800, then 4500 -- every frame here: it made no rows for 2700, 3600 (off)
             ca.send(a.intervals([[900, 10, 0, 0]]) + a.intervals([[1800, 20, 0, 0]])
-                    + a.intervals([[4500, 30, 0, P.ROW_POWER_FAIL]]))
+                    + a.intervals([[4500, 30, 0, M.ROW_POWER_FAIL]]))
             # meter b: the frame with row 1800 is lost on the way
             fb = [b.intervals([[900 * k, 10 * k, 0, 0]]) for k in (1, 2, 3)]
             cb.send(fb[0] + fb[2])
@@ -626,8 +627,8 @@ def test_serial_pty_with_log_text_and_reconnect(tmp_path):
             for cose in df.feed(data):
                 msg = P.verify_host_message(cose, rig.headend.lookup, m.device_id, int(rig.clock()), cl_like[0])
                 cl_like[0] = msg.counter
-                if msg.kind == P.ACK:
-                    cl_like[1] = msg.body[P.K_ACK_SEQ]
+                if msg.kind == M.ACK:
+                    cl_like[1] = msg.body[M.K_ACK_SEQ]
             if cl_like[1] is not None and cl_like[1] >= want:
                 return
             await asyncio.sleep(0.01)
@@ -694,7 +695,7 @@ def test_concentrator_command_line(tmp_path):
             while ack != 1:
                 for cose in df.feed(await reader.read(4096)):
                     ack = P.verify_host_message(cose, he.lookup, m.device_id, int(__import__("time").time()),
-                                                None).body[P.K_ACK_SEQ]
+                                                None).body[M.K_ACK_SEQ]
             writer.close()
 
         run(main())

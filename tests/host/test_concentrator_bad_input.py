@@ -12,9 +12,10 @@ import cbor2
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from meter import cbor as mcbor
+from meter import messages as M
 from meter.frame import cobs_encode, encode_frame
-from meterkit.bench.ingest import LoopbackRig, SimMeter, until
-from meterkit.wire import protocol as P
+from meterkit import wire as P
+from meterkit.testing.rig import LoopbackRig, SimMeter, until
 
 
 def run(coro):
@@ -163,7 +164,7 @@ def test_forgeries_and_frames_of_other_meters(tmp_path, caplog):
             b = SimMeter(time_fn=lambda: int(rig.clock()))
             stranger = SimMeter(time_fn=lambda: int(rig.clock()))
             rig.register(a, b)
-            payload = mcbor.encode({1: P.READING, 2: a.device_id, 3: 0, 4: int(rig.clock()), 5: 0,
+            payload = mcbor.encode({1: M.READING, 2: a.device_id, 3: 0, 4: int(rig.clock()), 5: 0,
                                     6: {10800: 10**9, 20800: 0}, 7: [0, 0, 0], 8: 0})
             # a's id and payload, signed with b's key: the signature does not verify for a's key
             forged = encode_frame(P.sign1(b.key, a.device_id, payload))
@@ -171,7 +172,7 @@ def test_forgeries_and_frames_of_other_meters(tmp_path, caplog):
             mismatch = encode_frame(P.sign1(b.key, b.device_id, payload))
             t = int(rig.clock())
             # an acknowledgement is a head-end message: from a meter's key it is the wrong kind
-            ack_like = encode_frame(P.sign1(a.key, a.device_id, mcbor.encode({1: P.ACK, 2: a.device_id, 3: 1, 4: t,
+            ack_like = encode_frame(P.sign1(a.key, a.device_id, mcbor.encode({1: M.ACK, 2: a.device_id, 3: 1, 4: t,
                                                                               9: t + 60, 12: 99})))
             not_cose = raw_frame(cbor2.dumps({"hello": "world"}))
             cl = await rig.connect(a)
@@ -179,7 +180,7 @@ def test_forgeries_and_frames_of_other_meters(tmp_path, caplog):
             await until(lambda: rig.conc.stats().get("rejected", 0) == 5)
             cl.send(a.reading(import_wh=5, seq=0))  # the real frame 0 of a is still welcome
             await cl.wait_ack(0)
-            sig = bytearray(a.cose(P.READING, 0, {6: {10800: 1, 20800: 0}, 7: [0, 0, 0], 8: 0}))
+            sig = bytearray(a.cose(M.READING, 0, {6: {10800: 1, 20800: 0}, 7: [0, 0, 0], 8: 0}))
             sig[-1] ^= 1
             spam = await rig.connect(a)
             spam.send(encode_frame(bytes(sig)) * 100)  # a forgery flood: hung up on after max_rejects

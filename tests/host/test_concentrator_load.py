@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import resource
 
-from meterkit.bench.ingest import T0, LoopbackRig, SimMeter, until
-from meterkit.wire import protocol as P
+from meter import messages as M
+from meterkit.testing.rig import T0, LoopbackRig, SimMeter, until
 
 METERS = 1000
 ROUND1 = 3  # hello, reading, interval row
@@ -77,7 +77,7 @@ def test_thousand_meters_at_once_nothing_lost_everything_acknowledged(tmp_path):
         assert c.execute("SELECT count(*) FROM meters WHERE ack_seq = ?", (ROUND1 + ROUND2 - 1,)).fetchone()[0] \
             == METERS
         assert c.execute("SELECT count(*) FROM gaps").fetchone()[0] == 0
-        assert c.execute("SELECT count(*) FROM frames WHERE seq = 0 AND kind = ?", (P.HELLO,)).fetchone()[0] == METERS
+        assert c.execute("SELECT count(*) FROM frames WHERE seq = 0 AND kind = ?", (M.HELLO,)).fetchone()[0] == METERS
     finally:
         s.close()
 

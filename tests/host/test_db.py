@@ -9,9 +9,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from meter import messages as M
+from meterkit import wire as P
 from meterkit.store import sqlite as db
 from meterkit.store.sqlite import SCHEMA_VERSION, SQLiteStore, StoreError
-from meterkit.wire import protocol as P
 
 
 def new_key() -> tuple[ec.EllipticCurvePrivateKey, bytes, bytes]:
@@ -20,7 +21,7 @@ def new_key() -> tuple[ec.EllipticCurvePrivateKey, bytes, bytes]:
     return k, point, P.key_id(point)
 
 
-def frame_row(dev: bytes, seq: int, kind: int = P.READING, t: int = 1_700_000_000, raw: bytes = b"x" * 90):
+def frame_row(dev: bytes, seq: int, kind: int = M.READING, t: int = 1_700_000_000, raw: bytes = b"x" * 90):
     return (dev, seq, kind, t, 0, 1.5, raw)
 
 

@@ -14,9 +14,10 @@ from pycose.keys.curves import P256
 from pycose.messages import Sign1Message
 
 from meter import frame
+from meter import messages as M
+from meterkit import wire as P
 from meterkit.device.toolchain import firmware_dir
 from meterkit.sim.runner import run_sim, sim_command, sim_env
-from meterkit.wire import protocol as P
 
 MORNING = 1793527200  # 2026-11-01 10:00 UTC
 
@@ -53,13 +54,13 @@ def test_sim_frames_verify_everywhere(tmp_path):
         m.key = cose_key
         assert m.verify_signature()
     kinds = [m.kind for m in msgs]
-    assert kinds[0] == P.HELLO and kinds.count(P.READING) == 60 and kinds.count(P.INTERVALS) == 4
+    assert kinds[0] == M.HELLO and kinds.count(M.READING) == 60 and kinds.count(M.INTERVALS) == 4
     seqs = [m.seq for m in msgs]
     assert seqs == sorted(set(seqs)), "sequence numbers strictly increase"
-    last = [m for m in msgs if m.kind == P.READING][-1]
+    last = [m for m in msgs if m.kind == M.READING][-1]
     assert last.body[6][10800] == r["registers"]["1.8.0"]
     # profile rows: cumulative import in mWh, rising
-    rows = [m.body[6][0] for m in msgs if m.kind == P.INTERVALS]
+    rows = [m.body[6][0] for m in msgs if m.kind == M.INTERVALS]
     assert [row[0] % 900 for row in rows] == [0] * 4
     assert [row[1] for row in rows] == sorted(row[1] for row in rows)
 
@@ -118,7 +119,7 @@ def test_sequence_numbers_never_repeat_across_power_cuts(tmp_path):
 
 def test_headend_key_installed_on_the_meter_matches_the_host_key_id(tmp_path):
     from meterkit.cli import keys as keys_cli
-    from meterkit.wire import keyfiles as keys
+    from meterkit.wire import keys
 
     keys_cli.main(["new", "--out", str(tmp_path)])
     pub = keys.load_public(tmp_path / "headend.pub.pem")

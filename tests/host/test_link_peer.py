@@ -18,8 +18,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from meter.frame import Deframer, encode_frame
+from meterkit import wire as P
 from meterkit.device.toolchain import micropython_cmd, mp_env, run_micropython
-from meterkit.wire import protocol as P
 
 N_FRAMES = 30
 WINDOW = 4

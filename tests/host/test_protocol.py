@@ -14,10 +14,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from meter import cbor, cose, p256
+from meter import messages as M
 from meter.cbor import Tag
+from meterkit import wire as P
 from meterkit.bench.protocol import hello_payload, intervals_payload, reading_payload
 from meterkit.device.toolchain import run_micropython
-from meterkit.wire import protocol as P
 
 D = bytes.fromhex("c9afa9d845ba75166b5c215767b1d6934e50c3db36e89b127b8a622b120f6721")
 DEV = bytes.fromhex("4d4b000000000001")
@@ -49,13 +50,13 @@ def common(kind: int, seq: int = 7, t: int = T0, status: int = 0, device: bytes 
 
 
 def event_payload(value=-42) -> dict:
-    p = common(P.EVENT)
+    p = common(M.EVENT)
     p.update({6: 12, 7: 3, 8: value, 9: T0 - 5})
     return p
 
 
 def billing_payload(demand: bool = True) -> dict:
-    p = common(P.BILLING)
+    p = common(M.BILLING)
     p.update({6: T0, 7: {10800: 5000, 10801: 3000, 10802: 2000, 20800: 10}})
     if demand:
         p[8] = {10600: [1500, T0 - 3600], 10601: [900, T0 - 7200]}
@@ -63,7 +64,7 @@ def billing_payload(demand: bool = True) -> dict:
 
 
 def response_payload(reason: str | None = "relay locked") -> dict:
-    p = common(P.RESPONSE)
+    p = common(M.RESPONSE)
     p.update({6: 41, 7: -3})
     if reason is not None:
         p[8] = reason
@@ -80,35 +81,35 @@ def reason_of(frame: bytes, lookup=LOOKUP) -> str:
 
 
 def test_obis_keys():
-    assert P.obis_key("1.8.0") == 10800
-    assert P.obis_key("1.8.1") == 10801
-    assert P.obis_key("2.8.0") == 20800
-    assert P.obis_key("1.7.0") == 10700 == P.OBIS_POWER
-    assert P.obis_key("32.7.0") == 320700 == P.OBIS_VOLTAGE
-    assert P.obis_key("31.7.0") == 310700 == P.OBIS_CURRENT
-    assert P.obis_key("99.98.1") == 999801
-    assert P.obis_key("1-0:1.8.0*255") == 10800
-    assert P.obis_key("1-0:2.8.3") == 20803
+    assert M.obis_key("1.8.0") == 10800
+    assert M.obis_key("1.8.1") == 10801
+    assert M.obis_key("2.8.0") == 20800
+    assert M.obis_key("1.7.0") == 10700 == M.OBIS_POWER
+    assert M.obis_key("32.7.0") == 320700 == M.OBIS_VOLTAGE
+    assert M.obis_key("31.7.0") == 310700 == M.OBIS_CURRENT
+    assert M.obis_key("99.98.1") == 999801
+    assert M.obis_key("1-0:1.8.0*255") == 10800
+    assert M.obis_key("1-0:2.8.3") == 20803
     for key in (0, 10800, 10899, 999801, 320700, 2559999):
-        assert P.obis_key(P.obis_code(key)) == key
-    assert P.obis_code(10800) == "1.8.0"
-    assert P.obis_code(999801) == "99.98.1"
+        assert M.obis_key(M.obis_code(key)) == key
+    assert M.obis_code(10800) == "1.8.0"
+    assert M.obis_code(999801) == "99.98.1"
     for bad in ("1.8", "1.8.0.0", "a.b.c", "1.100.0", "1.8.100", "256.0.0", "", "1.-8.0"):
         with pytest.raises(ValueError):
-            P.obis_key(bad)
+            M.obis_key(bad)
     for bad in (-1, 2560000, "10800", True):
         with pytest.raises(ValueError):
-            P.obis_code(bad)
+            M.obis_code(bad)
 
 
 def test_kinds_and_status_bits():
-    assert (P.HELLO, P.READING, P.INTERVALS, P.EVENT, P.BILLING, P.RESPONSE, P.COMMAND, P.ACK) == (
+    assert (M.HELLO, M.READING, M.INTERVALS, M.EVENT, M.BILLING, M.RESPONSE, M.COMMAND, M.ACK) == (
         1, 2, 3, 4, 5, 6, 16, 17)
-    assert P.ST_CLOCK_NOT_SET == 2 and P.ST_RESTORED == 256
+    assert M.ST_CLOCK_NOT_SET == 2 and M.ST_RESTORED == 256
     assert P.status_names(0) == []
-    assert P.status_names(P.ST_RELAY_OPEN | P.ST_POWER_FAIL) == ["relay open", "power failure"]
+    assert P.status_names(M.ST_RELAY_OPEN | M.ST_POWER_FAIL) == ["relay open", "power failure"]
     assert P.status_names(1 << 12) == ["bit 12"]
-    assert P.row_status_names(P.ROW_PARTIAL | P.ROW_DST) == ["DST", "partial"]
+    assert P.row_status_names(M.ROW_PARTIAL | M.ROW_DST) == ["DST", "partial"]
 
 
 def test_error_reasons_are_distinct():
@@ -147,11 +148,11 @@ def test_every_meter_kind_verifies():
 
 def test_reading_fields_and_extremes():
     p = reading_payload(2**64 - 1)
-    p[P.K_TIME] = 2**32 - 1
-    p[P.K_STATUS] = 0x1FF
-    p[P.K_REGISTERS] = {10800: 2**64 - 1, 10801: -(2**64), 20800: 0}
-    p[P.K_INSTANT] = [-(2**63), 26000, 2**63]
-    p[P.K_UNCOVERED_PPM] = 1_000_000
+    p[M.K_TIME] = 2**32 - 1
+    p[M.K_STATUS] = 0x1FF
+    p[M.K_REGISTERS] = {10800: 2**64 - 1, 10801: -(2**64), 20800: 0}
+    p[M.K_INSTANT] = [-(2**63), 26000, 2**63]
+    p[M.K_UNCOVERED_PPM] = 1_000_000
     m = P.verify_and_decode(sign(p), LOOKUP)
     assert m.seq == 2**64 - 1 and m.time == 2**32 - 1
     assert m.body[6][10801] == -(2**64)

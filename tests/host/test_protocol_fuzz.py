@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from meter import cbor, cose
+from meterkit import wire as P
 from meterkit.bench.protocol import hello_payload, intervals_payload, reading_payload
-from meterkit.wire import protocol as P
 
 D = bytes.fromhex("c9afa9d845ba75166b5c215767b1d6934e50c3db36e89b127b8a622b120f6721")
 KEY = ec.derive_private_key(int.from_bytes(D, "big"), ec.SECP256R1())

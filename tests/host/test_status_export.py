@@ -13,12 +13,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from meter import events
-from meterkit.bench.ingest import T0, LoopbackRig, SimMeter
+from meter import messages as M
 from meterkit.cli import fleet as fleet_cli
 from meterkit.headend import status as fleet_status
 from meterkit.store.sqlite import SQLiteStore
+from meterkit.testing.rig import T0, LoopbackRig, SimMeter
 from meterkit.timefmt import utc_text
-from meterkit.wire import protocol as P
 
 
 def cli(*argv: str) -> int:
@@ -60,7 +60,7 @@ def fleet(tmp_path, capsys):
             rig.conc.tick()
             await h.wait_for(lambda c: c.commands)
             h.send(f[1] + house.response(h.commands[0].counter, 0)
-                   + house.intervals([[T0, 10, 0, 0], [T0 + 900, 20, 0, P.ROW_PARTIAL]])
+                   + house.intervals([[T0, 10, 0, 0], [T0 + 900, 20, 0, M.ROW_PARTIAL]])
                    + house.event(events.CHIP_RESET, 3, T0 + 5, event_seq=1))
             await h.wait_ack(6)
             s = await rig.connect(shed)
@@ -128,7 +128,7 @@ def test_export_csv(fleet, capsys, tmp_path):
     assert "2 rows of intervals written" in capsys.readouterr().err
     rows = list(csv.DictReader(out.open()))
     assert [(int(r["end_time"]), int(r["import_mwh"]), int(r["status"])) for r in rows] == [
-        (T0, 10, 0), (T0 + 900, 20, P.ROW_PARTIAL)]
+        (T0, 10, 0), (T0 + 900, 20, M.ROW_PARTIAL)]
     assert rows[0]["end_time_utc"] == utc_text(T0)
 
     assert cli("export", "--db", db, "--table", "events") == 0

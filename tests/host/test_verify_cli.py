@@ -15,11 +15,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from meter import cbor, cose, frame, p256
+from meter import messages as M
+from meterkit import wire as P
 from meterkit.bench.protocol import hello_payload, intervals_payload, reading_payload
 from meterkit.cli import keys as keys_cli
 from meterkit.cli import verify as verify_cli
-from meterkit.wire import keyfiles as keys
-from meterkit.wire import protocol as P
+from meterkit.wire import keys
 
 D = bytes.fromhex("c9afa9d845ba75166b5c215767b1d6934e50c3db36e89b127b8a622b120f6721")
 DEV = bytes.fromhex("4d4b000000000001")
@@ -53,7 +54,7 @@ def good_frames() -> list[bytes]:
         signed({1: 5, 2: DEV, 3: 5, 4: T0, 5: 0, 6: T0, 7: {10800: 5000, 10801: 3000, 20800: 7},
                 8: {10600: [1500, T0 - 3600]}}),
         signed({1: 6, 2: DEV, 3: 6, 4: T0, 5: 0, 6: 41, 7: -3, 8: "relay locked"}),
-        signed({**reading_payload(7), 4: 3600, 5: P.ST_CLOCK_NOT_SET}),
+        signed({**reading_payload(7), 4: 3600, 5: M.ST_CLOCK_NOT_SET}),
     ]
 
 

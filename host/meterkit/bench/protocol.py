@@ -20,7 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from meter import cbor, cose, frame
-from meterkit.wire import protocol as P
+from meter import messages as M
+from meterkit import wire as P
+from meterkit.wire.envelope import ECDSA_SHA256, open_envelope
 
 # A fixed, published test key: the bench needs reproducible frames, not secrets.
 BENCH_D = bytes.fromhex("c9afa9d845ba75166b5c215767b1d6934e50c3db36e89b127b8a622b120f6721")
@@ -30,10 +32,10 @@ T0 = 1_700_000_000
 
 def reading_payload(seq: int, t: int = T0, device: bytes = BENCH_DEVICE) -> dict:
     """A typical reading: two tariffs each way, instantaneous values, full coverage."""
-    return {P.K_KIND: P.READING, P.K_DEVICE: device, P.K_SEQ: seq, P.K_TIME: t, P.K_STATUS: 0,
-            P.K_REGISTERS: {10800: 1234567, 10801: 834567, 10802: 400000, 20800: 98765, 20801: 90000,
-                            20802: 8765},
-            P.K_INSTANT: [-1234567, 13125, -94062], P.K_UNCOVERED_PPM: 0}
+    return {M.K_KIND: M.READING, M.K_DEVICE: device, M.K_SEQ: seq, M.K_TIME: t, M.K_STATUS: 0,
+            M.K_REGISTERS: {M.OBIS_IMPORT: 1234567, M.OBIS_IMPORT + 1: 834567, M.OBIS_IMPORT + 2: 400000,
+                            M.OBIS_EXPORT: 98765, M.OBIS_EXPORT + 1: 90000, M.OBIS_EXPORT + 2: 8765},
+            M.K_INSTANT: [-1234567, 13125, -94062], M.K_UNCOVERED_PPM: 0}
 
 
 def intervals_payload(seq: int, rows: int, t: int = T0, device: bytes = BENCH_DEVICE) -> dict:
@@ -41,12 +43,12 @@ def intervals_payload(seq: int, rows: int, t: int = T0, device: bytes = BENCH_DE
     out = []
     for i in range(rows):
         out.append([t - (rows - 1 - i) * period, 1234567000 + 87654 * i, 98765000 + 1234 * i, 4 if i else 0])
-    return {P.K_KIND: P.INTERVALS, P.K_DEVICE: device, P.K_SEQ: seq, P.K_TIME: t, P.K_STATUS: 0,
-            P.K_ROWS: out, P.K_PERIOD: period}
+    return {M.K_KIND: M.INTERVALS, M.K_DEVICE: device, M.K_SEQ: seq, M.K_TIME: t, M.K_STATUS: 0,
+            M.K_ROWS: out, M.K_PERIOD: period}
 
 
 def hello_payload(seq: int, t: int = T0, device: bytes = BENCH_DEVICE) -> dict:
-    return {P.K_KIND: P.HELLO, P.K_DEVICE: device, P.K_SEQ: seq, P.K_TIME: t, P.K_STATUS: 0x108,
+    return {M.K_KIND: M.HELLO, M.K_DEVICE: device, M.K_SEQ: seq, M.K_TIME: t, M.K_STATUS: 0x108,
             6: "0.1.0", 7: "esp32-ina219", 8: 17, 9: 68630, 10: 992249, 11: 100000, 12: 10}
 
 
@@ -66,13 +68,13 @@ def bench_host_verify(n: int = 2000, rounds: int = 5, distinct: int = 200, block
     lookup = keys.get
     prepared = []
     for f in frames:
-        kid, payload, _ = P._open(f, lookup)
+        kid, payload, _ = open_envelope(f, lookup)
         sig = f[-64:]
         der = encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big"))
         prepared.append((der, P.sig_structure(payload)))
     work = [frames[i % m] for i in range(n)]
     bare_work = [prepared[i % m] for i in range(n)]
-    alg = P._ECDSA
+    alg = ECDSA_SHA256
     verify = pub.verify
     decode = P.verify_and_decode
 

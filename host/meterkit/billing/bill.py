@@ -56,9 +56,10 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
+from meter import messages as mmsg
 from meter.tou import MAX_TARIFFS, Calendar, CalendarSet
+from meterkit import wire as P
 from meterkit.timefmt import utc_text
-from meterkit.wire import protocol as P
 
 OBIS_MAX_DEMAND = 10600  # 1.6.0
 SOURCES = ("auto", "snapshots", "profile")
@@ -386,7 +387,7 @@ class Snapshot:
     def tariff_registers(self, c: int) -> dict[int, int]:
         """{tariff: Wh} of direction c (1 import, 2 export). A single-tariff meter sends no tariff registers:
         tariff 1 is the total then."""
-        base = c * 10000 + 800
+        base = mmsg.OBIS_IMPORT if c == 1 else mmsg.OBIS_EXPORT  # c.8.0; c.8.t = base + t
         regs = {k - base: v for k, v in self.registers.items() if base < k <= base + 99}
         if not regs:
             return {1: self.registers.get(base, 0)}
@@ -409,8 +410,8 @@ def _stored_snapshots(store: Any, dev: bytes) -> list[Snapshot]:
     out = []
     for r in rows:
         row = dict(zip(names, r, strict=True))
-        regs = {P.obis_key(k): v for k, v in json.loads(row["registers"]).items()}
-        md = {P.obis_key(k): (v[0], v[1]) for k, v in json.loads(row["max_demand"] or "{}").items()}
+        regs = {mmsg.obis_key(k): v for k, v in json.loads(row["registers"]).items()}
+        md = {mmsg.obis_key(k): (v[0], v[1]) for k, v in json.loads(row["max_demand"] or "{}").items()}
         out.append(Snapshot(row["seq"], row["period_end"], regs, md))
     out.sort(key=lambda s: (s.period_end, s.seq))
     return out
@@ -428,10 +429,10 @@ def _verified(store: Any, dev: bytes, snap: Snapshot) -> Snapshot:
     except P.ProtocolError as e:
         raise BillingError(f"billing snapshot seq {snap.seq}: the stored frame does not verify ({e}); "
                            "not billing from it") from None
-    if m.kind != P.BILLING or m.seq != snap.seq:
+    if m.kind != mmsg.BILLING or m.seq != snap.seq:
         raise BillingError(f"billing snapshot seq {snap.seq}: the stored frame is a {m.kind_name} frame")
-    md = m.body.get(P.K_MAX_DEMAND) or {}
-    return Snapshot(m.seq, m.body[P.K_PERIOD_END], dict(m.body[P.K_BILLING_REGISTERS]),
+    md = m.body.get(mmsg.K_MAX_DEMAND) or {}
+    return Snapshot(m.seq, m.body[mmsg.K_PERIOD_END], dict(m.body[mmsg.K_BILLING_REGISTERS]),
                     {k: (v[0], v[1]) for k, v in md.items()}, True)
 
 
@@ -448,7 +449,8 @@ def _commissioning(store: Any, dev: bytes, start: int, end: int) -> Commissionin
     if not first:
         return None
     seq, kind, meter_time, status = first[0]
-    if kind != P.HELLO or (status or 0) & (P.ST_RESTORED | P.ST_CLOCK_NOT_SET) or not start <= meter_time < end:
+    if (kind != mmsg.HELLO or (status or 0) & (mmsg.ST_RESTORED | mmsg.ST_CLOCK_NOT_SET)
+            or not start <= meter_time < end):
         return None
     return Commissioning(seq, meter_time)
 
@@ -668,7 +670,7 @@ def _energy_from_snapshots(opening: Snapshot | Commissioning, closing: Snapshot)
               f"(first-boot hello seq {opening.seq})")
     else:
         o_imp, o_exp = opening.tariff_registers(1), opening.tariff_registers(2)
-        o_tot = {1: opening.registers.get(10800, 0), 2: opening.registers.get(20800, 0)}
+        o_tot = {1: opening.registers.get(mmsg.OBIS_IMPORT, 0), 2: opening.registers.get(mmsg.OBIS_EXPORT, 0)}
         ev = f"signed snapshots seq {opening.seq} -> {closing.seq}"
     c_imp, c_exp = closing.tariff_registers(1), closing.tariff_registers(2)
     e = _Energy("snapshot", ev, {}, {}, 1000, "Wh")
@@ -799,11 +801,11 @@ def _demand_determinants(pl: _Placement, pr: Prices, cal: TouCalendar | None, so
     """Maximum demands: every one the closing snapshot holds, and every one priced (from the profile if the
     snapshot lacks it)."""
     closing = pl.closing if source != "profile" else None
-    keys = sorted({P.obis_key(k) for k in pr.demand} | (set(closing.max_demand) if closing is not None else set()))
+    keys = sorted({mmsg.obis_key(k) for k in pr.demand} | (set(closing.max_demand) if closing is not None else set()))
     out: list[Determinant] = []
     used: set[str] = set()
     for key in keys:
-        code = P.obis_code(key)
+        code = mmsg.obis_code(key)
         t = key % 100
         desc = "maximum demand" + (f", {pr.tariff_name(t)}" if t else "")
         v = closing.demand(key) if closing is not None else None

@@ -10,11 +10,11 @@ import signal
 import sys
 import time
 
+from meterkit import wire as P
 from meterkit.cli.common import host_port
 from meterkit.headend.concentrator import Concentrator
 from meterkit.store.sqlite import SQLiteStore, Store, StoreError
-from meterkit.wire import protocol as P
-from meterkit.wire.keyfiles import KeyFileError, load_private
+from meterkit.wire.keys import KeyFileError, load_private
 
 
 async def _serve(args: argparse.Namespace, headend: P.HeadEnd, store: Store) -> int:

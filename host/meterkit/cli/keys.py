@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from meterkit.wire.keyfiles import new_key
+from meterkit.wire.keys import new_key
 
 
 def _cmd_new(args: argparse.Namespace) -> int:

@@ -8,8 +8,8 @@ import sys
 
 from meterkit.cli.common import utc_instant
 from meterkit.sim.runner import SCENARIOS, SimError, format_result, progress_bar, provision, run_sim
-from meterkit.wire.keyfiles import load_public
-from meterkit.wire.protocol import public_bytes
+from meterkit.wire import public_bytes
+from meterkit.wire.keys import load_public
 
 
 def _headend_point(path: str) -> bytes:

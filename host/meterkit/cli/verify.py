@@ -7,9 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from meterkit.wire import protocol as P
+from meterkit import wire as P
 from meterkit.wire.audit import format_frame, format_summary, verify_bytes
-from meterkit.wire.keyfiles import KeyFileError, load_public
+from meterkit.wire.keys import KeyFileError, load_public
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:

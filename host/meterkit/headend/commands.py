@@ -36,14 +36,9 @@ import cbor2
 
 from meter import cbor as mcbor
 from meter import messages as mmsg
+from meter.messages import OP_BACKFILL, OP_BILLING_RESET, OP_CALENDAR, OP_PROFILE  # noqa: F401 - the operations
 from meterkit.timefmt import parse_utc, utc_text
-
-OP_BACKFILL = mmsg.OP_BACKFILL  # 1: the concentrator's own (frames by sequence number)
-OP_CALENDAR = mmsg.OP_CALENDAR  # 2
-OP_BILLING_RESET = mmsg.OP_BILLING_RESET  # 3
-OP_PROFILE = mmsg.OP_PROFILE  # 4
-OP_NAMES = {OP_BACKFILL: "back-fill", OP_CALENDAR: "calendar", OP_BILLING_RESET: "billing-reset",
-            OP_PROFILE: "profile"}
+from meterkit.wire.names import OP_NAMES, op_name  # noqa: F401 - names of the operations
 
 MAX_COMMAND_PAYLOAD = mmsg.COMMAND_MAX_PAYLOAD  # the largest command payload (CBOR bytes) a meter verifies
 MAX_COMMAND_ITEMS = mmsg.COMMAND_MAX_ITEMS  # ... and the most CBOR data items: meter.messages.verify_host
@@ -58,10 +53,6 @@ clock = time.time  # what the CLI takes for now (a test sets it)
 
 class CommandError(ValueError):
     """An operator command that cannot be queued; the message says why, for a person."""
-
-
-def op_name(op: int) -> str:
-    return OP_NAMES.get(op, f"op {op}")
 
 
 def payload_size(cose: bytes) -> int:
@@ -98,9 +89,10 @@ def check_fits(op: int, args: dict | None) -> None:
 def payload_bound(op: int, args: dict | None) -> int:
     """The largest payload a command with these arguments can have (counter and times at their largest).
     Raises CommandError for arguments that CBOR cannot carry deterministically (floats, say)."""
-    p: dict = {1: 16, 2: b"\xff" * 8, 3: UINT64_MAX, 4: UINT32_MAX, 9: UINT32_MAX, 10: op}
+    p: dict = {mmsg.K_KIND: mmsg.COMMAND, mmsg.K_DEVICE: b"\xff" * 8, mmsg.K_COUNTER: UINT64_MAX,
+               mmsg.K_ISSUED: UINT32_MAX, mmsg.K_EXPIRES: UINT32_MAX, mmsg.K_OP: op}
     if args:
-        p[11] = args
+        p[mmsg.K_ARGS] = args
     try:
         return len(mcbor.encode(p))
     except (mcbor.EncodeError, ValueError, TypeError) as e:
@@ -137,8 +129,7 @@ def load_calendar(path: str) -> dict:
 
 
 def calendar_args(calendar: dict, activation: int, now: float) -> dict:
-    """Arguments of op 2: {1: calendar, 2: activation}; the calendar is validated, the activation must be
-    in the future."""
+    """Arguments of op 2 (calendar): the calendar, validated, and its activation instant, in the future."""
     from meter import tou
 
     try:
@@ -150,14 +141,14 @@ def calendar_args(calendar: dict, activation: int, now: float) -> dict:
     if activation <= now:
         raise CommandError(f"activation {utc_text(activation)} is not in the future (now {utc_text(now)}): a meter "
                            "refuses it; give a later --activate")
-    return {1: calendar, 2: activation}
+    return {mmsg.A_CALENDAR: calendar, mmsg.A_ACTIVATION: activation}
 
 
 def profile_args(frm: int, to: int) -> dict:
     if not 0 <= frm <= to <= UINT32_MAX:
         raise CommandError(f"--from {utc_text(frm)} is after --to {utc_text(to)}" if frm > to
                            else "profile times must be UTC seconds 0..2^32-1")
-    return {1: frm, 2: to}
+    return {mmsg.A_FROM: frm, mmsg.A_TO: to}
 
 
 def queue(store: Any, device: bytes, op: int, args: dict | None, now: float, expires: int | None = None,
@@ -166,7 +157,8 @@ def queue(store: Any, device: bytes, op: int, args: dict | None, now: float, exp
     which it is not sent (default: a calendar's activation, else a week; a calendar's is capped at its
     activation: after it the meter would refuse it)."""
     if op == OP_CALENDAR and args:
-        expires = args[2] if expires is None else min(expires, args[2])
+        at = args[mmsg.A_ACTIVATION]
+        expires = at if expires is None else min(expires, at)
     elif expires is None:
         expires = int(now) + DEFAULT_VALID_S
     if expires <= now:
@@ -192,11 +184,11 @@ def label(store: Any, dev: bytes) -> str:
 def describe(op: int, args: dict | None) -> str:
     """One line for a person: what a command does."""
     if op == OP_CALENDAR and args:
-        cal = args.get(1) if isinstance(args.get(1), dict) else {}
+        cal = args.get(mmsg.A_CALENDAR) if isinstance(args.get(mmsg.A_CALENDAR), dict) else {}
         name = cal.get("name") or "unnamed"
-        return f"calendar {name!r}, active from {utc_text(args.get(2))}"
+        return f"calendar {name!r}, active from {utc_text(args.get(mmsg.A_ACTIVATION))}"
     if op == OP_PROFILE and args:
-        return f"profile rows ending {utc_text(args.get(1))} .. {utc_text(args.get(2))}"
+        return f"profile rows ending {utc_text(args.get(mmsg.A_FROM))} .. {utc_text(args.get(mmsg.A_TO))}"
     if op == OP_BILLING_RESET:
         return "billing reset (snapshot now, demand reset)"
     return op_name(op) + (f" {json.dumps(args, sort_keys=True)}" if args else "")

@@ -67,10 +67,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from meter import events as mevents
+from meter import messages as M
+from meter.cose import claimed_kid
 from meter.frame import Deframer, encode_frame
+from meterkit import wire as P
 from meterkit.headend import commands as opcmds
 from meterkit.store.sqlite import GAP_SETTLED, I64_MAX, I64_MIN, QUEUE_PENDING, Store, i64
-from meterkit.wire import protocol as P
 
 log = logging.getLogger("meterkit.headend.concentrator")
 
@@ -85,7 +87,7 @@ _OBIS = {}  # key -> 'C.D.E' cache for register JSON
 def _obis(k: int) -> str:
     s = _OBIS.get(k)
     if s is None:
-        s = _OBIS[k] = P.obis_code(k)
+        s = _OBIS[k] = M.obis_code(k)
     return s
 
 
@@ -101,11 +103,6 @@ def _regs_json(regs: dict) -> str:
             _REGS_FMT.clear()
         fmt = _REGS_FMT[keys] = "{" + ", ".join(f'"{_obis(k)}": %d' for k in keys) + "}"
     return fmt % tuple(regs.values())
-
-
-def _claimed_kid(cose: bytes) -> bytes:
-    """The kid a frame claims (before any check), or b'' when the envelope does not have the usual layout."""
-    return cose[9:17] if len(cose) >= 17 and cose.startswith(P._ENVELOPE_HEAD) else b""
 
 
 def _sans_signature(raw: bytes) -> bytes:
@@ -667,11 +664,11 @@ class Concentrator:
                     try:
                         m = verify(cose, lookup)
                     except P.ProtocolError as e:
-                        self._reject(link, _claimed_kid(cose), e.reason, str(e))
+                        self._reject(link, claimed_kid(cose), e.reason, str(e))
                         continue
                     except Exception as e:  # noqa: BLE001 - one bad frame must not stop the others
                         log.exception("verifying a frame from %s", link.peer)
-                        self._reject(link, _claimed_kid(cose), "internal-error", repr(e))
+                        self._reject(link, claimed_kid(cose), "internal-error", repr(e))
                         continue
                     if m.seq > I64_MAX:
                         self._reject(link, m.device_id, "seq-range", f"sequence number {m.seq} beyond 2^63 - 1")
@@ -754,40 +751,40 @@ class Concentrator:
             status = m.status
             b = m.body
             frames.append((dev, seq, m.kind, m.time, status if status <= I64_MAX else None, now, m.raw))
-            if status & P.ST_POWER_FAIL:
+            if status & M.ST_POWER_FAIL:
                 power.add(dev)
             kind = m.kind
-            if kind == P.READING:
-                regs = b[P.K_REGISTERS]
-                mw, mv, ma = b[P.K_INSTANT]
-                imp, exp = regs[P.OBIS_IMPORT], regs[P.OBIS_EXPORT]
-                row = (dev, seq, m.time, status, imp, exp, _regs_json(regs), mw, mv, ma, b[P.K_UNCOVERED_PPM])
+            if kind == M.READING:
+                regs = b[M.K_REGISTERS]
+                mw, mv, ma = b[M.K_INSTANT]
+                imp, exp = regs[M.OBIS_IMPORT], regs[M.OBIS_EXPORT]
+                row = (dev, seq, m.time, status, imp, exp, _regs_json(regs), mw, mv, ma, b[M.K_UNCOVERED_PPM])
                 if not (status <= I64_MAX and I64_MIN <= imp <= I64_MAX and I64_MIN <= exp <= I64_MAX
                         and I64_MIN <= mw <= I64_MAX and mv <= I64_MAX and I64_MIN <= ma <= I64_MAX):
                     row = tuple(i64(v) if type(v) is int else v for v in row)
                 readings.append(row)
-            elif kind == P.INTERVALS:
-                period = i64(b[P.K_PERIOD])
-                for end, imp, exp, st in b[P.K_ROWS]:
+            elif kind == M.INTERVALS:
+                period = i64(b[M.K_PERIOD])
+                for end, imp, exp, st in b[M.K_ROWS]:
                     intervals.append((dev, end, i64(imp), i64(exp), i64(st), period, seq))
                     if d.iv_dirty is None or end < d.iv_dirty:
                         d.iv_dirty = end
-            elif kind == P.EVENT:
-                v = b[P.K_EVENT_VALUE]
+            elif kind == M.EVENT:
+                v = b[M.K_EVENT_VALUE]
                 if type(v) is int and i64(v) is None:
                     v = str(v)
-                events_.append((dev, seq, i64(b[P.K_EVENT_SEQ]), i64(b[P.K_EVENT_CODE]), v, b[P.K_EVENT_TIME]))
-                if b[P.K_EVENT_CODE] == mevents.POWER_UP:
+                events_.append((dev, seq, i64(b[M.K_EVENT_SEQ]), i64(b[M.K_EVENT_CODE]), v, b[M.K_EVENT_TIME]))
+                if b[M.K_EVENT_CODE] == mevents.POWER_UP:
                     power.add(dev)
-            elif kind == P.HELLO:
+            elif kind == M.HELLO:
                 h = hellos.get(dev)
                 if h is None or h.seq < seq:
                     hellos[dev] = m
-            elif kind == P.BILLING:
-                md = b.get(P.K_MAX_DEMAND)
-                billing.append((dev, seq, b[P.K_PERIOD_END], _regs_json(b[P.K_BILLING_REGISTERS]),
+            elif kind == M.BILLING:
+                md = b.get(M.K_MAX_DEMAND)
+                billing.append((dev, seq, b[M.K_PERIOD_END], _regs_json(b[M.K_BILLING_REGISTERS]),
                                 json.dumps({_obis(k): v for k, v in md.items()}) if md else None))
-            elif kind == P.RESPONSE:
+            elif kind == M.RESPONSE:
                 responses.append((d, m))
 
         if per_dev:
@@ -865,8 +862,8 @@ class Concentrator:
                                 rows)
             store.update_meters(("last_counter",), counters_only)
             for dev, h in hellos.items():
-                store.update_meter(dev, firmware=h.body[P.K_FIRMWARE], board=h.body[P.K_BOARD],
-                                   boot_count=i64(h.body[P.K_BOOT_COUNT]))
+                store.update_meter(dev, firmware=h.body[M.K_FIRMWARE], board=h.body[M.K_BOARD],
+                                   boot_count=i64(h.body[M.K_BOOT_COUNT]))
             self._count("frames_stored", len(frames))
             self._count("batches")
             self._count("acks_sent", len(sends))
@@ -905,8 +902,8 @@ class Concentrator:
 
     def _on_response(self, d: _Device, m: P.Message, now: float) -> bool:
         """Match a response; True when it answered an operator command for the first time."""
-        answered, result = m.body[P.K_ANSWERED], m.body[P.K_RESULT]
-        reason = m.body.get(P.K_REASON)
+        answered, result = m.body[M.K_ANSWERED], m.body[M.K_RESULT]
+        reason = m.body.get(M.K_REASON)
         cmd = self.store.record_response(d.id, answered, result, reason, now) if answered <= I64_MAX else None
         if cmd is None:
             self._count("responses_unmatched")
@@ -1097,13 +1094,13 @@ class Concentrator:
             power_up = None
             slack = min(d.period, (end - start) / 4)
             frames = self.store.frames_after(d.id, -1 if before is None else before, until)
-            ev_seqs = [s for s, k, _, _ in frames if k == P.EVENT]
+            ev_seqs = [s for s, k, _, _ in frames if k == M.EVENT]
             ups = {s: t for s, _, code, _, t in self.store.events_of(d.id, ev_seqs) if code == mevents.POWER_UP}
             for s, kind, mt, st in frames:
-                clock_set = not (st or 0) & P.ST_CLOCK_NOT_SET
-                if (st or 0) & P.ST_POWER_FAIL:
+                clock_set = not (st or 0) & M.ST_CLOCK_NOT_SET
+                if (st or 0) & M.ST_POWER_FAIL:
                     power_seqs.append(s)
-                    if kind == P.HELLO and clock_set and (power_up is None or mt < power_up):
+                    if kind == M.HELLO and clock_set and (power_up is None or mt < power_up):
                         power_up = mt
                 if s in ups:
                     up_events.append(s)

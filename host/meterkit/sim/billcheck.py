@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from meter.messages import BILLING
 from meterkit.timefmt import utc_text
 
 DEFAULT_DAYS = 35.0
@@ -396,12 +397,14 @@ def _kinds(stream: bytes) -> list[tuple[int, int]]:
     """(kind, seq) of every frame in a COBS stream, unverified (the concentrator verifies)."""
     import cbor2
 
+    from meter import cose as mcose
+    from meter import messages as mmsg
     from meter.frame import Deframer
 
     out = []
-    for cose in Deframer().feed(stream):
-        p = cbor2.loads(cbor2.loads(cose).value[2])
-        out.append((p[1], p[3]))
+    for msg in Deframer().feed(stream):
+        p = cbor2.loads(mcose.split(msg)[2])
+        out.append((p[mmsg.K_KIND], p[mmsg.K_SEQ]))
     return out
 
 
@@ -409,9 +412,8 @@ def store_frames(db: Path, stream: bytes, public_key: bytes, name: str, now: int
     """Feed a meter's frame stream to a real Concentrator (TCP on 127.0.0.1, SQLite file), the way it arrives
     from the field, and wait for the acknowledgement of the last frame; returns the number of frames."""
     from meter.frame import Deframer
-    from meterkit.bench.ingest import LoopbackRig, ManualClock
-    from meterkit.wire import protocol as P
-
+    from meterkit import wire as P
+    from meterkit.testing.rig import LoopbackRig, ManualClock
     n = len(Deframer().feed(stream))
     if n == 0:
         raise CheckError("the meter sent no frames")
@@ -478,7 +480,6 @@ def simulate(days: float = DEFAULT_DAYS, start: str | int = DEFAULT_START, calen
             raise CheckError(f"the simulation failed: {e}") from None
         stream = frames_path.read_bytes()
     kinds = _kinds(stream)
-    from meterkit.wire import protocol as P
 
     say(f"storing {len(kinds)} signed frames through a concentrator into {db}")
     w0 = time.monotonic()
@@ -486,7 +487,7 @@ def simulate(days: float = DEFAULT_DAYS, start: str | int = DEFAULT_START, calen
     store_frames(db, stream, pub, meter_name, t1)
     return Run(scenario, seed, t0, t1, days, billing_day, bounds[0], f"{y:04d}-{m:02d}", cal_path, prices_path, db,
                meter_name, bytes.fromhex(result["device_id"]), result, len(kinds),
-               [seq for kind, seq in kinds if kind == P.BILLING], round(time.monotonic() - w0, 3))
+               [seq for kind, seq in kinds if kind == BILLING], round(time.monotonic() - w0, 3))
 
 
 def _path(p: str | Path, root: Path) -> Path:

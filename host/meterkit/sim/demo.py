@@ -54,7 +54,7 @@ def demo_start(hours: float) -> int:
 
 def _headend_key(out: Path):
     """The demo's head-end key pair, kept in out/keys (made once, like `meterkit keys new`)."""
-    from meterkit.wire import keyfiles as keys
+    from meterkit.wire import keys
 
     kdir = out / "keys"
     if not (kdir / "headend.key.pem").exists():

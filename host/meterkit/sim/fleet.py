@@ -259,10 +259,9 @@ class Fleet:
     async def setup(self) -> None:
         from cryptography.hazmat.primitives import serialization
 
+        from meterkit import wire as protocol
         from meterkit.headend.concentrator import Concentrator
         from meterkit.store.sqlite import SQLiteStore
-        from meterkit.wire import protocol
-
         self.out.mkdir(parents=True, exist_ok=True)
         point = self.headend_key.public_key().public_bytes(serialization.Encoding.X962,
                                                            serialization.PublicFormat.UncompressedPoint)

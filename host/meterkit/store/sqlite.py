@@ -58,10 +58,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-
-from meterkit.wire import protocol as P
+from meterkit import wire as P
 
 I64_MIN = -(1 << 63)
 I64_MAX = (1 << 63) - 1
@@ -337,28 +334,6 @@ _METER_FIELDS = ("last_seen", "last_counter", "firmware", "board", "boot_count",
 def i64(v: Any) -> int | None:
     """v if SQLite can store it as an INTEGER, else None (the raw frame keeps the exact value)."""
     return v if I64_MIN <= v <= I64_MAX else None
-
-
-def point_of(public_key: Any) -> bytes:
-    """The 65-byte uncompressed point of a P-256 public key given as a key object, the point, or PEM."""
-    if isinstance(public_key, ec.EllipticCurvePublicKey):
-        if not isinstance(public_key.curve, ec.SECP256R1):
-            raise ValueError(f"a meter key is a P-256 (secp256r1) public key, not {public_key.curve.name}")
-        return P.public_bytes(public_key)
-    if isinstance(public_key, str):
-        public_key = public_key.encode()
-    if isinstance(public_key, (bytes, bytearray, memoryview)):
-        data = bytes(public_key)
-        if data.startswith(b"-----BEGIN"):
-            if b"PRIVATE KEY" in data:
-                raise ValueError("that is a private key: register the meter's public key")
-            key = serialization.load_pem_public_key(data)
-            if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
-                raise ValueError("a meter key is a P-256 (secp256r1) public key")
-            return P.public_bytes(key)
-        P.public_from_bytes(data)  # ValueError unless a point on the curve
-        return data
-    raise TypeError(f"a public key is a P-256 key object, its 65-byte point or PEM, not {type(public_key).__name__}")
 
 
 # --- the interface ------------------------------------------------------------------------------------------
@@ -706,7 +681,7 @@ class SQLiteStore(Store):
     # -- registry
     def register_meter(self, device_id: bytes | None, public_key: Any, name: str | None = None,
                        reporting_period_s: int = DEFAULT_PERIOD_S, now: float | None = None) -> MeterRecord:
-        point = point_of(public_key)
+        point = P.point_of(public_key)
         derived = P.key_id(point)
         if device_id is not None and bytes(device_id) != derived:
             raise ValueError(f"device id {bytes(device_id).hex()} does not belong to that key "
@@ -737,7 +712,7 @@ class SQLiteStore(Store):
         t = time.time() if now is None else now
         rows = []
         for key, name, period in meters:
-            point = point_of(key)
+            point = P.point_of(key)
             if type(period) is not int or period <= 0:
                 raise ValueError("the reporting period is a positive number of seconds")
             rows.append((P.key_id(point), point, name, t, period))

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from meter import messages as M
 from meter.frame import Deframer
+from meterkit import wire as P
 from meterkit.timefmt import utc_text
-from meterkit.wire import protocol as P
+from meterkit.wire import records as R
 
 READ_CHUNK = 64 * 1024
+PPM = 1_000_000
 
 
 def _fixed(v: int, decimals: int) -> str:
@@ -34,8 +37,8 @@ def _fixed(v: int, decimals: int) -> str:
 
 def register_name(key: int) -> str:
     """Words for an OBIS register key: 10800 -> '1.8.0 import', 20802 -> '2.8.2 export T2'."""
-    code = P.obis_code(key)
-    c, d, e = key // 10000, key // 100 % 100, key % 100
+    code = M.obis_code(key)
+    c, d, e = (int(x) for x in code.split("."))
     what = {(1, 8): "import", (2, 8): "export", (1, 6): "max demand import", (2, 6): "max demand export"}.get(
         (c, d), "register")
     return f"{code} {what}" + (f" T{e}" if e else "")
@@ -45,60 +48,75 @@ def _time_words(t: int, clock_set: bool) -> str:
     return utc_text(t) if clock_set else f"{t} s since boot (clock not set)"
 
 
+def _hello(r: R.Hello, clock_set: bool) -> tuple[dict[str, Any], str]:
+    info = {"firmware": r.firmware, "board": r.board, "boot_count": r.boot_count, "cycle_us": r.cycle_us,
+            "shunt_duty_ppm": r.shunt_duty_ppm, "shunt_uohm": r.shunt_uohm, "checkpoint_wh": r.checkpoint_wh}
+    return info, (f"firmware {r.firmware} on board {r.board}, boot #{r.boot_count}, conversion cycle {r.cycle_us} "
+                  f"us, shunt duty {_fixed(r.shunt_duty_ppm, 4)} %, shunt {r.shunt_uohm} uOhm, checkpoint every "
+                  f"{r.checkpoint_wh} Wh")
+
+
+def _reading(r: R.Reading, clock_set: bool) -> tuple[dict[str, Any], str]:
+    covered = _fixed(PPM - r.uncovered_ppm, 4)
+    info = {"registers_wh": {M.obis_code(k): v for k, v in r.registers.items()}, "power_mw": r.power_mw,
+            "voltage_mv": r.voltage_mv, "current_ma": r.current_ma, "uncovered_ppm": r.uncovered_ppm,
+            "coverage_percent": covered}
+    words = ", ".join(f"{register_name(k)} {v} Wh" for k, v in r.registers.items())
+    flow = " (export)" if r.power_mw < 0 else ""
+    words += (f"; power {_fixed(r.power_mw, 3)} W{flow}, voltage {_fixed(r.voltage_mv, 3)} V, current "
+              f"{_fixed(r.current_ma, 3)} A; coverage {covered} %")
+    return info, words
+
+
+def _rows(rows: list[R.IntervalRow]) -> tuple[dict[str, Any], str]:
+    out, parts = [], []
+    for r in rows:
+        flags = P.row_status_names(r.status)
+        out.append({"end": r.end, "end_utc": utc_text(r.end), "import_mwh": r.import_mwh,
+                    "export_mwh": r.export_mwh, "status": r.status, "flags": flags})
+        parts.append(f"until {utc_text(r.end)}: import {_fixed(r.import_mwh, 3)} Wh, export "
+                     f"{_fixed(r.export_mwh, 3)} Wh" + (f" [{', '.join(flags)}]" if flags else ""))
+    period = rows[0].period_s
+    return ({"period_s": period, "rows": out},
+            f"load profile 99.1.0, {period} s period, {len(rows)} row(s): " + "; ".join(parts))
+
+
+def _event(r: R.Event, clock_set: bool) -> tuple[dict[str, Any], str]:
+    info = {"event_seq": r.event_seq, "code": r.code, "value": r.value, "at": r.time, "at_utc": utc_text(r.time)}
+    return info, f"event #{r.event_seq} code {r.code} value {r.value!r} at {_time_words(r.time, clock_set)}"
+
+
+def _billing(r: R.BillingSnapshot, clock_set: bool) -> tuple[dict[str, Any], str]:
+    info: dict[str, Any] = {"period_end": r.period_end, "period_end_utc": utc_text(r.period_end),
+                            "registers_wh": {M.obis_code(k): v for k, v in r.registers.items()}}
+    words = f"billing period ending {_time_words(r.period_end, clock_set)}: " + ", ".join(
+        f"{register_name(k)} {v} Wh" for k, v in r.registers.items())
+    if r.max_demand:
+        info["max_demand"] = {M.obis_code(k): {"w": w, "at": at, "at_utc": utc_text(at)}
+                              for k, (w, at) in r.max_demand.items()}
+        words += "; max demand " + ", ".join(f"{M.obis_code(k)} {w} W at {utc_text(at)}"
+                                             for k, (w, at) in r.max_demand.items())
+    return info, words
+
+
+def _response(r: R.CommandResponse, clock_set: bool) -> tuple[dict[str, Any], str]:
+    info = {"command": r.counter, "result": r.result, "reason": r.reason}
+    words = f"answer to command {r.counter}: " + ("ok" if r.result == M.RESULT_OK else f"rejected ({r.result})")
+    if r.reason is not None:
+        words += f": {r.reason}"
+    return info, words
+
+
+_WORDS = {R.Hello: _hello, R.Reading: _reading, R.Event: _event, R.BillingSnapshot: _billing,
+          R.CommandResponse: _response}
+
+
 def describe(msg: P.Message) -> tuple[dict[str, Any], str]:
     """A verified meter message as (JSON-able readings, one line of words)."""
-    b = msg.body
-    clock_set = not msg.status & P.ST_CLOCK_NOT_SET
-    if msg.kind == P.HELLO:
-        info = {"firmware": b[6], "board": b[7], "boot_count": b[8], "cycle_us": b[9],
-                "shunt_duty_ppm": b[10], "shunt_uohm": b[11], "checkpoint_wh": b[12]}
-        words = (f"firmware {b[6]} on board {b[7]}, boot #{b[8]}, conversion cycle {b[9]} us, "
-                 f"shunt duty {_fixed(b[10], 4)} %, shunt {b[11]} uOhm, checkpoint every {b[12]} Wh")
-    elif msg.kind == P.READING:
-        regs = b[P.K_REGISTERS]
-        mw, mv, ma = b[P.K_INSTANT]
-        ppm = b[P.K_UNCOVERED_PPM]
-        info = {"registers_wh": {P.obis_code(k): v for k, v in regs.items()}, "power_mw": mw,
-                "voltage_mv": mv, "current_ma": ma, "uncovered_ppm": ppm,
-                "coverage_percent": _fixed(P.PPM - ppm, 4)}
-        words = ", ".join(f"{register_name(k)} {v} Wh" for k, v in regs.items())
-        flow = " (export)" if mw < 0 else ""
-        words += (f"; power {_fixed(mw, 3)} W{flow}, voltage {_fixed(mv, 3)} V, current {_fixed(ma, 3)} A; "
-                  f"coverage {_fixed(P.PPM - ppm, 4)} %")
-    elif msg.kind == P.INTERVALS:
-        rows = []
-        parts = []
-        for end, imp, exp, st in b[P.K_ROWS]:
-            flags = P.row_status_names(st)
-            rows.append({"end": end, "end_utc": utc_text(end), "import_mwh": imp, "export_mwh": exp,
-                         "status": st, "flags": flags})
-            parts.append(f"until {utc_text(end)}: import {_fixed(imp, 3)} Wh, export {_fixed(exp, 3)} Wh"
-                         + (f" [{', '.join(flags)}]" if flags else ""))
-        info = {"period_s": b[P.K_PERIOD], "rows": rows}
-        words = f"load profile 99.1.0, {b[P.K_PERIOD]} s period, {len(rows)} row(s): " + "; ".join(parts)
-    elif msg.kind == P.EVENT:
-        info = {"event_seq": b[6], "code": b[7], "value": b[8], "at": b[9], "at_utc": utc_text(b[9])}
-        words = f"event #{b[6]} code {b[7]} value {b[8]!r} at {_time_words(b[9], clock_set)}"
-    elif msg.kind == P.BILLING:
-        regs = b[P.K_BILLING_REGISTERS]
-        info = {"period_end": b[6], "period_end_utc": utc_text(b[6]),
-                "registers_wh": {P.obis_code(k): v for k, v in regs.items()}}
-        words = f"billing period ending {_time_words(b[6], clock_set)}: " + ", ".join(
-            f"{register_name(k)} {v} Wh" for k, v in regs.items())
-        demand = b.get(P.K_MAX_DEMAND)
-        if demand:
-            info["max_demand"] = {P.obis_code(k): {"w": w, "at": at, "at_utc": utc_text(at)}
-                                  for k, (w, at) in demand.items()}
-            words += "; max demand " + ", ".join(f"{P.obis_code(k)} {w} W at {utc_text(at)}"
-                                                 for k, (w, at) in demand.items())
-    elif msg.kind == P.RESPONSE:
-        info = {"command": b[6], "result": b[7], "reason": b.get(8)}
-        words = f"answer to command {b[6]}: " + ("ok" if b[7] == 0 else f"rejected ({b[7]})")
-        if 8 in b:
-            words += f": {b[8]}"
-    else:  # pragma: no cover - verify_and_decode only returns meter kinds
-        info, words = {}, ""
-    return info, words
+    recs = R.records_of(msg)
+    if msg.kind == M.INTERVALS:
+        return _rows(recs)
+    return _WORDS[type(recs[0])](recs[0], not msg.status & M.ST_CLOCK_NOT_SET)
 
 
 def verify_bytes(data: bytes, pub: Any, device: bytes | None = None) -> dict[str, Any]:
@@ -125,7 +143,7 @@ def verify_bytes(data: bytes, pub: Any, device: bytes | None = None) -> dict[str
             else:
                 seen[(msg.device_id, msg.seq)] = i
                 info, words = describe(msg)
-                clock_set = not msg.status & P.ST_CLOCK_NOT_SET
+                clock_set = not msg.status & M.ST_CLOCK_NOT_SET
                 entry.update(valid=True, kind=msg.kind_name, device=msg.device_id.hex(), seq=msg.seq,
                              time=msg.time, time_utc=utc_text(msg.time) if clock_set else None,
                              status=msg.status, status_flags=P.status_names(msg.status), readings=info,

@@ -1,10 +1,9 @@
-"""Head-end and meter keys on disk: `meterkit keys new`, and loaders with clear errors.
+"""P-256 keys: as points and key ids (the 65-byte uncompressed point meter.p256 uses; a key id is the first 8
+bytes of its SHA-256, the COSE kid), and as files on disk.
 
-    meterkit keys new --out DIR [--name headend]
-
-writes DIR/<name>.key.pem (PKCS#8, unencrypted, mode 0600, created exclusively: an existing file is never
-overwritten) and DIR/<name>.pub.pem (SubjectPublicKeyInfo), and prints the key id (first 8 bytes of SHA-256
-of the uncompressed public key, the COSE kid of everything the head-end signs).
+new_key(DIR, name) (`meterkit keys new`) writes DIR/<name>.key.pem (PKCS#8, unencrypted, mode 0600, created
+exclusively: an existing file is never overwritten) and DIR/<name>.pub.pem (SubjectPublicKeyInfo) and returns
+the key id of the pair.
 
 load_private(path) reads a P-256 private key (PEM, PKCS#8 or SEC1 "EC PRIVATE KEY"). load_public(path) reads
 a P-256 public key as PEM (what meters export), as the raw 65-byte uncompressed point 0x04 || x || y, or as
@@ -13,17 +12,57 @@ that point in hex (130 hex digits, whitespace ignored). Every problem raises Key
 
 from __future__ import annotations
 
+import hashlib
 import os
 import string
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from meterkit.wire.protocol import key_id, public_bytes, public_from_bytes
-
 MAX_KEY_FILE = 64 * 1024
+
+
+def public_bytes(pub: ec.EllipticCurvePublicKey) -> bytes:
+    """The 65-byte uncompressed SEC1 point 0x04 || x || y (the form meter.p256 uses)."""
+    return pub.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+
+
+def public_from_bytes(point: bytes) -> ec.EllipticCurvePublicKey:
+    """A P-256 public key from its 65-byte uncompressed point (ValueError if not a point on the curve)."""
+    if len(point) != 65 or point[0] != 4:
+        raise ValueError("a P-256 public key is 65 bytes 0x04 || x || y")
+    return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), bytes(point))
+
+
+def key_id(pub: ec.EllipticCurvePublicKey | bytes) -> bytes:
+    """Head-end key id: the first 8 bytes of SHA-256 of the uncompressed public key."""
+    point = pub if isinstance(pub, (bytes, bytearray)) else public_bytes(pub)
+    return hashlib.sha256(bytes(point)).digest()[:8]
+
+
+def point_of(public_key: Any) -> bytes:
+    """The 65-byte uncompressed point of a P-256 public key given as a key object, the point, or PEM."""
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        if not isinstance(public_key.curve, ec.SECP256R1):
+            raise ValueError(f"a meter key is a P-256 (secp256r1) public key, not {public_key.curve.name}")
+        return public_bytes(public_key)
+    if isinstance(public_key, str):
+        public_key = public_key.encode()
+    if isinstance(public_key, (bytes, bytearray, memoryview)):
+        data = bytes(public_key)
+        if data.startswith(b"-----BEGIN"):
+            if b"PRIVATE KEY" in data:
+                raise ValueError("that is a private key: register the meter's public key")
+            key = serialization.load_pem_public_key(data)
+            if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+                raise ValueError("a meter key is a P-256 (secp256r1) public key")
+            return public_bytes(key)
+        public_from_bytes(data)  # ValueError unless a point on the curve
+        return data
+    raise TypeError(f"a public key is a P-256 key object, its 65-byte point or PEM, not {type(public_key).__name__}")
 
 
 class KeyFileError(ValueError):
