@@ -28,7 +28,7 @@ from meter.identity import Identity
 from meter.tou import Calendar
 from meterkit.billing import bill as B
 from meterkit.cli import bill as bill_cli
-from meterkit.store.sqlite import SQLiteStore
+from meterkit.store.db import SQLiteStore
 from meterkit.testing.rig import LoopbackRig, SimMeter
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "tariffs"

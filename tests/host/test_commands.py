@@ -15,7 +15,7 @@ from meterkit import cli
 from meterkit import wire as P
 from meterkit.headend import commands
 from meterkit.store import sqlite as mdb
-from meterkit.store.sqlite import SQLiteStore
+from meterkit.store.db import SQLiteStore
 
 NOW = 1_790_000_000  # 2026-09-21T14:13:20Z
 NIGHT = {

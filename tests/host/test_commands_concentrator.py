@@ -24,7 +24,7 @@ from meter.frame import HOST_MAX_FRAME, Deframer, encode_frame
 from meter.identity import Identity
 from meterkit import wire as P
 from meterkit.headend import commands as C
-from meterkit.store.sqlite import SQLiteStore
+from meterkit.store.db import SQLiteStore
 from meterkit.testing.rig import T0, LoopbackRig, SimMeter, until
 
 NIGHT = {

@@ -22,7 +22,7 @@ from meter import messages as M
 from meter.frame import Deframer
 from meter.identity import Identity
 from meterkit import wire as P
-from meterkit.store.sqlite import SQLiteStore
+from meterkit.store.db import SQLiteStore
 from meterkit.testing.rig import T0, LoopbackRig, SimMeter, until
 
 PERIOD = 60

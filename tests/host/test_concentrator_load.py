@@ -63,7 +63,7 @@ def test_thousand_meters_at_once_nothing_lost_everything_acknowledged(tmp_path):
     assert stats.get("rejected", 0) == 0 and stats["meters_online"] == METERS
     assert METERS <= stats["acks_sent"] <= total  # batched: at most one per frame, at least one per meter
 
-    from meterkit.store.sqlite import SQLiteStore
+    from meterkit.store.db import SQLiteStore
 
     s = SQLiteStore(tmp_path / "load.db", create=False, readonly=True)
     try:

@@ -1,4 +1,4 @@
-"""meterkit.store.sqlite: the head-end database on real SQLite files: WAL, schema versions and migrations,
+"""meterkit.store.db: the head-end database on real SQLite files: WAL, schema versions and migrations,
 the registry, dedupe by (device, seq) and (device, end time), transactions, counters, fleet and export queries."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from meter import messages as M
 from meterkit import wire as P
 from meterkit.store import sqlite as db
-from meterkit.store.sqlite import SCHEMA_VERSION, SQLiteStore, StoreError
+from meterkit.store.db import SCHEMA_VERSION, SQLiteStore, StoreError
 
 
 def new_key() -> tuple[ec.EllipticCurvePrivateKey, bytes, bytes]:

@@ -3,7 +3,7 @@
 import datetime as dt
 
 from meterkit.sim import demo
-from meterkit.store.sqlite import SQLiteStore
+from meterkit.store.db import SQLiteStore
 
 
 def test_every_demo_run_crosses_the_billing_boundary():

@@ -16,7 +16,7 @@ from meter import events
 from meter import messages as M
 from meterkit.cli import fleet as fleet_cli
 from meterkit.headend import status as fleet_status
-from meterkit.store.sqlite import SQLiteStore
+from meterkit.store.db import SQLiteStore
 from meterkit.testing.rig import T0, LoopbackRig, SimMeter
 from meterkit.timefmt import utc_text
 

@@ -103,7 +103,7 @@ async def _ingest(meters: list[SimMeter], per_meter: list[list[bytes]], headend:
 
 def _stages(meters: list[SimMeter], per_meter: list[list[bytes]], headend: P.HeadEnd, db: str) -> dict:
     """Per-frame cost (us) of each stage alone, on the same frames."""
-    from meterkit.store.sqlite import SQLiteStore
+    from meterkit.store.db import SQLiteStore
 
     frames = [c for fr in per_meter for c in fr]
     n = len(frames)
@@ -157,7 +157,7 @@ async def _memory_per_connection(headend: P.HeadEnd, db: str, n: int) -> dict:
     import resource
 
     from meterkit.headend.concentrator import Concentrator
-    from meterkit.store.sqlite import SQLiteStore
+    from meterkit.store.db import SQLiteStore
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < n + 256 and (hard == resource.RLIM_INFINITY or hard >= n + 256):

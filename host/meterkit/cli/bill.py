@@ -7,7 +7,7 @@ import sys
 
 from meterkit.billing.bill import SOURCES, BillingError, bill, load_calendar, load_prices, plot_day
 from meterkit.cli.common import add_db
-from meterkit.store.sqlite import SQLiteStore, StoreError
+from meterkit.store.db import SQLiteStore, StoreError
 
 
 def _cmd_bill(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from meterkit.store.sqlite import SQLiteStore, StoreError
+from meterkit.store.db import SQLiteStore, StoreError
 from meterkit.timefmt import parse_utc
 
 

@@ -13,7 +13,7 @@ import time
 from meterkit import wire as P
 from meterkit.cli.common import host_port
 from meterkit.headend.concentrator import Concentrator
-from meterkit.store.sqlite import SQLiteStore, Store, StoreError
+from meterkit.store.db import SQLiteStore, Store, StoreError
 from meterkit.wire.keys import KeyFileError, load_private
 
 

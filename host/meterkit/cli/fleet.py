@@ -8,7 +8,7 @@ import sys
 
 from meterkit.cli.common import add_db, open_store
 from meterkit.headend.status import export_csv, fleet_status, format_status
-from meterkit.store.sqlite import EXPORT_TABLES, SQLiteStore, StoreError
+from meterkit.store.db import EXPORT_TABLES, SQLiteStore, StoreError
 from meterkit.timefmt import utc_text
 from meterkit.wire.keys import KeyFileError, load_public
 

@@ -72,7 +72,7 @@ from meter.cose import claimed_kid
 from meter.frame import Deframer, encode_frame
 from meterkit import wire as P
 from meterkit.headend import commands as opcmds
-from meterkit.store.sqlite import GAP_SETTLED, I64_MAX, I64_MIN, QUEUE_PENDING, Store, i64
+from meterkit.store.db import GAP_SETTLED, I64_MAX, I64_MIN, QUEUE_PENDING, Store, i64
 
 log = logging.getLogger("meterkit.headend.concentrator")
 

@@ -519,7 +519,7 @@ def check(run: Run, truth_calendar: dict | None = None) -> dict:
     truth_calendar: the calendar the truth uses (default: the one the meter ran with); a test hands in a
     different one to see the check fail."""
     from meterkit.billing import bill as B
-    from meterkit.store.sqlite import SQLiteStore
+    from meterkit.store.db import SQLiteStore
 
     cal_dict = truth_calendar if truth_calendar is not None else _read_json(run.calendar_path, "calendar")
     cal = TruthCalendar(cal_dict)

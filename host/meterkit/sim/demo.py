@@ -159,7 +159,7 @@ def bill_and_day(db_path: Path, out: Path) -> tuple[str, list[tuple[str, str]], 
     [(what, file)] written; [why something was not made]). A BillingError is reported, never raised: the rest
     of the demo's results stand."""
     from meterkit.billing import bill as billing
-    from meterkit.store.sqlite import SQLiteStore
+    from meterkit.store.db import SQLiteStore
 
     cal = billing.load_calendar(CALENDAR)
     prices = billing.load_prices(PRICES, cal)

@@ -261,7 +261,7 @@ class Fleet:
 
         from meterkit import wire as protocol
         from meterkit.headend.concentrator import Concentrator
-        from meterkit.store.sqlite import SQLiteStore
+        from meterkit.store.db import SQLiteStore
         self.out.mkdir(parents=True, exist_ok=True)
         point = self.headend_key.public_key().public_bytes(serialization.Encoding.X962,
                                                            serialization.PublicFormat.UncompressedPoint)
@@ -294,7 +294,7 @@ class Fleet:
     async def restart_concentrator(self) -> None:
         """Kill the concentrator (nothing pending stored or acknowledged) and start a new one on the database."""
         from meterkit.headend.concentrator import Concentrator
-        from meterkit.store.sqlite import SQLiteStore
+        from meterkit.store.db import SQLiteStore
         from meterkit.wire import protocol
 
         await self.conc.kill()

@@ -210,7 +210,7 @@ class LoopbackRig:
 
     async def start(self, **conc_kw: Any) -> LoopbackRig:
         from meterkit.headend.concentrator import Concentrator
-        from meterkit.store.sqlite import SQLiteStore
+        from meterkit.store.db import SQLiteStore
 
         self.store = SQLiteStore(self.db_path, synchronous=self.synchronous)
         self.conc = Concentrator(self.store, self.headend, clock=self.clock, **{**self.conc_kw, **conc_kw})
