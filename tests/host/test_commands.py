@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from meterkit import cli
 from meterkit import wire as P
 from meterkit.headend import commands
-from meterkit.store import sqlite as mdb
+from meterkit.store import db as mdb
 from meterkit.store.db import SQLiteStore
 
 NOW = 1_790_000_000  # 2026-09-21T14:13:20Z

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from meter import messages as M
 from meterkit import wire as P
-from meterkit.store import sqlite as db
+from meterkit.store import db
 from meterkit.store.db import SCHEMA_VERSION, SQLiteStore, StoreError
 
 
