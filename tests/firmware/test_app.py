@@ -4,7 +4,7 @@ import json
 
 from meter import hal
 from meter.app import EV_CHIP_RESET, EV_I2C_ERRORS, EV_SENSOR_FAULT, EV_SENSOR_OK, Meter
-from mptest import eq, fresh_dir
+from mptest import eq, fresh_dir, ge, notnone
 
 BOARD = __file__.rsplit("/", 1)[0] + "/../../boards/unix-sim.json"
 
@@ -37,7 +37,7 @@ def test_meters_accurately_and_checkpoints():
     m.start()
     _run_s(hw, m, 1800)
     assert _error_ppm(hw, m) <= 1, _error_ppm(hw, m)
-    eq(m.store.writes >= 2, True, "checkpoints written (15-minute rule)")
+    ge(m.store.writes, 2, "checkpoints written (15-minute rule)")
 
 
 def test_chip_reset_is_detected_logged_and_metering_goes_on():
@@ -59,7 +59,7 @@ def test_i2c_error_storm_is_counted_and_survived():
     hw.i2c.fail_next(50)  # 50 failed transactions in a row
     _run_s(hw, m, 120)
     assert m.sensor.errors >= 50, m.sensor.errors
-    eq(m.event_counts.get(EV_I2C_ERRORS, 0) >= 1, True, "storm event")
+    ge(m.event_counts.get(EV_I2C_ERRORS, 0), 1, "storm event")
     before = m.registers.total_uwh()
     _run_s(hw, m, 120)
     assert m.registers.total_uwh() > before, "metering resumed"
@@ -117,7 +117,8 @@ def test_profile_rows_and_events_are_stored_before_they_are_sent():
     eq([c for _s, c in logged], [events.SENSOR_OK, events.POWER_UP], "what this boot logged")
     # the sensor came up before the hello (logged, not sent); the power-up event went out with its log number
     eq(evs, [logged[1]], "event frames carry the event log's numbers")
-    eq(m.store.seq is not None and m.registers.total_uwh() >= rows[-1][1] * 1000, True, "checkpoint >= last row")
+    notnone(m.store.seq, "a checkpoint")
+    ge(m.registers.total_uwh(), rows[-1][1] * 1000, "checkpoint >= last row")
 
     # two hours later (the power was off): the meter says how long it was gone, as far as it can know
     later = board["sim"]["start_unix_s"] + 3 * 3600
