@@ -1,5 +1,5 @@
 # The meter: sensor -> metrology -> registers -> checkpoints -> signed frames. Hardware arrives through
-# meter.hal.
+# meter.hal (sim.hardware on the Unix port).
 #
 # One sampling cycle reads one INA219 conversion cycle (68.6 ms with the default ADC settings). Every batch
 # (Metrology.batch cycles) the kernel integrates, whole µWh move into the registers, a checkpoint is written
@@ -11,7 +11,7 @@ import struct
 from meter import events
 from meter.clock import TickMap, next_multiple, ticks_diff
 from meter.demand import Demand
-from meter.hal import alarm_settings, tariff_settings
+from meter.board import alarm_settings, tariff_settings
 from meter.ina219 import INA219, SensorError
 from meter.metrology import Metrology, reset_minmax
 from meter.registers import Registers
@@ -522,8 +522,9 @@ def main(board_path):
     import time
 
     from meter import hal
+    from meter.board import load_board
 
-    board = hal.load_board(board_path)
+    board = load_board(board_path)
     hw = hal.open_hardware(board)
     transport = hal.open_transport(board, ticks_ms=time.ticks_ms)
     meter = Meter(hw, log=print, sink=(lambda frame: None) if transport is not None else None)

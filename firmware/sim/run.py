@@ -22,8 +22,9 @@ import json
 import sys
 import time
 
-from meter import hal
 from meter.app import Meter
+from meter.board import load_board, validate_board
+from sim.hardware import open_sim
 
 
 def _args(argv):
@@ -51,7 +52,7 @@ FLEET_SLACK_S = 120
 
 def main(argv):
     opts, flags = _args(argv)
-    board = hal.load_board(opts["board"])
+    board = load_board(opts["board"])
     tariff = dict(board.get("tariff") or {})
     for opt, key in (("calendar", "calendar"), ("billing-day", "billing_day"), ("tariffs", "tariffs"),
                      ("demand-period", "demand_period_s")):
@@ -59,7 +60,7 @@ def main(argv):
             tariff[key] = opts[opt] if opt == "calendar" else int(opts[opt])
     if tariff:
         board["tariff"] = tariff
-        board = hal.validate_board(board)
+        board = validate_board(board)
     overrides = {}
     if opts["scenario"]:
         overrides["scenario"] = opts["scenario"]
@@ -69,7 +70,7 @@ def main(argv):
         overrides["start_unix_s"] = int(opts["start"])
     if "absent" in flags:
         overrides["absent"] = True
-    hw = hal.open_hardware(board, flash_dir=opts["flash"], sim_overrides=overrides)
+    hw = open_sim(board, flash_dir=opts["flash"], overrides=overrides)
     gc.collect()
     heap_before_meter = gc.mem_alloc()  # the runner and the simulated hardware: not part of a board's budget
     clock = hw.sim.clock

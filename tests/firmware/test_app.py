@@ -2,9 +2,10 @@
 # sampling loop neither crashes nor loses its accuracy.
 import json
 
-from meter import hal
 from meter.app import EV_CHIP_RESET, EV_I2C_ERRORS, EV_SENSOR_FAULT, EV_SENSOR_OK, Meter
+from meter.board import BoardError, validate_board
 from mptest import eq, fresh_dir, ge, notnone
+from sim.hardware import open_sim
 
 BOARD = __file__.rsplit("/", 1)[0] + "/../../boards/unix-sim.json"
 
@@ -15,7 +16,7 @@ def _meter(**overrides):
     flash = fresh_dir("test-app")
     sim = {"scenario": "constant"}
     sim.update(overrides)
-    hw = hal.open_hardware(hal.validate_board(board), flash_dir=flash, sim_overrides=sim)
+    hw = open_sim(validate_board(board), flash_dir=flash, overrides=sim)
     return hw, Meter(hw)
 
 
@@ -101,9 +102,9 @@ def test_profile_rows_and_events_are_stored_before_they_are_sent():
     from meter import events, messages
 
     with open(BOARD) as f:
-        board = hal.validate_board(json.loads(f.read()))
+        board = validate_board(json.loads(f.read()))
     flash = fresh_dir("test-app-rings")
-    hw = hal.open_hardware(board, flash_dir=flash, sim_overrides={"scenario": "constant"})
+    hw = open_sim(board, flash_dir=flash, overrides={"scenario": "constant"})
     sent = []
     m = Meter(hw, sink=sent.append)
     m.start()
@@ -122,7 +123,7 @@ def test_profile_rows_and_events_are_stored_before_they_are_sent():
 
     # two hours later (the power was off): the meter says how long it was gone, as far as it can know
     later = board["sim"]["start_unix_s"] + 3 * 3600
-    hw2 = hal.open_hardware(board, flash_dir=flash, sim_overrides={"scenario": "constant", "start_unix_s": later})
+    hw2 = open_sim(board, flash_dir=flash, overrides={"scenario": "constant", "start_unix_s": later})
     m2 = Meter(hw2, sink=sent.append)
     m2.start()
     power_up = m2.eventlog.last()
@@ -135,8 +136,8 @@ def _alarm_meter(alarms):
     with open(BOARD) as f:
         board = json.loads(f.read())
     board["alarms"] = alarms
-    hw = hal.open_hardware(hal.validate_board(board), flash_dir=fresh_dir("test-app-alarm"),
-                           sim_overrides={"scenario": "constant"})  # 12 V, 1.5 A
+    hw = open_sim(validate_board(board), flash_dir=fresh_dir("test-app-alarm"),
+                           overrides={"scenario": "constant"})  # 12 V, 1.5 A
     return hw, Meter(hw)
 
 
@@ -158,8 +159,8 @@ def test_over_current_and_over_voltage_alarms_raise_one_event_each():
             board = json.loads(f.read())
         board["alarms"] = bad
         try:
-            hal.validate_board(board)
-        except hal.BoardError as e:
+            validate_board(board)
+        except BoardError as e:
             assert "alarms" in str(e), str(e)
         else:
             raise AssertionError("accepted alarms %r" % (bad,))

@@ -4,11 +4,13 @@
 # interval, so "exact instant" can be checked to a few µWh (one conversion cycle at 18 W is ~340 µWh).
 import json
 
-from meter import events, hal, messages
+from meter import events, messages
 from meter.app import Meter
+from meter.board import validate_board
 from meter.civil import seconds_from_civil
 from meter.clock import EPOCH_2000_OFFSET, TICKS_MASK
 from mptest import eq, fresh_dir
+from sim.hardware import open_sim
 
 BOARD = __file__.rsplit("/", 1)[0] + "/../../boards/unix-sim.json"
 UWH_PER_J = 1000000 / 3600.0
@@ -29,8 +31,8 @@ def _meter(start, flash=None, calendar=NIGHT, scenario="constant", **tariff):
     t = {"calendar": calendar}
     t.update(tariff)
     board["tariff"] = t
-    hw = hal.open_hardware(hal.validate_board(board), flash_dir=flash or fresh_dir("tariffing"),
-                           sim_overrides={"scenario": scenario, "start_unix_s": start})
+    hw = open_sim(validate_board(board), flash_dir=flash or fresh_dir("tariffing"),
+                           overrides={"scenario": scenario, "start_unix_s": start})
     sent = []
     m = Meter(hw, sink=lambda fr: None)
     frame = m.reporter.builder.frame
@@ -256,8 +258,8 @@ def test_sensor_absent_across_a_boundary_still_closes_rows_and_periods():
     with open(BOARD) as f:
         board = json.loads(f.read())
     board["tariff"] = {"calendar": NIGHT}
-    hw = hal.open_hardware(hal.validate_board(board), flash_dir=fresh_dir("tariffing-absent"),
-                           sim_overrides={"scenario": "constant", "start_unix_s": start, "absent": True})
+    hw = open_sim(validate_board(board), flash_dir=fresh_dir("tariffing-absent"),
+                           overrides={"scenario": "constant", "start_unix_s": start, "absent": True})
     rows = []
     m = Meter(hw, sink=lambda fr: None)
     m.reporter.builder.frame = lambda kind, status, body: rows.append(body[6][0]) if kind == messages.INTERVALS \
