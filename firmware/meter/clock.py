@@ -21,6 +21,12 @@ def next_multiple(t, period):
     return (t // period + 1) * period
 
 
+def default_ticks_ms():
+    """time.ticks_ms where there is one (MicroPython), else milliseconds of time.monotonic (CPython)."""
+    import time
+    return getattr(time, "ticks_ms", None) or (lambda: int(time.monotonic() * 1000))
+
+
 def ticks_add(t, delta):
     return (t + delta) & TICKS_MASK
 

@@ -70,7 +70,7 @@ def open_transport(board, ticks_ms=None):
     link = board.get("link")
     if link is None:
         return None
-    from meter.link import StreamTransport, TCPTransport
+    from meter.transport import StreamTransport, TCPTransport
 
     kind = link["kind"]
     if kind == "uart":

@@ -31,7 +31,7 @@ def test_absent_chip_is_not_on_the_bus():
 
 
 def test_tcp_transport_from_a_board_profile():
-    from meter.link import TCPTransport
+    from meter.transport import TCPTransport
 
     b = _good()
     eq(hal.open_transport(b), None, "no link section, no transport")

@@ -7,7 +7,8 @@ import socket
 
 from meter import cbor, cose, events, frame, messages, p256
 from meter.identity import Identity, key_id
-from meter.link import Link, StreamTransport, TCPTransport
+from meter.link import Link
+from meter.transport import StreamTransport, TCPTransport
 from meter.outbox import Outbox
 from meter.seqno import FrameSeq
 from meter.store import Store

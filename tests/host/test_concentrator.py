@@ -492,10 +492,11 @@ def test_firmware_link_and_outbox_against_the_concentrator(tmp_path):
     import socket
     import types
 
-    from meter.link import Link, TCPTransport
+    from meter.link import Link
     from meter.outbox import Outbox
     from meter.seqno import FrameSeq
     from meter.store import Store
+    from meter.transport import TCPTransport
 
     class MicroPythonSocket(socket.socket):
         """CPython's socket with MicroPython's readinto (the one call TCPTransport makes that CPython lacks)."""

@@ -31,7 +31,8 @@ import time
 import json
 from meter import messages
 from meter.identity import Identity
-from meter.link import Link, StreamTransport, TCPTransport, open_tty
+from meter.link import Link
+from meter.transport import StreamTransport, TCPTransport, open_tty
 from meter.outbox import Outbox
 from meter.seqno import FrameSeq
 from meter.store import Store
