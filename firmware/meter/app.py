@@ -44,7 +44,8 @@ def _uint(v):
 
 
 class Meter:
-    """sink: None (no frames: sampling and registers only) or a callable taking each signed, framed message."""
+    """sink: None (no frames: sampling and registers only) or a callable taking each signed, framed message
+    with its sequence number: sink(seq, frame)."""
 
     def __init__(self, hw, log=None, sink=None, reading_s=60, interval_s=900):
         self.hw = hw
@@ -356,7 +357,7 @@ class Meter:
                         on_drop=lambda first, last, count: self.event(events.OUTBOX_DROP, count))
         self.link = Link(transport, outbox, self.identity, on_command=self.command, respond=rep.response,
                          on_event=self.event, time=self.hw.time, ticks_ms=ticks_ms, **link_options)
-        rep.sink = self.link.sink
+        rep.sink = self.link.send
         return self.link
 
     # -- head-end commands (verified by meter.link; op 1, back-fill, is the link's own) -------------------------
@@ -527,7 +528,7 @@ def main(board_path):
     board = load_board(board_path)
     hw = hal.open_hardware(board)
     transport = hal.open_transport(board, ticks_ms=time.ticks_ms)
-    meter = Meter(hw, log=print, sink=(lambda frame: None) if transport is not None else None)
+    meter = Meter(hw, log=print, sink=(lambda seq, frame: None) if transport is not None else None)
     if transport is not None:
         meter.attach_link(transport, ticks_ms=time.ticks_ms)
     meter.start()

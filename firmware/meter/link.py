@@ -3,7 +3,8 @@
 # tests) is a duck type: connect() -> bool, connected, write(buf) -> int, read_into(buf) -> int, close(); the
 # link never knows which one it has, and guards against any exception a transport raises all the same.
 #
-# Link(transport, outbox, identity, ...): send(seq, frame) puts the frame into the durable outbox (flash first),
+# Link(transport, outbox, identity, ...): send(seq, frame) puts the frame into the durable outbox (flash first)
+# under the sequence number it was signed with (messages.Builder hands out both);
 # poll() does a bounded amount of non-blocking work: (re)connect, read at most read_chunks x read_chunk bytes,
 # verify at most one head-end message (one ES256 verify), write at most write_budget bytes. After every
 # (re)connection it sends every unacknowledged frame again, oldest first, then new ones; at most `window`
@@ -15,18 +16,18 @@
 #
 # Head-end messages: bytes -> frame.Deframer -> messages.verify_host(cose, identity, time(), counter).
 #   ack (kind 17)           outbox.ack(key 12)
-#   command op 1 back-fill  {1: first, 2: last}: the frames the outbox holds in that range are sent again
-#                           (ahead of new frames, outside the window), then respond(counter, 0, None), or
-#                           respond(counter, -1, "gone A..B") if A..B (A = first) is no longer held;
-#                           respond(counter, -3, "bad arguments") for anything but 0 <= first <= last
-#   other commands          on_command(16, counter, payload) -> response frame (framed bytes) or None; without
-#                           on_command: respond(counter, -2, "unknown operation")
+#   command op 1 back-fill  {A_FIRST: first, A_LAST: last}: the frames the outbox holds in that range are sent
+#                           again (ahead of new frames, outside the window), then respond(counter, RESULT_OK,
+#                           None), or respond(counter, RESULT_GONE, "gone A..B") if A..B (A = first) is no
+#                           longer held; RESULT_BAD_ARGS for anything but 0 <= first <= last
+#   other commands          on_command(16, counter, payload) -> (seq, response frame) or None; without
+#                           on_command: respond(counter, RESULT_UNKNOWN_OP, "unknown operation")
 #   refused                 refused[reason] += 1; on_event(events.AUTH_FAIL, reason), at most one per
 #                           event_min_s (the rest are counted in events_suppressed: a flood of forged frames
 #                           must not turn into a flood of signed event frames in flash)
-# respond(counter, result, reason) -> response frame: the app builds it (meter.messages.Builder, kind 6), the
-# link puts it into the outbox like any other frame (its seq is read from the frame) and sends it ahead of the
-# window, right after a back-fill's frames: the window may be full of frames beyond a gap that the head-end
+# respond(counter, result, reason) -> (seq, response frame): the app builds it (meter.messages.Builder, kind 6),
+# the link puts it into the outbox like any other frame and sends it ahead of the window, right after a
+# back-fill's frames: the window may be full of frames beyond a gap that the head-end
 # acknowledges only when the answer has settled the gap.
 #
 # The last accepted head-end counter is persisted ("link-counter", meter/store.py) before a command is acted
@@ -34,7 +35,6 @@
 # across reboots; an acknowledgement replayed after a reboot can only repeat what was true (frames stored).
 from meter import events, frame, messages
 from meter.clock import default_ticks_ms, ticks_diff
-from meter.outbox import seq_of
 from meter.store import Store
 
 OP_BACKFILL = messages.OP_BACKFILL
@@ -129,19 +129,6 @@ class Link:
             self.send_errors += 1
             self.last_error = repr(e)
             return False
-
-    def sink(self, fr):
-        """A Reporter sink: takes a framed message, reads its seq, sends it."""
-        try:
-            seq = seq_of(frame.decode_frame(fr))
-        except ValueError as e:
-            self.send_errors += 1
-            self.last_error = repr(e)
-            return False
-        if seq is None:
-            self.send_errors += 1
-            return False
-        return self.send(seq, fr)
 
     def flush(self):
         """Persist the head-end counter and the outbox's acknowledged mark (orderly shutdown, reboot)."""
@@ -312,18 +299,18 @@ class Link:
         if m[messages.K_OP] == OP_BACKFILL:
             self._backfill(counter, m.get(messages.K_ARGS))
         elif self.on_command is not None:
-            fr = self.on_command(messages.COMMAND, counter, m)
-            if fr:
-                self._answer(fr)
+            answer = self.on_command(messages.COMMAND, counter, m)
+            if answer:
+                self._answer(answer)
         else:
-            self._respond(counter, -2, "unknown operation")
+            self._respond(counter, messages.RESULT_UNKNOWN_OP, "unknown operation")
 
     def _backfill(self, counter, args):
-        first = args.get(1) if isinstance(args, dict) else None
-        last = args.get(2) if isinstance(args, dict) else None
+        first = args.get(messages.A_FIRST) if isinstance(args, dict) else None
+        last = args.get(messages.A_LAST) if isinstance(args, dict) else None
         if not (isinstance(first, int) and isinstance(last, int)) or isinstance(first, bool) \
                 or isinstance(last, bool) or not 0 <= first <= last:
-            self._respond(counter, -3, "bad arguments")
+            self._respond(counter, messages.RESULT_BAD_ARGS, "bad arguments")
             return
         ob = self.outbox
         _frames, missing = ob.resend(first, last)
@@ -333,9 +320,9 @@ class Link:
             self._bf_after = min(self._bf_after, first - 1)
             self._bf_last = max(self._bf_last, last)
         if missing is None:
-            self._respond(counter, 0, None)
+            self._respond(counter, messages.RESULT_OK, None)
         else:
-            self._respond(counter, -1, "gone %d..%d" % (missing, min(last, ob.floor)))
+            self._respond(counter, messages.RESULT_GONE, "gone %d..%d" % (missing, min(last, ob.floor)))
 
     def _respond(self, counter, result, reason):
         if self.respond is None:
@@ -343,16 +330,11 @@ class Link:
             return
         self._answer(self.respond(counter, result, reason))
 
-    def _answer(self, fr):
-        # A response goes out ahead of the window (after a back-fill's frames): the window may be full of
-        # frames beyond a gap that the head-end acknowledges only once this answer has settled it.
-        try:
-            seq = seq_of(frame.decode_frame(fr))
-        except ValueError:
-            seq = None
-        if seq is None:
-            self.send_errors += 1
-        elif self.send(seq, fr) and len(self._urgent) < MAX_URGENT:
+    def _answer(self, answer):
+        # A response (seq, frame) goes out ahead of the window (after a back-fill's frames): the window may be
+        # full of frames beyond a gap that the head-end acknowledges only once this answer has settled it.
+        seq, fr = answer
+        if self.send(seq, fr) and len(self._urgent) < MAX_URGENT:
             self._urgent.append(seq)
 
     # -- writing ------------------------------------------------------------------------------------------

@@ -3,20 +3,28 @@
 # and CPython; the file system is injected (`fs`, default `os`, or e.g. an unmounted vfs.VfsLfs2).
 #
 #   Outbox(flash_dir, max_bytes=131072, segment_bytes=4096, fs=os, persist_every=16, on_drop=None)
-#   put(seq, frame)          append one frame (the exact bytes of frame.encode_frame): one file append
+#   put(seq, frame)          append one frame (the bytes of frame.encode_frame) under its seq: one file append
 #   ack(upto)                frames with seq <= upto are acknowledged; whole segments are deleted
 #   next_after(seq)          (seq, frame) of the oldest unacknowledged frame above seq, or None
 #   pending(after_seq=None)  iterator of the unacknowledged (seq, frame), oldest first
 #   resend(first, last)      (iterator of the held frames in [first, last], first missing seq or None)
 #   flush()                  persist the acknowledged mark now (orderly shutdown)
-#   seq_of(cose)             the frame sequence number (payload key 3) of a meter COSE_Sign1
 #
 # Layout: <flash_dir>/outbox/<n>, segment files numbered 1, 2, 3 ... oldest first (meter/ring.py, the same
-# segment ring as the load profile's). A segment is the frames
-# appended one after the other, exactly as sent (0x00 COBS(cose || CRC-32) 0x00): each carries its own CRC,
-# and its leading delimiter closes whatever came before, so a frame torn by a power cut is skipped by the
-# Deframer as noise and everything before and after it survives. A segment takes appends until the next
-# frame would take it past segment_bytes; then a new one is started (frames are never split).
+# segment ring as the load profile's). A segment is records appended one after the other, one per frame; a
+# record is itself a frame (meter/frame.py) whose message is
+#
+#   offset 0  u8   record version (1)
+#          1  u64  the frame's sequence number, little-endian (as handed out by messages.Builder)
+#          9  ...  the COSE_Sign1, exactly as signed
+#
+# i.e. 0x00 COBS(version || seq || cose || CRC-32) 0x00. The seq travels beside the signed bytes from the moment
+# they are signed: nothing reads it back out of them. Each record carries its own CRC, and its leading
+# delimiter closes whatever came before, so a record torn by a power cut is skipped by the Deframer as noise
+# and everything before and after it survives; what goes on the wire is frame.encode_frame(cose) again. A
+# record of another version (e.g. a bare frame an older firmware stored) is skipped and counted (unreadable),
+# and then nothing below the oldest frame held is vouched for after the boot (see `floor`). A segment takes
+# appends until the next record would take it past segment_bytes; then a new one is started.
 #
 # RAM: an index entry per segment [number, frames, first seq, last seq, bytes] (at most about
 # max_bytes / (segment_bytes - 1 KB) + 1 of them), one Deframer (1 KB), a 256-byte read buffer, the last
@@ -24,9 +32,7 @@
 # so that reading frames in order resumes where the previous read stopped. Nothing loads a whole segment.
 #
 # Sequence numbers come from meter.seqno (strictly increasing, never reused), so frames are appended in
-# sequence order, and a segment's frames all lie between its first and last seq. The seq of a stored frame
-# is read from the frame itself: the meter's COSE_Sign1 has a fixed layout, so key 3 sits at a known place
-# in the payload (a general CBOR decode is the fallback).
+# sequence order, and a segment's frames all lie between its first and last seq.
 #
 # Acknowledgements: ack(upto) deletes every segment whose last seq <= upto. The mark itself ("outbox-ack",
 # two CRC slots of meter/store.py) is written only when it has moved persist_every sequence numbers since
@@ -48,56 +54,26 @@
 import os
 import struct
 
-from meter import cbor, frame
+from meter import frame
 from meter.ring import COUNT, FIRST, LAST, NO, SegmentRing
 from meter.store import Store
 
 CHUNK = 256  # bytes read from flash at a time
+_VERSION = b"\x01"
+_HEAD = 9  # version and seq before the COSE_Sign1 in a record
+RECORD_MAX = frame.MAX_FRAME + _HEAD
 
 
-def _uint_at(b, i):
-    h = b[i]
-    if h < 0x18:
-        return h
-    if h == 0x18:
-        return b[i + 1]
-    if h == 0x19:
-        return (b[i + 1] << 8) | b[i + 2]
-    if h == 0x1A:
-        return int.from_bytes(bytes(b[i + 1:i + 5]), "big")
-    if h == 0x1B:
-        return int.from_bytes(bytes(b[i + 1:i + 9]), "big")
-    return None
+def record(seq, cose):
+    """The bytes stored for one frame: a frame of its own carrying the record version, seq and the COSE."""
+    return frame.encode_frame(_VERSION + struct.pack("<Q", seq) + cose, RECORD_MAX)
 
 
-def _seq_decoded(cose):
-    try:
-        p = cbor.decode(cbor.decode(cose).value[2])
-        s = p.get(3)
-    except (ValueError, TypeError, AttributeError, IndexError, KeyError):
+def _unrecord(msg):
+    """(seq, cose) of a record's message, or None if it is not a record of this version."""
+    if len(msg) <= _HEAD or msg[0] != _VERSION[0]:
         return None
-    return s if isinstance(s, int) and not isinstance(s, bool) and s >= 0 else None
-
-
-def seq_of(cose):
-    """Frame sequence number (payload key 3) of a meter COSE_Sign1, or None if it has none.
-
-    Fast path for the layout meter.cose.sign1 produces: D2 84 | 43 A1 01 26 | A1 04 48 kid(8) | payload bstr
-    head | map head, 01 kind, 02 48 device(8), 03 seq ...; anything else goes through cbor.decode."""
-    b = cose
-    try:
-        if (b[0] == 0xD2 and b[1] == 0x84 and b[2] == 0x43 and b[6] == 0xA1 and b[7] == 0x04
-                and b[8] == 0x48):
-            h = b[17]
-            i = 18 if 0x40 <= h <= 0x57 else 19 if h == 0x58 else 20 if h == 0x59 else 0
-            if i and 0xA3 <= b[i] <= 0xB7 and b[i + 1] == 1 and b[i + 2] < 0x18 and b[i + 3] == 2 \
-                    and b[i + 4] == 0x48 and b[i + 13] == 3:
-                s = _uint_at(b, i + 14)
-                if s is not None:
-                    return s
-    except IndexError:
-        pass
-    return _seq_decoded(cose)
+    return struct.unpack_from("<Q", msg, 1)[0], msg[_HEAD:]
 
 
 class Outbox(SegmentRing):
@@ -112,7 +88,7 @@ class Outbox(SegmentRing):
         self.persist_every = persist_every
         self.on_drop = on_drop
         self._mark = mark_store if mark_store is not None else Store(flash_dir, "outbox-ack", fs=fs, max_payload=8)
-        self._df = frame.Deframer()
+        self._df = frame.Deframer(RECORD_MAX)
         self._chunk = bytearray(CHUNK)
         self.acked = -1         # every frame with seq <= acked is acknowledged
         self.last_seq = -1      # seq of the newest frame held (or put)
@@ -121,7 +97,7 @@ class Outbox(SegmentRing):
         self.drops = 0          # segments dropped for that reason
         self.first_lost = None  # seq range of the latest drop
         self.last_lost = None
-        self.unreadable = 0     # intact frames without a sequence number (skipped)
+        self.unreadable = 0     # intact records of another version (skipped at boot)
         self._saved_mark = -1
         self._tail = None       # (seq, frame) of the last put: sent without reading flash back
         self._before_tail = -1  # seq of the frame put before it
@@ -163,17 +139,18 @@ class Outbox(SegmentRing):
                     j = n if z < 0 else z + 1
                     got = df.feed(mv[i:j])
                     i = j
-                    for cose in got:
-                        s = seq_of(cose)
-                        if s is None:
+                    for msg in got:
+                        rec = _unrecord(msg)
+                        if rec is None:
                             self.unreadable += 1
                             continue
+                        s = rec[0]
                         if s <= after:
                             continue
                         count += 1
                         last = s
                         if first is None:
-                            first, end1, cose1 = s, pos + j, cose
+                            first, end1, cose1 = s, pos + j, rec[1]
                             if first_only:
                                 return count, first, last, end1, cose1, None
                 pos += n
@@ -196,6 +173,8 @@ class Outbox(SegmentRing):
         noise = self._df.noise_segments
         self._load()
         self.torn += self._df.noise_segments - noise
+        if self.unreadable:
+            marked = False  # frames whose numbers cannot be read: what lies below the oldest held is not known
         if self.segs:
             self.last_seq = self.segs[-1][LAST]
         self._before_tail = self.last_seq
@@ -214,6 +193,7 @@ class Outbox(SegmentRing):
         """Append one frame (durable when this returns). seq must be above every seq put before."""
         if seq <= self.last_seq:
             raise ValueError("frame seq %d is not above the last one put (%d)" % (seq, self.last_seq))
+        rec = record(seq, frame.decode_frame(fr))  # a FrameError (ValueError) changes nothing
         if seq <= self.acked:
             # the numbering went backwards (its flash state was lost): forget the old mark, loudly visible
             self.acked = seq - 1
@@ -221,7 +201,7 @@ class Outbox(SegmentRing):
         if self._boot_floor is None:
             self._boot_floor = seq - 1
         dropped = self.dropped
-        self._append(fr, seq)
+        self._append(rec, seq)
         self._before_tail = self.last_seq
         self.last_seq = seq
         self._tail = (seq, fr)

@@ -1,7 +1,7 @@
 # What the meter tells the head-end, and when: hello at boot, a reading every `reading_s`, a load-profile row
 # at every `interval_s` boundary (UTC-aligned; meter.app cuts the energy there and calls row()), a billing
-# snapshot at the end of each billing period (billing()), and every event as it happens. Frames are signed and framed by
-# meter.messages.Builder and handed to `sink(frame_bytes)` (the link, or a file in the simulator).
+# snapshot at the end of each billing period (billing()), and every event as it happens. Frames are signed and
+# framed by meter.messages.Builder and handed to `sink(seq, frame_bytes)` (Link.send, or a file in the simulator).
 from meter import events, messages
 from meter.clock import next_multiple
 from meter.messages import (ST_CHIP_RESET, ST_I2C_ERRORS, ST_MISSED, ST_OVERFLOW, ST_POWER_FAIL,
@@ -40,11 +40,12 @@ class Reporter:
         return s
 
     def response(self, counter, result, reason=None):
-        """A signed command response frame (kind 6), for the link to send: the link calls this."""
+        """(seq, a signed command response frame, kind 6) for the link to send: the link calls this."""
         return self.builder.frame(messages.RESPONSE, self._status(), messages.response_body(counter, result, reason))
 
     def send(self, kind, body, status=None):
-        self.sink(self.builder.frame(kind, self._status() if status is None else status, body))
+        seq, fr = self.builder.frame(kind, self._status() if status is None else status, body)
+        self.sink(seq, fr)
         self.frames += 1
 
     def boot(self, boots, restored):

@@ -79,7 +79,7 @@ def main(argv):
     frames_file = open(opts["frames"], "ab") if opts["frames"] else None  # appended: a restart adds to it
     frame_bytes = [0]
 
-    def sink(frame):
+    def sink(seq, frame):
         frame_bytes[0] += len(frame)
         if frames_file is not None:
             frames_file.write(frame)
@@ -100,9 +100,9 @@ def main(argv):
         if frames_file is not None:
             to_link = meter.reporter.sink
 
-            def tee(fr):  # the frames file records what the meter produced; the link carries it
-                sink(fr)
-                return to_link(fr)
+            def tee(seq, fr):  # the frames file records what the meter produced; the link carries it
+                sink(seq, fr)
+                return to_link(seq, fr)
 
             meter.reporter.sink = tee
     if "provision" in flags:

@@ -95,7 +95,7 @@ class SimMeter:
             saved, self.seq.next = self.seq.next, seq
         try:
             if self.builder is not None:
-                return self.builder.cose(kind, status, body)
+                return self.builder.cose(kind, status, body)[1]
             payload = {1: kind, 2: self.device_id, 3: self.seq.take(), 4: self.time_fn(), 5: status}
             payload.update(body)
             return P.sign1(self.key, self.device_id, mcbor.encode(payload))

@@ -106,7 +106,7 @@ def test_profile_rows_and_events_are_stored_before_they_are_sent():
     flash = fresh_dir("test-app-rings")
     hw = open_sim(board, flash_dir=flash, overrides={"scenario": "constant"})
     sent = []
-    m = Meter(hw, sink=sent.append)
+    m = Meter(hw, sink=lambda seq, fr: sent.append(fr))
     m.start()
     _run_s(hw, m, 3600)
     msgs = _payloads(sent, m.identity.public_key)
@@ -124,7 +124,7 @@ def test_profile_rows_and_events_are_stored_before_they_are_sent():
     # two hours later (the power was off): the meter says how long it was gone, as far as it can know
     later = board["sim"]["start_unix_s"] + 3 * 3600
     hw2 = open_sim(board, flash_dir=flash, overrides={"scenario": "constant", "start_unix_s": later})
-    m2 = Meter(hw2, sink=sent.append)
+    m2 = Meter(hw2, sink=lambda seq, fr: sent.append(fr))
     m2.start()
     power_up = m2.eventlog.last()
     eq(power_up[2], events.POWER_UP, "power-up logged")
@@ -137,7 +137,7 @@ def _alarm_meter(alarms):
         board = json.loads(f.read())
     board["alarms"] = alarms
     hw = open_sim(validate_board(board), flash_dir=fresh_dir("test-app-alarm"),
-                           overrides={"scenario": "constant"})  # 12 V, 1.5 A
+                  overrides={"scenario": "constant"})  # 12 V, 1.5 A
     return hw, Meter(hw)
 
 

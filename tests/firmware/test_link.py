@@ -158,7 +158,7 @@ class Rig:
         for _ in range(n):
             seqs.append(self.builder.seq.next)
             body = {6: {10800: 1, 20800: 0}, 7: [0, 0, 0], 8: 0}
-            eq(self.link.sink(self.builder.frame(messages.READING, 0, body)), True, "queued")
+            eq(self.link.send(*self.builder.frame(messages.READING, 0, body)), True, "queued")
         return seqs
 
     def run(self, polls=20):

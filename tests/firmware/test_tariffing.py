@@ -32,9 +32,9 @@ def _meter(start, flash=None, calendar=NIGHT, scenario="constant", **tariff):
     t.update(tariff)
     board["tariff"] = t
     hw = open_sim(validate_board(board), flash_dir=flash or fresh_dir("tariffing"),
-                           overrides={"scenario": scenario, "start_unix_s": start})
+                  overrides={"scenario": scenario, "start_unix_s": start})
     sent = []
-    m = Meter(hw, sink=lambda fr: None)
+    m = Meter(hw, sink=lambda seq, fr: None)
     frame = m.reporter.builder.frame
 
     def spy(kind, status, body):  # every message the meter builds, decoded: (kind, body)
@@ -166,7 +166,7 @@ def test_passive_calendar_activates_at_the_exact_instant():
     eq([(b[7], b[8]) for b in ev], [(events.CALENDAR_PASSIVE, at), (events.CALENDAR_ACTIVATED, "peak")], "events")
     eq(ev[1][9], at, "activated at the instant")
     # the calendar survives a restart
-    again = Meter(hw, sink=lambda fr: None)
+    again = Meter(hw, sink=lambda seq, fr: None)
     eq(again.calendars.active.name, "peak", "persisted")
 
 
@@ -259,11 +259,16 @@ def test_sensor_absent_across_a_boundary_still_closes_rows_and_periods():
         board = json.loads(f.read())
     board["tariff"] = {"calendar": NIGHT}
     hw = open_sim(validate_board(board), flash_dir=fresh_dir("tariffing-absent"),
-                           overrides={"scenario": "constant", "start_unix_s": start, "absent": True})
+                  overrides={"scenario": "constant", "start_unix_s": start, "absent": True})
     rows = []
-    m = Meter(hw, sink=lambda fr: None)
-    m.reporter.builder.frame = lambda kind, status, body: rows.append(body[6][0]) if kind == messages.INTERVALS \
-        else b""
+    m = Meter(hw, sink=lambda seq, fr: None)
+
+    def rows_only(kind, status, body):
+        if kind == messages.INTERVALS:
+            rows.append(body[6][0])
+        return 0, b""
+
+    m.reporter.builder.frame = rows_only
     m.start()
     _run_to(hw, m, utc(2026, 11, 5, 8, 40))
     eq([r[0] for r in rows], [utc(2026, 11, 5, 8, 15), utc(2026, 11, 5, 8, 30)], "rows on time without readings")
