@@ -170,7 +170,7 @@ def main(argv):
     t0 = time.ticks_ms()
     meter.start()
     meter.run_until(lambda: clock.now_us >= end_us, on_batch)
-    meter.checkpoint(force=True)
+    meter.flush_checkpoint()
     if link is not None:
         drain_until = time.ticks_add(time.ticks_ms(), int(opts["drain-ms"]))
         while link.outbox.acked < link.outbox.last_seq and time.ticks_diff(drain_until, time.ticks_ms()) > 0:

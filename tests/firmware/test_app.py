@@ -82,7 +82,7 @@ def test_registers_survive_a_restart():
     hw, m = _meter()
     m.start()
     _run_s(hw, m, 1200)
-    m.checkpoint(force=True)
+    m.flush_checkpoint()
     saved = m.registers.total_uwh()
     again = Meter(hw)  # same flash directory: a reboot
     eq(again.registers.total_uwh(), saved, "restored")
