@@ -41,6 +41,23 @@ def test_meters_accurately_and_checkpoints():
     ge(m.store.writes, 2, "checkpoints written (15-minute rule)")
 
 
+def test_setting_the_clock_neither_brings_a_checkpoint_forward_nor_holds_one_back():
+    # 18 W: 10 Wh take 33 minutes, so the 15-minute rule decides; it runs on the monotonic clock (uptime).
+    hw, m = _meter()
+    m.start()
+    _run_s(hw, m, 60)
+    w = m.store.writes
+    eq(w, 1, "the first batch checkpoints (nothing was stored before)")
+    hw.sim.clock.start_unix_s += 3600  # the wall clock is set an hour forward
+    _run_s(hw, m, 60)
+    eq(m.store.writes, w, "an hour forward: no checkpoint")
+    hw.sim.clock.start_unix_s -= 7200  # and then two hours back
+    _run_s(hw, m, 60)
+    eq(m.store.writes, w, "two hours back: none either")
+    _run_s(hw, m, 840)
+    eq(m.store.writes, w + 1, "15 minutes of uptime after the first one: the interval rule")
+
+
 def test_chip_reset_is_detected_logged_and_metering_goes_on():
     hw, m = _meter()
     m.start()
