@@ -55,7 +55,7 @@ class Meter:
         self.sensor_ok = False
         self._next_sensor_try = 0
         self.reporter = None
-        self.command = None  # the head-end command handler (meter.commands), once the meter reports
+        self._commands = None  # meter.commands.Commands, made when the first command arrives
         self.link = None
         self._poll_countdown = 0
         self._restored = self._restore()
@@ -66,7 +66,6 @@ class Meter:
         self.boundaries.restore()
 
     def _open_reporting(self, sink, reading_s, interval_s):
-        from meter.commands import Commands
         from meter.identity import Identity
         from meter.messages import Builder
         from meter.report import Reporter
@@ -83,10 +82,19 @@ class Meter:
                        self.registers, self.metrology, self.sensor, self.boundaries, lambda: self.sensor_ok,
                        self.hw.relay, self.flush_checkpoint, self.event, reading_s, interval_s)
         self.reporter = self.boundaries.reporter = rep
-        self.command = Commands(self.boundaries, self.profile, rep, interval_s).handle
         torn = self.profile.torn + self.eventlog.torn
         if torn:
             self.event(EV_STORE_CORRUPT, "%d torn profile/event records at boot" % torn)
+
+    def command(self, kind, counter, m):
+        """A head-end command the link verified -> the response (seq, frame). meter.commands is loaded with the
+        first one: a meter that is never sent a command never holds it in RAM."""
+        c = self._commands
+        if c is None:
+            from meter.commands import Commands
+
+            c = self._commands = Commands(self.boundaries, self.profile, self.reporter, self.boundaries.interval_s)
+        return c.handle(kind, counter, m)
 
     def event(self, code, value=0):
         self.event_counts[code] = self.event_counts.get(code, 0) + 1
