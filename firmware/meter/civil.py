@@ -62,11 +62,6 @@ def day_of_year(n):
     return n - days_from_civil(y, 1, 1) + 1
 
 
-def split_seconds(s):
-    """Seconds since 2000 -> (day number, second of the day 0..86399); floor semantics for negative s."""
-    return s // DAY, s % DAY
-
-
 def time_tuple(s):
     """Seconds since 2000 -> (year, month, mday, hour, minute, second, weekday, yearday) like gmtime()."""
     n, sod = s // DAY, s % DAY

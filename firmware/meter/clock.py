@@ -21,8 +21,37 @@ def next_multiple(t, period):
     return (t // period + 1) * period
 
 
+def default_ticks_ms():
+    """time.ticks_ms where there is one (MicroPython), else milliseconds of time.monotonic (CPython)."""
+    import time
+    return getattr(time, "ticks_ms", None) or (lambda: int(time.monotonic() * 1000))
+
+
 def ticks_add(t, delta):
     return (t + delta) & TICKS_MASK
+
+
+class Uptime:
+    """Seconds since boot from a millisecond counter that wraps at 2^30 (the ESP32's ticks_ms, ~12.4 days):
+    a monotonic clock for what must not follow the wall clock (the checkpoint interval). Every value stays a
+    small int. It must be called at least every 2^29 ms (~6 days; every batch does): a longer silence would be
+    ambiguous, and counts as no time at all rather than as time going backwards."""
+
+    def __init__(self, ticks_ms):
+        self.ticks_ms = ticks_ms
+        self._last = ticks_ms()
+        self._ms = 0  # milliseconds past the last whole second
+        self.s = 0
+
+    def __call__(self):
+        now = self.ticks_ms()
+        d = ticks_diff(now, self._last)
+        self._last = now
+        if d > 0:
+            ms = self._ms + d
+            self.s += ms // 1000
+            self._ms = ms % 1000
+        return self.s
 
 
 class TickMap:

@@ -1,18 +1,10 @@
-# The meter's link to the head-end: one transport interface, two transports (serial stream, TCP), one session
-# (docs/protocol.md, "Acknowledgements, back-fill and the outbox"). Nothing here imports machine or network:
-# meter/hal.py builds the stream (machine.UART) or brings Wi-Fi up, and hands the pieces in.
+# The meter's link to the head-end: one session over any transport (docs/protocol.md, "Acknowledgements,
+# back-fill and the outbox"). The transport (meter/transport.py: a serial stream or TCP, a loopback in the
+# tests) is a duck type: connect() -> bool, connected, write(buf) -> int, read_into(buf) -> int, close(); the
+# link never knows which one it has, and guards against any exception a transport raises all the same.
 #
-# Transport (duck type; StreamTransport and TCPTransport below, a loopback in the tests):
-#   connect() -> bool     True when connected; otherwise one non-blocking step (an attempt when its back-off
-#                         has run out, or a check on an attempt in progress), False
-#   connected             bool
-#   write(buf) -> int     bytes accepted now, 0 if none (never blocks for long; may be partial)
-#   read_into(buf) -> int bytes read now, 0 if none
-#   close()
-# A transport that meets an I/O error closes itself (connected becomes False) and retries with back-off on a
-# later connect(); write/read_into return 0 then. The Link guards against any exception all the same.
-#
-# Link(transport, outbox, identity, ...): send(seq, frame) puts the frame into the durable outbox (flash first),
+# Link(transport, outbox, identity, ...): send(seq, frame) puts the frame into the durable outbox (flash first)
+# under the sequence number it was signed with (messages.Builder hands out both);
 # poll() does a bounded amount of non-blocking work: (re)connect, read at most read_chunks x read_chunk bytes,
 # verify at most one head-end message (one ES256 verify), write at most write_budget bytes. After every
 # (re)connection it sends every unacknowledged frame again, oldest first, then new ones; at most `window`
@@ -24,32 +16,26 @@
 #
 # Head-end messages: bytes -> frame.Deframer -> messages.verify_host(cose, identity, time(), counter).
 #   ack (kind 17)           outbox.ack(key 12)
-#   command op 1 back-fill  {1: first, 2: last}: the frames the outbox holds in that range are sent again
-#                           (ahead of new frames, outside the window), then respond(counter, 0, None), or
-#                           respond(counter, -1, "gone A..B") if A..B (A = first) is no longer held;
-#                           respond(counter, -3, "bad arguments") for anything but 0 <= first <= last
-#   other commands          on_command(16, counter, payload) -> response frame (framed bytes) or None; without
-#                           on_command: respond(counter, -2, "unknown operation")
+#   command op 1 back-fill  {A_FIRST: first, A_LAST: last}: the frames the outbox holds in that range are sent
+#                           again (ahead of new frames, outside the window), then respond(counter, RESULT_OK,
+#                           None), or respond(counter, RESULT_GONE, "gone A..B") if A..B (A = first) is no
+#                           longer held; RESULT_BAD_ARGS for anything but 0 <= first <= last
+#   other commands          on_command(16, counter, payload) -> (seq, response frame) or None; without
+#                           on_command: respond(counter, RESULT_UNKNOWN_OP, "unknown operation")
 #   refused                 refused[reason] += 1; on_event(events.AUTH_FAIL, reason), at most one per
 #                           event_min_s (the rest are counted in events_suppressed: a flood of forged frames
 #                           must not turn into a flood of signed event frames in flash)
-# respond(counter, result, reason) -> response frame: the app builds it (meter.messages.Builder, kind 6), the
-# link puts it into the outbox like any other frame (its seq is read from the frame) and sends it ahead of the
-# window, right after a back-fill's frames: the window may be full of frames beyond a gap that the head-end
+# respond(counter, result, reason) -> (seq, response frame): the app builds it (meter.messages.Builder, kind 6),
+# the link puts it into the outbox like any other frame and sends it ahead of the window, right after a
+# back-fill's frames: the window may be full of frames beyond a gap that the head-end
 # acknowledges only when the answer has settled the gap.
 #
 # The last accepted head-end counter is persisted ("link-counter", meter/store.py) before a command is acted
 # on, and for acknowledgements every persist_every of them (and by flush()): a replayed command is refused
 # across reboots; an acknowledgement replayed after a reboot can only repeat what was true (frames stored).
 from meter import events, frame, messages
-from meter.clock import ticks_diff
-from meter.outbox import seq_of
+from meter.clock import default_ticks_ms, ticks_diff
 from meter.store import Store
-
-try:
-    import select
-except ImportError:  # pragma: no cover
-    select = None
 
 OP_BACKFILL = messages.OP_BACKFILL
 MAX_INBOX = 4  # head-end frames waiting for verification; more are dropped (acks are cumulative anyway)
@@ -62,20 +48,9 @@ _AGAIN = 1
 _AHEAD = 2
 
 
-def _default_ticks_ms():
-    import time
-    return getattr(time, "ticks_ms", None) or (lambda: int(time.monotonic() * 1000))
-
-
 def _default_time():
     import time
     return lambda: int(time.time())
-
-
-def _random(n):
-    # back-off jitter: 0 <= r < n (n < 2^24)
-    import random
-    return (random.getrandbits(24) * n) >> 24
 
 
 class Link:
@@ -89,7 +64,7 @@ class Link:
         self.respond = respond
         self.on_event = on_event
         self.time = time or _default_time()
-        self.ticks_ms = ticks_ms or _default_ticks_ms()
+        self.ticks_ms = ticks_ms or default_ticks_ms()
         self.window = window
         self.ack_timeout_ms = ack_timeout_ms
         self.ack_timeout_max_ms = ack_timeout_max_ms
@@ -154,19 +129,6 @@ class Link:
             self.send_errors += 1
             self.last_error = repr(e)
             return False
-
-    def sink(self, fr):
-        """A Reporter sink: takes a framed message, reads its seq, sends it."""
-        try:
-            seq = seq_of(frame.decode_frame(fr))
-        except ValueError as e:
-            self.send_errors += 1
-            self.last_error = repr(e)
-            return False
-        if seq is None:
-            self.send_errors += 1
-            return False
-        return self.send(seq, fr)
 
     def flush(self):
         """Persist the head-end counter and the outbox's acknowledged mark (orderly shutdown, reboot)."""
@@ -337,18 +299,18 @@ class Link:
         if m[messages.K_OP] == OP_BACKFILL:
             self._backfill(counter, m.get(messages.K_ARGS))
         elif self.on_command is not None:
-            fr = self.on_command(messages.COMMAND, counter, m)
-            if fr:
-                self._answer(fr)
+            answer = self.on_command(messages.COMMAND, counter, m)
+            if answer:
+                self._answer(answer)
         else:
-            self._respond(counter, -2, "unknown operation")
+            self._respond(counter, messages.RESULT_UNKNOWN_OP, "unknown operation")
 
     def _backfill(self, counter, args):
-        first = args.get(1) if isinstance(args, dict) else None
-        last = args.get(2) if isinstance(args, dict) else None
+        first = args.get(messages.A_FIRST) if isinstance(args, dict) else None
+        last = args.get(messages.A_LAST) if isinstance(args, dict) else None
         if not (isinstance(first, int) and isinstance(last, int)) or isinstance(first, bool) \
                 or isinstance(last, bool) or not 0 <= first <= last:
-            self._respond(counter, -3, "bad arguments")
+            self._respond(counter, messages.RESULT_BAD_ARGS, "bad arguments")
             return
         ob = self.outbox
         _frames, missing = ob.resend(first, last)
@@ -358,9 +320,9 @@ class Link:
             self._bf_after = min(self._bf_after, first - 1)
             self._bf_last = max(self._bf_last, last)
         if missing is None:
-            self._respond(counter, 0, None)
+            self._respond(counter, messages.RESULT_OK, None)
         else:
-            self._respond(counter, -1, "gone %d..%d" % (missing, min(last, ob.floor)))
+            self._respond(counter, messages.RESULT_GONE, "gone %d..%d" % (missing, min(last, ob.floor)))
 
     def _respond(self, counter, result, reason):
         if self.respond is None:
@@ -368,16 +330,11 @@ class Link:
             return
         self._answer(self.respond(counter, result, reason))
 
-    def _answer(self, fr):
-        # A response goes out ahead of the window (after a back-fill's frames): the window may be full of
-        # frames beyond a gap that the head-end acknowledges only once this answer has settled it.
-        try:
-            seq = seq_of(frame.decode_frame(fr))
-        except ValueError:
-            seq = None
-        if seq is None:
-            self.send_errors += 1
-        elif self.send(seq, fr) and len(self._urgent) < MAX_URGENT:
+    def _answer(self, answer):
+        # A response (seq, frame) goes out ahead of the window (after a back-fill's frames): the window may be
+        # full of frames beyond a gap that the head-end acknowledges only once this answer has settled it.
+        seq, fr = answer
+        if self.send(seq, fr) and len(self._urgent) < MAX_URGENT:
             self._urgent.append(seq)
 
     # -- writing ------------------------------------------------------------------------------------------
@@ -460,279 +417,3 @@ class Link:
             if not self._inflight:
                 self._t_wait = self.ticks_ms()
             self._inflight.append(s)
-
-
-# -- transports ---------------------------------------------------------------------------------------------
-class _Backoff:
-    """Exponential back-off with jitter: after the n-th failure in a row the next attempt waits a random time
-    in [d/2, d), d = min(lo * 2^(n-1), hi); a success (a session that heard the head-end) resets it."""
-
-    def __init__(self, lo, hi, ticks_ms, rand):
-        self.lo = lo
-        self.hi = hi
-        self.ticks_ms = ticks_ms
-        self.rand = rand or _random
-        self.d = lo
-        self.next_at = None
-        self.last_wait = 0
-
-    def ready(self, now):
-        return self.next_at is None or ticks_diff(now, self.next_at) >= 0
-
-    def fail(self, now):
-        d = self.d
-        self.last_wait = d // 2 + self.rand(d - d // 2)
-        self.next_at = now + self.last_wait
-        self.d = min(d * 2, self.hi)
-
-    def reset(self):
-        self.d = self.lo
-
-
-def _poller(obj):
-    p = select.poll()
-    p.register(obj, select.POLLIN | select.POLLOUT)
-    return p
-
-
-def _events(p):
-    ev = p.poll(0)
-    return ev[0][1] if ev else 0
-
-
-def _ready(t, want):
-    """Is transport t's stream ready for `want` (select.POLLIN / POLLOUT)? An error or hang-up loses it."""
-    ev = _events(t._p)
-    if ev & (select.POLLERR | select.POLLHUP):
-        t._lost()
-        return False
-    return bool(ev & want)
-
-
-class _Transport:
-    """What both transports share: connection state, back-off, closing, and losing the connection."""
-
-    def _setup(self, ticks_ms, backoff_min_ms, backoff_max_ms, rand):
-        self.ticks_ms = ticks_ms or _default_ticks_ms()
-        self.backoff = _Backoff(backoff_min_ms, backoff_max_ms, self.ticks_ms, rand)
-        self.s = None
-        self._p = None
-        self.connected = False
-        self.failures = 0
-        self._heard = False
-
-    def close(self):
-        s = self.s
-        self.s = None
-        self._p = None
-        self.connected = False
-        if s is not None:
-            try:
-                s.close()
-            except (OSError, AttributeError):
-                pass
-
-    def _fail(self, now):
-        self.failures += 1
-        self.close()
-        self.backoff.fail(now)
-
-    def _lost(self):
-        # a session that heard the head-end starts the back-off afresh
-        if self._heard:
-            self.backoff.reset()
-        self._fail(self.ticks_ms())
-
-
-class StreamTransport(_Transport):
-    """A byte stream that is opened, not dialled: a UART on a board, a tty (e.g. a pty) on the Unix port.
-
-    open_fn() returns the stream (read-, write- and select.poll-able: machine.UART, or open_tty(path)); it
-    is called again, with back-off, after an error or a hang-up (the cable was pulled, the pty's other end
-    closed). Readiness is tested with select.poll before every read and write; a write offers at most
-    `chunk` bytes (a blocking tty accepts that much whenever poll says it is writable, unless its peer has
-    stopped reading for a whole tty buffer, 4+ KB: with the link's window and probes, hours)."""
-
-    def __init__(self, open_fn, ticks_ms=None, retry_min_ms=1000, retry_max_ms=30000, chunk=64, rand=None):
-        self._setup(ticks_ms, retry_min_ms, retry_max_ms, rand)
-        self.open_fn = open_fn
-        self.chunk = chunk
-        self.opens = 0
-
-    def connect(self):
-        if self.connected:
-            return True
-        now = self.ticks_ms()
-        if not self.backoff.ready(now):
-            return False
-        try:
-            s = self.open_fn()
-        except OSError:
-            self._fail(now)
-            return False
-        self.s = s
-        try:
-            self._p = _poller(s)
-        except (OSError, TypeError, ValueError):
-            self._fail(now)
-            return False
-        self.connected = True
-        self._heard = False
-        self.opens += 1
-        return True
-
-    def write(self, buf):
-        if not self.connected:
-            return 0
-        try:
-            if not _ready(self, select.POLLOUT):
-                return 0
-            n = self.s.write(buf[:self.chunk])
-        except OSError:
-            self._lost()
-            return 0
-        return n or 0
-
-    def read_into(self, buf):
-        if not self.connected:
-            return 0
-        try:
-            if not _ready(self, select.POLLIN):
-                return 0
-            n = self.s.readinto(buf)
-        except OSError:
-            self._lost()
-            return 0
-        if n:
-            self._heard = True
-        return n or 0
-
-
-def open_tty(path):
-    """Open a tty (the Unix port's stand-in for a UART, e.g. a pty's slave) for StreamTransport: raw mode
-    (no echo, no newline or control-character translation: frames are binary) and VMIN = VTIME = 0, so a
-    read returns what has arrived instead of waiting for a full buffer (MicroPython has no O_NONBLOCK)."""
-    f = open(path, "r+b")
-    try:
-        import termios
-    except ImportError:
-        return f  # not a POSIX port: the stream is used as it is
-    try:
-        fd = f.fileno()
-        termios.setraw(fd)
-        attrs = termios.tcgetattr(fd)
-        cc = attrs[6]
-        for i in range(len(cc)):
-            if isinstance(cc[i], int):  # only VMIN and VTIME are numbers in MicroPython's termios
-                cc[i] = 0
-        termios.tcsetattr(fd, termios.TCSANOW, attrs)
-    except (OSError, TypeError, ValueError, IndexError):
-        f.close()
-        raise OSError(5, "cannot configure %s as a raw tty" % path)
-    return f
-
-
-class TCPTransport(_Transport):
-    """A TCP client with a non-blocking connect: connect() starts an attempt and later calls see it through
-    (select.poll: writable = connected, error/hang-up = refused), so the meter never stalls on a dead
-    network; an attempt that has not completed after connect_timeout_ms is abandoned. Failed attempts back
-    off exponentially with jitter (backoff_min_ms .. backoff_max_ms); a session that heard the head-end
-    resets the back-off. The address is resolved once (getaddrinfo blocks on DNS: use an IP address on a
-    board, or accept one lookup per boot). ready() (e.g. hal's wlan.isconnected) gates attempts: on a board
-    hal starts Wi-Fi and the link waits for it without counting failures."""
-
-    def __init__(self, host, port, socket_mod=None, backoff_min_ms=1000, backoff_max_ms=60000,
-                 connect_timeout_ms=10000, ticks_ms=None, rand=None, ready=None):
-        if socket_mod is None:
-            import socket as socket_mod
-        self.sock = socket_mod
-        self._setup(ticks_ms, backoff_min_ms, backoff_max_ms, rand)
-        self.host = host
-        self.port = port
-        self.connect_timeout_ms = connect_timeout_ms
-        self.ready = ready
-        self._t0 = 0
-        self._addr = None
-        self.attempts = 0
-        self.connects = 0
-
-    def connect(self):
-        if self.connected:
-            return True
-        now = self.ticks_ms()
-        if self.s is None:
-            if not self.backoff.ready(now) or (self.ready is not None and not self.ready()):
-                return False
-            if not self._start(now):
-                return False
-        ev = _events(self._p)
-        if ev & (select.POLLERR | select.POLLHUP):
-            self._fail(now)
-        elif ev & select.POLLOUT:
-            self.connected = True
-            self.connects += 1
-            self._heard = False
-            return True
-        elif ticks_diff(now, self._t0) >= self.connect_timeout_ms:
-            self._fail(now)
-        return False
-
-    def _start(self, now):
-        import errno
-        self.attempts += 1
-        s = None
-        try:
-            if self._addr is None:
-                ai = self.sock.getaddrinfo(self.host, self.port)[0]
-                self._addr = (ai[0], ai[-1])
-            s = self.sock.socket(self._addr[0], self.sock.SOCK_STREAM)
-            s.setblocking(False)
-            try:
-                s.connect(self._addr[1])
-            except OSError as e:
-                if e.args[0] not in (errno.EINPROGRESS, errno.EAGAIN, errno.EALREADY):
-                    raise
-            self._p = _poller(s)
-        except (OSError, IndexError):
-            self.s = s
-            self._fail(now)
-            return False
-        self.s = s
-        self._t0 = now
-        return True
-
-    def write(self, buf):
-        if not self.connected:
-            return 0
-        import errno
-        try:
-            if not _ready(self, select.POLLOUT):
-                return 0
-            n = self.s.send(buf)
-        except OSError as e:
-            if e.args[0] == errno.EAGAIN:
-                return 0
-            self._lost()
-            return 0
-        return n or 0
-
-    def read_into(self, buf):
-        if not self.connected:
-            return 0
-        try:
-            ev = _events(self._p)
-            if not ev & select.POLLIN:
-                if ev & (select.POLLERR | select.POLLHUP):
-                    self._lost()
-                return 0
-            n = self.s.readinto(buf)
-        except OSError:
-            self._lost()
-            return 0
-        if n is None:
-            return 0  # EAGAIN
-        if n == 0:
-            self._lost()  # the head-end closed the connection
-            return 0
-        self._heard = True
-        return n

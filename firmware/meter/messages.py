@@ -154,27 +154,29 @@ def register_map(snapshot, tariffs=None):
 
 
 class Builder:
-    """Builds signed, framed meter messages. identity signs; seq hands out frame sequence numbers."""
+    """Builds signed, framed meter messages: identity signs, seq hands out the frame sequence numbers. Each
+    message comes with its number beside it, (seq, bytes): nothing ever reads a number back out of a frame."""
 
     def __init__(self, identity, seq, time):
         self.identity = identity
         self.seq = seq
         self.time = time
 
-    def payload(self, kind, status, body):
-        m = {K_KIND: kind, K_DEVICE: self.identity.device_id, K_SEQ: self.seq.take(), K_TIME: self.time(),
-             K_STATUS: status}
+    def payload(self, seq, kind, status, body):
+        m = {K_KIND: kind, K_DEVICE: self.identity.device_id, K_SEQ: seq, K_TIME: self.time(), K_STATUS: status}
         for k in body:
             m[k] = body[k]
         return m
 
     def cose(self, kind, status, body):
-        """The signed COSE_Sign1 bytes of one message."""
-        return self.identity.sign(cbor.encode(self.payload(kind, status, body)))
+        """(seq, the signed COSE_Sign1 bytes) of one message."""
+        seq = self.seq.take()
+        return seq, self.identity.sign(cbor.encode(self.payload(seq, kind, status, body)))
 
     def frame(self, kind, status, body):
-        """The COBS frame (what goes on the wire) of one message."""
-        return frame.encode_frame(self.cose(kind, status, body))
+        """(seq, the COBS frame: what goes on the wire) of one message."""
+        seq, c = self.cose(kind, status, body)
+        return seq, frame.encode_frame(c)
 
 
 def hello_body(fw_version, board, boots, cycle_us, shunt_duty_ppm, shunt_uohm, quantum_wh):

@@ -3,29 +3,36 @@
 # and CPython; the file system is injected (`fs`, default `os`, or e.g. an unmounted vfs.VfsLfs2).
 #
 #   Outbox(flash_dir, max_bytes=131072, segment_bytes=4096, fs=os, persist_every=16, on_drop=None)
-#   put(seq, frame)          append one frame (the exact bytes of frame.encode_frame): one file append
+#   put(seq, frame)          append one frame (the bytes of frame.encode_frame) under its seq: one file append
 #   ack(upto)                frames with seq <= upto are acknowledged; whole segments are deleted
 #   next_after(seq)          (seq, frame) of the oldest unacknowledged frame above seq, or None
 #   pending(after_seq=None)  iterator of the unacknowledged (seq, frame), oldest first
 #   resend(first, last)      (iterator of the held frames in [first, last], first missing seq or None)
 #   flush()                  persist the acknowledged mark now (orderly shutdown)
-#   seq_of(cose)             the frame sequence number (payload key 3) of a meter COSE_Sign1
 #
-# Layout: <flash_dir>/outbox/<n>, segment files numbered 1, 2, 3 ... oldest first. A segment is the frames
-# appended one after the other, exactly as sent (0x00 COBS(cose || CRC-32) 0x00): each carries its own CRC,
-# and its leading delimiter closes whatever came before, so a frame torn by a power cut is skipped by the
-# Deframer as noise and everything before and after it survives. A segment takes appends until the next
-# frame would take it past segment_bytes; then a new one is started (frames are never split).
+# Layout: <flash_dir>/outbox/<n>, segment files numbered 1, 2, 3 ... oldest first (meter/ring.py, the same
+# segment ring as the load profile's). A segment is records appended one after the other, one per frame; a
+# record is itself a frame (meter/frame.py) whose message is
 #
-# RAM: an index entry per segment [number, first seq, last seq, frames, bytes] (at most about
+#   offset 0  u8   record version (1)
+#          1  u64  the frame's sequence number, little-endian (as handed out by messages.Builder)
+#          9  ...  the COSE_Sign1, exactly as signed
+#
+# i.e. 0x00 COBS(version || seq || cose || CRC-32) 0x00. The seq travels beside the signed bytes from the moment
+# they are signed: nothing reads it back out of them. Each record carries its own CRC, and its leading
+# delimiter closes whatever came before, so a record torn by a power cut is skipped by the Deframer as noise
+# and everything before and after it survives; what goes on the wire is frame.encode_frame(cose) again. A
+# record of another version (e.g. a bare frame an older firmware stored) is skipped and counted (unreadable),
+# and then nothing below the oldest frame held is vouched for after the boot (see `floor`). A segment takes
+# appends until the next record would take it past segment_bytes; then a new one is started.
+#
+# RAM: an index entry per segment [number, frames, first seq, last seq, bytes] (at most about
 # max_bytes / (segment_bytes - 1 KB) + 1 of them), one Deframer (1 KB), a 256-byte read buffer, the last
 # frame put (so that sending it does not read flash back) and a read cursor (segment, byte offset, seq)
 # so that reading frames in order resumes where the previous read stopped. Nothing loads a whole segment.
 #
 # Sequence numbers come from meter.seqno (strictly increasing, never reused), so frames are appended in
-# sequence order, and a segment's frames all lie between its first and last seq. The seq of a stored frame
-# is read from the frame itself: the meter's COSE_Sign1 has a fixed layout, so key 3 sits at a known place
-# in the payload (a general CBOR decode is the fallback).
+# sequence order, and a segment's frames all lie between its first and last seq.
 #
 # Acknowledgements: ack(upto) deletes every segment whose last seq <= upto. The mark itself ("outbox-ack",
 # two CRC slots of meter/store.py) is written only when it has moved persist_every sequence numbers since
@@ -47,116 +54,61 @@
 import os
 import struct
 
-from meter import cbor, frame
-from meter.store import Store, dir_prefix, list_dir
+from meter import frame
+from meter.ring import COUNT, FIRST, LAST, NO, SegmentRing
+from meter.store import Store
 
 CHUNK = 256  # bytes read from flash at a time
-_ENOSPC = 28
-
-# index entry fields
-_NO = 0
-_FIRST = 1
-_LAST = 2
-_COUNT = 3
-_BYTES = 4
+_VERSION = b"\x01"
+_HEAD = 9  # version and seq before the COSE_Sign1 in a record
+RECORD_MAX = frame.MAX_FRAME + _HEAD
 
 
-def _uint_at(b, i):
-    h = b[i]
-    if h < 0x18:
-        return h
-    if h == 0x18:
-        return b[i + 1]
-    if h == 0x19:
-        return (b[i + 1] << 8) | b[i + 2]
-    if h == 0x1A:
-        return int.from_bytes(bytes(b[i + 1:i + 5]), "big")
-    if h == 0x1B:
-        return int.from_bytes(bytes(b[i + 1:i + 9]), "big")
-    return None
+def record(seq, cose):
+    """The bytes stored for one frame: a frame of its own carrying the record version, seq and the COSE."""
+    return frame.encode_frame(_VERSION + struct.pack("<Q", seq) + cose, RECORD_MAX)
 
 
-def _seq_decoded(cose):
-    try:
-        p = cbor.decode(cbor.decode(cose).value[2])
-        s = p.get(3)
-    except (ValueError, TypeError, AttributeError, IndexError, KeyError):
+def _unrecord(msg):
+    """(seq, cose) of a record's message, or None if it is not a record of this version."""
+    if len(msg) <= _HEAD or msg[0] != _VERSION[0]:
         return None
-    return s if isinstance(s, int) and not isinstance(s, bool) and s >= 0 else None
+    return struct.unpack_from("<Q", msg, 1)[0], msg[_HEAD:]
 
 
-def seq_of(cose):
-    """Frame sequence number (payload key 3) of a meter COSE_Sign1, or None if it has none.
+class Outbox(SegmentRing):
+    seal_on_damage = False  # framed records delimit themselves: appends go on after a torn one
 
-    Fast path for the layout meter.cose.sign1 produces: D2 84 | 43 A1 01 26 | A1 04 48 kid(8) | payload bstr
-    head | map head, 01 kind, 02 48 device(8), 03 seq ...; anything else goes through cbor.decode."""
-    b = cose
-    try:
-        if (b[0] == 0xD2 and b[1] == 0x84 and b[2] == 0x43 and b[6] == 0xA1 and b[7] == 0x04
-                and b[8] == 0x48):
-            h = b[17]
-            i = 18 if 0x40 <= h <= 0x57 else 19 if h == 0x58 else 20 if h == 0x59 else 0
-            if i and 0xA3 <= b[i] <= 0xB7 and b[i + 1] == 1 and b[i + 2] < 0x18 and b[i + 3] == 2 \
-                    and b[i + 4] == 0x48 and b[i + 13] == 3:
-                s = _uint_at(b, i + 14)
-                if s is not None:
-                    return s
-    except IndexError:
-        pass
-    return _seq_decoded(cose)
-
-
-class Outbox:
     def __init__(self, flash_dir, max_bytes=131072, segment_bytes=4096, fs=os, persist_every=16, on_drop=None,
                  mark_store=None):
         if segment_bytes < 64 or max_bytes < 2 * segment_bytes:
             raise ValueError("need segment_bytes >= 64 and max_bytes >= 2 * segment_bytes")
-        self.fs = fs
-        self._open = open if fs is os else fs.open
-        self.flash_dir = flash_dir
-        self.dir = dir_prefix(flash_dir) + "outbox"
+        SegmentRing.__init__(self, flash_dir, "outbox", segment_bytes, fs)
         self.max_bytes = max_bytes
-        self.segment_bytes = segment_bytes
         self.persist_every = persist_every
         self.on_drop = on_drop
         self._mark = mark_store if mark_store is not None else Store(flash_dir, "outbox-ack", fs=fs, max_payload=8)
-        self._df = frame.Deframer()
+        self._df = frame.Deframer(RECORD_MAX)
         self._chunk = bytearray(CHUNK)
-        self.segs = []          # index, oldest first: [number, first seq, last seq, frames, bytes]
-        self.bytes = 0          # bytes in all segment files
         self.acked = -1         # every frame with seq <= acked is acknowledged
         self.last_seq = -1      # seq of the newest frame held (or put)
-        self.writes = 0         # segment appends (one per put)
-        self.bytes_written = 0
         self.mark_writes = 0    # writes of the acknowledged mark
         self.dropped = 0        # unacknowledged frames dropped because max_bytes was reached
         self.drops = 0          # segments dropped for that reason
         self.first_lost = None  # seq range of the latest drop
         self.last_lost = None
-        self.torn = 0           # damaged stretches (torn frames, noise) found in the segments at boot
-        self.unreadable = 0     # intact frames without a sequence number (skipped)
+        self.unreadable = 0     # intact records of another version (skipped at boot)
         self._saved_mark = -1
-        self._next_no = 1
         self._tail = None       # (seq, frame) of the last put: sent without reading flash back
         self._before_tail = -1  # seq of the frame put before it
         self._cur = None        # read cursor: [segment number, byte offset after a frame, that frame's seq]
         self._boot_floor = -1   # below the oldest frame held at boot nothing is known: reported as gone
-        self._load()
+        self._boot()
 
     # -- files --------------------------------------------------------------------------------------------
-    def _path(self, no):
-        return self.dir + "/" + str(no)
-
-    def _names(self):
-        return list_dir(self.fs, self.flash_dir, self.dir)
-
-    def _remove(self, seg):
-        try:
-            self.fs.remove(self._path(seg[_NO]))
-        except OSError:
-            pass  # already gone: the index is what counts
-        self.bytes -= seg[_BYTES]
-        if self._cur is not None and self._cur[0] == seg[_NO]:
+    def _delete(self, seg):
+        SegmentRing._delete(self, seg)
+        if self._cur is not None and self._cur[0] == seg[NO]:
             self._cur = None
 
     def _scan(self, no, start, after, first_only):
@@ -187,17 +139,18 @@ class Outbox:
                     j = n if z < 0 else z + 1
                     got = df.feed(mv[i:j])
                     i = j
-                    for cose in got:
-                        s = seq_of(cose)
-                        if s is None:
+                    for msg in got:
+                        rec = _unrecord(msg)
+                        if rec is None:
                             self.unreadable += 1
                             continue
+                        s = rec[0]
                         if s <= after:
                             continue
                         count += 1
                         last = s
                         if first is None:
-                            first, end1, cose1 = s, pos + j, cose
+                            first, end1, cose1 = s, pos + j, rec[1]
                             if first_only:
                                 return count, first, last, end1, cose1, None
                 pos += n
@@ -205,35 +158,25 @@ class Outbox:
             f.close()
         return count, first, last, end1, cose1, pos
 
-    def _load(self):
+    def _survey(self, no):
+        count, first, last, _e, _c, size = self._scan(no, 0, -1, False)
+        return count, first, last, size, self._df.pending  # pending: it ends in the middle of a frame
+
+    def _stale(self, seg):
+        return seg[LAST] <= self.acked  # fully acknowledged
+
+    def _boot(self):
         got = self._mark.load()
         marked = got is not None and len(got[1]) == 8
         if marked:
             self.acked = self._saved_mark = struct.unpack("<Q", got[1])[0] - 1  # stored + 1: -1 is "none"
-        nos = []
-        for name in self._names():
-            try:
-                nos.append(int(name))
-            except ValueError:
-                pass  # not a segment
-        nos.sort()
-        if nos:
-            self._next_no = nos[-1] + 1
         noise = self._df.noise_segments
-        for no in nos:
-            count, first, last, _e, _c, size = self._scan(no, 0, -1, False)
-            if self._df.pending:
-                self.torn += 1  # the segment ends in the middle of a frame (power cut during an append)
-            seg = [no, first, last, count, size]
-            if count == 0 or last <= self.acked or first <= self.last_seq:
-                # empty, fully acknowledged, or out of order (not written by this outbox): not kept
-                self.bytes += size
-                self._remove(seg)
-                continue
-            self.segs.append(seg)
-            self.bytes += size
-            self.last_seq = last
+        self._load()
         self.torn += self._df.noise_segments - noise
+        if self.unreadable:
+            marked = False  # frames whose numbers cannot be read: what lies below the oldest held is not known
+        if self.segs:
+            self.last_seq = self.segs[-1][LAST]
         self._before_tail = self.last_seq
         # The mark is written whenever a segment is deleted (acknowledged or dropped), so every frame made above
         # it is still held: numbers above it that are not held were never made (skipped at a restart). Without
@@ -241,7 +184,7 @@ class Outbox:
         if marked:
             self._boot_floor = self.acked
         else:
-            self._boot_floor = self.segs[0][_FIRST] - 1 if self.segs else None
+            self._boot_floor = self.segs[0][FIRST] - 1 if self.segs else None
         while self.bytes > self.max_bytes and len(self.segs) > 1:
             self._drop_oldest()
 
@@ -250,64 +193,36 @@ class Outbox:
         """Append one frame (durable when this returns). seq must be above every seq put before."""
         if seq <= self.last_seq:
             raise ValueError("frame seq %d is not above the last one put (%d)" % (seq, self.last_seq))
+        rec = record(seq, frame.decode_frame(fr))  # a FrameError (ValueError) changes nothing
         if seq <= self.acked:
             # the numbering went backwards (its flash state was lost): forget the old mark, loudly visible
             self.acked = seq - 1
             self._save_mark()
         if self._boot_floor is None:
             self._boot_floor = seq - 1
-        n = len(fr)
-        segs = self.segs
         dropped = self.dropped
-        try:
-            seg = self._append(seq, fr, n)
-        except OSError as e:
-            if e.args[0] != _ENOSPC or len(segs) < 2:
-                raise
-            self._drop_oldest()  # the file system is full (of something else too): make room, once
-            seg = self._append(seq, fr, n)
-        self.bytes_written += n
-        seg[_LAST] = seq
-        seg[_COUNT] += 1
+        self._append(rec, seq)
         self._before_tail = self.last_seq
         self.last_seq = seq
         self._tail = (seq, fr)
-        while self.bytes > self.max_bytes and len(segs) > 1:
+        while self.bytes > self.max_bytes and len(self.segs) > 1:
             self._drop_oldest()
         if self.dropped != dropped and self.on_drop is not None:
             self.on_drop(self.first_lost, self.last_lost, self.dropped - dropped)
 
-    def _append(self, seq, fr, n):
-        segs = self.segs
-        seg = segs[-1] if segs and segs[-1][_BYTES] + n <= self.segment_bytes else None
-        no = self._next_no if seg is None else seg[_NO]
-        self.writes += 1
-        f = self._open(self._path(no), "ab")  # if this raises, nothing changed
-        if seg is None:
-            seg = [no, seq, seq, 0, 0]
-            self._next_no += 1
-            segs.append(seg)
-        try:
-            f.write(fr)
-        finally:
-            f.close()
-            seg[_BYTES] += n  # counted even if the write failed half-way (a torn frame is skipped later)
-            self.bytes += n
-        return seg
-
     def _drop_oldest(self):
-        seg = self.segs.pop(0)
-        if seg[_LAST] > self.acked:
-            if seg[_FIRST] > self.acked:
-                count, first = seg[_COUNT], seg[_FIRST]
+        seg = self.segs[0]
+        if seg[LAST] > self.acked:
+            if seg[FIRST] > self.acked:
+                count, first = seg[COUNT], seg[FIRST]
             else:
-                count, first = self._scan(seg[_NO], 0, self.acked, False)[:2]
+                count, first = self._scan(seg[NO], 0, self.acked, False)[:2]
             if count:
                 self.dropped += count
-                self.first_lost, self.last_lost = first, seg[_LAST]
+                self.first_lost, self.last_lost = first, seg[LAST]
         self.drops += 1
-        self._remove(seg)
-        self._save_mark()  # (always after a deletion: see _load)
+        SegmentRing._drop_oldest(self)
+        self._save_mark()  # (always after a deletion: see _boot)
 
     # -- acknowledgements ---------------------------------------------------------------------------------
     def ack(self, upto):
@@ -319,11 +234,11 @@ class Outbox:
         self.acked = upto
         segs = self.segs
         deleted = 0
-        while segs and segs[0][_LAST] <= upto:
-            self._remove(segs.pop(0))
+        while segs and segs[0][LAST] <= upto:
+            self._delete(segs.pop(0))
             deleted += 1
-        if deleted or (upto - self._saved_mark >= self.persist_every and segs and segs[0][_FIRST] <= upto):
-            self._save_mark()  # (always after a deletion: see _load)
+        if deleted or (upto - self._saved_mark >= self.persist_every and segs and segs[0][FIRST] <= upto):
+            self._save_mark()  # (always after a deletion: see _boot)
         return deleted
 
     def _save_mark(self):
@@ -348,14 +263,6 @@ class Outbox:
             f = self._boot_floor
         return self.acked if self.acked > f else f
 
-    @property
-    def held(self):
-        """Frames in flash (a partly acknowledged oldest segment still holds its acknowledged frames)."""
-        n = 0
-        for seg in self.segs:
-            n += seg[_COUNT]
-        return n
-
     # -- reading ------------------------------------------------------------------------------------------
     def next_after(self, after):
         """(seq, frame) of the oldest unacknowledged frame with seq > after, or None."""
@@ -368,12 +275,12 @@ class Outbox:
             return tail
         cur = self._cur
         for seg in self.segs:
-            if seg[_LAST] <= after:
+            if seg[LAST] <= after:
                 continue
-            start = cur[1] if cur is not None and cur[0] == seg[_NO] and cur[2] <= after else 0
-            got = self._scan(seg[_NO], start, after, True)
+            start = cur[1] if cur is not None and cur[0] == seg[NO] and cur[2] <= after else 0
+            got = self._scan(seg[NO], start, after, True)
             if got[0]:
-                self._cur = [seg[_NO], got[3], got[1]]
+                self._cur = [seg[NO], got[3], got[1]]
                 return got[1], frame.encode_frame(got[4])
         return None
 

@@ -26,9 +26,10 @@
 #      bytes), zero padded; None is stored as 0, an int beyond i64 or any other object as its str() text
 #   44 u32 CRC-32 of bytes 0..43
 #
-# Layout: <flash_dir>/<name>/<n>, segment files numbered 1, 2, 3 ... oldest first. Records are only ever
-# appended (one open("ab"), write, close per record: durable when append/log returns) and a segment holds
-# segment_bytes // record size of them (170 rows or 85 events in 4080 bytes: one LittleFS block). When the
+# Layout: <flash_dir>/<name>/<n>, segment files numbered 1, 2, 3 ... oldest first (meter/ring.py, the same
+# segment ring as the outbox's). Records are only ever appended (one open("ab"), write, close per record:
+# durable when append/log returns) and a segment holds segment_bytes // record size of them (170 rows or 85
+# events in 4080 bytes: one LittleFS block). When the
 # rings hold `capacity` records besides the oldest segment, that segment file is deleted; reads show exactly
 # the newest `capacity` records. Nothing is ever written in place, so no record but the one being appended is
 # ever at risk.
@@ -44,8 +45,8 @@
 # shows the head-end an event was lost, and a number is never handed out twice even if the newest record is
 # damaged later. Every log() attempt consumes its number, also one that fails.
 #
-# RAM: one index entry per segment [number, slots, first key, last key] (key = end time or event seq; 37
-# entries for 6000 rows), the last record, and per read a 240-byte buffer of decoded records (10 rows or 5
+# RAM: one index entry per segment [number, slots, first key, last key, bytes] (key = end time or event seq;
+# 37 entries for 6000 rows), the last record, and per read a 240-byte buffer of decoded records (10 rows or 5
 # events). No file stays open between records handed out, so rows may be appended while a read is running.
 #
 # Flash (LittleFS, 4096-byte blocks, measured on MicroPython's VfsLfs2 in RAM, tests/firmware/test_profile.py):
@@ -63,7 +64,7 @@ import os
 import struct
 
 from meter.crc import crc32
-from meter.store import dir_prefix, list_dir
+from meter.ring import COUNT, FIRST, LAST, NO, SegmentRing
 
 ROW_SIZE = 24
 ROW_KIND = 0x50
@@ -77,14 +78,6 @@ U48 = (1 << 48) - 1
 I64_MIN = -(1 << 63)
 I64_MAX = (1 << 63) - 1
 CHUNK_BYTES = 240  # records read from flash at a time: 10 rows or 5 events
-_ENOENT = 2
-_ENOSPC = 28
-
-# index entry fields
-_NO = 0
-_SLOTS = 1  # slots up to and including the last good record
-_FIRST = 2
-_LAST = 3
 
 
 def _uint(v, top, what):
@@ -167,47 +160,24 @@ def unpack_event(buf, off=0):
     return (seq, t, code, value)
 
 
-class _Ring:
-    """Segment files of fixed-size records whose first field (the key) strictly increases."""
+class _Ring(SegmentRing):
+    """Fixed-size records in the slots of a segment ring (meter/ring.py), whose first field (the key) strictly
+    increases; reads show the newest `capacity` of them."""
 
     def __init__(self, flash_dir, name, capacity, segment_bytes, fs, size, unpack):
         per = segment_bytes // size
         if capacity < 1 or per < 1:
             raise ValueError("need capacity >= 1 and segment_bytes >= %d" % size)
-        self.fs = fs
-        self._open = open if fs is os else fs.open
-        self.flash_dir = flash_dir
-        self.dir = dir_prefix(flash_dir) + name
+        SegmentRing.__init__(self, flash_dir, name, segment_bytes, fs)
         self.capacity = capacity
         self.per = per
         self._size = size
         self._unpack = unpack
-        self.segs = []         # index, oldest first: [number, slots, first key, last key]
-        self.held = 0          # slots in all segments (count shows at most capacity of them)
-        self.writes = 0        # record appends (one file append each)
-        self.bytes_written = 0
-        self.deletes = 0       # segment files deleted (ring wrapped, full file system, damaged at boot)
-        self.torn = 0          # damaged records found at the end of segments at boot
         self.corrupt = 0       # damaged or out-of-order records skipped by reads
-        self._last = None      # the newest record
-        self._sealed = False   # the newest segment ends in damage: the next record starts a new one
-        self._next_no = 1
+        self._last = None      # the newest record (read from flash when first asked for after a boot)
         self.tail_damage = 0   # damaged slots at the end of the newest segment file at boot
         self._load()
-
-    # -- files --------------------------------------------------------------------------------------------
-    def _path(self, no):
-        return self.dir + "/" + str(no)
-
-    def _names(self):
-        return list_dir(self.fs, self.flash_dir, self.dir)
-
-    def _remove(self, no):
-        try:
-            self.fs.remove(self._path(no))
-        except OSError:
-            pass  # already gone: the index is what counts
-        self.deletes += 1
+        self._trim()
 
     def _record(self, f, slot, buf):
         """The record in `slot` of open file f, or None if it is damaged or missing."""
@@ -215,103 +185,47 @@ class _Ring:
         n = f.readinto(buf)
         return self._unpack(buf) if n == self._size else None
 
-    def _load(self):
-        nos = []
-        for name in self._names():
-            try:
-                nos.append(int(name))
-            except ValueError:
-                pass  # not a segment
-        nos.sort()
-        if nos:
-            self._next_no = nos[-1] + 1
-        buf = bytearray(self._size)
+    def _survey(self, no):
+        """(slots up to the last good record, first key, last key, file size, damaged) of one segment file:
+        its last slot is checked, stepping back over damaged ones."""
         size = self._size
-        for no in nos:
-            try:
-                f = self._open(self._path(no), "rb")
-            except OSError:
-                continue  # unreadable: left alone, numbering goes on above it
-            try:
-                end = f.seek(0, 2)
-                i = end // size - 1
-                last = self._record(f, i, buf) if i >= 0 else None
-                while last is None and i > 0:
-                    i -= 1
-                    last = self._record(f, i, buf)
-                first = None
-                j = 0
-                while j < i and first is None:
-                    first = self._record(f, j, buf)
-                    j += 1
-                if first is None:
-                    first = last
-            finally:
-                f.close()
-            slots = i + 1 if last is not None else 0
-            damaged = end != slots * size
-            self.tail_damage = (end - slots * size + size - 1) // size  # (the newest file read wins)
-            if damaged:
-                self.torn += 1
-            if slots == 0 or (self._last is not None and first[0] <= self._last[0]):
-                self._remove(no)  # nothing good in it, or out of order (not written by this ring)
-                continue
-            self.segs.append([no, slots, first[0], last[0]])
-            self.held += slots
-            self._last = last
-            self._sealed = damaged
-        self._trim()
-
-    # -- writing ------------------------------------------------------------------------------------------
-    def _append(self, rec, key):
+        buf = bytearray(size)
         try:
-            self._write(rec, key)
-        except OSError as e:
-            if e.args[0] != _ENOSPC or len(self.segs) < 2:
-                raise
-            self._drop_oldest()  # the file system is full (of something else too): make room, once
-            self._write(rec, key)
-        self._trim()
-
-    def _write(self, rec, key):
-        segs = self.segs
-        seg = segs[-1] if segs and not self._sealed and segs[-1][_SLOTS] < self.per else None
-        if seg is None:
-            no = self._next_no
-            self._next_no += 1  # a file that a failed write may have left is never appended to
-        else:
-            no = seg[_NO]
-        self.writes += 1
-        f = self._open(self._path(no), "ab")
+            f = self._open(self._path(no), "rb")
+        except OSError:
+            return None
         try:
-            f.write(rec)
+            end = f.seek(0, 2)
+            i = end // size - 1
+            last = self._record(f, i, buf) if i >= 0 else None
+            while last is None and i > 0:
+                i -= 1
+                last = self._record(f, i, buf)
+            first = None
+            j = 0
+            while j < i and first is None:
+                first = self._record(f, j, buf)
+                j += 1
+            if first is None:
+                first = last
+        finally:
             f.close()
-        except BaseException:
-            self._sealed = True  # the segment may now end in a torn record: start a new one next time
-            try:
-                f.close()
-                if seg is None:
-                    self.fs.remove(self._path(no))  # a new file with nothing acknowledged in it
-            except OSError:
-                pass
-            raise
-        self.bytes_written += len(rec)
-        if seg is None:
-            segs.append([no, 1, key, key])
-        else:
-            seg[_SLOTS] += 1
-            seg[_LAST] = key
-        self.held += 1
-        self._sealed = False
+        slots = i + 1 if last is not None else 0
+        self.tail_damage = (end - slots * size + size - 1) // size  # (the newest file read wins)
+        if not slots:
+            return 0, None, None, end, end != 0
+        return slots, first[0], last[0], end, end != slots * size
 
-    def _drop_oldest(self):
-        seg = self.segs.pop(0)
-        self.held -= seg[_SLOTS]
-        self._remove(seg[_NO])
+    def _last_key(self):
+        return self.segs[-1][LAST] if self.segs else None
+
+    def _add(self, rec, key):
+        self._append(rec, key)
+        self._trim()
 
     def _trim(self):
         segs = self.segs
-        while len(segs) > 1 and self.held - segs[0][_SLOTS] >= self.capacity:
+        while len(segs) > 1 and self.held - segs[0][COUNT] >= self.capacity:
             self._drop_oldest()
 
     # -- reading ------------------------------------------------------------------------------------------
@@ -321,16 +235,27 @@ class _Ring:
         return self.held if self.held < self.capacity else self.capacity
 
     def last(self):
+        """The newest record, or None."""
+        if self._last is None and self.segs:
+            seg = self.segs[-1]
+            try:
+                f = self._open(self._path(seg[NO]), "rb")
+                try:
+                    self._last = self._record(f, seg[COUNT] - 1, bytearray(self._size))
+                finally:
+                    f.close()
+            except OSError:
+                pass  # unreadable now: as if damaged
         return self._last
 
     def _start(self, key):
         """Number of the segment that holds the first record with a key >= `key`."""
         segs = self.segs
-        no = segs[0][_NO] if segs else 0
+        no = segs[0][NO] if segs else 0
         for seg in segs:
-            if seg[_FIRST] > key:
+            if seg[FIRST] > key:
                 break
-            no = seg[_NO]
+            no = seg[NO]
         return no
 
     def _scan(self, no):
@@ -344,16 +269,16 @@ class _Ring:
         while True:
             seg = None
             for s in self.segs:  # looked up again every chunk: appends and deletions may happen in between
-                if s[_NO] >= no:
+                if s[NO] >= no:
                     seg = s
                     break
             if seg is None:
                 return
-            if seg[_NO] != no:
-                no, slot = seg[_NO], 0
+            if seg[NO] != no:
+                no, slot = seg[NO], 0
             if seg is self.segs[0] and self.held > self.capacity and slot < self.held - self.capacity:
                 slot = self.held - self.capacity  # older than the newest `capacity` records
-            n = seg[_SLOTS] - slot
+            n = seg[COUNT] - slot
             if n <= 0:
                 no, slot = no + 1, 0
                 continue
@@ -392,9 +317,10 @@ class LoadProfile(_Ring):
         """Store one row (durable when this returns). ValueError if end is not after the last row's end or a
         field is out of range; OSError from the file system (the ring is unchanged, the row not stored)."""
         rec = pack_row(end, imp_mwh, exp_mwh, status)
-        if self._last is not None and end <= self._last[0]:
-            raise ValueError("row end %d is not after the last row's end %d" % (end, self._last[0]))
-        self._append(rec, end)
+        last = self._last_key()
+        if last is not None and end <= last:
+            raise ValueError("row end %d is not after the last row's end %d" % (end, last))
+        self._add(rec, end)
         self._last = (end, imp_mwh, exp_mwh, status)
 
     def read(self, t_from=None, t_to=None):
@@ -418,7 +344,8 @@ class EventLog(_Ring):
     @property
     def last_seq(self):
         """Sequence number of the newest event, 0 if there is none."""
-        return self._last[0] if self._last is not None else 0
+        k = self._last_key()
+        return 0 if k is None else k
 
     def log(self, code, value, t):
         """Store one event (durable when this returns) and return its sequence number. ValueError for a code
@@ -427,7 +354,7 @@ class EventLog(_Ring):
         seq = self.next_seq
         rec = pack_event(seq, t, code, value)
         self.next_seq = seq + 1  # consumed even if the write fails: it may have landed
-        self._append(rec, seq)
+        self._add(rec, seq)
         self._last = unpack_event(rec)
         return seq
 

@@ -159,10 +159,6 @@ class Registers:
         t = self._index(tariff)
         return self._wh[k][t] * UWH_PER_WH + self._res[k][t]
 
-    def metered_uwh(self):
-        """Import plus export µWh, the same as total_uwh()."""
-        return self.total_uwh()
-
     def get(self, code):
         """Wh held by the register with OBIS code `code` ("1.8.0", "2.8.1", ...)."""
         k, t = parse_obis(code)

@@ -1,11 +1,23 @@
 # What the meter tells the head-end, and when: hello at boot, a reading every `reading_s`, a load-profile row
-# at every `interval_s` boundary (UTC-aligned; meter.app cuts the energy there and calls row()), a billing
-# snapshot at the end of each billing period (billing()), and every event as it happens. Frames are signed and framed by
-# meter.messages.Builder and handed to `sink(frame_bytes)` (the link, or a file in the simulator).
+# at every `interval_s` boundary (UTC-aligned; meter.boundaries cuts the energy there and calls row()), a
+# billing snapshot at the end of each billing period (billing()), and every event as it happens. Frames are
+# signed and framed by meter.messages.Builder and handed to `sink(seq, frame_bytes)` (Link.send, or a file in
+# the simulator).
+#
+# What it reads, each through a narrow object or callable (never the meter as a whole):
+#   registers   Registers: snapshot(), total_uwh(kind)
+#   metrology   coverage: covered_us, elapsed_us
+#   sensor      the INA219 driver: power_mw(), bus_mv(), current_ua(), overflows, cycle_us, shunt_duty_ppm,
+#               shunt_uohm
+#   tariffing   Boundaries: tariff (in force), calendars.active.tariffs, demand (current_average, last_average)
+#   sensor_ok(), relay   what the status bits say right now (sensor fault, relay open)
+#   eventlog, profile    the 99.98.x and 99.1.0 rings: every event and row is stored before it is sent
+#   checkpoint()         write the registers if they moved (a stored row must never restore above them)
+#   event(code, value)   raise an event (the meter counts and logs it, then calls event() here)
 from meter import events, messages
 from meter.clock import next_multiple
-from meter.messages import (ST_CHIP_RESET, ST_I2C_ERRORS, ST_MISSED, ST_OVERFLOW, ST_POWER_FAIL,
-                            ST_RELAY_OPEN, ST_RESTORED, ST_SENSOR_FAULT)
+from meter.messages import ST_CHIP_RESET, ST_I2C_ERRORS, ST_MISSED, ST_OVERFLOW, ST_POWER_FAIL, ST_RELAY_OPEN, \
+    ST_RESTORED, ST_SENSOR_FAULT
 
 FW_VERSION = "meterkit-0.1"
 
@@ -15,10 +27,21 @@ _EVENT_STATUS = {events.CHIP_RESET: ST_CHIP_RESET, events.I2C_ERRORS: ST_I2C_ERR
 
 
 class Reporter:
-    def __init__(self, meter, builder, sink, reading_s=60, interval_s=900):
-        self.meter = meter
+    def __init__(self, builder, sink, eventlog, profile, registers, metrology, sensor, tariffing, sensor_ok, relay,
+                 checkpoint, event, reading_s=60, interval_s=900):
         self.builder = builder
         self.sink = sink
+        self.eventlog = eventlog
+        self.profile = profile
+        self.registers = registers
+        self.metrology = metrology
+        self.sensor = sensor
+        self.tariffing = tariffing
+        self.sensor_ok = sensor_ok
+        self.relay = relay
+        self.checkpoint = checkpoint
+        self.on_event = event
+        self.time = builder.time
         self.reading_s = reading_s
         self.interval_s = interval_s
         self.sticky = 0  # status bits collected since the last reading
@@ -28,37 +51,49 @@ class Reporter:
         self._elapsed = 0
         self._overflows = 0
         self._row_flags = 0
+        self.outage_s = self._outage_s()  # before this boot logs anything
+
+    def _outage_s(self):
+        """Seconds since the last thing this meter is known to have done before it started (its newest
+        profile row or logged event): the most it can say about how long the power was off. 0 if unknown."""
+        last = 0
+        row = self.profile.last()
+        if row is not None:
+            last = row[0]
+        ev = self.eventlog.last()
+        if ev is not None and ev[1] > last:
+            last = ev[1]
+        now = self.time()
+        return now - last if last and now > last else 0
 
     def _status(self):
-        m = self.meter
         s = self.sticky
-        if not m.sensor_ok:
+        if not self.sensor_ok():
             s |= ST_SENSOR_FAULT
-        relay = m.hw.relay
+        relay = self.relay
         if relay is not None and not relay.value():
             s |= ST_RELAY_OPEN
         return s
 
     def response(self, counter, result, reason=None):
-        """A signed command response frame (kind 6), for the link to send: the link calls this."""
+        """(seq, a signed command response frame, kind 6) for the link to send: the link calls this."""
         return self.builder.frame(messages.RESPONSE, self._status(), messages.response_body(counter, result, reason))
 
     def send(self, kind, body, status=None):
-        self.sink(self.builder.frame(kind, self._status() if status is None else status, body))
+        seq, fr = self.builder.frame(kind, self._status() if status is None else status, body)
+        self.sink(seq, fr)
         self.frames += 1
 
-    def boot(self, boots, restored):
+    def boot(self, boots, restored, board_name, quantum_wh):
         """The hello frame. A restart that restored registers is flagged as a power failure until the next
         reading: the meter cannot tell a clean restart from a power cut, so it says what it knows."""
-        m = self.meter
         if restored:
             self.sticky |= ST_RESTORED | ST_POWER_FAIL
             self._row_flags |= messages.ROW_POWER_FAIL
-        ina = m.hw.board["ina219"]
-        self.send(messages.HELLO, messages.hello_body(
-            FW_VERSION, m.hw.board["name"], boots, m.sensor.cycle_us, m.sensor.shunt_duty_ppm,
-            ina["shunt_uohm"], m.hw.board["checkpoint"]["quantum_wh"]))
-        self._next_reading = next_multiple(m.hw.time(), self.reading_s)
+        s = self.sensor
+        self.send(messages.HELLO, messages.hello_body(FW_VERSION, board_name, boots, s.cycle_us, s.shunt_duty_ppm,
+                                                      s.shunt_uohm, quantum_wh))
+        self._next_reading = next_multiple(self.time(), self.reading_s)
 
     def event(self, code, value):
         """Log the event (durably, numbered by the event log) and send it. Events before boot() are logged and
@@ -66,11 +101,11 @@ class Reporter:
         self.sticky |= _EVENT_STATUS.get(code, 0)
         if not isinstance(value, (int, str)):
             value = repr(value)
-        t = self.meter.hw.time()
+        t = self.time()
         try:
-            seq = self.meter.eventlog.log(code, value, t)
+            seq = self.eventlog.log(code, value, t)
         except (OSError, ValueError):
-            seq = self.meter.eventlog.next_seq  # flash trouble: still sent, with the number it would have had
+            seq = self.eventlog.next_seq  # flash trouble: still sent, with the number it would have had
         if self._next_reading is None:
             return
         self.send(messages.EVENT, messages.event_body(seq, code, value, t))
@@ -79,7 +114,7 @@ class Reporter:
         """Called after every batch: send a reading when one has come due."""
         if self._next_reading is None:
             return
-        now = self.meter.hw.time()
+        now = self.time()
         if now >= self._next_reading:
             self._send_reading()
             self._next_reading = next_multiple(now, self.reading_s)
@@ -91,8 +126,7 @@ class Reporter:
     def row(self, end, partial=False, dst=False):
         """The load-profile row of the interval ending at `end` (the registers are exact at that instant):
         stored in flash, registers checkpointed, then sent."""
-        m = self.meter
-        regs = m.registers
+        regs = self.registers
         flags = self._row_flags
         if partial:
             flags |= messages.ROW_PARTIAL
@@ -102,46 +136,44 @@ class Reporter:
             flags |= messages.ROW_RELAY_OPEN
         row = [end, regs.total_uwh("import") // 1000, regs.total_uwh("export") // 1000, flags]
         try:
-            m.profile.append(row[0], row[1], row[2], row[3])
+            self.profile.append(row[0], row[1], row[2], row[3])
         except ValueError:
             # the clock went back (not after the last stored row): this row is skipped, the next one says so
             self._row_flags |= messages.ROW_CLOCK_ADJUSTED
             return
         except OSError as e:
-            m.event(events.STORE_CORRUPT, "profile: %r" % (e,))
+            self.on_event(events.STORE_CORRUPT, "profile: %r" % (e,))
         self._row_flags = 0
-        # registers must never restore below a stored row after a power cut (an unchanged payload is not rewritten)
-        m.checkpoint(force=m.registers.total_uwh() != m.checkpointer.last_uwh)
+        self.checkpoint()  # registers must never restore below a stored row after a power cut
         self.send(messages.INTERVALS, messages.intervals_body([row], self.interval_s))
 
     def billing(self, period_end, maxima):
         """The signed billing snapshot of the period ending at `period_end`: every register as it stands and
         the period's maximum demands (Demand.reset's return)."""
-        m = self.meter
-        self.send(messages.BILLING, messages.billing_body(period_end, m.registers.snapshot(), maxima,
+        self.send(messages.BILLING, messages.billing_body(period_end, self.registers.snapshot(), maxima,
                                                            self._tariffs()))
 
     def _tariffs(self):
-        return self.meter.calendars.active.tariffs
+        return self.tariffing.calendars.active.tariffs
 
     def _send_reading(self):
-        m = self.meter
-        metro = m.metrology
+        metro = self.metrology
         covered, elapsed = metro.covered_us, metro.elapsed_us
         d_el = elapsed - self._elapsed
         uncovered = 1000000 - (covered - self._covered) * 1000000 // d_el if d_el > 0 else 0
         self._covered, self._elapsed = covered, elapsed
         if uncovered:
             self.sticky |= ST_MISSED
-        if m.sensor.overflows != self._overflows:
-            self._overflows = m.sensor.overflows
+        s = self.sensor
+        if s.overflows != self._overflows:
+            self._overflows = s.overflows
             self.sticky |= ST_OVERFLOW
-        s = m.sensor
         ma = s.current_ua()
         ma = ma // 1000 if ma >= 0 else -(-ma // 1000)
         n = self._tariffs()
-        d = m.demand
+        tf = self.tariffing
+        d = tf.demand
         self.send(messages.READING, messages.reading_body(
-            m.registers.snapshot(), s.power_mw(), s.bus_mv(), ma, uncovered, n, m.tariff if n > 1 else None,
+            self.registers.snapshot(), s.power_mw(), s.bus_mv(), ma, uncovered, n, tf.tariff if n > 1 else None,
             [d.current_average, d.last_average]))
         self.sticky = 0

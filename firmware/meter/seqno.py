@@ -22,7 +22,6 @@ class FrameSeq:
                 reserved = struct.unpack("<Q", payload)[0]
         self.next = reserved  # everything below the stored reservation may have been used already
         self.limit = reserved
-        self.skipped_at_boot = reserved  # numbers that a restart may have skipped are below this
 
     def _reserve(self):
         limit = self.next + self.block

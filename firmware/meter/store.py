@@ -38,7 +38,6 @@ CRC_LEN = 4
 OVERHEAD = HEADER_LEN + CRC_LEN
 SEQ_MOD = 1 << 32
 SEQ_MASK = SEQ_MOD - 1
-SLOTS = ("a", "b")
 DEFAULT_MAX_PAYLOAD = 2048
 _ENOENT = 2
 
@@ -205,9 +204,11 @@ class Checkpointer:
     """When to checkpoint: every `quantum_uwh` metered (10 Wh) or every `max_interval_s` (15 min) if
     anything was metered since the last checkpoint, whichever comes first.
 
-    `total_uwh` is any count that grows whenever energy is metered (Registers.metered_uwh(): import plus
-    export); `now_s` is a monotonic clock in seconds (uptime or the virtual clock, not wall time). After
-    loading the checkpoint at boot, call mark(total, now) so the unchanged registers are not rewritten."""
+    `total_uwh` is any count that grows whenever energy is metered (Registers.total_uwh(): import plus
+    export); `now_s` is a monotonic clock in seconds (hw.monotonic_s: uptime, or the virtual clock; never wall
+    time, which can be set). After loading the checkpoint at boot, call mark(total, now) so the unchanged
+    registers are not rewritten. maybe_save() after every batch, flush() where the registers must be on flash
+    (a stored profile row, a billing snapshot, the end of a run): the meter's whole checkpoint policy."""
 
     def __init__(self, store, quantum_uwh=10000000, max_interval_s=900):
         self.store = store

@@ -22,8 +22,9 @@ import json
 import sys
 import time
 
-from meter import hal
 from meter.app import Meter
+from meter.board import load_board, validate_board
+from sim.hardware import open_sim
 
 
 def _args(argv):
@@ -51,7 +52,7 @@ FLEET_SLACK_S = 120
 
 def main(argv):
     opts, flags = _args(argv)
-    board = hal.load_board(opts["board"])
+    board = load_board(opts["board"])
     tariff = dict(board.get("tariff") or {})
     for opt, key in (("calendar", "calendar"), ("billing-day", "billing_day"), ("tariffs", "tariffs"),
                      ("demand-period", "demand_period_s")):
@@ -59,7 +60,7 @@ def main(argv):
             tariff[key] = opts[opt] if opt == "calendar" else int(opts[opt])
     if tariff:
         board["tariff"] = tariff
-        board = hal.validate_board(board)
+        board = validate_board(board)
     overrides = {}
     if opts["scenario"]:
         overrides["scenario"] = opts["scenario"]
@@ -69,7 +70,7 @@ def main(argv):
         overrides["start_unix_s"] = int(opts["start"])
     if "absent" in flags:
         overrides["absent"] = True
-    hw = hal.open_hardware(board, flash_dir=opts["flash"], sim_overrides=overrides)
+    hw = open_sim(board, flash_dir=opts["flash"], overrides=overrides)
     gc.collect()
     heap_before_meter = gc.mem_alloc()  # the runner and the simulated hardware: not part of a board's budget
     clock = hw.sim.clock
@@ -78,7 +79,7 @@ def main(argv):
     frames_file = open(opts["frames"], "ab") if opts["frames"] else None  # appended: a restart adds to it
     frame_bytes = [0]
 
-    def sink(frame):
+    def sink(seq, frame):
         frame_bytes[0] += len(frame)
         if frames_file is not None:
             frames_file.write(frame)
@@ -99,9 +100,9 @@ def main(argv):
         if frames_file is not None:
             to_link = meter.reporter.sink
 
-            def tee(fr):  # the frames file records what the meter produced; the link carries it
-                sink(fr)
-                return to_link(fr)
+            def tee(seq, fr):  # the frames file records what the meter produced; the link carries it
+                sink(seq, fr)
+                return to_link(seq, fr)
 
             meter.reporter.sink = tee
     if "provision" in flags:
@@ -169,7 +170,7 @@ def main(argv):
     t0 = time.ticks_ms()
     meter.start()
     meter.run_until(lambda: clock.now_us >= end_us, on_batch)
-    meter.checkpoint(force=True)
+    meter.flush_checkpoint()
     if link is not None:
         drain_until = time.ticks_add(time.ticks_ms(), int(opts["drain-ms"]))
         while link.outbox.acked < link.outbox.last_seq and time.ticks_diff(drain_until, time.ticks_ms()) > 0:

@@ -11,7 +11,7 @@ def real_ticks_ms():
 
 def transport(spec):
     """'tcp:HOST:PORT' or 'serial:/dev/pts/N' (a pty standing in for a UART)."""
-    from meter.link import StreamTransport, TCPTransport, open_tty
+    from meter.transport import StreamTransport, TCPTransport, open_tty
 
     kind, _, rest = spec.partition(":")
     if kind == "tcp":

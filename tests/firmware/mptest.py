@@ -34,6 +34,46 @@ def eq(got, want, what=""):
         raise AssertionError("%s: got %r, want %r" % (what or "eq", got, want))
 
 
+def _cmp(ok, got, rel, want, what, name):
+    if not ok:
+        raise AssertionError("%s: got %r, want %s %r" % (what or name, got, rel, want))
+
+
+def ne(got, other, what=""):
+    _cmp(got != other, got, "!=", other, what, "ne")
+
+
+def ge(got, low, what=""):
+    _cmp(got >= low, got, ">=", low, what, "ge")
+
+
+def gt(got, low, what=""):
+    _cmp(got > low, got, ">", low, what, "gt")
+
+
+def le(got, high, what=""):
+    _cmp(got <= high, got, "<=", high, what, "le")
+
+
+def lt(got, high, what=""):
+    _cmp(got < high, got, "<", high, what, "lt")
+
+
+def contains(item, container, what=""):
+    """assert item in container (a substring in a string too), showing both."""
+    if item not in container:
+        raise AssertionError("%s: %r not in %r" % (what or "contains", item, container))
+
+
+def same(got, want, what=""):
+    """assert got is want."""
+    _cmp(got is want, got, "the very object", want, what, "same")
+
+
+def notnone(got, what=""):
+    _cmp(got is not None, got, "not", None, what, "notnone")
+
+
 def near(got, want, tol, what=""):
     if abs(got - want) > tol:
         raise AssertionError("%s: got %r, want %r +/- %r" % (what or "near", got, want, tol))

@@ -2,9 +2,10 @@
 # sampling loop neither crashes nor loses its accuracy.
 import json
 
-from meter import hal
 from meter.app import EV_CHIP_RESET, EV_I2C_ERRORS, EV_SENSOR_FAULT, EV_SENSOR_OK, Meter
-from mptest import eq, fresh_dir
+from meter.board import BoardError, validate_board
+from mptest import eq, fresh_dir, ge, notnone
+from sim.hardware import open_sim
 
 BOARD = __file__.rsplit("/", 1)[0] + "/../../boards/unix-sim.json"
 
@@ -15,7 +16,7 @@ def _meter(**overrides):
     flash = fresh_dir("test-app")
     sim = {"scenario": "constant"}
     sim.update(overrides)
-    hw = hal.open_hardware(hal.validate_board(board), flash_dir=flash, sim_overrides=sim)
+    hw = open_sim(validate_board(board), flash_dir=flash, overrides=sim)
     return hw, Meter(hw)
 
 
@@ -37,7 +38,24 @@ def test_meters_accurately_and_checkpoints():
     m.start()
     _run_s(hw, m, 1800)
     assert _error_ppm(hw, m) <= 1, _error_ppm(hw, m)
-    eq(m.store.writes >= 2, True, "checkpoints written (15-minute rule)")
+    ge(m.store.writes, 2, "checkpoints written (15-minute rule)")
+
+
+def test_setting_the_clock_neither_brings_a_checkpoint_forward_nor_holds_one_back():
+    # 18 W: 10 Wh take 33 minutes, so the 15-minute rule decides; it runs on the monotonic clock (uptime).
+    hw, m = _meter()
+    m.start()
+    _run_s(hw, m, 60)
+    w = m.store.writes
+    eq(w, 1, "the first batch checkpoints (nothing was stored before)")
+    hw.sim.clock.start_unix_s += 3600  # the wall clock is set an hour forward
+    _run_s(hw, m, 60)
+    eq(m.store.writes, w, "an hour forward: no checkpoint")
+    hw.sim.clock.start_unix_s -= 7200  # and then two hours back
+    _run_s(hw, m, 60)
+    eq(m.store.writes, w, "two hours back: none either")
+    _run_s(hw, m, 840)
+    eq(m.store.writes, w + 1, "15 minutes of uptime after the first one: the interval rule")
 
 
 def test_chip_reset_is_detected_logged_and_metering_goes_on():
@@ -59,7 +77,7 @@ def test_i2c_error_storm_is_counted_and_survived():
     hw.i2c.fail_next(50)  # 50 failed transactions in a row
     _run_s(hw, m, 120)
     assert m.sensor.errors >= 50, m.sensor.errors
-    eq(m.event_counts.get(EV_I2C_ERRORS, 0) >= 1, True, "storm event")
+    ge(m.event_counts.get(EV_I2C_ERRORS, 0), 1, "storm event")
     before = m.registers.total_uwh()
     _run_s(hw, m, 120)
     assert m.registers.total_uwh() > before, "metering resumed"
@@ -81,7 +99,7 @@ def test_registers_survive_a_restart():
     hw, m = _meter()
     m.start()
     _run_s(hw, m, 1200)
-    m.checkpoint(force=True)
+    m.flush_checkpoint()
     saved = m.registers.total_uwh()
     again = Meter(hw)  # same flash directory: a reboot
     eq(again.registers.total_uwh(), saved, "restored")
@@ -101,11 +119,11 @@ def test_profile_rows_and_events_are_stored_before_they_are_sent():
     from meter import events, messages
 
     with open(BOARD) as f:
-        board = hal.validate_board(json.loads(f.read()))
+        board = validate_board(json.loads(f.read()))
     flash = fresh_dir("test-app-rings")
-    hw = hal.open_hardware(board, flash_dir=flash, sim_overrides={"scenario": "constant"})
+    hw = open_sim(board, flash_dir=flash, overrides={"scenario": "constant"})
     sent = []
-    m = Meter(hw, sink=sent.append)
+    m = Meter(hw, sink=lambda seq, fr: sent.append(fr))
     m.start()
     _run_s(hw, m, 3600)
     msgs = _payloads(sent, m.identity.public_key)
@@ -117,12 +135,13 @@ def test_profile_rows_and_events_are_stored_before_they_are_sent():
     eq([c for _s, c in logged], [events.SENSOR_OK, events.POWER_UP], "what this boot logged")
     # the sensor came up before the hello (logged, not sent); the power-up event went out with its log number
     eq(evs, [logged[1]], "event frames carry the event log's numbers")
-    eq(m.store.seq is not None and m.registers.total_uwh() >= rows[-1][1] * 1000, True, "checkpoint >= last row")
+    notnone(m.store.seq, "a checkpoint")
+    ge(m.registers.total_uwh(), rows[-1][1] * 1000, "checkpoint >= last row")
 
     # two hours later (the power was off): the meter says how long it was gone, as far as it can know
     later = board["sim"]["start_unix_s"] + 3 * 3600
-    hw2 = hal.open_hardware(board, flash_dir=flash, sim_overrides={"scenario": "constant", "start_unix_s": later})
-    m2 = Meter(hw2, sink=sent.append)
+    hw2 = open_sim(board, flash_dir=flash, overrides={"scenario": "constant", "start_unix_s": later})
+    m2 = Meter(hw2, sink=lambda seq, fr: sent.append(fr))
     m2.start()
     power_up = m2.eventlog.last()
     eq(power_up[2], events.POWER_UP, "power-up logged")
@@ -134,8 +153,8 @@ def _alarm_meter(alarms):
     with open(BOARD) as f:
         board = json.loads(f.read())
     board["alarms"] = alarms
-    hw = hal.open_hardware(hal.validate_board(board), flash_dir=fresh_dir("test-app-alarm"),
-                           sim_overrides={"scenario": "constant"})  # 12 V, 1.5 A
+    hw = open_sim(validate_board(board), flash_dir=fresh_dir("test-app-alarm"),
+                  overrides={"scenario": "constant"})  # 12 V, 1.5 A
     return hw, Meter(hw)
 
 
@@ -157,8 +176,8 @@ def test_over_current_and_over_voltage_alarms_raise_one_event_each():
             board = json.loads(f.read())
         board["alarms"] = bad
         try:
-            hal.validate_board(board)
-        except hal.BoardError as e:
+            validate_board(board)
+        except BoardError as e:
             assert "alarms" in str(e), str(e)
         else:
             raise AssertionError("accepted alarms %r" % (bad,))

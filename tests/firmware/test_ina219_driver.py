@@ -3,7 +3,7 @@
 import errno
 
 import micropython
-from mptest import eq, near, raises
+from mptest import contains, eq, ge, gt, le, lt, near, raises
 
 from meter.clock import TICKS_PERIOD
 from meter.ina219 import EV_CHIP_RESET, EV_I2C_ERRORS, INA219, SensorError
@@ -52,16 +52,18 @@ def test_calibration_for_other_shunts():
         drv = INA219(None, shunt_uohm=uohm, max_ma=ma, sleep_us=lambda n: None, ticks_us=lambda: 0)
         lsb = drv.current_lsb_ua
         what = "%d uOhm, %d mA" % (uohm, ma)
-        eq(lsb * 32768 >= ma * 1000, True, what + ": Current_LSB covers the maximum")
+        ge(lsb * 32768, ma * 1000, what + ": Current_LSB covers the maximum")
         mant = lsb
         while mant % 10 == 0:
             mant //= 10
-        eq(mant in (1, 2, 5), True, what + ": Current_LSB %d on the 1-2-5 series" % lsb)
+        contains(mant, (1, 2, 5), what + ": Current_LSB %d on the 1-2-5 series" % lsb)
         eq(drv.cal, int(0.04096 / (lsb * 1e-6 * uohm * 1e-6)) & 0xFFFE, what + ": Cal (float formula)")
-        eq(0 < drv.cal <= 0xFFFE, True, what + ": Cal fits")
+        gt(drv.cal, 0, what + ": Cal fits")
+        le(drv.cal, 0xFFFE, what + ": Cal fits")
         shunt_mv = ma * uohm / 1e9 * 1000
-        eq(40 << drv.pg >= shunt_mv, True, what + ": PGA range holds the maximum")
-        eq(drv.pg == 0 or (40 << (drv.pg - 1)) < shunt_mv, True, what + ": narrowest PGA range")
+        ge(40 << drv.pg, shunt_mv, what + ": PGA range holds the maximum")
+        if drv.pg:
+            lt(40 << (drv.pg - 1), shunt_mv, what + ": narrowest PGA range")
 
 
 def test_adc_settings_and_cycle_time():
@@ -76,7 +78,7 @@ def test_adc_settings_and_cycle_time():
 def test_impossible_settings_raise_valueerror():
     noop = {"sleep_us": lambda n: None, "ticks_us": lambda: 0}
     e = raises(ValueError, INA219, None, shunt_uohm=100000, max_ma=4000, **noop)
-    eq("320 mV" in str(e), True, "message names the shunt range: %s" % e)
+    contains("320 mV", str(e), "message names the shunt range")
     raises(ValueError, INA219, None, shunt_avg=3, **noop)
     raises(ValueError, INA219, None, bus_bits=8, **noop)
     raises(ValueError, INA219, None, shunt_uohm=0, **noop)
@@ -94,7 +96,8 @@ def test_init_configures_and_verifies_the_chip():
     eq(drv.wait_cycle(), True, "first cycle")
     # t_config marks the start of the first cycle: the first read's tick is one cycle (plus a little) later.
     lag = drv.tick - drv.t_config - drv.cycle_us
-    eq(0 <= lag <= drv.poll_us + 120, True, "first read %d us after the first cycle ended" % lag)
+    ge(lag, 0, "first read after the first cycle ended")
+    le(lag, drv.poll_us + 120, "first read after the first cycle ended (us)")
 
 
 def test_absent_chip_raises_sensorerror_with_a_clear_message():
@@ -103,7 +106,8 @@ def test_absent_chip_raises_sensorerror_with_a_clear_message():
     drv = INA219(bus, sleep_us=clock.sleep_us, ticks_us=clock.ticks_us)
     e = raises(SensorError, drv.init)
     msg = str(e)
-    eq("0x40" in msg and "no INA219" in msg and "ENODEV" in msg, True, "message: " + msg)
+    for part in ("0x40", "no INA219", "ENODEV"):
+        contains(part, msg, "message")
 
 
 def test_chip_that_does_not_hold_its_config_raises_sensorerror():
@@ -120,14 +124,15 @@ def test_chip_that_does_not_hold_its_config_raises_sensorerror():
     drv = INA219(bus, addr=0x41, sleep_us=clock.sleep_us, ticks_us=clock.ticks_us)
     e = raises(SensorError, drv.init)
     msg = str(e)
-    eq("0x41" in msg and "does not hold its configuration" in msg, True, "message: " + msg)
+    for part in ("0x41", "does not hold its configuration"):
+        contains(part, msg, "message")
 
 
 def test_i2c_error_during_init_raises_sensorerror():
     clock, chip, bus, drv = rig()
     bus.fail_next(1)
     e = raises(SensorError, drv.init)
-    eq("I2C error" in str(e), True, "message: %s" % e)
+    contains("I2C error", str(e), "message")
     drv.init()  # and a retry works
 
 
@@ -158,11 +163,11 @@ def test_every_cycle_is_read_and_matches_the_scenario():
             err = abs(drv.shunt * 1e-4 - chip.last_amps)
             worst = max(worst, err)
             berr = abs(drv.bus * 0.004 - chip.last_volts)
-            eq(berr <= 0.002 + 1e-9, True, name + ": bus within half an LSB")
-        eq(worst <= 0.5e-4 + 1e-9, True, name + ": shunt within half an LSB (worst %r A)" % worst)
+            le(berr, 0.002 + 1e-9, name + ": bus within half an LSB")
+        le(worst, 0.5e-4 + 1e-9, name + ": shunt within half an LSB (worst, A)")
         eq(drv.cycles, chip.cycles - c0, name + ": no cycle missed")
         eq(drv.errors, 0, name + ": no errors")
-        eq(drv.polls < drv.cycles // 2, True, name + ": %d extra polls" % drv.polls)
+        lt(drv.polls, drv.cycles // 2, name + ": extra polls")
 
 
 def test_read_follows_the_cycle_end_closely():
@@ -175,7 +180,7 @@ def test_read_follows_the_cycle_end_closely():
             lag = clock.now_us - chip.last_end_us()
             worst = max(worst, lag)
     # A poll interval, plus the three register reads (3 x 120 us at 400 kHz).
-    eq(worst <= drv.poll_us + 3 * 120, True, "read lag %d us" % worst)
+    le(worst, drv.poll_us + 3 * 120, "read lag, us")
 
 
 def test_across_the_ticks_wrap():
@@ -204,7 +209,7 @@ def test_oscillator_error_is_tracked():
         actual = chip.cycle_ns / 1000
         eq(drv.cycles, chip.cycles - c0, "%d ppm: no cycle missed" % ppm)
         near(drv.period_us, actual, actual * 0.002, "%d ppm: period estimate" % ppm)
-        eq(drv.polls < drv.cycles, True, "%d ppm: polls %d" % (ppm, drv.polls))
+        lt(drv.polls, drv.cycles, "%d ppm: polls" % ppm)
 
 
 def test_overflow_counted_when_the_shunt_saturates():
@@ -288,10 +293,10 @@ def test_random_error_storm_never_raises():
     for _ in range(3000):
         if drv.wait_cycle():
             good += 1
-            eq(abs(drv.shunt * 1e-4 - chip.last_amps) <= 0.5e-4 + 1e-9, True, "good reads are right")
+            le(abs(drv.shunt * 1e-4 - chip.last_amps), 0.5e-4 + 1e-9, "good reads are right")
     eq(drv.errors, bus.failures, "every bus failure counted")
     # A read needs its three transactions to succeed (0.7^3 = 34 %); a failure costs one call and a poll.
-    eq(good > 3000 * 0.343 * 0.6, True, "cycles still read through the storm (%d)" % good)
+    gt(good, 3000 * 0.343 * 0.6, "cycles still read through the storm")
     bus.fail_rate(0)
     eq(drv.wait_cycle(), True, "first read after the storm (it may find a cycle that ended during the storm)")
     c0 = chip.cycles
@@ -368,7 +373,7 @@ def test_read_cycle_and_wait_cycle_allocate_nothing():
         micropython.heap_unlock()
     eq(got, True, "read a cycle")
     eq(again, False, "CNVR cleared by the power read")
-    eq(waited and waited2, True, "wait_cycle read the next cycles")
+    eq((waited, waited2), (True, True), "wait_cycle read the next cycles")
     eq(drv.shunt, -12345, "signed shunt")
     eq(drv.bus, 3210, "bus")
     eq(drv.ovf, 0, "ovf")

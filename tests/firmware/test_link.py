@@ -7,7 +7,8 @@ import socket
 
 from meter import cbor, cose, events, frame, messages, p256
 from meter.identity import Identity, key_id
-from meter.link import Link, StreamTransport, TCPTransport
+from meter.link import Link
+from meter.transport import StreamTransport, TCPTransport
 from meter.outbox import Outbox
 from meter.seqno import FrameSeq
 from meter.store import Store
@@ -157,7 +158,7 @@ class Rig:
         for _ in range(n):
             seqs.append(self.builder.seq.next)
             body = {6: {10800: 1, 20800: 0}, 7: [0, 0, 0], 8: 0}
-            eq(self.link.sink(self.builder.frame(messages.READING, 0, body)), True, "queued")
+            eq(self.link.send(*self.builder.frame(messages.READING, 0, body)), True, "queued")
         return seqs
 
     def run(self, polls=20):

@@ -3,7 +3,7 @@
 import os
 
 from meter import cbor, cose, frame, p256
-from meter.outbox import Outbox, seq_of
+from meter.outbox import Outbox, record
 from mptest import TempDir, eq, raises
 from ramflash import BLOCK, Flash
 
@@ -32,6 +32,11 @@ def fr(seq, pad=40):
     return frame.encode_frame(cose_of(seq, pad))
 
 
+def rec(seq, payload_seq=None, pad=40):
+    """The outbox's record of the frame fr(payload_seq or seq) stored under seq (its bytes on flash)."""
+    return record(seq, cose_of(seq if payload_seq is None else payload_seq, pad))
+
+
 def _segments(d):
     return sorted(int(n) for n in os.listdir(d + "/outbox"))
 
@@ -40,17 +45,25 @@ def _seqs(ob, after=None):
     return [s for s, _ in ob.pending(after)]
 
 
-def test_seq_of_fast_path_and_fallback():
-    for s in (0, 1, 23, 24, 255, 256, 65535, 65536, (1 << 32) - 1, 1 << 32, (1 << 40) + 3):
-        for pad in (0, 10, 200, 400):  # payload bstr head: 1, 2 and 3 bytes
-            c = cose_of(s, pad)
-            eq(seq_of(c), s, "seq %d pad %d" % (s, pad))
-    # not the signer's layout (no kid, seq not the third key): the general decoder finds it
-    odd = cbor.encode(cbor.Tag(18, [b"\xa1\x01\x26", {}, cbor.encode({1: 2, 3: 77}), b"s" * 64]))
-    eq(seq_of(odd), 77, "fallback")
-    eq(seq_of(b"\xd2\x84\x43\xa1\x01\x26\xa1\x04\x48"), None, "truncated")
-    eq(seq_of(cbor.encode(cbor.Tag(18, [b"", {}, cbor.encode({1: 2}), b""]))), None, "no key 3")
-    eq(seq_of(b"garbage"), None, "not CBOR")
+def test_a_record_carries_the_seq_beside_the_frame():
+    with TempDir("outbox", make=False) as d:
+        ob = Outbox(d, max_bytes=8192, segment_bytes=1024)
+        other = fr(77)  # its payload says 77: the outbox stores and answers by the seq it is given
+        ob.put(5, other)
+        ob.put(6, fr(6))
+        eq(list(Outbox(d, max_bytes=8192, segment_bytes=1024).pending()), [(5, other), (6, fr(6))], "by the seq put")
+        with open(d + "/outbox/" + str(_segments(d)[0]), "rb") as f:
+            eq(f.read(), rec(5, 77) + rec(6), "records: version 1, seq (u64 LE), COSE, in a frame of their own")
+        raises(ValueError, ob.put, 7, b"\x00not a frame\x00")
+        eq(_seqs(ob), [5, 6], "a broken frame is refused, nothing stored")
+    with TempDir("outbox", make=False) as d:
+        Outbox(d, max_bytes=8192, segment_bytes=1024)
+        with open(d + "/outbox/1", "wb") as f:
+            f.write(fr(3) + fr(4))  # bare frames, as an older firmware stored them: no seq beside them
+        ob = Outbox(d, max_bytes=8192, segment_bytes=1024)
+        eq((ob.unreadable, _seqs(ob)), (2, []), "skipped and counted")
+        ob.put(9, fr(9))
+        eq(ob.resend(0, 9)[1], 0, "nothing below the first frame held is vouched for")
 
 
 def test_put_pending_ack():
@@ -61,7 +74,7 @@ def test_put_pending_ack():
             frames[s] = fr(s)
             ob.put(s, frames[s])
         eq(ob.writes, 10, "one append per frame")
-        eq(ob.bytes_written, sum(len(f) for f in frames.values()), "bytes written")
+        eq(ob.bytes_written, sum(len(rec(s)) for s in frames), "bytes written")
         got = list(ob.pending())
         eq([s for s, _ in got], list(range(10, 20)), "oldest first")
         for s, f in got:
@@ -86,12 +99,12 @@ def test_put_pending_ack():
 
 def test_segments_rotate_and_are_deleted_whole():
     with TempDir("outbox", make=False) as d:
-        f0 = fr(0)
+        f0 = rec(0)
         per = 1024 // len(f0)
         ob = Outbox(d, max_bytes=16384, segment_bytes=1024)
         for s in range(3 * per):
             ob.put(s, fr(s))
-        eq(len(_segments(d)), 3, "%d frames of %d bytes per 1 KB segment" % (per, len(f0)))
+        eq(len(_segments(d)), 3, "%d records of %d bytes per 1 KB segment" % (per, len(f0)))
         for seg in ob.segs:
             assert seg[4] <= 1024, "a segment stays within segment_bytes"
         ob.ack(per + 1)  # the first segment and two frames of the second
@@ -136,12 +149,13 @@ def test_torn_tail_after_power_cut():
     with TempDir("outbox", make=False) as d:
         ob = Outbox(d, max_bytes=8192, segment_bytes=4096)
         frames = [fr(s) for s in range(6)]
+        recs = [rec(s) for s in range(6)]
         for s in range(6):
             ob.put(s, frames[s])
         path = d + "/outbox/" + str(_segments(d)[-1])
         with open(path, "rb") as f:
             data = f.read()
-        cut = len(data) - len(frames[5]) // 2  # the power failed half-way through the last append
+        cut = len(data) - len(recs[5]) // 2  # the power failed half-way through the last append
         with open(path, "wb") as f:
             f.write(data[:cut])
         ob2 = Outbox(d, max_bytes=8192, segment_bytes=4096)
@@ -160,7 +174,7 @@ def test_torn_tail_after_power_cut():
         eq(list(ob3.pending(5))[0][1], f6, "frame after the torn one intact")
         # noise and a truncated frame at the very start of a segment
         with open(path, "wb") as f:
-            f.write(b"\x00\x17garbage" + frames[0][5:] + frames[1] + frames[2][:-1])
+            f.write(b"\x00\x17garbage" + recs[0][5:] + recs[1] + recs[2][:-1])
         ob4 = Outbox(d, max_bytes=8192, segment_bytes=4096)
         eq(_seqs(ob4), [1], "only the whole frame")
 
@@ -169,7 +183,7 @@ def test_bounded_drops_oldest_segment():
     with TempDir("outbox", make=False) as d:
         drops = []
         ob = Outbox(d, max_bytes=2048, segment_bytes=512, on_drop=lambda a, b, n: drops.append((a, b, n)))
-        per = 512 // len(fr(0))
+        per = 512 // len(rec(0))
         n = 40
         for s in range(n):
             ob.put(s, fr(s))
@@ -237,7 +251,7 @@ def test_put_survives_reboot_between_any_two_appends():
             ob = Outbox(d, max_bytes=4096, segment_bytes=1024)
             eq(_seqs(ob), made, "boot %d sees every frame" % boot)
             last_no = ob.segs[-1][0] if ob.segs else None
-            room = bool(ob.segs) and ob.segs[-1][4] + len(fr(boot * 10)) <= 1024
+            room = bool(ob.segs) and ob.segs[-1][4] + len(rec(boot * 10)) <= 1024
             for k in range(3):
                 s = boot * 10 + k
                 ob.put(s, fr(s))
@@ -246,7 +260,7 @@ def test_put_survives_reboot_between_any_two_appends():
                     eq(ob.segs[-1][0], last_no, "boot %d: the last segment had room and takes the frame" % boot)
         eq(_segments(d), [seg[0] for seg in ob.segs], "index and files agree")
         for seg in ob.segs[:-1]:
-            assert seg[4] + len(fr(99)) > 1024, "no segment but the last has room left: %r" % (ob.segs,)
+            assert seg[4] + len(rec(99)) > 1024, "no segment but the last has room left: %r" % (ob.segs,)
 
 
 # -- on a real LittleFS (the ESP32's file system), in RAM ------------------------------------------------

@@ -38,7 +38,7 @@ def test_zero():
         eq(r.get(code), 0, code)
     eq(r.residual_uwh("import"), 0, "import residual")
     eq(r.residual_uwh("export"), 0, "export residual")
-    eq(r.metered_uwh(), 0, "metered")
+    eq(r.total_uwh(), 0, "metered")
 
 
 def test_carry():
@@ -70,8 +70,8 @@ def test_exact():
         eq(r.wh(kind), fed[k][0] // UWH_PER_WH, kind + " Wh")
         eq(r.residual_uwh(kind), fed[k][0] % UWH_PER_WH, kind + " residual")
         assert 0 <= r.residual_uwh(kind) < UWH_PER_WH, "residual range"
-    eq(r.metered_uwh(), fed[0][0] + fed[1][0], "metered = import + export")
-    eq(r.total_uwh(), r.metered_uwh(), "total_uwh() without a kind: import + export")
+    eq(r.total_uwh(), fed[0][0] + fed[1][0], "metered = import + export")
+    eq(r.total_uwh(), r.total_uwh("import") + r.total_uwh("export"), "total_uwh() without a kind: import + export")
 
 
 def test_reject():
@@ -82,7 +82,7 @@ def test_reject():
     raises(TypeError, r.add, 0, "3")
     raises(ValueError, r.add, 1, 0, 0)
     raises(ValueError, r.add, 1, 0, 3)
-    eq(r.metered_uwh(), 0, "a rejected add changes nothing")
+    eq(r.total_uwh(), 0, "a rejected add changes nothing")
     raises(ValueError, Registers, 0)
     raises(ValueError, Registers, MAX_TARIFFS + 1)
 

@@ -4,7 +4,7 @@
 import errno
 
 import micropython
-from mptest import eq, near, raises
+from mptest import eq, gt, le, ne, near, raises, same
 
 from meter.clock import TICKS_PERIOD
 from sim import scenarios
@@ -124,7 +124,7 @@ def test_bus_absent_device_and_injected_faults():
     eq(bus.failures, fails + 4 + 1, "failures counted (3 injected + ENODEV + 1 ETIMEDOUT + random)")
     bus.fail_rate(0)
     bus.readfrom_mem_into(0x40, 0, buf)
-    eq(bus.remove(0x40) is chip, True, "remove returns the device")
+    same(bus.remove(0x40), chip, "remove returns the device")
     raises(OSError, bus.readfrom_mem_into, 0x40, 0, buf)
 
 
@@ -143,7 +143,7 @@ def test_soft_reset_bit15_resets_every_register_and_self_clears():
     chip.write_reg(0, config(mode=7, sadc=0, badc=0, pg=1, brng=0))
     chip.write_reg(5, 4096)
     clock.advance_us(10000)
-    eq(chip.read_reg(4) != 0, True, "current register computed before the reset")
+    ne(chip.read_reg(4), 0, "current register computed before the reset")
     chip.write_reg(0, 0x8000 | config(mode=3))
     eq(chip.read_reg(0), POR_CONFIG, "config back to 0x399F with RST cleared")
     eq(chip.read_reg(5), 0, "calibration reset")
@@ -414,7 +414,7 @@ def test_offset_and_noise():
     near(sd, 2.0, 0.25, "shunt noise standard deviation")
     bmean = sum(bs) / len(bs)
     near(bmean, 3000, 0.2, "bus noise is zero-mean")
-    eq(max(bs) > min(bs), True, "bus noise present")
+    gt(max(bs), min(bs), "bus noise present")
 
 
 # -- ground truth --------------------------------------------------------------------------------------------
@@ -447,8 +447,8 @@ def test_ground_truth_export_and_mixed():
         # integral only in the few cycles that straddle a step.
         near(chip.exact_export_uwh, exp_j / 3600 * 1e6, exp_j / 3600 * 1e6 * 2e-3, name + " export")
         near(chip.exact_import_uwh, imp_j / 3600 * 1e6, imp_j / 3600 * 1e6 * 2e-3 + 1, name + " import")
-        eq(chip.exact_export_uwh > 0, True, name + " exports")
-    eq(chip.exact_import_uwh > 0, True, "mixed imports too")
+        gt(chip.exact_export_uwh, 0, name + " exports")
+    gt(chip.exact_import_uwh, 0, "mixed imports too")
 
 
 def test_ground_truth_stops_when_the_load_is_cut():
@@ -458,7 +458,7 @@ def test_ground_truth_stops_when_the_load_is_cut():
     clock.advance_us(10 * cyc)
     chip.sync()
     e10 = chip.exact_import_uwh
-    chip.load_connected = False  # as meter.hal.SimRelay does
+    chip.load_connected = False  # as sim.hardware.SimRelay does
     clock.advance_us(10 * cyc)
     eq(chip.read_reg(1), 0, "no current through an open relay")
     eq(chip.read_reg(2) >> 3, 3000, "bus voltage still there")
@@ -493,4 +493,4 @@ def test_hot_path_puts_no_frame_on_the_heap():
             t += 68632000
             sc.conv(t, t + 68100000, t + 68632000)
         # a few floats per cycle (16 bytes each as counted by mem_total), never a frame (over 100 bytes)
-        eq((micropython.mem_total() - total) // 10 <= 6 * 16, True, name + ": conv allocates only its floats")
+        le((micropython.mem_total() - total) // 10, 6 * 16, name + ": conv allocates only its floats")

@@ -4,11 +4,13 @@
 # interval, so "exact instant" can be checked to a few µWh (one conversion cycle at 18 W is ~340 µWh).
 import json
 
-from meter import events, hal, messages
+from meter import events, messages
 from meter.app import Meter
+from meter.board import validate_board
 from meter.civil import seconds_from_civil
 from meter.clock import EPOCH_2000_OFFSET, TICKS_MASK
 from mptest import eq, fresh_dir
+from sim.hardware import open_sim
 
 BOARD = __file__.rsplit("/", 1)[0] + "/../../boards/unix-sim.json"
 UWH_PER_J = 1000000 / 3600.0
@@ -29,10 +31,10 @@ def _meter(start, flash=None, calendar=NIGHT, scenario="constant", **tariff):
     t = {"calendar": calendar}
     t.update(tariff)
     board["tariff"] = t
-    hw = hal.open_hardware(hal.validate_board(board), flash_dir=flash or fresh_dir("tariffing"),
-                           sim_overrides={"scenario": scenario, "start_unix_s": start})
+    hw = open_sim(validate_board(board), flash_dir=flash or fresh_dir("tariffing"),
+                  overrides={"scenario": scenario, "start_unix_s": start})
     sent = []
-    m = Meter(hw, sink=lambda fr: None)
+    m = Meter(hw, sink=lambda seq, fr: None)
     frame = m.reporter.builder.frame
 
     def spy(kind, status, body):  # every message the meter builds, decoded: (kind, body)
@@ -65,10 +67,10 @@ def test_tariff_switch_at_the_exact_instant():
     switch = utc(2026, 11, 2, 21, 0)  # 22:00 CET: night rate
     hw, m, _ = _meter(start)
     m.start()
-    eq(m.tariff, 1, "day rate at 21:00 CET")
-    eq(m.next_boundary, utc(2026, 11, 2, 20, 15), "first boundary: the demand/profile quarter hour")
+    eq(m.boundaries.tariff, 1, "day rate at 21:00 CET")
+    eq(m.boundaries.next_boundary, utc(2026, 11, 2, 20, 15), "first boundary: the demand/profile quarter hour")
     _run_to(hw, m, switch + 1800)
-    eq(m.tariff, 2, "night rate after 22:00 CET")
+    eq(m.boundaries.tariff, 2, "night rate after 22:00 CET")
     r = m.registers
     day = r.tariff_uwh("import", 1)
     before = _exact_uwh(hw, m, switch)
@@ -91,7 +93,7 @@ def test_profile_rows_and_demand_periods_end_exactly():
     for row in rows:
         exact_mwh = _exact_uwh(hw, m, row[0]) / 1000
         assert abs(row[1] - exact_mwh) <= 1.05, "row %d: %d mWh, exact %.3f" % (row[0], row[1], exact_mwh)
-    d = m.demand
+    d = m.boundaries.demand
     eq(d.last_end, utc(2026, 11, 2, 11, 0), "the last closed demand period")
     exact = _exact_uwh(hw, m, d.last_end) - _exact_uwh(hw, m, d.last_end - 900)
     assert abs(d.last_uwh - exact) < 40, "period %d uWh, exact %.0f" % (d.last_uwh, exact)
@@ -104,7 +106,7 @@ def test_billing_snapshot_at_local_midnight_of_the_billing_day_then_demand_reset
     end = utc(2026, 11, 30, 23, 0)
     hw, m, sent = _meter(start, billing_day=1)
     m.start()
-    eq(m.next_billing, end, "next billing period end: local midnight")
+    eq(m.boundaries.next_billing, end, "next billing period end: local midnight")
     _run_to(hw, m, end + 600)
     snaps = _bodies(sent, messages.BILLING)
     eq(len(snaps), 1, "one billing snapshot")
@@ -118,9 +120,9 @@ def test_billing_snapshot_at_local_midnight_of_the_billing_day_then_demand_reset
     assert s[8][10600][1] in (utc(2026, 11, 30, 22, 15), utc(2026, 11, 30, 22, 30), utc(2026, 11, 30, 22, 45),
                               end), "1.6.0 timestamp: a period end of the billing period: %r" % s[8]
     assert s[8][10600][0] == max(s[8][10601][0], s[8][10602][0]) > 0, "1.6.0 is the largest tariff maximum"
-    eq(m.demand.resets, 1, "demand reset")
-    eq(m.demand.maximum(0), (0, 0), "the 10-minute period after the end has not closed yet")
-    eq(m.next_billing, utc(2026, 12, 31, 23, 0), "next: 2027-01-01 00:00 CET")
+    eq(m.boundaries.demand.resets, 1, "demand reset")
+    eq(m.boundaries.demand.maximum(0), (0, 0), "the 10-minute period after the end has not closed yet")
+    eq(m.boundaries.next_billing, utc(2026, 12, 31, 23, 0), "next: 2027-01-01 00:00 CET")
     evs = [b for b in _bodies(sent, messages.EVENT) if b[7] == events.BILLING_END]
     eq([(b[8], b[9]) for b in evs], [(end, end)], "BILLING_END logged at the period end")
 
@@ -139,7 +141,7 @@ def test_billing_period_that_ended_while_off_gets_its_snapshot_at_boot():
     eq([s[6] for s in snaps], [utc(2026, 11, 30, 23, 0)], "the missed period end, once")
     assert snaps[0][7][10800] in (wh, wh - 1, wh + 1) and snaps[0][7][10800] == m2.registers.wh("import"), \
         "nothing metered while off: the registers as they were"
-    eq(m2.next_billing, utc(2026, 12, 31, 23, 0), "next one planned")
+    eq(m2.boundaries.next_billing, utc(2026, 12, 31, 23, 0), "next one planned")
 
 
 def test_passive_calendar_activates_at_the_exact_instant():
@@ -153,10 +155,10 @@ def test_passive_calendar_activates_at_the_exact_instant():
     ok = m.command(messages.COMMAND, 5, {10: messages.OP_CALENDAR, 11: {1: three, 2: at}})
     assert ok, "a response frame"
     eq(_bodies(sent, messages.RESPONSE)[-1], {6: 5, 7: 0}, "accepted")
-    eq(m.next_boundary, utc(2026, 11, 3, 9, 15), "the quarter hour still comes first")
+    eq(m.boundaries.next_boundary, utc(2026, 11, 3, 9, 15), "the quarter hour still comes first")
     _run_to(hw, m, at + 300)
-    eq(m.calendars.active.name, "peak", "active now")
-    eq(m.tariff, 3, "tariff 3 until 10:00")
+    eq(m.boundaries.calendars.active.name, "peak", "active now")
+    eq(m.boundaries.tariff, 3, "tariff 3 until 10:00")
     before = _exact_uwh(hw, m, at)
     got = m.registers.tariff_uwh("import", 1)
     assert abs(got - before) < 40, "tariff 1 %d uWh up to the activation, exact %.0f" % (got, before)
@@ -164,8 +166,8 @@ def test_passive_calendar_activates_at_the_exact_instant():
     eq([(b[7], b[8]) for b in ev], [(events.CALENDAR_PASSIVE, at), (events.CALENDAR_ACTIVATED, "peak")], "events")
     eq(ev[1][9], at, "activated at the instant")
     # the calendar survives a restart
-    again = Meter(hw, sink=lambda fr: None)
-    eq(again.calendars.active.name, "peak", "persisted")
+    again = Meter(hw, sink=lambda seq, fr: None)
+    eq(again.boundaries.calendars.active.name, "peak", "persisted")
 
 
 def test_bad_calendar_commands_are_rejected_and_change_nothing():
@@ -173,7 +175,7 @@ def test_bad_calendar_commands_are_rejected_and_change_nothing():
     hw, m, sent = _meter(start)
     m.start()
     _run_to(hw, m, start + 30)
-    before = m.calendars.to_dict()
+    before = m.boundaries.calendars.to_dict()
     good_day = [[0, 1], [480, 2]]
     cases = [
         ({1: dict(NIGHT, days={"d": [[0, 1], [480, 2], [420, 1]]}), 2: start + 3600}, -4, "not sorted"),
@@ -190,7 +192,7 @@ def test_bad_calendar_commands_are_rejected_and_change_nothing():
         r = _bodies(sent, messages.RESPONSE)[-1]
         eq((r[6], r[7]), (10 + i, code), "case %d result" % i)
         assert words in r[8], "case %d reason: %r" % (i, r[8])
-        eq(m.calendars.to_dict(), before, "case %d: calendars untouched" % i)
+        eq(m.boundaries.calendars.to_dict(), before, "case %d: calendars untouched" % i)
     m.command(messages.COMMAND, 30, {10: 99})
     eq(_bodies(sent, messages.RESPONSE)[-1][7], -2, "unknown operation")
 
@@ -204,7 +206,7 @@ def test_billing_reset_command_and_profile_re_read():
     snaps = _bodies(sent, messages.BILLING)
     eq(len(snaps), 1, "a snapshot now")
     eq(snaps[0][7][10800], m.registers.wh("import"), "the registers as they stand")
-    eq(m.demand.maximum(0), (0, 0), "demand reset")
+    eq(m.boundaries.demand.maximum(0), (0, 0), "demand reset")
     n = len(_bodies(sent, messages.INTERVALS))
     a, b = utc(2026, 11, 4, 12, 30), utc(2026, 11, 4, 13, 0)
     m.command(messages.COMMAND, 8, {10: messages.OP_PROFILE, 11: {1: a, 2: b}})
@@ -256,18 +258,23 @@ def test_sensor_absent_across_a_boundary_still_closes_rows_and_periods():
     with open(BOARD) as f:
         board = json.loads(f.read())
     board["tariff"] = {"calendar": NIGHT}
-    hw = hal.open_hardware(hal.validate_board(board), flash_dir=fresh_dir("tariffing-absent"),
-                           sim_overrides={"scenario": "constant", "start_unix_s": start, "absent": True})
+    hw = open_sim(validate_board(board), flash_dir=fresh_dir("tariffing-absent"),
+                  overrides={"scenario": "constant", "start_unix_s": start, "absent": True})
     rows = []
-    m = Meter(hw, sink=lambda fr: None)
-    m.reporter.builder.frame = lambda kind, status, body: rows.append(body[6][0]) if kind == messages.INTERVALS \
-        else b""
+    m = Meter(hw, sink=lambda seq, fr: None)
+
+    def rows_only(kind, status, body):
+        if kind == messages.INTERVALS:
+            rows.append(body[6][0])
+        return 0, b""
+
+    m.reporter.builder.frame = rows_only
     m.start()
     _run_to(hw, m, utc(2026, 11, 5, 8, 40))
     eq([r[0] for r in rows], [utc(2026, 11, 5, 8, 15), utc(2026, 11, 5, 8, 30)], "rows on time without readings")
     assert all(r[3] & messages.ROW_PARTIAL for r in rows), "flagged partial"
-    eq(m.demand.last_end, utc(2026, 11, 5, 8, 30), "demand periods closed")
-    assert m.demand.last_partial, "as partial"
+    eq(m.boundaries.demand.last_end, utc(2026, 11, 5, 8, 30), "demand periods closed")
+    assert m.boundaries.demand.last_partial, "as partial"
 
 
 def test_clock_set_is_detected_and_metering_resumes_at_the_new_time():

@@ -493,10 +493,11 @@ def test_firmware_link_and_outbox_against_the_concentrator(tmp_path):
     import socket
     import types
 
-    from meter.link import Link, TCPTransport
+    from meter.link import Link
     from meter.outbox import Outbox
     from meter.seqno import FrameSeq
     from meter.store import Store
+    from meter.transport import TCPTransport
 
     class MicroPythonSocket(socket.socket):
         """CPython's socket with MicroPython's readinto (the one call TCPTransport makes that CPython lacks)."""
@@ -545,10 +546,10 @@ def test_firmware_link_and_outbox_against_the_concentrator(tmp_path):
             rig.register(SimMeter(identity=ident))
             dev = ident.device_id
             seq, builder, link = boot()
-            link.sink(builder.frame(messages.HELLO, 0, messages.hello_body("fw", "unix-sim", 1, 68630, 992249,
-                                                                           100000, 10)))
+            link.send(*builder.frame(messages.HELLO, 0, messages.hello_body("fw", "unix-sim", 1, 68630, 992249,
+                                                                            100000, 10)))
             for k in range(4):
-                link.sink(builder.frame(messages.READING, 0, {6: {10800: 100 + k, 20800: 0}, 7: [0, 0, 0], 8: 0}))
+                link.send(*builder.frame(messages.READING, 0, {6: {10800: 100 + k, 20800: 0}, 7: [0, 0, 0], 8: 0}))
             meter = Running(link)
             await until(lambda: link.outbox.acked == 4, timeout=20)
             await meter.halt()
@@ -556,10 +557,10 @@ def test_firmware_link_and_outbox_against_the_concentrator(tmp_path):
 
             seq, builder, link = boot()
             assert seq.next == 1024  # the rest of the reserved block is skipped
-            link.sink(builder.frame(messages.HELLO, messages.ST_POWER_FAIL | messages.ST_RESTORED,
-                                    messages.hello_body("fw", "unix-sim", 2, 68630, 992249, 100000, 10)))
-            link.sink(builder.frame(messages.READING, messages.ST_POWER_FAIL, {6: {10800: 104, 20800: 0},
-                                                                               7: [0, 0, 0], 8: 0}))
+            link.send(*builder.frame(messages.HELLO, messages.ST_POWER_FAIL | messages.ST_RESTORED,
+                                     messages.hello_body("fw", "unix-sim", 2, 68630, 992249, 100000, 10)))
+            link.send(*builder.frame(messages.READING, messages.ST_POWER_FAIL, {6: {10800: 104, 20800: 0},
+                                                                                7: [0, 0, 0], 8: 0}))
             meter = Running(link)
             await until(lambda: rig.store.max_seq(dev) == 1025, timeout=20)
             assert rig.store.meter(dev).ack_seq == 4  # never past the hole 5..1023

@@ -31,7 +31,8 @@ import time
 import json
 from meter import messages
 from meter.identity import Identity
-from meter.link import Link, StreamTransport, TCPTransport, open_tty
+from meter.link import Link
+from meter.transport import StreamTransport, TCPTransport, open_tty
 from meter.outbox import Outbox
 from meter.seqno import FrameSeq
 from meter.store import Store
@@ -61,7 +62,7 @@ polls = 0
 while time.ticks_diff(time.ticks_ms(), t0) < 40000 and polls < 2000000:
     polls += 1
     if made < n and time.ticks_diff(time.ticks_ms(), last) >= 20:
-        link.sink(builder.frame(messages.READING, 0, {6: {10800: made, 20800: 0}, 7: [made, 12000, 0], 8: 0}))
+        link.send(*builder.frame(messages.READING, 0, {6: {10800: made, 20800: 0}, 7: [made, 12000, 0], 8: 0}))
         made += 1
         last = time.ticks_ms()
     link.poll()

@@ -93,7 +93,7 @@ def firmware_frame_sizes(hours: float = 2.0) -> dict:
         ident = Identity(tmp)
         rows = [[1793527200 + 900 * i, 123456789 + 5000 * i, 0, 0] for i in range(1, 5)]
         four = messages.Builder(ident, _Seq(), lambda: 1793531000).cose(
-            messages.INTERVALS, 0, messages.intervals_body(rows, 900))
+            messages.INTERVALS, 0, messages.intervals_body(rows, 900))[1]
     out = {}
     for kind, name in ((messages.READING, "reading"), (messages.INTERVALS, "interval_1_row")):
         sizes = by_kind.get(kind, [])

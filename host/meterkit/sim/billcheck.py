@@ -14,7 +14,7 @@ Beside it, the **ground truth** is computed here from the simulator's load scena
 
 - energy: `sim.scenarios.make(scenario, seed, tod_s=start % 86400).energy(t0, t1)`, the exact integral of v*i
   (import and export parts) over scenario seconds since the simulation started, built exactly as the firmware's
-  `meter.hal._open_sim` builds it;
+  `sim.hardware.open_sim` builds it;
 - tariffs: the calendar JSON resolved here (season -> week -> day profile, special days, a passive calendar's
   activation) with Python's `zoneinfo` for local time: the calendar's POSIX TZ string becomes the footer of a
   one-type TZif file that `zoneinfo.ZoneInfo.from_file` reads, so zoneinfo's own POSIX-rule code applies it. A
@@ -276,7 +276,7 @@ def load_scenarios() -> Any:
 
 
 def make_scenario(name: str, seed: int, start: int) -> Any:
-    """The very scenario meter.hal._open_sim builds for a run that starts at UTC second `start`."""
+    """The very scenario sim.hardware.open_sim builds for a run that starts at UTC second `start`."""
     return load_scenarios().make(name, seed=seed, tod_s=start % DAY_S)
 
 

@@ -69,7 +69,7 @@ class SimMeter:
             saved, self.seq.next = self.seq.next, seq
         try:
             if self.builder is not None:
-                return self.builder.cose(kind, status, body)
+                return self.builder.cose(kind, status, body)[1]
             payload = {M.K_KIND: kind, M.K_DEVICE: self.device_id, M.K_SEQ: self.seq.take(), M.K_TIME: self.time_fn(),
                        M.K_STATUS: status}
             payload.update(body)

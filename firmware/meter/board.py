@@ -1,0 +1,159 @@
+# Board profiles (boards/*.json): what a profile must hold, its optional sections (link, tariff, alarms) with
+# their defaults, and loading one from a file. Pure: runs under MicroPython and CPython; the hardware a profile
+# describes is built by meter.hal (a board) or sim.hardware (the Unix port).
+import json
+
+# What a board profile must hold: section -> {key: (type, lowest, highest)}.
+_SCHEMA = {
+    "i2c": {"id": (int, 0, 1), "scl": (int, 0, 48), "sda": (int, 0, 48), "freq": (int, 10000, 1000000)},
+    "ina219": {"addr": (int, 0x40, 0x4F), "shunt_uohm": (int, 100, 10000000), "max_ma": (int, 1, 100000),
+               "shunt_avg": (int, 1, 128), "bus_bits": (int, 9, 12)},
+    "relay": {"pin": (int, 0, 48)},
+    "checkpoint": {"quantum_wh": (int, 1, 1000), "max_interval_s": (int, 60, 86400)},
+}
+MCUS = ("esp32", "unix-sim")
+_SHUNT_FULL_SCALE_UV = 320000  # INA219 shunt input range at PGA /8
+
+
+class BoardError(ValueError):
+    pass
+
+
+def validate_board(board):
+    """Raise BoardError naming every problem in a board profile dict; return it unchanged when valid."""
+    if not isinstance(board, dict):
+        raise BoardError("board profile must be a JSON object")
+    problems = []
+    for key in ("name", "mcu", "flash_dir"):
+        if not isinstance(board.get(key), str) or not board.get(key):
+            problems.append("missing or empty string '%s'" % key)
+    if board.get("mcu") not in MCUS:
+        problems.append("mcu must be one of %s, not %r" % (", ".join(MCUS), board.get("mcu")))
+    for section, fields in _SCHEMA.items():
+        sec = board.get(section)
+        if not isinstance(sec, dict):
+            problems.append("missing section '%s'" % section)
+            continue
+        for key, (typ, lo, hi) in fields.items():
+            v = sec.get(key)
+            if not isinstance(v, typ) or isinstance(v, bool):
+                problems.append("%s.%s must be an integer, got %r" % (section, key, v))
+            elif not lo <= v <= hi:
+                problems.append("%s.%s = %d is outside %d..%d" % (section, key, v, lo, hi))
+    ina = board.get("ina219")
+    if not problems and ina["max_ma"] * ina["shunt_uohm"] // 1000 > _SHUNT_FULL_SCALE_UV:
+        problems.append("ina219: max_ma x shunt = %d uV exceeds the chip's 320 mV shunt range; use a smaller shunt"
+                        % (ina["max_ma"] * ina["shunt_uohm"] // 1000))
+    link = board.get("link")
+    if link is not None:
+        problems.extend(_link_problems(link))
+    tariff = board.get("tariff")
+    if tariff is not None:
+        problems.extend(_tariff_problems(tariff))
+    alarms = board.get("alarms")
+    if alarms is not None:
+        problems.extend(_alarm_problems(alarms))
+    if board.get("mcu") == "unix-sim" and not isinstance(board.get("sim"), dict):
+        problems.append("a unix-sim board needs a 'sim' section (scenario, seed, start_unix_s)")
+    if problems:
+        raise BoardError("board profile %r is invalid: %s" % (board.get("name", "?"), "; ".join(problems)))
+    return board
+
+
+_LINKS = {
+    # kind: {key: (type, lowest, highest)} -- strings have (str, min length, max length)
+    "uart": {"id": (int, 0, 2), "tx": (int, 0, 48), "rx": (int, 0, 48), "baud": (int, 9600, 3000000)},
+    "tcp": {"host": (str, 1, 64), "port": (int, 1, 65535)},
+    "wifi-tcp": {"host": (str, 1, 64), "port": (int, 1, 65535), "ssid": (str, 1, 32), "password": (str, 0, 64)},
+}
+
+
+# The optional 'tariff' section (docs/tariffs.md): tariff registers, the calendar used until a calendar command
+# replaces it (a calendar dict, or the path of a JSON file on the board), billing day, demand period.
+TARIFF_DEFAULTS = {"tariffs": 4, "calendar": None, "billing_day": 1, "demand_period_s": 900}
+_TARIFF_LIMITS = {"tariffs": (1, 8), "billing_day": (1, 28)}
+
+
+def _tariff_problems(t):
+    if not isinstance(t, dict):
+        return ["tariff must be an object"]
+    problems = []
+    for key in t:
+        if key not in TARIFF_DEFAULTS:
+            problems.append("tariff: unknown key %r" % key)
+    for key, (lo, hi) in _TARIFF_LIMITS.items():
+        v = t.get(key, TARIFF_DEFAULTS[key])
+        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+            problems.append("tariff.%s must be an integer %d..%d, not %r" % (key, lo, hi, v))
+    if t.get("demand_period_s", 900) not in (300, 900, 1800, 3600):
+        problems.append("tariff.demand_period_s must be 300, 900, 1800 or 3600, not %r" % (t["demand_period_s"],))
+    cal = t.get("calendar")
+    if cal is not None and not isinstance(cal, (dict, str)):
+        problems.append("tariff.calendar must be a calendar object or the path of a JSON file")
+    return problems
+
+
+# The optional 'alarms' section: thresholds that raise an event (over-current defaults to the sensor's range).
+_ALARMS = {"over_current_ma": (1, 100000), "over_voltage_mv": (1, 32000)}
+
+
+def _alarm_problems(a):
+    if not isinstance(a, dict):
+        return ["alarms must be an object"]
+    problems = []
+    for key, v in a.items():
+        lim = _ALARMS.get(key)
+        if lim is None:
+            problems.append("alarms: unknown key %r" % key)
+        elif v is not None and (not isinstance(v, int) or isinstance(v, bool) or not lim[0] <= v <= lim[1]):
+            problems.append("alarms.%s must be an integer %d..%d or null, not %r" % (key, lim[0], lim[1], v))
+    return problems
+
+
+def alarm_settings(board):
+    """{"over_current_ma": mA or None, "over_voltage_mv": mV or None}, defaults filled in."""
+    out = {"over_current_ma": board["ina219"]["max_ma"], "over_voltage_mv": None}
+    out.update(board.get("alarms") or {})
+    return out
+
+
+def tariff_settings(board):
+    """The board's tariff section with defaults filled in; a calendar given as a path is read here."""
+    out = dict(TARIFF_DEFAULTS)
+    out.update(board.get("tariff") or {})
+    cal = out["calendar"]
+    if isinstance(cal, str):
+        try:
+            with open(cal) as f:
+                out["calendar"] = json.loads(f.read())
+        except (OSError, ValueError) as e:
+            raise BoardError("tariff.calendar %s cannot be read: %s" % (cal, e))
+    return out
+
+
+def _link_problems(link):
+    """The optional 'link' section: how the meter reaches its head-end (docs/hardware.md)."""
+    if not isinstance(link, dict) or link.get("kind") not in _LINKS:
+        return ["link.kind must be one of %s" % ", ".join(sorted(_LINKS))]
+    out = []
+    for key, (typ, lo, hi) in _LINKS[link["kind"]].items():
+        v = link.get(key)
+        if not isinstance(v, typ) or isinstance(v, bool):
+            out.append("link.%s must be %s" % (key, "a string" if typ is str else "an integer"))
+        elif not lo <= (len(v) if typ is str else v) <= hi:
+            out.append("link.%s is out of range" % key)
+    return out
+
+
+def load_board(path):
+    """Read and validate a board profile JSON file. Errors name the file and the problem."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as e:
+        raise BoardError("cannot read board profile %s: %s" % (path, e))
+    try:
+        board = json.loads(text)
+    except ValueError as e:
+        raise BoardError("board profile %s is not valid JSON: %s" % (path, e))
+    return validate_board(board)

@@ -1,0 +1,238 @@
+# The boundary planner: the instants at which energy must be cut, and what happens there. A boundary is a
+# tariff switch (or a passive calendar's activation), the end of a demand period, of a load-profile interval,
+# of a billing period. The reading whose conversion cycle contains the instant is cut there
+# (Metrology.cut), so the energy before it goes to the tariff, demand period and profile row that end there,
+# and the rest of the cycle to the next. The instant becomes a tick through TickMap once it is near
+# (CUT_ARM_S); the meter's loop then compares each reading's tick with cut_tick: one comparison per cycle.
+# Boundaries the readings did not reach (the sensor away, a stall) are done at the next settle without
+# energy; a clock that moved against the tick counter was set, and metering resumes at the new time.
+#
+# Boundaries also owns what decides the tariff in force: the calendars (meter/tou.py) and the demand registers
+# (meter/demand.py), with their A/B stores ("calendar", "demand").
+import json
+
+from meter import events
+from meter.clock import TickMap, next_multiple, ticks_diff
+from meter.demand import Demand
+from meter.store import Store
+from meter.tou import CalendarSet, next_billing
+
+CUT_ARM_S = 240  # a boundary this close has its tick worked out (meter.clock.TickMap reaches ~268 s)
+LATE_S = 2  # a boundary this far behind the clock was not cut by a reading: it is done at the next settle
+CATCH_UP_S = 3600  # further behind than this (a clock set forward, a long stall): restart, do not replay
+CLOCK_SLIP_US = 2000000  # the clock and the tick counter disagree by more than this: the clock was set
+BILLING_CATCH_UP = 13  # billing periods that ended while the meter was off, at most, get their snapshots
+
+
+class Boundaries:
+    """hw: the clocks (ticks_us, time, time_us) and flash_dir; registers and metrology: where energy is
+    credited and cut; settings: meter.board.tariff_settings(board); event(code, value) logs an event;
+    flush_checkpoint() writes the registers if they moved. `reporter` (set by the meter when it reports) gets
+    the profile rows, billing snapshots and clock sets."""
+
+    def __init__(self, hw, registers, metrology, settings, interval_s, event, flush_checkpoint):
+        self.hw = hw
+        self.registers = registers
+        self.metrology = metrology
+        self.settings = settings
+        self.interval_s = interval_s
+        self.event = event
+        self.flush_checkpoint = flush_checkpoint
+        self.reporter = None
+        self.calendars = None  # CalendarSet: which tariff is in force (meter/tou.py)
+        self.demand = None  # Demand: block demand and maxima (meter/demand.py)
+        self.tariff = 1  # the tariff in force; all energy metered now is credited to it
+        self.next_boundary = None  # the next instant at which energy must be cut (UTC s)
+        self.next_billing = None  # the end of the current billing period (UTC s)
+        self.ticks = TickMap()
+        self.cut_tick = -1  # tick of next_boundary once it is near, else -1 (checked on every reading)
+        self.row_partial = True  # the load-profile interval in progress was not metered throughout
+
+    # -- persistence ------------------------------------------------------------------------------------------
+    def restore(self):
+        """The calendars (as the last command or activation left them, else the board's) and the demand
+        registers (as of the last closed period) from flash. Damage is reported and the defaults used."""
+        d = self.hw.flash_dir
+        cfg = self.settings
+        n = self.registers.tariffs
+        self.calendar_store = Store(d, "calendar", max_payload=6144)
+        self.demand_store = Store(d, "demand", max_payload=512)
+        cals = None
+        loaded = self.calendar_store.load()
+        if loaded is not None:
+            try:
+                cals = CalendarSet.from_dict(json.loads(loaded[1]), max_tariffs=n)
+            except ValueError as e:
+                self.event(events.STORE_CORRUPT, "calendar: %s" % e)
+        if cals is None:
+            cals = CalendarSet(cfg["calendar"], max_tariffs=n)  # the board's (validated here: a bad one raises)
+        self.calendars = cals
+        dem = None
+        loaded = self.demand_store.load()
+        if loaded is not None:
+            try:
+                dem = Demand.from_bytes(loaded[1])
+            except ValueError as e:
+                self.event(events.STORE_CORRUPT, "demand: %s" % e)
+        if dem is None or dem.period_s != cfg["demand_period_s"] or dem.tariffs != n:
+            dem = Demand(cfg["demand_period_s"], n)
+        self.demand = dem
+
+    def _save_calendars(self):
+        self.calendar_store.save(json.dumps(self.calendars.to_dict()).encode())
+
+    def _save_demand(self):
+        self.demand_store.save(self.demand.to_bytes())
+
+    def _next_billing(self, t):
+        return next_billing(self.calendars.active.tz, t, self.settings["billing_day"])
+
+    # -- planning -----------------------------------------------------------------------------------------------
+    def resume(self, now):
+        """Metering (re)starts at `now` (boot, a clock set, a long stall): demand resumes, a passive calendar
+        whose activation passed is applied, billing periods that ended meanwhile get their snapshots (nothing
+        was metered since, so their registers are exact), and the next boundary is planned."""
+        before = self.demand.reported_until
+        hw = self.hw
+        self.ticks.anchor(hw.ticks_us(), hw.time_us())  # from here on a clock set shows (check_clock)
+        self._promote(now)
+        if self.demand.resume(now) is not None:
+            self._save_demand()
+        ref = self.demand.reset_time or before or now
+        self.next_billing = self._next_billing(min(ref, now))
+        n = 0
+        while self.next_billing <= now and n < BILLING_CATCH_UP:
+            self._bill(self.next_billing)
+            n += 1
+        if self.next_billing <= now:  # off for more than a year: the rest are not replayed
+            self.next_billing = self._next_billing(now)
+        self.tariff = self.calendars.tariff_at(now)
+        self.row_partial = True
+        self.plan(now)
+
+    def _promote(self, t):
+        if self.calendars.promote(t):
+            self._save_calendars()
+            self.event(events.CALENDAR_ACTIVATED, self.calendars.active.name or "unnamed")
+            self.next_billing = self._next_billing(t)
+            return True
+        return False
+
+    def plan(self, t):
+        """The first boundary after instant t."""
+        c = self.calendars
+        nb = c.next_switch(t)
+        for x in (self.demand.next_boundary(t), next_multiple(t, self.interval_s), self.next_billing,
+                  c.activation):
+            if x is not None and t < x < nb:
+                nb = x
+        self.next_boundary = nb
+        self.cut_tick = -1
+        self.arm()
+
+    def arm(self):
+        """Once the next boundary is near, work out its tick (the clock is read afresh each time)."""
+        if self.cut_tick < 0 and self.next_boundary - self.hw.time() <= CUT_ARM_S:
+            hw = self.hw
+            self.ticks.anchor(hw.ticks_us(), hw.time_us())
+            tk = self.ticks.tick_of(self.next_boundary)
+            if tk is not None:
+                self.cut_tick = tk
+
+    # -- energy and the work at a boundary ----------------------------------------------------------------------
+    def credit(self, imp, exp, t_end):
+        """Energy metered up to instant t_end, all under the tariff in force."""
+        self.registers.add(imp, exp, self.tariff)
+        try:
+            self.demand.add(imp, t_end, self.tariff)
+        except ValueError as e:  # never expected (the batches are cut at the boundaries): say so, go on
+            self.event(events.INTERNAL, "demand: %s" % e)
+            self.demand.resume(t_end)
+
+    def cut(self, s):
+        """The reading of sensor s reached cut_tick: its energy up to the boundary is credited, the boundary's
+        work done; the rest of its cycle is metered afterwards (Metrology.add)."""
+        metro = self.metrology
+        metro.cut(s.shunt, s.bus, self.cut_tick)
+        imp, exp = metro.take_uwh()
+        t = self.next_boundary
+        self.credit(imp, exp, t)
+        self._boundary(t)
+
+    def _boundary(self, t):
+        """Everything that happens at boundary instant t, once the energy before it has been credited."""
+        closed = self.demand.close(t)
+        promoted = self._promote(t)
+        rep = self.reporter
+        if rep is not None and t % self.interval_s == 0:
+            rep.row(t, self.row_partial, self.calendars.calendar_at(t).tz.is_dst(t))
+            self.row_partial = False
+        if t == self.next_billing:
+            self._bill(t)
+        elif closed is not None or promoted:
+            self._save_demand()
+        self.tariff = self.calendars.tariff_at(t)
+        self.plan(t)
+
+    def _bill(self, t):
+        """The billing period ends at t: freeze the registers and maximum demands into a signed snapshot, then
+        reset demand. The registers are checkpointed with it, so they never restore below the snapshot."""
+        maxima = self.demand.reset(t)
+        if self.reporter is not None:
+            self.reporter.billing(t, maxima)
+        self.event(events.BILLING_END, t)
+        if t == self.next_billing:
+            self.next_billing = self._next_billing(t)
+        self._save_demand()
+        self.flush_checkpoint()
+
+    def settled(self, now):
+        """After a batch was credited: a clock set, boundaries the readings did not cut, the next tick."""
+        self._check_clock()
+        if now >= self.next_boundary + LATE_S:
+            self.catch_up(now)
+        else:
+            self.arm()
+
+    def catch_up(self, now):
+        """Boundaries the readings did not cut (the sensor away, a stall): done now, without energy."""
+        if now - self.next_boundary > CATCH_UP_S:
+            self.resume(now)
+            return
+        while self.next_boundary <= now:
+            self._boundary(self.next_boundary)
+
+    def _check_clock(self):
+        """A clock that moved against the tick counter was set: metering resumes at the new time."""
+        t = self.ticks
+        if t.utc_us is None:
+            return
+        hw = self.hw
+        tick, us = hw.ticks_us(), hw.time_us()
+        slip = us - t.utc_us - ticks_diff(tick, t.tick)
+        if -CLOCK_SLIP_US < slip < CLOCK_SLIP_US and us - t.utc_us < (1 << 28):
+            return
+        t.anchor(tick, us)
+        if -CLOCK_SLIP_US < slip < CLOCK_SLIP_US:
+            return  # only the anchor was old
+        self.event(events.CLOCK_SET, slip // 1000000)
+        if self.reporter is not None:
+            self.reporter.clock_set()
+        self.resume(us // 1000000)
+
+    # -- what commands change (meter/commands.py) ---------------------------------------------------------------
+    def bill_now(self):
+        """A billing reset: everything metered so far belongs to the period that ends now."""
+        imp, exp = self.metrology.take_uwh()
+        now = self.hw.time()
+        self.credit(imp, exp, min(now, self.next_boundary))
+        self._bill(now)
+
+    def arm_calendar(self, cal, at):
+        """Arm calendar dict `cal` as the passive calendar, active from UTC instant `at`; ValueError (and
+        nothing changed) if it is refused."""
+        now = self.hw.time()
+        self.calendars.activate_passive(cal, at, now)
+        self._save_calendars()
+        self.event(events.CALENDAR_PASSIVE, at)
+        self.plan(min(now, self.next_boundary - 1))  # the activation may come before the planned boundary
