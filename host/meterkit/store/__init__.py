@@ -7,7 +7,8 @@ them), the registry, delivery state, gaps, outages, commands and counts.
     sqlite/    the SQLite implementation: schema and migrations, one module per group of tables
     db         (until the concentrator speaks api.Store) the former interface, on top of sqlite/
 
-open_store(path) opens a store; callers use it through api.Store and never see SQL.
+open_store(path) opens a store; callers use it through api.Store and never see SQL (tests too, but for their one
+helper, meterkit.testing.sqlfile: an older schema, a tampered row, a NULL column, a pragma).
 
 May import: meterkit.wire and the standard library; sqlite3 only inside this package. Nothing else of meterkit.
 """

@@ -17,6 +17,7 @@ from meterkit.store.api import EXPORT_TABLES, GAP_SETTLED, QUEUE_PENDING, QUEUE_
 from meterkit.store.records import (
     DEFAULT_PERIOD_S,
     CommandRecord,
+    DeliveryState,
     GapRecord,
     MeterRecord,
     NewMeter,
@@ -34,6 +35,9 @@ from meterkit.wire.records import CommandResponse
 __all__ = ["DEFAULT_PERIOD_S", "EXPORT_TABLES", "GAP_SETTLED", "I64_MAX", "I64_MIN", "MIGRATIONS", "QUEUE_PENDING",
            "QUEUE_STATES", "SCHEMA_VERSION", "GapRecord", "MeterRecord", "OutageRecord", "QueuedCommand",
            "SQLiteStore", "Store", "StoreError", "i64", "migrate", "schema_version"]
+
+
+_DELIVERY = {"last_seen", "ack_seq", "first_seq", "online", "frames_stored", "last_counter"}
 
 
 def _neighbour(r: Any) -> tuple | None:
@@ -77,8 +81,13 @@ class SQLiteStore:
     def update_meters(self, names: Sequence[str], rows: Iterable[tuple]) -> None:
         if not names:
             raise ValueError("unknown meter fields []")
-        for row in rows:
-            self._s.update_meter(row[-1], **dict(zip(names, row[:-1], strict=True)))
+        if set(names) == _DELIVERY:  # the concentrator's batch: one bulk update
+            self._s.save_delivery([DeliveryState(r[-1], **dict(zip(names, r[:-1], strict=True))) for r in rows])
+        elif tuple(names) == ("last_counter",):
+            self._s.save_counters({r[1]: r[0] for r in rows})
+        else:
+            for row in rows:
+                self._s.update_meter(row[-1], **dict(zip(names, row[:-1], strict=True)))
 
     def insert_frames(self, rows: Sequence[tuple]) -> int:
         return self._s._insert_many(INSERT_FRAME, rows)
