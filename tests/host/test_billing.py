@@ -28,8 +28,9 @@ from meter.identity import Identity
 from meter.tou import Calendar
 from meterkit.billing import bill as B
 from meterkit.cli import bill as bill_cli
-from meterkit.store.db import SQLiteStore
+from meterkit.store import open_store
 from meterkit.testing.rig import LoopbackRig, SimMeter
+from meterkit.testing.sqlfile import sql
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "tariffs"
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -130,7 +131,7 @@ def hand_db(tmp_path_factory, ident):
 
 
 def test_bill_from_signed_snapshots_equals_hand_computation(hand_db):
-    with SQLiteStore(hand_db, create=False) as st:
+    with open_store(hand_db, create=False) as st:
         b = B.bill(st, "meter-1", "2026-10", PRICES, NIGHT_CAL)
     # by hand:  day    134.560 kWh x 0.3420 = 46.019520      night 100.007 kWh x 0.2580 = 25.801806
     #           export  11.789 kWh x 0.0786 = 0.9266154 (credit)     0.556 kWh x 0.0786 = 0.0437016 (credit)
@@ -157,7 +158,7 @@ def test_bill_from_signed_snapshots_equals_hand_computation(hand_db):
 
 
 def test_bill_without_calendar_infers_local_midnights(hand_db):
-    with SQLiteStore(hand_db, create=False) as st:
+    with open_store(hand_db, create=False) as st:
         b = B.bill(st, "meter-1", "2026-10", PRICES)
         sept = B.bill(st, "meter-1", (2026, 9), PRICES)
     assert b.total_exact == Decimal("125.400509") and (b.start, b.end) == (START, END)
@@ -168,19 +169,16 @@ def test_bill_without_calendar_infers_local_midnights(hand_db):
 def test_bill_uses_the_signed_frame_not_the_decoded_row(hand_db, tmp_path):
     db = tmp_path / "copy.db"
     db.write_bytes(hand_db.read_bytes())
-    with SQLiteStore(db) as st:
+    with open_store(db) as st:
         dev = st.lookup_device("meter-1")
         # someone edits the decoded row: the bill still follows the signed evidence
-        st.connection.execute("UPDATE billing SET registers = ? WHERE device = ? AND seq = 2",
-                              (json.dumps({"1.8.0": 9, "1.8.1": 9, "1.8.2": 0, "2.8.0": 0, "2.8.1": 0, "2.8.2": 0}),
-                               dev))
-        st.connection.commit()
+        sql(st, "UPDATE billing SET registers = ? WHERE device = ? AND seq = 2",
+            (json.dumps({"1.8.0": 9, "1.8.1": 9, "1.8.2": 0, "2.8.0": 0, "2.8.1": 0, "2.8.2": 0}), dev))
         assert B.bill(st, dev, "2026-10", PRICES, NIGHT_CAL).total_exact == Decimal("125.400509")
         # someone edits the evidence: refused
         raw = bytearray(st.frame_raw(dev, 2))
         raw[-10] ^= 1
-        st.connection.execute("UPDATE frames SET raw = ? WHERE device = ? AND seq = 2", (bytes(raw), dev))
-        st.connection.commit()
+        sql(st, "UPDATE frames SET raw = ? WHERE device = ? AND seq = 2", (bytes(raw), dev))
         with pytest.raises(B.BillingError, match="seq 2: the stored frame does not verify"):
             B.bill(st, dev, "2026-10", PRICES, NIGHT_CAL)
 
@@ -192,7 +190,7 @@ def test_rounding_rule(hand_db):
     assert B.round_money(Decimal("2.675")) == Decimal("2.68")  # as a binary float 2.675 would round to 2.67
     assert B.round_money(Decimal("12.5"), 0) == Decimal("13")
     assert B.round_money(Decimal("1.0005"), 3) == Decimal("1.001")
-    with SQLiteStore(hand_db, create=False) as st:
+    with open_store(hand_db, create=False) as st:
         # a fixed charge that puts the exact total on a half cent: 125.405000 -> 125.41 (half-even would say .40)
         b = B.bill(st, "meter-1", "2026-10", {**PRICES, "fixed": "13.504491"}, NIGHT_CAL)
         assert b.total_exact == Decimal("125.405000") and b.total == Decimal("125.41")
@@ -201,7 +199,7 @@ def test_rounding_rule(hand_db):
 
 
 def test_csv_determinants(hand_db):
-    with SQLiteStore(hand_db, create=False) as st:
+    with open_store(hand_db, create=False) as st:
         b = B.bill(st, "meter-1", "2026-10", PRICES, NIGHT_CAL)
     buf = io.StringIO()
     assert b.write_csv(buf) == 9
@@ -310,7 +308,7 @@ def expected_total(month: Month) -> Decimal:
 
 
 def test_profile_agrees_with_snapshots_when_both_exist(month_db, month):
-    with SQLiteStore(month_db, create=False) as st:
+    with open_store(month_db, create=False) as st:
         snap = B.bill(st, "meter-1", "2026-10", PRICES, NIGHT_CAL)
         prof = B.bill(st, "meter-1", "2026-10", PRICES, NIGHT_CAL, source="profile")
     assert snap.sources["energy"].startswith("signed snapshots")
@@ -332,9 +330,9 @@ def test_profile_agrees_with_snapshots_when_both_exist(month_db, month):
 
 
 def test_fallback_to_profile_when_the_opening_snapshot_is_missing(month_db, month_db_no_opening, month):
-    with SQLiteStore(month_db, create=False) as st:
+    with open_store(month_db, create=False) as st:
         full = B.bill(st, "meter-1", "2026-10", PRICES, NIGHT_CAL)
-    with SQLiteStore(month_db_no_opening, create=False) as st:
+    with open_store(month_db_no_opening, create=False) as st:
         b = B.bill(st, "meter-1", "2026-10", PRICES, NIGHT_CAL)
         assert (b.start, b.end) == (START, END)  # placed from the closing snapshot and the calendar
         assert b.determinant("1.8.1").source == "profile" and b.determinant("1.8.1").value_unit == ""
@@ -397,7 +395,7 @@ def test_commissioned_meter_starts_from_empty_registers(tmp_path, ident):
     s.rows(rows)
     s.snapshot(END, regs, md)
     db = store_frames(tmp_path, "new", ident, s)
-    with SQLiteStore(db, create=False) as st:
+    with open_store(db, create=False) as st:
         b = B.bill(st, "meter-1", "2026-10", PRICES, NIGHT_CAL)
         assert "empty registers at commissioning (first-boot hello seq 0)" in b.sources["energy"]
         assert b.determinant("1.8.1").quantity == Decimal(imp[1]).scaleb(-3)
@@ -407,7 +405,7 @@ def test_commissioned_meter_starts_from_empty_registers(tmp_path, ident):
         assert prof.total_exact == b.total_exact
     s.msgs[0].status = M.ST_RESTORED | M.ST_POWER_FAIL  # registers restored: not a fresh meter
     db = store_frames(tmp_path, "restored", ident, s)
-    with SQLiteStore(db, create=False) as st, pytest.raises(B.BillingError, match="no row at the period start"):
+    with open_store(db, create=False) as st, pytest.raises(B.BillingError, match="no row at the period start"):
         B.bill(st, "meter-1", "2026-10", PRICES, NIGHT_CAL)
 
 
@@ -482,7 +480,7 @@ def test_prices_against_the_calendar(tmp_path):
 
 
 def test_unpriced_tariff_with_energy_is_refused(hand_db):
-    with SQLiteStore(hand_db, create=False) as st:
+    with open_store(hand_db, create=False) as st:
         with pytest.raises(B.BillingError, match="100.007 kWh of import in tariff 2, which has no price"):
             B.bill(st, "meter-1", "2026-10", _with(tariffs__2=KeyError))
         with pytest.raises(B.BillingError, match="no meter 'nobody'"):
@@ -502,7 +500,7 @@ def png_size(path) -> tuple[int, int]:
 
 def test_png_of_a_day_coloured_by_tariff(month_db, tmp_path):
     out = tmp_path / "day.png"
-    with SQLiteStore(month_db, create=False) as st:
+    with open_store(month_db, create=False) as st:
         prices = B.parse_prices(PRICES)
         assert B.plot_day(st, "meter-1", "2026-10-25", NIGHT_CAL, out, prices) == 100  # fall-back day: 25 h
         local, d0, d1, ivs = B.day_profile(st, "meter-1", "2026-10-14", NIGHT_CAL)
@@ -599,7 +597,7 @@ def test_example_calendars_match_their_rules(name, zone, rule, months):
 
 def test_example_prices_bill(hand_db):
     cal = B.load_calendar(EXAMPLES / "night-2rate.calendar.json")
-    with SQLiteStore(hand_db, create=False) as st:
+    with open_store(hand_db, create=False) as st:
         b = B.bill(st, "meter-1", "2026-10", EXAMPLES / "night-2rate.prices.json", cal)
     # 134.560 x 0.3420 + 100.007 x 0.2580 - (11.789 + 0.556) x 0.0786 + 13.50 (no demand charge)
     assert b.total_exact == Decimal("46.019520") + Decimal("25.801806") - Decimal("0.970317") + Decimal("13.50")
@@ -641,7 +639,7 @@ def test_docs_worked_examples(tmp_path, ident, name, zone, period, tariffs, delt
     s.snapshot(start, _regs(base, {}, tariffs))
     s.snapshot(end, _regs(base, delta, tariffs), {k: [w, start + 86400 * 9 + 3600 * 17] for k, w in md.items()})
     db = store_frames(tmp_path, name, ident, s)
-    with SQLiteStore(db, create=False) as st:
+    with open_store(db, create=False) as st:
         b = B.bill(st, "meter-1", period, EXAMPLES / f"{name}.prices.json", EXAMPLES / f"{name}.calendar.json")
     assert (b.start, b.end) == (start, end)
     assert b.total_exact == Decimal(exact) and b.total == Decimal(total)

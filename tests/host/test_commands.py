@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-import sqlite3
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -14,8 +13,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from meterkit import cli
 from meterkit import wire as P
 from meterkit.headend import commands
-from meterkit.store import db as mdb
-from meterkit.store.db import SQLiteStore
+from meterkit.store import api
+from meterkit.store.records import CommandRecord
+from meterkit.store.sqlite import SCHEMA_VERSION, SQLiteStore
+from meterkit.testing.sqlfile import old_database, sql
+from meterkit.wire.records import CommandResponse
 
 NOW = 1_790_000_000  # 2026-09-21T14:13:20Z
 NIGHT = {
@@ -46,11 +48,9 @@ def fleet(tmp_path, monkeypatch):
 
 
 def queue_rows(path) -> list[tuple]:
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute("SELECT op, args, state FROM command_queue ORDER BY id").fetchall()
-    finally:
-        conn.close()
+    """(op, args, state) of every queued command, oldest first."""
+    with SQLiteStore(path, create=False, readonly=True) as s:
+        return [(q.op, q.args, q.state) for q in s.queued_commands()]
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -80,7 +80,7 @@ def test_queue_round_trip_states_and_attempts(tmp_path):
         assert q.args == {1: NIGHT, 2: NOW + 3600}  # top-level keys are ints again, the calendar's text keys kept
         assert [x.id for x in s.queued_commands(dev, ("queued",))] == [qid, q2]
         # an attempt: the concentrator records the signed command with its queue id
-        s.record_command(dev, 7, commands.OP_CALENDAR, q.args, NOW + 5, NOW + 305, queue_id=qid)
+        s.record_command(CommandRecord(dev, 7, commands.OP_CALENDAR, q.args, NOW + 5, NOW + 305, queue_id=qid))
         s.update_queued(qid, state="sent", counter=7, attempts=1, sent_at=NOW + 5)
         s.commit()
         q = s.queued_commands(ids=[qid])[0]
@@ -88,13 +88,15 @@ def test_queue_round_trip_states_and_attempts(tmp_path):
         assert s.queued_for_counter(dev, 7).id == qid
         assert s.queued_for_counter(dev, 8) is None and s.queued_for_counter(dev, 2**64 - 1) is None
         # a back-fill (no queue entry) is not an operator command
-        s.record_command(dev, 9, 1, {1: 3, 2: 4}, NOW, NOW + 300)
+        s.record_command(CommandRecord(dev, 9, 1, {1: 3, 2: 4}, NOW, NOW + 300))
         assert s.queued_for_counter(dev, 9) is None
-        assert s.record_response(dev, 7, 0, None, NOW + 6) == (2, {"1": NIGHT, "2": NOW + 3600})
+        cmd = s.record_response(CommandResponse(dev, 1, 7, 0, None), NOW + 6)
+        assert (cmd.op, cmd.args) == (2, {1: NIGHT, 2: NOW + 3600})  # the arguments as sent
         s.update_queued(qid, state="answered", answered_at=NOW + 6, result=0)
         s.commit()
-        assert s.command_attempts(qid) == [(7, NOW + 5, NOW + 305, NOW + 6, 0, None)]
-        assert [x.id for x in s.queued_commands(states=mdb.QUEUE_PENDING)] == [q2]
+        assert [(a.counter, a.sent_at, a.expires_at, a.answered_at, a.result, a.reason)
+                for a in s.command_attempts(qid)] == [(7, NOW + 5, NOW + 305, NOW + 6, 0, None)]
+        assert [x.id for x in s.queued_commands(states=api.QUEUE_PENDING)] == [q2]
         with pytest.raises(ValueError, match="unknown command queue fields"):
             s.update_queued(qid, device=b"")
         with pytest.raises(ValueError, match="state must be one of"):
@@ -110,19 +112,18 @@ def test_queue_round_trip_states_and_attempts(tmp_path):
 
 def test_migration_v2_to_v3_keeps_commands_and_adds_the_queue(tmp_path):
     path = tmp_path / "old.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    assert mdb.migrate(conn, upto=2) == [1, 2]
     dev, point = new_meter()
-    conn.execute("INSERT INTO meters (device, public_key, name, provisioned_at, last_counter) VALUES (?, ?, ?, ?, ?)",
-                 (dev, point, "house", 1.0, 41))
-    conn.execute("INSERT INTO commands (device, counter, op, args, sent_at, expires_at, answered_at, result, reason) "
-                 "VALUES (?, 40, 1, '{\"1\": 3, \"2\": 5}', 10.0, 310, 20.0, -1, 'gone 3..5')", (dev,))
-    assert "queue_id" not in {r[1] for r in conn.execute("PRAGMA table_info(commands)")}
-    conn.close()
+    assert old_database(
+        path, 2,
+        ("INSERT INTO meters (device, public_key, name, provisioned_at, last_counter) VALUES (?, ?, ?, ?, ?)",
+         (dev, point, "house", 1.0, 41)),
+        ("INSERT INTO commands (device, counter, op, args, sent_at, expires_at, answered_at, result, reason) "
+         "VALUES (?, 40, 1, '{\"1\": 3, \"2\": 5}', 10.0, 310, 20.0, -1, 'gone 3..5')", (dev,))) == [1, 2]
+    assert "queue_id" not in {r[1] for r in sql(path, "PRAGMA table_info(commands)")}
 
     s = SQLiteStore(path)
-    assert s.migrated == [3] and s.version == mdb.SCHEMA_VERSION == 3
-    row = s.connection.execute("SELECT counter, op, result, reason, queue_id FROM commands").fetchone()
+    assert s.migrated == [3] and s.version == SCHEMA_VERSION == 3
+    row = sql(s, "SELECT counter, op, result, reason, queue_id FROM commands")[0]
     assert tuple(row) == (40, 1, -1, "gone 3..5", None)  # the back-fill history is kept, linked to nothing
     assert s.meter(dev).last_counter == 41
     assert s.queued_commands() == []
@@ -204,14 +205,14 @@ def test_cli_calendar_queues_and_lists(fleet, tmp_path, capsys):
     assert "2026-12-01T00:00:00Z" in out and "when the meter connects" in out
     [(op, args, state)] = queue_rows(path)
     assert (op, state) == (2, "queued")
-    assert json.loads(args) == {"1": NIGHT, "2": 1_796_083_200}
+    assert args == {1: NIGHT, 2: 1_796_083_200}
     # by device id too, and the other two operations
     assert run_cli(capsys, "command", "billing-reset", "--db", str(path), "--meter", dev.hex())[0] == 0
     code, out, err = run_cli(capsys, "command", "profile", "--db", str(path), "--meter", "house",
                              "--from", "2026-09-20T00:00Z", "--to", str(NOW))
     assert code == 0, err
     assert [(r[0], r[2]) for r in queue_rows(path)] == [(2, "queued"), (3, "queued"), (4, "queued")]
-    assert json.loads(queue_rows(path)[2][1]) == {"1": 1_789_862_400, "2": NOW}
+    assert queue_rows(path)[2][1] == {1: 1_789_862_400, 2: NOW}
 
     code, out, _ = run_cli(capsys, "command", "list", "--db", str(path))
     assert code == 0

@@ -6,13 +6,13 @@ activation instant), and activated at that instant (event 11 CALENDAR_ACTIVATED 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from meter import events
 from meterkit.headend import commands as C
 from meterkit.sim.fleet import Fleet, MeterSpec
+from meterkit.store import open_store
 
 NIGHT = {
     "name": "two-rate night",
@@ -42,12 +42,12 @@ def test_calendar_command_reaches_the_real_meter_and_its_answer_is_stored(tmp_pa
 
     m, qid = asyncio.run(asyncio.wait_for(scenario(), 300))
     assert not [line for line in fleet.log if "exited with" in line], fleet.log
-    db = sqlite3.connect(tmp_path / "db.sqlite")
-    state, result, reason, attempts = db.execute(
-        "SELECT state, result, reason, attempts FROM command_queue WHERE id = ?", (qid,)).fetchone()
+    with open_store(tmp_path / "db.sqlite", create=False, readonly=True) as db:
+        [q] = db.queued_commands(ids=[qid])
+        ev = [(e.code, e.value, e.time) for e in db.events(m.device, codes=(events.CALENDAR_PASSIVE,
+                                                                            events.CALENDAR_ACTIVATED))]
+    state, result, reason, attempts = q.state, q.result, q.reason, q.attempts
     assert (state, result, reason) == ("answered", 0, None), (state, result, reason, attempts)
-    ev = db.execute("SELECT code, value, event_time FROM events WHERE device = ? AND code IN (?, ?) ORDER BY seq",
-                    (m.device, events.CALENDAR_PASSIVE, events.CALENDAR_ACTIVATED)).fetchall()
     assert [(code, value) for code, value, _ in ev] == [(events.CALENDAR_PASSIVE, activation),
                                                         (events.CALENDAR_ACTIVATED, "two-rate night")]
     armed_at, activated_at = ev[0][2], ev[1][2]

@@ -3,7 +3,7 @@
 import datetime as dt
 
 from meterkit.sim import demo
-from meterkit.store.db import SQLiteStore
+from meterkit.store import open_store
 
 
 def test_every_demo_run_crosses_the_billing_boundary():
@@ -24,7 +24,7 @@ def test_faults_and_their_log_lines_read_in_utc():
 
 
 def test_no_bill_is_reported_not_raised(tmp_path):
-    SQLiteStore(tmp_path / "meterkit.db").close()  # a database without the demo's meters
+    open_store(tmp_path / "meterkit.db").close()  # a database without the demo's meters
     text, files, failed = demo.bill_and_day(tmp_path / "meterkit.db", tmp_path)
     assert not files
     assert text.startswith(f"NO BILL for {demo.BILL_METER}, period {demo.BILL_PERIOD}: no meter '{demo.BILL_METER}'")

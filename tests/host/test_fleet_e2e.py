@@ -6,13 +6,14 @@ pending stored or acknowledged) and restart mid-run, (c) a meter power cut — a
 """
 
 import asyncio
-import sqlite3
+from collections import Counter
 
 import cbor2
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from meter import frame
 from meterkit.sim.fleet import Fleet, MeterSpec
+from meterkit.store import open_store
 
 SPECS = [
     MeterSpec("serial-a", "constant", "serial", seed=1),
@@ -49,18 +50,18 @@ def test_every_frame_stored_once_through_outage_restart_and_power_cut(tmp_path):
 
     fleet = asyncio.run(asyncio.wait_for(scenario(), 300))
     assert not [line for line in fleet.log if "exited with" in line], fleet.log
-    db = sqlite3.connect(tmp_path / "db.sqlite")
-    for m in fleet.meters:
-        produced = _produced(m.frames_log)
-        seqs = [s for s, _k in produced]
-        assert len(seqs) == len(set(seqs)), f"{m.spec.name}: the meter reused a sequence number"
-        stored = dict(db.execute("SELECT seq, kind FROM frames WHERE device = ?", (m.device,)).fetchall())
-        missing = sorted(set(seqs) - set(stored))
-        assert not missing, f"{m.spec.name}: {len(missing)} frames never stored, first {missing[:5]}"
-        extra = {s: k for s, k in stored.items() if s not in set(seqs)}
-        assert set(extra.values()) <= {6}, f"{m.spec.name}: stored frames it never made: {extra}"
-        assert len(seqs) > 6 * 60 * 0.6, f"{m.spec.name}: too few frames ({len(seqs)})"
-    outages = dict(db.execute("SELECT m.name, COUNT(*) FROM outages o JOIN meters m ON m.device = o.device "
-                              "GROUP BY m.name").fetchall())
+    with open_store(tmp_path / "db.sqlite", create=False, readonly=True) as db:
+        for m in fleet.meters:
+            produced = _produced(m.frames_log)
+            seqs = [s for s, _k in produced]
+            assert len(seqs) == len(set(seqs)), f"{m.spec.name}: the meter reused a sequence number"
+            stored = {f.seq: f.kind for f in db.frames_after(m.device, -1, limit=None)}
+            missing = sorted(set(seqs) - set(stored))
+            assert not missing, f"{m.spec.name}: {len(missing)} frames never stored, first {missing[:5]}"
+            extra = {s: k for s, k in stored.items() if s not in set(seqs)}
+            assert set(extra.values()) <= {6}, f"{m.spec.name}: stored frames it never made: {extra}"
+            assert len(seqs) > 6 * 60 * 0.6, f"{m.spec.name}: too few frames ({len(seqs)})"
+        names = {r.device_id: r.name for r in db.meters()}
+        outages = Counter(names[o.device_id] for o in db.outages())
     assert outages.get("serial-a", 0) >= 1 and outages.get("tcp-b", 0) >= 1 and outages.get("tcp-c", 0) >= 1, outages
     assert any("restart_concentrator" in line for line in fleet.log)

@@ -16,7 +16,7 @@ from meter import events
 from meter import messages as M
 from meterkit.cli import fleet as fleet_cli
 from meterkit.headend import status as fleet_status
-from meterkit.store.db import SQLiteStore
+from meterkit.store import open_store
 from meterkit.testing.rig import T0, LoopbackRig, SimMeter
 from meterkit.timefmt import utc_text
 
@@ -173,7 +173,7 @@ def test_meters_list_and_errors(fleet, capsys, tmp_path):
 
 def test_status_of_an_empty_database(tmp_path, capsys):
     db = tmp_path / "empty.db"
-    SQLiteStore(db).close()
+    open_store(db).close()
     assert cli("status", "--db", str(db)) == 0
     assert "no meters registered" in capsys.readouterr().out
 

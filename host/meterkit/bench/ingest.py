@@ -40,8 +40,10 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from meter import messages as M
 from meter.frame import Deframer, encode_frame
 from meterkit import wire as P
+from meterkit.store.records import NewMeter
 from meterkit.testing.rig import T0, LoopbackRig, SimMeter
 from meterkit.wire.envelope import ECDSA_SHA256, open_envelope
+from meterkit.wire.records import Frame, records_of
 
 BENCH_HEADEND_D = 0x5EED_0000_0000_0000_0000_0000_0000_0000_0000_0000_0000_0000_0000_0000_0000_0001
 
@@ -103,7 +105,7 @@ async def _ingest(meters: list[SimMeter], per_meter: list[list[bytes]], headend:
 
 def _stages(meters: list[SimMeter], per_meter: list[list[bytes]], headend: P.HeadEnd, db: str) -> dict:
     """Per-frame cost (us) of each stage alone, on the same frames."""
-    from meterkit.store.db import SQLiteStore
+    from meterkit.store import open_store
 
     frames = [c for fr in per_meter for c in fr]
     n = len(frames)
@@ -117,16 +119,13 @@ def _stages(meters: list[SimMeter], per_meter: list[list[bytes]], headend: P.Hea
     t0 = time.perf_counter()
     msgs = [P.verify_and_decode(c, keys.get) for c in frames]
     verify = (time.perf_counter() - t0) / n
-    store = SQLiteStore(db)
-    for m in meters:
-        store.register_meter(m.device_id, m.public_key)
+    store = open_store(db)
+    store.register_meters([NewMeter(m.public_key) for m in meters])
     t0 = time.perf_counter()
     for i in range(0, n, 1000):
         chunk = msgs[i:i + 1000]
-        store.insert_frames([(m.device_id, m.seq, m.kind, m.time, m.status, 1.0, m.raw) for m in chunk])
-        store.insert_readings([(m.device_id, m.seq, m.time, m.status, m.body[M.K_REGISTERS][M.OBIS_IMPORT],
-                                m.body[M.K_REGISTERS][M.OBIS_EXPORT], "{}", *m.body[M.K_INSTANT],
-                                m.body[M.K_UNCOVERED_PPM]) for m in chunk])
+        store.add_frames([Frame.of(m) for m in chunk], 1.0)
+        store.add_readings([r for m in chunk for r in records_of(m)])
         store.commit()
     db_us = (time.perf_counter() - t0) / n
     store.close()

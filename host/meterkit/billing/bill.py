@@ -59,6 +59,7 @@ from typing import Any, TextIO
 from meter import messages as mmsg
 from meter.tou import MAX_TARIFFS, Calendar, CalendarSet
 from meterkit import wire as P
+from meterkit.store.api import Store
 from meterkit.timefmt import utc_text
 
 OBIS_MAX_DEMAND = 10600  # 1.6.0
@@ -405,19 +406,13 @@ class Snapshot:
         return v
 
 
-def _stored_snapshots(store: Any, dev: bytes) -> list[Snapshot]:
-    names, rows = store.export("billing", dev)
-    out = []
-    for r in rows:
-        row = dict(zip(names, r, strict=True))
-        regs = {mmsg.obis_key(k): v for k, v in json.loads(row["registers"]).items()}
-        md = {mmsg.obis_key(k): (v[0], v[1]) for k, v in json.loads(row["max_demand"] or "{}").items()}
-        out.append(Snapshot(row["seq"], row["period_end"], regs, md))
+def _stored_snapshots(store: Store, dev: bytes) -> list[Snapshot]:
+    out = [Snapshot(b.seq, b.period_end, dict(b.registers), dict(b.max_demand)) for b in store.billing_snapshots(dev)]
     out.sort(key=lambda s: (s.period_end, s.seq))
     return out
 
 
-def _verified(store: Any, dev: bytes, snap: Snapshot) -> Snapshot:
+def _verified(store: Store, dev: bytes, snap: Snapshot) -> Snapshot:
     """The snapshot as its signed frame says (the stored evidence, verified again with the meter's key)."""
     rec = store.meter(dev)
     raw = store.frame_raw(dev, snap.seq)
@@ -444,15 +439,15 @@ class Commissioning:
     time: int
 
 
-def _commissioning(store: Any, dev: bytes, start: int, end: int) -> Commissioning | None:
+def _commissioning(store: Store, dev: bytes, start: int, end: int) -> Commissioning | None:
     first = store.frames_after(dev, -1, limit=1)
     if not first:
         return None
-    seq, kind, meter_time, status = first[0]
-    if (kind != mmsg.HELLO or (status or 0) & (mmsg.ST_RESTORED | mmsg.ST_CLOCK_NOT_SET)
-            or not start <= meter_time < end):
+    f = first[0]
+    if (f.kind != mmsg.HELLO or (f.status or 0) & (mmsg.ST_RESTORED | mmsg.ST_CLOCK_NOT_SET)
+            or not start <= f.meter_time < end):
         return None
-    return Commissioning(seq, meter_time)
+    return Commissioning(f.seq, f.meter_time)
 
 
 @dataclass(frozen=True)
@@ -464,14 +459,12 @@ class Row:
     period_s: int
 
 
-def _profile_rows(store: Any, dev: bytes) -> list[Row]:
-    names, rows = store.export("intervals", dev)
+def _profile_rows(store: Store, dev: bytes) -> list[Row]:
     out = []
-    for r in rows:
-        x = dict(zip(names, r, strict=True))
-        if x["import_mwh"] is None or x["export_mwh"] is None:
-            continue  # beyond signed 64 bits: not a meter of this world
-        out.append(Row(x["end_time"], x["import_mwh"], x["export_mwh"], x["status"] or 0, x["period_s"] or 0))
+    for x in store.interval_rows(dev):
+        if x.import_mwh is None or x.export_mwh is None:
+            continue  # beyond what the store keeps (signed 64 bits): not a meter of this world
+        out.append(Row(x.end, x.import_mwh, x.export_mwh, x.status or 0, x.period_s or 0))
     return out
 
 
@@ -897,7 +890,7 @@ def _cross_check(energy: _Energy, rows: list[Row], start: int, end: int) -> str 
             "or more")
 
 
-def bill(store: Any, meter: bytes | str, period: str | tuple[int, int], prices: Prices | dict | str | Path,
+def bill(store: Store, meter: bytes | str, period: str | tuple[int, int], prices: Prices | dict | str | Path,
          calendar: Any = None, *, billing_day: int | None = None, source: str = "auto") -> Bill:
     """The TOU bill of one meter for one billing period (see the module docstring for every rule).
 
@@ -970,7 +963,7 @@ def bill(store: Any, meter: bytes | str, period: str | tuple[int, int], prices: 
     return Bill(dev, rec.name if rec else None, pl.label, pl.start, pl.end, pr, dets, lines, notes, sources, pl.local)
 
 
-def _device(store: Any, meter: bytes | str) -> bytes:
+def _device(store: Store, meter: bytes | str) -> bytes:
     if isinstance(meter, (bytes, bytearray)):
         if store.meter(bytes(meter)) is None:
             raise BillingError(f"no meter {bytes(meter).hex()} in the database")
@@ -986,7 +979,7 @@ def _device(store: Any, meter: bytes | str) -> bytes:
 TARIFF_COLOURS = ("#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 
 
-def day_profile(store: Any, meter: bytes | str, day: str, calendar: Any) -> tuple[LocalTime, int, int, list[tuple]]:
+def day_profile(store: Store, meter: bytes | str, day: str, calendar: Any) -> tuple[LocalTime, int, int, list[tuple]]:
     """The intervals of one local day: (local time, day start, day end, [(start, end, import W, export W,
     tariff)]) with average powers as exact Decimals; intervals whose rows are missing are left out."""
     cal = TouCalendar.of(calendar)
@@ -1012,7 +1005,7 @@ def day_profile(store: Any, meter: bytes | str, day: str, calendar: Any) -> tupl
     return local, d0, d1, out
 
 
-def plot_day(store: Any, meter: bytes | str, day: str, calendar: Any, png: str | Path,
+def plot_day(store: Store, meter: bytes | str, day: str, calendar: Any, png: str | Path,
              prices: Prices | None = None) -> int:
     """Write a PNG of one local day's load profile (average power per interval; export below zero), each bar
     coloured by the tariff the interval ends in. Returns the number of intervals drawn."""

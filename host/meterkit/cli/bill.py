@@ -7,7 +7,7 @@ import sys
 
 from meterkit.billing.bill import SOURCES, BillingError, bill, load_calendar, load_prices, plot_day
 from meterkit.cli.common import add_db
-from meterkit.store.db import SQLiteStore, StoreError
+from meterkit.store import StoreError, open_store
 
 
 def _cmd_bill(args: argparse.Namespace) -> int:
@@ -21,7 +21,7 @@ def _cmd_bill(args: argparse.Namespace) -> int:
         if args.plot_day and cal is None:
             raise BillingError("--plot-day colours the profile by tariff: it needs --calendar FILE")
         prices = load_prices(args.prices, cal)
-        store = SQLiteStore(args.db, create=False, readonly=True)
+        store = open_store(args.db, create=False, readonly=True)
     except (ValueError, BillingError, StoreError) as e:
         print(f"meterkit bill: {e}", file=sys.stderr)
         return 2

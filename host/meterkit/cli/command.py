@@ -24,7 +24,7 @@ from meterkit.headend.commands import (
     profile_args,
     queue,
 )
-from meterkit.store.db import QUEUE_STATES
+from meterkit.store.api import QUEUE_STATES
 from meterkit.timefmt import utc_text
 
 

@@ -7,7 +7,9 @@ import os
 import sys
 from collections.abc import Callable
 
-from meterkit.store.db import SQLiteStore, StoreError
+from meterkit.store import StoreError
+from meterkit.store import open_store as _open
+from meterkit.store.api import Store
 from meterkit.timefmt import parse_utc
 
 
@@ -24,10 +26,10 @@ def add_db(p: argparse.ArgumentParser, required: bool = False, help: str | None 
                                                                     "meterkit.db)")
 
 
-def open_store(path: str, prog: str, readonly: bool = True, create: bool = False) -> SQLiteStore | None:
+def open_store(path: str, prog: str, readonly: bool = True, create: bool = False) -> Store | None:
     """The head-end database for `meterkit <prog>`, or None after saying why on stderr."""
     try:
-        return SQLiteStore(path, create=create, readonly=readonly)
+        return _open(path, create=create, readonly=readonly)
     except StoreError as e:
         print(f"meterkit {prog}: {e}", file=sys.stderr)
         return None

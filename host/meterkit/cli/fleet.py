@@ -8,7 +8,7 @@ import sys
 
 from meterkit.cli.common import add_db, open_store
 from meterkit.headend.status import export_csv, fleet_status, format_status
-from meterkit.store.db import EXPORT_TABLES, SQLiteStore, StoreError
+from meterkit.store.api import EXPORT_TABLES
 from meterkit.timefmt import utc_text
 from meterkit.wire.keys import KeyFileError, load_public
 
@@ -50,10 +50,8 @@ def _cmd_meters_add(args: argparse.Namespace) -> int:
     except KeyFileError as e:
         print(f"meterkit meters add: {e}", file=sys.stderr)
         return 2
-    try:
-        store = SQLiteStore(args.db)
-    except StoreError as e:
-        print(f"meterkit meters add: {e}", file=sys.stderr)
+    store = open_store(args.db, "meters add", readonly=False, create=True)
+    if store is None:
         return 2
     with store:
         try:

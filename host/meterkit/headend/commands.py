@@ -10,7 +10,7 @@ else ./meterkit.db (as `meterkit status` and `meterkit bill`); the database must
 
 Nothing here talks to a meter. A command is checked here (a calendar by meter.tou.Calendar, the very module the
 meter runs; a past activation refused; the signed payload within what a meter verifies) and written to the
-database's command queue (db.Store.queue_command). The concentrator signs it with the head-end key when the
+database's command queue (store.queue_command). The concentrator signs it with the head-end key when the
 meter is connected, with a fresh command counter, matches the meter's response (kind 6) and records the result;
 `meterkit command list` shows it. States: queued -> sent -> answered (result and reason as the meter gave them),
 or expired (past --expires before an answer: never sent after that), or failed (could not be sent, or no
@@ -37,6 +37,7 @@ import cbor2
 from meter import cbor as mcbor
 from meter import messages as mmsg
 from meter.messages import OP_BACKFILL, OP_BILLING_RESET, OP_CALENDAR, OP_PROFILE  # noqa: F401 - the operations
+from meterkit.store.api import QUEUE_PENDING, Registry, Store
 from meterkit.timefmt import parse_utc, utc_text
 from meterkit.wire.names import OP_NAMES, op_name  # noqa: F401 - names of the operations
 
@@ -151,7 +152,7 @@ def profile_args(frm: int, to: int) -> dict:
     return {mmsg.A_FROM: frm, mmsg.A_TO: to}
 
 
-def queue(store: Any, device: bytes, op: int, args: dict | None, now: float, expires: int | None = None,
+def queue(store: Store, device: bytes, op: int, args: dict | None, now: float, expires: int | None = None,
           note: str | None = None) -> int:
     """Check a command and put it into the queue (committed); returns its id. expires: UTC seconds after
     which it is not sent (default: a calendar's activation, else a week; a calendar's is capped at its
@@ -176,7 +177,7 @@ def queue(store: Any, device: bytes, op: int, args: dict | None, now: float, exp
 
 
 
-def label(store: Any, dev: bytes) -> str:
+def label(store: Registry, dev: bytes) -> str:
     m = store.meter(dev)
     return f"{m.name} ({dev.hex()})" if m is not None and m.name else dev.hex()
 
@@ -194,7 +195,7 @@ def describe(op: int, args: dict | None) -> str:
     return op_name(op) + (f" {json.dumps(args, sort_keys=True)}" if args else "")
 
 
-def command_rows(store: Any, device: bytes | None = None, states: list[str] | None = None,
+def command_rows(store: Store, device: bytes | None = None, states: list[str] | None = None,
                  now: float | None = None) -> list[dict]:
     """The queue as `meterkit command list` shows it, oldest first."""
     t = clock() if now is None else now
@@ -204,7 +205,7 @@ def command_rows(store: Any, device: bytes | None = None, states: list[str] | No
         out.append({
             "id": q.id, "device": q.device_id.hex(), "meter": names.get(q.device_id), "op": q.op,
             "operation": op_name(q.op), "what": describe(q.op, q.args), "state": q.state,
-            "overdue": q.state in ("queued", "sent") and t >= q.expires_at,
+            "overdue": q.state in QUEUE_PENDING and t >= q.expires_at,
             "created_at": q.created_at, "created_utc": utc_text(q.created_at), "expires_at": q.expires_at,
             "expires_utc": utc_text(q.expires_at), "attempts": q.attempts, "counter": q.counter, "sent_at": q.sent_at,
             "sent_utc": utc_text(q.sent_at), "answered_at": q.answered_at, "answered_utc": utc_text(q.answered_at),

@@ -19,6 +19,8 @@ import csv
 import time
 from typing import Any, TextIO
 
+from meterkit.store.api import ReadOuts
+from meterkit.store.records import FleetRecord
 from meterkit.timefmt import utc_text
 
 clock = time.time  # what `status` takes for now (a test sets it)
@@ -36,30 +38,32 @@ def kwh(wh: int | None) -> str:
     return f"{sign}{q}.{r:03d}"
 
 
-def meter_state(m: dict, now: float) -> str:
-    if m["last_seen"] is None:
+def meter_state(f: FleetRecord, now: float) -> str:
+    m = f.meter
+    if m.last_seen is None:
         return "never"
-    if m["outage_open"]:
+    if f.outage_open:
         return "offline"
-    if now - m["last_seen"] > m["reporting_period_s"] * OFFLINE_AFTER:
+    if now - m.last_seen > m.reporting_period_s * OFFLINE_AFTER:
         return "stale"
     return "online"
 
 
-def fleet_status(store: Any, now: float | None = None) -> list[dict]:
+def fleet_status(store: ReadOuts, now: float | None = None) -> list[dict]:
     """One dict per meter, the figures `meterkit status` shows (now: for the state; default the time)."""
     t = clock() if now is None else now
     out = []
-    for m in store.fleet():
+    for f in store.fleet():
+        m = f.meter
         out.append({
-            "device": m["device"], "name": m["name"], "last_seen": m["last_seen"],
-            "last_seen_utc": utc_text(m["last_seen"]),
-            "state": meter_state(m, t), "import_wh": m["import_wh"], "export_wh": m["export_wh"],
-            "import_kwh": kwh(m["import_wh"]), "export_kwh": kwh(m["export_wh"]), "frames": m["frames_stored"],
-            "gaps_backfilled": m["gaps_backfilled"], "gaps_open": m["gaps_open"],
-            "gaps_settled": m["gaps_settled"], "interval_gaps": m["interval_gaps"], "outages": m["outages"],
-            "ack_seq": m["ack_seq"], "reporting_period_s": m["reporting_period_s"], "firmware": m["firmware"],
-            "board": m["board"], "boot_count": m["boot_count"],
+            "device": m.device_id.hex(), "name": m.name, "last_seen": m.last_seen,
+            "last_seen_utc": utc_text(m.last_seen),
+            "state": meter_state(f, t), "import_wh": f.import_wh, "export_wh": f.export_wh,
+            "import_kwh": kwh(f.import_wh), "export_kwh": kwh(f.export_wh), "frames": m.frames_stored,
+            "gaps_backfilled": f.gaps_backfilled, "gaps_open": f.gaps_open,
+            "gaps_settled": f.gaps_settled, "interval_gaps": f.interval_gaps, "outages": f.outages,
+            "ack_seq": m.ack_seq, "reporting_period_s": m.reporting_period_s, "firmware": m.firmware,
+            "board": m.board, "boot_count": m.boot_count,
         })
     return out
 
@@ -82,7 +86,7 @@ def format_status(rows: list[dict]) -> str:
     return "\n".join([*lines, summary]) if rows else "no meters registered (meterkit meters add)"
 
 
-def export_csv(store: Any, table: str, device: bytes | None, out: TextIO) -> int:
+def export_csv(store: ReadOuts, table: str, device: bytes | None, out: TextIO) -> int:
     """Write one table as CSV (times also as UTC ISO 8601); returns the number of rows."""
     names, rows = store.export(table, device)
     times = [i for i, n in enumerate(names) if n in TIME_COLUMNS]

@@ -519,14 +519,13 @@ def check(run: Run, truth_calendar: dict | None = None) -> dict:
     truth_calendar: the calendar the truth uses (default: the one the meter ran with); a test hands in a
     different one to see the check fail."""
     from meterkit.billing import bill as B
-    from meterkit.store.db import SQLiteStore
+    from meterkit.store import open_store
 
     cal_dict = truth_calendar if truth_calendar is not None else _read_json(run.calendar_path, "calendar")
     cal = TruthCalendar(cal_dict)
     prices = _read_json(run.prices_path, "prices", parse_float=Decimal)
-    with SQLiteStore(run.db, create=False, readonly=True) as st:
-        names, rows = st.export("billing", run.device)
-        stored = [dict(zip(names, r, strict=True)) for r in rows]
+    with open_store(run.db, create=False, readonly=True) as st:
+        stored = st.billing_snapshots(run.device)
         try:
             bill = B.bill(st, run.meter_name, run.period, run.prices_path, run.calendar_path,
                           billing_day=run.billing_day)
@@ -584,7 +583,7 @@ def check(run: Run, truth_calendar: dict | None = None) -> dict:
                       "truth_amount": str(tl["amount"]), "diff": None})
 
     sent = len(run.snapshots_sent)
-    period_end_ok = len(stored) == 1 and stored[0]["period_end"] == run.boundary
+    period_end_ok = len(stored) == 1 and stored[0].period_end == run.boundary
     ok &= sent == 1 and len(stored) == 1 and period_end_ok
     whole_imp, whole_exp = make_scenario(run.scenario, run.seed, run.start).energy(0, run.end - run.start)
     s = run.sim
@@ -601,8 +600,8 @@ def check(run: Run, truth_calendar: dict | None = None) -> dict:
         "period": run.period, "bill_start_utc": bill.start, "bill_end_utc": bill.end,
         "energy_source": bill.sources.get("energy"), "demand_source": bill.sources.get("demand"),
         "snapshots_sent": sent, "snapshots_stored": len(stored),
-        "snapshot_period_end_utc": [r["period_end"] for r in stored], "snapshot_period_end_ok": period_end_ok,
-        "snapshot_seq": [r["seq"] for r in stored],
+        "snapshot_period_end_utc": [b.period_end for b in stored], "snapshot_period_end_ok": period_end_ok,
+        "snapshot_seq": [b.seq for b in stored],
         "registers": regs, "demand": demand, "money": money,
         "currency": bill.currency,
         "meter_total_exact": str(bill.total_exact), "meter_total": str(bill.total),

@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import logging
-import sqlite3
 from pathlib import Path
 
 from meter import frame
 from meterkit.device.toolchain import repo_root
 from meterkit.sim.fleet import Fleet, MeterSpec
 from meterkit.sim.runner import progress_bar
+from meterkit.store import open_store
+from meterkit.store.api import Store
 
 TARIFF_DIR = repo_root() / "examples" / "tariffs"
 CALENDAR = TARIFF_DIR / "night-2rate.calendar.json"  # night 22:00-06:00, day 06:00-22:00, CET/CEST
@@ -72,25 +73,28 @@ def _frames_produced(path: Path) -> set[int]:
     return seqs
 
 
+def _stored(fleet: Fleet) -> Store:
+    """The fleet's database, read-only (the concentrator may still hold it open)."""
+    return open_store(fleet.db_path, create=False, readonly=True)
+
+
 def summary(fleet: Fleet) -> tuple[str, list[dict]]:
-    db = sqlite3.connect(fleet.db_path)
-    status = {r["device"]: r for r in fleet.store.fleet()} if hasattr(fleet.store, "fleet") else {}
     rows = []
-    for m in fleet.meters:
-        stored = {s for (s,) in db.execute("SELECT seq FROM frames WHERE device = ?", (m.device,))}
-        produced = _frames_produced(m.frames_log)
-        st = status.get(m.device.hex(), {})
-        outages = db.execute("SELECT COUNT(*) FROM outages WHERE device = ?", (m.device,)).fetchone()[0]
-        snapshots = db.execute("SELECT COUNT(*) FROM billing WHERE device = ? AND period_end = ?",
-                               (m.device, BILLING_END)).fetchone()[0]
-        rows.append({
-            "meter": m.spec.name, "link": m.spec.link, "scenario": m.spec.scenario,
-            "import_kwh": (st.get("import_wh") or 0) / 1000, "export_kwh": (st.get("export_wh") or 0) / 1000,
-            "produced": len(produced), "stored": len(stored), "missing": len(produced - stored),
-            "backfilled": st.get("gaps_backfilled", 0), "outages": outages, "snapshots": snapshots,
-            "link_cuts": m.link_cuts, "power_cuts": m.power_cuts,
-        })
-    db.close()
+    with _stored(fleet) as db:
+        status = {f.meter.device_id: f for f in db.fleet()}
+        for m in fleet.meters:
+            stored = set(db.seqs_above(m.device, -1))
+            produced = _frames_produced(m.frames_log)
+            st = status.get(m.device)
+            imp, exp, backfilled = (st.import_wh, st.export_wh, st.gaps_backfilled) if st else (None, None, 0)
+            snapshots = sum(b.period_end == BILLING_END for b in db.billing_snapshots(m.device))
+            rows.append({
+                "meter": m.spec.name, "link": m.spec.link, "scenario": m.spec.scenario,
+                "import_kwh": (imp or 0) / 1000, "export_kwh": (exp or 0) / 1000,
+                "produced": len(produced), "stored": len(stored), "missing": len(produced - stored),
+                "backfilled": backfilled, "outages": len(db.outages(m.device)),
+                "snapshots": snapshots, "link_cuts": m.link_cuts, "power_cuts": m.power_cuts,
+            })
     head = ("meter", "link", "scenario", "import kWh", "export kWh", "frames made", "stored", "missing",
             "back-filled", "outages", "snapshots")
     body = [(r["meter"], r["link"], r["scenario"], f"{r['import_kwh']:.3f}", f"{r['export_kwh']:.3f}",
@@ -111,11 +115,11 @@ def plot(fleet: Fleet, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     boundary = (BILLING_END - fleet.start_unix) / 3600
-    db = sqlite3.connect(fleet.db_path)
+    with _stored(fleet) as db:
+        profiles = [[(r.end, r.import_mwh, r.export_mwh, r.period_s) for r in db.interval_rows(m.device)]
+                    for m in fleet.meters]
     fig, axes = plt.subplots(len(fleet.meters), 1, figsize=(10, 1.7 * len(fleet.meters)), sharex=True)
-    for ax, m in zip(axes, fleet.meters, strict=True):
-        rows = db.execute("SELECT end_time, import_mwh, export_mwh, period_s FROM intervals WHERE device = ? "
-                          "ORDER BY end_time", (m.device,)).fetchall()
+    for ax, m, rows in zip(axes, fleet.meters, profiles, strict=True):
         xs, ys = [], []
         for (t0, i0, e0, _), (t1, i1, e1, p1) in zip(rows, rows[1:], strict=False):
             hours = (t1 - fleet.start_unix) / 3600
@@ -135,7 +139,6 @@ def plot(fleet: Fleet, path: Path) -> None:
             if m.spec.name == name:
                 ax.axvspan(t_from, t_to, color=colour, alpha=0.2, label=label)
                 ax.legend(loc="upper right", fontsize=8)
-    db.close()
     start = _dt.datetime.fromtimestamp(fleet.start_unix, _dt.timezone.utc)
     step = 3 if fleet.hours >= 6 else 1
     ticks = [h for h in range(0, int(fleet.hours) + 1, step)]
@@ -159,14 +162,13 @@ def bill_and_day(db_path: Path, out: Path) -> tuple[str, list[tuple[str, str]], 
     [(what, file)] written; [why something was not made]). A BillingError is reported, never raised: the rest
     of the demo's results stand."""
     from meterkit.billing import bill as billing
-    from meterkit.store.db import SQLiteStore
 
     cal = billing.load_calendar(CALENDAR)
     prices = billing.load_prices(PRICES, cal)
     csv_path = db_path.parent / f"bill-{BILL_METER}-{BILL_PERIOD}.csv"
     png = out / f"tariff-day-{BILL_METER}-{PLOT_DAY}.png"
     files, failed = [], []
-    with SQLiteStore(db_path, create=False, readonly=True) as store:
+    with open_store(db_path, create=False, readonly=True) as store:
         try:
             b = billing.bill(store, BILL_METER, BILL_PERIOD, prices, cal)
         except billing.BillingError as e:

@@ -10,10 +10,12 @@ this package imports them and declares no number of its own.
     replay    ReplayGuard: per-device sequence numbers in bounded memory
     keys      P-256 points, key ids, key files;   errors: one ProtocolError per refusal reason
     names     names for people (kinds, status bits, operations);   audit: a file of frames checked as a customer would
+    obis_code, obis_key   register key <-> OBIS code text ('1.8.0'), as meter.messages packs them
 
 May import: meter (cbor, cose, frame, messages), cbor2, cryptography, the standard library. Nothing else of meterkit.
 """
 
+from meter.messages import obis_code, obis_key
 from meterkit.wire.envelope import MAX_HOST_MESSAGE, MAX_MESSAGE, SIGNATURE_LEN, sig_structure, sign1
 from meterkit.wire.errors import (
                                   BadEnvelope,
@@ -51,6 +53,7 @@ __all__ = [
     "MAX_DEPTH", "MAX_HOST_MESSAGE", "MAX_MESSAGE", "METER_KINDS", "Malformed", "Message", "MissingKey",
     "NotCanonical", "NotSign1", "OutOfRange", "Oversized", "ProtocolError", "Replay", "ReplayGuard", "SIGNATURE_LEN",
     "Stale", "TooDeep", "Truncated", "UnknownKey", "UnknownKid", "UnknownKind", "WrongAlgorithm", "WrongDevice",
-    "WrongKind", "WrongType", "key_id", "op_name", "point_of", "public_bytes", "public_from_bytes",
-    "row_status_names", "sig_structure", "sign1", "status_names", "verify_and_decode", "verify_host_message",
+    "WrongKind", "WrongType", "key_id", "obis_code", "obis_key", "op_name", "point_of", "public_bytes",
+    "public_from_bytes", "row_status_names", "sig_structure", "sign1", "status_names", "verify_and_decode",
+    "verify_host_message",
 ]

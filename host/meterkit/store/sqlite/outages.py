@@ -1,0 +1,34 @@
+"""Table outages: a meter silent for longer than its reporting period x offline_after, and the cause found."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from meterkit.store.records import OutageRecord
+from meterkit.store.sqlite.base import Connection, where
+
+
+def _outage(r: sqlite3.Row) -> OutageRecord:
+    return OutageRecord(id=r["id"], device_id=r["device"], start=r["start"], detected_at=r["detected_at"],
+                        end=r["end"], cause=r["cause"], power_up_at=r["power_up_at"],
+                        evidence=json.loads(r["evidence"]) if r["evidence"] else None)
+
+
+class OutagesTable(Connection):
+    def open_outage(self, device_id: bytes, start: float, detected_at: float) -> int:
+        cur = self._begin().execute("INSERT INTO outages (device, start, detected_at) VALUES (?, ?, ?)",
+                                    (device_id, start, detected_at))
+        return cur.lastrowid  # type: ignore[return-value]
+
+    def close_outage(self, outage_id: int, end: float) -> None:
+        self._begin().execute("UPDATE outages SET end = ? WHERE id = ?", (end, outage_id))
+
+    def match_outage(self, outage_id: int, cause: str, power_up_at: int | None, evidence: dict) -> None:
+        self._begin().execute("UPDATE outages SET cause = ?, power_up_at = ?, evidence = ? WHERE id = ?",
+                              (cause, power_up_at, json.dumps(evidence, sort_keys=True), outage_id))
+
+    def outages(self, device_id: bytes | None = None, open_only: bool = False,
+                closed_since: float | None = None) -> list[OutageRecord]:
+        cond, args = where(("device = ?", device_id), ("end IS NULL", open_only), ("end >= ?", closed_since))
+        return [_outage(r) for r in self._rows(f"SELECT * FROM outages{cond} ORDER BY id", args)]

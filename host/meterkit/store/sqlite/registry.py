@@ -1,0 +1,114 @@
+"""Table meters: the registry (keys, names, reporting periods), what the latest hello said, and the delivery
+state the concentrator keeps per meter (last seen, ack watermark, command counter)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from meterkit import wire
+from meterkit.store.records import DEFAULT_PERIOD_S, DeliveryState, MeterRecord, NewMeter
+from meterkit.store.sqlite.base import Connection, i64
+from meterkit.wire.records import Hello
+
+_INSERT = "INSERT INTO meters (device, public_key, name, provisioned_at, reporting_period_s) VALUES (?, ?, ?, ?, ?)"
+_UPDATABLE = frozenset({"last_seen", "last_counter", "firmware", "board", "boot_count", "ack_seq", "first_seq",
+                        "online", "frames_stored", "name", "reporting_period_s"})
+
+
+def meter_record(r: sqlite3.Row) -> MeterRecord:
+    return MeterRecord(device_id=r["device"], public_key=r["public_key"], name=r["name"],
+                       provisioned_at=r["provisioned_at"], reporting_period_s=r["reporting_period_s"],
+                       last_seen=r["last_seen"], last_counter=r["last_counter"], firmware=r["firmware"],
+                       board=r["board"], boot_count=r["boot_count"], ack_seq=r["ack_seq"],
+                       first_seq=r["first_seq"], online=bool(r["online"]), frames_stored=r["frames_stored"])
+
+
+def _period(p: Any) -> int:
+    if type(p) is not int or p <= 0:
+        raise ValueError("the reporting period is a positive number of seconds")
+    return p
+
+
+class RegistryTable(Connection):
+    def register_meter(self, device_id: bytes | None, public_key: Any, name: str | None = None,
+                       reporting_period_s: int = DEFAULT_PERIOD_S, now: float | None = None) -> MeterRecord:
+        point = wire.point_of(public_key)
+        derived = wire.key_id(point)
+        if device_id is not None and bytes(device_id) != derived:
+            raise ValueError(f"device id {bytes(device_id).hex()} does not belong to that key "
+                             f"(its id is {derived.hex()})")
+        _period(reporting_period_s)
+        old = self.meter(derived)
+        c = self._begin()
+        try:
+            if old is None:
+                c.execute(_INSERT, (derived, point, name, time.time() if now is None else now, reporting_period_s))
+            elif old.public_key != point:  # pragma: no cover - ids are hashes of keys: a collision
+                raise ValueError(f"device {derived.hex()} is registered with another key")
+            else:
+                c.execute("UPDATE meters SET name = coalesce(?, name), reporting_period_s = ? WHERE device = ?",
+                          (name, reporting_period_s, derived))
+            self.commit()
+        except BaseException:
+            self.rollback()
+            raise
+        rec = self.meter(derived)
+        assert rec is not None
+        return rec
+
+    def register_meters(self, meters: Iterable[NewMeter], now: float | None = None) -> list[MeterRecord]:
+        t = time.time() if now is None else now
+        rows = []
+        for m in meters:
+            point = wire.point_of(m.public_key)
+            rows.append((wire.key_id(point), point, m.name, t, _period(m.reporting_period_s)))
+        c = self._begin()
+        try:
+            c.executemany(_INSERT + " ON CONFLICT (device) DO UPDATE SET name = coalesce(excluded.name, name), "
+                          "reporting_period_s = excluded.reporting_period_s", rows)
+            self.commit()
+        except BaseException:
+            self.rollback()
+            raise
+        return [m for m in (self.meter(r[0]) for r in rows) if m is not None]
+
+    def meter(self, device_id: bytes) -> MeterRecord | None:
+        r = self._one("SELECT * FROM meters WHERE device = ?", (bytes(device_id),))
+        return meter_record(r) if r else None
+
+    def meters(self) -> list[MeterRecord]:
+        return [meter_record(r) for r in self._rows("SELECT * FROM meters ORDER BY name, device")]
+
+    def lookup_device(self, text: str) -> bytes | None:
+        t = text.strip().lower()
+        if len(t) == 16 and all(c in "0123456789abcdef" for c in t):
+            dev = bytes.fromhex(t)
+            if self.meter(dev) is not None:
+                return dev
+        r = self._one("SELECT device FROM meters WHERE name = ? ORDER BY name, device LIMIT 1", (text,))
+        return r[0] if r else None
+
+    def update_meter(self, device_id: bytes, **fields: Any) -> None:
+        self._set("meters", "device", bytes(device_id), fields, _UPDATABLE, "meter")
+
+    def add_hellos(self, hellos: Iterable[Hello]) -> None:
+        rows = [(h.firmware, h.board, i64(h.boot_count), h.device_id) for h in hellos]
+        if rows:
+            self._begin().executemany("UPDATE meters SET firmware = ?, board = ?, boot_count = ? WHERE device = ?",
+                                      rows)
+
+    # -- delivery state
+    def save_delivery(self, states: Iterable[DeliveryState]) -> None:
+        rows = [(s.last_seen, s.ack_seq, s.first_seq, int(s.online), s.frames_stored, s.last_counter, s.device_id)
+                for s in states]
+        if rows:
+            self._begin().executemany("UPDATE meters SET last_seen = ?, ack_seq = ?, first_seq = ?, online = ?, "
+                                      "frames_stored = ?, last_counter = ? WHERE device = ?", rows)
+
+    def save_counters(self, counters: Mapping[bytes, int]) -> None:
+        if counters:
+            self._begin().executemany("UPDATE meters SET last_counter = ? WHERE device = ?",
+                                      [(c, dev) for dev, c in counters.items()])

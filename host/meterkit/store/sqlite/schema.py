@@ -1,0 +1,241 @@
+"""The SQLite schema of the head-end database and its migrations.
+
+Versioned: table ``schema_version``; ``MIGRATIONS`` are applied in order when a file is opened for writing.
+
+meters     device (8-byte id, key), public_key (65-byte point), name, provisioned_at, reporting_period_s,
+           last_seen (receive time of the newest frame, concentrator clock), last_counter (last command/ack
+           counter signed for it), firmware, board, boot_count (latest hello)              -- v1
+           ack_seq (cumulative ack watermark), first_seq (first sequence number stored), online,
+           frames_stored                                                                    -- v2
+frames     device, seq, kind, meter_time, status, received_at, raw (the COSE_Sign1 as received: evidence);
+           PRIMARY KEY (device, seq) -- the dedupe authority
+readings   device, seq, meter_time, status, import_wh (1.8.0), export_wh (2.8.0), registers (JSON, by OBIS
+           code), power_mw, voltage_mv, current_ma, uncovered_ppm
+intervals  device, end_time, import_mwh, export_mwh, status, period_s, seq (the frame that carried the row);
+           PRIMARY KEY (device, end_time)
+events     device, seq, event_seq, code, value, event_time
+billing    device, seq, period_end, registers (JSON), max_demand (JSON)
+commands   device, counter, op, args (JSON), sent_at, expires_at, answered_at, result, reason
+rejects    device (claimed id, or x'' when none could be read), peer, reason, count, first_at, last_at,
+           last_detail
+outages    id, device, start (last frame before the silence), detected_at, end (first frame after), cause
+           ('power', 'communication', 'power+communication', 'unknown'), power_up_at (meter's own time of
+           its restart), evidence (JSON)                                                    -- v2
+gaps       id, device, kind ('frames': sequence numbers, 'intervals': load-profile end times), first, last,
+           detected_at, state ('open', 'requested', 'filled', 'resolved', 'skipped', 'lost', 'not-sent'),
+           requested_at, command_counter, attempts, missing, closed_at                       -- v2
+counters   name, value: the concentrator's counters, persisted across restarts              -- v2
+command_queue  id, device, op, args (JSON, top-level keys as text), created_at, expires_at (UTC s: never sent
+           at or after it), state ('queued', 'sent', 'answered', 'expired', 'failed'), counter (of the latest
+           attempt), attempts, sent_at (latest attempt), answered_at, result, reason, note (who or what
+           queued it)                                                                        -- v3
+commands   + queue_id: the command_queue entry an attempt carried (NULL: the concentrator's own back-fill)
+                                                                                             -- v3
+
+Integers that SQLite cannot hold (outside signed 64 bits; the protocol allows uint64) are stored as NULL in
+the decoded columns; the raw frame keeps the exact value.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+from meterkit.store.api import StoreError
+
+_V1 = (
+    """CREATE TABLE meters (
+        device BLOB PRIMARY KEY,
+        public_key BLOB NOT NULL,
+        name TEXT,
+        provisioned_at REAL NOT NULL,
+        reporting_period_s INTEGER NOT NULL DEFAULT 60,
+        last_seen REAL,
+        last_counter INTEGER NOT NULL DEFAULT 0,
+        firmware TEXT,
+        board TEXT,
+        boot_count INTEGER
+    )""",
+    """CREATE TABLE frames (
+        device BLOB NOT NULL,
+        seq INTEGER NOT NULL,
+        kind INTEGER NOT NULL,
+        meter_time INTEGER NOT NULL,
+        status INTEGER,
+        received_at REAL NOT NULL,
+        raw BLOB NOT NULL,
+        PRIMARY KEY (device, seq)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE readings (
+        device BLOB NOT NULL,
+        seq INTEGER NOT NULL,
+        meter_time INTEGER NOT NULL,
+        status INTEGER,
+        import_wh INTEGER,
+        export_wh INTEGER,
+        registers TEXT NOT NULL,
+        power_mw INTEGER,
+        voltage_mv INTEGER,
+        current_ma INTEGER,
+        uncovered_ppm INTEGER,
+        PRIMARY KEY (device, seq)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE intervals (
+        device BLOB NOT NULL,
+        end_time INTEGER NOT NULL,
+        import_mwh INTEGER,
+        export_mwh INTEGER,
+        status INTEGER,
+        period_s INTEGER,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (device, end_time)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE events (
+        device BLOB NOT NULL,
+        seq INTEGER NOT NULL,
+        event_seq INTEGER,
+        code INTEGER,
+        value,
+        event_time INTEGER,
+        PRIMARY KEY (device, seq)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE commands (
+        device BLOB NOT NULL,
+        counter INTEGER NOT NULL,
+        op INTEGER NOT NULL,
+        args TEXT,
+        sent_at REAL NOT NULL,
+        expires_at INTEGER NOT NULL,
+        answered_at REAL,
+        result INTEGER,
+        reason TEXT,
+        PRIMARY KEY (device, counter)
+    )""",
+    """CREATE TABLE rejects (
+        device BLOB NOT NULL DEFAULT x'',
+        peer TEXT NOT NULL DEFAULT '',
+        reason TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        first_at REAL NOT NULL,
+        last_at REAL NOT NULL,
+        last_detail TEXT,
+        PRIMARY KEY (device, peer, reason)
+    )""",
+)
+
+_V2 = (
+    "ALTER TABLE meters ADD COLUMN ack_seq INTEGER",
+    "ALTER TABLE meters ADD COLUMN first_seq INTEGER",
+    "ALTER TABLE meters ADD COLUMN online INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE meters ADD COLUMN frames_stored INTEGER NOT NULL DEFAULT 0",
+    # data written under v1 keeps counting: frames stored so far, and the contiguous run from the first one
+    "UPDATE meters SET frames_stored = (SELECT count(*) FROM frames f WHERE f.device = meters.device)",
+    "UPDATE meters SET first_seq = (SELECT min(seq) FROM frames f WHERE f.device = meters.device)",
+    """UPDATE meters SET ack_seq = (
+        SELECT min(f.seq) FROM frames f WHERE f.device = meters.device
+        AND NOT EXISTS (SELECT 1 FROM frames g WHERE g.device = f.device AND g.seq = f.seq + 1))""",
+    """CREATE TABLE billing (
+        device BLOB NOT NULL,
+        seq INTEGER NOT NULL,
+        period_end INTEGER NOT NULL,
+        registers TEXT NOT NULL,
+        max_demand TEXT,
+        PRIMARY KEY (device, seq)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE outages (
+        id INTEGER PRIMARY KEY,
+        device BLOB NOT NULL,
+        start REAL NOT NULL,
+        detected_at REAL NOT NULL,
+        end REAL,
+        cause TEXT,
+        power_up_at INTEGER,
+        evidence TEXT
+    )""",
+    "CREATE INDEX outages_device ON outages (device, start)",
+    """CREATE TABLE gaps (
+        id INTEGER PRIMARY KEY,
+        device BLOB NOT NULL,
+        kind TEXT NOT NULL,
+        first INTEGER NOT NULL,
+        last INTEGER NOT NULL,
+        detected_at REAL NOT NULL,
+        state TEXT NOT NULL DEFAULT 'open',
+        requested_at REAL,
+        command_counter INTEGER,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        missing INTEGER,
+        closed_at REAL,
+        UNIQUE (device, kind, first)
+    )""",
+    "CREATE INDEX gaps_state ON gaps (state, device)",
+    "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+)
+
+_V3 = (
+    """CREATE TABLE command_queue (
+        id INTEGER PRIMARY KEY,
+        device BLOB NOT NULL,
+        op INTEGER NOT NULL,
+        args TEXT,
+        created_at REAL NOT NULL,
+        expires_at INTEGER NOT NULL,
+        state TEXT NOT NULL DEFAULT 'queued',
+        counter INTEGER,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        sent_at REAL,
+        answered_at REAL,
+        result INTEGER,
+        reason TEXT,
+        note TEXT
+    )""",
+    "CREATE INDEX command_queue_state ON command_queue (state, device, id)",
+    "CREATE INDEX command_queue_device ON command_queue (device, id)",
+    "ALTER TABLE commands ADD COLUMN queue_id INTEGER",
+    "CREATE INDEX commands_queue ON commands (queue_id)",
+)
+
+# (version, what it brings, statements). Append only: a released migration never changes.
+MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
+    (1, "registry, frames as evidence, decoded readings/intervals/events, commands, rejects", _V1),
+    (2, "delivery state: ack watermark, outages, gaps, billing snapshots, persisted counters", _V2),
+    (3, "operator command queue; each signed command attempt linked to its queue entry", _V3),
+)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The version recorded in a database (0: no meterkit schema yet)."""
+    has = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'").fetchone()
+    if not has:
+        return 0
+    row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+    return row[0] or 0
+
+
+def migrate(conn: sqlite3.Connection, upto: int = SCHEMA_VERSION) -> list[int]:
+    """Apply the migrations after the database's version, up to `upto`, each in its own transaction.
+    Returns the versions applied. Raises StoreError for a database newer than this meterkit."""
+    current = schema_version(conn)
+    if current > SCHEMA_VERSION:
+        raise StoreError(f"database schema v{current} is newer than this meterkit understands "
+                         f"(v{SCHEMA_VERSION}): upgrade meterkit")
+    applied = []
+    for version, what, statements in MIGRATIONS:
+        if version <= current or version > upto:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if version == 1:
+                conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
+                             "applied_at REAL NOT NULL, description TEXT)")
+            for sql in statements:
+                conn.execute(sql)
+            conn.execute("INSERT INTO schema_version (version, applied_at, description) VALUES (?, ?, ?)",
+                         (version, time.time(), what))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        applied.append(version)
+    return applied
