@@ -42,7 +42,7 @@ class SimMeter:
     """A simulated meter: its key, its frame sequence and time, and the frames it makes.
 
     Without `identity`, a fresh P-256 key signed with `cryptography` (fast: thousands of meters). With a
-    meter.identity.Identity, frames are built and signed by the firmware's own code (meter.M.Builder).
+    meter.identity.Identity, frames are built and signed by the firmware's own code (meter.messages.Builder).
     """
 
     def __init__(self, identity: Any = None, seq: int = 0, time_fn: Any = None, period_s: int = 60):
