@@ -26,7 +26,9 @@ import pytest
 from meter import messages as M
 from meter.identity import Identity
 from meter.tou import Calendar
-from meterkit.billing import bill as B
+from meterkit import billing as B
+from meterkit.billing.determinants import energy_from_profile
+from meterkit.billing.money import split_by_weight
 from meterkit.cli import bill as bill_cli
 from meterkit.store import open_store
 from meterkit.testing.rig import LoopbackRig, SimMeter
@@ -358,18 +360,19 @@ def test_profile_split_across_switches_and_gaps():
             B.Row(t21 + 1800, 1_002_000, 0, 0, Q),  # 21:15 missing: day only
             B.Row(t21 + 5400, 1_010_001, 0, 0, Q),  # 21:45, 22:00, 22:15 missing: half day, half night
             B.Row(t21 + 6300, 1_010_008, 0, 0, Q)]  # 22:45, complete, night
-    e, notes = B._energy_from_profile(rows, cal, None)
+    e, notes = energy_from_profile(rows, cal, None)
     assert e.imp == {1: 2000 + 4001, 2: 4000 + 7}  # 8001 mWh over 30 + 30 min: the odd mWh to the earlier
     assert any("ESTIMATED: 4 load-profile intervals are missing" in n for n in notes)
     assert any("1 intervals straddle a tariff switch" in n for n in notes)
     # a 20-minute span 21:50 -> 22:10 (odd rows): 10 min day, 10 min night, 7 mWh -> 4 + 3 (largest remainder)
     t = t21 + 3000
-    e, notes = B._energy_from_profile([B.Row(t, 0, 0, 0, 1200), B.Row(t + 1200, 7, 5, 0, 1200)], cal, None)
+    e, notes = energy_from_profile([B.Row(t, 0, 0, 0, 1200), B.Row(t + 1200, 7, 5, 0, 1200)], cal, None)
     assert (e.imp, e.exp) == ({1: 4, 2: 3}, {1: 3, 2: 2})
     assert any("straddle a tariff switch" in n for n in notes)
-    assert B._split(10, [1, 1, 1]) == [4, 3, 3] and B._split(0, [5, 7]) == [0, 0] and B._split(9, [0, 3]) == [0, 9]
+    assert split_by_weight(10, [1, 1, 1]) == [4, 3, 3] and split_by_weight(0, [5, 7]) == [0, 0]
+    assert split_by_weight(9, [0, 3]) == [0, 9]
     with pytest.raises(B.BillingError, match="goes backwards"):
-        B._energy_from_profile([B.Row(t, 10, 0, 0, Q), B.Row(t + Q, 9, 0, 0, Q)], cal, None)
+        energy_from_profile([B.Row(t, 10, 0, 0, Q), B.Row(t + Q, 9, 0, 0, Q)], cal, None)
 
 
 def test_commissioned_meter_starts_from_empty_registers(tmp_path, ident):

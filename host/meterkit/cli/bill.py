@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from meterkit.billing.bill import SOURCES, BillingError, bill, load_calendar, load_prices, plot_day
+from meterkit.billing import SOURCES, BillingError, bill, load_calendar, load_prices, plot_day
 from meterkit.cli.common import add_db
 from meterkit.store import StoreError, open_store
 

@@ -62,6 +62,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from meter.messages import BILLING
+from meterkit.billing.money import plain_number
 from meterkit.timefmt import utc_text
 
 DEFAULT_DAYS = 35.0
@@ -518,7 +519,7 @@ def check(run: Run, truth_calendar: dict | None = None) -> dict:
 
     truth_calendar: the calendar the truth uses (default: the one the meter ran with); a test hands in a
     different one to see the check fail."""
-    from meterkit.billing import bill as B
+    from meterkit import billing as B
     from meterkit.store import open_store
 
     cal_dict = truth_calendar if truth_calendar is not None else _read_json(run.calendar_path, "calendar")
@@ -577,7 +578,7 @@ def check(run: Run, truth_calendar: dict | None = None) -> dict:
         tl = by_reg.pop(key, None)
         money.append({"register": key, "description": ln.description, "meter_amount": str(ln.amount),
                       "truth_amount": None if tl is None else str(tl["amount"]),
-                      "diff": None if tl is None else _plain(ln.amount - tl["amount"])})
+                      "diff": None if tl is None else plain_number(ln.amount - tl["amount"])})
     for key, tl in by_reg.items():
         money.append({"register": key, "description": "(truth only)", "meter_amount": None,
                       "truth_amount": str(tl["amount"]), "diff": None})
@@ -606,7 +607,7 @@ def check(run: Run, truth_calendar: dict | None = None) -> dict:
         "currency": bill.currency,
         "meter_total_exact": str(bill.total_exact), "meter_total": str(bill.total),
         "truth_total_exact": str(t_exact), "truth_total": str(t_total),
-        "total_diff": _plain(bill.total - t_total),
+        "total_diff": plain_number(bill.total - t_total),
         "whole_run": {  # where a difference comes from: the scenario's integral, what the chip converted, metered
             "scenario_import_wh": round(whole_imp / J_PER_WH, 6), "scenario_export_wh": round(whole_exp / J_PER_WH, 6),
             "chip_import_wh": round(s["exact_import_uwh"] / 1e6, 6),
@@ -617,14 +618,6 @@ def check(run: Run, truth_calendar: dict | None = None) -> dict:
         "frames_sent": run.frames_sent, "sim_wall_s": s.get("wall_s"), "ingest_wall_s": run.ingest_s,
         "tariff_intervals": len(truth.intervals), "notes": bill.notes,
     }
-
-
-def _plain(d: Decimal) -> str:
-    """A Decimal without exponent or trailing zeros ('0E-7' -> '0')."""
-    s = f"{d:f}"
-    if "." in s:
-        s = s.rstrip("0").rstrip(".")
-    return "0" if s in ("-0", "") else s
 
 
 def format_report(r: dict) -> str:

@@ -161,7 +161,7 @@ def bill_and_day(db_path: Path, out: Path) -> tuple[str, list[tuple[str, str]], 
     PLOT_DAY's load profile coloured by tariff as a PNG in `out`. Returns (the bill, or why there is none;
     [(what, file)] written; [why something was not made]). A BillingError is reported, never raised: the rest
     of the demo's results stand."""
-    from meterkit.billing import bill as billing
+    from meterkit import billing
 
     cal = billing.load_calendar(CALENDAR)
     prices = billing.load_prices(PRICES, cal)
