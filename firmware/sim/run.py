@@ -50,8 +50,8 @@ def _args(argv):
 FLEET_SLACK_S = 120
 
 
-def main(argv):
-    opts, flags = _args(argv)
+def _board(opts):
+    """The board profile, its 'tariff' section overridden from the command line (validated again)."""
     board = load_board(opts["board"])
     tariff = dict(board.get("tariff") or {})
     for opt, key in (("calendar", "calendar"), ("billing-day", "billing_day"), ("tariffs", "tariffs"),
@@ -61,16 +61,147 @@ def main(argv):
     if tariff:
         board["tariff"] = tariff
         board = validate_board(board)
-    overrides = {}
+    return board
+
+
+def _sim_overrides(opts, flags):
+    out = {}
     if opts["scenario"]:
-        overrides["scenario"] = opts["scenario"]
+        out["scenario"] = opts["scenario"]
     if opts["seed"]:
-        overrides["seed"] = int(opts["seed"])
+        out["seed"] = int(opts["seed"])
     if opts["start"]:
-        overrides["start_unix_s"] = int(opts["start"])
+        out["start_unix_s"] = int(opts["start"])
     if "absent" in flags:
-        overrides["absent"] = True
-    hw = open_sim(board, flash_dir=opts["flash"], overrides=overrides)
+        out["absent"] = True
+    return out
+
+
+def _attach_link(meter, opts, frames_file, sink):
+    from sim.transports import real_ticks_ms, transport  # only when linked: keeps the core run small
+
+    timers = {}
+    if opts["speed"]:
+        # real-time link timers, but a simulated hour passes in seconds: wait for acks accordingly
+        timers = {"ack_timeout_ms": 500, "ack_timeout_max_ms": 4000}
+    link = meter.attach_link(transport(opts["link"]), ticks_ms=real_ticks_ms, **timers)
+    if frames_file is not None:
+        to_link = meter.reporter.sink
+
+        def tee(seq, fr):  # the frames file records what the meter produced; the link carries it
+            sink(seq, fr)
+            return to_link(seq, fr)
+
+        meter.reporter.sink = tee
+    return link
+
+
+class Pacer:
+    """What happens after every batch: lock-step with a fleet's clock, the real-time throttle, heap peak,
+    @@BATCH and @@PROGRESS lines. The link works while the runner waits (acks, back-fill, reconnects)."""
+
+    def __init__(self, hw, link, opts, flags, end_us, duration_us):
+        self.hw = hw
+        self.clock = hw.sim.clock
+        self.link = link
+        self.clock_file = opts["clock-file"]
+        self.speed = float(opts["speed"]) if opts["speed"] else 0.0
+        self.trace = "trace" in flags
+        self.progress = "progress" in flags
+        self.start_us = end_us - duration_us
+        self.duration_us = duration_us
+        self.step_us = duration_us // 50 or 1
+        self.next_progress = self.clock.now_us + self.step_us
+        self.virtual0 = self.clock.now_us
+        self.real0 = time.ticks_ms()
+        self.batches = 0
+        self.peak = gc.mem_alloc()
+
+    def _fleet_time(self):
+        try:
+            with open(self.clock_file) as f:
+                return float(f.read() or 0)
+        except (OSError, ValueError):
+            return 0.0
+
+    def _idle(self, meter, ms):
+        if self.link is not None:
+            meter.poll_link()
+        time.sleep_ms(ms)
+
+    def __call__(self, m):
+        if self.clock_file:
+            # never more than FLEET_SLACK_S ahead of the fleet clock (which follows the slowest meter), so
+            # every meter and the head-end agree on the time within minutes
+            self.batches += 1
+            if self.batches % 4 == 0:
+                print("@@T %d" % self.hw.time())
+            while self.hw.time() > self._fleet_time() + FLEET_SLACK_S:
+                for _ in range(10):
+                    self._idle(m, 2)
+        if self.speed:  # virtual time may run at most `speed` times real time
+            ahead_ms = ((self.clock.now_us - self.virtual0) / (self.speed * 1000)
+                        - time.ticks_diff(time.ticks_ms(), self.real0))
+            while ahead_ms > 1:
+                step = 2 if ahead_ms > 2 else ahead_ms
+                self._idle(m, int(step))
+                ahead_ms -= step
+        a = gc.mem_alloc()
+        if a > self.peak:
+            self.peak = a
+        if self.trace:
+            print("@@BATCH %d %d" % (m.registers.total_uwh(), m.checkpointer.last_uwh))
+        if self.progress and self.clock.now_us >= self.next_progress:
+            self.next_progress += self.step_us
+            print("@@PROGRESS %d %d" % (self.clock.now_us - self.start_us, self.duration_us))
+
+
+def _drain(meter, link, ms):
+    """The run is over: give the head-end a moment (real time) to acknowledge the last frames."""
+    until = time.ticks_add(time.ticks_ms(), ms)
+    while link.outbox.acked < link.outbox.last_seq and time.ticks_diff(until, time.ticks_ms()) > 0:
+        meter.poll_link()
+        time.sleep_ms(2)
+    link.flush()
+
+
+def _identity(meter):
+    ident = meter.identity
+    return {"device_id": binascii.hexlify(ident.device_id).decode(),
+            "public_key": binascii.hexlify(ident.public_key).decode()}
+
+
+def _result(meter, hw, hours, restored, heap, wall_ms):
+    """The run's figures. The energy is this run's: what the registers gained since they were restored."""
+    chip = hw.sim.chip
+    metro = meter.metrology
+    regs = meter.registers
+    gc.collect()
+    result = {
+        "scenario": hw.sim.scenario.name, "hours": hours,
+        "exact_import_uwh": chip.exact_import_uwh, "exact_export_uwh": chip.exact_export_uwh,
+        "metered_import_uwh": regs.total_uwh("import") - restored[1],
+        "metered_export_uwh": regs.total_uwh("export") - restored[2],
+        "restored_uwh": restored[0], "registers": regs.snapshot(),
+        "samples": metro.samples, "chip_cycles": chip.cycles, "missed": metro.missed,
+        "covered_us": metro.covered_us, "elapsed_us": metro.elapsed_us, "coverage_ppm": metro.coverage_ppm(),
+        "shunt_duty_ppm": meter.sensor.shunt_duty_ppm, "i2c_errors": meter.sensor.errors,
+        "chip_resets": meter.sensor.resets, "overflows": meter.sensor.overflows,
+        "flash_writes": meter.store.writes, "flash_bytes": meter.store.bytes_written,
+        "events": meter.event_counts, "heap_peak": heap[1], "heap_after_gc": gc.mem_alloc(),
+        "heap_before_meter": heap[0], "heap_total": gc.mem_alloc() + gc.mem_free(), "wall_ms": wall_ms,
+    }
+    if meter.reporter is not None:
+        result.update(_identity(meter))
+        result["frames"] = meter.reporter.frames
+        hid = meter.identity.headend_id
+        result["headend_id"] = binascii.hexlify(hid).decode() if hid else None
+    return result
+
+
+def main(argv):
+    opts, flags = _args(argv)
+    hw = open_sim(_board(opts), flash_dir=opts["flash"], overrides=_sim_overrides(opts, flags))
     gc.collect()
     heap_before_meter = gc.mem_alloc()  # the runner and the simulated hardware: not part of a board's budget
     clock = hw.sim.clock
@@ -90,139 +221,30 @@ def main(argv):
         meter.identity.install_headend(binascii.unhexlify(opts["headend"]))  # provisioning, as on a bench
     link = None
     if opts["link"] and meter.reporter is not None:
-        from sim.transports import real_ticks_ms, transport  # only when linked: keeps the core run small
-
-        timers = {}
-        if opts["speed"]:
-            # real-time link timers, but a simulated hour passes in seconds: wait for acks accordingly
-            timers = {"ack_timeout_ms": 500, "ack_timeout_max_ms": 4000}
-        link = meter.attach_link(transport(opts["link"]), ticks_ms=real_ticks_ms, **timers)
-        if frames_file is not None:
-            to_link = meter.reporter.sink
-
-            def tee(seq, fr):  # the frames file records what the meter produced; the link carries it
-                sink(seq, fr)
-                return to_link(seq, fr)
-
-            meter.reporter.sink = tee
+        link = _attach_link(meter, opts, frames_file, sink)
     if "provision" in flags:
         # Provisioning: the meter made its key (first boot) and holds the head-end key; say who it is, stop.
-        print("@@RESULT " + json.dumps({
-            "device_id": binascii.hexlify(meter.identity.device_id).decode(),
-            "public_key": binascii.hexlify(meter.identity.public_key).decode(),
-            "created": meter.identity.created}))
+        ident = _identity(meter)
+        ident["created"] = meter.identity.created
+        print("@@RESULT " + json.dumps(ident))
         return
-    restored_uwh = meter.registers.total_uwh()
-    restored_imp = meter.registers.total_uwh("import")
-    restored_exp = meter.registers.total_uwh("export")
+    regs = meter.registers
+    restored = (regs.total_uwh(), regs.total_uwh("import"), regs.total_uwh("export"))
     if "trace" in flags:
-        print("@@RESTORED %d" % restored_uwh)
-    peak = [gc.mem_alloc()]
-    progress_step = duration_us // 50 or 1
-    next_progress = [clock.now_us + progress_step]
-    trace = "trace" in flags
-    progress = "progress" in flags
-
-    speed = float(opts["speed"]) if opts["speed"] else 0.0
-    virtual0 = clock.now_us
-    real0 = time.ticks_ms()
-
-    batches = [0]
-    clock_file = opts["clock-file"]
-
-    def fleet_time():
-        try:
-            with open(clock_file) as f:
-                return float(f.read() or 0)
-        except (OSError, ValueError):
-            return 0.0
-
-    def on_batch(m):
-        if clock_file:
-            # Lock-step with a fleet: never more than FLEET_SLACK_S ahead of the fleet clock (which follows
-            # the slowest meter), so every meter and the head-end agree on the time within minutes.
-            batches[0] += 1
-            if batches[0] % 4 == 0:
-                print("@@T %d" % hw.time())
-            while hw.time() > fleet_time() + FLEET_SLACK_S:
-                for _ in range(10):
-                    if link is not None:
-                        m.poll_link()
-                    time.sleep_ms(2)
-        if speed:
-            # Throttle: virtual time may run at most `speed` times real time.
-            ahead_ms = (clock.now_us - virtual0) / (speed * 1000) - time.ticks_diff(time.ticks_ms(), real0)
-            while ahead_ms > 1:  # idle in real time: the link works meanwhile (acks, back-fill, reconnects)
-                if link is not None:
-                    m.poll_link()
-                step = 2 if ahead_ms > 2 else ahead_ms
-                time.sleep_ms(int(step))
-                ahead_ms -= step
-        a = gc.mem_alloc()
-        if a > peak[0]:
-            peak[0] = a
-        if trace:
-            print("@@BATCH %d %d" % (m.registers.total_uwh(), m.checkpointer.last_uwh))
-        if progress and clock.now_us >= next_progress[0]:
-            next_progress[0] += progress_step
-            print("@@PROGRESS %d %d" % (clock.now_us - (end_us - duration_us), duration_us))
-
+        print("@@RESTORED %d" % restored[0])
+    pacer = Pacer(hw, link, opts, flags, end_us, duration_us)
     t0 = time.ticks_ms()
     meter.start()
-    meter.run_until(lambda: clock.now_us >= end_us, on_batch)
+    meter.run_until(lambda: clock.now_us >= end_us, pacer)
     meter.flush_checkpoint()
     if link is not None:
-        drain_until = time.ticks_add(time.ticks_ms(), int(opts["drain-ms"]))
-        while link.outbox.acked < link.outbox.last_seq and time.ticks_diff(drain_until, time.ticks_ms()) > 0:
-            meter.poll_link()  # the run is over: give the head-end a moment to acknowledge the last frames
-            time.sleep_ms(2)
-        link.flush()
+        _drain(meter, link, int(opts["drain-ms"]))
     wall_ms = time.ticks_diff(time.ticks_ms(), t0)
     if frames_file is not None:
         frames_file.close()
-
-    chip = hw.sim.chip
-    metro = meter.metrology
-    regs = meter.registers
-    # This run's energy: what the registers gained since they were restored from flash.
-    imp_uwh = regs.total_uwh("import") - restored_imp
-    exp_uwh = regs.total_uwh("export") - restored_exp
-    gc.collect()
-    result = {
-        "scenario": hw.sim.scenario.name,
-        "hours": float(opts["hours"]),
-        "exact_import_uwh": chip.exact_import_uwh,
-        "exact_export_uwh": chip.exact_export_uwh,
-        "metered_import_uwh": imp_uwh,
-        "metered_export_uwh": exp_uwh,
-        "restored_uwh": restored_uwh,
-        "registers": regs.snapshot(),
-        "samples": metro.samples,
-        "chip_cycles": chip.cycles,
-        "missed": metro.missed,
-        "covered_us": metro.covered_us,
-        "elapsed_us": metro.elapsed_us,
-        "coverage_ppm": metro.coverage_ppm(),
-        "shunt_duty_ppm": meter.sensor.shunt_duty_ppm,
-        "i2c_errors": meter.sensor.errors,
-        "chip_resets": meter.sensor.resets,
-        "overflows": meter.sensor.overflows,
-        "flash_writes": meter.store.writes,
-        "flash_bytes": meter.store.bytes_written,
-        "events": meter.event_counts,
-        "heap_peak": peak[0],
-        "heap_after_gc": gc.mem_alloc(),
-        "heap_before_meter": heap_before_meter,
-        "heap_total": gc.mem_alloc() + gc.mem_free(),
-        "wall_ms": wall_ms,
-    }
+    result = _result(meter, hw, float(opts["hours"]), restored, (heap_before_meter, pacer.peak), wall_ms)
     if meter.reporter is not None:
-        result["device_id"] = binascii.hexlify(meter.identity.device_id).decode()
-        result["public_key"] = binascii.hexlify(meter.identity.public_key).decode()
-        result["frames"] = meter.reporter.frames
         result["frame_bytes"] = frame_bytes[0]
-        result["headend_id"] = binascii.hexlify(meter.identity.headend_id).decode() \
-            if meter.identity.headend_id else None
     if link is not None:
         result["link"] = link.stats()
         result["outbox_held"] = link.outbox.held
