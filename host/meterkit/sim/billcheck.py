@@ -533,55 +533,10 @@ def check(run: Run, truth_calendar: dict | None = None) -> dict:
         except (B.BillingError, ValueError) as e:
             raise CheckError(f"meterkit bill refused the period {run.period}: {e}") from None
     truth = ground_truth(make_scenario(run.scenario, run.seed, run.start), run.start, run.boundary, cal)
-
-    regs: list[dict] = []
-    ok = True
-    tariffs = sorted({int(d.register.split(".")[2]) for d in bill.determinants
-                      if d.register[:4] in ("1.8.", "2.8.") and d.tariff is not None}
-                     | {t for t in truth.import_j} | {t for t in truth.export_j})
-    for c in (1, 2):
-        floors = {t: math.floor(truth.wh(c, t)) for t in tariffs}
-        for t in [0] + tariffs:
-            reg = f"{c}.8.{t}"
-            d = bill.determinant(reg)
-            meter = None if d is None or d.end_value is None else d.end_value - (d.start_value or 0)
-            if t == 0:
-                exact = sum(truth.wh(c, x) for x in tariffs)
-                ref = sum(floors.values())
-            else:
-                exact = truth.wh(c, t)
-                ref = floors[t]
-            good = meter is not None and abs(meter - ref) <= 1
-            ok &= good
-            regs.append({"register": reg, "description": d.description if d else reg, "meter_wh": meter,
-                         "truth_wh": round(exact, 6), "truth_floor_wh": ref,
-                         "diff_wh": None if meter is None else meter - ref, "ok": good})
-    demand: list[dict] = []
-    for key in sorted(truth.demand_w):
-        reg = f"1.6.{key}"
-        d = bill.determinant(reg)
-        meter_w = None if d is None else int(d.quantity * 1000)
-        ref = math.floor(truth.demand_w[key])
-        good = meter_w is not None and abs(meter_w - ref) <= 1
-        ok &= good
-        demand.append({"register": reg, "meter_w": meter_w, "meter_at": None if d is None else d.at,
-                       "truth_w": round(truth.demand_w[key], 6), "truth_floor_w": ref,
-                       "truth_at": truth.demand_at[key], "diff_w": None if meter_w is None else meter_w - ref,
-                       "ok": good})
-
-    energy_wh = {r["register"]: r["truth_floor_wh"] for r in regs if not r["register"].endswith(".0")}
-    t_lines, t_exact, t_total = truth_money(prices, energy_wh, {r["register"]: r["truth_floor_w"] for r in demand})
-    by_reg = {ln["register"]: ln for ln in t_lines}
-    money = []
-    for ln in bill.lines:
-        key = ln.register or "fixed"
-        tl = by_reg.pop(key, None)
-        money.append({"register": key, "description": ln.description, "meter_amount": str(ln.amount),
-                      "truth_amount": None if tl is None else str(tl["amount"]),
-                      "diff": None if tl is None else plain_number(ln.amount - tl["amount"])})
-    for key, tl in by_reg.items():
-        money.append({"register": key, "description": "(truth only)", "meter_amount": None,
-                      "truth_amount": str(tl["amount"]), "diff": None})
+    regs = _registers_vs_truth(bill, truth)
+    demand = _demand_vs_truth(bill, truth)
+    money, t_exact, t_total = _money_vs_truth(bill, prices, regs, demand)
+    ok = all(r["ok"] for r in regs) and all(d["ok"] for d in demand)
 
     sent = len(run.snapshots_sent)
     period_end_ok = len(stored) == 1 and stored[0].period_end == run.boundary
@@ -618,6 +573,69 @@ def check(run: Run, truth_calendar: dict | None = None) -> dict:
         "frames_sent": run.frames_sent, "sim_wall_s": s.get("wall_s"), "ingest_wall_s": run.ingest_s,
         "tariff_intervals": len(truth.intervals), "notes": bill.notes,
     }
+
+
+def _registers_vs_truth(bill: Any, truth: Truth) -> list[dict]:
+    """Every energy register of the bill against floor(truth Wh): tariffs within 1 Wh, totals within 1 Wh of the
+    sum of the tariffs' floors."""
+    regs: list[dict] = []
+    tariffs = sorted({int(d.register.split(".")[2]) for d in bill.determinants
+                      if d.register[:4] in ("1.8.", "2.8.") and d.tariff is not None}
+                     | {t for t in truth.import_j} | {t for t in truth.export_j})
+    for c in (1, 2):
+        floors = {t: math.floor(truth.wh(c, t)) for t in tariffs}
+        for t in [0] + tariffs:
+            reg = f"{c}.8.{t}"
+            d = bill.determinant(reg)
+            meter = None if d is None or d.end_value is None else d.end_value - (d.start_value or 0)
+            if t == 0:
+                exact = sum(truth.wh(c, x) for x in tariffs)
+                ref = sum(floors.values())
+            else:
+                exact = truth.wh(c, t)
+                ref = floors[t]
+            good = meter is not None and abs(meter - ref) <= 1
+            regs.append({"register": reg, "description": d.description if d else reg, "meter_wh": meter,
+                         "truth_wh": round(exact, 6), "truth_floor_wh": ref,
+                         "diff_wh": None if meter is None else meter - ref, "ok": good})
+    return regs
+
+
+def _demand_vs_truth(bill: Any, truth: Truth) -> list[dict]:
+    """Each maximum demand of the bill against floor(truth W), within 1 W."""
+    demand: list[dict] = []
+    for key in sorted(truth.demand_w):
+        reg = f"1.6.{key}"
+        d = bill.determinant(reg)
+        meter_w = None if d is None else int(d.quantity * 1000)
+        ref = math.floor(truth.demand_w[key])
+        good = meter_w is not None and abs(meter_w - ref) <= 1
+        demand.append({"register": reg, "meter_w": meter_w, "meter_at": None if d is None else d.at,
+                       "truth_w": round(truth.demand_w[key], 6), "truth_floor_w": ref,
+                       "truth_at": truth.demand_at[key], "diff_w": None if meter_w is None else meter_w - ref,
+                       "ok": good})
+
+    return demand
+
+
+def _money_vs_truth(bill: Any, prices: dict, regs: list[dict], demand: list[dict]) -> tuple[list[dict], Decimal,
+                                                                                            Decimal]:
+    """The bill's lines against the truth's, priced independently from the same price file."""
+    energy_wh = {r["register"]: r["truth_floor_wh"] for r in regs if not r["register"].endswith(".0")}
+    t_lines, t_exact, t_total = truth_money(prices, energy_wh, {r["register"]: r["truth_floor_w"] for r in demand})
+    by_reg = {ln["register"]: ln for ln in t_lines}
+    money = []
+    for ln in bill.lines:
+        key = ln.register or "fixed"
+        tl = by_reg.pop(key, None)
+        money.append({"register": key, "description": ln.description, "meter_amount": str(ln.amount),
+                      "truth_amount": None if tl is None else str(tl["amount"]),
+                      "diff": None if tl is None else plain_number(ln.amount - tl["amount"])})
+    for key, tl in by_reg.items():
+        money.append({"register": key, "description": "(truth only)", "meter_amount": None,
+                      "truth_amount": str(tl["amount"]), "diff": None})
+
+    return money, t_exact, t_total
 
 
 def format_report(r: dict) -> str:
