@@ -235,7 +235,7 @@ async def _run(out: Path, hours: float, speed: float) -> int:
           "billing period ends at 2026-11-01 00:00 CET")
     print("  provisioning: each meter makes its key, the head-end key is installed, public keys registered")
     clog = _LogLines(fleet)
-    logger = logging.getLogger("meterkit.headend.concentrator")
+    logger = logging.getLogger("meterkit.headend")
     logger.addHandler(clog)
     propagate, logger.propagate = logger.propagate, False
     await fleet.setup()
