@@ -765,6 +765,12 @@ def test_command_line_refuses_bad_setups(tmp_path, capsys):
     assert a.func(a) == 2 and "no such key file" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         p.parse_args(["concentrator", "--db", "x", "--key", "k", "--listen", "nowhere"])
+    from meterkit.wire.keys import new_key
+
+    key, _, _ = new_key(tmp_path)
+    a = p.parse_args(["concentrator", "--db", str(tmp_path / "x.db"), "--key", str(key), "--listen", "127.0.0.1:0",
+                      "--offline-after", "0"])
+    assert a.func(a) == 2 and "offline_after must be above 0" in capsys.readouterr().err
     from meterkit.cli.common import host_port
 
     assert host_port(":4840") == ("0.0.0.0", 4840)

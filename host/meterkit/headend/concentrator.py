@@ -29,7 +29,7 @@ from meterkit import wire as P
 from meterkit.headend.config import ConcentratorConfig
 from meterkit.headend.connections import Connections, Link
 from meterkit.headend.counters import Counters
-from meterkit.headend.devices import Devices
+from meterkit.headend.devices import Device, Devices
 from meterkit.headend.dispatch import Dispatch
 from meterkit.headend.gaps import FrameGaps, IntervalGaps
 from meterkit.headend.ingest import Ingest
@@ -48,7 +48,7 @@ class Concentrator:
     time every decision is taken by (outages, gaps, expiry); it may be replaced while running (a simulated
     fleet's clock)."""
 
-    def __init__(self, store: Store, headend: P.HeadEnd, clock: Callable[[], float] = time.time,
+    def __init__(self, store: Store, headend: P.HeadEnd, clock: Callable[[], float] = time.time, *,
                  config: ConcentratorConfig | None = None, **settings: Any):
         cfg = self.config = dataclasses.replace(config or ConcentratorConfig(), **settings)
         self.store = store
@@ -93,8 +93,8 @@ class Concentrator:
         """Outages, interval gaps, back-fill commands, the operator's queue; saves the counters. Runs every
         tick_s; tests call it."""
         now = self.clock()
-        backfills = []
-        scanned = []
+        backfills: list[tuple] = []
+        scanned: list[Device] = []
         try:
             with self.counters.transaction():
                 for d in self.devices:

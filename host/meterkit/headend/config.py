@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ConcentratorConfig:
+    """The concentrator's settings: Concentrator(store, headend, config=...), or its fields as keywords."""
+
     # outages
     offline_after: float = 3  # a meter silent for this many reporting periods is offline
     match_window: float = 300.0  # s after an outage ends in which the meter's own account of it is awaited

@@ -89,9 +89,9 @@ class FrameGaps:
         return (g.requested_at is not None and now > g.requested_at + cfg.command_ttl_s
                 and g.attempts < cfg.backfill_attempts)
 
-    def request_due(self, d: Device, now: float) -> list[tuple[Device, int, int, bytes]]:
+    def request_due(self, d: Device, now: float) -> list[tuple[Device, int, int, int, bytes]]:
         """Back-fill commands for the gaps that are due (housekeeping's transaction): (device, first, last,
-        frame) to send once committed."""
+        command counter, frame) to send once committed."""
         if not d.connected:
             return []
         out = []
@@ -107,13 +107,13 @@ class FrameGaps:
                                   attempts=g.attempts)
             self.counters.stage("commands_sent")
             self.counters.stage("backfills_sent")
-            out.append((d, first, g.last, frame))
+            out.append((d, first, g.last, d.counter, frame))
         return out
 
     @staticmethod
-    def send(requests: list[tuple[Device, int, int, bytes]]) -> None:
-        for d, first, last, frame in requests:
-            log.info("meter %s: back-fill %d..%d requested (command %d)", d.id.hex(), first, last, d.counter)
+    def send(requests: list[tuple[Device, int, int, int, bytes]]) -> None:
+        for d, first, last, counter, frame in requests:
+            log.info("meter %s: back-fill %d..%d requested (command %d)", d.id.hex(), first, last, counter)
             d.link.send(frame)
 
     def catching_up(self, d: Device, now: float) -> bool:

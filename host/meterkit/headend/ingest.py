@@ -32,7 +32,7 @@ from meterkit.headend.dispatch import Dispatch
 from meterkit.headend.gaps import FrameGaps
 from meterkit.headend.outages import Outages
 from meterkit.store.db import I64_MAX, Store
-from meterkit.wire.records import CommandResponse, Event, Frame, Hello, IntervalRow, Record, records_of
+from meterkit.wire.records import CommandResponse, Frame, Hello, Record, records_of
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,8 @@ class _Batch:
         self.new_links: list[bytes] = []  # devices heard on a connection that is new for them
         self.frames: list[Frame] = []
         self.records: list[Record] = []
+        self.hellos: dict[bytes, Hello] = {}  # device -> its latest hello
+        self.responses: list[CommandResponse] = []
         self.power_failed: set[bytes] = set()  # devices that say they lost power
 
 
@@ -98,17 +100,17 @@ class Ingest:
 
     def pump(self) -> None:
         self._handle = None
-        batch = self._verify(self.conns.take(self.config.batch_frames))
-        if batch:
+        verified = self._verify(self.conns.take(self.config.batch_frames))
+        if verified:
             try:
-                self.store_batch(batch)
+                self.store_batch(verified)
             except Exception:  # noqa: BLE001 - logged and counted; the meters resend
-                log.exception("storing a batch of %d frames", len(batch))
+                log.exception("storing a batch of %d frames", len(verified))
         if self.conns.pending:
             self.schedule()
 
     def _verify(self, chunks: list[tuple[Link, list[bytes]]]) -> list[tuple[Link, P.Message]]:
-        batch = []
+        verified = []
         verify, lookup, reject = P.verify_and_decode, self.devices.public_key, self.conns.reject
         for link, frames in chunks:
             done = 0
@@ -128,55 +130,55 @@ class Ingest:
                 if m.seq > I64_MAX:
                     reject(link, m.device_id, "seq-range", f"sequence number {m.seq} beyond 2^63 - 1")
                     continue
-                batch.append((link, m))
+                verified.append((link, m))
             self.counters.count("frames_received", done)
-        return batch
+        return verified
 
     # -- one batch
-    def store_batch(self, batch: list[tuple[Link, P.Message]], ask_db: bool = False) -> None:
-        """Store one batch in one transaction, commit, then acknowledge. ask_db: every sequence number is looked
-        up in the database (the replay guard is not enough)."""
+    def store_batch(self, received: list[tuple[Link, P.Message]], ask_db: bool = False) -> None:
+        """Store one batch of verified messages in one transaction, commit, then acknowledge. ask_db: every
+        sequence number is looked up in the database (the replay guard is not enough)."""
         now = self.clock()
-        b = self._accept(batch, ask_db, now)
-        self._decode(b)
-        if b.seqs:
+        batch = self._accept(received, ask_db, now)
+        self._decode(batch)
+        if batch.seqs:
             t = self.conns.loop.time() if self.conns.loop else 0.0
-            for link, _ in b.acks:
+            for link, _ in batch.acks:
                 link.valid_frame(t)
         answered: list[bytes] = []
         acks: list[tuple[Link, bytes, int, int]] = []
         try:
             with self.counters.transaction():
-                if not storage.write_batch(self.store, b.frames, b.records, now):
+                if not storage.write_batch(self.store, batch.frames, batch.records, now):
                     raise _StoredElsewhere
-                answered = self._update(b, now)
-                acks = self._count_acks(b)
-                acked_only = {dev for _, dev in b.acks if dev not in b.seqs}
-                storage.save_delivery(self.store, [self.devices.get(dev) for dev in b.seqs],
+                answered = self._update(batch, now)
+                acks = self._acks_to_send(batch)
+                acked_only = {dev for _, dev in batch.acks if dev not in batch.seqs}
+                storage.save_delivery(self.store, [self.devices.get(dev) for dev in batch.seqs],
                                       [self.devices.get(dev) for dev in acked_only], now)
-                storage.save_hellos(self.store, self._latest_hellos(b))
-                self.counters.stage("frames_stored", len(b.frames))
+                storage.save_hellos(self.store, batch.hellos.values())
+                self.counters.stage("frames_stored", len(batch.frames))
                 self.counters.stage("batches")
                 self.counters.stage("acks_sent", len(acks))
         except _StoredElsewhere:
             if ask_db:
-                self._failed(b, RuntimeError("frames of the batch vanished on insert"))
+                self._failed(batch, RuntimeError("frames of the batch vanished on insert"))
                 return
-            self.devices.reload(b.seqs)
-            self.store_batch(batch, ask_db=True)
+            self.devices.reload(batch.seqs)
+            self.store_batch(received, ask_db=True)
             return
         except Exception as e:  # noqa: BLE001 - nothing is acknowledged; the meters resend after a reconnect
-            self._failed(b, e)
+            self._failed(batch, e)
             return
-        self._committed(b, acks, answered, now)
+        self._committed(batch, acks, answered, now)
 
-    def _accept(self, batch: list[tuple[Link, P.Message]], ask_db: bool, now: float) -> _Batch:
+    def _accept(self, received: list[tuple[Link, P.Message]], ask_db: bool, now: float) -> _Batch:
         """Drop what is stored already, note which meter is on which connection."""
-        b = _Batch()
+        batch = _Batch()
         seen: dict[tuple[bytes, int], bytes] = {}
         check, get = self.guard.check, self.devices.get
         last_link = last_dev = seqs = d = None  # a link's frames come one after the other: look up once
-        for link, m in batch:
+        for link, m in received:
             dev, seq = m.device_id, m.seq
             if dev != last_dev:
                 d = get(dev)
@@ -190,80 +192,81 @@ class Ingest:
                 if ask:
                     stored = self.store.frame_raw(dev, seq)
             if stored is not None:
-                self._duplicate(b, link, m, stored)
+                self._duplicate(batch, link, m, stored)
                 last_dev = None
                 continue
             seen[(dev, seq)] = m.raw
             if dev != last_dev or link is not last_link:
-                seqs = b.seqs.setdefault(dev, [])
-                b.acks[(link, dev)] = None
+                seqs = batch.seqs.setdefault(dev, [])
+                batch.acks[(link, dev)] = None
                 if d.link is not link:
                     d.link_at = now
-                    if dev not in b.new_links:
-                        b.new_links.append(dev)
+                    if dev not in batch.new_links:
+                        batch.new_links.append(dev)
                 d.link = link
                 last_dev, last_link = dev, link
             seqs.append(seq)
-            b.fresh.append(m)
-        return b
+            batch.fresh.append(m)
+        return batch
 
-    def _duplicate(self, b: _Batch, link: Link, m: P.Message, stored: bytes) -> None:
+    def _duplicate(self, batch: _Batch, link: Link, m: P.Message, stored: bytes) -> None:
         if same_message(stored, m.raw):  # its acknowledgement was lost: acknowledge again
             self.counters.count("duplicates")
             self.conns.reject(link, m.device_id, "replay", f"sequence number {m.seq} already stored")
-            b.acks[(link, m.device_id)] = None
+            batch.acks[(link, m.device_id)] = None
         else:
             log.error("device %s reused sequence number %d for a different frame (not acknowledged)",
                       m.device_id.hex(), m.seq)
             self.conns.reject(link, m.device_id, "seq-reuse", f"sequence number {m.seq} stored with other content")
 
-    def _decode(self, b: _Batch) -> None:
+    def _decode(self, batch: _Batch) -> None:
         """The fresh messages as typed records, and what the concentrator itself learns from them."""
-        for m in b.fresh:
-            b.frames.append(Frame.of(m))
+        frames, records, power_failed = batch.frames, batch.records, batch.power_failed
+        for m in batch.fresh:
+            frames.append(Frame.of(m))
             if m.status & M.ST_POWER_FAIL:
-                b.power_failed.add(m.device_id)
-            for r in records_of(m):
-                b.records.append(r)
-                t = type(r)
-                if t is IntervalRow:
-                    d = self.devices.get(r.device_id)
-                    if d.rows_from is None or r.end < d.rows_from:
-                        d.rows_from = r.end
-                elif t is Event and r.code == mevents.POWER_UP:
-                    b.power_failed.add(r.device_id)
+                power_failed.add(m.device_id)
+            got = records_of(m)
+            records += got
+            kind = m.kind
+            if kind == M.INTERVALS:
+                d = self.devices.get(m.device_id)
+                oldest = min(r.end for r in got)
+                if d.rows_from is None or oldest < d.rows_from:
+                    d.rows_from = oldest
+            elif kind == M.EVENT:
+                if got[0].code == mevents.POWER_UP:
+                    power_failed.add(m.device_id)
+            elif kind == M.HELLO:
+                latest = batch.hellos.get(m.device_id)
+                if latest is None or latest.seq < m.seq:
+                    batch.hellos[m.device_id] = got[0]
+            elif kind == M.RESPONSE:
+                batch.responses += got
 
-    @staticmethod
-    def _latest_hellos(b: _Batch) -> list[Hello]:
-        latest: dict[bytes, Hello] = {}
-        for r in b.records:
-            if type(r) is Hello and (r.device_id not in latest or latest[r.device_id].seq < r.seq):
-                latest[r.device_id] = r
-        return list(latest.values())
-
-    def _update(self, b: _Batch, now: float) -> list[bytes]:
+    def _update(self, batch: _Batch, now: float) -> list[bytes]:
         """Watermarks, answers, gaps and outages after the batch's frames (in its transaction); returns the
         meters that answered an operator command."""
-        for dev, seqs in b.seqs.items():
+        for dev, seqs in batch.seqs.items():
             d = self.devices.get(dev)
             d.seqs.accept(seqs)
             d.frames_stored += len(seqs)
         answered = []
-        for r in b.records:
-            if type(r) is CommandResponse and self.dispatch.on_response(self.devices.get(r.device_id), r, now):
+        for r in batch.responses:
+            if self.dispatch.on_response(self.devices.get(r.device_id), r, now):
                 answered.append(r.device_id)
-        for dev in b.seqs:
+        for dev in batch.seqs:
             d = self.devices.get(dev)
             d.seqs.advance()
             self.frame_gaps.update(d, now)
             d.last_seen = now
-            self.outages.heard(d, now, dev in b.power_failed)
+            self.outages.heard(d, now, dev in batch.power_failed)
         return answered
 
-    def _count_acks(self, b: _Batch) -> list[tuple[Link, bytes, int, int]]:
-        """(connection, device, command counter, W) of each acknowledgement; the counters are saved with the batch."""
+    def _acks_to_send(self, batch: _Batch) -> list[tuple[Link, bytes, int, int]]:
+        """(connection, device, command counter, W) of each acknowledgement (the counters saved with the batch)."""
         out = []
-        for link, dev in b.acks:
+        for link, dev in batch.acks:
             d = self.devices.get(dev)
             if d.seqs.ack is None or d.seqs.ack < 0:
                 continue
@@ -271,24 +274,24 @@ class Ingest:
             out.append((link, dev, d.counter, d.seqs.ack))
         return out
 
-    def _failed(self, b: _Batch, e: Exception) -> None:
+    def _failed(self, batch: _Batch, e: Exception) -> None:
         self.counters.count("commit_failures")
         log.error("batch of %d frames not stored (%s: %s); closing its connections so that the meters resend",
-                  len(b.frames), type(e).__name__, e)
-        self.devices.reload(b.seqs.keys() | {dev for _, dev in b.acks})
-        for link, _ in b.acks:
+                  len(batch.frames), type(e).__name__, e)
+        self.devices.reload(batch.seqs.keys() | {dev for _, dev in batch.acks})
+        for link, _ in batch.acks:
             link.close()
 
-    def _committed(self, b: _Batch, acks: list[tuple[Link, bytes, int, int]], answered: list[bytes],
+    def _committed(self, batch: _Batch, acks: list[tuple[Link, bytes, int, int]], answered: list[bytes],
                    now: float) -> None:
         record = self.guard.record
-        for dev, seqs in b.seqs.items():
+        for dev, seqs in batch.seqs.items():
             for x in seqs:
                 record(dev, x)
         frames = ack_frames(self.headend, [(dev, counter, w) for _, dev, counter, w in acks], now,
                             self.config.ack_ttl_s)
         for (link, _, _, _), frame in zip(acks, frames, strict=True):
             link.send(frame)
-        new_links = b.new_links + [dev for dev in answered if dev not in b.new_links]
+        new_links = batch.new_links + [dev for dev in answered if dev not in batch.new_links]
         if new_links:  # a new connection, or an answer that frees the meter for its next queued command
             self.dispatch.send_queued(now, new_links)

@@ -39,8 +39,9 @@ def regs_json(regs: dict[int, int]) -> str:
 
 
 def _reading(r: Reading) -> tuple:
-    imp, exp = r.import_wh, r.export_wh
-    row = (r.device_id, r.seq, r.meter_time, r.status, imp, exp, regs_json(r.registers), r.power_mw, r.voltage_mv,
+    regs = r.registers
+    imp, exp = regs[M.OBIS_IMPORT], regs[M.OBIS_EXPORT]
+    row = (r.device_id, r.seq, r.meter_time, r.status, imp, exp, regs_json(regs), r.power_mw, r.voltage_mv,
            r.current_ma, r.uncovered_ppm)
     if not (r.status <= I64_MAX and I64_MIN <= imp <= I64_MAX and I64_MIN <= exp <= I64_MAX
             and I64_MIN <= r.power_mw <= I64_MAX and r.voltage_mv <= I64_MAX and I64_MIN <= r.current_ma <= I64_MAX):

@@ -17,7 +17,8 @@ import logging
 import sqlite3
 from pathlib import Path
 
-from meter import frame
+from meter import cose, frame
+from meter import messages as M
 from meterkit.device.toolchain import repo_root
 from meterkit.sim.fleet import Fleet, MeterSpec
 from meterkit.sim.runner import progress_bar
@@ -67,8 +68,8 @@ def _frames_produced(path: Path) -> set[int]:
 
     seqs = set()
     if path.exists():
-        for cose in frame.Deframer().feed(path.read_bytes()):
-            seqs.add(cbor2.loads(cbor2.loads(cose).value[2])[3])
+        for msg in frame.Deframer().feed(path.read_bytes()):
+            seqs.add(cbor2.loads(cose.split(msg)[2])[M.K_SEQ])
     return seqs
 
 
