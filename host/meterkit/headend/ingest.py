@@ -32,7 +32,16 @@ from meterkit.headend.dispatch import Dispatch
 from meterkit.headend.gaps import FrameGaps
 from meterkit.headend.outages import Outages
 from meterkit.store.db import I64_MAX, Store
-from meterkit.wire.records import CommandResponse, Frame, Hello, Record, records_of
+from meterkit.wire.records import (
+    BillingSnapshot,
+    CommandResponse,
+    Event,
+    Frame,
+    Hello,
+    IntervalRow,
+    Reading,
+    records_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +65,12 @@ class _Batch:
         self.seqs: dict[bytes, list[int]] = {}  # device -> the sequence numbers of its fresh frames
         self.acks: dict[tuple[Link, bytes], None] = {}  # (connection, device) to acknowledge, in order
         self.new_links: list[bytes] = []  # devices heard on a connection that is new for them
+        # its typed records, by kind
         self.frames: list[Frame] = []
-        self.records: list[Record] = []
+        self.readings: list[Reading] = []
+        self.intervals: list[IntervalRow] = []
+        self.events: list[Event] = []
+        self.billing: list[BillingSnapshot] = []
         self.hellos: dict[bytes, Hello] = {}  # device -> its latest hello
         self.responses: list[CommandResponse] = []
         self.power_failed: set[bytes] = set()  # devices that say they lost power
@@ -149,7 +162,8 @@ class Ingest:
         acks: list[tuple[Link, bytes, int, int]] = []
         try:
             with self.counters.transaction():
-                if not storage.write_batch(self.store, batch.frames, batch.records, now):
+                if not storage.write_batch(self.store, now, batch.frames, batch.readings, batch.intervals,
+                                           batch.events, batch.billing):
                     raise _StoredElsewhere
                 answered = self._update(batch, now)
                 acks = self._acks_to_send(batch)
@@ -157,7 +171,7 @@ class Ingest:
                 storage.save_delivery(self.store, [self.devices.get(dev) for dev in batch.seqs],
                                       [self.devices.get(dev) for dev in acked_only], now)
                 storage.save_hellos(self.store, batch.hellos.values())
-                self.counters.stage("frames_stored", len(batch.frames))
+                self.counters.stage("frames_stored", len(batch.fresh))
                 self.counters.stage("batches")
                 self.counters.stage("acks_sent", len(acks))
         except _StoredElsewhere:
@@ -221,28 +235,32 @@ class Ingest:
 
     def _decode(self, batch: _Batch) -> None:
         """The fresh messages as typed records, and what the concentrator itself learns from them."""
-        frames, records, power_failed = batch.frames, batch.records, batch.power_failed
         for m in batch.fresh:
-            frames.append(Frame.of(m))
+            batch.frames.append(Frame.of(m))
             if m.status & M.ST_POWER_FAIL:
-                power_failed.add(m.device_id)
-            got = records_of(m)
-            records += got
+                batch.power_failed.add(m.device_id)
+            records = records_of(m)
             kind = m.kind
-            if kind == M.INTERVALS:
+            if kind == M.READING:
+                batch.readings += records
+            elif kind == M.INTERVALS:
+                batch.intervals += records
                 d = self.devices.get(m.device_id)
-                oldest = min(r.end for r in got)
+                oldest = min(r.end for r in records)
                 if d.rows_from is None or oldest < d.rows_from:
                     d.rows_from = oldest
             elif kind == M.EVENT:
-                if got[0].code == mevents.POWER_UP:
-                    power_failed.add(m.device_id)
+                batch.events += records
+                if records[0].code == mevents.POWER_UP:
+                    batch.power_failed.add(m.device_id)
+            elif kind == M.BILLING:
+                batch.billing += records
             elif kind == M.HELLO:
                 latest = batch.hellos.get(m.device_id)
                 if latest is None or latest.seq < m.seq:
-                    batch.hellos[m.device_id] = got[0]
+                    batch.hellos[m.device_id] = records[0]
             elif kind == M.RESPONSE:
-                batch.responses += got
+                batch.responses += records
 
     def _update(self, batch: _Batch, now: float) -> list[bytes]:
         """Watermarks, answers, gaps and outages after the batch's frames (in its transaction); returns the
@@ -277,7 +295,7 @@ class Ingest:
     def _failed(self, batch: _Batch, e: Exception) -> None:
         self.counters.count("commit_failures")
         log.error("batch of %d frames not stored (%s: %s); closing its connections so that the meters resend",
-                  len(batch.frames), type(e).__name__, e)
+                  len(batch.fresh), type(e).__name__, e)
         self.devices.reload(batch.seqs.keys() | {dev for _, dev in batch.acks})
         for link, _ in batch.acks:
             link.close()

@@ -1,6 +1,6 @@
 """The ingest's storage step: what one batch writes, as the current store takes it (store/db.py: positional
-tuples, one insert call per table). The ingest hands over typed records (meterkit.wire.records); nothing else
-of the head-end builds these rows.
+tuples, one insert call per table). The ingest hands over typed records (meterkit.wire.records), by kind;
+nothing else of the head-end builds these rows.
 
 The raw signed frame is stored beside the decoded rows as evidence. Integers that SQLite cannot hold (outside
 signed 64 bits; the protocol allows uint64) go in as NULL (an event value as text); the raw frame keeps them.
@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from meter import messages as M
 from meterkit.headend.devices import Device
 from meterkit.store.db import I64_MAX, I64_MIN, Store, i64
-from meterkit.wire.records import BillingSnapshot, Event, Frame, Hello, IntervalRow, Reading, Record
+from meterkit.wire.records import BillingSnapshot, Event, Frame, Hello, IntervalRow, Reading
 
 _OBIS: dict[int, str] = {}  # register key -> 'C.D.E'
 _REGS_FMT: dict[tuple, str] = {}  # register key set -> JSON template (a meter sends the same set every time)
@@ -65,34 +65,24 @@ def _billing(r: BillingSnapshot) -> tuple:
     return (r.device_id, r.seq, r.period_end, regs_json(r.registers), md)
 
 
-def write_batch(store: Store, frames: list[Frame], records: Iterable[Record], received_at: float) -> bool:
-    """Insert the frames and the rows of their records into the open transaction. False (and nothing else
-    written) when the database already held some of the frames: another process wrote them."""
+def write_batch(store: Store, received_at: float, frames: list[Frame], readings: list[Reading],
+                intervals: list[IntervalRow], events: list[Event], billing: list[BillingSnapshot]) -> bool:
+    """Insert a batch's frames and records into the open transaction. False (and nothing else written) when
+    the database already held some of the frames: another process wrote them."""
     if not frames:
         return True
     rows = [(f.device_id, f.seq, f.kind, f.meter_time, f.status if f.status <= I64_MAX else None, received_at,
              f.raw) for f in frames]
     if store.insert_frames(rows) != len(rows):
         return False
-    readings, intervals, events, billing = [], [], [], []
-    for r in records:
-        t = type(r)
-        if t is Reading:
-            readings.append(_reading(r))
-        elif t is IntervalRow:
-            intervals.append(_interval(r))
-        elif t is Event:
-            events.append(_event(r))
-        elif t is BillingSnapshot:
-            billing.append(_billing(r))
     if readings:
-        store.insert_readings(readings)
+        store.insert_readings([_reading(r) for r in readings])
     if intervals:
-        store.insert_intervals(intervals)
+        store.insert_intervals([_interval(r) for r in intervals])
     if events:
-        store.insert_events(events)
+        store.insert_events([_event(r) for r in events])
     if billing:
-        store.insert_billing(billing)
+        store.insert_billing([_billing(r) for r in billing])
     return True
 
 
