@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 def same_message(stored: bytes, received: bytes) -> bool:
     """Equal but perhaps for the signature: ECDSA signatures are malleable ((r, n - s) verifies as well), so a
     resent frame is the same message when its signer and payload are."""
-    a, b = split(stored), split(received)
+    a, b = split(stored), split(received)  # (kid, payload head, payload, signature)
     return a is not None and b is not None and a[:3] == b[:3]
 
 
