@@ -155,12 +155,12 @@ def test_one_command_in_flight_per_meter_oldest_first(tmp_path):
 
 def test_expired_command_is_not_sent(tmp_path, caplog):
     async def main():
-        async with LoopbackRig(tmp_path / "head.db") as rig:
+        async with LoopbackRig(tmp_path / "head.db", command_attempts=10) as rig:
             m = sim_meter(rig)
             rig.register(m)
             late = queue(rig, m.device_id, C.OP_BILLING_RESET, None, expires=int(rig.clock()) + 100)
             rig.clock.advance(101)
-            with caplog.at_level(logging.WARNING, logger="meterkit.headend.concentrator"):
+            with caplog.at_level(logging.WARNING, logger="meterkit.headend"):
                 cl = await rig.connect(m)
                 cl.send(m.reading())
                 await cl.wait_ack(0)
@@ -171,7 +171,6 @@ def test_expired_command_is_not_sent(tmp_path, caplog):
             assert (q.state, q.attempts, q.reason) == ("expired", 0, "expired before the meter could be reached")
             assert f"command #{late} (billing-reset) expired" in caplog.text
             # sent, never answered, and its expiry passes: expired, and not sent again
-            rig.conc.command_attempts = 10
             q2 = queue(rig, m.device_id, C.OP_BILLING_RESET, None, expires=int(rig.clock()) + 400)
             rig.conc.tick()
             await cl.wait_for(lambda c: c.commands)
@@ -308,7 +307,7 @@ def test_forged_unsolicited_and_repeated_responses_change_nothing(tmp_path, capl
             payload = {1: M.RESPONSE, 2: m.device_id, 3: 77, 4: int(rig.clock()), 5: 0, 6: counter, 7: -4,
                        8: "rejected: forged"}
             forged = P.sign1(mallory, m.device_id, mcbor.encode(payload))
-            with caplog.at_level(logging.WARNING, logger="meterkit.headend.concentrator"):
+            with caplog.at_level(logging.WARNING, logger="meterkit.headend"):
                 cl.send(encode_frame(forged))
                 await until(lambda: rig.conc.stats()["rejects"].get("bad-signature") == 1)
                 # unsolicited: a genuine frame answering a counter never sent to this meter

@@ -214,6 +214,47 @@ def test_no_acknowledgement_without_a_commit(tmp_path):
     run(main())
 
 
+def test_failed_housekeeping_commit_counts_nothing_twice(tmp_path):
+    """A housekeeping tick whose commit fails leaves no trace, in the database or in the counters: the next tick
+    declares the outage, fills and settles the interval gaps again, and each is counted once."""
+    async def main():
+        async with LoopbackRig(tmp_path / "head.db", offline_after=3) as rig:
+            m = SimMeter(time_fn=lambda: int(rig.clock()))
+            rig.register(m, period_s=PERIOD)
+            rows = [m.intervals([[end, end // 90, 0, 0]]) for end in (900, 1800, 2700, 4500)]
+            cl = await rig.connect(m)
+            cl.send(rows[0] + rows[2])  # the frame with row 1800 is late
+            await cl.wait_ack(0)
+            await until(lambda: seqs(rig.store, m.device_id) == [0, 2])
+            rig.conc.tick()
+            assert [(g.first, g.state) for g in rig.store.gaps(m.device_id, "intervals")] == [(1800, "open")]
+            cl.send(rows[1] + rows[3])  # row 1800 comes; after 2700 the meter made no rows until 4500 (it was off)
+            await cl.wait_ack(3)
+            rig.clock.advance(3 * PERIOD + 1)  # silent for more than 3 periods: an outage
+            good = rig.store.commit
+
+            def fail_once():
+                rig.store.commit = good
+                raise OSError("disk full")
+
+            rig.store.commit = fail_once
+            rig.conc.tick()  # outage, filled gap, new gap: found, then the commit fails and all is rolled back
+            assert rig.store.commit == good
+            assert rig.store.outages() == []
+            assert [(g.first, g.state) for g in rig.store.gaps(m.device_id, "intervals")] == [(1800, "open")]
+            rig.conc.tick()
+            assert len(rig.store.outages(m.device_id)) == 1
+            gaps = rig.store.gaps(m.device_id, "intervals")
+            assert [(g.first, g.last, g.state) for g in gaps] == [(1800, 1800, "filled"), (3600, 3600, "not-sent")]
+            names = ("outages", "interval_gaps_detected", "interval_gaps_filled", "interval_gaps_not_sent")
+            s = rig.conc.stats()
+            saved = rig.store.counters()
+            assert [s.get(k) for k in names] == [1, 2, 1, 1]
+            assert [saved.get(k) for k in names] == [1, 2, 1, 1]
+
+    run(main())
+
+
 # --- gaps and back-fill -------------------------------------------------------------------------------------
 
 
@@ -590,7 +631,7 @@ def test_unknown_meter_rejected_until_registered(tmp_path, caplog):
             m = SimMeter(time_fn=lambda: int(rig.clock()))
             cl = await rig.connect(m)
             f = m.reading()
-            with caplog.at_level(logging.WARNING, logger="meterkit.headend.concentrator"):
+            with caplog.at_level(logging.WARNING, logger="meterkit.headend"):
                 cl.send(f)
                 await until(lambda: rig.conc.stats().get("rejected", 0) == 1)
             assert "unknown-kid" in caplog.text and m.device_id.hex() in caplog.text
@@ -725,6 +766,12 @@ def test_command_line_refuses_bad_setups(tmp_path, capsys):
     assert a.func(a) == 2 and "no such key file" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         p.parse_args(["concentrator", "--db", "x", "--key", "k", "--listen", "nowhere"])
+    from meterkit.wire.keys import new_key
+
+    key, _, _ = new_key(tmp_path)
+    a = p.parse_args(["concentrator", "--db", str(tmp_path / "x.db"), "--key", str(key), "--listen", "127.0.0.1:0",
+                      "--offline-after", "0"])
+    assert a.func(a) == 2 and "offline_after must be above 0" in capsys.readouterr().err
     from meterkit.cli.common import host_port
 
     assert host_port(":4840") == ("0.0.0.0", 4840)
@@ -732,7 +779,7 @@ def test_command_line_refuses_bad_setups(tmp_path, capsys):
 
 
 def test_sequence_ranges():
-    from meterkit.headend.concentrator import ranges_add, ranges_covered
+    from meterkit.headend.acks import ranges_add, ranges_covered
 
     r: list[list[int]] = []
     for lo, hi in [(5, 5), (7, 9), (1, 2), (3, 3), (20, 30), (6, 6), (11, 19)]:

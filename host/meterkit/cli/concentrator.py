@@ -18,8 +18,12 @@ from meterkit.wire.keys import KeyFileError, load_private
 
 
 async def _serve(args: argparse.Namespace, headend: P.HeadEnd, store: Store) -> int:
-    conc = Concentrator(store, headend, offline_after=args.offline_after, idle_timeout=args.idle_timeout,
-                        backfill_after=args.backfill_after, baudrate=args.baud)
+    try:
+        conc = Concentrator(store, headend, offline_after=args.offline_after, idle_timeout=args.idle_timeout,
+                            backfill_after=args.backfill_after, baudrate=args.baud)
+    except (TypeError, ValueError) as e:  # a setting out of range
+        print(f"meterkit concentrator: {e}", file=sys.stderr)
+        return 2
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

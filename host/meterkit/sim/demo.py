@@ -16,7 +16,8 @@ import datetime as _dt
 import logging
 from pathlib import Path
 
-from meter import frame
+from meter import cose, frame
+from meter import messages as M
 from meterkit.device.toolchain import repo_root
 from meterkit.sim.fleet import Fleet, MeterSpec
 from meterkit.sim.runner import progress_bar
@@ -68,8 +69,8 @@ def _frames_produced(path: Path) -> set[int]:
 
     seqs = set()
     if path.exists():
-        for cose in frame.Deframer().feed(path.read_bytes()):
-            seqs.add(cbor2.loads(cbor2.loads(cose).value[2])[3])
+        for msg in frame.Deframer().feed(path.read_bytes()):
+            seqs.add(cbor2.loads(cose.split(msg)[2])[M.K_SEQ])
     return seqs
 
 
@@ -237,7 +238,7 @@ async def _run(out: Path, hours: float, speed: float) -> int:
           "billing period ends at 2026-11-01 00:00 CET")
     print("  provisioning: each meter makes its key, the head-end key is installed, public keys registered")
     clog = _LogLines(fleet)
-    logger = logging.getLogger("meterkit.headend.concentrator")
+    logger = logging.getLogger("meterkit.headend")
     logger.addHandler(clog)
     propagate, logger.propagate = logger.propagate, False
     await fleet.setup()

@@ -293,9 +293,9 @@ class Fleet:
 
     async def restart_concentrator(self) -> None:
         """Kill the concentrator (nothing pending stored or acknowledged) and start a new one on the database."""
+        from meterkit import wire as protocol
         from meterkit.headend.concentrator import Concentrator
         from meterkit.store.db import SQLiteStore
-        from meterkit.wire import protocol
 
         await self.conc.kill()
         self.store.close()

@@ -5,6 +5,10 @@ per message, or one IntervalRow per row of a load-profile message. Every record 
 frame sequence number that carried it (the frame itself, the signed evidence, is a ``Frame``). Values are what
 the meter signed, unchanged: integers may be as large as CBOR allows (a store decides how to keep those it
 cannot hold).
+
+Records are values: nothing changes one after records_of made it. They are not frozen dataclasses all the same
+(hashable and comparable as if they were): a frozen dataclass is built by object.__setattr__ per field, four
+times the cost, and the concentrator builds two per frame (about 2 us of a frame's ~100, meterkit bench).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from meter import messages as M
 from meterkit.wire.message import Message
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Frame:
     """A verified meter frame kept as evidence: the exact bytes received, with what identifies them."""
 
@@ -31,7 +35,7 @@ class Frame:
         return cls(m.device_id, m.seq, m.kind, m.time, m.status, m.raw)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Hello:
     """Sent at boot: who the meter is and how it measures."""
 
@@ -48,7 +52,7 @@ class Hello:
     checkpoint_wh: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Reading:
     """Registers and instantaneous values at one instant."""
 
@@ -73,7 +77,7 @@ class Reading:
         return self.registers[M.OBIS_EXPORT]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class IntervalRow:
     """One load-profile row (99.1.0): the cumulative registers at the end of an interval."""
 
@@ -86,7 +90,7 @@ class IntervalRow:
     seq: int  # the frame that carried it
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Event:
     """One entry of the meter's event log (99.98.x)."""
 
@@ -98,7 +102,7 @@ class Event:
     time: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class BillingSnapshot:
     """The registers and maximum demands frozen at the end of a billing period."""
 
@@ -109,7 +113,7 @@ class BillingSnapshot:
     max_demand: dict[int, tuple[int, int]]  # 1.6.t key -> (W, end of the demand period it was reached in)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class CommandResponse:
     """A meter's answer to a head-end command."""
 

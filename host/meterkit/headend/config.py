@@ -1,0 +1,73 @@
+"""How a concentrator behaves: every setting in one typed, checked value (docs/concentrator.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ConcentratorConfig:
+    """The concentrator's settings: Concentrator(store, headend, config=...), or its fields as keywords."""
+
+    # outages
+    offline_after: float = 3  # a meter silent for this many reporting periods is offline
+    match_window: float = 300.0  # s after an outage ends in which the meter's own account of it is awaited
+    # gaps and back-fill
+    backfill_after: float = 30.0  # s a hole may stay open (the meter's own resend) before a back-fill command
+    backfill_attempts: int = 3  # back-fill commands per hole, each sent when the previous one expired
+    profile_request_s: int = 86400  # how long a request for the load-profile rows of gone frames stays queued
+    # what the head-end signs
+    ack_ttl_s: int = 600  # an acknowledgement expires this long after issue
+    command_ttl_s: int = 300  # ... a command (or its signed attempt)
+    # operator commands
+    command_retry_after: float | None = None  # s on a new connection before an unanswered attempt is repeated
+    #                                           (None: backfill_after)
+    command_attempts: int = 5  # attempts without an answer before a command has failed
+    # connections: limits for TCP peers (a serial port is trusted wiring)
+    idle_timeout: float = 600.0  # s without a valid frame: hung up
+    max_rate: float | None = 128 * 1024  # bytes/s read per peer (token bucket); None: unlimited
+    max_burst: int = 256 * 1024  # ... bucket size, bytes
+    max_noise: int = 256 * 1024  # bytes of noise without a valid frame: hung up
+    max_rejects: int = 100  # rejected frames (replays aside): hung up
+    max_unread: int = 64 * 1024  # bytes of acknowledgements the peer has not read: hung up
+    backlog_limit: int = 64  # frames waiting on one connection: reading paused (TCP backpressure)
+    # serial ports
+    baudrate: int = 115200
+    reconnect_s: float = 1.0  # s between attempts to (re)open a serial port
+    # batches and housekeeping
+    batch_frames: int = 1024  # frames verified, stored and committed together
+    per_link: int = 64  # ... at most this many from one connection in turn (round robin)
+    tick_s: float = 1.0  # s between housekeeping ticks (outages, gaps, commands)
+    replay_window: int = 4096  # sequence numbers per meter the in-memory replay guard tells apart
+    registry_refresh_s: float = 5.0  # s before an unknown kid is looked up in the database again
+
+    def __post_init__(self) -> None:
+        for name in _COUNTS:
+            _check(self, name, 0 if name == "max_rejects" else 1, whole=True)
+        for name in ("offline_after", "tick_s", "idle_timeout"):
+            _check(self, name, 0, strictly=True)
+        for name in ("match_window", "backfill_after", "reconnect_s", "registry_refresh_s"):
+            _check(self, name, 0)
+        if self.command_retry_after is not None:
+            _check(self, "command_retry_after", 0)
+        if self.max_rate is not None:
+            _check(self, "max_rate", 0, strictly=True)
+
+    @property
+    def retry_after(self) -> float:
+        """command_retry_after, by default backfill_after: the meter's own resend has had its chance by then."""
+        return self.backfill_after if self.command_retry_after is None else self.command_retry_after
+
+
+_COUNTS = ("backfill_attempts", "profile_request_s", "ack_ttl_s", "command_ttl_s", "command_attempts", "max_burst",
+           "max_noise", "max_rejects", "max_unread", "backlog_limit", "baudrate", "batch_frames", "per_link",
+           "replay_window")
+
+
+def _check(cfg: ConcentratorConfig, name: str, low: float, strictly: bool = False, whole: bool = False) -> None:
+    v = getattr(cfg, name)
+    if isinstance(v, bool) or not isinstance(v, int if whole else (int, float)):
+        raise TypeError(f"concentrator setting {name} must be {'a whole' if whole else 'a'} number, not {v!r}")
+    if v < low or (strictly and v == low):
+        raise ValueError(f"concentrator setting {name} must be {'above' if strictly else 'at least'} {low}, "
+                         f"not {v!r}")

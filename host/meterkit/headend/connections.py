@@ -1,0 +1,415 @@
+"""Connections: TCP peers and serial ports (pyserial), deframed at once, with the limits that keep a bad peer
+from hurting the others.
+
+Every connection (a TCP peer, or one opening of a serial port, re-opened when the port comes back after an
+unplug) is a `Link`: received bytes go through its own bounded Deframer (noise counted) into its backlog of
+frames, which the ingest takes in turn (`Connections.take`, round robin). A TCP peer that stays silent (no
+valid frame within `idle_timeout`), floods noise (`max_noise` bytes without a valid frame), sends
+`max_rejects` rejected frames or does not read its acknowledgements (`max_unread`) is disconnected; reading is
+rate limited per TCP peer (`max_rate` bytes/s, token bucket) and paused while a connection has `backlog_limit`
+frames waiting (TCP backpressure). A serial port is wiring the owner trusts: none of these limits apply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from meter.frame import Deframer
+from meterkit.headend.config import ConcentratorConfig
+from meterkit.headend.counters import Counters
+
+log = logging.getLogger(__name__)
+
+READ_BUFFER = 16 * 1024  # one recv per readiness event, shared by all connections (used synchronously)
+SERIAL_WRITE_BUFFER = 64 * 1024  # bytes queued for a serial port that does not drain; more are dropped
+LOG_REJECTS_PER_LINK = 10  # then only every LOG_EVERY-th, so a flood cannot flood the log
+LOG_EVERY = 1000
+PAUSE_BACKLOG = 1  # why reading is paused (bits)
+PAUSE_RATE = 2
+NOT_ABUSE = ("replay", "idle-timeout")  # rejects that do not count towards max_rejects
+
+
+class Link(asyncio.BufferedProtocol):
+    """One connection: a TCP peer, or one opening of a serial port."""
+
+    def __init__(self, conns: Connections, peer: str = "", tcp: bool = True):
+        self.conns = conns
+        self.peer = peer
+        self.tcp = tcp
+        self.transport: Any = None
+        self.deframer = Deframer()
+        self.backlog: collections.deque = collections.deque()  # frames (COSE bytes) waiting for the ingest
+        self.closed = False
+        self.paused = 0  # PAUSE_* bits
+        self.last_valid = 0.0  # loop time of the last valid frame (or of the connection)
+        self.noise_since_valid = 0
+        self.rejects = 0
+        self.tokens = float(conns.config.max_burst)  # rate limit: bytes it may send now
+        self.token_t = 0.0
+
+    # asyncio protocol
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        if self.tcp:
+            pn = transport.get_extra_info("peername")
+            self.peer = str(pn[0]) if isinstance(pn, tuple) and pn else "tcp"
+        self.conns.made(self)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.conns.read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.conns.received(self, self.conns.read_buffer[:nbytes])
+
+    def data_received(self, data: bytes) -> None:
+        self.conns.received(self, data)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.conns.lost(self)
+
+    # used by the concentrator
+    def valid_frame(self, t: float) -> None:
+        """A frame from this peer verified (loop time t): it is no idle or noisy peer."""
+        self.noise_since_valid = 0
+        self.last_valid = t
+
+    def send(self, data: bytes) -> bool:
+        if self.closed or self.transport is None:
+            return False
+        self.transport.write(data)
+        if self.tcp and self.transport.get_write_buffer_size() > self.conns.config.max_unread:
+            self.conns.reject(self, b"", "not-reading", "the peer does not read its acknowledgements")
+            self.close()
+        return True
+
+    def close(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.close()
+
+    def abort(self) -> None:
+        """A TCP reset: what is unsent dies with the connection."""
+        if self.transport is not None and hasattr(self.transport, "abort"):
+            self.transport.abort()
+        else:
+            self.close()
+
+    def pause(self, why: int) -> None:
+        if not self.paused and not self.closed:
+            self.transport.pause_reading()
+        self.paused |= why
+
+    def resume(self, why: int) -> None:
+        if self.paused & why:
+            self.paused &= ~why
+            if not self.paused and not self.closed:
+                self.transport.resume_reading()
+
+
+class SerialTransport:
+    """The transport side of a serial port opened by pyserial: non-blocking reads and writes of its file
+    descriptor from the event loop (add_reader/add_writer)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, ser: Any, link: Link, counters: Counters):
+        self.loop = loop
+        self.ser = ser
+        self.fd = ser.fileno()
+        self.link = link
+        self.counters = counters
+        self.wbuf = bytearray()
+        self.lost: asyncio.Future = loop.create_future()
+        self.reading = False
+        os.set_blocking(self.fd, False)
+
+    def start(self) -> None:
+        self.link.connection_made(self)
+        self.resume_reading()
+
+    def _read(self) -> None:
+        try:
+            data = os.read(self.fd, READ_BUFFER)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:  # EIO: the other end of a pty closed; the USB adapter was unplugged
+            self._lose(e)
+            return
+        if not data:
+            self._lose(None)
+            return
+        self.link.data_received(data)
+
+    def write(self, data: bytes) -> None:
+        if self.lost.done():
+            return
+        if not self.wbuf:
+            try:
+                n = os.write(self.fd, data)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except OSError as e:
+                self._lose(e)
+                return
+            data = data[n:]
+            if not data:
+                return
+            self.loop.add_writer(self.fd, self._write_ready)
+        if len(self.wbuf) + len(data) > SERIAL_WRITE_BUFFER:
+            self.counters.count("serial_write_dropped", len(data))
+            return
+        self.wbuf.extend(data)
+
+    def _write_ready(self) -> None:
+        try:
+            n = os.write(self.fd, self.wbuf)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            self._lose(e)
+            return
+        del self.wbuf[:n]
+        if not self.wbuf:
+            self.loop.remove_writer(self.fd)
+
+    def get_write_buffer_size(self) -> int:
+        return len(self.wbuf)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.ser if name == "serial" else default
+
+    def pause_reading(self) -> None:
+        if self.reading:
+            self.loop.remove_reader(self.fd)
+            self.reading = False
+
+    def resume_reading(self) -> None:
+        if not self.reading and not self.lost.done():
+            self.loop.add_reader(self.fd, self._read)
+            self.reading = True
+
+    def close(self) -> None:
+        self._lose(None)
+
+    def _lose(self, exc: Exception | None) -> None:
+        if self.lost.done():
+            return
+        self.pause_reading()
+        self.loop.remove_writer(self.fd)
+        try:
+            self.ser.close()
+        except Exception:  # noqa: BLE001 - the port is gone already
+            pass
+        self.lost.set_result(exc)
+        self.link.connection_lost(exc)
+
+
+class Connections:
+    """The listening sockets, the serial ports and every open connection, with the frames waiting on them.
+
+    on_ready() is called when frames arrive; on_lost(link) when a connection is gone."""
+
+    def __init__(self, config: ConcentratorConfig, counters: Counters, on_ready: Callable[[], None],
+                 on_lost: Callable[[Link], None]):
+        self.config = config
+        self.counters = counters
+        self._on_ready = on_ready
+        self._on_lost = on_lost
+        self.read_buffer = memoryview(bytearray(READ_BUFFER))
+        self.links: set[Link] = set()
+        self._ready: dict[Link, None] = {}  # links with frames waiting, in arrival order
+        self._servers: list[asyncio.base_events.Server] = []
+        self._serial: dict[str, SerialTransport | None] = {}
+        self._serial_tasks: list[asyncio.Task] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stopping = False
+
+    # -- from the links
+    def made(self, link: Link) -> None:
+        link.last_valid = link.token_t = (self.loop or asyncio.get_running_loop()).time()
+        self.links.add(link)
+        self.counters.count("connections")
+
+    def lost(self, link: Link) -> None:
+        self.links.discard(link)
+        self._ready.pop(link, None)
+        link.backlog.clear()
+        self._on_lost(link)
+
+    def received(self, link: Link, data: Any) -> None:
+        if link.closed:
+            return
+        df = link.deframer
+        noise0, segments0 = df.noise, df.noise_segments
+        frames = df.feed(data)
+        if df.noise != noise0 and not self._noise(link, df.noise - noise0, df.noise_segments - segments0):
+            return
+        if link.tcp and self.config.max_rate:
+            self._spend(link, len(data))
+        if frames:
+            link.backlog.extend(frames)
+            self._ready[link] = None
+            if len(link.backlog) >= self.config.backlog_limit:
+                link.pause(PAUSE_BACKLOG)
+            self._on_ready()
+
+    def _noise(self, link: Link, nbytes: int, segments: int) -> bool:
+        """Count noise; False when the peer floods it (hung up)."""
+        self.counters.noise(link.peer, nbytes, segments)
+        link.noise_since_valid += nbytes
+        if link.tcp and link.noise_since_valid > self.config.max_noise:
+            self.reject(link, b"", "noise-flood", f"{link.noise_since_valid} bytes of noise, no valid frame")
+            link.close()
+            return False
+        return True
+
+    def _spend(self, link: Link, nbytes: int) -> None:
+        """The rate limit: a token bucket per TCP peer; reading pauses until the bucket is positive again."""
+        cfg = self.config
+        now = self.loop.time()
+        link.tokens = min(cfg.max_burst, link.tokens + (now - link.token_t) * cfg.max_rate) - nbytes
+        link.token_t = now
+        if link.tokens < 0:
+            self.counters.count("rate_limited")
+            link.pause(PAUSE_RATE)
+            self.loop.call_later(-link.tokens / cfg.max_rate, link.resume, PAUSE_RATE)
+
+    def reject(self, link: Link | None, device: bytes, reason: str, detail: str) -> None:
+        """Count and log a refused frame or peer; hang up on a TCP peer that sends too many."""
+        peer = link.peer if link is not None else ""
+        self.counters.reject(device, peer, reason, detail)
+        n = link.rejects if link is not None else 0
+        if n < LOG_REJECTS_PER_LINK or n % LOG_EVERY == 0:
+            log.log(logging.INFO if reason == "replay" else logging.WARNING, "rejected from %s%s: %s (%s)",
+                    peer or "?", f" device {device.hex()}" if device else "", reason, detail)
+        if link is not None and reason not in NOT_ABUSE:
+            link.rejects += 1
+            if link.tcp and link.rejects >= self.config.max_rejects and not link.closed:
+                log.warning("closing %s: %d rejected frames", peer, link.rejects)
+                self.counters.count("closed_abusive")
+                link.close()
+
+    # -- to the ingest
+    @property
+    def pending(self) -> bool:
+        return bool(self._ready)
+
+    def take(self, budget: int) -> list[tuple[Link, list[bytes]]]:
+        """Up to `budget` waiting frames, at most `per_link` from each connection in turn (round robin)."""
+        out = []
+        ready, per_link, limit = self._ready, self.config.per_link, self.config.backlog_limit
+        while budget > 0 and ready:
+            for link in list(ready):
+                bl = link.backlog
+                if link.closed:  # hung up on (abuse): the rest is not worth a signature check
+                    bl.clear()
+                    del ready[link]
+                    continue
+                n = min(per_link, budget, len(bl))
+                budget -= n
+                out.append((link, [bl.popleft() for _ in range(n)]))
+                del ready[link]
+                if bl:
+                    ready[link] = None  # to the back of the queue
+                if len(bl) < limit:
+                    link.resume(PAUSE_BACKLOG)
+                if budget <= 0:
+                    break
+        return out
+
+    def drop_waiting(self) -> None:
+        self._ready.clear()
+
+    # -- listening
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.stopping = False
+
+    async def listen(self, host: str, port: int, backlog: int) -> tuple[str, int]:
+        server = await self.loop.create_server(lambda: Link(self), host, port, backlog=backlog, reuse_address=True)
+        self._servers.append(server)
+        return server.sockets[0].getsockname()[:2]
+
+    def add_serial(self, url: str) -> None:
+        self._serial[url] = None
+        self._serial_tasks.append(self.loop.create_task(self._serve_serial(url)))
+
+    def serial_open(self, url: str) -> bool:
+        return self._serial.get(url) is not None
+
+    async def _serve_serial(self, url: str) -> None:
+        import serial
+
+        announced = None
+        while not self.stopping:
+            try:
+                ser = serial.serial_for_url(url, baudrate=self.config.baudrate, timeout=0)
+            except (serial.SerialException, OSError, ValueError) as e:
+                if announced != "down":
+                    log.warning("serial %s: cannot open (%s); retrying every %g s", url, e, self.config.reconnect_s)
+                    announced = "down"
+                await asyncio.sleep(self.config.reconnect_s)
+                continue
+            announced = "up"
+            exc = await self._serial_session(url, ser)
+            if self.stopping:
+                break
+            self.counters.count("serial_lost")
+            log.warning("serial %s: lost (%s); reopening", url, exc or "end of file")
+            await asyncio.sleep(self.config.reconnect_s)
+
+    async def _serial_session(self, url: str, ser: Any) -> Exception | None:
+        """One opening of a serial port, until it is lost."""
+        self.counters.count("serial_opens")
+        log.info("serial %s: open", url)
+        tr = SerialTransport(self.loop, ser, Link(self, f"serial:{url}", tcp=False), self.counters)
+        self._serial[url] = tr
+        tr.start()
+        try:
+            return await tr.lost
+        except asyncio.CancelledError:
+            tr.close()
+            raise
+        finally:
+            self._serial[url] = None
+
+    def sweep_idle(self, t: float) -> None:
+        """Hang up on TCP peers that sent no valid frame for `idle_timeout` (t: loop time now)."""
+        limit = self.config.idle_timeout
+        for link in list(self.links):
+            if link.tcp and not link.closed and t - link.last_valid > limit:
+                self.counters.count("idle_closed")
+                self.reject(link, b"", "idle-timeout", f"no valid frame for {limit:g} s")
+                link.close()
+
+    # -- stopping
+    def stop_listening(self) -> None:
+        self.stopping = True
+        for s in self._servers:
+            s.close()
+
+    def close_all(self, abort: bool = False) -> None:
+        for link in list(self.links):
+            if abort:
+                link.abort()
+            else:
+                link.close()
+
+    def serial_tasks(self) -> list[asyncio.Task]:
+        return list(self._serial_tasks)
+
+    async def wait_closed(self) -> None:
+        for s in self._servers:
+            await s.wait_closed()
+
+    def forget(self) -> None:
+        self._servers.clear()
+        self._serial_tasks.clear()
+        self.loop = None

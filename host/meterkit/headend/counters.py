@@ -1,0 +1,120 @@
+"""The concentrator's counters: what `stats()` shows and table `counters` (and `rejects`) keeps across restarts.
+
+Two kinds of counts, one mechanism, so that no path undoes a count by hand:
+
+- **events** (`count`, `reject`, `noise`) happened whatever the database does: bytes of noise, a forged frame
+  refused, a connection opened. They show in `stats()` at once and are written with the next commit that
+  succeeds (kept for the one after when a commit fails).
+- **outcomes** (`stage`) exist only if the transaction that made them commits: a frame stored, an outage
+  declared, a gap filled. They are staged in the open transaction (`transaction()`), shown and written when it
+  commits, dropped when it rolls back.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+
+from meterkit.store.db import Store
+
+log = logging.getLogger(__name__)
+
+DETAIL_CHARS = 300  # of a reject's last detail kept in the database
+
+
+class Counters:
+    def __init__(self, store: Store, clock: Callable[[], float]):
+        self._store = store
+        self._clock = clock
+        self._totals: collections.Counter = collections.Counter(store.counters())
+        self._reasons: collections.Counter = collections.Counter()  # rejects by reason, all devices and peers
+        for r in store.rejects():
+            self._reasons[r["reason"]] += r["count"]
+        self._unsaved: collections.Counter = collections.Counter()  # events shown, not yet in the database
+        self._unsaved_rejects: dict[tuple[bytes, str, str], list] = {}  # -> [count, last at, last detail]
+        self._staged: collections.Counter | None = None  # outcomes of the open transaction
+
+    # -- counting
+    def count(self, name: str, n: int = 1) -> None:
+        """An event: shown at once, saved with the next commit."""
+        self._totals[name] += n
+        self._unsaved[name] += n
+
+    def stage(self, name: str, n: int = 1) -> None:
+        """An outcome of the open transaction: shown and saved if it commits, forgotten if it rolls back."""
+        if self._staged is None:
+            raise RuntimeError(f"counter {name!r} staged outside a transaction")
+        self._staged[name] += n
+
+    def reject(self, device: bytes, peer: str, reason: str, detail: str) -> None:
+        """A refused frame or peer: counted by reason, and per (device, peer, reason) in table rejects."""
+        self.count("rejected")
+        self._reasons[reason] += 1
+        self._unsaved_reject((bytes(device), peer, reason), 1, detail[:DETAIL_CHARS])
+
+    def noise(self, peer: str, nbytes: int, segments: int) -> None:
+        """Bytes between frames that are not frames (log text, line noise, half frames)."""
+        self.count("noise_bytes", nbytes)
+        self.count("noise_segments", segments)
+        if segments:
+            self._unsaved_reject((b"", peer, "noise"), segments, None)
+
+    def _unsaved_reject(self, key: tuple[bytes, str, str], n: int, detail: str | None) -> None:
+        row = self._unsaved_rejects.get(key)
+        if row is None:
+            self._unsaved_rejects[key] = [n, self._clock(), detail]
+        else:
+            row[0] += n
+            row[1] = self._clock()
+            if detail is not None:
+                row[2] = detail
+
+    # -- transactions
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One unit of work on the store. The body writes; then the staged outcomes and the unsaved events are
+        written too and the store commits, and only then do the outcomes count. Any exception (the commit's
+        included) rolls the store back, drops the outcomes, keeps the events for the next commit, and is
+        raised again: the caller knows what else to undo."""
+        if self._staged is not None:
+            raise RuntimeError("the concentrator's transactions do not nest")
+        staged = self._staged = collections.Counter()
+        try:
+            yield
+            self._write(staged)
+            self._store.commit()
+        except BaseException:
+            self._rollback()
+            raise
+        finally:
+            self._staged = None
+        self._totals.update(staged)
+        self._unsaved.clear()
+        self._unsaved_rejects.clear()
+
+    def _write(self, staged: collections.Counter) -> None:
+        if self._unsaved_rejects:
+            self._store.add_rejects([(dev, peer, reason, n, at, detail)
+                                     for (dev, peer, reason), (n, at, detail) in self._unsaved_rejects.items()])
+        deltas = collections.Counter(self._unsaved)
+        deltas.update(staged)
+        if deltas:
+            self._store.add_counters(dict(deltas))
+
+    def _rollback(self) -> None:
+        try:
+            self._store.rollback()
+        except Exception:  # noqa: BLE001 - the database is gone: the next transaction will say so
+            log.exception("rollback failed")
+
+    # -- reading
+    def get(self, name: str) -> int:
+        return self._totals[name]
+
+    def snapshot(self) -> dict:
+        """The counters since the database was created (only what has been committed, plus events)."""
+        out: dict = dict(sorted(self._totals.items()))
+        out["rejects"] = dict(sorted(self._reasons.items()))
+        return out

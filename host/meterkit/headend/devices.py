@@ -1,0 +1,152 @@
+"""What the concentrator keeps in memory about each meter: a cache of its database rows, reloaded whenever a
+transaction fails, plus what only the running process knows (its connection, outages being matched, rows to
+scan for gaps); and the registry of public keys that frames are verified with."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from meterkit import wire as P
+from meterkit.headend.acks import Watermark
+from meterkit.store.db import DEFAULT_PERIOD_S, GAP_SETTLED, Store
+
+if TYPE_CHECKING:
+    from meterkit.headend.connections import Link
+
+FORGET_UNKNOWN_AFTER = 10000  # unknown kids remembered (so a flood of them cannot grow memory without bound)
+WORKING = ("open", "requested")  # frame gaps the concentrator is still working on
+
+
+class FrameGap:
+    """A run of missing sequence numbers being worked on (a row of table gaps, kind 'frames')."""
+
+    __slots__ = ("id", "first", "last", "state", "detected_at", "requested_at", "counter", "attempts")
+
+    def __init__(self, gap_id: int, first: int, last: int, state: str, detected_at: float,
+                 requested_at: float | None = None, counter: int | None = None, attempts: int = 0):
+        self.id = gap_id
+        self.first = first
+        self.last = last
+        self.state = state  # 'open' or 'requested'
+        self.detected_at = detected_at
+        self.requested_at = requested_at  # of the latest back-fill command
+        self.counter = counter  # ... and its command counter
+        self.attempts = attempts
+
+
+class Device:
+    __slots__ = ("id", "name", "period", "last_seen", "counter", "seqs", "online", "frames_stored", "outage",
+                 "gaps", "link", "link_at", "matching", "rows_from")
+
+    def __init__(self, device_id: bytes):
+        self.id = device_id
+        self.name: str | None = None
+        self.period = DEFAULT_PERIOD_S  # reporting period, s
+        self.last_seen: float | None = None  # when its newest frame was stored (injected clock)
+        self.counter = 0  # the last command counter signed for it (acks and commands)
+        self.seqs = Watermark()
+        self.online = False
+        self.frames_stored = 0
+        self.outage: tuple | None = None  # (id, start, newest seq stored before it) of the open outage
+        self.gaps: list[FrameGap] = []
+        # known to this process only (kept across reloads)
+        self.link: Link | None = None  # the connection that last delivered a valid frame
+        self.link_at: float | None = None  # when that connection delivered its first valid frame
+        self.matching: list[tuple] = []  # ended outages: (id, start, end, match until, seq before)
+        self.rows_from: int | None = None  # smallest interval end stored since the last interval-gap scan
+
+    @property
+    def connected(self) -> bool:
+        return self.link is not None and not self.link.closed
+
+
+class Devices:
+    """Every registered meter the concentrator has met, by device id."""
+
+    def __init__(self, store: Store, guard: P.ReplayGuard, registry_refresh_s: float):
+        self._store = store
+        self._guard = guard
+        self._refresh_s = registry_refresh_s
+        self._keys: dict[bytes, Any] = {}
+        self._unknown: dict[bytes, float] = {}  # unknown kid -> when the registry was last asked
+        self._devs: dict[bytes, Device] = {}
+        for rec in store.meters():
+            self._keys[rec.device_id] = P.public_from_bytes(rec.public_key)
+            self.load(rec.device_id)
+
+    def public_key(self, kid: bytes) -> Any:
+        """The meter's key, or None: an unknown kid asks the database again (`meterkit meters add` may have
+        registered it since) at most every `registry_refresh_s` seconds."""
+        pub = self._keys.get(kid)
+        if pub is not None:
+            return pub
+        now = time.monotonic()
+        t = self._unknown.get(kid)
+        if t is not None and now - t < self._refresh_s:
+            return None
+        if len(self._unknown) > FORGET_UNKNOWN_AFTER:
+            self._unknown.clear()
+        self._unknown[kid] = now
+        rec = self._store.meter(kid)
+        if rec is None:
+            return None
+        pub = self._keys[kid] = P.public_from_bytes(rec.public_key)
+        del self._unknown[kid]
+        return pub
+
+    @property
+    def registered(self) -> int:
+        return len(self._keys)
+
+    def __iter__(self) -> Iterator[Device]:
+        return iter(list(self._devs.values()))
+
+    def get(self, device_id: bytes) -> Device:
+        d = self._devs.get(device_id)
+        return d if d is not None else self.load(device_id)
+
+    def known(self, device_id: bytes) -> Device | None:
+        """The device if the concentrator has met it, else None (no database read)."""
+        return self._devs.get(device_id)
+
+    def reload(self, device_ids: Iterable[bytes]) -> None:
+        """After a failed transaction: the database's state again."""
+        for dev in list(device_ids):
+            self.load(dev)
+
+    def load(self, device_id: bytes) -> Device:
+        st = self._store
+        rec = st.meter(device_id)
+        d = Device(device_id)
+        old = self._devs.get(device_id)
+        if old is not None:
+            d.link, d.link_at, d.matching, d.rows_from = old.link, old.link_at, old.matching, old.rows_from
+        if rec is not None:
+            d.name, d.period, d.last_seen, d.counter = rec.name, rec.reporting_period_s, rec.last_seen, rec.last_counter
+            d.seqs = Watermark(rec.ack_seq, rec.first_seq)
+            d.online, d.frames_stored = rec.online, rec.frames_stored
+        self._load_seqs(d)
+        hi = st.max_seq(device_id)
+        if hi is not None:
+            for s in st.seqs_above(device_id, hi - self._guard.window):
+                self._guard.record(device_id, s)
+        for o in st.outages(device_id, open_only=True):
+            d.outage = (o.id, o.start, st.max_seq(device_id, received_to=o.start))
+        self._devs[device_id] = d
+        return d
+
+    def _load_seqs(self, d: Device) -> None:
+        """The watermark's ranges: stored numbers above W, and settled gaps; gaps still being worked on."""
+        w = d.seqs
+        if w.ack is not None:
+            for s in self._store.seqs_above(d.id, w.ack):
+                w.cover(s, s)
+        for g in self._store.gaps(d.id, "frames"):
+            if g.state in GAP_SETTLED:
+                w.cover(g.first, g.last)
+            elif g.state in WORKING:
+                d.gaps.append(FrameGap(g.id, g.first, g.last, g.state, g.detected_at, g.requested_at,
+                                       g.command_counter, g.attempts))
+        w.advance()

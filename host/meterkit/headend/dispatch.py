@@ -1,0 +1,188 @@
+"""Commands to meters: the signing of every command (the concentrator's own back-fills too) and the operator's
+queue (table command_queue, written by `meterkit command`; docs/concentrator.md, "Operator commands").
+
+A queued command goes to a meter only while it is connected, one at a time per meter, oldest first; each
+attempt with a fresh counter, its answer matched by counter. An unanswered attempt is repeated only when it can
+no longer be answered on its own (its connection is gone, or its signed expiry passed) and the meter has had
+`command_retry_after` seconds on its current connection with no frames missing: its outbox holds the answer if
+it acted, so nothing runs twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from meter import messages as M
+from meter.frame import encode_frame
+from meterkit import wire as P
+from meterkit.headend import commands as opcmds
+from meterkit.headend.config import ConcentratorConfig
+from meterkit.headend.counters import Counters
+from meterkit.headend.devices import Device, Devices
+from meterkit.store.db import I64_MAX, QUEUE_PENDING, QueuedCommand, Store, i64
+from meterkit.wire.records import CommandResponse
+
+if TYPE_CHECKING:
+    from meterkit.headend.connections import Link
+    from meterkit.headend.gaps import FrameGaps
+
+log = logging.getLogger(__name__)
+
+
+def issue_command(store: Store, headend: P.HeadEnd, d: Device, op: int, args: dict | None, now: float, ttl: int,
+                  queue_id: int | None = None) -> bytes:
+    """Sign a command with the meter's next counter and record it (table commands) with the counter persisted in
+    the same transaction: a meter accepts only counters above the last one it took, and none is used twice.
+    Returns the frame to send once committed. ValueError, and nothing changed, if it cannot be signed."""
+    counter = d.counter + 1
+    cose = headend.sign_command(d.id, counter, op, args, int(now), ttl)
+    frame = encode_frame(cose, max_frame=opcmds.MAX_COMMAND_MESSAGE)
+    d.counter = counter
+    store.record_command(d.id, counter, op, args, now, int(now) + ttl, queue_id=queue_id)
+    store.update_meter(d.id, last_counter=counter)
+    return frame
+
+
+def _what(q: QueuedCommand) -> str:
+    return f"meter {q.device_id.hex()}: command #{q.id} ({opcmds.op_name(q.op)})"
+
+
+class Dispatch:
+    def __init__(self, config: ConcentratorConfig, store: Store, headend: P.HeadEnd, counters: Counters,
+                 devices: Devices, frame_gaps: FrameGaps):
+        self.config = config
+        self.store = store
+        self.headend = headend
+        self.counters = counters
+        self.devices = devices
+        self.frame_gaps = frame_gaps
+        self._sent_on: dict[int, Link] = {}  # queue id -> the connection its latest attempt went out on
+
+    # -- answers (inside the ingest's transaction)
+    def on_response(self, d: Device, r: CommandResponse, now: float) -> bool:
+        """Match a meter's answer with the command it answers; True when it answered an operator command for
+        the first time (the meter is free for its next one)."""
+        cmd = self.store.record_response(d.id, r.counter, r.result, r.reason, now) if r.counter <= I64_MAX else None
+        if cmd is None:
+            self.counters.stage("responses_unmatched")
+            log.warning("meter %s: response to command %d, which was never sent to it: ignored (result %d%s)",
+                        d.id.hex(), r.counter, r.result, f", {r.reason!r}" if r.reason else "")
+            return False
+        self.counters.stage("responses")
+        op, _args = cmd
+        if op == M.OP_BACKFILL:
+            self.frame_gaps.answered(d, r, now)
+            return False
+        return self._operator_answer(d, r, now)
+
+    def _operator_answer(self, d: Device, r: CommandResponse, now: float) -> bool:
+        q = self.store.queued_for_counter(d.id, r.counter)
+        if q is None:  # pragma: no cover - every command other than a back-fill comes from the queue
+            return False
+        what = f"meter {d.id.hex()}: command #{q.id} ({opcmds.op_name(q.op)}, counter {r.counter})"
+        if q.state == "answered":
+            self.counters.stage("responses_duplicate")
+            log.warning("%s answered again (%d%s): an earlier attempt reached the meter too; the first answer "
+                        "(%s) is kept", what, r.result, f", {r.reason!r}" if r.reason else "", q.result)
+            return False
+        if q.state != "sent":
+            log.warning("%s: late answer to a command already %s", what, q.state)
+        self.store.update_queued(q.id, state="answered", counter=r.counter, answered_at=now, result=i64(r.result),
+                                 reason=r.reason)
+        self.counters.stage("operator_commands_answered")
+        log.log(logging.INFO if r.result == 0 else logging.WARNING, "%s answered %d%s", what, r.result,
+                f": {r.reason}" if r.reason else "")
+        return True
+
+    # -- delivery (own transaction)
+    def send_queued(self, now: float, only: Iterable[bytes] | None = None) -> None:
+        """Send what the operator queued to meters that are connected (one command in flight per meter, oldest
+        first); expire what is past its expiry; repeat unanswered attempts when due."""
+        sends: list[tuple[Link, QueuedCommand, int, bytes]] = []
+        signed_for: set[bytes] = set()
+        try:
+            with self.counters.transaction():
+                busy: set[bytes] = set()
+                for q in self._pending(only):
+                    frame = self._consider(q, now, busy)
+                    if frame is not None:
+                        d = self.devices.get(q.device_id)
+                        signed_for.add(d.id)
+                        sends.append((d.link, q, d.counter, frame))
+                self.counters.stage("commands_sent", len(sends))
+                self.counters.stage("operator_commands_sent", len(sends))
+        except Exception:  # noqa: BLE001 - logged; the next tick tries again
+            log.exception("sending queued commands")
+            self.devices.reload(signed_for)  # their command counters as the database has them
+            return
+        for link, q, counter, frame in sends:
+            self._sent_on[q.id] = link
+            log.info("%s sent with counter %d%s", _what(q), counter,
+                     f" (attempt {q.attempts + 1})" if q.attempts else "")
+            link.send(frame)
+        for qid in [k for k, v in self._sent_on.items() if v.closed]:
+            del self._sent_on[qid]  # a closed connection is never current again: forgetting it is the same
+
+    def _pending(self, only: Iterable[bytes] | None) -> list[QueuedCommand]:
+        if only is None:
+            return self.store.queued_commands(states=QUEUE_PENDING)
+        return [q for dev in set(only) for q in self.store.queued_commands(dev, QUEUE_PENDING)]
+
+    def _consider(self, q: QueuedCommand, now: float, busy: set[bytes]) -> bytes | None:
+        """What to do with one queue entry: expire it, fail it, leave it, or sign an attempt (the frame)."""
+        dev = q.device_id
+        if now >= q.expires_at:
+            why = (f"expired unanswered after {q.attempts} attempt(s)" if q.attempts
+                   else "expired before the meter could be reached")
+            self._end(q, "expired", why)
+            return None
+        if dev in busy:  # one at a time per meter, oldest first
+            return None
+        d = self.devices.known(dev)
+        if d is None:
+            if self.store.meter(dev) is None:
+                self._end(q, "failed", "not a registered meter")
+                return None
+            d = self.devices.load(dev)
+        busy.add(dev)
+        if not d.connected:
+            return None
+        if q.state == "sent":
+            if not self._resend_due(d, q, now):
+                return None
+            if q.attempts >= self.config.command_attempts:
+                self._end(q, "failed", f"no answer after {q.attempts} attempts")
+                busy.discard(dev)
+                return None
+        try:
+            return self._attempt(d, q, now)
+        except ValueError as e:
+            self._end(q, "failed", f"cannot be sent: {e}", logging.ERROR)
+            busy.discard(dev)
+            return None
+
+    def _attempt(self, d: Device, q: QueuedCommand, now: float) -> bytes:
+        ttl = min(self.config.command_ttl_s, q.expires_at - int(now))
+        opcmds.check_fits(q.op, q.args)  # what another writer of the queue may not have checked
+        frame = issue_command(self.store, self.headend, d, q.op, q.args, now, ttl, queue_id=q.id)
+        self.store.update_queued(q.id, state="sent", counter=d.counter, attempts=q.attempts + 1, sent_at=now)
+        return frame
+
+    def _end(self, q: QueuedCommand, state: str, why: str, level: int = logging.WARNING) -> None:
+        self.store.update_queued(q.id, state=state, reason=why)
+        self.counters.stage(f"operator_commands_{state}")
+        log.log(level, "%s %s", _what(q), why if state == "expired" else f"failed: {why}")
+
+    def _resend_due(self, d: Device, q: QueuedCommand, now: float) -> bool:
+        """May an unanswered attempt be repeated (with a new counter) on the meter's current connection?"""
+        expired = q.attempt_expires is None or now > q.attempt_expires
+        if self._sent_on.get(q.id) is d.link and not expired:
+            return False  # still on its way on this very connection
+        # After a reconnect the meter first sends its outbox: if it acted on the earlier attempt, its answer is
+        # in there. Repeat only once the meter has caught up and had `command_retry_after` seconds on this
+        # connection: an operation must not run twice.
+        if d.link_at is None or now - d.link_at < self.config.retry_after:
+            return False
+        return not self.frame_gaps.catching_up(d, now)

@@ -1,0 +1,98 @@
+"""Outages, by the injected clock: a meter silent for more than its reporting period x `offline_after` is
+offline; the outage starts at its last frame and ends at its next one.
+
+The outage is then matched with the meter's own account of it as that arrives (for `match_window` seconds, at
+least `offline_after` periods): frames flagged "power failure" (status bit 3, the hello after a restart) and
+power-up events say the meter lost power (power_up_at: its own time of the restart); frames whose meter time
+lies inside the silence, sent later from its outbox, say the meter was alive and the link was down.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from meter import events as mevents
+from meter import messages as M
+from meterkit.headend.config import ConcentratorConfig
+from meterkit.headend.counters import Counters
+from meterkit.headend.devices import Device
+from meterkit.store.db import Store
+
+log = logging.getLogger(__name__)
+
+EVIDENCE_KEPT = 50  # sequence numbers of each kind of evidence kept with an outage
+
+
+class Outages:
+    def __init__(self, config: ConcentratorConfig, store: Store, counters: Counters, started: float):
+        self.config = config
+        self.store = store
+        self.counters = counters
+        self.started = started  # the head-end's own downtime is no meter's silence
+
+    def check_silence(self, d: Device, now: float) -> None:
+        """Housekeeping: declare a meter that has been silent too long offline."""
+        if not d.online or d.last_seen is None:
+            return
+        if now - max(d.last_seen, self.started) <= d.period * self.config.offline_after:
+            return
+        d.online = False
+        oid = self.store.open_outage(d.id, d.last_seen, now)
+        d.outage = (oid, d.last_seen, d.seqs.newest())
+        self.store.update_meter(d.id, online=0)
+        self.counters.stage("outages")
+        log.warning("meter %s offline: silent for %.0f s", d.id.hex(), now - d.last_seen)
+
+    def heard(self, d: Device, now: float, power_failed: bool) -> None:
+        """Frames from the meter were stored (the ingest's transaction): an open outage ends."""
+        if not d.online:
+            d.online = True
+            if d.outage is not None:
+                oid, start, before = d.outage
+                self.store.close_outage(oid, now)
+                d.outage = None
+                until = now + max(self.config.match_window, d.period * self.config.offline_after)
+                d.matching.append((oid, start, now, until, before))
+                log.info("meter %s back after %.0f s", d.id.hex(), now - start)
+        if power_failed or d.matching:
+            self.match(d, now)
+
+    def match_due(self, d: Device, now: float) -> None:
+        """Housekeeping: a last match for outages whose matching window has passed."""
+        if d.matching and any(now >= until for _, _, _, until, _ in d.matching):
+            self.match(d, now)
+
+    def match(self, d: Device, now: float) -> None:
+        """Match recently ended outages with the meter's own account of them."""
+        keep = []
+        for oid, start, end, until, before in d.matching:
+            self._match_one(d, oid, start, end, until, before)
+            if now < until:
+                keep.append((oid, start, end, until, before))
+        d.matching = keep
+
+    def _match_one(self, d: Device, oid: int, start: float, end: float, until: float, before: int | None) -> None:
+        power_seqs, up_events, during = [], [], 0
+        power_up = None
+        slack = min(d.period, (end - start) / 4)
+        frames = self.store.frames_after(d.id, -1 if before is None else before, until)  # (seq, kind, time, status)
+        event_seqs = [s for s, kind, _, _ in frames if kind == M.EVENT]
+        ups = {s: t for s, _, code, _, t in self.store.events_of(d.id, event_seqs) if code == mevents.POWER_UP}
+        for s, kind, meter_time, status in frames:
+            clock_set = not (status or 0) & M.ST_CLOCK_NOT_SET
+            if (status or 0) & M.ST_POWER_FAIL:
+                power_seqs.append(s)
+                if kind == M.HELLO and clock_set and (power_up is None or meter_time < power_up):
+                    power_up = meter_time
+            if s in ups:
+                up_events.append(s)
+                if clock_set and (power_up is None or ups[s] < power_up):
+                    power_up = ups[s]
+            if clock_set and start + slack < meter_time < end - slack:
+                during += 1
+        powered = bool(power_seqs or up_events)
+        cause = ("power+communication" if powered and during else "power" if powered
+                 else "communication" if during else "unknown")
+        self.store.match_outage(oid, cause, power_up, {"power_fail_frames": power_seqs[:EVIDENCE_KEPT],
+                                                       "power_up_events": up_events[:EVIDENCE_KEPT],
+                                                       "frames_made_during": during})
