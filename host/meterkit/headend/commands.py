@@ -1,12 +1,4 @@
-"""Operator commands to meters through the concentrator: `meterkit command ...`.
-
-    meterkit command calendar      --meter ID|NAME --calendar FILE --activate WHEN [--expires WHEN] [--db PATH]
-    meterkit command billing-reset --meter ID|NAME [--expires WHEN] [--db PATH]
-    meterkit command profile       --meter ID|NAME --from WHEN --to WHEN [--expires WHEN] [--db PATH]
-    meterkit command list          [--meter ID|NAME] [--state STATE] [--json] [--db PATH]
-
-WHEN is UTC: ISO 8601 (2026-12-01T00:00Z; no offset means UTC) or Unix seconds. --db defaults to $METERKIT_DB,
-else ./meterkit.db (as `meterkit status` and `meterkit bill`); the database must exist and know the meter.
+"""Operator commands, checked and queued (`meterkit command ...` is their command line, meterkit.cli.command).
 
 Nothing here talks to a meter. A command is checked here (a calendar by meter.tou.Calendar, the very module the
 meter runs; a past activation refused; the signed payload within what a meter verifies) and written to the
@@ -18,12 +10,12 @@ answer after the concentrator's attempts).
 
 Operations (docs/concentrator.md, "Operator commands"):
 
-| op | name          | arguments                         | meter's answer                                      |
-|---:|---------------|-----------------------------------|-----------------------------------------------------|
-|  2 | calendar      | {1: calendar dict, 2: activation} | 0 armed as passive calendar; -3 bad arguments;      |
-|    |               |                                   | -4 rejected: <reason>                               |
-|  3 | billing-reset | {}                                | 0 (billing snapshot frame, then demand reset)       |
-|  4 | profile       | {1: from, 2: to} (UTC s)          | 0 "N rows" (sent again as interval frames); -1 none |
+| op               | arguments (meter.messages.A_*)     | meter's answer                                      |
+|------------------|------------------------------------|-----------------------------------------------------|
+| OP_CALENDAR      | A_CALENDAR dict, A_ACTIVATION UTC  | 0 armed as passive calendar; -3 bad arguments;      |
+|                  |                                    | -4 rejected: <reason>                               |
+| OP_BILLING_RESET | none                               | 0 (billing snapshot frame, then demand reset)       |
+| OP_PROFILE       | A_FROM, A_TO (UTC s)               | 0 "N rows" (sent again as interval frames); -1 none |
 """
 
 from __future__ import annotations

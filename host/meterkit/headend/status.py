@@ -1,16 +1,11 @@
-"""Fleet commands on the head-end database: `meterkit status`, `meterkit export`, `meterkit meters`.
+"""The fleet as people read it: one row per meter (what `meterkit status` shows) and tables as CSV (`meterkit
+export`), from the store's read-outs.
 
-    meterkit status [--db PATH] [--json]
-    meterkit export --db PATH --csv [--table readings|intervals|events|...] [--meter ID|NAME] [--out FILE]
-    meterkit meters add --db PATH --key METER.pub.pem [--name N] [--period S]
-    meterkit meters list --db PATH [--json]
-
-`status` is one line per meter: device id, name, when the concentrator last heard from it, its state, the
-import/export registers of its latest reading in kWh (exact: registers are whole Wh), frames stored, gaps
-back-filled, outages. State: 'online'; 'offline' (the concentrator declared an outage that has not ended);
-'stale' (no outage declared, but silent for more than 3 reporting periods: is the concentrator running?);
-'never' (registered, never heard). --db defaults to $METERKIT_DB, else ./meterkit.db; the database is opened
-read-only and never created.
+A meter's row: device id, name, when the concentrator last heard from it, its state, the import/export
+registers of its latest reading in kWh (exact: registers are whole Wh), frames stored, gaps back-filled,
+outages. State: 'online'; 'offline' (the concentrator declared an outage that has not ended); 'stale' (no outage
+declared, but silent for more than 3 reporting periods: is the concentrator running?); 'never' (registered,
+never heard).
 """
 
 from __future__ import annotations
