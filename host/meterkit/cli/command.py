@@ -1,4 +1,13 @@
-"""`meterkit command calendar|billing-reset|profile|list`: queue operator commands, see their answers."""
+"""`meterkit command calendar|billing-reset|profile|list`: queue operator commands, see their answers.
+
+    meterkit command calendar      --meter ID|NAME --calendar FILE --activate WHEN [--expires WHEN] [--db PATH]
+    meterkit command billing-reset --meter ID|NAME [--expires WHEN] [--db PATH]
+    meterkit command profile       --meter ID|NAME --from WHEN --to WHEN [--expires WHEN] [--db PATH]
+    meterkit command list          [--meter ID|NAME] [--state STATE] [--json] [--db PATH]
+
+WHEN is UTC: ISO 8601 (2026-12-01T00:00Z; no offset means UTC) or Unix seconds. --db defaults to $METERKIT_DB,
+else ./meterkit.db; the database must exist and know the meter.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,12 @@
-"""`meterkit status`, `meterkit export`, `meterkit meters add|list`: the fleet in the head-end database."""
+"""`meterkit status`, `meterkit export`, `meterkit meters add|list`: the fleet in the head-end database.
+
+    meterkit status [--db PATH] [--json]
+    meterkit export --db PATH --csv [--table readings|intervals|events|...] [--meter ID|NAME] [--out FILE]
+    meterkit meters add --db PATH --key METER.pub.pem [--name N] [--period S]
+    meterkit meters list --db PATH [--json]
+
+--db defaults to $METERKIT_DB, else ./meterkit.db; status and export open it read-only and never create it.
+"""
 
 from __future__ import annotations
 
