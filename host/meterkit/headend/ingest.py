@@ -163,14 +163,13 @@ class Ingest:
         try:
             with self.counters.transaction():
                 if not storage.write_batch(self.store, now, batch.frames, batch.readings, batch.intervals,
-                                           batch.events, batch.billing):
+                                           batch.events, batch.billing, batch.hellos.values()):
                     raise _StoredElsewhere
                 answered = self._update(batch, now)
                 acks = self._acks_to_send(batch)
                 acked_only = {dev for _, dev in batch.acks if dev not in batch.seqs}
                 storage.save_delivery(self.store, [self.devices.get(dev) for dev in batch.seqs],
                                       [self.devices.get(dev) for dev in acked_only], now)
-                self.store.add_hellos(batch.hellos.values())
                 self.counters.stage("frames_stored", len(batch.fresh))
                 self.counters.stage("batches")
                 self.counters.stage("acks_sent", len(acks))

@@ -9,13 +9,15 @@ from collections.abc import Iterable
 from meterkit.headend.devices import Device
 from meterkit.store.api import Store
 from meterkit.store.records import DeliveryState
-from meterkit.wire.records import BillingSnapshot, Event, Frame, IntervalRow, Reading
+from meterkit.wire.records import BillingSnapshot, Event, Frame, Hello, IntervalRow, Reading
 
 
 def write_batch(store: Store, received_at: float, frames: list[Frame], readings: list[Reading],
-                intervals: list[IntervalRow], events: list[Event], billing: list[BillingSnapshot]) -> bool:
-    """Store a batch's frames and records in the open transaction. False (and nothing else written) when
-    the database already held some of the frames: another process wrote them."""
+                intervals: list[IntervalRow], events: list[Event], billing: list[BillingSnapshot],
+                hellos: Iterable[Hello]) -> bool:
+    """Store a batch's frames and records in the open transaction, and what the meters' hellos said (firmware,
+    board, boot count). False (and nothing else written) when the database already held some of the frames:
+    another process wrote them."""
     if not frames:
         return True
     if store.add_frames(frames, received_at) != len(frames):
@@ -28,6 +30,7 @@ def write_batch(store: Store, received_at: float, frames: list[Frame], readings:
         store.add_events(events)
     if billing:
         store.add_billing_snapshots(billing)
+    store.add_hellos(hellos)
     return True
 
 
