@@ -16,30 +16,28 @@ _INSERT_READING = ("INSERT OR IGNORE INTO readings (device, seq, meter_time, sta
                   "power_mw, voltage_mv, current_ma, uncovered_ppm) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
 
-def _frame_row(f: Frame, received_at: float) -> tuple:
-    status = f.status
-    return (f.device_id, f.seq, f.kind, f.meter_time, status if status <= I64_MAX else None, received_at, f.raw)
-
-
 def _reading_row(r: Reading) -> tuple:
-    """The readings row; values beyond signed 64 bits become NULL (the registers JSON keeps them exactly)."""
+    """The readings row; values beyond signed 64 bits become NULL (the registers JSON keeps them exactly).
+    Only the values the wire schema leaves unbounded are checked (the sequence number is at most MAX_SEQ, the
+    time 32 bits, uncovered_ppm a million; status and voltage are unsigned): the ingest does this per frame."""
     regs = r.registers
-    seq, t, st, imp, exp = r.seq, r.meter_time, r.status, regs[_IMPORT], regs[_EXPORT]
-    mw, mv, ma, unc = r.power_mw, r.voltage_mv, r.current_ma, r.uncovered_ppm
-    # chained comparisons: a third of min()/max() over a tuple, and the ingest does this once per frame
-    if not (I64_MIN <= seq <= I64_MAX and I64_MIN <= t <= I64_MAX and I64_MIN <= st <= I64_MAX
-            and I64_MIN <= imp <= I64_MAX and I64_MIN <= exp <= I64_MAX and I64_MIN <= mw <= I64_MAX
-            and I64_MIN <= mv <= I64_MAX and I64_MIN <= ma <= I64_MAX and I64_MIN <= unc <= I64_MAX):
-        seq, t, st, imp, exp, mw, mv, ma, unc = (i64(v) for v in (seq, t, st, imp, exp, mw, mv, ma, unc))
-    return (r.device_id, seq, t, st, imp, exp, registers_json(regs), mw, mv, ma, unc)
+    st, imp, exp, mw, mv, ma = r.status, regs[_IMPORT], regs[_EXPORT], r.power_mw, r.voltage_mv, r.current_ma
+    row = (r.device_id, r.seq, r.meter_time, st, imp, exp, registers_json(regs), mw, mv, ma, r.uncovered_ppm)
+    if not (st <= I64_MAX and I64_MIN <= imp <= I64_MAX and I64_MIN <= exp <= I64_MAX and I64_MIN <= mw <= I64_MAX
+            and mv <= I64_MAX and I64_MIN <= ma <= I64_MAX):
+        row = tuple(i64(v) if type(v) is int else v for v in row)
+    return row
 
 
 class EvidenceTables(Connection):
     def add_frames(self, frames: Sequence[Frame], received_at: float) -> int:
-        return self._insert_many(_INSERT_FRAME, [_frame_row(f, received_at) for f in frames])
+        # built inline, not by a function per frame: this is the ingest's hot path
+        return self._insert_many(_INSERT_FRAME, [
+            (f.device_id, f.seq, f.kind, f.meter_time, f.status if f.status <= I64_MAX else None, received_at, f.raw)
+            for f in frames])
 
     def add_frame(self, frame: Frame, received_at: float) -> bool:
-        return self._begin().execute(_INSERT_FRAME, _frame_row(frame, received_at)).rowcount == 1
+        return self.add_frames([frame], received_at) == 1
 
     def frame_raw(self, device_id: bytes, seq: int) -> bytes | None:
         r = self._one("SELECT raw FROM frames WHERE device = ? AND seq = ?", (device_id, seq))
