@@ -11,9 +11,9 @@ from meterkit.wire.records import Frame, Reading
 
 _IMPORT, _EXPORT = wire.obis_key("1.8.0"), wire.obis_key("2.8.0")
 _INSERT_FRAME = ("INSERT OR IGNORE INTO frames (device, seq, kind, meter_time, status, received_at, raw) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)")
+                 "VALUES (?, ?, ?, ?, ?, ?, ?)")
 _INSERT_READING = ("INSERT OR IGNORE INTO readings (device, seq, meter_time, status, import_wh, export_wh, registers, "
-                  "power_mw, voltage_mv, current_ma, uncovered_ppm) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+                   "power_mw, voltage_mv, current_ma, uncovered_ppm) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
 
 def _reading_row(r: Reading) -> tuple:

@@ -9,9 +9,9 @@ from meterkit.store.sqlite.base import Connection, demand_json, demand_of, i64, 
 from meterkit.wire.records import BillingSnapshot, Event
 
 _INSERT_EVENT = ("INSERT OR IGNORE INTO events (device, seq, event_seq, code, value, event_time) "
-                "VALUES (?, ?, ?, ?, ?, ?)")
+                 "VALUES (?, ?, ?, ?, ?, ?)")
 _INSERT_BILLING = ("INSERT OR IGNORE INTO billing (device, seq, period_end, registers, max_demand) "
-                  "VALUES (?, ?, ?, ?, ?)")
+                   "VALUES (?, ?, ?, ?, ?)")
 
 
 def _event_row(e: Event) -> tuple:

@@ -9,7 +9,7 @@ from meterkit.store.sqlite.base import Connection, i64, where
 from meterkit.wire.records import IntervalRow
 
 _INSERT_INTERVAL = ("INSERT OR IGNORE INTO intervals (device, end_time, import_mwh, export_mwh, status, period_s, seq) "
-                   "VALUES (?, ?, ?, ?, ?, ?, ?)")
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)")
 _SELECT = "SELECT device, end_time, import_mwh, export_mwh, status, period_s, seq FROM intervals"
 
 
