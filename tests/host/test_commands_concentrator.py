@@ -24,7 +24,7 @@ from meter.frame import HOST_MAX_FRAME, Deframer, encode_frame
 from meter.identity import Identity
 from meterkit import wire as P
 from meterkit.headend import commands as C
-from meterkit.store.db import SQLiteStore
+from meterkit.store import open_store
 from meterkit.testing.rig import T0, LoopbackRig, SimMeter, until
 
 NIGHT = {
@@ -54,7 +54,7 @@ def sim_meter(rig: LoopbackRig) -> SimMeter:
 
 def queue(rig: LoopbackRig, dev: bytes, op: int, args: dict | None, expires: int | None = None) -> int:
     """Queue as `meterkit command` does: its own connection to the database file."""
-    with SQLiteStore(rig.db_path) as s:
+    with open_store(rig.db_path) as s:
         return C.queue(s, dev, op, args, rig.clock(), expires)
 
 
@@ -97,11 +97,11 @@ def test_calendar_sent_when_the_meter_connects_and_its_answer_stored(tmp_path):
             await until(lambda: entry(rig, qid).state == "answered")
             q = entry(rig, qid)
             assert (q.result, q.reason, q.counter, q.answered_at) == (0, None, cmd.counter, rig.clock())
-            ev = rig.store.connection.execute("SELECT code, value FROM events WHERE device = ?",
-                                              (m.device_id,)).fetchall()
-            assert [tuple(e) for e in ev] == [(CALENDAR_PASSIVE, activation)]
-            assert rig.store.command_attempts(qid) == [(cmd.counter, q.sent_at, q.sent_at + 300, q.answered_at, 0,
-                                                        None)]
+            ev = rig.store.events(m.device_id)
+            assert [(e.code, e.value) for e in ev] == [(CALENDAR_PASSIVE, activation)]
+            attempts = [(a.counter, a.sent_at, a.expires_at, a.answered_at, a.result, a.reason)
+                        for a in rig.store.command_attempts(qid)]
+            assert attempts == [(cmd.counter, q.sent_at, q.sent_at + 300, q.answered_at, 0, None)]
             s = rig.conc.stats()
             assert s["operator_commands_sent"] == 1 and s["operator_commands_answered"] == 1
             assert s.get("responses_unmatched", 0) == 0
@@ -146,8 +146,8 @@ def test_one_command_in_flight_per_meter_oldest_first(tmp_path):
                     + m.response(cmd.counter, 0, "3 rows"))
             await until(lambda: entry(rig, q2).state == "answered")
             assert (entry(rig, q1).result, entry(rig, q2).result, entry(rig, q2).reason) == (0, 0, "3 rows")
-            assert [r[0] for r in rig.store.interval_rows(m.device_id, 0)] == [T0 - 1800, T0 - 900, T0]
-            assert rig.store.connection.execute("SELECT count(*) FROM billing").fetchone()[0] == 1
+            assert [r.end for r in rig.store.interval_rows(m.device_id, 0)] == [T0 - 1800, T0 - 900, T0]
+            assert len(list(rig.store.export("billing")[1])) == 1
             assert cl.refused == []
 
     run(main())
@@ -255,7 +255,7 @@ def test_reconnect_before_the_answer_command_lost_is_sent_again_with_a_new_count
             q = entry(rig, qid)
             assert (q.attempts, q.counter, q.result, q.reason) == (2, again.counter, 0, "1 rows")
             attempts = rig.store.command_attempts(qid)
-            assert [(a[0], a[4]) for a in attempts] == [(first.counter, None), (again.counter, 0)]
+            assert [(a.counter, a.result) for a in attempts] == [(first.counter, None), (again.counter, 0)]
 
     run(main())
 
@@ -393,7 +393,7 @@ def test_calendar_bigger_than_a_meter_frame_goes_out_whole_and_oversize_fails(tm
             # past the checks of `meterkit command` (another writer): too big for any meter
             huge = copy.deepcopy(big)
             huge["special"] = [dict(x, date=[2028, *x["date"][1:]]) for x in big["special"]] + big["special"]
-            with SQLiteStore(rig.db_path) as s:
+            with open_store(rig.db_path) as s:
                 too_big = s.queue_command(m.device_id, C.OP_CALENDAR, {1: huge, 2: T0 + 86400}, rig.clock(),
                                           T0 + 86400)
                 s.commit()
@@ -470,7 +470,7 @@ def test_rows_of_gone_frames_are_asked_for_from_the_profile(tmp_path, has_rows):
             [ig] = rig.store.gaps(m.device_id, "intervals")
             if has_rows:
                 assert (ig.state, ig.missing) == ("filled", 0)
-                assert [r[0] for r in rig.store.interval_rows(m.device_id, 0)] == [900, 1800, 2700]
+                assert [r.end for r in rig.store.interval_rows(m.device_id, 0)] == [900, 1800, 2700]
             else:
                 assert (ig.state, ig.missing) == ("lost", 1)
             s = rig.conc.stats()

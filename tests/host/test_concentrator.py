@@ -22,7 +22,8 @@ from meter import messages as M
 from meter.frame import Deframer
 from meter.identity import Identity
 from meterkit import wire as P
-from meterkit.store.db import SQLiteStore
+from meterkit.store import open_store
+from meterkit.store.api import Store
 from meterkit.testing.rig import T0, LoopbackRig, SimMeter, until
 
 PERIOD = 60
@@ -39,11 +40,16 @@ def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 60))
 
 
-def count(store: SQLiteStore, table: str, dev: bytes) -> int:
-    return store.connection.execute(f"SELECT count(*) FROM {table} WHERE device = ?", (dev,)).fetchone()[0]
+def rows_of(store: Store, table: str, dev: bytes) -> list[dict]:
+    names, rows = store.export(table, dev)
+    return [dict(zip(names, r, strict=True)) for r in rows]
 
 
-def seqs(store: SQLiteStore, dev: bytes) -> list[int]:
+def count(store: Store, table: str, dev: bytes) -> int:
+    return len(rows_of(store, table, dev))
+
+
+def seqs(store: Store, dev: bytes) -> list[int]:
     return store.seqs_above(dev, -1)
 
 
@@ -89,12 +95,12 @@ def test_every_frame_stored_once_and_acknowledged(tmp_path):
                 assert rec.last_counter == cl.last_counter >= 1
                 raw = st.frame_raw(dev, 0)
                 assert P.verify_and_decode(raw, {dev: P.public_from_bytes(m.public_key)}.get).kind == M.HELLO
-            names, rows = st.export("readings", meters[2].device_id)
-            rows = [dict(zip(names, r, strict=True)) for r in rows]
+            rows = rows_of(st, "readings", meters[2].device_id)
             assert [r["import_wh"] for r in rows] == [2000, 2001, 2002, 2003, 2004]
             assert json.loads(rows[0]["registers"]) == {"1.8.0": 2000, "2.8.0": 0}
             assert rows[0]["power_mw"] == 1500 and rows[0]["uncovered_ppm"] == 0
-            assert st.interval_rows(meters[1].device_id, 0) == [(T0 - 900, 900, 6, 0), (T0, 900, 6, M.ROW_DST)]
+            assert [(r.end, r.period_s, r.seq, r.status) for r in st.interval_rows(meters[1].device_id, 0)] == [
+                (T0 - 900, 900, 6, 0), (T0, 900, 6, M.ROW_DST)]
             ev = list(st.export("events", meters[0].device_id)[1])
             assert [(e[3], e[4]) for e in ev] == [(events.CHIP_RESET, 7), (events.SENSOR_FAULT, "no chip")]
             s = rig.conc.stats()
@@ -133,7 +139,7 @@ def test_duplicates_and_replays_rejected_counted_and_reacknowledged(tmp_path):
             assert seqs(rig.store, m.device_id) == [0, 1, 2, 3, 4]
             s = rig.conc.stats()
             assert s["rejects"]["replay"] == 7 and s["frames_stored"] == 5
-            rej = {(r["reason"], r["device"]) for r in rig.store.rejects()}
+            rej = {(r.reason, r.device_id) for r in rig.store.rejects()}
             assert ("replay", m.device_id) in rej and ("seq-reuse", m.device_id) in rej
             assert len(cl.acks) == n_acks + 1  # only seq 4 brought an ack
             assert rig.store.meter(m.device_id).frames_stored == 5
@@ -201,7 +207,7 @@ def test_no_acknowledgement_without_a_commit(tmp_path):
             await asyncio.wait_for(cl.closed.wait(), 10)  # the concentrator hangs up: the meter will resend
             assert cl.acks == []
             assert rig.conc.stats()["commit_failures"] == 1
-            other = SQLiteStore(rig.db_path)
+            other = open_store(rig.db_path)
             assert seqs(other, m.device_id) == []
             rig.store.commit = good
             cl = await rig.connect(m)
@@ -289,12 +295,11 @@ def test_gap_triggers_backfill_command_and_is_filled(tmp_path):
             await cl.wait_ack(6)
             g = rig.store.gaps(m.device_id, "frames")[0]
             assert (g.state, g.attempts, g.missing, g.command_counter) == ("filled", 1, 0, cmd.counter)
-            row = rig.store.connection.execute("SELECT op, args, result FROM commands WHERE device = ?",
-                                               (m.device_id,)).fetchone()
-            assert (row[0], json.loads(row[1]), row[2]) == (1, {"1": 3, "2": 3}, 0)
+            row = rows_of(rig.store, "commands", m.device_id)[0]
+            assert (row["op"], json.loads(row["args"]), row["result"]) == (1, {"1": 3, "2": 3}, 0)
             s = rig.conc.stats()
             assert s["backfills_sent"] == 1 and s["gaps_filled"] == 1 and s["gaps_open"] == 0
-            assert rig.store.fleet()[0]["gaps_backfilled"] == 1
+            assert rig.store.fleet()[0].gaps_backfilled == 1
 
     run(main())
 
@@ -403,7 +408,7 @@ def test_outage_matched_to_the_meters_power_failure(tmp_path):
             o = rig.store.outages(m.device_id)
             assert len(o) == 1 and (o[0].start, o[0].end) == (start, None)
             assert not rig.store.meter(m.device_id).online
-            assert rig.store.fleet()[0]["outage_open"] == 1
+            assert rig.store.fleet()[0].outage_open == 1
             cl.close()
             # power comes back after 20 minutes: the meter boots, says so, and reports
             rig.clock.advance(1200 - 181)
@@ -613,9 +618,8 @@ def test_firmware_link_and_outbox_against_the_concentrator(tmp_path):
             g = rig.store.gaps(dev, "frames")[0]
             assert (g.first, g.last, g.attempts) == (5, 1023, 1) and g.state in ("skipped", "lost")
             assert seqs(rig.store, dev) == [0, 1, 2, 3, 4, 1024, 1025, 1026]  # 1026: the link's answer
-            row = rig.store.connection.execute("SELECT result, reason FROM commands WHERE device = ?",
-                                               (dev,)).fetchone()
-            assert row[0] == (0 if g.state == "skipped" else -1)
+            row = rows_of(rig.store, "commands", dev)[0]
+            assert row["result"] == (0 if g.state == "skipped" else -1)
             st = link.stats()
             assert st["refused"] == {} and st["commands"] == 1 and st["acked"] == 1026
 
@@ -635,13 +639,13 @@ def test_unknown_meter_rejected_until_registered(tmp_path, caplog):
                 cl.send(f)
                 await until(lambda: rig.conc.stats().get("rejected", 0) == 1)
             assert "unknown-kid" in caplog.text and m.device_id.hex() in caplog.text
-            other = SQLiteStore(rig.db_path)  # `meterkit meters add` from another process
+            other = open_store(rig.db_path)  # `meterkit meters add` from another process
             other.register_meter(None, m.public_key, "late")
             other.close()
             cl.send(f)
             await cl.wait_ack(0)
             r = rig.store.rejects()
-            assert [(x["reason"], x["device"], x["count"]) for x in r] == [("unknown-kid", m.device_id, 1)]
+            assert [(x.reason, x.device_id, x.count) for x in r] == [("unknown-kid", m.device_id, 1)]
 
     run(main())
 
@@ -711,7 +715,7 @@ def test_concentrator_command_line(tmp_path):
                                         serialization.NoEncryption()))
     db = tmp_path / "head.db"
     m = SimMeter()
-    s = SQLiteStore(db)
+    s = open_store(db)
     s.register_meter(None, m.public_key, "cli-meter")
     s.close()
     code = ("import argparse, sys\n"
@@ -747,7 +751,7 @@ def test_concentrator_command_line(tmp_path):
     assert proc.returncode == 0, err
     stats = json.loads(out[out.index("{"):])  # after the status lines, the final counters as JSON
     assert stats["frames_stored"] == 2 and stats["acks_sent"] >= 1
-    s = SQLiteStore(db)
+    s = open_store(db)
     assert seqs(s, m.device_id) == [0, 1]
     s.close()
 

@@ -16,6 +16,7 @@ from meter import messages as M
 from meter.frame import cobs_encode, encode_frame
 from meterkit import wire as P
 from meterkit.testing.rig import LoopbackRig, SimMeter, until
+from meterkit.testing.sqlfile import sql
 
 
 def run(coro):
@@ -103,8 +104,8 @@ def test_garbage_half_frames_and_noise_are_counted_not_fatal(tmp_path):
             s = rig.conc.stats()
             assert s["noise_bytes"] >= 8000 and s["noise_segments"] >= 3 and s.get("rejected", 0) == 0
             rig.conc.tick()  # flushes the counts
-            rows = {r["reason"]: r for r in rig.store.rejects()}
-            assert rows["noise"]["peer"] == "127.0.0.1" and rows["noise"]["count"] >= 3
+            rows = {r.reason: r for r in rig.store.rejects()}
+            assert rows["noise"].peer == "127.0.0.1" and rows["noise"].count >= 3
 
     run(main())
 
@@ -193,7 +194,7 @@ def test_forgeries_and_frames_of_other_meters(tmp_path, caplog):
             assert rej["not-sign1"] == 1 and s["closed_abusive"] == 1
             assert rig.store.seqs_above(a.device_id, -1) == [0] and rig.store.seqs_above(b.device_id, -1) == []
             rig.conc.tick()
-            rows = {(r["reason"], r["device"]): r["count"] for r in rig.store.rejects()}
+            rows = {(r.reason, r.device_id): r.count for r in rig.store.rejects()}
             assert rows[("bad-signature", a.device_id)] >= 21
             assert rows[("kid-mismatch", b.device_id)] == 1
             assert rows[("unknown-kid", stranger.device_id)] == 1
@@ -225,7 +226,7 @@ def test_numbers_beyond_sqlite_integers(tmp_path):
             cl = await rig.connect(m)
             cl.send(m.reading(import_wh=2**64 - 1, export_wh=3))  # valid per the CDDL (uint64)
             await cl.wait_ack(0)
-            row = rig.store.connection.execute("SELECT import_wh, export_wh, registers FROM readings").fetchone()
+            row = sql(rig.store, "SELECT import_wh, export_wh, registers FROM readings")[0]
             assert (row[0], row[1]) == (None, 3) and str(2**64 - 1) in row[2]  # exact in the JSON and the raw
             raw = rig.store.frame_raw(m.device_id, 0)
             key = P.public_from_bytes(m.public_key)

@@ -63,21 +63,22 @@ def test_thousand_meters_at_once_nothing_lost_everything_acknowledged(tmp_path):
     assert stats.get("rejected", 0) == 0 and stats["meters_online"] == METERS
     assert METERS <= stats["acks_sent"] <= total  # batched: at most one per frame, at least one per meter
 
-    from meterkit.store.db import SQLiteStore
+    from meterkit.store import open_store
 
-    s = SQLiteStore(tmp_path / "load.db", create=False, readonly=True)
+    s = open_store(tmp_path / "load.db", create=False, readonly=True)
     try:
-        c = s.connection
-        assert c.execute("SELECT count(*) FROM frames").fetchone()[0] == total
-        per = tuple(c.execute("SELECT min(n), max(n), count(*) FROM (SELECT count(*) AS n, min(seq) AS lo, "
-                              "max(seq) AS hi FROM frames GROUP BY device HAVING lo = 0 AND hi = n - 1)").fetchone())
+        devs = [rec.device_id for rec in s.meters()]
+        stored = {dev: s.seqs_above(dev, -1) for dev in devs}
+        assert sum(len(x) for x in stored.values()) == total
+        runs = [len(x) for x in stored.values() if x and x[0] == 0 and x[-1] == len(x) - 1]
+        per = (min(runs), max(runs), len(runs))
         assert per == (ROUND1 + ROUND2, ROUND1 + ROUND2, METERS)  # every meter: 0..4, no gap, no duplicate
-        assert c.execute("SELECT count(*) FROM readings").fetchone()[0] == METERS * 3
-        assert c.execute("SELECT count(*) FROM intervals").fetchone()[0] == METERS
-        assert c.execute("SELECT count(*) FROM meters WHERE ack_seq = ?", (ROUND1 + ROUND2 - 1,)).fetchone()[0] \
+        assert len(list(s.export("readings")[1])) == METERS * 3
+        assert len(list(s.export("intervals")[1])) == METERS
+        assert sum(1 for rec in s.meters() if rec.ack_seq == ROUND1 + ROUND2 - 1) == METERS
+        assert len(s.gaps()) == 0
+        assert sum(1 for dev in devs for f in s.frames_after(dev, -1, limit=1) if f.seq == 0 and f.kind == M.HELLO) \
             == METERS
-        assert c.execute("SELECT count(*) FROM gaps").fetchone()[0] == 0
-        assert c.execute("SELECT count(*) FROM frames WHERE seq = 0 AND kind = ?", (M.HELLO,)).fetchone()[0] == METERS
     finally:
         s.close()
 

@@ -1,10 +1,8 @@
 """Parts of the concentrator on their own: the transactional counters, the acknowledgement watermark, the
-settings, the storage step's register JSON, duplicate detection by message. A real SQLite store where one is
-needed; the whole concentrator is tested end to end in test_concentrator*.py."""
+settings, duplicate detection by message. A real SQLite store where one is needed; the whole concentrator is
+tested end to end in test_concentrator*.py."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 
@@ -14,8 +12,8 @@ from meterkit.headend.acks import Watermark, ranges_add, ranges_covered
 from meterkit.headend.config import ConcentratorConfig
 from meterkit.headend.counters import Counters
 from meterkit.headend.ingest import same_message
-from meterkit.headend.storage import regs_json
-from meterkit.store.db import SQLiteStore
+from meterkit.store import open_store
+from meterkit.store.api import Store
 from meterkit.testing.rig import SimMeter
 
 P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
@@ -24,7 +22,7 @@ P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 class FailingCommit:
     """A store whose next commit raises (a full disk), once."""
 
-    def __init__(self, store: SQLiteStore):
+    def __init__(self, store: Store):
         self.store = store
         self.fail = False
 
@@ -40,7 +38,7 @@ class FailingCommit:
 
 @pytest.fixture
 def store(tmp_path):
-    s = SQLiteStore(tmp_path / "head.db", synchronous="OFF")
+    s = open_store(tmp_path / "head.db", synchronous="OFF")
     yield FailingCommit(s)
     s.close()
 
@@ -75,7 +73,7 @@ def test_events_count_at_once_and_survive_a_failed_commit(store):
     with c.transaction():
         pass
     assert store.counters() == {"noise_bytes": 7, "rejected": 1}
-    assert [(r["reason"], r["count"], r["last_detail"]) for r in store.rejects()] == [
+    assert [(r.reason, r.count, r.last_detail) for r in store.rejects()] == [
         ("bad-signature", 1, "signature does not verify")]
     again = Counters(store, lambda: 200.0)  # a restart: the saved counts are where it starts
     assert again.snapshot() == {"noise_bytes": 7, "rejected": 1, "rejects": {"bad-signature": 1}}
@@ -128,13 +126,6 @@ def test_settings_are_checked_where_they_are_given():
     assert ConcentratorConfig(max_rate=None).max_rate is None
     with pytest.raises(TypeError):
         ConcentratorConfig(no_such_setting=1)
-
-
-def test_register_json_is_what_json_dumps_gives():
-    regs = {M.OBIS_IMPORT: 5, M.OBIS_IMPORT + 1: 3, M.OBIS_EXPORT: -1, M.obis_key("255.99.99"): 2**70}
-    expected = json.dumps({M.obis_code(k): v for k, v in regs.items()})
-    assert regs_json(regs) == expected
-    assert regs_json(regs) == expected  # the cached template
 
 
 def test_a_resent_frame_with_the_other_valid_signature_is_the_same_message():

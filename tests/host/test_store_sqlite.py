@@ -4,6 +4,8 @@ the records it takes and gives (meterkit.store.api)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -13,7 +15,7 @@ from meterkit import wire as P
 from meterkit.store import StoreError, api, open_store
 from meterkit.store.records import CommandRecord, DeliveryState, NewMeter, RejectRecord
 from meterkit.store.sqlite import SCHEMA_VERSION, SQLiteStore
-from meterkit.store.sqlite.base import i64
+from meterkit.store.sqlite.base import i64, registers_json
 from meterkit.testing.sqlfile import old_database, sql
 from meterkit.wire.records import (
     BillingSnapshot,
@@ -269,6 +271,13 @@ def test_i64():
     assert i64(2**63) is None and i64(-(2**63) - 1) is None
 
 
+def test_register_json_is_what_json_dumps_gives():
+    regs = {M.OBIS_IMPORT: 5, M.OBIS_IMPORT + 1: 3, M.OBIS_EXPORT: -1, M.obis_key("255.99.99"): 2**70}
+    expected = json.dumps({M.obis_code(k): v for k, v in regs.items()})
+    assert registers_json(regs) == expected
+    assert registers_json(regs) == expected  # the cached template
+
+
 # --- the records the store takes and gives ------------------------------------------------------------------
 
 
@@ -380,4 +389,6 @@ def test_commands_attempts_and_answers(store):
     assert cmd == CommandRecord(dev, 6, 3, None, 20.0, 320, qid, 21.0, -4, "rejected: no")
     assert [(c.counter, c.answered_at, c.result) for c in store.command_attempts(qid)] == [(5, None, None),
                                                                                           (6, 21.0, -4)]
+    store.update_queued(qid, state="answered", result=2**64 - 1)  # an answer beyond what the store holds
+    assert store.queued_commands(ids=[qid])[0].result is None
     assert store.queued_for_counter(dev, 5).id == qid

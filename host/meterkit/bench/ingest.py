@@ -156,12 +156,12 @@ async def _memory_per_connection(headend: P.HeadEnd, db: str, n: int) -> dict:
     import resource
 
     from meterkit.headend.concentrator import Concentrator
-    from meterkit.store.db import SQLiteStore
+    from meterkit.store import open_store
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < n + 256 and (hard == resource.RLIM_INFINITY or hard >= n + 256):
         resource.setrlimit(resource.RLIMIT_NOFILE, (n + 256, hard))
-    store = SQLiteStore(db)
+    store = open_store(db)
     conc = Concentrator(store, headend, idle_timeout=3600, tick_s=3600)
     proc = None
     try:

@@ -11,9 +11,9 @@ import sys
 import time
 
 from meterkit import wire as P
-from meterkit.cli.common import host_port
+from meterkit.cli.common import host_port, open_store
 from meterkit.headend.concentrator import Concentrator
-from meterkit.store.db import SQLiteStore, Store, StoreError
+from meterkit.store.api import Store
 from meterkit.wire.keys import KeyFileError, load_private
 
 
@@ -69,10 +69,8 @@ def _cmd_concentrator(args: argparse.Namespace) -> int:
     except KeyFileError as e:
         print(f"meterkit concentrator: {e}", file=sys.stderr)
         return 2
-    try:
-        store = SQLiteStore(args.db)
-    except StoreError as e:
-        print(f"meterkit concentrator: {e}", file=sys.stderr)
+    store = open_store(args.db, "concentrator", readonly=False, create=True)
+    if store is None:
         return 2
     try:
         return asyncio.run(_serve(args, headend, store))

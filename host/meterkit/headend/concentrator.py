@@ -34,7 +34,7 @@ from meterkit.headend.dispatch import Dispatch
 from meterkit.headend.gaps import FrameGaps, IntervalGaps
 from meterkit.headend.ingest import Ingest
 from meterkit.headend.outages import Outages
-from meterkit.store.db import Store
+from meterkit.store.api import Store
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,8 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator
 
-from meterkit.store.db import Store
+from meterkit.store.api import Store
+from meterkit.store.records import RejectRecord
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +32,9 @@ class Counters:
         self._totals: collections.Counter = collections.Counter(store.counters())
         self._reasons: collections.Counter = collections.Counter()  # rejects by reason, all devices and peers
         for r in store.rejects():
-            self._reasons[r["reason"]] += r["count"]
+            self._reasons[r.reason] += r.count
         self._unsaved: collections.Counter = collections.Counter()  # events shown, not yet in the database
-        self._unsaved_rejects: dict[tuple[bytes, str, str], list] = {}  # -> [count, last at, last detail]
+        self._unsaved_rejects: dict[tuple[bytes, str, str], list] = {}  # -> [count, first at, last at, detail]
         self._staged: collections.Counter | None = None  # outcomes of the open transaction
 
     # -- counting
@@ -63,13 +64,14 @@ class Counters:
 
     def _unsaved_reject(self, key: tuple[bytes, str, str], n: int, detail: str | None) -> None:
         row = self._unsaved_rejects.get(key)
+        now = self._clock()
         if row is None:
-            self._unsaved_rejects[key] = [n, self._clock(), detail]
+            self._unsaved_rejects[key] = [n, now, now, detail]
         else:
             row[0] += n
-            row[1] = self._clock()
+            row[2] = now
             if detail is not None:
-                row[2] = detail
+                row[3] = detail
 
     # -- transactions
     @contextlib.contextmanager
@@ -96,8 +98,9 @@ class Counters:
 
     def _write(self, staged: collections.Counter) -> None:
         if self._unsaved_rejects:
-            self._store.add_rejects([(dev, peer, reason, n, at, detail)
-                                     for (dev, peer, reason), (n, at, detail) in self._unsaved_rejects.items()])
+            rejects = self._unsaved_rejects.items()
+            self._store.add_rejects([RejectRecord(dev, peer, reason, n, first, last, detail)
+                                     for (dev, peer, reason), (n, first, last, detail) in rejects])
         deltas = collections.Counter(self._unsaved)
         deltas.update(staged)
         if deltas:

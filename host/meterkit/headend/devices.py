@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from meterkit import wire as P
 from meterkit.headend.acks import Watermark
-from meterkit.store.db import DEFAULT_PERIOD_S, GAP_SETTLED, Store
+from meterkit.store.api import DEFAULT_PERIOD_S, GAP_SETTLED, Store
 
 if TYPE_CHECKING:
     from meterkit.headend.connections import Link

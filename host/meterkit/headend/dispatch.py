@@ -21,7 +21,8 @@ from meterkit.headend import commands as opcmds
 from meterkit.headend.config import ConcentratorConfig
 from meterkit.headend.counters import Counters
 from meterkit.headend.devices import Device, Devices
-from meterkit.store.db import I64_MAX, QUEUE_PENDING, QueuedCommand, Store, i64
+from meterkit.store.api import QUEUE_PENDING, Store
+from meterkit.store.records import CommandRecord, QueuedCommand
 from meterkit.wire.records import CommandResponse
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ def issue_command(store: Store, headend: P.HeadEnd, d: Device, op: int, args: di
     cose = headend.sign_command(d.id, counter, op, args, int(now), ttl)
     frame = encode_frame(cose, max_frame=opcmds.MAX_COMMAND_MESSAGE)
     d.counter = counter
-    store.record_command(d.id, counter, op, args, now, int(now) + ttl, queue_id=queue_id)
+    store.record_command(CommandRecord(d.id, counter, op, args, now, int(now) + ttl, queue_id))
     store.update_meter(d.id, last_counter=counter)
     return frame
 
@@ -64,15 +65,14 @@ class Dispatch:
     def on_response(self, d: Device, r: CommandResponse, now: float) -> bool:
         """Match a meter's answer with the command it answers; True when it answered an operator command for
         the first time (the meter is free for its next one)."""
-        cmd = self.store.record_response(d.id, r.counter, r.result, r.reason, now) if r.counter <= I64_MAX else None
+        cmd = self.store.record_response(r, now)
         if cmd is None:
             self.counters.stage("responses_unmatched")
             log.warning("meter %s: response to command %d, which was never sent to it: ignored (result %d%s)",
                         d.id.hex(), r.counter, r.result, f", {r.reason!r}" if r.reason else "")
             return False
         self.counters.stage("responses")
-        op, _args = cmd
-        if op == M.OP_BACKFILL:
+        if cmd.op == M.OP_BACKFILL:
             self.frame_gaps.answered(d, r, now)
             return False
         return self._operator_answer(d, r, now)
@@ -89,7 +89,7 @@ class Dispatch:
             return False
         if q.state != "sent":
             log.warning("%s: late answer to a command already %s", what, q.state)
-        self.store.update_queued(q.id, state="answered", counter=r.counter, answered_at=now, result=i64(r.result),
+        self.store.update_queued(q.id, state="answered", counter=r.counter, answered_at=now, result=r.result,
                                  reason=r.reason)
         self.counters.stage("operator_commands_answered")
         log.log(logging.INFO if r.result == 0 else logging.WARNING, "%s answered %d%s", what, r.result,

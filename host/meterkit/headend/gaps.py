@@ -24,7 +24,8 @@ from meterkit.headend.config import ConcentratorConfig
 from meterkit.headend.counters import Counters
 from meterkit.headend.devices import WORKING, Device, Devices, FrameGap
 from meterkit.headend.dispatch import issue_command
-from meterkit.store.db import QUEUE_PENDING, GapRecord, Store
+from meterkit.store.api import QUEUE_PENDING, Store
+from meterkit.store.records import GapRecord
 from meterkit.wire.records import CommandResponse
 
 log = logging.getLogger(__name__)
@@ -132,16 +133,16 @@ class IntervalGaps:
 
     def scan(self, d: Device, now: float) -> None:
         """Record load-profile rows missing around the rows stored since the last scan (from d.rows_from)."""
-        rows = self.store.interval_rows(d.id, d.rows_from)  # (end, period, seq, status), ascending
+        rows = self.store.interval_rows(d.id, d.rows_from)  # ascending
         prev = self.store.interval_before(d.id, d.rows_from)
         if prev is not None:
             rows.insert(0, prev)
         known = self.store.gaps(d.id, "intervals")
-        for (end_a, period_a, _, _), (end_b, period_b, _, _) in zip(rows, rows[1:], strict=False):
-            period = period_a or period_b
-            if not period or end_b - end_a <= period:
+        for a, b in zip(rows, rows[1:], strict=False):
+            period = a.period_s or b.period_s
+            if not period or b.end - a.end <= period:
                 continue
-            first, last = end_a + period, end_b - period
+            first, last = a.end + period, b.end - period
             if any(g.first <= last and first <= g.last for g in known):
                 continue
             if self.store.add_gap(d.id, "intervals", first, last, now) is not None:
@@ -157,9 +158,9 @@ class IntervalGaps:
 
     def _check(self, d: Device, g: GapRecord, now: float) -> None:
         have = len(self.store.interval_rows(d.id, g.first, g.last))
-        before = self.store.interval_before(d.id, g.first)  # (end, period, seq, status)
+        before = self.store.interval_before(d.id, g.first)
         after = self.store.interval_after(d.id, g.last)
-        period = before[1] if before is not None else None
+        period = before.period_s if before is not None else None
         want = (g.last - g.first) // period + 1 if period else None
         if want is not None and have >= want:
             self._close(g, "filled", 0, now)
@@ -171,7 +172,7 @@ class IntervalGaps:
             return
         if before is None or after is None:
             return
-        lo, hi = sorted((before[2], after[2]))  # the frames that carried the neighbouring rows
+        lo, hi = sorted((before.seq, after.seq))  # the frames that carried the neighbouring rows
         if hi - lo > 1 and d.seqs.missing(lo + 1, hi - 1):
             return  # a frame between them may still come, with the rows
         gone = [x for x in self.store.gaps(d.id, "frames", ("lost",)) if x.first < hi and lo < x.last]

@@ -31,7 +31,7 @@ from meterkit.headend.devices import Devices
 from meterkit.headend.dispatch import Dispatch
 from meterkit.headend.gaps import FrameGaps
 from meterkit.headend.outages import Outages
-from meterkit.store.db import I64_MAX, Store
+from meterkit.store.api import MAX_SEQ, Store
 from meterkit.wire.records import (
     BillingSnapshot,
     CommandResponse,
@@ -140,7 +140,7 @@ class Ingest:
                     log.exception("verifying a frame from %s", link.peer)
                     reject(link, claimed_kid(cose), "internal-error", repr(e))
                     continue
-                if m.seq > I64_MAX:
+                if m.seq > MAX_SEQ:
                     reject(link, m.device_id, "seq-range", f"sequence number {m.seq} beyond 2^63 - 1")
                     continue
                 verified.append((link, m))
@@ -163,14 +163,13 @@ class Ingest:
         try:
             with self.counters.transaction():
                 if not storage.write_batch(self.store, now, batch.frames, batch.readings, batch.intervals,
-                                           batch.events, batch.billing):
+                                           batch.events, batch.billing, batch.hellos.values()):
                     raise _StoredElsewhere
                 answered = self._update(batch, now)
                 acks = self._acks_to_send(batch)
                 acked_only = {dev for _, dev in batch.acks if dev not in batch.seqs}
                 storage.save_delivery(self.store, [self.devices.get(dev) for dev in batch.seqs],
                                       [self.devices.get(dev) for dev in acked_only], now)
-                storage.save_hellos(self.store, batch.hellos.values())
                 self.counters.stage("frames_stored", len(batch.fresh))
                 self.counters.stage("batches")
                 self.counters.stage("acks_sent", len(acks))

@@ -16,7 +16,7 @@ from meter import messages as M
 from meterkit.headend.config import ConcentratorConfig
 from meterkit.headend.counters import Counters
 from meterkit.headend.devices import Device
-from meterkit.store.db import Store
+from meterkit.store.api import Store
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class Outages:
         d.online = False
         oid = self.store.open_outage(d.id, d.last_seen, now)
         d.outage = (oid, d.last_seen, d.seqs.newest())
-        self.store.update_meter(d.id, online=0)
+        self.store.update_meter(d.id, online=False)
         self.counters.stage("outages")
         log.warning("meter %s offline: silent for %.0f s", d.id.hex(), now - d.last_seen)
 
@@ -75,20 +75,21 @@ class Outages:
         power_seqs, up_events, during = [], [], 0
         power_up = None
         slack = min(d.period, (end - start) / 4)
-        frames = self.store.frames_after(d.id, -1 if before is None else before, until)  # (seq, kind, time, status)
-        event_seqs = [s for s, kind, _, _ in frames if kind == M.EVENT]
-        ups = {s: t for s, _, code, _, t in self.store.events_of(d.id, event_seqs) if code == mevents.POWER_UP}
-        for s, kind, meter_time, status in frames:
-            clock_set = not (status or 0) & M.ST_CLOCK_NOT_SET
-            if (status or 0) & M.ST_POWER_FAIL:
-                power_seqs.append(s)
-                if kind == M.HELLO and clock_set and (power_up is None or meter_time < power_up):
-                    power_up = meter_time
-            if s in ups:
-                up_events.append(s)
-                if clock_set and (power_up is None or ups[s] < power_up):
-                    power_up = ups[s]
-            if clock_set and start + slack < meter_time < end - slack:
+        frames = self.store.frames_after(d.id, -1 if before is None else before, until)
+        event_seqs = [f.seq for f in frames if f.kind == M.EVENT]
+        ups = {e.seq: e.time for e in self.store.events(d.id, event_seqs, (mevents.POWER_UP,))}
+        for f in frames:
+            status = f.status or 0  # None: beyond what the store holds
+            clock_set = not status & M.ST_CLOCK_NOT_SET
+            if status & M.ST_POWER_FAIL:
+                power_seqs.append(f.seq)
+                if f.kind == M.HELLO and clock_set and (power_up is None or f.meter_time < power_up):
+                    power_up = f.meter_time
+            if f.seq in ups:
+                up_events.append(f.seq)
+                if clock_set and (power_up is None or ups[f.seq] < power_up):
+                    power_up = ups[f.seq]
+            if clock_set and start + slack < f.meter_time < end - slack:
                 during += 1
         powered = bool(power_seqs or up_events)
         cause = ("power+communication" if powered and during else "power" if powered

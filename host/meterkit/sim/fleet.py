@@ -261,7 +261,7 @@ class Fleet:
 
         from meterkit import wire as protocol
         from meterkit.headend.concentrator import Concentrator
-        from meterkit.store.db import SQLiteStore
+        from meterkit.store import open_store
         self.out.mkdir(parents=True, exist_ok=True)
         point = self.headend_key.public_key().public_bytes(serialization.Encoding.X962,
                                                            serialization.PublicFormat.UncompressedPoint)
@@ -276,7 +276,7 @@ class Fleet:
         await asyncio.gather(*(self._provision(m, point) for m in self.meters))
         for suffix in ("", "-wal", "-shm"):
             Path(f"{self.db_path}{suffix}").unlink(missing_ok=True)
-        self.store = SQLiteStore(self.db_path)
+        self.store = open_store(self.db_path)
         for m in self.meters:
             self.store.register_meter(m.device, m.public_key, m.spec.name)
         self.conc = Concentrator(self.store, protocol.HeadEnd(self.headend_key), clock=self.clock,
@@ -295,11 +295,11 @@ class Fleet:
         """Kill the concentrator (nothing pending stored or acknowledged) and start a new one on the database."""
         from meterkit import wire as protocol
         from meterkit.headend.concentrator import Concentrator
-        from meterkit.store.db import SQLiteStore
+        from meterkit.store import open_store
 
         await self.conc.kill()
         self.store.close()
-        self.store = SQLiteStore(self.db_path)
+        self.store = open_store(self.db_path)
         self.conc = Concentrator(self.store, protocol.HeadEnd(self.headend_key), clock=self.clock,
                                  offline_after=self.offline_after)
         host, port = await self.conc.start_tcp()

@@ -5,7 +5,6 @@ them), the registry, delivery state, gaps, outages, commands and counts.
                Billing, Outages, Commands, Counting, ReadOuts, Transactions); Store is their union
     records    the store's records (MeterRecord, GapRecord, QueuedCommand, IntervalRecord, ...)
     sqlite/    the SQLite implementation: schema and migrations, one module per group of tables
-    db         (until the concentrator speaks api.Store) the former interface, on top of sqlite/
 
 open_store(path) opens a store; callers use it through api.Store and never see SQL (tests too, but for their one
 helper, meterkit.testing.sqlfile: an older schema, a tampered row, a NULL column, a pragma).

@@ -229,7 +229,8 @@ class Commands(Protocol):
         """Queue entries (of a device, in these states, with these ids), oldest first."""
 
     def update_queued(self, queue_id: int, **fields: Any) -> None:
-        """Set state, counter, attempts, sent_at, answered_at, result, reason (ValueError for others)."""
+        """Set state, counter, attempts, sent_at, answered_at, result, reason (ValueError for others); a result
+        the store cannot hold is kept as None."""
 
     def queued_for_counter(self, device_id: bytes, counter: int) -> QueuedCommand | None:
         """The queue entry whose attempt used this counter, or None (a back-fill, or never sent)."""

@@ -22,6 +22,7 @@ from meter import cose as mcose
 from meter import messages as M
 from meter.frame import Deframer, encode_frame
 from meterkit import wire as P
+from meterkit.store.records import NewMeter
 
 T0 = 1_700_000_000
 
@@ -210,9 +211,9 @@ class LoopbackRig:
 
     async def start(self, **conc_kw: Any) -> LoopbackRig:
         from meterkit.headend.concentrator import Concentrator
-        from meterkit.store.db import SQLiteStore
+        from meterkit.store import open_store
 
-        self.store = SQLiteStore(self.db_path, synchronous=self.synchronous)
+        self.store = open_store(self.db_path, synchronous=self.synchronous)
         self.conc = Concentrator(self.store, self.headend, clock=self.clock, **{**self.conc_kw, **conc_kw})
         self.host, self.port = await self.conc.start_tcp("127.0.0.1", 0)
         return self
@@ -230,7 +231,7 @@ class LoopbackRig:
         return await self.start(**conc_kw)
 
     def register(self, *meters: SimMeter, period_s: int | None = None) -> None:
-        self.store.register_meters([(m.public_key, None, period_s or m.period_s) for m in meters])
+        self.store.register_meters([NewMeter(m.public_key, None, period_s or m.period_s) for m in meters])
 
     async def connect(self, meter: SimMeter, last_counter: int = 0, **kw: Any) -> MeterClient:
         cl = await MeterClient.connect(meter, self.host, self.port, self.headend.lookup,

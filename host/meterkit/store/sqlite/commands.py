@@ -81,6 +81,8 @@ class CommandTables(Connection):
     def update_queued(self, queue_id: int, **fields: Any) -> None:
         if set(fields) <= _QUEUE_UPDATABLE and fields.get("state", QUEUE_STATES[0]) not in QUEUE_STATES:
             raise ValueError(f"state must be one of {', '.join(QUEUE_STATES)}, not {fields['state']!r}")
+        if fields.get("result") is not None:
+            fields["result"] = i64(fields["result"])  # a meter's answer may be any CBOR integer
         self._set("command_queue", "id", queue_id, fields, _QUEUE_UPDATABLE, "command queue")
 
     def queued_for_counter(self, device_id: bytes, counter: int) -> QueuedCommand | None:

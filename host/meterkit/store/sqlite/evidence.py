@@ -4,36 +4,40 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from meterkit import wire
 from meterkit.store.records import FrameRecord
 from meterkit.store.sqlite.base import I64_MAX, I64_MIN, Connection, i64, registers_json
 from meterkit.wire.records import Frame, Reading
 
-INSERT_FRAME = ("INSERT OR IGNORE INTO frames (device, seq, kind, meter_time, status, received_at, raw) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)")
-INSERT_READING = ("INSERT OR IGNORE INTO readings (device, seq, meter_time, status, import_wh, export_wh, registers, "
-                  "power_mw, voltage_mv, current_ma, uncovered_ppm) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_IMPORT, _EXPORT = wire.obis_key("1.8.0"), wire.obis_key("2.8.0")
+_INSERT_FRAME = ("INSERT OR IGNORE INTO frames (device, seq, kind, meter_time, status, received_at, raw) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?)")
+_INSERT_READING = ("INSERT OR IGNORE INTO readings (device, seq, meter_time, status, import_wh, export_wh, registers, "
+                   "power_mw, voltage_mv, current_ma, uncovered_ppm) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
 
-def frame_row(f: Frame, received_at: float) -> tuple:
-    return (f.device_id, f.seq, f.kind, f.meter_time, i64(f.status), received_at, f.raw)
-
-
-def reading_row(r: Reading) -> tuple:
-    """The readings row; values beyond signed 64 bits become NULL (the registers JSON keeps them exactly)."""
-    imp, exp = r.import_wh, r.export_wh
-    nums = (r.seq, r.meter_time, r.status, imp, exp, r.power_mw, r.voltage_mv, r.current_ma, r.uncovered_ppm)
-    if not (I64_MIN <= min(nums) and max(nums) <= I64_MAX):
-        nums = tuple(i64(v) for v in nums)
-    seq, t, status, imp, exp, mw, mv, ma, unc = nums
-    return (r.device_id, seq, t, status, imp, exp, registers_json(r.registers), mw, mv, ma, unc)
+def _reading_row(r: Reading) -> tuple:
+    """The readings row; values beyond signed 64 bits become NULL (the registers JSON keeps them exactly).
+    Only the values the wire schema leaves unbounded are checked (the sequence number is at most MAX_SEQ, the
+    time 32 bits, uncovered_ppm a million; status and voltage are unsigned): the ingest does this per frame."""
+    regs = r.registers
+    st, imp, exp, mw, mv, ma = r.status, regs[_IMPORT], regs[_EXPORT], r.power_mw, r.voltage_mv, r.current_ma
+    row = (r.device_id, r.seq, r.meter_time, st, imp, exp, registers_json(regs), mw, mv, ma, r.uncovered_ppm)
+    if not (st <= I64_MAX and I64_MIN <= imp <= I64_MAX and I64_MIN <= exp <= I64_MAX and I64_MIN <= mw <= I64_MAX
+            and mv <= I64_MAX and I64_MIN <= ma <= I64_MAX):
+        row = tuple(i64(v) if type(v) is int else v for v in row)
+    return row
 
 
 class EvidenceTables(Connection):
     def add_frames(self, frames: Sequence[Frame], received_at: float) -> int:
-        return self._insert_many(INSERT_FRAME, [frame_row(f, received_at) for f in frames])
+        # built inline, not by a function per frame: this is the ingest's hot path
+        return self._insert_many(_INSERT_FRAME, [
+            (f.device_id, f.seq, f.kind, f.meter_time, f.status if f.status <= I64_MAX else None, received_at, f.raw)
+            for f in frames])
 
     def add_frame(self, frame: Frame, received_at: float) -> bool:
-        return self._begin().execute(INSERT_FRAME, frame_row(frame, received_at)).rowcount == 1
+        return self.add_frames([frame], received_at) == 1
 
     def frame_raw(self, device_id: bytes, seq: int) -> bytes | None:
         r = self._one("SELECT raw FROM frames WHERE device = ? AND seq = ?", (device_id, seq))
@@ -56,4 +60,4 @@ class EvidenceTables(Connection):
         return [FrameRecord(device_id, r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
     def add_readings(self, readings: Sequence[Reading]) -> None:
-        self._insert_many(INSERT_READING, [reading_row(r) for r in readings])
+        self._insert_many(_INSERT_READING, [_reading_row(r) for r in readings])
