@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -20,14 +21,8 @@ from meterkit.testing.sqlfile import old_database, sql
 from meterkit.wire.records import CommandResponse
 
 NOW = 1_790_000_000  # 2026-09-21T14:13:20Z
-NIGHT = {
-    "name": "two-rate night",
-    "tz": "CET-1CEST,M3.5.0,M10.5.0/3",
-    "tariffs": 2,
-    "seasons": [{"name": "all year", "start": [1, 1], "week": "every day"}],
-    "weeks": {"every day": ["d", "d", "d", "d", "d", "d", "d"]},
-    "days": {"d": [[0, 2], [360, 1], [1320, 2]]},
-}
+# the two-rate night calendar of the examples (22:00-06:00 CET tariff 2)
+NIGHT = json.loads((Path(__file__).resolve().parents[2] / "examples/tariffs/night-2rate.calendar.json").read_text())
 
 
 def new_meter() -> tuple[bytes, bytes]:

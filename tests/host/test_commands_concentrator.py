@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import logging
+from pathlib import Path
 
 import cbor2
 import pytest
@@ -27,14 +29,8 @@ from meterkit.headend import commands as C
 from meterkit.store import open_store
 from meterkit.testing.rig import T0, LoopbackRig, SimMeter, until
 
-NIGHT = {
-    "name": "two-rate night",
-    "tz": "CET-1CEST,M3.5.0,M10.5.0/3",
-    "tariffs": 2,
-    "seasons": [{"name": "all year", "start": [1, 1], "week": "every day"}],
-    "weeks": {"every day": ["d", "d", "d", "d", "d", "d", "d"]},
-    "days": {"d": [[0, 2], [360, 1], [1320, 2]]},
-}
+# the two-rate night calendar of the examples (22:00-06:00 CET tariff 2)
+NIGHT = json.loads((Path(__file__).resolve().parents[2] / "examples/tariffs/night-2rate.calendar.json").read_text())
 CALENDAR_PASSIVE = 12  # the meter's event when it arms a passive calendar (value: the activation instant)
 
 

@@ -6,6 +6,8 @@ activation instant), and activated at that instant (event 11 CALENDAR_ACTIVATED 
 from __future__ import annotations
 
 import asyncio
+import json
+from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -14,14 +16,8 @@ from meterkit.headend import commands as C
 from meterkit.sim.fleet import Fleet, MeterSpec
 from meterkit.store import open_store
 
-NIGHT = {
-    "name": "two-rate night",
-    "tz": "CET-1CEST,M3.5.0,M10.5.0/3",
-    "tariffs": 2,
-    "seasons": [{"name": "all year", "start": [1, 1], "week": "every day"}],
-    "weeks": {"every day": ["d", "d", "d", "d", "d", "d", "d"]},
-    "days": {"d": [[0, 2], [360, 1], [1320, 2]]},
-}
+# the two-rate night calendar of the examples (22:00-06:00 CET tariff 2)
+NIGHT = json.loads((Path(__file__).resolve().parents[2] / "examples/tariffs/night-2rate.calendar.json").read_text())
 
 
 def test_calendar_command_reaches_the_real_meter_and_its_answer_is_stored(tmp_path):
