@@ -31,6 +31,9 @@ class SkipTest(Exception):
 
 
 _not_mp32 = {}
+# why a test compares nothing in mp32: shared by the tests that check the meter against the simulator
+SIM_TRUTH = ("compares with the simulator's ground truth, exact only in double precision (mp32 has the "
+             "ESP32's single floats; sim/ never runs on a board)")
 
 
 def not_mp32(reason):
