@@ -56,7 +56,8 @@ class _Mp32:
 
     def __init__(self):
         self.exe: Path | None = None
-        self.unavailable: str | None = None
+        self.unavailable: str | None = None  # no 32-bit toolchain here: its items skip (or fail, if required)
+        self.broken: str | None = None  # the build itself failed: its items fail
         self.checked = False
 
     def get(self) -> Path | None:
@@ -66,6 +67,8 @@ class _Mp32:
                 self.exe = mp32.ensure()
             except mp32.Unavailable as e:
                 self.unavailable = str(e)
+            except RuntimeError as e:
+                self.broken = str(e)
         return self.exe
 
 
@@ -129,10 +132,12 @@ class MicroPythonItem(pytest.Item):
     def runtest(self):
         parent: MicroPythonFile = self.parent
         if self.interp == MP32 and _mp32.get() is None:
+            if _mp32.broken:
+                raise MicroPythonFailure(f"the 32-bit interpreter did not build: {_mp32.broken}")
             msg = f"the 32-bit suite did not run: {_mp32.unavailable}"
             if os.environ.get("METERKIT_MP32") == "require":
                 raise MicroPythonFailure(msg)
-            raise pytest.skip.Exception(msg, _use_item_location=True)
+            pytest.skip(msg)  # one line for all of them in -ra, and the summary line below
         if self.interp not in parent.results:
             parent.run_selected(self.interp, self.session.items)
         results = parent.results[self.interp]
@@ -176,8 +181,9 @@ def pytest_terminal_summary(terminalreporter):
             counts["cannot" if NOT_MP32 in reason else outcome] += 1
     if not any(counts.values()):
         return
-    if _mp32.unavailable:
-        terminalreporter.write_line(f"mp32: THE 32-BIT SUITE DID NOT RUN: {_mp32.unavailable}", red=True, bold=True)
+    if _mp32.unavailable or _mp32.broken:
+        why = _mp32.unavailable or f"the build failed (see the failures above): {_mp32.broken.splitlines()[0]}"
+        terminalreporter.write_line(f"mp32: THE 32-BIT SUITE DID NOT RUN: {why}", red=True, bold=True)
         return
     terminalreporter.write_line(
         f"mp32: the 32-bit suite ran: {counts['passed']} passed, {counts['failed']} failed, "
