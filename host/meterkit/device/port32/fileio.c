@@ -1,38 +1,36 @@
 // open() and the file objects of the mp32 port: STAND-IN for extmod's VFS files (not in the sdist), on the
 // host's POSIX file system. Test-only: a board's files are LittleFS (vfs.VfsLfs2), whose power-loss behaviour
-// this does not model. Errors are OSError(errno), as from extmod's VfsPosix.
+// this does not model. Errors are OSError(errno), as from extmod's VfsPosix. The stream code here serves
+// every file descriptor of the port: files, sockets (modselect.c) and sys.stdin/stdout/stderr (hal.c).
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "py/builtin.h"
 #include "py/mperrno.h"
 #include "py/runtime.h"
-#include "py/stream.h"
+#include "mp32port.h"
 
-typedef struct _file_obj_t {
-    mp_obj_base_t base;
-    int fd;
-} file_obj_t;
-
-static int file_fd(mp_obj_t self_in, int *errcode) {
-    int fd = ((file_obj_t *)MP_OBJ_TO_PTR(self_in))->fd;
+static int fd_of(mp_obj_t self_in, int *errcode) {
+    int fd = ((mp32_fd_obj_t *)MP_OBJ_TO_PTR(self_in))->fd;
     if (fd < 0) {
         *errcode = MP_EBADF;
     }
     return fd;
 }
 
-static mp_uint_t file_read(mp_obj_t self_in, void *buf, mp_uint_t size, int *errcode) {
-    int fd = file_fd(self_in, errcode);
+// read() or write() once, again after EINTR; n bytes, or MP_STREAM_ERROR with the errno.
+static mp_uint_t fd_io(mp_obj_t self_in, void *buf, mp_uint_t size, int *errcode, bool out) {
+    int fd = fd_of(self_in, errcode);
     if (fd < 0) {
         return MP_STREAM_ERROR;
     }
     ssize_t n;
     do {
-        n = read(fd, buf, size);
+        n = out ? write(fd, buf, size) : read(fd, buf, size);
     } while (n < 0 && errno == EINTR);
     if (n < 0) {
         *errcode = errno;
@@ -41,32 +39,30 @@ static mp_uint_t file_read(mp_obj_t self_in, void *buf, mp_uint_t size, int *err
     return (mp_uint_t)n;
 }
 
-static mp_uint_t file_write(mp_obj_t self_in, const void *buf, mp_uint_t size, int *errcode) {
-    int fd = file_fd(self_in, errcode);
-    if (fd < 0) {
-        return MP_STREAM_ERROR;
-    }
-    ssize_t n;
-    do {
-        n = write(fd, buf, size);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0) {
-        *errcode = errno;
-        return MP_STREAM_ERROR;
-    }
-    return (mp_uint_t)n;
+static mp_uint_t fd_read(mp_obj_t self_in, void *buf, mp_uint_t size, int *errcode) {
+    return fd_io(self_in, buf, size, errcode, false);
 }
 
-static mp_uint_t file_ioctl(mp_obj_t self_in, mp_uint_t request, uintptr_t arg, int *errcode) {
-    file_obj_t *self = MP_OBJ_TO_PTR(self_in);
+static mp_uint_t fd_write(mp_obj_t self_in, const void *buf, mp_uint_t size, int *errcode) {
+    return fd_io(self_in, (void *)buf, size, errcode, true);
+}
+
+static mp_uint_t fd_poll(int fd, uintptr_t want) {
+    struct pollfd p = {fd, (short)(want & (MP_STREAM_POLL_RD | MP_STREAM_POLL_WR)), 0};
+    poll(&p, 1, 0);  // the MP_STREAM_POLL_* bits are Linux's POLL* bits
+    return p.revents & (MP_STREAM_POLL_RD | MP_STREAM_POLL_WR | MP_STREAM_POLL_ERR | MP_STREAM_POLL_HUP);
+}
+
+static mp_uint_t fd_ioctl(mp_obj_t self_in, mp_uint_t request, uintptr_t arg, int *errcode) {
+    mp32_fd_obj_t *self = MP_OBJ_TO_PTR(self_in);
     if (request == MP_STREAM_CLOSE) {
-        if (self->fd >= 0) {
+        if (self->fd > 2) {  // stdio stays open (and its objects are constants)
             close(self->fd);
             self->fd = -1;
         }
         return 0;
     }
-    int fd = file_fd(self_in, errcode);
+    int fd = fd_of(self_in, errcode);
     if (fd < 0) {
         return MP_STREAM_ERROR;
     }
@@ -83,6 +79,8 @@ static mp_uint_t file_ioctl(mp_obj_t self_in, mp_uint_t request, uintptr_t arg, 
             s->offset = off;
             return 0;
         }
+        case MP_STREAM_POLL:
+            return fd_poll(fd, arg);
         case MP_STREAM_GET_FILENO:
             return fd;
         default:
@@ -91,17 +89,20 @@ static mp_uint_t file_ioctl(mp_obj_t self_in, mp_uint_t request, uintptr_t arg, 
     }
 }
 
-static mp_obj_t file_fileno(mp_obj_t self_in) {
+const mp_stream_p_t mp32_fd_bytes_p = {.read = fd_read, .write = fd_write, .ioctl = fd_ioctl};
+const mp_stream_p_t mp32_fd_text_p = {.read = fd_read, .write = fd_write, .ioctl = fd_ioctl, .is_text = true};
+
+static mp_obj_t fd_fileno(mp_obj_t self_in) {
     int err = 0;
-    int fd = file_fd(self_in, &err);
+    int fd = fd_of(self_in, &err);
     if (fd < 0) {
         mp_raise_OSError(err);
     }
     return MP_OBJ_NEW_SMALL_INT(fd);
 }
-static MP_DEFINE_CONST_FUN_OBJ_1(file_fileno_obj, file_fileno);
+static MP_DEFINE_CONST_FUN_OBJ_1(fd_fileno_obj, fd_fileno);
 
-static const mp_rom_map_elem_t file_locals_table[] = {
+static const mp_rom_map_elem_t fd_locals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_read), MP_ROM_PTR(&mp_stream_read_obj) },
     { MP_ROM_QSTR(MP_QSTR_readinto), MP_ROM_PTR(&mp_stream_readinto_obj) },
     { MP_ROM_QSTR(MP_QSTR_readline), MP_ROM_PTR(&mp_stream_unbuffered_readline_obj) },
@@ -111,21 +112,23 @@ static const mp_rom_map_elem_t file_locals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_tell), MP_ROM_PTR(&mp_stream_tell_obj) },
     { MP_ROM_QSTR(MP_QSTR_flush), MP_ROM_PTR(&mp_stream_flush_obj) },
     { MP_ROM_QSTR(MP_QSTR_close), MP_ROM_PTR(&mp_stream_close_obj) },
-    { MP_ROM_QSTR(MP_QSTR_fileno), MP_ROM_PTR(&file_fileno_obj) },
+    { MP_ROM_QSTR(MP_QSTR_fileno), MP_ROM_PTR(&fd_fileno_obj) },
     { MP_ROM_QSTR(MP_QSTR___del__), MP_ROM_PTR(&mp_stream_close_obj) },
     { MP_ROM_QSTR(MP_QSTR___enter__), MP_ROM_PTR(&mp_identity_obj) },
     { MP_ROM_QSTR(MP_QSTR___exit__), MP_ROM_PTR(&mp_stream___exit___obj) },
 };
-static MP_DEFINE_CONST_DICT(file_locals, file_locals_table);
+MP_DEFINE_CONST_DICT(mp32_fd_locals, fd_locals_table);
 
-static const mp_stream_p_t file_bytes_p = {.read = file_read, .write = file_write, .ioctl = file_ioctl};
-static const mp_stream_p_t file_text_p = {.read = file_read, .write = file_write, .ioctl = file_ioctl,
-                                           .is_text = true};
+MP_DEFINE_CONST_OBJ_TYPE(mp32_file_bytes_type, MP_QSTR_FileIO, MP_TYPE_FLAG_ITER_IS_STREAM,
+    protocol, &mp32_fd_bytes_p, locals_dict, &mp32_fd_locals);
+static MP_DEFINE_CONST_OBJ_TYPE(file_text_type, MP_QSTR_TextIOWrapper, MP_TYPE_FLAG_ITER_IS_STREAM,
+    protocol, &mp32_fd_text_p, locals_dict, &mp32_fd_locals);
 
-MP_DEFINE_CONST_OBJ_TYPE(file_bytes_type, MP_QSTR_FileIO, MP_TYPE_FLAG_ITER_IS_STREAM,
-    protocol, &file_bytes_p, locals_dict, &file_locals);
-MP_DEFINE_CONST_OBJ_TYPE(file_text_type, MP_QSTR_TextIOWrapper, MP_TYPE_FLAG_ITER_IS_STREAM,
-    protocol, &file_text_p, locals_dict, &file_locals);
+mp_obj_t mp32_fd_new(const mp_obj_type_t *type, int fd) {
+    mp32_fd_obj_t *f = mp_obj_malloc_with_finaliser(mp32_fd_obj_t, type);
+    f->fd = fd;
+    return MP_OBJ_FROM_PTR(f);
+}
 
 // open(path, mode="r"): modes r w a x, + and b as in CPython; no buffering, no encodings (UTF-8 text).
 mp_obj_t mp_builtin_open(size_t n_args, const mp_obj_t *args, mp_map_t *kwargs) {
@@ -178,8 +181,6 @@ mp_obj_t mp_builtin_open(size_t n_args, const mp_obj_t *args, mp_map_t *kwargs) 
     if (fd < 0) {
         mp_raise_OSError(errno);
     }
-    file_obj_t *f = mp_obj_malloc_with_finaliser(file_obj_t, text ? &file_text_type : &file_bytes_type);
-    f->fd = fd;
-    return MP_OBJ_FROM_PTR(f);
+    return mp32_fd_new(text ? &file_text_type : &mp32_file_bytes_type, fd);
 }
 MP_DEFINE_CONST_FUN_OBJ_KW(mp_builtin_open_obj, 1, mp_builtin_open);

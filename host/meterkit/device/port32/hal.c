@@ -1,8 +1,7 @@
-// HAL of the mp32 port: sys.stdin/stdout/stderr on file descriptors 0/1/2, the clocks, sleeping, and the
-// import lookup on the host's file system.
+// HAL of the mp32 port: the output of print() and of tracebacks, sys.stdin/stdout/stderr, the clocks,
+// sleeping, and the import lookup on the host's file system.
 
 #include <errno.h>
-#include <poll.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -13,6 +12,7 @@
 #include "py/mphal.h"
 #include "py/runtime.h"
 #include "py/stream.h"
+#include "mp32port.h"
 
 // -- stdio ------------------------------------------------------------------------------------------------------
 
@@ -42,111 +42,22 @@ static void stderr_strn(void *env, const char *str, size_t len) {
 
 const mp_print_t mp_stderr_print = {NULL, stderr_strn};
 
-int mp_hal_stdin_rx_chr(void) {
-    unsigned char c;
-    ssize_t n;
-    do {
-        n = read(0, &c, 1);
-    } while (n < 0 && errno == EINTR);
-    return n == 1 ? c : -1;  // -1: end of input
-}
-
-typedef struct _stdio_obj_t {
-    mp_obj_base_t base;
-    int fd;
-} stdio_obj_t;
-
-static mp_uint_t stdio_read(mp_obj_t self_in, void *buf, mp_uint_t size, int *errcode) {
-    stdio_obj_t *self = MP_OBJ_TO_PTR(self_in);
-    ssize_t n;
-    do {
-        n = read(self->fd, buf, size);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0) {
-        *errcode = errno;
-        return MP_STREAM_ERROR;
-    }
-    return (mp_uint_t)n;
-}
-
-static mp_uint_t stdio_write(mp_obj_t self_in, const void *buf, mp_uint_t size, int *errcode) {
-    stdio_obj_t *self = MP_OBJ_TO_PTR(self_in);
-    (void)errcode;
-    write_all(self->fd, buf, size);
-    return size;
-}
-
-static mp_uint_t stdio_ioctl(mp_obj_t self_in, mp_uint_t request, uintptr_t arg, int *errcode) {
-    stdio_obj_t *self = MP_OBJ_TO_PTR(self_in);
-    if (request == MP_STREAM_POLL) {
-        struct pollfd p = {self->fd, 0, 0};
-        if (arg & MP_STREAM_POLL_RD) {
-            p.events |= POLLIN;
-        }
-        if (arg & MP_STREAM_POLL_WR) {
-            p.events |= POLLOUT;
-        }
-        poll(&p, 1, 0);
-        mp_uint_t ret = 0;
-        if (p.revents & POLLIN) {
-            ret |= MP_STREAM_POLL_RD;
-        }
-        if (p.revents & POLLOUT) {
-            ret |= MP_STREAM_POLL_WR;
-        }
-        return ret;
-    }
-    if (request == MP_STREAM_FLUSH || request == MP_STREAM_CLOSE) {
-        return 0;
-    }
-    *errcode = MP_EINVAL;
-    return MP_STREAM_ERROR;
-}
-
-static mp_obj_t stdio_fileno(mp_obj_t self_in) {
-    stdio_obj_t *self = MP_OBJ_TO_PTR(self_in);
-    return MP_OBJ_NEW_SMALL_INT(self->fd);
-}
-static MP_DEFINE_CONST_FUN_OBJ_1(stdio_fileno_obj, stdio_fileno);
-
+// sys.stdin/stdout/stderr: file descriptors 0, 1 and 2 as text streams (fileio.c), each with a .buffer.
 static void stdio_attr(mp_obj_t self_in, qstr attr, mp_obj_t *dest);
 
-static const mp_rom_map_elem_t stdio_locals_table[] = {
-    { MP_ROM_QSTR(MP_QSTR_read), MP_ROM_PTR(&mp_stream_read_obj) },
-    { MP_ROM_QSTR(MP_QSTR_readinto), MP_ROM_PTR(&mp_stream_readinto_obj) },
-    { MP_ROM_QSTR(MP_QSTR_readline), MP_ROM_PTR(&mp_stream_unbuffered_readline_obj) },
-    { MP_ROM_QSTR(MP_QSTR_readlines), MP_ROM_PTR(&mp_stream_unbuffered_readlines_obj) },
-    { MP_ROM_QSTR(MP_QSTR_write), MP_ROM_PTR(&mp_stream_write_obj) },
-    { MP_ROM_QSTR(MP_QSTR_flush), MP_ROM_PTR(&mp_stream_flush_obj) },
-    { MP_ROM_QSTR(MP_QSTR_fileno), MP_ROM_PTR(&stdio_fileno_obj) },
-    { MP_ROM_QSTR(MP_QSTR_close), MP_ROM_PTR(&mp_identity_obj) },
-    { MP_ROM_QSTR(MP_QSTR___enter__), MP_ROM_PTR(&mp_identity_obj) },
-    { MP_ROM_QSTR(MP_QSTR___exit__), MP_ROM_PTR(&mp_stream___exit___obj) },
+static MP_DEFINE_CONST_OBJ_TYPE(stdio_text_type, MP_QSTR_TextIOWrapper, MP_TYPE_FLAG_ITER_IS_STREAM,
+    protocol, &mp32_fd_text_p, attr, stdio_attr, locals_dict, &mp32_fd_locals);
+
+const mp32_fd_obj_t mp_sys_stdin_obj = {{&stdio_text_type}, 0};
+const mp32_fd_obj_t mp_sys_stdout_obj = {{&stdio_text_type}, 1};
+const mp32_fd_obj_t mp_sys_stderr_obj = {{&stdio_text_type}, 2};
+static const mp32_fd_obj_t stdio_buffers[3] = {
+    {{&mp32_file_bytes_type}, 0}, {{&mp32_file_bytes_type}, 1}, {{&mp32_file_bytes_type}, 2},
 };
-static MP_DEFINE_CONST_DICT(stdio_locals, stdio_locals_table);
 
-static const mp_stream_p_t stdio_text_p = {.read = stdio_read, .write = stdio_write, .ioctl = stdio_ioctl,
-                                            .is_text = true};
-static const mp_stream_p_t stdio_bytes_p = {.read = stdio_read, .write = stdio_write, .ioctl = stdio_ioctl};
-
-MP_DEFINE_CONST_OBJ_TYPE(stdio_text_type, MP_QSTR_TextIOWrapper, MP_TYPE_FLAG_ITER_IS_STREAM,
-    protocol, &stdio_text_p, attr, stdio_attr, locals_dict, &stdio_locals);
-MP_DEFINE_CONST_OBJ_TYPE(stdio_bytes_type, MP_QSTR_FileIO, MP_TYPE_FLAG_ITER_IS_STREAM,
-    protocol, &stdio_bytes_p, locals_dict, &stdio_locals);
-
-const stdio_obj_t mp_sys_stdin_obj = {{&stdio_text_type}, 0};
-const stdio_obj_t mp_sys_stdout_obj = {{&stdio_text_type}, 1};
-const stdio_obj_t mp_sys_stderr_obj = {{&stdio_text_type}, 2};
-const stdio_obj_t mp_sys_stdin_buffer_obj = {{&stdio_bytes_type}, 0};
-const stdio_obj_t mp_sys_stdout_buffer_obj = {{&stdio_bytes_type}, 1};
-const stdio_obj_t mp_sys_stderr_buffer_obj = {{&stdio_bytes_type}, 2};
-
-// sys.stdout.buffer etc.: an attribute, so that the text objects' locals stay one shared table.
 static void stdio_attr(mp_obj_t self_in, qstr attr, mp_obj_t *dest) {
     if (dest[0] == MP_OBJ_NULL && attr == MP_QSTR_buffer) {
-        static const stdio_obj_t *const buffers[] = {
-            &mp_sys_stdin_buffer_obj, &mp_sys_stdout_buffer_obj, &mp_sys_stderr_buffer_obj};
-        dest[0] = MP_OBJ_FROM_PTR(buffers[((stdio_obj_t *)MP_OBJ_TO_PTR(self_in))->fd]);
+        dest[0] = MP_OBJ_FROM_PTR(&stdio_buffers[((mp32_fd_obj_t *)MP_OBJ_TO_PTR(self_in))->fd]);
         return;
     }
     dest[1] = MP_OBJ_SENTINEL;  // everything else: the locals dict

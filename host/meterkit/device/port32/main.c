@@ -156,6 +156,7 @@ int main(int argc, char **argv) {
     gc_init(heap, (char *)heap + heap_size);
     mp_init();
     signal(SIGINT, sigint);
+    signal(SIGPIPE, SIG_IGN);  // a write to a closed socket or pipe raises OSError(EPIPE) instead
     int status = run(argc, argv, a);
     mp_deinit();
     return status;

@@ -3,6 +3,7 @@
 
 #include "py/objstr.h"
 #include "py/runtime.h"
+#include "mp32port.h"
 
 static mp_obj_t binascii_hexlify(size_t n_args, const mp_obj_t *args) {
     mp_buffer_info_t b;
@@ -76,10 +77,4 @@ static const mp_rom_map_elem_t binascii_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_unhexlify), MP_ROM_PTR(&binascii_unhexlify_obj) },
     { MP_ROM_QSTR(MP_QSTR_crc32), MP_ROM_PTR(&binascii_crc32_obj) },
 };
-static MP_DEFINE_CONST_DICT(binascii_globals, binascii_globals_table);
-
-const mp_obj_module_t mp32_binascii_module = {
-    .base = { &mp_type_module },
-    .globals = (mp_obj_dict_t *)&binascii_globals,
-};
-MP_REGISTER_MODULE(MP_QSTR_binascii, mp32_binascii_module);
+MP32_MODULE(binascii)

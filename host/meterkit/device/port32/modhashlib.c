@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "py/runtime.h"
+#include "mp32port.h"
 
 typedef struct _sha256_t {
     uint32_t h[8];
@@ -142,10 +143,4 @@ static const mp_rom_map_elem_t hashlib_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR___name__), MP_ROM_QSTR(MP_QSTR_hashlib) },
     { MP_ROM_QSTR(MP_QSTR_sha256), MP_ROM_PTR(&sha256_type) },
 };
-static MP_DEFINE_CONST_DICT(hashlib_globals, hashlib_globals_table);
-
-const mp_obj_module_t mp32_hashlib_module = {
-    .base = { &mp_type_module },
-    .globals = (mp_obj_dict_t *)&hashlib_globals,
-};
-MP_REGISTER_MODULE(MP_QSTR_hashlib, mp32_hashlib_module);
+MP32_MODULE(hashlib)

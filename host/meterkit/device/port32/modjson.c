@@ -8,6 +8,7 @@
 #include "py/objstr.h"
 #include "py/parsenum.h"
 #include "py/runtime.h"
+#include "mp32port.h"
 #include "py/stream.h"
 
 // -- dumps / dump ---------------------------------------------------------------------------------------------
@@ -261,10 +262,4 @@ static const mp_rom_map_elem_t json_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_loads), MP_ROM_PTR(&json_loads_obj) },
     { MP_ROM_QSTR(MP_QSTR_load), MP_ROM_PTR(&json_load_obj) },
 };
-static MP_DEFINE_CONST_DICT(json_globals, json_globals_table);
-
-const mp_obj_module_t mp32_json_module = {
-    .base = { &mp_type_module },
-    .globals = (mp_obj_dict_t *)&json_globals,
-};
-MP_REGISTER_MODULE(MP_QSTR_json, mp32_json_module);
+MP32_MODULE(json)

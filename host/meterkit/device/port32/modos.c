@@ -15,6 +15,7 @@
 #include "py/mperrno.h"
 #include "py/objstr.h"
 #include "py/runtime.h"
+#include "mp32port.h"
 
 static void check(int r) {
     if (r != 0) {
@@ -139,10 +140,4 @@ static const mp_rom_map_elem_t os_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_getpid), MP_ROM_PTR(&os_getpid_obj) },
     { MP_ROM_QSTR(MP_QSTR_sep), MP_ROM_QSTR(MP_QSTR__slash_) },
 };
-static MP_DEFINE_CONST_DICT(os_globals, os_globals_table);
-
-const mp_obj_module_t mp32_os_module = {
-    .base = { &mp_type_module },
-    .globals = (mp_obj_dict_t *)&os_globals,
-};
-MP_REGISTER_MODULE(MP_QSTR_os, mp32_os_module);
+MP32_MODULE(os)

@@ -5,6 +5,7 @@
 #include <sys/random.h>
 
 #include "py/runtime.h"
+#include "mp32port.h"
 
 static uint32_t state;
 
@@ -83,10 +84,4 @@ static const mp_rom_map_elem_t random_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_randint), MP_ROM_PTR(&random_randint_obj) },
     { MP_ROM_QSTR(MP_QSTR_random), MP_ROM_PTR(&random_random_obj) },
 };
-static MP_DEFINE_CONST_DICT(random_globals, random_globals_table);
-
-const mp_obj_module_t mp32_random_module = {
-    .base = { &mp_type_module },
-    .globals = (mp_obj_dict_t *)&random_globals,
-};
-MP_REGISTER_MODULE(MP_QSTR_random, mp32_random_module);
+MP32_MODULE(random)

@@ -17,6 +17,7 @@
 #include "py/objlist.h"
 #include "py/runtime.h"
 #include "py/stream.h"
+#include "mp32port.h"
 
 // -- select.poll ---------------------------------------------------------------------------------------------
 
@@ -140,20 +141,9 @@ static const mp_rom_map_elem_t select_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_POLLERR), MP_ROM_INT(EV_ERR) },
     { MP_ROM_QSTR(MP_QSTR_POLLHUP), MP_ROM_INT(EV_HUP) },
 };
-static MP_DEFINE_CONST_DICT(select_globals, select_globals_table);
-
-const mp_obj_module_t mp32_select_module = {
-    .base = { &mp_type_module },
-    .globals = (mp_obj_dict_t *)&select_globals,
-};
-MP_REGISTER_MODULE(MP_QSTR_select, mp32_select_module);
+MP32_MODULE(select)
 
 // -- socket -----------------------------------------------------------------------------------------------------
-
-typedef struct _socket_obj_t {
-    mp_obj_base_t base;
-    int fd;
-} socket_obj_t;
 
 static const mp_obj_type_t socket_type;
 
@@ -164,54 +154,25 @@ static int check(int r) {
     return r;
 }
 
-static socket_obj_t *sock(mp_obj_t self_in) {
-    socket_obj_t *self = MP_OBJ_TO_PTR(self_in);
+static mp32_fd_obj_t *sock(mp_obj_t self_in) {
+    mp32_fd_obj_t *self = MP_OBJ_TO_PTR(self_in);
     if (self->fd < 0) {
         mp_raise_OSError(MP_EBADF);
     }
     return self;
 }
 
-static mp_obj_t new_socket(int fd) {
-    socket_obj_t *s = mp_obj_malloc_with_finaliser(socket_obj_t, &socket_type);
-    s->fd = fd;
-    return MP_OBJ_FROM_PTR(s);
-}
-
-static mp_uint_t socket_read(mp_obj_t self_in, void *buf, mp_uint_t size, int *errcode) {
-    socket_obj_t *self = MP_OBJ_TO_PTR(self_in);
-    ssize_t n = recv(self->fd, buf, size, 0);
-    if (n < 0) {
-        *errcode = errno;
-        return MP_STREAM_ERROR;
-    }
-    return (mp_uint_t)n;
-}
-
-static mp_uint_t socket_write(mp_obj_t self_in, const void *buf, mp_uint_t size, int *errcode) {
-    socket_obj_t *self = MP_OBJ_TO_PTR(self_in);
-    ssize_t n = send(self->fd, buf, size, MSG_NOSIGNAL);
-    if (n < 0) {
-        *errcode = errno;
-        return MP_STREAM_ERROR;
-    }
-    return (mp_uint_t)n;
-}
-
-static mp_uint_t socket_ioctl(mp_obj_t self_in, mp_uint_t request, uintptr_t arg, int *errcode) {
-    socket_obj_t *self = MP_OBJ_TO_PTR(self_in);
-    if (request == MP_STREAM_CLOSE) {
-        if (self->fd >= 0) {
-            close(self->fd);
-            self->fd = -1;
+// A socket is also a file descriptor stream (fileio.c): read, readinto, write, close, fileno, ... come from
+// there; the socket calls from its own table.
+static void socket_attr(mp_obj_t self_in, qstr attr, mp_obj_t *dest) {
+    if (dest[0] == MP_OBJ_NULL) {
+        mp_map_elem_t *e = mp_map_lookup((mp_map_t *)&mp32_fd_locals.map, MP_OBJ_NEW_QSTR(attr), MP_MAP_LOOKUP);
+        if (e != NULL) {
+            mp_convert_member_lookup(self_in, &socket_type, e->value, dest);
+            return;
         }
-        return 0;
     }
-    if (request == MP_STREAM_GET_FILENO) {
-        return self->fd;
-    }
-    *errcode = MP_EINVAL;
-    return MP_STREAM_ERROR;
+    dest[1] = MP_OBJ_SENTINEL;
 }
 
 static mp_obj_t socket_setsockopt(size_t n_args, const mp_obj_t *args) {
@@ -229,19 +190,21 @@ static mp_obj_t socket_setblocking(mp_obj_t self_in, mp_obj_t flag) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_2(socket_setblocking_obj, socket_setblocking);
 
-static mp_obj_t socket_bind(mp_obj_t self_in, mp_obj_t addr) {
+// bind() or connect() to an address from getaddrinfo(): a struct sockaddr in a bytes object
+static mp_obj_t to_address(mp_obj_t self_in, mp_obj_t addr, int (*call)(int, const struct sockaddr *, socklen_t)) {
     mp_buffer_info_t b;
     mp_get_buffer_raise(addr, &b, MP_BUFFER_READ);
-    check(bind(sock(self_in)->fd, b.buf, b.len));
+    check(call(sock(self_in)->fd, b.buf, b.len));
     return mp_const_none;
+}
+
+static mp_obj_t socket_bind(mp_obj_t self_in, mp_obj_t addr) {
+    return to_address(self_in, addr, bind);
 }
 static MP_DEFINE_CONST_FUN_OBJ_2(socket_bind_obj, socket_bind);
 
 static mp_obj_t socket_connect(mp_obj_t self_in, mp_obj_t addr) {
-    mp_buffer_info_t b;
-    mp_get_buffer_raise(addr, &b, MP_BUFFER_READ);
-    check(connect(sock(self_in)->fd, b.buf, b.len));
-    return mp_const_none;
+    return to_address(self_in, addr, connect);
 }
 static MP_DEFINE_CONST_FUN_OBJ_2(socket_connect_obj, socket_connect);
 
@@ -255,7 +218,7 @@ static mp_obj_t socket_accept(mp_obj_t self_in) {
     struct sockaddr_storage a;
     socklen_t n = sizeof(a);
     int fd = check(accept(sock(self_in)->fd, (struct sockaddr *)&a, &n));
-    mp_obj_t t[2] = {new_socket(fd), mp_obj_new_bytes((const byte *)&a, n)};
+    mp_obj_t t[2] = {mp32_fd_new(&socket_type, fd), mp_obj_new_bytes((const byte *)&a, n)};
     return mp_obj_new_tuple(2, t);
 }
 static MP_DEFINE_CONST_FUN_OBJ_1(socket_accept_obj, socket_accept);
@@ -289,28 +252,19 @@ static const mp_rom_map_elem_t socket_locals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_accept), MP_ROM_PTR(&socket_accept_obj) },
     { MP_ROM_QSTR(MP_QSTR_send), MP_ROM_PTR(&socket_send_obj) },
     { MP_ROM_QSTR(MP_QSTR_recv), MP_ROM_PTR(&socket_recv_obj) },
-    { MP_ROM_QSTR(MP_QSTR_read), MP_ROM_PTR(&mp_stream_read_obj) },
-    { MP_ROM_QSTR(MP_QSTR_readinto), MP_ROM_PTR(&mp_stream_readinto_obj) },
-    { MP_ROM_QSTR(MP_QSTR_write), MP_ROM_PTR(&mp_stream_write_obj) },
-    { MP_ROM_QSTR(MP_QSTR_close), MP_ROM_PTR(&mp_stream_close_obj) },
-    { MP_ROM_QSTR(MP_QSTR___del__), MP_ROM_PTR(&mp_stream_close_obj) },
-    { MP_ROM_QSTR(MP_QSTR___enter__), MP_ROM_PTR(&mp_identity_obj) },
-    { MP_ROM_QSTR(MP_QSTR___exit__), MP_ROM_PTR(&mp_stream___exit___obj) },
 };
 static MP_DEFINE_CONST_DICT(socket_locals, socket_locals_table);
-
-static const mp_stream_p_t socket_stream_p = {.read = socket_read, .write = socket_write, .ioctl = socket_ioctl};
 
 static mp_obj_t socket_make_new(const mp_obj_type_t *type, size_t n_args, size_t n_kw, const mp_obj_t *args) {
     mp_arg_check_num(n_args, n_kw, 0, 3, false);
     int family = n_args > 0 ? mp_obj_get_int(args[0]) : AF_INET;
     int kind = n_args > 1 ? mp_obj_get_int(args[1]) : SOCK_STREAM;
     int proto = n_args > 2 ? mp_obj_get_int(args[2]) : 0;
-    return new_socket(check(socket(family, kind | SOCK_CLOEXEC, proto)));
+    return mp32_fd_new(&socket_type, check(socket(family, kind | SOCK_CLOEXEC, proto)));
 }
 
 static MP_DEFINE_CONST_OBJ_TYPE(socket_type, MP_QSTR_socket, MP_TYPE_FLAG_NONE,
-    make_new, socket_make_new, protocol, &socket_stream_p, locals_dict, &socket_locals);
+    make_new, socket_make_new, protocol, &mp32_fd_bytes_p, attr, socket_attr, locals_dict, &socket_locals);
 
 // getaddrinfo(host, port) -> [(family, type, proto, '', sockaddr bytes), ...], TCP only
 static mp_obj_t socket_getaddrinfo(size_t n_args, const mp_obj_t *args) {
@@ -343,10 +297,4 @@ static const mp_rom_map_elem_t socket_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_SOL_SOCKET), MP_ROM_INT(SOL_SOCKET) },
     { MP_ROM_QSTR(MP_QSTR_SO_REUSEADDR), MP_ROM_INT(SO_REUSEADDR) },
 };
-static MP_DEFINE_CONST_DICT(socket_globals, socket_globals_table);
-
-const mp_obj_module_t mp32_socket_module = {
-    .base = { &mp_type_module },
-    .globals = (mp_obj_dict_t *)&socket_globals,
-};
-MP_REGISTER_MODULE(MP_QSTR_socket, mp32_socket_module);
+MP32_MODULE(socket)

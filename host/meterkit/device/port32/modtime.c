@@ -4,6 +4,7 @@
 
 #include "py/mphal.h"
 #include "py/runtime.h"
+#include "mp32port.h"
 #include "py/smallint.h"
 #include "shared/timeutils/timeutils.h"
 
@@ -49,21 +50,21 @@ static mp_obj_t time_sleep(mp_obj_t s) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_1(time_sleep_obj, time_sleep);
 
-static mp_obj_t time_sleep_ms(mp_obj_t ms) {
-    mp_int_t n = mp_obj_get_int(ms);
+static mp_obj_t sleep_for(mp_obj_t n_in, void (*delay)(mp_uint_t)) {
+    mp_int_t n = mp_obj_get_int(n_in);
     if (n > 0) {
-        mp_hal_delay_ms(n);
+        delay(n);
     }
     return mp_const_none;
+}
+
+static mp_obj_t time_sleep_ms(mp_obj_t ms) {
+    return sleep_for(ms, mp_hal_delay_ms);
 }
 static MP_DEFINE_CONST_FUN_OBJ_1(time_sleep_ms_obj, time_sleep_ms);
 
 static mp_obj_t time_sleep_us(mp_obj_t us) {
-    mp_int_t n = mp_obj_get_int(us);
-    if (n > 0) {
-        mp_hal_delay_us(n);
-    }
-    return mp_const_none;
+    return sleep_for(us, mp_hal_delay_us);
 }
 static MP_DEFINE_CONST_FUN_OBJ_1(time_sleep_us_obj, time_sleep_us);
 
@@ -110,10 +111,4 @@ static const mp_rom_map_elem_t time_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_gmtime), MP_ROM_PTR(&time_gmtime_obj) },
     { MP_ROM_QSTR(MP_QSTR_localtime), MP_ROM_PTR(&time_gmtime_obj) },
 };
-static MP_DEFINE_CONST_DICT(time_globals, time_globals_table);
-
-const mp_obj_module_t mp32_time_module = {
-    .base = { &mp_type_module },
-    .globals = (mp_obj_dict_t *)&time_globals,
-};
-MP_REGISTER_MODULE(MP_QSTR_time, mp32_time_module);
+MP32_MODULE(time)
