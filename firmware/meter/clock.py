@@ -2,18 +2,25 @@
 #
 # The ESP32's ticks_us() wraps at 2^30 (about 17.9 minutes). The Unix port's own counter wraps at 2^62, so
 # the meter never uses time.ticks_* directly: a tick source is injected, and differences go through here.
+#
+# On the ESP32 a small int has 31 bits: 2^30 - 1 is the largest, and a larger intermediate is a heap int,
+# which the hot loop must never make (it raises MemoryError under heap_lock). So the tick arithmetic below
+# never computes a value outside -2^30 .. 2^30 - 1 from ticks in 0 .. 2^30 - 1, and never touches
+# TICKS_PERIOD itself (2^30 is a heap int there).
 
 TICKS_PERIOD = 1 << 30
-TICKS_MASK = TICKS_PERIOD - 1
-_TICKS_HALF = TICKS_PERIOD >> 1
+TICKS_MASK = 0x3FFFFFFF  # TICKS_PERIOD - 1, written out: the largest small int on a 32-bit port
+_TICKS_HALF = 0x20000000
 
 # Seconds between the Unix epoch (1970) and the ESP32/MicroPython embedded epoch (2000-01-01 UTC).
 EPOCH_2000_OFFSET = 946684800
 
 
 def ticks_diff(a, b):
-    """Signed a - b for tick values modulo 2^30 (valid while |a - b| < 2^29 µs, about 8.9 minutes)."""
-    return ((a - b + _TICKS_HALF) & TICKS_MASK) - _TICKS_HALF
+    """Signed a - b for tick values modulo 2^30, in -2^29 .. 2^29 - 1 (valid while |a - b| < 2^29 µs, about
+    8.9 minutes)."""
+    d = (a - b) & TICKS_MASK  # a - b is within +-2^30 for ticks
+    return d - _TICKS_HALF - _TICKS_HALF if d >= _TICKS_HALF else d
 
 
 def next_multiple(t, period):
@@ -28,7 +35,11 @@ def default_ticks_ms():
 
 
 def ticks_add(t, delta):
-    return (t + delta) & TICKS_MASK
+    """Tick t moved by delta (either sign) modulo 2^30."""
+    d = delta & TICKS_MASK
+    room = TICKS_MASK - d  # t + d wraps when t is beyond this
+    t &= TICKS_MASK
+    return t - room - 1 if t > room else t + d
 
 
 class Uptime:
@@ -77,4 +88,4 @@ class TickMap:
         d = t * 1000000 - self.utc_us
         if not -self.HORIZON_US < d < self.HORIZON_US:
             return None
-        return (self.tick + d) & TICKS_MASK
+        return ticks_add(self.tick, d)

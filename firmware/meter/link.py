@@ -34,7 +34,7 @@
 # on, and for acknowledgements every persist_every of them (and by flush()): a replayed command is refused
 # across reboots; an acknowledgement replayed after a reboot can only repeat what was true (frames stored).
 from meter import events, frame, messages
-from meter.clock import default_ticks_ms, ticks_diff
+from meter.clock import default_ticks_ms, ticks_add, ticks_diff
 from meter.store import Store
 
 OP_BACKFILL = messages.OP_BACKFILL
@@ -163,7 +163,7 @@ class Link:
                 self.transport.close()
                 self._down()
                 # start afresh (reconnect, resend what is unacknowledged) after a pause, not in a tight loop
-                self._hold = self.ticks_ms() + ERROR_HOLD_MS
+                self._hold = ticks_add(self.ticks_ms(), ERROR_HOLD_MS)
                 if self.on_event is not None and self.errors & (self.errors - 1) == 0:  # 1st, 2nd, 4th ...
                     self.on_event(events.INTERNAL, "link: " + repr(e))
             except Exception:  # noqa: BLE001 - not even the event could be made: counted above

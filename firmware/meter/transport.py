@@ -15,7 +15,7 @@
 import errno
 import select
 
-from meter.clock import default_ticks_ms, ticks_diff
+from meter.clock import default_ticks_ms, ticks_add, ticks_diff
 
 _LOST = select.POLLERR | select.POLLHUP
 
@@ -44,7 +44,7 @@ class Backoff:
     def fail(self, now):
         d = self.d
         self.last_wait = d // 2 + self.rand(d - d // 2)
-        self.next_at = now + self.last_wait
+        self.next_at = ticks_add(now, self.last_wait)
         self.d = min(d * 2, self.hi)
 
     def reset(self):

@@ -22,10 +22,28 @@ for _p in (_here + "/../../firmware", "/firmware"):
         sys.path.append(_p)
 
 MARK = "@@MPTEST "
+MP32 = sys.platform == "mp32"  # the 32-bit interpreter of the tests (build/mp32, docs/mp32.md)
+NOT_MP32 = "not on mp32: "  # how a not_mp32 test's skip reason begins (the pytest plugin counts them)
 
 
 class SkipTest(Exception):
     pass
+
+
+_not_mp32 = {}
+# why a test compares nothing in mp32: shared by the tests that check the meter against the simulator
+SIM_TRUTH = ("compares with the simulator's ground truth, exact only in double precision (mp32 has the "
+             "ESP32's single floats; sim/ never runs on a board)")
+
+
+def not_mp32(reason):
+    """Decorator for a test that the 32-bit interpreter cannot run, and why (e.g. it needs an extmod module
+    that MicroPython's core does not have). It runs as usual everywhere else; on mp32 it is skipped with the
+    reason, and the pytest plugin lists and counts it."""
+    def mark(fn):
+        _not_mp32[fn] = reason
+        return fn
+    return mark
 
 
 def eq(got, want, what=""):
@@ -175,6 +193,9 @@ def _quote(s):
 
 
 def run(specs, as_json=False):
+    # The tests import `mptest`, a second copy of this file when it runs as __main__: its SkipTest and its
+    # not_mp32 marks are the ones that count.
+    import mptest
     passed = failed = skipped = 0
     for spec in specs:
         modname, _, names = spec.partition(":")
@@ -197,10 +218,12 @@ def run(specs, as_json=False):
             status, tb = 1, ""
             if fn is None:
                 status, tb = 0, "no such test: %s.%s" % (modname, name)
+            elif MP32 and fn in mptest._not_mp32:
+                status, tb = 2, NOT_MP32 + mptest._not_mp32[fn]
             else:
                 try:
                     fn()
-                except SkipTest as e:
+                except mptest.SkipTest as e:
                     status, tb = 2, str(e)
                 except Exception as e:  # noqa: BLE001 - a test fails by raising anything
                     status, tb = 0, _traceback(e)

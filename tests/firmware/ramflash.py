@@ -2,7 +2,16 @@
 # tests of everything that writes flash: it counts erases and programmed bytes, and can freeze a copy of its
 # image in the middle of the n-th program/erase, as a power failure would leave it.
 
+try:
+    import vfs
+except ImportError:  # older ports keep the file systems in os
+    import os as vfs
+
 BLOCK = 4096
+# LittleFS v2, or None: it lives in extmod/ and lib/littlefs/, outside MicroPython's core, so the 32-bit
+# interpreter of the tests (built from the core alone, docs/mp32.md) has none. Its tests say so with:
+VfsLfs2 = getattr(vfs, "VfsLfs2", None)
+NO_LITTLEFS = "needs vfs.VfsLfs2 (LittleFS is extmod + lib/littlefs, not MicroPython's core)"
 
 
 class Flash:

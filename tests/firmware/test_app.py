@@ -4,7 +4,7 @@ import json
 
 from meter.app import EV_CHIP_RESET, EV_I2C_ERRORS, EV_SENSOR_FAULT, EV_SENSOR_OK, Meter
 from meter.board import BoardError, validate_board
-from mptest import eq, fresh_dir, ge, notnone
+from mptest import SIM_TRUTH, eq, fresh_dir, ge, not_mp32, notnone
 from sim.hardware import open_sim
 
 BOARD = __file__.rsplit("/", 1)[0] + "/../../boards/unix-sim.json"
@@ -33,6 +33,7 @@ def _error_ppm(hw, m):
     return abs(got - exact) * 1000000 // exact
 
 
+@not_mp32(SIM_TRUTH)
 def test_meters_accurately_and_checkpoints():
     hw, m = _meter()
     m.start()
@@ -58,6 +59,7 @@ def test_setting_the_clock_neither_brings_a_checkpoint_forward_nor_holds_one_bac
     eq(m.store.writes, w + 1, "15 minutes of uptime after the first one: the interval rule")
 
 
+@not_mp32(SIM_TRUTH)
 def test_chip_reset_is_detected_logged_and_metering_goes_on():
     hw, m = _meter()
     m.start()

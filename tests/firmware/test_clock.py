@@ -1,7 +1,46 @@
-# meter/clock.py: the monotonic seconds of Uptime across the 2^30 wrap of ticks_ms, and its guard against a
-# silence too long to tell apart from a wrap.
-from meter.clock import TICKS_MASK, Uptime
+# meter/clock.py: tick arithmetic modulo 2^30 that never leaves the 31-bit small ints of a 32-bit port, the
+# monotonic seconds of Uptime across the 2^30 wrap of ticks_ms, and its guard against a silence too long to
+# tell apart from a wrap.
+from array import array
+
+import micropython
+
+from meter.clock import TICKS_MASK, TICKS_PERIOD, Uptime, ticks_add, ticks_diff
 from mptest import eq, lt
+
+H = TICKS_PERIOD // 2
+# ticks at and around the edges: 0, the half period, the wrap
+EDGES = (0, 1, 2, 4321, H - 2, H - 1, H, H + 1, H + 2, TICKS_MASK - 68632, TICKS_MASK - 1, TICKS_MASK)
+
+
+def test_tick_arithmetic_is_modulo_2_30_without_big_ints():
+    # Every pair of edge ticks, under heap_lock: on a 32-bit port (mp32, an ESP32) any intermediate past
+    # 2^30 - 1 would be a heap int and raise MemoryError here. The results go into a preallocated array.
+    e = EDGES
+    n = len(e)
+    out = array("i", bytes(4 * 3 * n * n))
+    micropython.heap_lock()
+    try:
+        i = k = 0
+        while i < n:
+            j = 0
+            while j < n:
+                out[k] = ticks_diff(e[i], e[j])
+                out[k + 1] = ticks_add(e[i], e[j])
+                out[k + 2] = ticks_add(e[i], -e[j])
+                k += 3
+                j += 1
+            i += 1
+    finally:
+        micropython.heap_unlock()
+    k = 0
+    for a in e:
+        for b in e:
+            what = "a=%d b=%d" % (a, b)
+            eq(out[k], (a - b + H) % TICKS_PERIOD - H, what + ": ticks_diff, signed, in -2^29 .. 2^29 - 1")
+            eq(out[k + 1], (a + b) % TICKS_PERIOD, what + ": ticks_add")
+            eq(out[k + 2], (a - b) % TICKS_PERIOD, what + ": ticks_add of a negative delta")
+            k += 3
 
 
 class Ticks:

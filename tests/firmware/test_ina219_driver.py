@@ -5,7 +5,7 @@ import errno
 import micropython
 from mptest import contains, eq, ge, gt, le, lt, near, raises
 
-from meter.clock import TICKS_PERIOD
+from meter.clock import TICKS_PERIOD, ticks_add
 from meter.ina219 import EV_CHIP_RESET, EV_I2C_ERRORS, INA219, SensorError
 from sim import scenarios
 from sim.i2c import SimI2C
@@ -340,15 +340,22 @@ class FakeBus:
 
 
 class FakeTime:
-    def __init__(self, bus):
-        self.t = 0
+    """A ticks_us that wraps at 2^30 and moves only when slept, from `start`. Allocation-free on a 32-bit port
+    as well (ticks_add never leaves the small ints there); counts the wraps it went through."""
+
+    def __init__(self, bus, start=0):
+        self.t = start
         self.bus = bus
+        self.wraps = 0
 
     def ticks(self):
         return self.t
 
     def sleep(self, n):
-        self.t = (self.t + n) & (TICKS_PERIOD - 1)
+        t = ticks_add(self.t, n)
+        if t < self.t:
+            self.wraps += 1
+        self.t = t
         self.bus.regs[2] |= 2  # a conversion completed while we slept
 
 

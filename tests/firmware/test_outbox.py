@@ -4,14 +4,8 @@ import os
 
 from meter import cbor, cose, frame, p256
 from meter.outbox import Outbox, record
-from mptest import TempDir, eq, raises
-from ramflash import BLOCK, Flash
-
-try:
-    import vfs
-    VfsLfs2 = vfs.VfsLfs2
-except (ImportError, AttributeError):
-    VfsLfs2 = os.VfsLfs2
+from mptest import TempDir, eq, not_mp32, raises
+from ramflash import BLOCK, Flash, NO_LITTLEFS, VfsLfs2
 
 DEV = b"\x11\x22\x33\x44\x55\x66\x77\x88"
 T0 = 1793491200
@@ -291,6 +285,7 @@ def _lfs_day(ack_every_min):
     return ob, dev
 
 
+@not_mp32(NO_LITTLEFS)
 def test_littlefs_day_acknowledged():
     # ESP32 file system (LittleFS2, 4096-byte blocks) in RAM; a live head-end acknowledging every 3 minutes
     ob, dev = _lfs_day(3)
@@ -301,6 +296,7 @@ def test_littlefs_day_acknowledged():
     eq(len(ob.segs), 1, "one segment in flash")
 
 
+@not_mp32(NO_LITTLEFS)
 def test_littlefs_day_offline():
     # the head-end is away all day: the outbox fills to its bound, then drops its oldest segments
     ob, dev = _lfs_day(0)
@@ -312,6 +308,7 @@ def test_littlefs_day_offline():
     eq(_seqs(Outbox("/", fs=VfsLfs2(dev))), held, "rebuilt from the file system")
 
 
+@not_mp32(NO_LITTLEFS)
 def test_littlefs_full_drops_oldest_instead_of_failing():
     dev = Flash(16)  # 64 KB, most of it taken by other files: the outbox's own bound is never reached
     VfsLfs2.mkfs(dev)

@@ -6,14 +6,8 @@ import os
 
 from meter import profile
 from meter.profile import EVENT_SIZE, ROW_SIZE, EventLog, LoadProfile, pack_event, pack_row, unpack_event, unpack_row
-from mptest import TempDir, eq, raises, rmtree
-from ramflash import Flash
-
-try:
-    import vfs
-    VfsLfs2 = vfs.VfsLfs2
-except (ImportError, AttributeError):
-    VfsLfs2 = os.VfsLfs2
+from mptest import TempDir, eq, not_mp32, raises, rmtree
+from ramflash import Flash, NO_LITTLEFS, VfsLfs2
 
 T0 = 1793491200  # 2026-10-31 00:00 UTC
 U48 = (1 << 48) - 1
@@ -419,6 +413,7 @@ def _lfs_days(days, events_per_day):
     return n, lp2, ev2, erases, dev
 
 
+@not_mp32(NO_LITTLEFS)
 def test_lfs_day():
     n, lp, ev, erases, dev = _lfs_days(1, 8)
     eq(list(lp.read()), [row(i) for i in range(96)], "a day of rows after a remount")
@@ -426,6 +421,7 @@ def test_lfs_day():
     assert erases >= 96, "each append to a file in a block costs a block copy (%d erases)" % erases
 
 
+@not_mp32(NO_LITTLEFS)
 def test_lfs_60_days():
     n, lp, ev, erases, dev = _lfs_days(60, 4)
     eq(n, 5760, "60 days of 15-minute rows")
@@ -488,6 +484,7 @@ def _cut_run(make, step, indices, cap, records):
     assert cuts >= 2 * records, "every append was cut (%d cuts)" % cuts
 
 
+@not_mp32(NO_LITTLEFS)
 def test_lfs_power_cut_every_op_profile():
     def make(fs):
         return LoadProfile("/", capacity_rows=25, fs=fs, segment_bytes=240)  # 10 rows: inline, then a block
@@ -508,6 +505,7 @@ def test_lfs_power_cut_every_op_profile():
     _cut_run(make, step, indices, 25, 40)
 
 
+@not_mp32(NO_LITTLEFS)
 def test_lfs_power_cut_every_op_events():
     def make(fs):
         return EventLog("/", capacity=12, fs=fs, segment_bytes=240)  # 5 events a segment

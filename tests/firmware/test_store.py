@@ -4,19 +4,13 @@
 import os
 import struct
 
-from mptest import TempDir, eq, raises
-from ramflash import Flash
+from mptest import TempDir, eq, not_mp32, raises
+from ramflash import Flash, NO_LITTLEFS, VfsLfs2
 from meter.registers import UWH_PER_WH, Registers
 from meter.store import (
     FORMAT_VERSION, HEADER, HEADER_LEN, MAGIC, OVERHEAD, SEQ_MASK, Checkpointer, Store, crc32, pack,
     seq_newer, unpack,
 )
-
-try:
-    import vfs
-    VfsLfs2 = vfs.VfsLfs2
-except (ImportError, AttributeError):
-    VfsLfs2 = os.VfsLfs2
 
 
 # -- helpers -------------------------------------------------------------------------------------------
@@ -349,6 +343,7 @@ def test_day():
 
 # -- on a real LittleFS (the ESP32's file system), in RAM ---------------------------------------------
 
+@not_mp32(NO_LITTLEFS)
 def test_lfs():
     flash = Flash(32)
     VfsLfs2.mkfs(flash)
@@ -366,6 +361,7 @@ def test_lfs():
     assert erased <= s.writes, "%d erases for %d checkpoints" % (erased, s.writes)
 
 
+@not_mp32(NO_LITTLEFS)
 def test_lfs_cut():
     # Power fails at every program/erase of every save, 0, 1/4, 1/2 or 3/4 through it; the remounted image
     # must hold the previous checkpoint or the new one. 200 saves cross several metadata compactions.

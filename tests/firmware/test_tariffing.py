@@ -52,10 +52,12 @@ def _run_to(hw, m, t):
     m.run_until(lambda: clock.now_us >= end)
 
 
-def _exact_uwh(hw, m, t):
-    """µWh the load drew from the meter's first conversion cycle to UTC instant t (scenario ground truth)."""
+def _exact_uwh(hw, m, t, us=0):
+    """µWh the load drew from the meter's first conversion cycle to UTC instant t (+ us microseconds: the
+    sum is taken in integers, as a single float cannot hold a UTC second to the microsecond) (scenario
+    ground truth)."""
     t0 = m.sensor.t_config / 1000000.0  # the clock starts at 0 (below 2^30 us: no wrap yet)
-    return hw.sim.scenario.energy(t0, t - hw.sim.clock.start_unix_s)[0] * UWH_PER_J
+    return hw.sim.scenario.energy(t0, ((t - hw.sim.clock.start_unix_s) * 1000000 + us) / 1000000.0)[0] * UWH_PER_J
 
 
 def _bodies(sent, kind):
@@ -249,7 +251,7 @@ def test_spring_forward_day_never_loses_energy():
     eq(r.tariff_uwh("import", 2), 0, "the half hour that does not exist is not metered as tariff 2")
     clock = hw.sim.clock
     last_read = clock.now_us - ((clock.now_us - m.sensor.tick) & TICKS_MASK)  # the last reading metered
-    exact = _exact_uwh(hw, m, clock.start_unix_s + last_read / 1000000.0)
+    exact = _exact_uwh(hw, m, clock.start_unix_s, last_read)
     assert abs(r.total_uwh("import") - exact) < 60, "all of it metered: %d vs %.0f" % (r.total_uwh("import"), exact)
 
 

@@ -52,9 +52,11 @@ def mpy_cross_bin() -> str:
     return _tool("mpy-cross", "mpy-cross")
 
 
-def micropython_cmd(script: str | Path, *args: str, heap: str | None = None) -> list[str]:
-    """Command line that runs `script` under the Unix port, with an optional heap cap like '96K'."""
-    cmd = [micropython_bin()]
+def micropython_cmd(script: str | Path, *args: str, heap: str | None = None,
+                    exe: str | Path | None = None) -> list[str]:
+    """Command line that runs `script` under the Unix port (or the interpreter `exe`, which takes the same
+    options, e.g. meterkit.device.mp32's), with an optional heap cap like '96K'."""
+    cmd = [str(exe or micropython_bin())]
     if heap:
         cmd += ["-X", f"heapsize={heap}"]
     return cmd + [str(script), *args]
@@ -98,9 +100,10 @@ def _compile(arch: str) -> Path:
     return out_root
 
 
-def mp_env(extra_paths: list[Path] | None = None, compiled: bool = False) -> dict[str, str]:
-    """Environment for the Unix port: MICROPYPATH puts firmware/ (or its .mpy build) and extra dirs on sys.path."""
-    base = compiled_firmware() if compiled else firmware_dir()
+def mp_env(extra_paths: list[Path] | None = None, compiled: bool = False, arch: str = "x64") -> dict[str, str]:
+    """Environment for MicroPython: MICROPYPATH puts firmware/ (or its .mpy build for `arch`) and extra dirs on
+    sys.path."""
+    base = compiled_firmware(arch) if compiled else firmware_dir()
     paths = [str(p) for p in (extra_paths or [])] + [str(base), ".frozen"]
     env = dict(os.environ)
     env["MICROPYPATH"] = ":".join(paths)
