@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from meterkit.billing import SOURCES, BillingError, bill, load_calendar, load_prices, plot_day
-from meterkit.cli.common import add_db
+from meterkit.cli.common import add_db, fail
 from meterkit.store import StoreError, open_store
 
 
@@ -23,8 +23,7 @@ def _cmd_bill(args: argparse.Namespace) -> int:
         prices = load_prices(args.prices, cal)
         store = open_store(args.db, create=False, readonly=True)
     except (ValueError, BillingError, StoreError) as e:
-        print(f"meterkit bill: {e}", file=sys.stderr)
-        return 2
+        return fail("bill", e)
     with store:
         try:
             b = bill(store, args.meter, args.period, prices, cal, billing_day=args.billing_day, source=args.source)
@@ -37,8 +36,7 @@ def _cmd_bill(args: argparse.Namespace) -> int:
                 n = plot_day(store, args.meter, args.plot_day, cal, args.png, prices)
                 print(f"load profile of {args.plot_day} ({n} intervals) drawn to {args.png}", file=sys.stderr)
         except BillingError as e:
-            print(f"meterkit bill: {e}", file=sys.stderr)
-            return 1
+            return fail("bill", e, 1)
     return 0
 
 

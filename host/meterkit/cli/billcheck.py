@@ -7,6 +7,7 @@ import json
 import sys
 import time
 
+from meterkit.cli.common import fail
 from meterkit.sim.billcheck import (
     DEFAULT_CALENDAR,
     DEFAULT_DAYS,
@@ -34,8 +35,7 @@ def _cmd_billcheck(args: argparse.Namespace) -> int:
         say("billing the period and computing the ground truth")
         report = check(run)
     except CheckError as e:
-        print(f"meterkit billcheck: {e}", file=sys.stderr)
-        return 2
+        return fail("billcheck", e)
     report["wall_s"] = round(time.monotonic() - t0, 1)
     if args.json:
         print(json.dumps(report, indent=2))

@@ -11,7 +11,7 @@ import sys
 import time
 
 from meterkit import wire as P
-from meterkit.cli.common import host_port, open_store
+from meterkit.cli.common import fail, host_port, open_store
 from meterkit.headend.concentrator import Concentrator
 from meterkit.store.api import Store
 from meterkit.wire.keys import KeyFileError, load_private
@@ -22,8 +22,7 @@ async def _serve(args: argparse.Namespace, headend: P.HeadEnd, store: Store) -> 
         conc = Concentrator(store, headend, offline_after=args.offline_after, idle_timeout=args.idle_timeout,
                             backfill_after=args.backfill_after, baudrate=args.baud)
     except (TypeError, ValueError) as e:  # a setting out of range
-        print(f"meterkit concentrator: {e}", file=sys.stderr)
-        return 2
+        return fail("concentrator", e)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -67,8 +66,7 @@ def _cmd_concentrator(args: argparse.Namespace) -> int:
     try:
         headend = P.HeadEnd(load_private(args.key))
     except KeyFileError as e:
-        print(f"meterkit concentrator: {e}", file=sys.stderr)
-        return 2
+        return fail("concentrator", e)
     store = open_store(args.db, "concentrator", readonly=False, create=True)
     if store is None:
         return 2

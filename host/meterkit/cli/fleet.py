@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 
-from meterkit.cli.common import add_db, open_store
+from meterkit.cli.common import add_db, fail, open_store
 from meterkit.headend.status import export_csv, fleet_status, format_status
 from meterkit.store.api import EXPORT_TABLES
 from meterkit.timefmt import utc_text
@@ -40,9 +40,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         if args.meter:
             device = store.lookup_device(args.meter)
             if device is None:
-                print(f"meterkit export: no meter {args.meter!r} (give its 16-hex-digit id or its name)",
-                      file=sys.stderr)
-                return 2
+                return fail("export", f"no meter {args.meter!r} (give its 16-hex-digit id or its name)")
         if args.out:
             with open(args.out, "w", newline="") as f:
                 n = export_csv(store, args.table, device, f)
@@ -56,8 +54,7 @@ def _cmd_meters_add(args: argparse.Namespace) -> int:
     try:
         pub = load_public(args.key)
     except KeyFileError as e:
-        print(f"meterkit meters add: {e}", file=sys.stderr)
-        return 2
+        return fail("meters add", e)
     store = open_store(args.db, "meters add", readonly=False, create=True)
     if store is None:
         return 2
@@ -65,8 +62,7 @@ def _cmd_meters_add(args: argparse.Namespace) -> int:
         try:
             rec = store.register_meter(None, pub, args.name, args.period)
         except ValueError as e:
-            print(f"meterkit meters add: {e}", file=sys.stderr)
-            return 1
+            return fail("meters add", e, 1)
     print(f"meter {rec.device_id.hex()} registered" + (f" as {rec.name!r}" if rec.name else "")
           + f", reporting every {rec.reporting_period_s} s")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from meterkit.cli.common import run_alone
+from meterkit.cli.common import fail, run_alone
 from meterkit.wire.keys import new_key
 
 
@@ -13,11 +13,9 @@ def _cmd_new(args: argparse.Namespace) -> int:
     try:
         key_path, pub_path, kid = new_key(args.out, args.name)
     except FileExistsError as e:
-        print(f"meterkit keys new: {e}", file=sys.stderr)
-        return 1
+        return fail("keys new", e, 1)
     except (ValueError, OSError) as e:
-        print(f"meterkit keys new: {e}", file=sys.stderr)
-        return 2
+        return fail("keys new", e)
     print(f"private key: {key_path} (mode 0600; keep it secret)")
     print(f"public key:  {pub_path}")
     print(f"key id:      {kid.hex()}")

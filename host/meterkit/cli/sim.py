@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from meterkit.cli.common import utc_instant
+from meterkit.cli.common import fail, utc_instant
 from meterkit.sim.runner import SCENARIOS, SimError, format_result, progress_bar, provision, run_sim
 from meterkit.wire import public_bytes
 from meterkit.wire.keys import load_public
@@ -26,8 +25,7 @@ def _cmd_sim_run(args: argparse.Namespace) -> int:
                          link=args.link, speed=args.speed, calendar=args.calendar, billing_day=args.billing_day,
                          tariffs=args.tariffs, demand_period_s=args.demand_period)
     except SimError as e:
-        print(f"meterkit sim run: {e}", file=sys.stderr)
-        return 1
+        return fail("sim run", e, 1)
     print(json.dumps(result, indent=2) if args.json else format_result(result))
     return 0
 
@@ -36,8 +34,7 @@ def _cmd_sim_provision(args: argparse.Namespace) -> int:
     try:
         ident = provision(args.flash, _headend_point(args.headend_key), args.pubkey_out)
     except SimError as e:
-        print(f"meterkit sim provision: {e}", file=sys.stderr)
-        return 1
+        return fail("sim provision", e, 1)
     print(f"device id {ident['device_id']}; public key written to {args.pubkey_out}"
           + ("" if ident["created"] else " (the meter already had its key)"))
     return 0
