@@ -510,10 +510,6 @@ def _read_json(path: Path, what: str, **kw: Any) -> Any:
 # --- the comparison --------------------------------------------------------------------------------------------
 
 
-def _code(key: int) -> str:
-    return f"{key // 10000}.{key // 100 % 100}.{key % 100}"
-
-
 def check(run: Run, truth_calendar: dict | None = None) -> dict:
     """Bill the stored period with meterkit.billing.bill, compute the truth, compare. Returns the report (JSON-able).
 
