@@ -1,8 +1,8 @@
 # Board profiles (boards/*.json): what a profile must hold, its optional sections (link, tariff, alarms,
 # watchdog) with their defaults, and loading one from a file. An ESP32 profile also names its chip (esp32,
 # esp32s3, esp32c3), the arch mpy-cross compiles for, and whether its module has PSRAM (and octal flash/PSRAM);
-# its pins are checked against that chip and module (meter.pins). Pure: runs under MicroPython and CPython; the hardware a profile
-# describes is built by meter.hal (a board) or sim.hardware (the Unix port).
+# its pins are checked against that chip and module (meter.pins). Pure: runs under MicroPython and CPython;
+# the hardware a profile describes is built by meter.hal (a board) or sim.hardware (the Unix port).
 import json
 
 # What a board profile must hold: section -> {key: (type, lowest, highest)}.
