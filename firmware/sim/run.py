@@ -209,6 +209,22 @@ def _result(meter, hw, hours, restored, heap, wall_ms):
     return result
 
 
+def _run(meter, hw, end_us, pacer, stall, frames_file):
+    """Start the meter and run it to end_us; a watchdog reset (--stall) ends the process as a restart."""
+    clock = hw.sim.clock
+    if stall:
+        at, _, dur = stall.partition(":")
+        hw.sim.bus.stall_at(clock.now_us + int(float(at) * 1000000), int(float(dur) * 1000000))
+    meter.start()
+    try:
+        meter.run_until(lambda: clock.now_us >= end_us, pacer)
+    except WatchdogReset as e:
+        print("@@RESET watchdog: %s" % e)  # flash holds what the meter had stored; the next run boots from it
+        if frames_file is not None:
+            frames_file.close()
+        sys.exit(3)
+
+
 def main(argv):
     opts, flags = _args(argv)
     hw = open_sim(_board(opts), flash_dir=opts["flash"], overrides=_sim_overrides(opts, flags))
@@ -244,17 +260,7 @@ def main(argv):
         print("@@RESTORED %d" % restored[0])
     pacer = Pacer(hw, link, opts, flags, end_us, duration_us)
     t0 = time.ticks_ms()
-    if opts["stall"]:
-        at, _, dur = opts["stall"].partition(":")
-        hw.sim.bus.stall_at(clock.now_us + int(float(at) * 1000000), int(float(dur) * 1000000))
-    meter.start()
-    try:
-        meter.run_until(lambda: clock.now_us >= end_us, pacer)
-    except WatchdogReset as e:
-        print("@@RESET watchdog: %s" % e)  # flash holds what the meter had stored; the next run boots from it
-        if frames_file is not None:
-            frames_file.close()
-        sys.exit(3)
+    _run(meter, hw, end_us, pacer, opts["stall"], frames_file)
     meter.flush_checkpoint()
     if link is not None:
         _drain(meter, link, int(opts["drain-ms"]))
