@@ -75,41 +75,37 @@ def _problem(b):
     return str(raises(board.BoardError, board.validate_board, b))
 
 
+def _refused(name, section, key, n, part):
+    b = _esp32(name)
+    b[section][key] = n
+    contains(part, _problem(b))
+
+
 def test_flash_psram_and_input_only_pins_are_refused():
-    b = _esp32()
-    b["relay"]["pin"] = 9
-    contains("relay.pin = 9: GPIO9 is wired to the module's SPI flash (GPIO6-11 on the ESP32)", _problem(b))
-    b = _esp32()
-    b["relay"]["pin"] = 36
-    contains("relay.pin = 36: GPIO36 is input-only on the ESP32 (GPIO34-39 have no output driver)", _problem(b))
-    b = _esp32()
-    b["i2c"]["sda"] = 39
-    contains("i2c.sda = 39: GPIO39 is input-only", _problem(b))
+    for name, section, key, n, part in (
+            ("esp32-devkitc", "relay", "pin", 9,
+             "relay.pin = 9: GPIO9 is wired to the module's SPI flash (GPIO6-11 on the ESP32)"),
+            ("esp32-devkitc", "relay", "pin", 36,
+             "relay.pin = 36: GPIO36 is input-only on the ESP32 (GPIO34-39 have no output driver)"),
+            ("esp32-devkitc", "i2c", "sda", 39, "i2c.sda = 39: GPIO39 is input-only"),
+            ("esp32-wrover", "relay", "pin", 16, "relay.pin = 16: GPIO16 is wired to the PSRAM"),
+            ("esp32s3-devkitc-n8r8", "relay", "pin", 35, "GPIO35 carries the octal flash/PSRAM"),
+            ("esp32s3-devkitc-n8r8", "relay", "pin", 30,
+             "relay.pin = 30: GPIO30 is wired to the module's SPI flash (GPIO26-32 on the ESP32-S3)"),
+            ("esp32c3-devkitm", "i2c", "scl", 14,
+             "i2c.scl = 14: GPIO14 is wired to the module's SPI flash (GPIO12-17 on the ESP32-C3)")):
+        _refused(name, section, key, n, part)
     b = _esp32("esp32-wrover")
     b["relay"]["pin"] = 16
-    contains("relay.pin = 16: GPIO16 is wired to the PSRAM", _problem(b))
     b["psram"] = False  # the same pin on a WROOM-32 (no PSRAM) is free
     eq(board.validate_board(b)["relay"]["pin"], 16, "GPIO16 without PSRAM")
-    b = _esp32("esp32s3-devkitc-n8r8")
-    b["relay"]["pin"] = 35
-    contains("GPIO35 carries the octal flash/PSRAM", _problem(b))
-    b["relay"]["pin"] = 30
-    contains("relay.pin = 30: GPIO30 is wired to the module's SPI flash (GPIO26-32 on the ESP32-S3)", _problem(b))
-    b = _esp32("esp32c3-devkitm")
-    b["i2c"]["scl"] = 14
-    contains("i2c.scl = 14: GPIO14 is wired to the module's SPI flash (GPIO12-17 on the ESP32-C3)", _problem(b))
 
 
 def test_pins_that_the_chip_does_not_have():
-    b = _esp32()
-    b["relay"]["pin"] = 24
-    contains("relay.pin = 24: the ESP32 has no GPIO24 (its GPIOs are 0-19, 21-23, 25-27, 32-39)", _problem(b))
-    b = _esp32("esp32c3-devkitm")
-    b["relay"]["pin"] = 26  # fine on an ESP32, absent on a C3
-    contains("the ESP32-C3 has no GPIO26 (its GPIOs are 0-21)", _problem(b))
-    b = _esp32("esp32s3-devkitc-n8r8")
-    b["i2c"]["scl"] = 23
-    contains("the ESP32-S3 has no GPIO23", _problem(b))
+    _refused("esp32-devkitc", "relay", "pin", 24,
+             "relay.pin = 24: the ESP32 has no GPIO24 (its GPIOs are 0-19, 21-23, 25-27, 32-39)")
+    _refused("esp32c3-devkitm", "relay", "pin", 26, "the ESP32-C3 has no GPIO26 (its GPIOs are 0-21)")  # ESP32: yes
+    _refused("esp32s3-devkitc-n8r8", "i2c", "scl", 23, "the ESP32-S3 has no GPIO23")
 
 
 def test_wrong_chip_arch_and_controllers():
