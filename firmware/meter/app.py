@@ -265,9 +265,11 @@ def main(board_path):
     import time
 
     from meter import hal
-    from meter.board import load_board
+    from meter.board import board_warnings, load_board
 
     board = load_board(board_path)
+    for note in board_warnings(board):
+        print("board:", note)  # legal but worth knowing: a strapping, USB or console pin in use
     hw = hal.open_hardware(board)
     transport = hal.open_transport(board, ticks_ms=time.ticks_ms)
     meter = Meter(hw, log=print, sink=(lambda seq, frame: None) if transport is not None else None)
