@@ -43,7 +43,7 @@ class Meter:
         ina = b["ina219"]
         self.sensor = INA219(hw.i2c, addr=ina["addr"], shunt_uohm=ina["shunt_uohm"], max_ma=ina["max_ma"],
                              shunt_avg=ina["shunt_avg"], bus_bits=ina["bus_bits"], sleep_us=hw.sleep_us,
-                             ticks_us=hw.ticks_us, on_event=self.event)
+                             ticks_us=hw.ticks_us, on_event=self.event, sleep_ms=hw.sleep_ms)
         self.metrology = Metrology(self.sensor.cycle_us, ina["shunt_uohm"])
         self.store = Store(hw.flash_dir, "registers")
         ck = b["checkpoint"]
@@ -58,6 +58,7 @@ class Meter:
         self._commands = None  # meter.commands.Commands, made when the first command arrives
         self.link = None
         self._poll_countdown = 0
+        self._feed = hw.watchdog.feed  # every cycle feeds it (armed by start())
         self._restored = self._restore()
         self.boundaries = Boundaries(hw, self.registers, self.metrology, tariffing, interval_s, self.event,
                                      self.flush_checkpoint)
@@ -74,7 +75,8 @@ class Meter:
         from meter.profile import EventLog, LoadProfile
 
         d = self.hw.flash_dir
-        self.identity = Identity(d)  # the device key is created on first boot and never leaves flash
+        # the device key is created on first boot, from the hardware's true-random source, and never leaves flash
+        self.identity = Identity(d, urandom=self.hw.random_bytes)
         self.frame_seq = FrameSeq(Store(d, "frame-seq", max_payload=16))
         self.profile = LoadProfile(d)  # 99.1.0: every row in flash before it is sent
         self.eventlog = EventLog(d)  # 99.98.x: every event in flash, numbered, before it is sent
@@ -152,6 +154,7 @@ class Meter:
             if cause:
                 self.event(events.WATCHDOG_RESET, cause)
         self.boundaries.resume(self.hw.time())
+        self.hw.watchdog.arm()  # from here on a cycle that does not come back within its timeout resets the board
 
     def _try_sensor(self):
         try:
@@ -193,6 +196,7 @@ class Meter:
 
     def cycle(self):
         """Read one conversion cycle; integrate a batch when it fills. Returns True when a batch settled."""
+        self._feed()
         if self.link is not None:
             self._poll_countdown -= 1
             if self._poll_countdown <= 0:
@@ -223,6 +227,8 @@ class Meter:
             b.catch_up(now)  # rows, demand periods and billing go on without readings
         if now >= self._next_sensor_try:
             self._try_sensor()
+        elif self.hw.sleep_ms is not None:
+            self.hw.sleep_ms(100)
         else:
             self.hw.sleep_us(100000)
         return False
@@ -259,13 +265,19 @@ def main(board_path):
     import time
 
     from meter import hal
-    from meter.board import load_board
+    from meter.board import board_warnings, load_board
 
     board = load_board(board_path)
+    for note in board_warnings(board):
+        print("board:", note)  # legal but worth knowing: a strapping, USB or console pin in use
     hw = hal.open_hardware(board)
     transport = hal.open_transport(board, ticks_ms=time.ticks_ms)
     meter = Meter(hw, log=print, sink=(lambda seq, frame: None) if transport is not None else None)
     if transport is not None:
         meter.attach_link(transport, ticks_ms=time.ticks_ms)
     meter.start()
-    meter.run_until(lambda: False)
+    try:
+        meter.run_until(lambda: False)
+    except KeyboardInterrupt:  # Ctrl-C for the REPL: an armed watchdog cannot be stopped, only given time
+        hw.watchdog.relax()
+        raise

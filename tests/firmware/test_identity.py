@@ -121,3 +121,23 @@ def test_obis_keys():
     eq(len(messages.register_map(two, 2)), 6, "two tariffs in use: all their registers sent, 1.8.3/2.8.3 not")
     eq(sorted(messages.register_map(two)), [10800, 10801, 10802, 20800],
        "tariffs in use unknown: the empty tariff registers left out")
+
+
+def test_the_key_is_made_only_through_the_random_source_given():
+    calls = []
+
+    def source(n):
+        calls.append(n)
+        return bytes(range(1, n + 1))
+
+    d = _dir()
+    a = Identity(d, urandom=source)
+    eq(calls, [32], "one 32-byte draw from the source")
+    eq(a.public_key, p256.public_key(bytes(range(1, 33))), "the private key is those bytes")
+
+    def refuse(n):
+        raise AssertionError("a stored key needs no randomness")
+
+    eq(Identity(d, urandom=refuse).public_key, a.public_key, "loaded, not made")
+    e = raises(ValueError, Identity, _dir(), urandom=lambda n: b"short")
+    assert "5 bytes" in str(e), str(e)
