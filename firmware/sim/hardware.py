@@ -1,6 +1,8 @@
 # Simulated hardware for the Unix port: what meter.hal builds from machine.* on an ESP32, built here from
 # the simulator (virtual clock, I2C bus, register-level INA219 model, a relay that cuts the simulated load).
 # Never deployed to a board: a firmware image freezes the `meter` package, never `sim`.
+from meter.board import BoardError
+from meter.clock import EPOCH_2000_OFFSET
 from meter.hal import Hardware
 from sim import scenarios
 from sim.i2c import SimI2C
@@ -38,11 +40,13 @@ class SimHandles:
 
 def open_sim(board, flash_dir=None, overrides=None):
     """The Hardware of a unix-sim board profile (its 'sim' section, with `overrides` applied): scenario, seed,
-    start_unix_s, osc_ppm, absent (no chip on the bus)."""
+    start_unix_s (the true time), osc_ppm, absent (no chip on the bus), and the clock's: rtc ("set", the
+    default, or "unset": it starts at 2000-01-01 like an ESP32's after power-up), rtc_offset_s (a set clock
+    this far off the true time), ntp (true: a time server answers the true time, as on Wi-Fi)."""
     cfg = dict(board["sim"])
     cfg.update(overrides or {})
     start = cfg.get("start_unix_s", DEFAULT_START_UNIX_S)
-    clock = VirtualClock(start_unix_s=start)
+    clock = VirtualClock(start_unix_s=start, rtc_unix_s=_rtc_start(cfg, start))
     # The sun follows the simulated clock (UTC time of day); other scenarios ignore it.
     scenario = scenarios.make(cfg.get("scenario", "constant"), seed=cfg.get("seed", 1), tod_s=start % 86400)
     ina = board["ina219"]
@@ -50,5 +54,25 @@ def open_sim(board, flash_dir=None, overrides=None):
     bus = SimI2C(clock, freq=board["i2c"]["freq"])
     if not cfg.get("absent"):
         bus.add(ina["addr"], chip)
-    return Hardware(board, bus, clock.ticks_us, clock.ticks_ms, clock.sleep_us, clock.time, clock.time_us,
-                    SimRelay(chip), flash_dir or board["flash_dir"], sim=SimHandles(clock, bus, chip, scenario))
+    hw = Hardware(board, bus, clock.ticks_us, clock.ticks_ms, clock.sleep_us, clock.time, clock.time_us,
+                  SimRelay(chip), flash_dir or board["flash_dir"], sim=SimHandles(clock, bus, chip, scenario))
+    hw.set_time = clock.set_time
+    if cfg.get("ntp"):
+        hw.ntp_time = clock.world_time
+    return hw
+
+
+def _rtc_start(cfg, start):
+    """What the simulated RTC reads at power-up (None: the true time); BoardError for bad clock options."""
+    rtc, offset, ntp = cfg.get("rtc", "set"), cfg.get("rtc_offset_s", 0), cfg.get("ntp", False)
+    if rtc not in ("set", "unset"):
+        raise BoardError("sim.rtc must be \"set\" or \"unset\", not %r" % (rtc,))
+    if not isinstance(offset, int) or isinstance(offset, bool):
+        raise BoardError("sim.rtc_offset_s must be whole seconds, not %r" % (offset,))
+    if ntp is not True and ntp is not False:
+        raise BoardError("sim.ntp must be true or false, not %r" % (ntp,))
+    if rtc == "unset":
+        if offset:
+            raise BoardError("sim.rtc_offset_s is for a set clock: an unset one starts at 2000-01-01")
+        return EPOCH_2000_OFFSET
+    return start + offset if offset else None

@@ -9,6 +9,7 @@
 #       [--drain-ms N]      (with --link: at the end, wait up to N ms of real time for the last acks)
 #       [--clock-file PATH] (a fleet's clock, UTC seconds as text: stay within 120 s of it; print @@T lines)
 #       [--calendar FILE] [--billing-day N] [--tariffs N] [--demand-period S]  (the board's 'tariff' section)
+#       [--rtc unset] [--rtc-offset S] [--ntp]  (the board's clock: starts unset, or S seconds off; a time server)
 #       [--progress] [--trace] [--absent] [--log]
 #
 # --frames FILE writes every signed, framed message the meter sends (a COBS byte stream) to FILE.
@@ -31,7 +32,7 @@ def _args(argv):
     opts = {"board": "boards/unix-sim.json", "hours": "1", "flash": None, "scenario": None, "seed": None,
             "start": None, "frames": None, "reading-s": "60", "headend": None, "speed": None,
             "link": None, "drain-ms": "3000", "clock-file": None, "calendar": None, "billing-day": None,
-            "tariffs": None, "demand-period": None}
+            "tariffs": None, "demand-period": None, "rtc": None, "rtc-offset": None}
     flags = set()
     i = 0
     while i < len(argv):
@@ -74,6 +75,12 @@ def _sim_overrides(opts, flags):
         out["start_unix_s"] = int(opts["start"])
     if "absent" in flags:
         out["absent"] = True
+    if opts["rtc"]:
+        out["rtc"] = opts["rtc"]
+    if opts["rtc-offset"]:
+        out["rtc_offset_s"] = int(opts["rtc-offset"])
+    if "ntp" in flags:
+        out["ntp"] = True
     return out
 
 
@@ -134,9 +141,10 @@ class Pacer:
             # never more than FLEET_SLACK_S ahead of the fleet clock (which follows the slowest meter), so
             # every meter and the head-end agree on the time within minutes
             self.batches += 1
+            # the simulated world's time, not the board's clock (which may be unset or off)
             if self.batches % 4 == 0:
-                print("@@T %d" % self.hw.time())
-            while self.hw.time() > self._fleet_time() + FLEET_SLACK_S:
+                print("@@T %d" % self.clock.world_time())
+            while self.clock.world_time() > self._fleet_time() + FLEET_SLACK_S:
                 for _ in range(10):
                     self._idle(m, 2)
         if self.speed:  # virtual time may run at most `speed` times real time
@@ -188,7 +196,8 @@ def _result(meter, hw, hours, restored, heap, wall_ms):
         "shunt_duty_ppm": meter.sensor.shunt_duty_ppm, "i2c_errors": meter.sensor.errors,
         "chip_resets": meter.sensor.resets, "overflows": meter.sensor.overflows,
         "flash_writes": meter.store.writes, "flash_bytes": meter.store.bytes_written,
-        "events": meter.event_counts, "heap_peak": heap[1], "heap_after_gc": gc.mem_alloc(),
+        "events": meter.event_counts, "clock_set": meter.boundaries.clock_ok,
+        "clock_off_s": hw.time() - hw.sim.clock.world_time(), "heap_peak": heap[1], "heap_after_gc": gc.mem_alloc(),
         "heap_before_meter": heap[0], "heap_total": gc.mem_alloc() + gc.mem_free(), "wall_ms": wall_ms,
     }
     if meter.reporter is not None:
