@@ -18,8 +18,8 @@
 # (meter/demand.py), with their A/B stores ("calendar", "demand").
 import json
 
-from meter import events, messages
-from meter.clock import TickMap, clock_valid, next_multiple, ticks_diff
+from meter import events
+from meter.clock import FREE_SHIFT_S, TickMap, clock_valid, next_multiple, ticks_diff
 from meter.demand import Demand
 from meter.store import Store
 from meter.tou import CalendarSet, next_billing
@@ -30,7 +30,6 @@ CATCH_UP_S = 3600  # further behind than this (a clock set forward, a long stall
 CLOCK_SLIP_US = 2000000  # the clock and the tick counter disagree by more than this: the clock was set
 BILLING_CATCH_UP = 13  # billing periods that ended while the meter was off, at most, get their snapshots
 NEVER = 0xFFFFFFFF  # next_boundary while the clock is not set (the last u32 UTC second, in 2106)
-SET_TIME_FREE_S = messages.SET_TIME_FREE_S
 
 
 class Boundaries:
@@ -260,7 +259,7 @@ class Boundaries:
 
     def set_clock(self, t, force=False, min_shift=0):
         """Set the clock to UTC second t (a set-time command, NTP). A set clock moves by at most
-        SET_TIME_FREE_S without `force` (the DLMS clock object's rule); an unset one takes any valid time. A
+        FREE_SHIFT_S without `force` (the DLMS clock object's rule); an unset one takes any valid time. A
         set clock is left alone when the shift is below min_shift. Returns None, or why it was refused
         (nothing changed)."""
         hw = self.hw
@@ -271,8 +270,8 @@ class Boundaries:
         old = hw.time()
         shift = t - old
         if self.clock_ok:
-            if not force and not -SET_TIME_FREE_S <= shift <= SET_TIME_FREE_S:
-                return "a shift of %d s needs force (more than %d s)" % (shift, SET_TIME_FREE_S)
+            if not force and not -FREE_SHIFT_S <= shift <= FREE_SHIFT_S:
+                return "a shift of %d s needs force (more than %d s)" % (shift, FREE_SHIFT_S)
             if -min_shift < shift < min_shift:
                 return None
         imp, exp = self.metrology.take_uwh()  # what was metered so far belongs to the old time

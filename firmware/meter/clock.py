@@ -18,6 +18,7 @@ EPOCH_2000_OFFSET = 946684800
 # A clock that reads before 2025-01-01 00:00 UTC was never set: an ESP32's RTC starts at 2000-01-01 at
 # power-up, and keeps counting across a soft reset or deep sleep once it was set (docs/hardware.md).
 CLOCK_VALID_FROM = 1735689600
+FREE_SHIFT_S = 900  # a set clock moves by at most this without a force flag (the DLMS clock object's rule)
 
 
 def clock_valid(t):

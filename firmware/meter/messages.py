@@ -7,6 +7,7 @@
 # It verifies: commands and cumulative acknowledgements from the head-end (signed, for this device, with a
 # counter above the last one accepted, not expired). Nothing unauthenticated changes meter state.
 from meter import cbor, cose, frame
+from meter.clock import FREE_SHIFT_S
 
 # -- message kinds (key 1) ---------------------------------------------------------------------------------
 HELLO = 1
@@ -78,7 +79,7 @@ A_TO = 2
 OP_SET_TIME = 5  # set the meter's clock to UTC second A_UTC; a shift beyond SET_TIME_FREE_S needs A_FORCE true
 A_UTC = 1
 A_FORCE = 2
-SET_TIME_FREE_S = 900  # a set clock moves by at most this without the force flag
+SET_TIME_FREE_S = FREE_SHIFT_S  # 900: a set clock moves by at most this without the force flag (meter.clock)
 # -- end of set-time --
 COMMAND_MAX_PAYLOAD = 3072  # bytes of CBOR a head-end message may carry (a calendar)
 COMMAND_MAX_ITEMS = 512  # ... CBOR data items (keys, values, containers) in it
