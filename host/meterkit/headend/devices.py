@@ -128,7 +128,8 @@ class Devices:
         old = self._devs.get(device_id)
         if old is not None:
             d.link, d.link_at, d.matching, d.rows_from = old.link, old.link_at, old.matching, old.rows_from
-            d.clock_prev, d.clock_asked, d.clock_unset = old.clock_prev, old.clock_asked, old.clock_unset
+            d.clock_unset = old.clock_unset  # (clock_prev and clock_asked start afresh: a batch that failed and is
+            # stored again must be able to measure and ask again)
         if rec is not None:
             d.name, d.period, d.last_seen, d.counter = rec.name, rec.reporting_period_s, rec.last_seen, rec.last_counter
             d.seqs = Watermark(rec.ack_seq, rec.first_seq)

@@ -4,9 +4,9 @@ export`), from the store's read-outs.
 A meter's row: device id, name, when the concentrator last heard from it, its state, the import/export
 registers of its latest reading in kWh (exact: registers are whole Wh), frames stored, gaps back-filled,
 outages, and its clock: 'not set' (its newest frame says so), else its drift as the concentrator last measured
-it (its clock minus the concentrator's; headend/clocks.py), '-' before the first measurement. State: 'online'; 'offline' (the concentrator declared an outage that has not ended); 'stale' (no outage
-declared, but silent for more than 3 reporting periods: is the concentrator running?); 'never' (registered,
-never heard).
+it (its clock minus the concentrator's; headend/clocks.py), '-' before the first measurement. State: 'online';
+'offline' (the concentrator declared an outage that has not ended); 'stale' (no outage declared, but silent for
+more than 3 reporting periods: is the concentrator running?); 'never' (registered, never heard).
 """
 
 from __future__ import annotations

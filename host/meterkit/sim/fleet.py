@@ -229,8 +229,8 @@ class Fleet:
 
     def __init__(self, out_dir: Path, specs: list[MeterSpec], headend_key: Any, db_path: Path, *,
                  hours: float = 24.0, speed: float = 1440.0, start_unix: int = 1793491200,
-                 reading_s: int = 60, offline_after: float = 15, clock_drift_max_s: float | None = 300.0,
-                 clock_jitter_s: float = 60.0):
+                 reading_s: int = 60, offline_after: float = 15, clock_drift_max_s: float | None = None,
+                 clock_jitter_s: float = 2.0):
         self.out = Path(out_dir)
         self.specs = specs
         self.headend_key = headend_key
@@ -242,8 +242,9 @@ class Fleet:
         # Silent for 15 reporting periods (15 min) = offline. At 1440x that is 0.6 s of real time: a tighter
         # threshold would see CPU scheduling jitter on a small machine as outages.
         self.offline_after = offline_after
-        # Meters run up to two virtual minutes ahead of the fleet clock (sim/run.py, FLEET_SLACK_S), and 50 ms
-        # of real time are over a virtual minute at 1440x: the concentrator's clock keeping is set to match.
+        # The concentrator sets unset clocks, but by default leaves drift alone here: receive times on the fleet
+        # clock step by ~18 virtual seconds (it follows the meters' @@T lines) and meters run up to two minutes
+        # ahead of it (sim/run.py, FLEET_SLACK_S), too coarse to tell prompt frames from an outbox burst.
         self.clock_settings = {"clock_drift_max_s": clock_drift_max_s, "clock_jitter_s": clock_jitter_s}
         self.meters: list[FleetMeter] = []
         self.clock = FleetClock(start_unix, speed, start_unix + hours * 3600)
