@@ -75,10 +75,11 @@ def set_rtc(t):
     """The RTC reads UTC second t (Unix) from now on. It keeps counting across a soft reset and deep sleep; a
     power-up starts it at 2000-01-01 (meter.clock.clock_valid)."""
     import machine
-    import time
 
-    tm = time.gmtime(t - EPOCH_2000_OFFSET)  # the ESP32 counts from 2000
-    machine.RTC().datetime((tm[0], tm[1], tm[2], tm[6] + 1, tm[3], tm[4], tm[5], 0))
+    from meter.civil import time_tuple
+
+    tm = time_tuple(t - EPOCH_2000_OFFSET)  # (not time.gmtime: its epoch depends on the port)
+    machine.RTC().datetime((tm[0], tm[1], tm[2], tm[6] + 1, tm[3], tm[4], tm[5], 0))  # weekday 1..7, subseconds
 
 
 def ntp_source(host):
