@@ -9,6 +9,8 @@
 #   sleep_ms     blocking millisecond sleep that lets the core idle (FreeRTOS ticks); None: busy-wait only
 #   time         UTC seconds since 1970 (the ESP32's own epoch is 2000; converted here, once)
 #   time_us      UTC microseconds since 1970, from the same clock: where a boundary instant falls in ticks
+#   set_time     set_time(t): the clock reads UTC second t from now on (the RTC on a board), or None
+#   ntp_time     ntp_time() -> UTC seconds from the network, or None (no answer); None on a board without Wi-Fi
 #   relay        an object with on() / off() / value()
 #   flash_dir    a directory for persistent state
 #   watchdog     arm() / feed() / relax(): machine.WDT from the board profile (sim.hardware: SimWatchdog)
@@ -40,6 +42,8 @@ class Hardware:
         self.time = time
         self.time_us = time_us
         self.reset_cause = None  # why the board last restarted, when it was not a power-up: e.g. "watchdog"
+        self.set_time = None  # the time sources (see above): set by open_hardware / sim.hardware
+        self.ntp_time = None
         self.relay = relay
         self.flash_dir = ensure_dir(flash_dir)
         self.sim = sim  # the simulator's handles (clock, chip, scenario) when sim.hardware built it
@@ -81,6 +85,10 @@ def open_hardware(board, flash_dir=None):
                   flash_dir or board["flash_dir"], sleep_ms=time.sleep_ms, watchdog=BoardWatchdog(board),
                   random_bytes=radio_random)
     hw.reset_cause = {machine.WDT_RESET: "watchdog", machine.SOFT_RESET: None}.get(machine.reset_cause())
+    hw.set_time = set_rtc
+    link = board.get("link")
+    if link is not None and link.get("kind") == "wifi-tcp":
+        hw.ntp_time = ntp_source(link.get("ntp") or "pool.ntp.org")
     return hw
 
 
@@ -136,6 +144,35 @@ def radio_random(n):
     finally:
         if not was_on:
             wlan.active(False)
+def set_rtc(t):
+    """The RTC reads UTC second t (Unix) from now on. It keeps counting across a soft reset and deep sleep; a
+    power-up starts it at 2000-01-01 (meter.clock.clock_valid)."""
+    import machine
+
+    from meter.civil import time_tuple
+
+    tm = time_tuple(t - EPOCH_2000_OFFSET)  # (not time.gmtime: its epoch depends on the port)
+    machine.RTC().datetime((tm[0], tm[1], tm[2], tm[6] + 1, tm[3], tm[4], tm[5], 0))  # weekday 1..7, subseconds
+
+
+def ntp_source(host):
+    """ntp_time() for a Wi-Fi board: UTC seconds from `host` (micropython-lib's ntptime, frozen into the
+    ESP32 port), or None while Wi-Fi is down or no answer came. It blocks for the DNS lookup and up to a
+    second for the answer: the meter asks every few hours (meter.app), and counts the cycles it missed."""
+    def ntp_time():
+        import network
+
+        if not network.WLAN(network.STA_IF).isconnected():
+            return None
+        try:
+            import ntptime
+
+            ntptime.host = host
+            return ntptime.time() + EPOCH_2000_OFFSET  # ntptime answers in the port's epoch: 2000 here
+        except Exception:  # noqa: BLE001 - a timeout, DNS, no ntptime: no time this round
+            return None
+
+    return ntp_time
 
 
 def open_transport(board, ticks_ms=None):

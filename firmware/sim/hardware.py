@@ -3,8 +3,8 @@
 # Never deployed to a board: a firmware image freezes the `meter` package, never `sim`.
 import os
 
-from meter.board import watchdog_settings
-from meter.clock import ticks_diff
+from meter.board import BoardError, watchdog_settings
+from meter.clock import EPOCH_2000_OFFSET, ticks_diff
 from meter.hal import Hardware
 from sim import scenarios
 from sim.i2c import SimI2C
@@ -102,15 +102,18 @@ class SimHandles:
 
 def open_sim(board, flash_dir=None, overrides=None):
     """The Hardware of a unix-sim board profile (its 'sim' section, with `overrides` applied): scenario, seed,
-    start_unix_s, osc_ppm, absent (no chip on the bus), and for the CPU-duty measurement (docs/performance.md)
-    pace (sleeps take real time: sleep_us spins, sleep_ms sleeps, both divided by this speed-up) and busy_wait
-    (no sleep_ms: every wait busy, as before the driver slept), and watchdog_reset (a tripped watchdog raises
-    WatchdogReset, as sim/run.py wants)."""
+    start_unix_s (the true time), osc_ppm, absent (no chip on the bus); the clock's: rtc ("set", the default,
+    or "unset": it starts at 2000-01-01 like an ESP32's after power-up), rtc_offset_s (a set clock this far off
+    the true time), ntp (true: a time server answers the true time, as on Wi-Fi); for the CPU-duty measurement
+    (docs/performance.md) pace (sleeps take real time: sleep_us spins, sleep_ms sleeps, both divided by this
+    speed-up) and busy_wait (no sleep_ms: every wait busy, as before the driver slept); and watchdog_reset (a
+    tripped watchdog raises WatchdogReset, as sim/run.py wants)."""
     cfg = dict(board["sim"])
     cfg.update(overrides or {})
     start = cfg.get("start_unix_s", DEFAULT_START_UNIX_S)
     pace = cfg.get("pace")
-    clock = PacedClock(pace, start_unix_s=start) if pace else VirtualClock(start_unix_s=start)
+    kw = {"start_unix_s": start, "rtc_unix_s": _rtc_start(cfg, start)}
+    clock = PacedClock(pace, **kw) if pace else VirtualClock(**kw)
     # The sun follows the simulated clock (UTC time of day); other scenarios ignore it.
     scenario = scenarios.make(cfg.get("scenario", "constant"), seed=cfg.get("seed", 1), tod_s=start % 86400)
     ina = board["ina219"]
@@ -125,4 +128,23 @@ def open_sim(board, flash_dir=None, overrides=None):
                   watchdog=SimWatchdog(clock, watchdog_settings(board), flash, reset=cfg.get("watchdog_reset")),
                   random_bytes=cfg.get("random_bytes") or os.urandom)
     hw.reset_cause = _take_reset_cause(hw.flash_dir)
+    hw.set_time = clock.set_time
+    if cfg.get("ntp"):
+        hw.ntp_time = clock.world_time
     return hw
+
+
+def _rtc_start(cfg, start):
+    """What the simulated RTC reads at power-up (None: the true time); BoardError for bad clock options."""
+    rtc, offset, ntp = cfg.get("rtc", "set"), cfg.get("rtc_offset_s", 0), cfg.get("ntp", False)
+    if rtc not in ("set", "unset"):
+        raise BoardError("sim.rtc must be \"set\" or \"unset\", not %r" % (rtc,))
+    if not isinstance(offset, int) or isinstance(offset, bool):
+        raise BoardError("sim.rtc_offset_s must be whole seconds, not %r" % (offset,))
+    if ntp is not True and ntp is not False:
+        raise BoardError("sim.ntp must be true or false, not %r" % (ntp,))
+    if rtc == "unset":
+        if offset:
+            raise BoardError("sim.rtc_offset_s is for a set clock: an unset one starts at 2000-01-01")
+        return EPOCH_2000_OFFSET
+    return start + offset if offset else None

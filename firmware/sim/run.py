@@ -13,6 +13,7 @@
 #                            board when D exceeds its timeout; the run then ends as a restart, exit status 3)
 #       [--pace S]          (sleeps take real time / S, spent as an ESP32 would: the CPU-duty measurement)
 #       [--busy-wait]       (the driver without sleep_ms: every wait busy, as before; for that measurement)
+#       [--rtc unset] [--rtc-offset S] [--ntp]  (the board's clock: starts unset, or S seconds off; a time server)
 #       [--progress] [--trace] [--absent] [--log]
 #
 # --frames FILE writes every signed, framed message the meter sends (a COBS byte stream) to FILE.
@@ -35,7 +36,7 @@ def _args(argv):
     opts = {"board": "boards/unix-sim.json", "hours": "1", "flash": None, "scenario": None, "seed": None,
             "start": None, "frames": None, "reading-s": "60", "headend": None, "speed": None,
             "link": None, "drain-ms": "3000", "clock-file": None, "calendar": None, "billing-day": None,
-            "tariffs": None, "demand-period": None, "stall": None, "pace": None}
+            "tariffs": None, "demand-period": None, "stall": None, "pace": None, "rtc": None, "rtc-offset": None}
     flags = set()
     i = 0
     while i < len(argv):
@@ -82,6 +83,12 @@ def _sim_overrides(opts, flags):
         out["pace"] = float(opts["pace"])
     out["busy_wait"] = "busy-wait" in flags
     out["watchdog_reset"] = True  # a stalled loop ends the run as the board's watchdog would restart it
+    if opts["rtc"]:
+        out["rtc"] = opts["rtc"]
+    if opts["rtc-offset"]:
+        out["rtc_offset_s"] = int(opts["rtc-offset"])
+    if "ntp" in flags:
+        out["ntp"] = True
     return out
 
 
@@ -142,9 +149,10 @@ class Pacer:
             # never more than FLEET_SLACK_S ahead of the fleet clock (which follows the slowest meter), so
             # every meter and the head-end agree on the time within minutes
             self.batches += 1
+            # the simulated world's time, not the board's clock (which may be unset or off)
             if self.batches % 4 == 0:
-                print("@@T %d" % self.hw.time())
-            while self.hw.time() > self._fleet_time() + FLEET_SLACK_S:
+                print("@@T %d" % self.clock.world_time())
+            while self.clock.world_time() > self._fleet_time() + FLEET_SLACK_S:
                 for _ in range(10):
                     self._idle(m, 2)
         if self.speed:  # virtual time may run at most `speed` times real time
@@ -197,8 +205,8 @@ def _result(meter, hw, hours, restored, heap, wall_ms):
         "chip_resets": meter.sensor.resets, "overflows": meter.sensor.overflows,
         "flash_writes": meter.store.writes, "flash_bytes": meter.store.bytes_written,
         "events": meter.event_counts, "watchdog_longest_ms": hw.watchdog.longest_ms,
-        "busy_us": hw.sim.clock.busy_us, "idle_us": hw.sim.clock.idle_us,
-        "heap_peak": heap[1], "heap_after_gc": gc.mem_alloc(),
+        "busy_us": hw.sim.clock.busy_us, "idle_us": hw.sim.clock.idle_us, "clock_set": meter.boundaries.clock_ok,
+        "clock_off_s": hw.time() - hw.sim.clock.world_time(), "heap_peak": heap[1], "heap_after_gc": gc.mem_alloc(),
         "heap_before_meter": heap[0], "heap_total": gc.mem_alloc() + gc.mem_free(), "wall_ms": wall_ms,
     }
     if meter.reporter is not None:

@@ -221,3 +221,7 @@ def test_link_section_is_checked():
     assert "link.rx must be an integer" in str(raises(board.BoardError, board.validate_board, b))
     b["link"] = {"kind": "wifi-tcp", "host": "10.0.0.2", "port": 0, "ssid": "x", "password": ""}
     assert "link.port is out of range" in str(raises(board.BoardError, board.validate_board, b))
+    b["link"] = {"kind": "wifi-tcp", "host": "10.0.0.2", "port": 4840, "ssid": "x", "password": "", "ntp": 123}
+    assert "link.ntp must be a host name" in str(raises(board.BoardError, board.validate_board, b))
+    b["link"]["ntp"] = "192.168.1.1"
+    eq(board.validate_board(b)["link"]["ntp"], "192.168.1.1", "an NTP server of its own")
