@@ -37,6 +37,7 @@ MODES = ("mpy", "frozen")
 BUDGET_KIB = {"mpy": 0, "frozen": 0}
 START_UNIX = 1793481300  # 2026-10-31 20:15 UTC: the night calendar's 22:00 CET switch falls 45 min in
 NIGHT_CALENDAR = "examples/tariffs/night-2rate.calendar.json"
+HEAPSTATS = "mp32: heapstats "
 
 
 @dataclass
@@ -78,14 +79,17 @@ def provision(where: Path) -> Provisioned:
     return Provisioned(where, bytes.fromhex(ident["device_id"]), bytes.fromhex(ident["public_key"]), key)
 
 
-def meter_command(mode: str, heap_kib: int, args: list[str]) -> tuple[list[str], dict]:
+def meter_command(mode: str, heap_kib: int, args: list[str], heapstats: int = 0) -> tuple[list[str], dict]:
     """The 32-bit interpreter running `sim.run args` in a heap of heap_kib KiB; the simulator's code is frozen
-    in both modes, the meter's only in 'frozen'."""
+    in both modes, the meter's only in 'frozen'. heapstats=N: collect every N bytes allocated and report the
+    live peak (the largest heap in use after a collection)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     x86 = compiled_firmware("x86")
     frozen = [x86 / "sim"] + ([x86 / "meter"] if mode == "frozen" else [])
     cmd = [str(mp32.ensure()), "-X", f"heapsize={heap_kib}K"]
+    if heapstats:
+        cmd += ["-X", f"heapstats={heapstats}"]
     for d in frozen:
         cmd += ["-X", f"freeze={d}"]
     env = dict(os.environ, MICROPYPATH=f".frozen:{x86}")
@@ -95,9 +99,10 @@ def meter_command(mode: str, heap_kib: int, args: list[str]) -> tuple[list[str],
 class _Run:
     """One run of the workload against a concentrator on loopback (a fresh database and a copy of the flash)."""
 
-    def __init__(self, prov: Provisioned, mode: str, heap_kib: int, work: Workload, tmp: Path):
+    def __init__(self, prov: Provisioned, mode: str, heap_kib: int, work: Workload, tmp: Path, heapstats: int = 0):
         self.prov, self.mode, self.heap_kib, self.work, self.tmp = prov, mode, heap_kib, work, tmp
-        self.vtime: float | None = None
+        self.heapstats = heapstats
+        self.vtime: float | None = float(work.start_unix)  # where the meter starts: the clock waits for it
         self.queued: list[int] = []
 
     async def setup(self) -> None:
@@ -146,7 +151,7 @@ class _Run:
         os.replace(tmp, self.tmp / "clock")
 
     async def run(self, timeout_s: float) -> RunResult:
-        cmd, env = meter_command(self.mode, self.heap_kib, self._args())
+        cmd, env = meter_command(self.mode, self.heap_kib, self._args(), self.heapstats)
         self._publish_clock()
         proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
                                                     stderr=asyncio.subprocess.PIPE, env=env, cwd=str(repo_root()))
@@ -187,6 +192,9 @@ class _Run:
         if rc != 0 or result is None:
             last = (err.strip().splitlines() or [f"exit code {rc}"])[-1]
             return RunResult(False, f"exit code {rc}: {last}")
+        for line in err.splitlines():
+            if line.startswith(HEAPSTATS):
+                result.update((k, int(v)) for k, v in (kv.split("=") for kv in line[len(HEAPSTATS):].split()))
         link = result.get("link", {})
         internal = result["events"].get(str(events.INTERNAL), 0)
         answers = [(q.state, q.result) for q in self.store.queued_commands(ids=self.queued)]
@@ -206,11 +214,13 @@ class _Run:
         self.store.close()
 
 
-def run_once(prov: Provisioned, mode: str, heap_kib: int, work: Workload, timeout_s: float = 600) -> RunResult:
-    """One run of the workload in a heap of heap_kib KiB (mode 'mpy' or 'frozen')."""
+def run_once(prov: Provisioned, mode: str, heap_kib: int, work: Workload, timeout_s: float = 600,
+             heapstats: int = 0) -> RunResult:
+    """One run of the workload in a heap of heap_kib KiB (mode 'mpy' or 'frozen'); with heapstats, its
+    result has live_peak and collections (see meter_command)."""
     async def go() -> RunResult:
         with tempfile.TemporaryDirectory(prefix="meterkit-heap-") as tmp:
-            r = _Run(prov, mode, heap_kib, work, Path(tmp))
+            r = _Run(prov, mode, heap_kib, work, Path(tmp), heapstats)
             await r.setup()
             try:
                 return await r.run(timeout_s)
@@ -291,9 +301,42 @@ def import_heap() -> dict:
     return out
 
 
+def breakdown(prov: Provisioned) -> list[list]:
+    """[[step, bytes], ...]: what the linked meter keeps on the heap, step by step (firmware/sim/bench_heap.py,
+    everything frozen)."""
+    import subprocess
+
+    with tempfile.TemporaryDirectory(prefix="meterkit-heap-") as tmp:
+        shutil.copytree(prov.flash, Path(tmp) / "flash")
+        cmd, env = meter_command("frozen", 1024, [])
+        script = repo_root() / "firmware" / "sim" / "bench_heap.py"
+        cmd = cmd[:cmd.index("-m")] + [str(script), str(boards_dir() / "unix-sim.json"), str(Path(tmp) / "flash")]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True, cwd=tmp)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _edges(provs: list[Provisioned], mode: str, probe: Workload, confirm: Workload, say) -> dict:
+    out: dict = {}
+    edges = []
+    for i, prov in enumerate(provs):
+        say(f"heap ({mode}), key {i + 1}/{len(provs)} ...")
+        edges.append(smallest_kib(prov, mode, probe, log=say))
+    out[f"heap_{mode}_kib"] = edges[0]
+    out[f"heap_{mode}_kib_by_key"] = edges
+    if edges[0] is not None:
+        r = run_once(provs[0], mode, edges[0], confirm, timeout_s=1800)
+        out[f"heap_{mode}_confirmed"] = r.ok
+        out[f"heap_{mode}_confirm_why"] = r.why
+        # the live peak: the most in use after any collection, one every 4 KiB allocated (no cap to speak of)
+        r = run_once(provs[0], mode, 1024, probe, heapstats=4096)
+        out[f"heap_{mode}_live_peak_bytes"] = r.result.get("live_peak")
+        out[f"heap_{mode}_resident_bytes"] = r.result.get("heap_after_gc")
+    return out
+
+
 def heap_figures(quick: bool = False, keys: int | None = None, log: Callable[[str], None] | None = None) -> dict:
     """Both figures with one key (binary search on short runs, confirmed by a long run at the edge), then the
-    edge for further keys (the device key is random: measured spread)."""
+    edge for further keys (the device key is random: measured spread); the live peaks; where the heap goes."""
     say = log or (lambda m: None)
     probe = Workload(hours=1.0)
     confirm = Workload(hours=3.0 if quick else 24.0)
@@ -302,16 +345,8 @@ def heap_figures(quick: bool = False, keys: int | None = None, log: Callable[[st
     with tempfile.TemporaryDirectory(prefix="meterkit-heap-keys-") as tmp:
         provs = [provision(Path(tmp) / f"key{i}") for i in range(n_keys)]
         for mode in MODES:
-            edges = []
-            for i, prov in enumerate(provs):
-                say(f"heap ({mode}), key {i + 1}/{n_keys} ...")
-                edges.append(smallest_kib(prov, mode, probe, log=say))
-            out[f"heap_{mode}_kib"] = edges[0]
-            out[f"heap_{mode}_kib_by_key"] = edges
-            if edges[0] is not None:
-                r = run_once(provs[0], mode, edges[0], confirm, timeout_s=1800)
-                out[f"heap_{mode}_confirmed"] = r.ok
-                out[f"heap_{mode}_confirm_why"] = r.why
+            out.update(_edges(provs, mode, probe, confirm, say))
+        out["heap_breakdown"] = breakdown(provs[0])
     out["heap_simulator_share_bytes"] = simulator_share()
     out.update(import_heap())
     return out
@@ -325,7 +360,8 @@ def format_heap(f: dict) -> str:
         kib = f.get(f"heap_{mode}_kib")
         conf = "confirmed" if f.get(f"heap_{mode}_confirmed") else f"NOT confirmed: {f.get(f'heap_{mode}_confirm_why')}"
         by_key = ", ".join(str(k) for k in f.get(f"heap_{mode}_kib_by_key", []))
-        lines.append(f"  {what:<28} {kib} KiB ({conf}); by key: {by_key}; budget {BUDGET_KIB[mode]} KiB")
+        lines.append(f"  {what:<28} {kib} KiB ({conf}); by key: {by_key}; budget {BUDGET_KIB[mode]} KiB; "
+                     f"live peak {f.get(f'heap_{mode}_live_peak_bytes', 0) / 1024:.1f} KiB")
     lines.append(f"  importing the meter's modules: {f['heap_import_mpy_bytes'] / 1024:.1f} KiB from .mpy, "
                  f"{f['heap_import_frozen_bytes'] / 1024:.1f} KiB frozen (code region "
                  f"{f['heap_frozen_code_region_bytes'] / 1024:.1f} KiB)")
