@@ -41,6 +41,7 @@
 #   bignums can cost several microseconds in allocation, more than the arithmetic it wraps.
 
 import hashlib
+from array import array
 
 try:
     import os
@@ -234,21 +235,24 @@ def _comb_columns(k):
 
 
 def _naf(k, w=NAF_W):
-    """Width-w NAF digits of k >= 0, least significant first (odd digits in (-2^(w-1), 2^(w-1)))."""
-    out = []
+    """Width-w NAF digits of k >= 0, least significant first (odd digits in (-2^(w-1), 2^(w-1))), in an
+    array('b') with at most 4 zero digits on top: one allocation of about as many bytes as k has bits. A list
+    grown digit by digit ended in a 2 KiB block: in a fragmented heap (a board without PSRAM) the allocation
+    that failed first when a command was verified (docs/performance.md, "Heap on a board")."""
+    out = array("b", bytes(4 * len("%x" % k) + 1))  # >= k's bits + 1 (a carry out of the top): zeros above
     full = 1 << w
     half = full >> 1
     mask = full - 1
+    i = 0
     while k:
         if k & 1:
             d = k & mask
             if d >= half:
                 d -= full
             k -= d
-        else:
-            d = 0
-        out.append(d)
+            out[i] = d
         k >>= 1
+        i += 1
     return out
 
 
