@@ -261,7 +261,7 @@ def smallest_kib(prov: Provisioned, mode: str, work: Workload, lo: int = 16, hi:
 _SHARE_SNIPPET = """
 import gc
 gc.collect(); a = gc.mem_alloc()
-import meter.app, meter.board
+import meter.app, meter.board, meter.hal  # hal: a board imports it too
 gc.collect(); b = gc.mem_alloc()
 import sim.run, sim.hardware, sim.transports
 from meter.board import load_board
