@@ -86,18 +86,8 @@ def cobs_encode(data):
 
 def _cobs_decode(body, n):
     # body: bytes-like without 0x00 (checked by the caller), n = len(body) > 0
-    out = bytearray()
-    i = 0
-    while i < n:
-        code = body[i]
-        j = i + code
-        if j > n:
-            raise BadCOBS("COBS block at %d runs %d bytes past the end" % (i, j - n))
-        out.extend(body[i + 1:j])
-        i = j
-        if code != 0xFF and i < n:
-            out.append(0)
-    return out
+    out = bytearray(body)
+    return out[:_cobs_unstuff(out, n)]  # MicroPython's bytearray cannot delete a slice
 
 
 def _cobs_unstuff(buf, n):

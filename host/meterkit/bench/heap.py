@@ -178,17 +178,10 @@ class _Run:
         return self._judge(proc.returncode, result, err)
 
     async def _read(self, proc) -> tuple[dict | None, str]:
-        err_task = asyncio.create_task(proc.stderr.read())
-        result = None
-        async for raw in proc.stdout:
-            line = raw.decode()
-            if line.startswith("@@T "):
-                self.vtime = float(line[4:])
-            elif line.startswith("@@RESULT "):
-                result = json.loads(line[len("@@RESULT "):])
-        await proc.wait()
-        self.vtime = None
-        return result, (await err_task).decode()
+        from meterkit.sim.fleet import follow_sim
+
+        result, err = await follow_sim(proc, lambda t: setattr(self, "vtime", t))
+        return result, err.decode()
 
     def _judge(self, rc: int, result: dict | None, err: str) -> RunResult:
         if rc != 0 or result is None:
