@@ -364,6 +364,9 @@ def format_heap(f: dict) -> str:
         by_key = ", ".join(str(k) for k in f.get(f"heap_{mode}_kib_by_key", []))
         lines.append(f"  {what:<28} {kib} KiB ({conf}); by key: {by_key}; budget {BUDGET_KIB[mode]} KiB; "
                      f"live peak {f.get(f'heap_{mode}_live_peak_bytes', 0) / 1024:.1f} KiB")
+    lines.append("  (needs: the smallest -X heapsize in which the workload passes against a real concentrator; "
+                 "frozen: the meter's .mpy in mp32's code region, -X freeze, off the heap as a firmware image keeps "
+                 "it in flash; docs/performance.md, \"Heap on a board\")")
     lines.append(f"  importing the meter's modules: {f['heap_import_mpy_bytes'] / 1024:.1f} KiB from .mpy, "
                  f"{f['heap_import_frozen_bytes'] / 1024:.1f} KiB frozen (code region "
                  f"{f['heap_frozen_code_region_bytes'] / 1024:.1f} KiB)")
