@@ -17,6 +17,8 @@
 # the signer produced, up to ECDSA's own malleability: (r, n - s) verifies as well as (r, s). Deduplicate
 # and detect replays by the sequence number/counter inside the payload, never by a hash of the frame.
 
+import hashlib
+
 from meter import cbor, p256
 
 TAG_SIGN1 = 18
@@ -131,6 +133,19 @@ def sig_structure(protected, payload, aad=b""):
     return buf
 
 
+def _sig_digest(protected, payload, aad):
+    # SHA-256 of sig_structure(protected, payload, aad) with the payload hashed where it lies: a command's
+    # payload (up to 3 KB: a TOU calendar) is not copied into a Sig_structure on a board's small heap
+    head = bytearray(b"\x84")
+    cbor.encode_into(head, "Signature1")
+    cbor.encode_into(head, protected)
+    cbor.encode_into(head, aad)
+    head.extend(bstr_head(len(payload)))
+    h = hashlib.sha256(head)
+    h.update(payload)
+    return h.digest()
+
+
 def sign1(d, kid, payload, aad=b""):
     """COSE_Sign1 frame over payload (bytes), signed with private key d (32 bytes), labelled with kid."""
     if not isinstance(kid, (bytes, bytearray)) or not isinstance(payload, (bytes, bytearray)):
@@ -195,6 +210,6 @@ def verify1(frame, lookup_pub_by_kid, aad=b"", max_len=cbor.MAX_LEN):
         raise _error(UnknownKid, "unknown kid %s" % _hex(kid), kid=kid)
     if len(signature) != 64:
         raise _error(BadSignature, "signature is %d bytes, want 64" % len(signature), kid=kid)
-    if not p256.verify(pub, sig_structure(protected, payload, aad), signature):
+    if not p256.verify_digest(pub, _sig_digest(protected, payload, aad), signature):
         raise _error(BadSignature, "signature does not verify for kid %s" % _hex(kid), kid=kid)
     return kid, payload

@@ -86,18 +86,28 @@ def cobs_encode(data):
 
 def _cobs_decode(body, n):
     # body: bytes-like without 0x00 (checked by the caller), n = len(body) > 0
-    out = bytearray()
+    out = bytearray(body)
+    return out[:_cobs_unstuff(out, n)]  # MicroPython's bytearray cannot delete a slice
+
+
+def _cobs_unstuff(buf, n):
+    # COBS-decode buf[:n] (a bytearray without 0x00) in place and return the decoded length: a block never
+    # decodes to more bytes than it takes, so the output never overtakes the input. The deframer decodes in its
+    # own buffer: a 3 KB command costs no growing bytearray (docs/performance.md, "Heap on a board").
     i = 0
+    o = 0
     while i < n:
-        code = body[i]
+        code = buf[i]
         j = i + code
         if j > n:
             raise BadCOBS("COBS block at %d runs %d bytes past the end" % (i, j - n))
-        out.extend(body[i + 1:j])
+        buf[o:o + code - 1] = buf[i + 1:j]  # a copy of at most 254 bytes, then moved down
+        o += code - 1
         i = j
         if code != 0xFF and i < n:
-            out.append(0)
-    return out
+            buf[o] = 0
+            o += 1
+    return o
 
 
 def cobs_decode(body):
@@ -141,7 +151,7 @@ def _check(data, max_frame):
     got = crc32(memoryview(data)[:m])
     if got != want:
         raise BadCRC("CRC-32 %08x, trailer says %08x" % (got, want))
-    return bytes(data[:m])
+    return bytes(memoryview(data)[:m])  # one copy: the message alone
 
 
 def decode_frame(body, max_frame=MAX_FRAME):
@@ -247,7 +257,7 @@ class Deframer:
         n = self._n
         self._n = 0
         try:
-            msg = _check(_cobs_decode(memoryview(self._buf)[:n], n), self.max_frame)
+            msg = _check(memoryview(self._buf)[:_cobs_unstuff(self._buf, n)], self.max_frame)
         except BadCOBS:
             self.bad_cobs += 1
         except BadCRC:

@@ -6,7 +6,7 @@
 #
 #   generate_key(urandom=None -> os.urandom) -> (d, pub)      public_key(d) -> pub
 #   sign(d, msg) -> sig                                       verify(pub, msg, sig) -> bool (never raises)
-#   sign_digest(d, h32) / verify_digest(pub, h32, sig)        precompute() -> table bytes
+#   sign_digest(d, h32) / verify_digest(pub, h32, sig)        precompute() -> table bytes   build_table()
 #
 # Side channels: MicroPython integers are variable-length bignums, so every multiplication, reduction and
 # branch here takes data-dependent time. Nothing in this module is constant time and it must not be sold as
@@ -15,7 +15,7 @@
 #
 # Speed on the Unix port (x86-64), medians from `micropython firmware/sim/bench_crypto.py`: sign 0.9 ms,
 # verify 4.1 ms, keygen 0.8 ms, comb table build 11.6 ms (once). The ESP32 is one to two orders of magnitude
-# slower (16-bit bignum digits, 240 MHz): call precompute() at boot, while the heap is still unfragmented.
+# slower (16-bit bignum digits, 240 MHz).
 #
 # Arithmetic:
 # - Field elements are Python ints reduced with `%` by the special prime p = 2^256 - 2^224 + 2^192 + 2^96 - 1.
@@ -26,9 +26,11 @@
 #   cheaper doubling (alpha = 3 (X - Z^2)(X + Z^2)).
 # - Points are Jacobian (X, Y, Z) = affine (X/Z^2, Y/Z^3); infinity has Z == 0.
 # - k*G (signing, key generation) uses a fixed-base comb: 8 teeth 32 bits apart, table of the 255 non-empty
-#   subset sums of {2^(32i) G}, stored as affine x||y in one bytearray (255 * 64 = 16320 bytes). One scalar
-#   multiplication is 32 doublings + at most 32 mixed additions. The table is built lazily on first use
-#   (`precompute()` forces it) with at most 16 Jacobian points alive besides it.
+#   subset sums of {2^(32i) G}, stored as affine x||y (255 * 64 = 16320 bytes). One scalar multiplication is
+#   32 doublings + at most 32 mixed additions. The table is a constant, meter/p256_table.py, imported on
+#   first use (`precompute()` forces it): frozen into a firmware image it stays in flash and costs no heap
+#   (docs/performance.md, "Heap on a board"); loaded from .mpy it is one 16 KB bytes object. build_table()
+#   computes it (tests check that the two agree) with at most 16 Jacobian points alive besides it.
 # - u1*G + u2*Q (verification) is one joint double-and-add pass (Shamir's trick): u2 in width-5 NAF over the
 #   odd multiples Q, 3Q, ..., 15Q, and u1 by the same comb table, whose 32 columns land on the last 32
 #   doublings. The result is compared projectively (X == r * Z^2), so verification needs no field inversion;
@@ -39,6 +41,7 @@
 #   bignums can cost several microseconds in allocation, more than the arithmetic it wraps.
 
 import hashlib
+from array import array
 
 try:
     import os
@@ -62,7 +65,7 @@ COMB_SPACING = 32  # COMB_TEETH * COMB_SPACING == 256
 TABLE_BYTES = ((1 << COMB_TEETH) - 1) * 64
 NAF_W = 5  # width of the NAF for the variable point in verify: odd multiples 1..15
 
-_table = None  # bytearray of affine points, entry c (1..255) at offset (c - 1) * 64
+_table = None  # the comb table (bytes): affine points, entry c (1..255) at offset (c - 1) * 64
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -152,16 +155,23 @@ def _on_curve(x, y, P=_P):
 
 
 def precompute():
-    """Build the comb table for G now (otherwise on first use). Returns its size in bytes.
-
-    Memory-lean for the ESP32: entries are made level by level (level h holds the entries whose highest
-    tooth is h: T[c] = T[c - 2^h] + 2^(32 h) G, from affine entries already in the table) and normalised in
-    batches of _BATCH with one inversion per batch (Montgomery's trick), so at most _BATCH Jacobian points
-    are alive at a time besides the table itself.
-    """
+    """Make the comb table ready now (otherwise on first use): meter/p256_table.py. Returns its size in bytes."""
     global _table
-    if _table is not None:
-        return len(_table)
+    if _table is None:
+        from meter.p256_table import TABLE
+
+        _table = TABLE
+    return len(_table)
+
+
+def build_table():
+    """The comb table for G, computed (what meter/p256_table.py holds).
+
+    Memory-lean: entries are made level by level (level h holds the entries whose highest tooth is h:
+    T[c] = T[c - 2^h] + 2^(32 h) G, from affine entries already in the table) and normalised in batches of
+    _BATCH with one inversion per batch (Montgomery's trick), so at most _BATCH Jacobian points are alive at a
+    time besides the table itself.
+    """
     table = bytearray(TABLE_BYTES)
     X, Y, Z = _GX, _GY, 1
     for h in range(COMB_TEETH):
@@ -183,8 +193,7 @@ def precompute():
                                     bx, by, 1))
             _store_affine(table, c, jac)
             c = stop
-    _table = table
-    return len(table)
+    return table
 
 
 _BATCH = 16
@@ -226,21 +235,24 @@ def _comb_columns(k):
 
 
 def _naf(k, w=NAF_W):
-    """Width-w NAF digits of k >= 0, least significant first (odd digits in (-2^(w-1), 2^(w-1)))."""
-    out = []
+    """Width-w NAF digits of k >= 0, least significant first (odd digits in (-2^(w-1), 2^(w-1))), in an
+    array('b') with at most 4 zero digits on top: one allocation of about as many bytes as k has bits. A list
+    grown digit by digit ended in a 2 KiB block: in a fragmented heap (a board without PSRAM) the allocation
+    that failed first when a command was verified (docs/performance.md, "Heap on a board")."""
+    out = array("b", bytes(4 * len("%x" % k) + 1))  # >= k's bits + 1 (a carry out of the top): zeros above
     full = 1 << w
     half = full >> 1
     mask = full - 1
+    i = 0
     while k:
         if k & 1:
             d = k & mask
             if d >= half:
                 d -= full
             k -= d
-        else:
-            d = 0
-        out.append(d)
+            out[i] = d
         k >>= 1
+        i += 1
     return out
 
 

@@ -176,7 +176,20 @@ def run_bench(quick: bool = False, log: Callable[[str], None] | None = None) -> 
     figures["heap_after_import_bytes"] = heap_after_import()
     say("smallest heap for a 24 h sim (binary search) ...")
     figures.update(smallest_heap_kib(0.25 if quick else 1.0, 1.0 if quick else 24.0))
+    figures.update(board_heap_figures(quick, say))
     return figures
+
+
+def board_heap_figures(quick: bool, say: Callable[[str], None]) -> dict:
+    """The linked, signing meter's heap in the 32-bit interpreter, from .mpy and frozen (meterkit.bench.heap)."""
+    from meterkit.bench.heap import heap_figures
+    from meterkit.device import mp32
+
+    say("heap on a board: the linked, signing meter in the 32-bit interpreter, from .mpy and frozen ...")
+    try:
+        return heap_figures(quick, log=say)
+    except mp32.Unavailable as e:
+        return {"heap_board_note": f"not measured: {e}"}
 
 
 def format_bench(f: dict) -> str:
@@ -215,4 +228,10 @@ def format_bench(f: dict) -> str:
                      + (f" (confirmed with a {conf:g} h run)" if conf else " (NOT confirmed by the long run)"))
     else:
         lines.append(f"smallest heap: {f.get('note')}")
+    if "heap_board_note" in f:
+        lines.append(f"heap on a board: {f['heap_board_note']}")
+    elif "heap_mpy_kib" in f:
+        from meterkit.bench.heap import format_heap
+
+        lines.append(format_heap(f))
     return "\n".join(lines)

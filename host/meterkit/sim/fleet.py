@@ -57,6 +57,24 @@ class FleetClock:
         return (self() - self.start) / 3600
 
 
+async def follow_sim(proc: asyncio.subprocess.Process,
+                     on_time: Callable[[float | None], None]) -> tuple[dict | None, bytes]:
+    """Read a running `sim.run` to its end: each virtual time it reports (@@T) goes to on_time, None once it
+    has exited; returns its result (@@RESULT, or None) and its stderr."""
+    err_task = asyncio.create_task(proc.stderr.read())
+    result = None
+    async for raw in proc.stdout:
+        line = raw.decode()
+        if line.startswith("@@T "):
+            on_time(float(line[4:]))
+        elif line.startswith("@@RESULT "):
+            result = json.loads(line[len("@@RESULT "):])
+    await proc.wait()
+    err = await err_task
+    on_time(None)
+    return result, err
+
+
 def _raw_pty() -> tuple[int, str]:
     master, slave = os.openpty()
     tty.setraw(slave)  # no echo, no line discipline: a byte pipe like a USB serial port
@@ -342,17 +360,7 @@ class Fleet:
         m._reader = asyncio.create_task(self._collect(m, m.proc))
 
     async def _collect(self, m: FleetMeter, proc: asyncio.subprocess.Process) -> None:
-        err_task = asyncio.create_task(proc.stderr.read())
-        result = None
-        async for raw in proc.stdout:
-            line = raw.decode()
-            if line.startswith("@@T "):
-                m.vtime = float(line[4:])
-            elif line.startswith("@@RESULT "):
-                result = json.loads(line[len("@@RESULT "):])
-        await proc.wait()
-        err = await err_task
-        m.vtime = None  # not running: not followed
+        result, err = await follow_sim(proc, lambda t: setattr(m, "vtime", t))  # None at exit: not followed
         if result is not None:
             m.runs.append(result)
         elif proc.returncode not in (-signal.SIGKILL,):

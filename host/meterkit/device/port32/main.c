@@ -5,6 +5,10 @@
 //   micropython [-X heapsize=N[K|M]] -m MODULE [ARG...]  run a module as __main__
 //   micropython [-X heapsize=N[K|M]] -c CODE [ARG...]    run a string
 //
+// -X heapstats=N collects the garbage after every N bytes allocated and, at exit, prints the largest heap in use
+// after a collection (the live peak) to stderr: "mp32: heapstats live_peak=B collections=C heap=H".
+// -X freeze=DIR (repeatable) freezes the package DIR (its .mpy files) as a frozen image would: its code lives
+// outside the heap and import finds it through `.frozen` on sys.path (frozen.c).
 // MICROPYPATH (colon-separated) is the rest of sys.path. Exit status: SystemExit's code, 1 after an uncaught
 // exception (its traceback on stderr), 0 otherwise. The heap is one block of host memory, readable, writable
 // and executable: .mpy machine code and viper functions live on the GC heap, as they do on a board.
@@ -30,9 +34,17 @@
 
 #define DEFAULT_HEAP (1024 * 1024)  // the Unix port's default for a 32-bit build
 #define STACK_LIMIT (256 * 1024)    // the C stack that the core may use before it raises RuntimeError
+#define MAX_FREEZE 8
+
+static size_t heapstats_every;  // bytes between collections (-X heapstats=N); 0: off
+static size_t live_peak, collections;
+
+void mp32_freeze_load(const char *const *dirs, size_t n_dirs);
+void mp32_freeze_attach(void);
 
 static void usage(void) {
-    fprintf(stderr, "usage: micropython [-X heapsize=N[K|M]] (SCRIPT | -m MODULE | -c CODE) [ARG...]\n");
+    fprintf(stderr, "usage: micropython [-X heapsize=N[K|M]] [-X heapstats=N] [-X freeze=DIR]... "
+        "(SCRIPT | -m MODULE | -c CODE) [ARG...]\n");
     exit(2);
 }
 
@@ -137,16 +149,26 @@ int main(int argc, char **argv) {
     mp_cstack_init_with_top(&stack_top, STACK_LIMIT);
 
     size_t heap_size = DEFAULT_HEAP;
+    const char *freeze[MAX_FREEZE];
+    size_t n_freeze = 0;
     int a = 1;
     while (a + 1 < argc && strcmp(argv[a], "-X") == 0) {
-        if (strncmp(argv[a + 1], "heapsize=", 9) != 0) {
+        if (strncmp(argv[a + 1], "heapsize=", 9) == 0) {
+            heap_size = parse_size(argv[a + 1] + 9);
+        } else if (strncmp(argv[a + 1], "heapstats=", 10) == 0) {
+            heapstats_every = parse_size(argv[a + 1] + 10);
+        } else if (strncmp(argv[a + 1], "freeze=", 7) == 0 && argv[a + 1][7] != '\0' && n_freeze < MAX_FREEZE) {
+            freeze[n_freeze++] = argv[a + 1] + 7;
+        } else {
             usage();
         }
-        heap_size = parse_size(argv[a + 1] + 9);
         a += 2;
     }
     if (a >= argc) {
         usage();
+    }
+    if (n_freeze > 0) {
+        mp32_freeze_load(freeze, n_freeze);  // before the heap: the code goes to a region of its own
     }
     void *heap = mmap(NULL, heap_size, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (heap == MAP_FAILED) {
@@ -155,9 +177,17 @@ int main(int argc, char **argv) {
     }
     gc_init(heap, (char *)heap + heap_size);
     mp_init();
+    mp32_freeze_attach();
+    if (heapstats_every) {
+        MP_STATE_MEM(gc_alloc_threshold) = heapstats_every / MICROPY_BYTES_PER_GC_BLOCK;
+    }
     signal(SIGINT, sigint);
     signal(SIGPIPE, SIG_IGN);  // a write to a closed socket or pipe raises OSError(EPIPE) instead
     int status = run(argc, argv, a);
+    if (heapstats_every) {
+        fprintf(stderr, "mp32: heapstats live_peak=%u collections=%u heap=%u\n", (unsigned)live_peak,
+            (unsigned)collections, (unsigned)heap_size);
+    }
     mp_deinit();
     return status;
 }
@@ -171,4 +201,12 @@ void gc_collect(void) {
     gc_collect_start();
     gc_helper_collect_regs_and_stack();
     gc_collect_end();
+    if (heapstats_every) {
+        gc_info_t info;
+        gc_info(&info);
+        collections++;
+        if (info.used > live_peak) {
+            live_peak = info.used;
+        }
+    }
 }

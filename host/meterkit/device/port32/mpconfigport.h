@@ -35,6 +35,7 @@
 // Importing from the host's file system (.py and .mpy); the port provides mp_import_stat and open().
 #define MICROPY_READER_POSIX                (1)
 #define MICROPY_MODULE_OVERRIDE_MAIN_IMPORT (1)  // micropython -m pkg.mod
+#define MICROPY_MODULE_FROZEN_MPY           (1)  // -X freeze=DIR: frozen.c, the import path of a frozen image
 #define MICROPY_PY_SYS_PATH_ARGV_DEFAULTS   (0)  // main.c fills sys.path (MICROPYPATH) and sys.argv
 #define MICROPY_PY_SYS_PLATFORM             "mp32"
 #define MICROPY_HW_BOARD_NAME               "meterkit mp32 (32-bit core for tests)"
