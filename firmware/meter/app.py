@@ -254,14 +254,16 @@ class Meter:
         self.settle()
 
 
-def main(board_path):
-    """Run the meter on a board, forever: sample, keep registers, and report over the board's link."""
+def main(board):
+    """Run the meter on a board, forever: sample, keep registers, and report over the board's link. board: a
+    profile (validated by firmware/main.py) or the path of one."""
     import time
 
     from meter import hal
     from meter.board import load_board
 
-    board = load_board(board_path)
+    if isinstance(board, str):
+        board = load_board(board)
     hw = hal.open_hardware(board)
     transport = hal.open_transport(board, ticks_ms=time.ticks_ms)
     meter = Meter(hw, log=print, sink=(lambda seq, frame: None) if transport is not None else None)

@@ -38,7 +38,8 @@ class SimHandles:
 
 def open_sim(board, flash_dir=None, overrides=None):
     """The Hardware of a unix-sim board profile (its 'sim' section, with `overrides` applied): scenario, seed,
-    start_unix_s, osc_ppm, absent (no chip on the bus)."""
+    start_unix_s, osc_ppm, absent (no chip on the bus); for calibration, shunt_error_ppm (the real shunt is
+    that far off the profile's shunt_uohm) and offset_lsb (the chip's shunt offset, 10 uV counts)."""
     cfg = dict(board["sim"])
     cfg.update(overrides or {})
     start = cfg.get("start_unix_s", DEFAULT_START_UNIX_S)
@@ -46,7 +47,9 @@ def open_sim(board, flash_dir=None, overrides=None):
     # The sun follows the simulated clock (UTC time of day); other scenarios ignore it.
     scenario = scenarios.make(cfg.get("scenario", "constant"), seed=cfg.get("seed", 1), tod_s=start % 86400)
     ina = board["ina219"]
-    chip = INA219Model(clock, scenario, shunt_ohms=ina["shunt_uohm"] / 1000000, osc_ppm=cfg.get("osc_ppm", 0))
+    shunt_ohms = ina["shunt_uohm"] * (1000000 + cfg.get("shunt_error_ppm", 0)) / 1e12
+    chip = INA219Model(clock, scenario, shunt_ohms=shunt_ohms, osc_ppm=cfg.get("osc_ppm", 0),
+                       offset_lsb=cfg.get("offset_lsb", 0))
     bus = SimI2C(clock, freq=board["i2c"]["freq"])
     if not cfg.get("absent"):
         bus.add(ina["addr"], chip)
