@@ -39,13 +39,16 @@ class SimHandles:
 def open_sim(board, flash_dir=None, overrides=None):
     """The Hardware of a unix-sim board profile (its 'sim' section, with `overrides` applied): scenario, seed,
     start_unix_s, osc_ppm, absent (no chip on the bus); for calibration, shunt_error_ppm (the real shunt is
-    that far off the profile's shunt_uohm) and offset_lsb (the chip's shunt offset, 10 uV counts)."""
+    that far off the profile's shunt_uohm) and offset_lsb (the chip's shunt offset, 10 uV counts); with the
+    constant scenario, amps and volts set its load."""
     cfg = dict(board["sim"])
     cfg.update(overrides or {})
     start = cfg.get("start_unix_s", DEFAULT_START_UNIX_S)
     clock = VirtualClock(start_unix_s=start)
     # The sun follows the simulated clock (UTC time of day); other scenarios ignore it.
     scenario = scenarios.make(cfg.get("scenario", "constant"), seed=cfg.get("seed", 1), tod_s=start % 86400)
+    if "amps" in cfg and scenario.name == "constant":  # a load of its own (calibration points)
+        scenario = scenarios.Constant(cfg.get("seed", 1), volts=cfg.get("volts", 12.0), amps=cfg["amps"])
     ina = board["ina219"]
     shunt_ohms = ina["shunt_uohm"] * (1000000 + cfg.get("shunt_error_ppm", 0)) / 1e12
     chip = INA219Model(clock, scenario, shunt_ohms=shunt_ohms, osc_ppm=cfg.get("osc_ppm", 0),

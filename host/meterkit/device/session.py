@@ -161,7 +161,15 @@ class Session:
         return _exec(self.t, self.port, code)
 
     def eval(self, expression: str) -> object:
-        return ast.literal_eval(self.run(f"print(repr({expression}))").strip())
+        return self.eval_code(f"print(repr({expression}))")
+
+    def eval_code(self, code: str) -> object:
+        """Run code that prints a Python literal last; that value."""
+        lines = self.run(code).strip().splitlines()
+        try:
+            return ast.literal_eval(lines[-1])
+        except (IndexError, ValueError, SyntaxError):
+            raise DeviceError(f"the board on {self.port} answered {lines[-1:]!r}, not a value") from None
 
     def hashes(self, *paths: str) -> dict[str, str]:
         """SHA-256 (hex) of every file at or below each path, keyed 'path/relative' (missing paths: none)."""
