@@ -25,8 +25,8 @@ from meterkit.device import flash as F
 from meterkit.device import provision as PV
 from meterkit.device.deploy import deploy, load_profile
 from meterkit.device.session import DeviceError
-from meterkit.headend.handover import HandoverError, released
 from meterkit.device.toolchain import repo_root
+from meterkit.headend.handover import HandoverError, released
 from meterkit.sim.runner import write_public_pem
 from meterkit.wire.keys import KeyFileError, load_public, public_bytes
 
