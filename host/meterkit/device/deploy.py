@@ -148,10 +148,12 @@ def _fill(s: Session, target: str, here: str | None, files: dict[str, bytes], ha
     have = s.hashes(target, *([here] if here else []))
     in_target = {p[len(target) + 1:]: h for p, h in have.items() if p.startswith(target + "/")}
     in_running = {p[len(here) + 1:]: h for p, h in have.items() if here and p.startswith(here + "/")}
-    stale = sorted(rel for rel in in_target if rel not in files)
+    stale = sorted(rel for rel in in_target if rel not in files and rel != MANIFEST)
     dirs = sorted({f"{target}/{d}" for rel in files for d in _parents(rel)} | {target}, key=len)
-    s.run(_PREPARE % (dirs, [f"{target}/{rel}" for rel in stale + [MANIFEST] if rel in in_target]))
-    report.removed = [r for r in stale if r != MANIFEST]
+    # the slot's manifest goes first: a slot being filled never claims to be complete
+    gone = ([MANIFEST] if MANIFEST in in_target else []) + stale
+    s.run(_PREPARE % (dirs, [f"{target}/{rel}" for rel in gone]))
+    report.removed = stale
     for rel, data in sorted(files.items()):
         h = hashes[rel]
         if in_target.get(rel) == h:

@@ -14,7 +14,10 @@ board on a USB serial port:
   raw REPL, as a board does (mpremote waits for exactly that).
 - **Ctrl-C.** A 0x03 from the host becomes SIGINT while the interpreter runs code with Ctrl-C enabled (its
   SIGINT handler is installed: /proc/PID/status SigCgt). At the REPL prompt, or after
-  `micropython.kbd_intr(-1)`, the byte is passed on as data, as a board's UART does.
+  `micropython.kbd_intr(-1)`, the byte is passed on as data, as a board's UART does. The pinned Unix port
+  runs inside a CPython process (a C extension), whose own SIGINT handler is in place while it starts: until
+  board_rom.py has said the interpreter is up (UP, taken out of what the host sees), a Ctrl-C is passed on
+  as data too.
 - **The port.** `port` is a stable path (a symlink to the pty's /dev/pts/N). unplug() takes the board off
   (power and port); plug_in() brings it back on a new pty behind the same path. cut_after(n) cuts power and
   port once the host has sent n more bytes: a cable pulled in the middle of whatever the host was doing.
@@ -41,6 +44,7 @@ from meterkit.device import toolchain
 ROM_SCRIPT = Path(__file__).with_name("board_rom.py")
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 SOFT_REBOOT = b"MPY: soft reboot\r\n"
+UP = b"\x1b[board-up]"  # board_rom.py's first output
 SIGINT_GAP_S = 0.1  # a second SIGINT while the first is pending would end the Unix port (it exits on it)
 
 
@@ -194,6 +198,7 @@ class PtyBoard:
         os.set_blocking(cfd, False)
         self._cfd = cfd
         self._raw = False
+        self._up = False  # MicroPython runs (board_rom.py said UP): it, not its CPython host, handles SIGINT
         self.boots += 1
         if self._thread is not None:
             os.write(self._wake_w, b"x")
@@ -235,6 +240,9 @@ class PtyBoard:
             return
         except OSError:  # EIO: the interpreter has gone; _restarted() follows
             return
+        if not self._up and data.startswith(UP):
+            self._up = True
+            data = data[len(UP):]
         self._to_host(data)
 
     def _drain_board(self) -> None:
@@ -293,7 +301,7 @@ class PtyBoard:
         child = self._child
         if child is None or child.poll() is not None:
             return
-        if _catches_sigint(child.pid):
+        if self._up and _catches_sigint(child.pid):
             now = time.monotonic()
             if now - self._sigint_at >= SIGINT_GAP_S:
                 self._sigint_at = now

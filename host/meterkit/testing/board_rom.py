@@ -71,6 +71,7 @@ def _run(name):
         sys.print_exception(e)
 
 
+sys.stdout.write("\x1b[board-up]")  # to meterkit.testing.board (not passed on): MicroPython handles Ctrl-C now
 _power_up(sys.argv[1], int(sys.argv[2]), sys.argv[3])
 _run("boot.py")
 if sys.argv[4] != "0":
