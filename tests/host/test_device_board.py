@@ -17,7 +17,7 @@ import pytest
 from meterkit.cli import main as cli
 from meterkit.device.build import build_bundle
 from meterkit.device.deploy import deploy, load_profile
-from meterkit.device.session import DeviceError, Session
+from meterkit.device.session import DeviceError
 from meterkit.store import open_store
 from meterkit.testing.board import PtyBoard
 from meterkit.wire.keys import new_key

@@ -14,6 +14,8 @@ default: a clean interpreter, the meter stopped, main.py not run again.
 from __future__ import annotations
 
 import ast
+import contextlib
+import io
 import os
 import re
 import time
@@ -211,12 +213,22 @@ class Session:
 def _enter_repl(t: object, port: str, timeout: float) -> None:
     from mpremote.transport import TransportError
 
+    heard = bytearray()  # what mpremote read while it waited for the REPL (it prints it; we quote it)
+    read_until = t.read_until
+
+    def recorded(*args: object, **kw: object) -> bytes:
+        data = read_until(*args, **kw)
+        heard.extend(data[-400:])
+        return data
+
+    t.read_until = recorded
     try:
         t.serial.write(ATTENTION)
         time.sleep(0.05)
-        t.enter_raw_repl(soft_reset=True, timeout_overall=timeout)
+        with contextlib.redirect_stdout(io.StringIO()):
+            t.enter_raw_repl(soft_reset=True, timeout_overall=timeout)
     except TransportError:
-        heard = _drain(t)
+        heard = bytes(heard) + _drain(t)
         if not heard:
             raise DeviceError(f"nothing answers on {port}: no MicroPython REPL. Is MicroPython on the board "
                               "(`meterkit device flash`)? Is it the right port? A board held in its bootloader "
@@ -225,6 +237,8 @@ def _enter_repl(t: object, port: str, timeout: float) -> None:
                           f"{_printable(heard)!r}). Flash MicroPython with `meterkit device flash`") from None
     except OSError as e:
         raise DeviceError(_gone(port, e)) from None
+    finally:
+        del t.read_until
 
 
 def _drain(t: object) -> bytes:
