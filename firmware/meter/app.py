@@ -29,6 +29,9 @@ EV_STORE_CORRUPT = events.STORE_CORRUPT
 EV_INTERNAL = events.INTERNAL
 
 SENSOR_RETRY_S = 5  # how often an absent or faulty chip is tried again
+NTP_RETRY_S = 60  # a board with NTP (hw.ntp_time) asks this often while its clock is not set (uptime seconds)
+NTP_EVERY_S = 21600  # ... and this often once it is: an ESP32's crystal keeps the RTC within ~1 s a day
+NTP_MIN_SHIFT_S = 2  # NTP answers in whole seconds: a smaller shift is its resolution, not a clock to set
 LINK_POLL_CYCLES = 8  # the link is polled every 8 conversion cycles (~0.55 s) while sampling
 
 
@@ -44,7 +47,7 @@ class Meter:
         ina = b["ina219"]
         self.sensor = INA219(hw.i2c, addr=ina["addr"], shunt_uohm=ina["shunt_uohm"], max_ma=ina["max_ma"],
                              shunt_avg=ina["shunt_avg"], bus_bits=ina["bus_bits"], sleep_us=hw.sleep_us,
-                             ticks_us=hw.ticks_us, on_event=self.event)
+                             ticks_us=hw.ticks_us, on_event=self.event, sleep_ms=hw.sleep_ms)
         self.metrology = Metrology(self.sensor.cycle_us, ina["shunt_uohm"])
         self.store = Store(hw.flash_dir, "registers")
         self.calibration = Calibration(hw.flash_dir)  # meterkit device calibrate; applied once per batch
@@ -61,6 +64,8 @@ class Meter:
         self._commands = None  # meter.commands.Commands, made when the first command arrives
         self.link = None
         self._poll_countdown = 0
+        self._feed = hw.watchdog.feed  # every cycle feeds it (armed by start())
+        self._next_ntp = 0
         self._restored = self._restore()
         self.boundaries = Boundaries(hw, self.registers, self.metrology, tariffing, interval_s, self.event,
                                      self.flush_checkpoint)
@@ -77,11 +82,12 @@ class Meter:
         from meter.profile import EventLog, LoadProfile
 
         d = self.hw.flash_dir
-        self.identity = Identity(d)  # the device key is created on first boot and never leaves flash
+        # the device key is created on first boot, from the hardware's true-random source, and never leaves flash
+        self.identity = Identity(d, urandom=self.hw.random_bytes)
         self.frame_seq = FrameSeq(Store(d, "frame-seq", max_payload=16))
         self.profile = LoadProfile(d)  # 99.1.0: every row in flash before it is sent
         self.eventlog = EventLog(d)  # 99.98.x: every event in flash, numbered, before it is sent
-        rep = Reporter(Builder(self.identity, self.frame_seq, self.hw.time), sink, self.eventlog, self.profile,
+        rep = Reporter(Builder(self.identity, self.frame_seq, self.boundaries.stamp), sink, self.eventlog, self.profile,
                        self.registers, self.metrology, self.sensor, self.boundaries, lambda: self.sensor_ok,
                        self.hw.relay, self.flush_checkpoint, self.event, reading_s, interval_s)
         self.reporter = self.boundaries.reporter = rep
@@ -156,6 +162,7 @@ class Meter:
             if cause:
                 self.event(events.WATCHDOG_RESET, cause)
         self.boundaries.resume(self.hw.time())
+        self.hw.watchdog.arm()  # from here on a cycle that does not come back within its timeout resets the board
 
     def _try_sensor(self):
         try:
@@ -183,8 +190,10 @@ class Meter:
             raise ValueError("a link needs a reporting meter (Meter(..., sink=...))")
         outbox = Outbox(self.hw.flash_dir, max_bytes=outbox_bytes,
                         on_drop=lambda first, last, count: self.event(events.OUTBOX_DROP, count))
+        b = self.boundaries
         self.link = Link(transport, outbox, self.identity, on_command=self.command, respond=rep.response,
-                         on_event=self.event, time=self.hw.time, ticks_ms=ticks_ms, **link_options)
+                         on_event=self.event, time=self.hw.time, ticks_ms=ticks_ms,
+                         clock_ok=lambda: b.clock_ok, **link_options)
         rep.sink = self.link.send
         return self.link
 
@@ -197,6 +206,7 @@ class Meter:
 
     def cycle(self):
         """Read one conversion cycle; integrate a batch when it fills. Returns True when a batch settled."""
+        self._feed()
         if self.link is not None:
             self._poll_countdown -= 1
             if self._poll_countdown <= 0:
@@ -223,10 +233,15 @@ class Meter:
         b = self.boundaries
         if b.next_boundary is None:
             b.resume(now)
-        elif now >= b.next_boundary:
-            b.catch_up(now)  # rows, demand periods and billing go on without readings
+        else:
+            b.check_clock()
+            if now >= b.next_boundary:
+                b.catch_up(now)  # rows, demand periods and billing go on without readings
+        self._tend_clock()
         if now >= self._next_sensor_try:
             self._try_sensor()
+        elif self.hw.sleep_ms is not None:
+            self.hw.sleep_ms(100)
         else:
             self.hw.sleep_us(100000)
         return False
@@ -246,8 +261,26 @@ class Meter:
         b.credit(imp, exp, now if now < nb else nb)  # all of it came before the boundary's cut
         self.checkpoint()
         b.settled(now)
+        self._tend_clock()
         if self.reporter is not None:
             self.reporter.settled()
+
+    def _tend_clock(self):
+        """NTP, where the board has it (hw.ntp_time): it sets an unset clock, and moves a set one by at most
+        messages.SET_TIME_FREE_S: only a signed set-time command may force a larger jump (docs/security.md)."""
+        ntp = self.hw.ntp_time
+        if ntp is None:
+            return
+        up = self.hw.monotonic_s()
+        if up < self._next_ntp:
+            return
+        b = self.boundaries
+        t = ntp()
+        if t is not None:
+            why = b.set_clock(t, False, NTP_MIN_SHIFT_S)
+            if why is not None:
+                self.log("ntp: %s" % why)
+        self._next_ntp = up + (NTP_EVERY_S if b.clock_ok and t is not None else NTP_RETRY_S)
 
     def run_until(self, stop, on_batch=None):
         """Sample until stop() is true; on_batch(meter) after every settled batch."""
@@ -269,14 +302,20 @@ def main(board):
     import time
 
     from meter import hal
-    from meter.board import load_board
+    from meter.board import board_warnings, load_board
 
     if isinstance(board, str):
         board = load_board(board)
+    for note in board_warnings(board):
+        print("board:", note)  # legal but worth knowing: a strapping, USB or console pin in use
     hw = hal.open_hardware(board)
     transport = hal.open_transport(board, ticks_ms=time.ticks_ms)
     meter = Meter(hw, log=print, sink=(lambda seq, frame: None) if transport is not None else None)
     if transport is not None:
         meter.attach_link(transport, ticks_ms=time.ticks_ms)
     meter.start()
-    meter.run_until(lambda: False)
+    try:
+        meter.run_until(lambda: False)
+    except KeyboardInterrupt:  # Ctrl-C for the REPL: an armed watchdog cannot be stopped, only given time
+        hw.watchdog.relax()
+        raise

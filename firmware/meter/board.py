@@ -1,6 +1,8 @@
-# Board profiles (boards/*.json): what a profile must hold, its optional sections (link, tariff, alarms) with
-# their defaults, and loading one from a file. Pure: runs under MicroPython and CPython; the hardware a profile
-# describes is built by meter.hal (a board) or sim.hardware (the Unix port).
+# Board profiles (boards/*.json): what a profile must hold, its optional sections (link, tariff, alarms,
+# watchdog) with their defaults, and loading one from a file. An ESP32 profile also names its chip (esp32,
+# esp32s3, esp32c3), the arch mpy-cross compiles for, and whether its module has PSRAM (and octal flash/PSRAM);
+# its pins are checked against that chip and module (meter.pins). Pure: runs under MicroPython and CPython;
+# the hardware a profile describes is built by meter.hal (a board) or sim.hardware (the Unix port).
 import json
 
 # What a board profile must hold: section -> {key: (type, lowest, highest)}.
@@ -53,11 +55,62 @@ def validate_board(board):
     alarms = board.get("alarms")
     if alarms is not None:
         problems.extend(_alarm_problems(alarms))
+    watchdog = board.get("watchdog")
+    if watchdog is not None:
+        problems.extend(_watchdog_problems(watchdog))
     if board.get("mcu") == "unix-sim" and not isinstance(board.get("sim"), dict):
         problems.append("a unix-sim board needs a 'sim' section (scenario, seed, start_unix_s)")
+    if board.get("mcu") == "esp32":
+        problems.extend(_esp32_problems(board))
     if problems:
         raise BoardError("board profile %r is invalid: %s" % (board.get("name", "?"), "; ".join(problems)))
     return board
+
+
+def _esp32_problems(board):
+    # The chip's facts (meter.pins) are loaded only for a board: the simulator never needs them.
+    from meter import pins
+
+    out = pins.chip_problems(board)
+    if board.get("chip") in pins.CHIPS:
+        out.extend(pins.check_pins(board)[0])
+    return out
+
+
+def board_warnings(board):
+    """Notes on a valid ESP32 profile's pins that do not make it invalid: strapping, USB and console pins in
+    use (meter.pins). Empty for the simulator."""
+    if board.get("mcu") != "esp32":
+        return []
+    from meter import pins
+
+    return pins.check_pins(board)[1]
+
+
+# The optional 'watchdog' section: machine.WDT, armed as the meter loop starts and fed by every cycle. Once
+# armed an ESP32's watchdog cannot be stopped (docs/hardware.md).
+WATCHDOG_DEFAULTS = {"enabled": True, "timeout_ms": 30000}
+_WATCHDOG_TIMEOUT_MS = (1000, 3600000)
+
+
+def _watchdog_problems(w):
+    if not isinstance(w, dict):
+        return ["watchdog must be an object"]
+    out = ["watchdog: unknown key %r" % k for k in w if k not in WATCHDOG_DEFAULTS]
+    if not isinstance(w.get("enabled", True), bool):
+        out.append("watchdog.enabled must be true or false")
+    t = w.get("timeout_ms", WATCHDOG_DEFAULTS["timeout_ms"])
+    lo, hi = _WATCHDOG_TIMEOUT_MS
+    if not isinstance(t, int) or isinstance(t, bool) or not lo <= t <= hi:
+        out.append("watchdog.timeout_ms must be an integer %d..%d, not %r" % (lo, hi, t))
+    return out
+
+
+def watchdog_settings(board):
+    """{"enabled": bool, "timeout_ms": int}, defaults filled in."""
+    out = dict(WATCHDOG_DEFAULTS)
+    out.update(board.get("watchdog") or {})
+    return out
 
 
 _LINKS = {
@@ -142,6 +195,9 @@ def _link_problems(link):
             out.append("link.%s must be %s" % (key, "a string" if typ is str else "an integer"))
         elif not lo <= (len(v) if typ is str else v) <= hi:
             out.append("link.%s is out of range" % key)
+    ntp = link.get("ntp")  # optional: the NTP server of a wifi-tcp board (meter.hal.ntp_source)
+    if ntp is not None and (not isinstance(ntp, str) or not 1 <= len(ntp) <= 64):
+        out.append("link.ntp must be a host name or IP address")
     return out
 
 

@@ -7,12 +7,19 @@
 # Boundaries the readings did not reach (the sensor away, a stall) are done at the next settle without
 # energy; a clock that moved against the tick counter was set, and metering resumes at the new time.
 #
+# The clock (docs/protocol.md, "Time"): a meter whose clock is not set (an ESP32 after power-up) meters from
+# its first cycle into the registers (tariff 1: without a time there is no calendar to ask), but no row,
+# demand period or billing period ends until the clock is set: by NTP, a set-time command (set_clock), or
+# anything else check_clock notices. Then metering resumes at the new time: the first row after it is partial
+# and clock-adjusted, the demand period partial; billing periods that ended before it get the registers as
+# they stood when metering began without a clock (nothing is metered while the power is off).
+#
 # Boundaries also owns what decides the tariff in force: the calendars (meter/tou.py) and the demand registers
 # (meter/demand.py), with their A/B stores ("calendar", "demand").
 import json
 
 from meter import events
-from meter.clock import TickMap, next_multiple, ticks_diff
+from meter.clock import FREE_SHIFT_S, TickMap, clock_valid, next_multiple, ticks_diff
 from meter.demand import Demand
 from meter.store import Store
 from meter.tou import CalendarSet, next_billing
@@ -22,6 +29,7 @@ LATE_S = 2  # a boundary this far behind the clock was not cut by a reading: it 
 CATCH_UP_S = 3600  # further behind than this (a clock set forward, a long stall): restart, do not replay
 CLOCK_SLIP_US = 2000000  # the clock and the tick counter disagree by more than this: the clock was set
 BILLING_CATCH_UP = 13  # billing periods that ended while the meter was off, at most, get their snapshots
+NEVER = 0xFFFFFFFF  # next_boundary while the clock is not set (the last u32 UTC second, in 2106)
 
 
 class Boundaries:
@@ -47,6 +55,8 @@ class Boundaries:
         self.ticks = TickMap()
         self.cut_tick = -1  # tick of next_boundary once it is near, else -1 (checked on every reading)
         self.row_partial = True  # the load-profile interval in progress was not metered throughout
+        self.clock_ok = clock_valid(hw.time())  # False: the clock was never set (an ESP32 after power-up)
+        self._held = None  # the registers when metering began without a clock (billing ends before the set)
 
     # -- persistence ------------------------------------------------------------------------------------------
     def restore(self):
@@ -92,9 +102,13 @@ class Boundaries:
         """Metering (re)starts at `now` (boot, a clock set, a long stall): demand resumes, a passive calendar
         whose activation passed is applied, billing periods that ended meanwhile get their snapshots (nothing
         was metered since, so their registers are exact), and the next boundary is planned."""
-        before = self.demand.reported_until
         hw = self.hw
         self.ticks.anchor(hw.ticks_us(), hw.time_us())  # from here on a clock set shows (check_clock)
+        if not self.clock_ok:
+            self._wait()
+            return
+        held, self._held = self._held, None
+        before = self.demand.reported_until
         self._promote(now)
         if self.demand.resume(now) is not None:
             self._save_demand()
@@ -102,13 +116,26 @@ class Boundaries:
         self.next_billing = self._next_billing(min(ref, now))
         n = 0
         while self.next_billing <= now and n < BILLING_CATCH_UP:
-            self._bill(self.next_billing)
+            self._bill(self.next_billing, held)
             n += 1
         if self.next_billing <= now:  # off for more than a year: the rest are not replayed
             self.next_billing = self._next_billing(now)
         self.tariff = self.calendars.tariff_at(now)
         self.row_partial = True
         self.plan(now)
+
+    def _wait(self):
+        """No clock: the registers go on (tariff 1), nothing ends until the clock is set."""
+        if self._held is None:
+            self._held = self.registers.snapshot()
+        self.tariff = 1
+        self.row_partial = True
+        self.next_boundary = NEVER
+        self.cut_tick = -1
+
+    def stamp(self):
+        """The time frames and events carry: UTC, or seconds since boot while the clock is not set."""
+        return self.hw.time() if self.clock_ok else self.hw.monotonic_s()
 
     def _promote(self, t):
         if self.calendars.promote(t):
@@ -143,6 +170,8 @@ class Boundaries:
     def credit(self, imp, exp, t_end):
         """Energy metered up to instant t_end, all under the tariff in force."""
         self.registers.add(imp, exp, self.tariff)
+        if not self.clock_ok:
+            return  # demand waits for the clock
         try:
             self.demand.add(imp, t_end, self.tariff)
         except ValueError as e:  # never expected (the batches are cut at the boundaries): say so, go on
@@ -174,12 +203,13 @@ class Boundaries:
         self.tariff = self.calendars.tariff_at(t)
         self.plan(t)
 
-    def _bill(self, t):
-        """The billing period ends at t: freeze the registers and maximum demands into a signed snapshot, then
-        reset demand. The registers are checkpointed with it, so they never restore below the snapshot."""
+    def _bill(self, t, snapshot=None):
+        """The billing period ends at t: freeze the registers (or `snapshot` of them) and maximum demands into a
+        signed snapshot, then reset demand. The registers are checkpointed with it, so they never restore below
+        the snapshot."""
         maxima = self.demand.reset(t)
         if self.reporter is not None:
-            self.reporter.billing(t, maxima)
+            self.reporter.billing(t, maxima, snapshot)
         self.event(events.BILLING_END, t)
         if t == self.next_billing:
             self.next_billing = self._next_billing(t)
@@ -188,7 +218,7 @@ class Boundaries:
 
     def settled(self, now):
         """After a batch was credited: a clock set, boundaries the readings did not cut, the next tick."""
-        self._check_clock()
+        self.check_clock()
         if now >= self.next_boundary + LATE_S:
             self.catch_up(now)
         else:
@@ -202,8 +232,9 @@ class Boundaries:
         while self.next_boundary <= now:
             self._boundary(self.next_boundary)
 
-    def _check_clock(self):
-        """A clock that moved against the tick counter was set: metering resumes at the new time."""
+    def check_clock(self):
+        """A clock that moved against the tick counter was set (NTP, or anyone): metering resumes at the new
+        time."""
         t = self.ticks
         if t.utc_us is None:
             return
@@ -215,10 +246,46 @@ class Boundaries:
         t.anchor(tick, us)
         if -CLOCK_SLIP_US < slip < CLOCK_SLIP_US:
             return  # only the anchor was old
-        self.event(events.CLOCK_SET, slip // 1000000)
+        self._clock_moved(slip // 1000000, us // 1000000)
+
+    def _clock_moved(self, shift, now):
+        """The clock moved by `shift` s to `now`: event 14 (stamped with the new time: the old one is time -
+        value), the next row flagged, metering resumes at the new time (or waits, without a valid one)."""
+        self.clock_ok = clock_valid(now)
+        self.event(events.CLOCK_SET, shift)
         if self.reporter is not None:
             self.reporter.clock_set()
-        self.resume(us // 1000000)
+        self.resume(now)
+
+    def set_clock(self, t, force=False, min_shift=0):
+        """Set the clock to UTC second t (a set-time command, NTP). A set clock moves by at most
+        FREE_SHIFT_S without `force` (the DLMS clock object's rule); an unset one takes any valid time. A
+        set clock is left alone when the shift is below min_shift. Returns None, or why it was refused
+        (nothing changed)."""
+        hw = self.hw
+        if hw.set_time is None:
+            return "this board cannot set its clock"
+        if not clock_valid(t):
+            return "%d is not a valid time (before 2025)" % t
+        old = hw.time()
+        shift = t - old
+        if self.clock_ok:
+            if not force and not -FREE_SHIFT_S <= shift <= FREE_SHIFT_S:
+                return "a shift of %d s needs force (more than %d s)" % (shift, FREE_SHIFT_S)
+            if -min_shift < shift < min_shift:
+                return None
+        imp, exp = self.metrology.take_uwh()  # what was metered so far belongs to the old time
+        nb = self.next_boundary
+        if nb is None:
+            self.resume(old)
+            nb = self.next_boundary
+        self.credit(imp, exp, old if old < nb else nb)
+        if old >= nb:
+            self.catch_up(old)  # boundaries due before the set are done at the old time
+        hw.set_time(t)
+        self.ticks.anchor(hw.ticks_us(), hw.time_us())
+        self._clock_moved(shift, t)
+        return None
 
     # -- what commands change (meter/commands.py) ---------------------------------------------------------------
     def bill_now(self):

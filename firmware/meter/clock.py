@@ -15,6 +15,16 @@ _TICKS_HALF = 0x20000000
 # Seconds between the Unix epoch (1970) and the ESP32/MicroPython embedded epoch (2000-01-01 UTC).
 EPOCH_2000_OFFSET = 946684800
 
+# A clock that reads before 2025-01-01 00:00 UTC was never set: an ESP32's RTC starts at 2000-01-01 at
+# power-up, and keeps counting across a soft reset or deep sleep once it was set (docs/hardware.md).
+CLOCK_VALID_FROM = 1735689600
+FREE_SHIFT_S = 900  # a set clock moves by at most this without a force flag (the DLMS clock object's rule)
+
+
+def clock_valid(t):
+    """Whether UTC second t can be a set clock's time (rather than an RTC counting from its power-up)."""
+    return t >= CLOCK_VALID_FROM
+
 
 def ticks_diff(a, b):
     """Signed a - b for tick values modulo 2^30, in -2^29 .. 2^29 - 1 (valid while |a - b| < 2^29 µs, about

@@ -6,9 +6,12 @@
 #   OP_CALENDAR       {A_CALENDAR: calendar map, A_ACTIVATION: UTC}  arm a passive TOU calendar
 #   OP_BILLING_RESET  {}                                             a billing snapshot now, then demand reset
 #   OP_PROFILE        {A_FROM: UTC, A_TO: UTC}                       the stored load-profile rows in range, again
+#   OP_SET_TIME       {A_UTC: UTC, A_FORCE: bool (default false)}    set the clock (Boundaries.set_clock)
+# While the clock is not set only OP_SET_TIME is taken (meter.messages.verify_host refuses the others first).
 from meter import messages
-from meter.messages import (A_ACTIVATION, A_CALENDAR, A_FROM, A_TO, K_ARGS, K_OP, OP_BILLING_RESET, OP_CALENDAR,
-                            OP_PROFILE, RESULT_BAD_ARGS, RESULT_GONE, RESULT_OK, RESULT_REJECTED, RESULT_UNKNOWN_OP)
+from meter.messages import (A_ACTIVATION, A_CALENDAR, A_FORCE, A_FROM, A_TO, A_UTC, K_ARGS, K_OP, OP_BILLING_RESET,
+                            OP_CALENDAR, OP_PROFILE, OP_SET_TIME, RESULT_BAD_ARGS, RESULT_GONE, RESULT_OK,
+                            RESULT_REJECTED, RESULT_UNKNOWN_OP)
 
 PROFILE_ROWS_MAX = 96  # rows one profile command sends again (a day at 15 min; ask again for more)
 PROFILE_ROWS_PER_FRAME = 16
@@ -35,6 +38,10 @@ class Commands:
         respond = self.reporter.response
         if not isinstance(args, dict):
             return respond(counter, RESULT_BAD_ARGS, "bad arguments: not a map")
+        if op == OP_SET_TIME:
+            return self._set_time(counter, args)
+        if not self.boundaries.clock_ok and op in (OP_CALENDAR, OP_BILLING_RESET, OP_PROFILE):
+            return respond(counter, RESULT_REJECTED, "rejected: the clock is not set")
         if op == OP_CALENDAR:
             return self._calendar(counter, args)
         if op == OP_BILLING_RESET:
@@ -54,6 +61,18 @@ class Commands:
         except ValueError as e:
             return respond(counter, RESULT_REJECTED, ("rejected: %s" % e)[:120])
         return respond(counter, RESULT_OK, None)
+
+    def _set_time(self, counter, args):
+        respond = self.reporter.response
+        t, force = args.get(A_UTC), args.get(A_FORCE, False)
+        if not _uint(t) or (force is not True and force is not False):
+            return respond(counter, RESULT_BAD_ARGS, "bad arguments: want {1: UTC seconds, 2: force true/false}")
+        was_set = self.boundaries.clock_ok
+        why = self.boundaries.set_clock(t, force)
+        if why is not None:
+            return respond(counter, RESULT_REJECTED, ("rejected: %s" % why)[:120])
+        # an unset clock could not judge the command's expiry: the answer says so (docs/security.md)
+        return respond(counter, RESULT_OK, None if was_set else "set; expiry not checked: the clock was not set")
 
     def _profile(self, counter, args):
         rep = self.reporter

@@ -5,16 +5,35 @@
 #   i2c          an object with readfrom_mem_into / writeto_mem (machine.I2C or sim.i2c.SimI2C)
 #   ticks_us     a microsecond counter wrapping at 2^30 (meter.clock.TICKS_PERIOD)
 #   monotonic_s  seconds since boot (meter.clock.Uptime over ticks_ms): never set, never jumps
-#   sleep_us     blocking microsecond sleep
+#   sleep_us     blocking microsecond sleep (a busy-wait on an ESP32)
+#   sleep_ms     blocking millisecond sleep that lets the core idle (FreeRTOS ticks); None: busy-wait only
 #   time         UTC seconds since 1970 (the ESP32's own epoch is 2000; converted here, once)
 #   time_us      UTC microseconds since 1970, from the same clock: where a boundary instant falls in ticks
+#   set_time     set_time(t): the clock reads UTC second t from now on (the RTC on a board), or None
+#   ntp_time     ntp_time() -> UTC seconds from the network, or None (no answer); None on a board without Wi-Fi
 #   relay        an object with on() / off() / value()
 #   flash_dir    a directory for persistent state
+#   watchdog     arm() / feed() / relax(): machine.WDT from the board profile (sim.hardware: SimWatchdog)
+#   random_bytes random_bytes(n): true-random bytes, for the device key (on an ESP32: radio_random below)
 from meter.clock import EPOCH_2000_OFFSET, Uptime
 
 
+class NoWatchdog:
+    """The watchdog of a board whose profile disables it: armed and fed, it does nothing."""
+
+    def arm(self):
+        pass
+
+    def feed(self):
+        pass
+
+    def relax(self):
+        pass
+
+
 class Hardware:
-    def __init__(self, board, i2c, ticks_us, ticks_ms, sleep_us, time, time_us, relay, flash_dir, sim=None):
+    def __init__(self, board, i2c, ticks_us, ticks_ms, sleep_us, time, time_us, relay, flash_dir, sim=None,
+                 sleep_ms=None, watchdog=None, random_bytes=None):
         self.board = board
         self.i2c = i2c
         self.ticks_us = ticks_us
@@ -23,9 +42,14 @@ class Hardware:
         self.time = time
         self.time_us = time_us
         self.reset_cause = None  # why the board last restarted, when it was not a power-up: e.g. "watchdog"
+        self.set_time = None  # the time sources (see above): set by open_hardware / sim.hardware
+        self.ntp_time = None
         self.relay = relay
         self.flash_dir = ensure_dir(flash_dir)
         self.sim = sim  # the simulator's handles (clock, chip, scenario) when sim.hardware built it
+        self.sleep_ms = sleep_ms
+        self.watchdog = watchdog or NoWatchdog()
+        self.random_bytes = random_bytes
 
 
 def ensure_dir(path):
@@ -58,9 +82,97 @@ def open_hardware(board, flash_dir=None):
 
     # On the ESP32 time.ticks_us() and ticks_ms() already wrap at 2^30, the period meter.clock assumes.
     hw = Hardware(board, i2c, time.ticks_us, time.ticks_ms, time.sleep_us, utc, utc_us, relay,
-                  flash_dir or board["flash_dir"])
+                  flash_dir or board["flash_dir"], sleep_ms=time.sleep_ms, watchdog=BoardWatchdog(board),
+                  random_bytes=radio_random)
     hw.reset_cause = {machine.WDT_RESET: "watchdog", machine.SOFT_RESET: None}.get(machine.reset_cause())
+    hw.set_time = set_rtc
+    link = board.get("link")
+    if link is not None and link.get("kind") == "wifi-tcp":
+        hw.ntp_time = ntp_source(link.get("ntp") or "pool.ntp.org")
     return hw
+
+
+class BoardWatchdog:
+    """machine.WDT as the board profile's 'watchdog' section says (meter.board.watchdog_settings). arm() starts
+    it (the meter does so as its loop starts: a first boot's key generation and restore come before);
+    feed() is called by every meter cycle, never by a timer, which would keep feeding a hung loop. Once armed
+    an ESP32's watchdog cannot be stopped, not even by a soft reset; relax() stretches its timeout when the
+    meter is interrupted for the REPL (MicroPython's ESP32 port reconfigures on every WDT() call)."""
+
+    RELAXED_MS = 3600000  # an hour at the REPL before the watchdog resets the board
+
+    def __init__(self, board):
+        from meter.board import watchdog_settings
+
+        self.settings = watchdog_settings(board)
+        self._wdt = None
+
+    def arm(self):
+        if self.settings["enabled"] and self._wdt is None:
+            import machine
+
+            self._wdt = machine.WDT(timeout=self.settings["timeout_ms"])
+
+    def feed(self):
+        w = self._wdt
+        if w is not None:
+            w.feed()
+
+    def relax(self):
+        if self._wdt is not None:
+            import machine
+
+            try:
+                machine.WDT(timeout=self.RELAXED_MS).feed()
+            except (OSError, ValueError):
+                pass  # an older port that cannot reconfigure: the armed timeout stands
+
+
+def radio_random(n):
+    """n true-random bytes. ESP-IDF documents the ESP32 family's RNG as true-random only while the RF subsystem
+    (Wi-Fi or Bluetooth) is on, or while the bootloader's entropy source is (docs/security.md), so the radio
+    is turned on for the draw (WLAN.active(True) returns once Wi-Fi has started) and left as it was found."""
+    import network
+    import os
+
+    wlan = network.WLAN(network.STA_IF)
+    was_on = wlan.active()
+    if not was_on:
+        wlan.active(True)
+    try:
+        return os.urandom(n)
+    finally:
+        if not was_on:
+            wlan.active(False)
+def set_rtc(t):
+    """The RTC reads UTC second t (Unix) from now on. It keeps counting across a soft reset and deep sleep; a
+    power-up starts it at 2000-01-01 (meter.clock.clock_valid)."""
+    import machine
+
+    from meter.civil import time_tuple
+
+    tm = time_tuple(t - EPOCH_2000_OFFSET)  # (not time.gmtime: its epoch depends on the port)
+    machine.RTC().datetime((tm[0], tm[1], tm[2], tm[6] + 1, tm[3], tm[4], tm[5], 0))  # weekday 1..7, subseconds
+
+
+def ntp_source(host):
+    """ntp_time() for a Wi-Fi board: UTC seconds from `host` (micropython-lib's ntptime, frozen into the
+    ESP32 port), or None while Wi-Fi is down or no answer came. It blocks for the DNS lookup and up to a
+    second for the answer: the meter asks every few hours (meter.app), and counts the cycles it missed."""
+    def ntp_time():
+        import network
+
+        if not network.WLAN(network.STA_IF).isconnected():
+            return None
+        try:
+            import ntptime
+
+            ntptime.host = host
+            return ntptime.time() + EPOCH_2000_OFFSET  # ntptime answers in the port's epoch: 2000 here
+        except Exception:  # noqa: BLE001 - a timeout, DNS, no ntptime: no time this round
+            return None
+
+    return ntp_time
 
 
 def open_transport(board, ticks_ms=None):

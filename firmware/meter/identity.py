@@ -1,10 +1,11 @@
 # The meter's identity: its ES256 key pair, generated on the device, and the head-end's public key.
 #
-# The private key is created from os.urandom on first boot and stays in the meter's flash; only the public
-# key ever leaves the device. The device id (the COSE kid of every meter frame) is the first 8 bytes of
-# SHA-256 over the uncompressed public key, so anyone holding the public key can check which id it belongs
-# to. The head-end's public key (for verifying commands and acknowledgements) is installed at provisioning;
-# its key id is derived the same way.
+# The private key is created on first boot from the random source passed in (`urandom`: the hardware's
+# true-random source, meter.hal.radio_random on an ESP32, which keeps the radio on for the draw; without one,
+# os.urandom) and stays in the meter's flash; only the public key ever leaves the device. The device id (the
+# COSE kid of every meter frame) is the first 8 bytes of SHA-256 over the uncompressed public key, so anyone
+# holding the public key can check which id it belongs to. The head-end's public key (for verifying commands
+# and acknowledgements) is installed at provisioning; its key id is derived the same way.
 import hashlib
 
 from meter import p256

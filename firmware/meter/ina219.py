@@ -2,7 +2,10 @@
 #
 # Integers only, and nothing allocated per read: three preallocated 2-byte buffers, readfrom_mem_into.
 # The hardware is injected: `i2c` is a machine.I2C (or sim.i2c.SimI2C), `ticks_us` a microsecond counter
-# wrapping at 2^30 (meter.clock), `sleep_us` a blocking sleep.
+# wrapping at 2^30 (meter.clock), `sleep_us` an exact blocking sleep, `sleep_ms` (optional) one that lets the
+# core idle. On an ESP32 time.sleep_us busy-waits, while time.sleep_ms blocks the task in FreeRTOS ticks and
+# busy-waits only the last partial tick; so the long wait for a cycle goes to sleep_ms and only its last
+# millisecond or two, and the CNVR polls, to sleep_us (docs/performance.md, "CPU duty").
 #
 #   s = INA219(i2c, shunt_uohm=100_000, max_ma=3_200, sleep_us=..., ticks_us=..., on_event=...)
 #   s.init()                 soft reset, configure, calibrate, read back; SensorError if absent or unwilling
@@ -48,7 +51,7 @@ class SensorError(Exception):
 
 class INA219:
     def __init__(self, i2c, addr=0x40, shunt_uohm=100000, max_ma=3200, shunt_avg=128, bus_bits=12,
-                 sleep_us=None, ticks_us=None, on_event=None):
+                 sleep_us=None, ticks_us=None, on_event=None, sleep_ms=None):
         if shunt_uohm <= 0 or max_ma <= 0:
             raise ValueError("shunt_uohm and max_ma must be positive")
         self._i2c = i2c
@@ -102,6 +105,7 @@ class INA219:
                 sleep_us = time.sleep_us
         self._ticks = ticks_us
         self._sleep = sleep_us
+        self._sleep_ms = sleep_ms  # None: every wait busy (what the driver did before, kept for comparison)
         self._event = on_event
         self._buf = bytearray(2)
         self._wbuf = bytearray(2)
@@ -202,7 +206,7 @@ class INA219:
         ERROR_EVENT_AFTER in a row) or when no cycle came within a whole cycle time (then check() runs)."""
         d = ticks_diff(self._due, self._ticks())
         if 0 < d <= self.period_us:  # (a longer wait means we were away for minutes: poll at once)
-            self._sleep(d)
+            self._wait(d)
         first = True
         while True:
             d = self._poll()
@@ -227,6 +231,14 @@ class INA219:
             self.err_run = 0
         self._schedule(first)
         return True
+
+    def _wait(self, d):
+        # Until the cycle is due, d us from now: whole milliseconds idle, then the last 1-2 ms exact.
+        if d > 2000 and self._sleep_ms is not None:
+            self._sleep_ms(d // 1000 - 1)
+            d = ticks_diff(self._due, self._ticks())
+        if d > 0:
+            self._sleep(d)
 
     def _poll(self):
         # 1: a cycle was read, 0: none yet, -1: I2C error (counted). No "except ... as e" here: binding the

@@ -14,7 +14,8 @@
 # ack_timeout_max_ms; when an acknowledgement answers the probe, everything after it is sent again (go-back-N).
 # A silent peer thus costs one frame per timeout, a lossy line one round trip.
 #
-# Head-end messages: bytes -> frame.Deframer -> messages.verify_host(cose, identity, time(), counter).
+# Head-end messages: bytes -> frame.Deframer -> messages.verify_host(cose, identity, time(), counter); while
+# clock_ok() is false time() means nothing, and verify_host is given None (no expiry check: set-time and acks only).
 #   ack (kind 17)           outbox.ack(key 12)
 #   command op 1 back-fill  {A_FIRST: first, A_LAST: last}: the frames the outbox holds in that range are sent
 #                           again (ahead of new frames, outside the window), then respond(counter, RESULT_OK,
@@ -56,7 +57,8 @@ def _default_time():
 class Link:
     def __init__(self, transport, outbox, identity, on_command=None, respond=None, on_event=None, time=None,
                  ticks_ms=None, window=8, ack_timeout_ms=15000, ack_timeout_max_ms=120000, counter_store=None,
-                 persist_every=16, read_chunk=128, read_chunks=4, write_budget=1024, event_min_s=60):
+                 persist_every=16, read_chunk=128, read_chunks=4, write_budget=1024, event_min_s=60,
+                 clock_ok=None):
         self.transport = transport
         self.outbox = outbox
         self.identity = identity
@@ -64,6 +66,7 @@ class Link:
         self.respond = respond
         self.on_event = on_event
         self.time = time or _default_time()
+        self.clock_ok = clock_ok or (lambda: True)
         self.ticks_ms = ticks_ms or default_ticks_ms()
         self.window = window
         self.ack_timeout_ms = ack_timeout_ms
@@ -252,7 +255,8 @@ class Link:
     def _handle(self, cose):
         self.host_frames += 1
         try:
-            kind, counter, m = messages.verify_host(cose, self.identity, self.time(), self.counter)
+            now = self.time() if self.clock_ok() else None
+            kind, counter, m = messages.verify_host(cose, self.identity, now, self.counter)
         except messages.HostMessageError as e:
             self._refuse(e.reason)
             return

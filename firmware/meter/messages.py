@@ -7,6 +7,7 @@
 # It verifies: commands and cumulative acknowledgements from the head-end (signed, for this device, with a
 # counter above the last one accepted, not expired). Nothing unauthenticated changes meter state.
 from meter import cbor, cose, frame
+from meter.clock import FREE_SHIFT_S
 
 # -- message kinds (key 1) ---------------------------------------------------------------------------------
 HELLO = 1
@@ -76,6 +77,12 @@ OP_BILLING_RESET = 3  # end the billing period now (snapshot, demand reset); no 
 OP_PROFILE = 4  # send the stored load-profile rows ending in [from, to] again
 A_FROM = 1
 A_TO = 2
+# -- set-time (issue 10, "a board that keeps time"): the DLMS clock object's rule, docs/protocol.md ------------
+OP_SET_TIME = 5  # set the meter's clock to UTC second A_UTC; a shift beyond SET_TIME_FREE_S needs A_FORCE true
+A_UTC = 1
+A_FORCE = 2
+SET_TIME_FREE_S = FREE_SHIFT_S  # 900: a set clock moves by at most this without the force flag (meter.clock)
+# -- end of set-time --
 COMMAND_MAX_PAYLOAD = 3072  # bytes of CBOR a head-end message may carry (a calendar)
 COMMAND_MAX_ITEMS = 512  # ... CBOR data items (keys, values, containers) in it
 
@@ -238,7 +245,9 @@ class HostMessageError(ValueError):
 
 
 def verify_host(cose_bytes, identity, now, last_counter):
-    """Verify a command or acknowledgement; return (kind, counter, payload map). Raises HostMessageError."""
+    """Verify a command or acknowledgement; return (kind, counter, payload map). Raises HostMessageError.
+    now: UTC seconds, or None while the meter's clock is not set: then it cannot judge expiry and takes only
+    acknowledgements and set-time commands (docs/security.md, "A meter without a clock")."""
     if identity.headend_pub is None:
         raise HostMessageError("no-headend-key", "no head-end key installed: nothing from the head-end is accepted")
     try:
@@ -266,10 +275,13 @@ def verify_host(cose_bytes, identity, now, last_counter):
     counter = m[K_SEQ]
     if counter <= last_counter:
         raise HostMessageError("replay", "counter %d is not above the last accepted %d" % (counter, last_counter))
-    if now > m[K_EXPIRES]:
-        raise HostMessageError("expired", "expired at %d, now %d" % (m[K_EXPIRES], now))
     if kind == ACK and not isinstance(m.get(K_ACK_SEQ), int):
         raise HostMessageError("wrong-type", "acknowledgement without a sequence number (key 12)")
     if kind == COMMAND and not isinstance(m.get(K_OP), int):
         raise HostMessageError("wrong-type", "command without an operation (key 10)")
+    if now is None:
+        if kind == COMMAND and m[K_OP] != OP_SET_TIME:
+            raise HostMessageError("clock-not-set", "the clock is not set: only a set-time command is taken")
+    elif now > m[K_EXPIRES]:
+        raise HostMessageError("expired", "expired at %d, now %d" % (m[K_EXPIRES], now))
     return kind, counter, m

@@ -9,15 +9,16 @@
 #   metrology   coverage: covered_us, elapsed_us
 #   sensor      the INA219 driver: power_mw(), bus_mv(), current_ua(), overflows, cycle_us, shunt_duty_ppm,
 #               shunt_uohm
-#   tariffing   Boundaries: tariff (in force), calendars.active.tariffs, demand (current_average, last_average)
+#   tariffing   Boundaries: tariff (in force), calendars.active.tariffs, demand (current_average, last_average),
+#               clock_ok (False: frames carry ST_CLOCK_NOT_SET and seconds since boot, the builder's time)
 #   sensor_ok(), relay   what the status bits say right now (sensor fault, relay open)
 #   eventlog, profile    the 99.98.x and 99.1.0 rings: every event and row is stored before it is sent
 #   checkpoint()         write the registers if they moved (a stored row must never restore above them)
 #   event(code, value)   raise an event (the meter counts and logs it, then calls event() here)
 from meter import events, messages
 from meter.clock import next_multiple
-from meter.messages import ST_CHIP_RESET, ST_I2C_ERRORS, ST_MISSED, ST_OVERFLOW, ST_POWER_FAIL, ST_RELAY_OPEN, \
-    ST_RESTORED, ST_SENSOR_FAULT
+from meter.messages import ST_CHIP_RESET, ST_CLOCK_NOT_SET, ST_I2C_ERRORS, ST_MISSED, ST_OVERFLOW, ST_POWER_FAIL, \
+    ST_RELAY_OPEN, ST_RESTORED, ST_SENSOR_FAULT
 
 FW_VERSION = "meterkit-0.1"
 
@@ -74,6 +75,8 @@ class Reporter:
         relay = self.relay
         if relay is not None and not relay.value():
             s |= ST_RELAY_OPEN
+        if not self.tariffing.clock_ok:
+            s |= ST_CLOCK_NOT_SET
         return s
 
     def response(self, counter, result, reason=None):
@@ -121,8 +124,11 @@ class Reporter:
             self._next_reading = next_multiple(now, self.reading_s)
 
     def clock_set(self):
-        """The clock was set: the next load-profile row says so."""
+        """The clock was set: the next load-profile row says so; readings follow the new time (a clock set back
+        must not hold them back)."""
         self._row_flags |= messages.ROW_CLOCK_ADJUSTED
+        if self._next_reading is not None:
+            self._next_reading = next_multiple(self.time(), self.reading_s)
 
     def row(self, end, partial=False, dst=False):
         """The load-profile row of the interval ending at `end` (the registers are exact at that instant):
@@ -148,11 +154,11 @@ class Reporter:
         self.checkpoint()  # registers must never restore below a stored row after a power cut
         self.send(messages.INTERVALS, messages.intervals_body([row], self.interval_s))
 
-    def billing(self, period_end, maxima):
-        """The signed billing snapshot of the period ending at `period_end`: every register as it stands and
-        the period's maximum demands (Demand.reset's return)."""
-        self.send(messages.BILLING, messages.billing_body(period_end, self.registers.snapshot(), maxima,
-                                                           self._tariffs()))
+    def billing(self, period_end, maxima, snapshot=None):
+        """The signed billing snapshot of the period ending at `period_end`: every register as it stands (or as
+        `snapshot` holds them) and the period's maximum demands (Demand.reset's return)."""
+        regs = snapshot if snapshot is not None else self.registers.snapshot()
+        self.send(messages.BILLING, messages.billing_body(period_end, regs, maxima, self._tariffs()))
 
     def _tariffs(self):
         return self.tariffing.calendars.active.tariffs

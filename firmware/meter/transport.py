@@ -12,12 +12,22 @@
 # A transport that meets an I/O error closes itself (connected becomes False) and retries with back-off on a
 # later connect(); write/read_into return 0 then. Readiness is tested with select.poll before every read and
 # write; data that arrived before a hang-up is read first.
+#
+# Poll on an ESP32 is not poll on Linux. MicroPython's ESP32 sockets (ports/esp32/modsocket.c) answer a poll
+# with lwIP's select() and report only the events they were asked for: POLLHUP only when it was registered
+# (as select's exception set), POLLERR never. And lwIP, when a connection fails (err_tcp in api_msg.c: a
+# refused or timed-out connect, a reset), marks the socket readable, writable and in error at once, "to
+# release selects pending on read or write". So a refused non-blocking connect polled for POLLOUT alone looks
+# connected; the error shows only on the first send or recv. Hence every poll here registers POLLERR and
+# POLLHUP explicitly, and a TCP connect counts as made only after a probe read finds the socket healthy
+# (EAGAIN, or data, which is kept): ECONNRESET / ENOTCONN or an EOF there is a failed attempt.
 import errno
 import select
 
 from meter.clock import default_ticks_ms, ticks_add, ticks_diff
 
 _LOST = select.POLLERR | select.POLLHUP
+_EVENTS = select.POLLIN | select.POLLOUT | _LOST  # registered: on an ESP32 an unregistered hang-up goes unseen
 
 
 def _random(n):
@@ -57,8 +67,9 @@ class _Transport:
 
     eof_is_hangup = False  # does a read of 0 bytes after POLLIN mean the peer went away?
 
-    def __init__(self, ticks_ms, backoff_min_ms, backoff_max_ms, rand):
+    def __init__(self, ticks_ms, backoff_min_ms, backoff_max_ms, rand, poll=None):
         self.ticks_ms = ticks_ms or default_ticks_ms()
+        self._poll_fn = poll or select.poll  # (a test's stand-in can model another port's poll)
         self.backoff = Backoff(backoff_min_ms, backoff_max_ms, rand)
         self.s = None
         self._p = None
@@ -79,8 +90,8 @@ class _Transport:
             self.attempts += 1
             try:
                 self.s = self._start()
-                p = select.poll()
-                p.register(self.s, select.POLLIN | select.POLLOUT)
+                p = self._poll_fn()
+                p.register(self.s, _EVENTS)
                 self._p = p
             except (OSError, TypeError, ValueError, IndexError):
                 self._fail(now)
@@ -214,15 +225,18 @@ class TCPTransport(_Transport):
     off exponentially with jitter (backoff_min_ms .. backoff_max_ms); a session that heard the head-end
     resets the back-off. The address is resolved once (getaddrinfo blocks on DNS: use an IP address on a
     board, or accept one lookup per boot). ready() (e.g. hal's wlan.isconnected) gates attempts: on a board
-    hal starts Wi-Fi and the link waits for it without counting failures."""
+    hal starts Wi-Fi and the link waits for it without counting failures. A connect is confirmed by a probe
+    read before it counts (see the top of this file: a refused connect on an ESP32 polls as writable)."""
 
     eof_is_hangup = True
 
     def __init__(self, host, port, socket_mod=None, backoff_min_ms=1000, backoff_max_ms=60000,
-                 connect_timeout_ms=10000, ticks_ms=None, rand=None, ready=None):
+                 connect_timeout_ms=10000, ticks_ms=None, rand=None, ready=None, poll=None):
         if socket_mod is None:
             import socket as socket_mod
-        _Transport.__init__(self, ticks_ms, backoff_min_ms, backoff_max_ms, rand)
+        _Transport.__init__(self, ticks_ms, backoff_min_ms, backoff_max_ms, rand, poll)
+        self._first = bytearray(1)  # a byte the probe read took, handed out by the next read_into
+        self._has_first = False
         self.sock = socket_mod
         self.host = host
         self.port = port
@@ -255,10 +269,33 @@ class TCPTransport(_Transport):
         if ev & _LOST:
             self._fail(now)
         elif ev & select.POLLOUT:
-            return True
+            if self._probe():
+                return True
+            self._fail(now)
         elif ticks_diff(now, self._t0) >= self.connect_timeout_ms:
             self._fail(now)
         return False
+
+    def _probe(self):
+        """Is the socket that polls writable really connected? One non-blocking read of one byte: nothing
+        there yet (None, or EAGAIN) or a byte (kept) says yes; an EOF or any other error says the connect
+        failed."""
+        self._has_first = False
+        try:
+            n = self.s.readinto(self._first)
+        except OSError as e:
+            return e.args[0] == errno.EAGAIN
+        if n:
+            self._has_first = True
+        return n != 0
+
+    def read_into(self, buf):
+        if self._has_first and self.connected and len(buf):
+            self._has_first = False
+            buf[0] = self._first[0]
+            self._heard = True
+            return 1
+        return _Transport.read_into(self, buf)
 
     def _send(self, buf):
         return self.s.send(buf)

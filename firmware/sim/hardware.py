@@ -1,11 +1,21 @@
 # Simulated hardware for the Unix port: what meter.hal builds from machine.* on an ESP32, built here from
 # the simulator (virtual clock, I2C bus, register-level INA219 model, a relay that cuts the simulated load).
 # Never deployed to a board: a firmware image freezes the `meter` package, never `sim`.
+import os
+
+from meter.board import BoardError, watchdog_settings
+from meter.clock import EPOCH_2000_OFFSET, ticks_diff
 from meter.hal import Hardware
 from sim import scenarios
 from sim.i2c import SimI2C
 from sim.ina219 import INA219Model
-from sim.vclock import DEFAULT_START_UNIX_S, VirtualClock
+from sim.vclock import DEFAULT_START_UNIX_S, PacedClock, VirtualClock
+
+RESET_CAUSE_FILE = "sim-reset-cause"  # in the flash directory: why the simulated board restarted
+
+
+class WatchdogReset(Exception):
+    """The simulated board's watchdog expired: the board resets (sim/run.py ends the run as a restart)."""
 
 
 class SimRelay:
@@ -28,6 +38,60 @@ class SimRelay:
         self.value(0)
 
 
+class SimWatchdog:
+    """machine.WDT for the simulator, in virtual time: every feed records the gap since the previous one
+    (longest_ms). Armed and enabled, a gap beyond the board's timeout trips it (tripped): with reset=True it
+    also leaves the reset cause for the next boot in flash (as the ESP32's reset reason survives the reset) and
+    raises WatchdogReset, so a stalled loop ends the run the way a board would restart."""
+
+    def __init__(self, clock, settings, flash_dir, reset=False):
+        self.clock = clock
+        self.enabled = settings["enabled"]
+        self.timeout_ms = settings["timeout_ms"]
+        self.flash_dir = flash_dir
+        self.reset = reset
+        self.armed = False
+        self.tripped = False
+        self.feeds = 0
+        self.longest_ms = 0
+        self._last = clock.ticks_ms()
+
+    def arm(self):
+        self.armed = self.enabled
+        self._last = self.clock.ticks_ms()
+
+    def feed(self):
+        now = self.clock.ticks_ms()
+        gap = ticks_diff(now, self._last)
+        self._last = now
+        self.feeds += 1
+        if gap > self.longest_ms:
+            self.longest_ms = gap
+        if self.armed and gap > self.timeout_ms:
+            self._trip(gap)
+
+    def relax(self):
+        pass
+
+    def _trip(self, gap):
+        self.tripped = True
+        if self.reset:
+            with open(self.flash_dir + "/" + RESET_CAUSE_FILE, "w") as f:
+                f.write("watchdog")
+            raise WatchdogReset("no feed for %d ms (timeout %d ms)" % (gap, self.timeout_ms))
+
+
+def _take_reset_cause(flash_dir):
+    path = flash_dir + "/" + RESET_CAUSE_FILE
+    try:
+        with open(path) as f:
+            cause = f.read().strip()
+    except OSError:
+        return None
+    os.remove(path)
+    return cause or None
+
+
 class SimHandles:
     def __init__(self, clock, bus, chip, scenario):
         self.clock = clock
@@ -38,13 +102,20 @@ class SimHandles:
 
 def open_sim(board, flash_dir=None, overrides=None):
     """The Hardware of a unix-sim board profile (its 'sim' section, with `overrides` applied): scenario, seed,
-    start_unix_s, osc_ppm, absent (no chip on the bus); for calibration, shunt_error_ppm (the real shunt is
-    that far off the profile's shunt_uohm) and offset_lsb (the chip's shunt offset, 10 uV counts); with the
-    constant scenario, amps and volts set its load."""
+    start_unix_s (the true time), osc_ppm, absent (no chip on the bus); the clock's: rtc ("set", the default,
+    or "unset": it starts at 2000-01-01 like an ESP32's after power-up), rtc_offset_s (a set clock this far off
+    the true time), ntp (true: a time server answers the true time, as on Wi-Fi); for the CPU-duty measurement
+    (docs/performance.md) pace (sleeps take real time: sleep_us spins, sleep_ms sleeps, both divided by this
+    speed-up) and busy_wait (no sleep_ms: every wait busy, as before the driver slept); watchdog_reset (a
+    tripped watchdog raises WatchdogReset, as sim/run.py wants); for calibration, shunt_error_ppm (the real
+    shunt is that far off the profile's shunt_uohm) and offset_lsb (the chip's shunt offset, 10 uV counts);
+    with the constant scenario, amps and volts set its load."""
     cfg = dict(board["sim"])
     cfg.update(overrides or {})
     start = cfg.get("start_unix_s", DEFAULT_START_UNIX_S)
-    clock = VirtualClock(start_unix_s=start)
+    pace = cfg.get("pace")
+    kw = {"start_unix_s": start, "rtc_unix_s": _rtc_start(cfg, start)}
+    clock = PacedClock(pace, **kw) if pace else VirtualClock(**kw)
     # The sun follows the simulated clock (UTC time of day); other scenarios ignore it.
     scenario = scenarios.make(cfg.get("scenario", "constant"), seed=cfg.get("seed", 1), tod_s=start % 86400)
     if "amps" in cfg and scenario.name == "constant":  # a load of its own (calibration points)
@@ -56,5 +127,30 @@ def open_sim(board, flash_dir=None, overrides=None):
     bus = SimI2C(clock, freq=board["i2c"]["freq"])
     if not cfg.get("absent"):
         bus.add(ina["addr"], chip)
-    return Hardware(board, bus, clock.ticks_us, clock.ticks_ms, clock.sleep_us, clock.time, clock.time_us,
-                    SimRelay(chip), flash_dir or board["flash_dir"], sim=SimHandles(clock, bus, chip, scenario))
+    flash = flash_dir or board["flash_dir"]
+    hw = Hardware(board, bus, clock.ticks_us, clock.ticks_ms, clock.sleep_us, clock.time, clock.time_us,
+                  SimRelay(chip), flash, sim=SimHandles(clock, bus, chip, scenario),
+                  sleep_ms=None if cfg.get("busy_wait") else clock.sleep_ms,
+                  watchdog=SimWatchdog(clock, watchdog_settings(board), flash, reset=cfg.get("watchdog_reset")),
+                  random_bytes=cfg.get("random_bytes") or os.urandom)
+    hw.reset_cause = _take_reset_cause(hw.flash_dir)
+    hw.set_time = clock.set_time
+    if cfg.get("ntp"):
+        hw.ntp_time = clock.world_time
+    return hw
+
+
+def _rtc_start(cfg, start):
+    """What the simulated RTC reads at power-up (None: the true time); BoardError for bad clock options."""
+    rtc, offset, ntp = cfg.get("rtc", "set"), cfg.get("rtc_offset_s", 0), cfg.get("ntp", False)
+    if rtc not in ("set", "unset"):
+        raise BoardError("sim.rtc must be \"set\" or \"unset\", not %r" % (rtc,))
+    if not isinstance(offset, int) or isinstance(offset, bool):
+        raise BoardError("sim.rtc_offset_s must be whole seconds, not %r" % (offset,))
+    if ntp is not True and ntp is not False:
+        raise BoardError("sim.ntp must be true or false, not %r" % (ntp,))
+    if rtc == "unset":
+        if offset:
+            raise BoardError("sim.rtc_offset_s is for a set clock: an unset one starts at 2000-01-01")
+        return EPOCH_2000_OFFSET
+    return start + offset if offset else None

@@ -11,7 +11,8 @@
 # Faults: an address with no device raises OSError(ENODEV) after the address byte (as machine.I2C does on a
 # NACK); fail_next(n, err) makes the next n transactions raise OSError(err); fail_rate(p, seed) makes each
 # transaction fail with probability p (deterministic for a seed). A failed transaction still costs the
-# START, the address byte and the STOP on the wire.
+# START, the address byte and the STOP on the wire. stall_at(t_us, us): the first transaction at or after
+# virtual time t_us hangs for `us` (a device holding SCL low), e.g. to show that the watchdog trips.
 import errno
 
 _ADDR_BITS = 11  # START + address byte with ACK + STOP
@@ -28,6 +29,7 @@ class SimI2C:
         self._fail_err = errno.EIO
         self._rate = 0  # failure threshold out of 2^32; 0 = no random failures
         self._rng = 1
+        self._stall = None  # (at_us, us) of a pending stall
         self.transactions = 0
         self.failures = 0
         self.wire_us = 0  # total whole microseconds charged
@@ -67,7 +69,7 @@ class SimI2C:
         """Charge a transaction of base + 9 * len(buf) bit times; return the device at addr, or raise
         OSError as the real bus would."""
         self.transactions += 1
-        if self._fail_n or self._rate:
+        if self._fail_n or self._rate or self._stall:
             self._maybe_fail()
         dev = self._devs.get(addr)
         if dev is None:
@@ -75,7 +77,14 @@ class SimI2C:
         self._wire(base + 9 * len(buf))
         return dev
 
+    def stall_at(self, at_us, us):
+        self._stall = (at_us, us)
+
     def _maybe_fail(self):
+        st = self._stall
+        if st is not None and self.clock.now_us >= st[0]:
+            self._stall = None
+            self.clock.now_us += st[1]
         if self._fail_n:
             self._fail_n -= 1
             self._fault(self._fail_err)

@@ -9,6 +9,11 @@
 #       [--drain-ms N]      (with --link: at the end, wait up to N ms of real time for the last acks)
 #       [--clock-file PATH] (a fleet's clock, UTC seconds as text: stay within 120 s of it; print @@T lines)
 #       [--calendar FILE] [--billing-day N] [--tariffs N] [--demand-period S]  (the board's 'tariff' section)
+#       [--stall S:D]       (S seconds into the run the I2C bus hangs for D seconds: the watchdog resets the
+#                            board when D exceeds its timeout; the run then ends as a restart, exit status 3)
+#       [--pace S]          (sleeps take real time / S, spent as an ESP32 would: the CPU-duty measurement)
+#       [--busy-wait]       (the driver without sleep_ms: every wait busy, as before; for that measurement)
+#       [--rtc unset] [--rtc-offset S] [--ntp]  (the board's clock: starts unset, or S seconds off; a time server)
 #       [--progress] [--trace] [--absent] [--log]
 #
 # --frames FILE writes every signed, framed message the meter sends (a COBS byte stream) to FILE.
@@ -24,14 +29,14 @@ import time
 
 from meter.app import Meter
 from meter.board import load_board, validate_board
-from sim.hardware import open_sim
+from sim.hardware import WatchdogReset, open_sim
 
 
 def _args(argv):
     opts = {"board": "boards/unix-sim.json", "hours": "1", "flash": None, "scenario": None, "seed": None,
             "start": None, "frames": None, "reading-s": "60", "headend": None, "speed": None,
             "link": None, "drain-ms": "3000", "clock-file": None, "calendar": None, "billing-day": None,
-            "tariffs": None, "demand-period": None}
+            "tariffs": None, "demand-period": None, "stall": None, "pace": None, "rtc": None, "rtc-offset": None}
     flags = set()
     i = 0
     while i < len(argv):
@@ -76,6 +81,16 @@ def _sim_overrides(opts, flags):
         out["start_unix_s"] = int(opts["start"])
     if "absent" in flags:
         out["absent"] = True
+    if opts["pace"]:
+        out["pace"] = float(opts["pace"])
+    out["busy_wait"] = "busy-wait" in flags
+    out["watchdog_reset"] = True  # a stalled loop ends the run as the board's watchdog would restart it
+    if opts["rtc"]:
+        out["rtc"] = opts["rtc"]
+    if opts["rtc-offset"]:
+        out["rtc_offset_s"] = int(opts["rtc-offset"])
+    if "ntp" in flags:
+        out["ntp"] = True
     return out
 
 
@@ -136,9 +151,10 @@ class Pacer:
             # never more than FLEET_SLACK_S ahead of the fleet clock (which follows the slowest meter), so
             # every meter and the head-end agree on the time within minutes
             self.batches += 1
+            # the simulated world's time, not the board's clock (which may be unset or off)
             if self.batches % 4 == 0:
-                print("@@T %d" % self.hw.time())
-            while self.hw.time() > self._fleet_time() + FLEET_SLACK_S:
+                print("@@T %d" % self.clock.world_time())
+            while self.clock.world_time() > self._fleet_time() + FLEET_SLACK_S:
                 for _ in range(10):
                     self._idle(m, 2)
         if self.speed:  # virtual time may run at most `speed` times real time
@@ -190,7 +206,9 @@ def _result(meter, hw, hours, restored, heap, wall_ms):
         "shunt_duty_ppm": meter.sensor.shunt_duty_ppm, "i2c_errors": meter.sensor.errors,
         "chip_resets": meter.sensor.resets, "overflows": meter.sensor.overflows,
         "flash_writes": meter.store.writes, "flash_bytes": meter.store.bytes_written,
-        "events": meter.event_counts, "heap_peak": heap[1], "heap_after_gc": gc.mem_alloc(),
+        "events": meter.event_counts, "watchdog_longest_ms": hw.watchdog.longest_ms,
+        "busy_us": hw.sim.clock.busy_us, "idle_us": hw.sim.clock.idle_us, "clock_set": meter.boundaries.clock_ok,
+        "clock_off_s": hw.time() - hw.sim.clock.world_time(), "heap_peak": heap[1], "heap_after_gc": gc.mem_alloc(),
         "heap_before_meter": heap[0], "heap_total": gc.mem_alloc() + gc.mem_free(), "wall_ms": wall_ms,
     }
     if meter.reporter is not None:
@@ -199,6 +217,22 @@ def _result(meter, hw, hours, restored, heap, wall_ms):
         hid = meter.identity.headend_id
         result["headend_id"] = binascii.hexlify(hid).decode() if hid else None
     return result
+
+
+def _run(meter, hw, end_us, pacer, stall, frames_file):
+    """Start the meter and run it to end_us; a watchdog reset (--stall) ends the process as a restart."""
+    clock = hw.sim.clock
+    if stall:
+        at, _, dur = stall.partition(":")
+        hw.sim.bus.stall_at(clock.now_us + int(float(at) * 1000000), int(float(dur) * 1000000))
+    meter.start()
+    try:
+        meter.run_until(lambda: clock.now_us >= end_us, pacer)
+    except WatchdogReset as e:
+        print("@@RESET watchdog: %s" % e)  # flash holds what the meter had stored; the next run boots from it
+        if frames_file is not None:
+            frames_file.close()
+        sys.exit(3)
 
 
 def main(argv, board=None):
@@ -238,8 +272,7 @@ def main(argv, board=None):
         print("@@RESTORED %d" % restored[0])
     pacer = Pacer(hw, link, opts, flags, end_us, duration_us)
     t0 = time.ticks_ms()
-    meter.start()
-    meter.run_until(lambda: clock.now_us >= end_us, pacer)
+    _run(meter, hw, end_us, pacer, opts["stall"], frames_file)
     meter.flush_checkpoint()
     if link is not None:
         _drain(meter, link, int(opts["drain-ms"]))

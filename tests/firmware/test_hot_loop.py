@@ -19,7 +19,7 @@ CYCLE_US = 68100 + 532  # the driver's nominal cycle (shunt 128 samples, bus 12 
 def _rig(start=0):
     bus = FakeBus()
     tm = FakeTime(bus, start)
-    drv = INA219(bus, sleep_us=tm.sleep, ticks_us=tm.ticks)
+    drv = INA219(bus, sleep_us=tm.sleep, ticks_us=tm.ticks, sleep_ms=tm.sleep_ms)  # the meter's waits
     bus.regs[1] = 0x10000 + SHUNT
     bus.regs[2] = (BUS << 3) | 2  # CNVR
     metro = Metrology(drv.cycle_us, drv.shunt_uohm, batch=BATCH)

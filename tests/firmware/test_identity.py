@@ -102,6 +102,24 @@ def test_head_end_messages_are_checked():
        "command without an operation")
 
 
+def test_a_meter_without_a_clock_takes_set_time_and_acks_but_no_other_command():
+    # now=None: the meter's clock is not set, so it cannot judge expiry (docs/security.md)
+    ident, he_d, he_kid = _headend(_dir())
+    dev = ident.device_id
+    stale = _host_msg(he_d, he_kid, _cmd(dev, 5, expires=2000, op=messages.OP_SET_TIME))
+    eq(messages.verify_host(stale, ident, None, 4)[:2], (messages.COMMAND, 5), "set-time: expiry not judged")
+    e = raises(messages.HostMessageError, messages.verify_host, stale, ident, None, 5)
+    eq(e.reason, "replay", "the counter still must be fresh")
+    ack = _host_msg(he_d, he_kid, {1: messages.ACK, 2: dev, 3: 6, 4: 1000, 9: 2000, 12: 77})
+    eq(messages.verify_host(ack, ident, None, 5)[2][12], 77, "an ack can only repeat what was true: taken")
+    for op in (messages.OP_BACKFILL, messages.OP_CALENDAR, messages.OP_BILLING_RESET, messages.OP_PROFILE, 99):
+        cmd = _host_msg(he_d, he_kid, _cmd(dev, 7, op=op))
+        e = raises(messages.HostMessageError, messages.verify_host, cmd, ident, None, 6)
+        eq(e.reason, "clock-not-set", "op %d waits for the clock" % op)
+    e = raises(messages.HostMessageError, messages.verify_host, stale, ident, 2001, 4)
+    eq(e.reason, "expired", "with a clock, a set-time command expires like any other")
+
+
 def test_nothing_is_accepted_without_a_head_end_key():
     ident = Identity(_dir())
     he_d, he_pub = p256.generate_key()
@@ -121,3 +139,23 @@ def test_obis_keys():
     eq(len(messages.register_map(two, 2)), 6, "two tariffs in use: all their registers sent, 1.8.3/2.8.3 not")
     eq(sorted(messages.register_map(two)), [10800, 10801, 10802, 20800],
        "tariffs in use unknown: the empty tariff registers left out")
+
+
+def test_the_key_is_made_only_through_the_random_source_given():
+    calls = []
+
+    def source(n):
+        calls.append(n)
+        return bytes(range(1, n + 1))
+
+    d = _dir()
+    a = Identity(d, urandom=source)
+    eq(calls, [32], "one 32-byte draw from the source")
+    eq(a.public_key, p256.public_key(bytes(range(1, 33))), "the private key is those bytes")
+
+    def refuse(n):
+        raise AssertionError("a stored key needs no randomness")
+
+    eq(Identity(d, urandom=refuse).public_key, a.public_key, "loaded, not made")
+    e = raises(ValueError, Identity, _dir(), urandom=lambda n: b"short")
+    assert "5 bytes" in str(e), str(e)

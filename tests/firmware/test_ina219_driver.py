@@ -358,6 +358,9 @@ class FakeTime:
         self.t = t
         self.bus.regs[2] |= 2  # a conversion completed while we slept
 
+    def sleep_ms(self, n):
+        self.sleep(n * 1000)
+
 
 def _fake_rig():
     fake = FakeBus()

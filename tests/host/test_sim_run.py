@@ -33,12 +33,12 @@ def test_export_scenario_feeds_export_register():
 
 
 def test_metering_core_runs_in_a_capped_esp32_sized_heap():
-    # 176K on this 64-bit port holds about what ~90K would on the 32-bit ESP32 (objects and pointers are
-    # half the size there), and includes ~20K of simulator code a board never loads and ~75K of firmware
-    # bytecode (the TOU calendar alone ~22K) that a board keeps frozen in flash. The exact smallest cap is
-    # measured by `meterkit bench` (docs/performance.md), not asserted here.
-    r = run_sim("random-walk", 0.5, heap="176K", signing=False)
-    assert r["heap_total"] <= 176 * 1024
+    # A smoke cap on this 64-bit port, where objects and pointers are twice the ESP32's size: it includes ~20K
+    # of simulator code a board never loads and ~80K of firmware bytecode (the TOU calendar alone ~22K) that a
+    # board keeps frozen in flash. The board's own figures are measured in the 32-bit interpreter by
+    # `meterkit bench` and held to budgets by test_heap_budget (docs/performance.md, "Heap").
+    r = run_sim("random-walk", 0.5, heap="192K", signing=False)
+    assert r["heap_total"] <= 192 * 1024
     assert r["error_pct"] < 0.01
 
 
@@ -80,7 +80,7 @@ def test_solar_day_follows_the_clock():
 def test_signing_meter_runs_in_a_capped_heap():
     # The whole meter (signing, profile, event log, outbox, TOU calendar, demand) on the 64-bit port, firmware
     # bytecode included: a board freezes that bytecode into flash (docs/performance.md, "Heap").
-    r = run_sim("steps", 0.5, heap="256K")
+    r = run_sim("steps", 0.5, heap="272K")
     assert r["frames"] > 10 and r["error_pct"] < 0.01
 
 

@@ -1,8 +1,9 @@
-"""`meterkit command calendar|billing-reset|profile|list`: queue operator commands, see their answers.
+"""`meterkit command calendar|billing-reset|profile|set-time|list`: queue operator commands, see their answers.
 
     meterkit command calendar      --meter ID|NAME --calendar FILE --activate WHEN [--expires WHEN] [--db PATH]
     meterkit command billing-reset --meter ID|NAME [--expires WHEN] [--db PATH]
     meterkit command profile       --meter ID|NAME --from WHEN --to WHEN [--expires WHEN] [--db PATH]
+    meterkit command set-time      --meter ID|NAME [--force] [--expires WHEN] [--db PATH]
     meterkit command list          [--meter ID|NAME] [--state STATE] [--json] [--db PATH]
 
 WHEN is UTC: ISO 8601 (2026-12-01T00:00Z; no offset means UTC) or Unix seconds. --db defaults to $METERKIT_DB,
@@ -22,6 +23,7 @@ from meterkit.headend.commands import (
     OP_BILLING_RESET,
     OP_CALENDAR,
     OP_PROFILE,
+    OP_SET_TIME,
     CommandError,
     calendar_args,
     command_rows,
@@ -32,6 +34,7 @@ from meterkit.headend.commands import (
     parse_when,
     profile_args,
     queue,
+    set_time_args,
 )
 from meterkit.store.api import QUEUE_STATES
 from meterkit.timefmt import utc_text
@@ -97,6 +100,10 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return _queue_cli(args, "profile", lambda now: (OP_PROFILE, profile_args(args.frm, args.to)))
 
 
+def _cmd_set_time(args: argparse.Namespace) -> int:
+    return _queue_cli(args, "set-time", lambda now: (OP_SET_TIME, set_time_args(args.force)))
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     store = open_store(args.db, "command list", readonly=False)
     if store is None:
@@ -113,9 +120,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Registers `meterkit command calendar | billing-reset | profile | list`."""
+    """Registers `meterkit command calendar | billing-reset | profile | set-time | list`."""
     c = subparsers.add_parser("command", help="queue operator commands to meters (tariff calendar, billing "
-                                              "reset, profile re-read) and see their answers")
+                                              "reset, profile re-read, set the clock) and see their answers")
     sub = c.add_subparsers(dest="command_op", required=True)
 
     def common(p: argparse.ArgumentParser, meter_required: bool = True) -> None:
@@ -146,6 +153,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     pr.add_argument("--to", required=True, type=_when, metavar="WHEN", help="last row end (UTC)")
     expires(pr)
     pr.set_defaults(func=_cmd_profile)
+
+    st = sub.add_parser("set-time", help="set the meter's clock to the concentrator's (taken when the command "
+                                         "is signed, not when it is queued)")
+    common(st)
+    st.add_argument("--force", action="store_true",
+                    help="allow a jump of more than 900 s (without it the meter refuses one: -4)")
+    expires(st)
+    st.set_defaults(func=_cmd_set_time)
 
     ls = sub.add_parser("list", help="queued commands: state, result and reason")
     common(ls, meter_required=False)

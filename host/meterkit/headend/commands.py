@@ -16,6 +16,8 @@ Operations (docs/concentrator.md, "Operator commands"):
 |                  |                                    | -4 rejected: <reason>                               |
 | OP_BILLING_RESET | none                               | 0 (billing snapshot frame, then demand reset)       |
 | OP_PROFILE       | A_FROM, A_TO (UTC s)               | 0 "N rows" (sent again as interval frames); -1 none |
+| OP_SET_TIME      | A_FORCE (A_UTC: added at signing)  | 0 set (event 14); -4 rejected: a shift beyond 900 s |
+|                  |                                    | without force                                       |
 """
 
 from __future__ import annotations
@@ -28,7 +30,13 @@ import cbor2
 
 from meter import cbor as mcbor
 from meter import messages as mmsg
-from meter.messages import OP_BACKFILL, OP_BILLING_RESET, OP_CALENDAR, OP_PROFILE  # noqa: F401 - the operations
+from meter.messages import (  # noqa: F401 - the operations
+    OP_BACKFILL,
+    OP_BILLING_RESET,
+    OP_CALENDAR,
+    OP_PROFILE,
+    OP_SET_TIME,
+)
 from meterkit.store.api import QUEUE_PENDING, Registry, Store
 from meterkit.timefmt import parse_utc, utc_text
 from meterkit.wire.names import OP_NAMES, op_name  # noqa: F401 - names of the operations
@@ -144,11 +152,38 @@ def profile_args(frm: int, to: int) -> dict:
     return {mmsg.A_FROM: frm, mmsg.A_TO: to}
 
 
+def set_time_args(force: bool) -> dict:
+    """Arguments of OP_SET_TIME as queued: the force flag only. The time (A_UTC) is the concentrator's clock when
+    it signs an attempt (signed_args): a command that waited in the queue must not carry the time it was queued."""
+    if type(force) is not bool:
+        raise CommandError(f"force must be true or false, not {force!r}")
+    return {mmsg.A_FORCE: force}
+
+
+def signed_args(op: int, args: dict | None, now: float) -> dict | None:
+    """The arguments an attempt is signed with: a set-time command gets the time of signing."""
+    if op != OP_SET_TIME:
+        return args
+    return {**(args or {}), mmsg.A_UTC: round(now)}
+
+
 def queue(store: Store, device: bytes, op: int, args: dict | None, now: float, expires: int | None = None,
           note: str | None = None) -> int:
     """Check a command and put it into the queue (committed); returns its id. expires: UTC seconds after
     which it is not sent (default: a calendar's activation, else a week; a calendar's is capped at its
     activation: after it the meter would refuse it)."""
+    try:
+        qid = queue_in(store, device, op, args, now, expires, note)
+        store.commit()
+    except BaseException:
+        store.rollback()
+        raise
+    return qid
+
+
+def queue_in(store: Store, device: bytes, op: int, args: dict | None, now: float, expires: int | None = None,
+             note: str | None = None) -> int:
+    """queue() inside the caller's transaction: nothing is committed (the concentrator's own set-time commands)."""
     if op == OP_CALENDAR and args:
         at = args[mmsg.A_ACTIVATION]
         expires = at if expires is None else min(expires, at)
@@ -157,13 +192,7 @@ def queue(store: Store, device: bytes, op: int, args: dict | None, now: float, e
     if expires <= now:
         raise CommandError(f"--expires {utc_text(expires)} is not in the future (now {utc_text(now)})")
     check_fits(op, args)
-    try:
-        qid = store.queue_command(device, op, args, now, expires, note)
-        store.commit()
-    except BaseException:
-        store.rollback()
-        raise
-    return qid
+    return store.queue_command(device, op, args, now, expires, note)
 
 
 
@@ -184,6 +213,10 @@ def describe(op: int, args: dict | None) -> str:
         return f"profile rows ending {utc_text(args.get(mmsg.A_FROM))} .. {utc_text(args.get(mmsg.A_TO))}"
     if op == OP_BILLING_RESET:
         return "billing reset (snapshot now, demand reset)"
+    if op == OP_SET_TIME:
+        force = bool(args and args.get(mmsg.A_FORCE))
+        return "set the clock to the concentrator's" + (f" (force: beyond {mmsg.SET_TIME_FREE_S} s too)" if force
+                                                        else "")
     return op_name(op) + (f" {json.dumps(args, sort_keys=True)}" if args else "")
 
 

@@ -12,6 +12,7 @@ This module wires the parts and runs them:
     gaps          missing frames (back-fill) and load-profile rows (profile requests)
     outages       silent meters, matched with their own account afterwards
     dispatch      signed commands; the operator's queue
+    clocks        meters' clock drift, and set-time commands for unset or drifted clocks
     devices       per-meter state, the registry of meter keys
     counters      counts and rejects, published and saved only with the commit that made them
 """
@@ -26,6 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from meterkit import wire as P
+from meterkit.headend.clocks import Clocks
 from meterkit.headend.config import ConcentratorConfig
 from meterkit.headend.connections import Connections, Link
 from meterkit.headend.counters import Counters
@@ -64,8 +66,9 @@ class Concentrator:
         self.frame_gaps = FrameGaps(cfg, store, headend, self.counters)
         self.interval_gaps = IntervalGaps(cfg, store, self.counters)
         self.dispatch = Dispatch(cfg, store, headend, self.counters, self.devices, self.frame_gaps)
+        self.clocks = Clocks(cfg, store, self.counters, self.devices)
         self.ingest = Ingest(cfg, store, headend, self.counters, self.devices, self.conns, self.guard,
-                             self.frame_gaps, self.outages, self.dispatch, self._now)
+                             self.frame_gaps, self.outages, self.dispatch, self._now, self.clocks)
         self._house: asyncio.Task | None = None
         self.port_control: PortControl | None = None
 

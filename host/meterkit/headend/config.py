@@ -23,6 +23,11 @@ class ConcentratorConfig:
     command_retry_after: float | None = None  # s on a new connection before an unanswered attempt is repeated
     #                                           (None: backfill_after)
     command_attempts: int = 5  # attempts without an answer before a command has failed
+    # meters' clocks (headend/clocks.py): drift measured from two successive readings/hellos that travelled
+    # alike (their receive times and meter times advance by the same amount, within clock_jitter_s)
+    clock_drift_max_s: float | None = 10.0  # a meter off by more is set (None: never for drift; unset: always)
+    clock_jitter_s: float = 2.0  # ... how alike: a frame that waited in an outbox fails this test
+    clock_set_every_s: float = 600.0  # s between automatic set-time commands to one meter, at least
     # connections: limits for TCP peers (a serial port is trusted wiring)
     idle_timeout: float = 600.0  # s without a valid frame: hung up
     max_rate: float | None = 128 * 1024  # bytes/s read per peer (token bucket); None: unlimited
@@ -46,8 +51,11 @@ class ConcentratorConfig:
             _check(self, name, 0 if name == "max_rejects" else 1, whole=True)
         for name in ("offline_after", "tick_s", "idle_timeout"):
             _check(self, name, 0, strictly=True)
-        for name in ("match_window", "backfill_after", "reconnect_s", "registry_refresh_s"):
+        for name in ("match_window", "backfill_after", "reconnect_s", "registry_refresh_s", "clock_jitter_s",
+                     "clock_set_every_s"):
             _check(self, name, 0)
+        if self.clock_drift_max_s is not None:
+            _check(self, "clock_drift_max_s", 0, strictly=True)
         if self.command_retry_after is not None:
             _check(self, "command_retry_after", 0)
         if self.max_rate is not None:

@@ -38,7 +38,8 @@ class FrameGap:
 
 class Device:
     __slots__ = ("id", "name", "period", "last_seen", "counter", "seqs", "online", "frames_stored", "outage",
-                 "gaps", "link", "link_at", "matching", "rows_from")
+                 "gaps", "link", "link_at", "matching", "rows_from", "drift", "clock_prev", "clock_asked",
+                 "clock_unset")
 
     def __init__(self, device_id: bytes):
         self.id = device_id
@@ -51,11 +52,15 @@ class Device:
         self.frames_stored = 0
         self.outage: tuple | None = None  # (id, start, newest seq stored before it) of the open outage
         self.gaps: list[FrameGap] = []
+        self.drift: float | None = None  # its clock minus ours, as last measured (headend/clocks.py)
         # known to this process only (kept across reloads)
         self.link: Link | None = None  # the connection that last delivered a valid frame
         self.link_at: float | None = None  # when that connection delivered its first valid frame
         self.matching: list[tuple] = []  # ended outages: (id, start, end, match until, seq before)
         self.rows_from: int | None = None  # smallest interval end stored since the last interval-gap scan
+        self.clock_prev: tuple[int, int, float] | None = None  # (seq, meter time, received) of its last reading
+        self.clock_asked: float | None = None  # when an automatic set-time was last queued for it
+        self.clock_unset = False  # its newest frame says its clock is not set: it takes set-time commands only
 
     @property
     def connected(self) -> bool:
@@ -123,10 +128,12 @@ class Devices:
         old = self._devs.get(device_id)
         if old is not None:
             d.link, d.link_at, d.matching, d.rows_from = old.link, old.link_at, old.matching, old.rows_from
+            d.clock_unset = old.clock_unset  # (clock_prev and clock_asked start afresh: a batch that failed and is
+            # stored again must be able to measure and ask again)
         if rec is not None:
             d.name, d.period, d.last_seen, d.counter = rec.name, rec.reporting_period_s, rec.last_seen, rec.last_counter
             d.seqs = Watermark(rec.ack_seq, rec.first_seq)
-            d.online, d.frames_stored = rec.online, rec.frames_stored
+            d.online, d.frames_stored, d.drift = rec.online, rec.frames_stored, rec.clock_drift_s
         self._load_seqs(d)
         hi = st.max_seq(device_id)
         if hi is not None:

@@ -5,12 +5,16 @@ A queued command goes to a meter only while it is connected, one at a time per m
 attempt with a fresh counter, its answer matched by counter. An unanswered attempt is repeated only when it can
 no longer be answered on its own (its connection is gone, or its signed expiry passed) and the meter has had
 `command_retry_after` seconds on its current connection with no frames missing: its outbox holds the answer if
-it acted, so nothing runs twice.
+it acted, so nothing runs twice. A set-time command is signed with the time of each attempt (never the time it
+was queued), and its expiry moved by the meter's measured drift when that is ahead: a meter judges expiry by
+its own clock, so one that runs ahead by more than the TTL could otherwise never take the command that
+corrects it.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -146,6 +150,8 @@ class Dispatch:
                 self._end(q, "failed", "not a registered meter")
                 return None
             d = self.devices.load(dev)
+        if d.clock_unset and q.op != M.OP_SET_TIME:
+            return None  # it refuses anything else until its clock is set: held, and the set-time goes first
         busy.add(dev)
         if not d.connected:
             return None
@@ -165,8 +171,11 @@ class Dispatch:
 
     def _attempt(self, d: Device, q: QueuedCommand, now: float) -> bytes:
         ttl = min(self.config.command_ttl_s, q.expires_at - int(now))
-        opcmds.check_fits(q.op, q.args)  # what another writer of the queue may not have checked
-        frame = issue_command(self.store, self.headend, d, q.op, q.args, now, ttl, queue_id=q.id)
+        args = opcmds.signed_args(q.op, q.args, now)
+        if q.op == M.OP_SET_TIME and d.drift is not None and d.drift > 0:
+            ttl += math.ceil(d.drift)  # its expiry in the meter's clock, which runs ahead
+        opcmds.check_fits(q.op, args)  # what another writer of the queue may not have checked
+        frame = issue_command(self.store, self.headend, d, q.op, args, now, ttl, queue_id=q.id)
         self.store.update_queued(q.id, state="sent", counter=d.counter, attempts=q.attempts + 1, sent_at=now)
         return frame
 

@@ -93,8 +93,8 @@ class FrameGaps:
     def request_due(self, d: Device, now: float) -> list[tuple[Device, int, int, int, bytes]]:
         """Back-fill commands for the gaps that are due (housekeeping's transaction): (device, first, last,
         command counter, frame) to send once committed."""
-        if not d.connected:
-            return []
+        if not d.connected or d.clock_unset:
+            return []  # a meter without a clock takes set-time commands only (headend/clocks.py)
         out = []
         for g in d.gaps:
             if not self._due(g, now):

@@ -24,6 +24,7 @@ from meter.cose import claimed_kid, split
 from meterkit import wire as P
 from meterkit.headend import storage
 from meterkit.headend.acks import ack_frames
+from meterkit.headend.clocks import Clocks
 from meterkit.headend.config import ConcentratorConfig
 from meterkit.headend.connections import Connections, Link
 from meterkit.headend.counters import Counters
@@ -79,7 +80,7 @@ class _Batch:
 class Ingest:
     def __init__(self, config: ConcentratorConfig, store: Store, headend: P.HeadEnd, counters: Counters,
                  devices: Devices, conns: Connections, guard: P.ReplayGuard, frame_gaps: FrameGaps,
-                 outages: Outages, dispatch: Dispatch, clock: Callable[[], float]):
+                 outages: Outages, dispatch: Dispatch, clock: Callable[[], float], clocks: Clocks | None = None):
         self.config = config
         self.store = store
         self.headend = headend
@@ -91,6 +92,7 @@ class Ingest:
         self.outages = outages
         self.dispatch = dispatch
         self.clock = clock
+        self.clocks = clocks
         self._handle: asyncio.Handle | None = None
 
     # -- scheduling
@@ -263,7 +265,8 @@ class Ingest:
 
     def _update(self, batch: _Batch, now: float) -> list[bytes]:
         """Watermarks, answers, gaps and outages after the batch's frames (in its transaction); returns the
-        meters that answered an operator command."""
+        meters that answered an operator command or were given a set-time command: the dispatch looks at
+        their queue after the commit."""
         for dev, seqs in batch.seqs.items():
             d = self.devices.get(dev)
             d.seqs.accept(seqs)
@@ -272,6 +275,8 @@ class Ingest:
         for r in batch.responses:
             if self.dispatch.on_response(self.devices.get(r.device_id), r, now):
                 answered.append(r.device_id)
+        if self.clocks is not None:  # drift measured; set-time commands queued (sent after the commit)
+            answered += self.clocks.observe(batch.fresh, now)
         for dev in batch.seqs:
             d = self.devices.get(dev)
             d.seqs.advance()

@@ -3,9 +3,10 @@ export`), from the store's read-outs.
 
 A meter's row: device id, name, when the concentrator last heard from it, its state, the import/export
 registers of its latest reading in kWh (exact: registers are whole Wh), frames stored, gaps back-filled,
-outages. State: 'online'; 'offline' (the concentrator declared an outage that has not ended); 'stale' (no outage
-declared, but silent for more than 3 reporting periods: is the concentrator running?); 'never' (registered,
-never heard).
+outages, and its clock: 'not set' (its newest frame says so), else its drift as the concentrator last measured
+it (its clock minus the concentrator's; headend/clocks.py), '-' before the first measurement. State: 'online';
+'offline' (the concentrator declared an outage that has not ended); 'stale' (no outage declared, but silent for
+more than 3 reporting periods: is the concentrator running?); 'never' (registered, never heard).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import csv
 import time
 from typing import Any, TextIO
 
+from meter import messages as M
 from meterkit.store.api import ReadOuts
 from meterkit.store.records import FleetRecord
 from meterkit.timefmt import utc_text
@@ -44,6 +46,14 @@ def meter_state(f: FleetRecord, now: float) -> str:
     return "online"
 
 
+def clock_text(f: FleetRecord) -> str:
+    """A meter's clock for people: 'not set', '+3 s' (ahead of the concentrator), '-2 s', or '-' (unknown)."""
+    if f.last_status is not None and f.last_status & M.ST_CLOCK_NOT_SET:
+        return "not set"
+    drift = f.meter.clock_drift_s
+    return "-" if drift is None else f"{drift:+.0f} s"
+
+
 def fleet_status(store: ReadOuts, now: float | None = None) -> list[dict]:
     """One dict per meter, the figures `meterkit status` shows (now: for the state; default the time)."""
     t = clock() if now is None else now
@@ -58,18 +68,21 @@ def fleet_status(store: ReadOuts, now: float | None = None) -> list[dict]:
             "gaps_backfilled": f.gaps_backfilled, "gaps_open": f.gaps_open,
             "gaps_settled": f.gaps_settled, "interval_gaps": f.interval_gaps, "outages": f.outages,
             "ack_seq": m.ack_seq, "reporting_period_s": m.reporting_period_s, "firmware": m.firmware,
-            "board": m.board, "boot_count": m.boot_count,
+            "board": m.board, "boot_count": m.boot_count, "clock": clock_text(f),
+            "clock_set": None if f.last_status is None else not f.last_status & M.ST_CLOCK_NOT_SET,
+            "clock_drift_s": m.clock_drift_s, "clock_drift_at": m.clock_drift_at,
+            "clock_drift_at_utc": utc_text(m.clock_drift_at),
         })
     return out
 
 
 def format_status(rows: list[dict]) -> str:
     head = ("device", "name", "last seen (UTC)", "state", "import kWh", "export kWh", "frames", "back-filled",
-            "outages")
+            "outages", "clock")
     body = [(r["device"], r["name"] or "", r["last_seen_utc"] or "-", r["state"], r["import_kwh"] or "-",
-             r["export_kwh"] or "-", str(r["frames"]), str(r["gaps_backfilled"]), str(r["outages"]))
+             r["export_kwh"] or "-", str(r["frames"]), str(r["gaps_backfilled"]), str(r["outages"]), r["clock"])
             for r in rows]
-    right = {4, 5, 6, 7, 8}
+    right = {4, 5, 6, 7, 8, 9}
     widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
     lines = []
     for row in [head, *body]:

@@ -32,7 +32,8 @@ DEMO_FLEET = [
     MeterSpec("meter-2", "constant", "serial", seed=2, calendar=CALENDAR),
     MeterSpec("meter-3", "random-walk", "serial", seed=3, calendar=CALENDAR),
     MeterSpec("meter-4", "steps", "tcp", seed=4, calendar=CALENDAR),
-    MeterSpec("meter-5", "export", "tcp", seed=5, calendar=CALENDAR),
+    # An ESP32 without a backed-up RTC: its clock starts at 2000-01-01 at every power-up, and the head-end sets it.
+    MeterSpec("meter-5", "export", "tcp", seed=5, calendar=CALENDAR, rtc="unset"),
     MeterSpec("meter-6", "mixed", "tcp", seed=6, calendar=CALENDAR),
 ]
 # The end of the October billing period (billing day 1): 2026-11-01 00:00 CET = 2026-10-31 23:00 UTC. A 24-hour
@@ -85,7 +86,9 @@ def summary(fleet: Fleet) -> tuple[str, list[dict]]:
         status = {f.meter.device_id: f for f in db.fleet()}
         for m in fleet.meters:
             stored = set(db.seqs_above(m.device, -1))
-            produced = _frames_produced(m.frames_log)
+            # A verified frame was made by the meter even when its line in the frames log was still in the
+            # killed process's buffer at a power cut.
+            produced = _frames_produced(m.frames_log) | stored
             st = status.get(m.device)
             imp, exp, backfilled = (st.import_wh, st.export_wh, st.gaps_backfilled) if st else (None, None, 0)
             snapshots = sum(b.period_end == BILLING_END for b in db.billing_snapshots(m.device))
@@ -191,16 +194,18 @@ def bill_and_day(db_path: Path, out: Path) -> tuple[str, list[tuple[str, str]], 
 
 
 class _LogLines(logging.Handler):
-    """The concentrator's warnings (a meter offline, frames never made), kept with the fleet time they came at
-    and printed with the fleet's events, not written across the progress bar."""
+    """The concentrator's warnings (a meter offline, frames never made) and what it does about meters' clocks,
+    kept with the fleet time they came at and printed with the fleet's events, not across the progress bar."""
 
     def __init__(self, fleet: Fleet):
-        super().__init__(logging.WARNING)
+        super().__init__(logging.INFO)
         self.fleet = fleet
         self.lines: list[tuple[float, str]] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append((self.fleet.clock.hours(), record.getMessage()))
+        text = record.getMessage()
+        if record.levelno >= logging.WARNING or record.name.endswith(".clocks") or "(set-time," in text:
+            self.lines.append((self.fleet.clock.hours(), text))
 
     def named(self) -> list[tuple[float, str]]:
         out = []
@@ -241,6 +246,8 @@ async def _run(out: Path, hours: float, speed: float) -> int:
     logger = logging.getLogger("meterkit.headend")
     logger.addHandler(clog)
     propagate, logger.propagate = logger.propagate, False
+    level = logger.level
+    logger.setLevel(logging.INFO)  # the clock lines are INFO
     await fleet.setup()
     try:
         await fleet.run(progress_bar("  running "))
@@ -250,6 +257,7 @@ async def _run(out: Path, hours: float, speed: float) -> int:
         await fleet.close()
         logger.removeHandler(clog)
         logger.propagate = propagate
+        logger.setLevel(level)
     print()
     events = [(h, line) for line in fleet.log if (h := _hours(line)) is not None]
     events += [(h, f"{h:5.2f} h  {text}") for h, text in clog.named()]

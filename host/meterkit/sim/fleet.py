@@ -190,6 +190,9 @@ class MeterSpec:
     seed: int = 1
     calendar: str | Path | None = None  # a TOU calendar file (the board's 'tariff' section; docs/tariffs.md)
     billing_day: int | None = None  # local day of month the billing periods end on (the firmware's default: 1)
+    rtc: str | None = None  # "unset": the board's clock starts at 2000-01-01, as an ESP32's after power-up
+    rtc_offset_s: int | None = None  # ... or runs this far off the fleet's time
+    ntp: bool = False  # a time server answers (the fleet's true time), as on Wi-Fi
 
 
 @dataclass
@@ -226,7 +229,8 @@ class Fleet:
 
     def __init__(self, out_dir: Path, specs: list[MeterSpec], headend_key: Any, db_path: Path, *,
                  hours: float = 24.0, speed: float = 1440.0, start_unix: int = 1793491200,
-                 reading_s: int = 60, offline_after: float = 15):
+                 reading_s: int = 60, offline_after: float = 15, clock_drift_max_s: float | None = None,
+                 clock_jitter_s: float = 2.0):
         self.out = Path(out_dir)
         self.specs = specs
         self.headend_key = headend_key
@@ -238,6 +242,10 @@ class Fleet:
         # Silent for 15 reporting periods (15 min) = offline. At 1440x that is 0.6 s of real time: a tighter
         # threshold would see CPU scheduling jitter on a small machine as outages.
         self.offline_after = offline_after
+        # The concentrator sets unset clocks, but by default leaves drift alone here: receive times on the fleet
+        # clock step by ~18 virtual seconds (it follows the meters' @@T lines) and meters run up to two minutes
+        # ahead of it (sim/run.py, FLEET_SLACK_S), too coarse to tell prompt frames from an outbox burst.
+        self.clock_settings = {"clock_drift_max_s": clock_drift_max_s, "clock_jitter_s": clock_jitter_s}
         self.meters: list[FleetMeter] = []
         self.clock = FleetClock(start_unix, speed, start_unix + hours * 3600)
         self.store = None
@@ -280,7 +288,7 @@ class Fleet:
         for m in self.meters:
             self.store.register_meter(m.device, m.public_key, m.spec.name)
         self.conc = Concentrator(self.store, protocol.HeadEnd(self.headend_key), clock=self.clock,
-                                 offline_after=self.offline_after)
+                                 offline_after=self.offline_after, **self.clock_settings)
         host, port = await self.conc.start_tcp()
         for m in self.meters:
             if m.spec.link == "serial":
@@ -301,7 +309,7 @@ class Fleet:
         self.store.close()
         self.store = open_store(self.db_path)
         self.conc = Concentrator(self.store, protocol.HeadEnd(self.headend_key), clock=self.clock,
-                                 offline_after=self.offline_after)
+                                 offline_after=self.offline_after, **self.clock_settings)
         host, port = await self.conc.start_tcp()
         for m in self.meters:
             if m.bridge is not None:
@@ -313,14 +321,21 @@ class Fleet:
     async def _start_meter(self, m: FleetMeter) -> None:
         remaining = self.hours - self.clock.hours()
         link = f"serial:{m.bridge.meter_path}" if m.bridge else f"tcp:127.0.0.1:{m.proxy.port}"
-        cmd = sim_command(m.spec.scenario, max(remaining, 0.0), flash_dir=m.flash, seed=m.spec.seed,
-                          start=int(self.clock()))
+        start = int(self.clock())
+        cmd = sim_command(m.spec.scenario, max(remaining, 0.0), flash_dir=m.flash, seed=m.spec.seed, start=start)
         cmd += ["--speed", repr(self.speed), "--link", link, "--frames", str(m.frames_log),
                 "--reading-s", str(self.reading_s), "--drain-ms", "30000", "--clock-file", str(self.clock_file)]
         if m.spec.calendar is not None:  # the firmware runs in the checkout: an absolute path
             cmd += ["--calendar", str(Path(m.spec.calendar).resolve())]
         if m.spec.billing_day is not None:
             cmd += ["--billing-day", str(int(m.spec.billing_day))]
+        if m.spec.rtc is not None:  # every start is a power-up: an ESP32's RTC starts unset each time
+            cmd += ["--rtc", m.spec.rtc]
+        if m.spec.rtc_offset_s is not None:
+            cmd += ["--rtc-offset", str(int(m.spec.rtc_offset_s))]
+        if m.spec.ntp:
+            cmd += ["--ntp"]
+        m.vtime = float(start)  # followed from its launch: the fleet clock must not run ahead while it starts
         m.proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
                                                       stderr=asyncio.subprocess.PIPE, env=sim_env(),
                                                       cwd=str(firmware_dir().parent))

@@ -33,6 +33,8 @@ class MeterRecord:
     first_seq: int | None = None  # first sequence number stored
     online: bool = False
     frames_stored: int = 0
+    clock_drift_s: float | None = None  # its clock minus the concentrator's, as last measured (None: never)
+    clock_drift_at: float | None = None  # ... when (concentrator clock)
 
 
 @dataclass(frozen=True)
@@ -188,3 +190,4 @@ class FleetRecord:
     interval_gaps: int
     outages: int
     outage_open: int
+    last_status: int | None = None  # status bits of its newest frame (ST_CLOCK_NOT_SET: its clock is not set)

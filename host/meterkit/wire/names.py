@@ -57,7 +57,7 @@ def row_status_names(status: int) -> list[str]:
 
 
 OP_NAMES = {M.OP_BACKFILL: "back-fill", M.OP_CALENDAR: "calendar", M.OP_BILLING_RESET: "billing-reset",
-            M.OP_PROFILE: "profile"}
+            M.OP_PROFILE: "profile", M.OP_SET_TIME: "set-time"}
 
 
 def op_name(op: int) -> str:

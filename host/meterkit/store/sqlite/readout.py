@@ -13,6 +13,7 @@ _FLEET_SQL = """SELECT m.*,
      (SELECT import_wh FROM readings r WHERE r.device = m.device ORDER BY seq DESC LIMIT 1) AS import_wh,
      (SELECT export_wh FROM readings r WHERE r.device = m.device ORDER BY seq DESC LIMIT 1) AS export_wh,
      (SELECT meter_time FROM readings r WHERE r.device = m.device ORDER BY seq DESC LIMIT 1) AS reading_time,
+     (SELECT status FROM frames f WHERE f.device = m.device ORDER BY seq DESC LIMIT 1) AS last_status,
      (SELECT count(*) FROM gaps g WHERE g.device = m.device AND g.kind = 'frames'
        AND g.state = 'filled' AND g.attempts > 0) AS gaps_backfilled,
      (SELECT count(*) FROM gaps g WHERE g.device = m.device AND g.kind = 'frames'
@@ -46,7 +47,8 @@ assert tuple(_EXPORT_SQL) == EXPORT_TABLES
 class ReadOutQueries(Connection):
     def fleet(self) -> list[FleetRecord]:
         return [FleetRecord(meter_record(r), r["import_wh"], r["export_wh"], r["reading_time"], r["gaps_backfilled"],
-                            r["gaps_open"], r["gaps_settled"], r["interval_gaps"], r["outages"], r["outage_open"])
+                            r["gaps_open"], r["gaps_settled"], r["interval_gaps"], r["outages"], r["outage_open"],
+                            r["last_status"])
                 for r in self._rows(_FLEET_SQL)]
 
     def export(self, table: str, device_id: bytes | None = None) -> Export:

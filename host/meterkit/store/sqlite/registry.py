@@ -15,7 +15,8 @@ from meterkit.wire.records import Hello
 
 _INSERT = "INSERT INTO meters (device, public_key, name, provisioned_at, reporting_period_s) VALUES (?, ?, ?, ?, ?)"
 _UPDATABLE = frozenset({"last_seen", "last_counter", "firmware", "board", "boot_count", "ack_seq", "first_seq",
-                        "online", "frames_stored", "name", "reporting_period_s"})
+                        "online", "frames_stored", "name", "reporting_period_s", "clock_drift_s",
+                        "clock_drift_at"})
 
 
 def meter_record(r: sqlite3.Row) -> MeterRecord:
@@ -23,7 +24,8 @@ def meter_record(r: sqlite3.Row) -> MeterRecord:
                        provisioned_at=r["provisioned_at"], reporting_period_s=r["reporting_period_s"],
                        last_seen=r["last_seen"], last_counter=r["last_counter"], firmware=r["firmware"],
                        board=r["board"], boot_count=r["boot_count"], ack_seq=r["ack_seq"],
-                       first_seq=r["first_seq"], online=bool(r["online"]), frames_stored=r["frames_stored"])
+                       first_seq=r["first_seq"], online=bool(r["online"]), frames_stored=r["frames_stored"],
+                       clock_drift_s=r["clock_drift_s"], clock_drift_at=r["clock_drift_at"])
 
 
 def _period(p: Any) -> int:

@@ -31,6 +31,8 @@ command_queue  id, device, op, args (JSON, top-level keys as text), created_at, 
            queued it)                                                                        -- v3
 commands   + queue_id: the command_queue entry an attempt carried (NULL: the concentrator's own back-fill)
                                                                                              -- v3
+meters     + clock_drift_s (the meter's clock minus the concentrator's, s, as last measured from two frames
+           received promptly; NULL: never measured), clock_drift_at (when, concentrator clock)   -- v4
 
 Integers that SQLite cannot hold (outside signed 64 bits; the protocol allows uint64) are stored as NULL in
 the decoded columns; the raw frame keeps the exact value.
@@ -195,11 +197,17 @@ _V3 = (
     "CREATE INDEX commands_queue ON commands (queue_id)",
 )
 
+_V4 = (
+    "ALTER TABLE meters ADD COLUMN clock_drift_s REAL",
+    "ALTER TABLE meters ADD COLUMN clock_drift_at REAL",
+)
+
 # (version, what it brings, statements). Append only: a released migration never changes.
 MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (1, "registry, frames as evidence, decoded readings/intervals/events, commands, rejects", _V1),
     (2, "delivery state: ack watermark, outages, gaps, billing snapshots, persisted counters", _V2),
     (3, "operator command queue; each signed command attempt linked to its queue entry", _V3),
+    (4, "clock drift per meter, as the concentrator last measured it", _V4),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
