@@ -246,3 +246,28 @@ def _error(port: str) -> float:
         out, err = s.t.follow(120)
     assert not err, err
     return float(out.decode().strip().splitlines()[-1])
+
+
+_RESTARTS_ONCE = """\
+import os, sys, time, micropython
+try:
+    os.stat('/restarted')
+except OSError:
+    open('/restarted', 'w').close()
+    micropython.kbd_intr(-1)  # deaf to Ctrl-C for a second, then it restarts (a watchdog, a crash, DTR)
+    time.sleep_ms(1000)
+    sys.exit()
+while True:
+    time.sleep_ms(10)
+"""
+
+
+def test_a_board_that_restarts_while_asked_is_asked_again(tmp_path):
+    with PtyBoard(tmp_path / "board") as board:
+        with Session.open(board.port) as s:
+            s.write_file("/main.py", _RESTARTS_ONCE.encode())
+        mark = len(board.output)
+        board.reset()
+        with Session.open(board.port, timeout=2) as s:
+            assert s.eval("6 * 7") == 42
+        assert board.output.count(b"MPY: soft reboot", mark) >= 1

@@ -26,6 +26,9 @@ from meter.console import ATTENTION
 
 WRITE_CHUNK = 1024  # bytes per exec when copying a file (mpremote's fs_writefile, raw-paste mode)
 BOOT_WAIT_S = 10.0
+ENTER_ATTEMPTS = 3  # a board that restarted while we asked for its REPL is asked again
+# what a board running MicroPython prints (as opposed to an ESP32's ROM bootloader, or another device)
+MICROPYTHON_SIGNS = re.compile(rb"MicroPython|soft reboot|meterkit: |>>> |Traceback")
 
 
 class DeviceError(RuntimeError):
@@ -211,6 +214,27 @@ class Session:
 
 
 def _enter_repl(t: object, port: str, timeout: float) -> None:
+    """The raw REPL after a soft reset, or DeviceError saying what answered instead. A board that restarts
+    while we ask (a Ctrl-C that met it booting, a watchdog, a reset by the port's DTR/RTS lines) is asked again."""
+    for _ in range(ENTER_ATTEMPTS):
+        heard = _try_raw_repl(t, port, timeout)
+        if heard is None:
+            return
+        if not MICROPYTHON_SIGNS.search(heard):
+            break
+    if not heard:
+        raise DeviceError(f"nothing answers on {port}: no MicroPython REPL. Is MicroPython on the board "
+                          "(`meterkit device flash`)? Is it the right port? A board held in its bootloader "
+                          "needs a press of its reset (EN) button")
+    if MICROPYTHON_SIGNS.search(heard):
+        raise DeviceError(f"the board on {port} runs MicroPython but did not give its REPL (it says: "
+                          f"{_printable(heard)!r}). Press its reset (EN) button and try again")
+    raise DeviceError(f"a device answers on {port}, but not with a MicroPython REPL (it says: "
+                      f"{_printable(heard)!r}). Flash MicroPython with `meterkit device flash`")
+
+
+def _try_raw_repl(t: object, port: str, timeout: float) -> bytes | None:
+    """One attempt: None once in the raw REPL, else what the device printed meanwhile."""
     from mpremote.transport import TransportError
 
     heard = bytearray()  # what mpremote read while it waited for the REPL (it prints it; we quote it)
@@ -227,14 +251,9 @@ def _enter_repl(t: object, port: str, timeout: float) -> None:
         time.sleep(0.05)
         with contextlib.redirect_stdout(io.StringIO()):
             t.enter_raw_repl(soft_reset=True, timeout_overall=timeout)
+        return None
     except TransportError:
-        heard = bytes(heard) + _drain(t)
-        if not heard:
-            raise DeviceError(f"nothing answers on {port}: no MicroPython REPL. Is MicroPython on the board "
-                              "(`meterkit device flash`)? Is it the right port? A board held in its bootloader "
-                              "needs a press of its reset (EN) button") from None
-        raise DeviceError(f"a device answers on {port}, but not with a MicroPython REPL (it says: "
-                          f"{_printable(heard)!r}). Flash MicroPython with `meterkit device flash`") from None
+        return bytes(heard) + _drain(t)
     except OSError as e:
         raise DeviceError(_gone(port, e)) from None
     finally:

@@ -9,9 +9,10 @@ board on a USB serial port:
   formatted on first use; the simulated hardware (`firmware/sim`, the part `machine` plays on an ESP32) is the
   board's ROM at `/rom`. Every block write reaches the file at once: killing the interpreter is a power cut.
 - **Power-up.** /boot.py, then /main.py, then the REPL (`micropython -i`).
-- **Soft reset.** When the interpreter ends (Ctrl-D, sys.exit) the board prints `MPY: soft reboot` and starts
-  again: from the friendly REPL with boot.py and main.py; from the raw REPL with boot.py only and back in the
-  raw REPL, as a board does (mpremote waits for exactly that).
+- **Soft reset.** When the interpreter ends (Ctrl-D, sys.exit), or boot.py or main.py ends with sys.exit()
+  (board_rom.py says so: `-i` would go on to the REPL), the board prints `MPY: soft reboot` and starts
+  again: from the friendly REPL with boot.py and main.py; from the raw REPL with boot.py only and back in
+  the raw REPL, as a board does (mpremote waits for exactly that).
 - **Ctrl-C.** A 0x03 from the host becomes SIGINT while the interpreter runs code with Ctrl-C enabled (its
   SIGINT handler is installed: /proc/PID/status SigCgt). At the REPL prompt, or after
   `micropython.kbd_intr(-1)`, the byte is passed on as data, as a board's UART does. The pinned Unix port
@@ -45,6 +46,7 @@ ROM_SCRIPT = Path(__file__).with_name("board_rom.py")
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 SOFT_REBOOT = b"MPY: soft reboot\r\n"
 UP = b"\x1b[board-up]"  # board_rom.py's first output
+RESET = b"\x1b[board-reset]"  # board_rom.py: boot.py or main.py ended with sys.exit(), a soft reset on a board
 SIGINT_GAP_S = 0.1  # a second SIGINT while the first is pending would end the Unix port (it exits on it)
 
 
@@ -243,7 +245,12 @@ class PtyBoard:
         if not self._up and data.startswith(UP):
             self._up = True
             data = data[len(UP):]
-        self._to_host(data)
+        before, reset, _ = data.partition(RESET)
+        self._to_host(before)
+        if reset:
+            self._power_off()
+            self._to_host(SOFT_REBOOT)
+            self._power_on(run_main=True)
 
     def _drain_board(self) -> None:
         while True:

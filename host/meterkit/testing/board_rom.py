@@ -7,6 +7,7 @@
 # Every block write is a write(2) of the image file, so a killed process leaves what a power cut would.
 import os
 import sys
+import time
 
 import vfs
 
@@ -65,8 +66,10 @@ def _run(name):
         with open(name) as f:
             code = compile(f.read(), name, "exec")
         exec(code, {"__name__": "__main__"})
-    except SystemExit:
-        raise  # a soft reset, as on a board
+    except SystemExit:  # a soft reset, as on a board (-i would go on to the REPL): the shim restarts us
+        sys.stdout.write("\x1b[board-reset]")
+        while True:
+            time.sleep_ms(100)
     except BaseException as e:  # noqa: B036 - KeyboardInterrupt too: the board goes on to its REPL
         sys.print_exception(e)
 
