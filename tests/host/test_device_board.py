@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from meter import events
+from meter import messages as M
 from meterkit.cli import main as cli
 from meterkit.device.build import build_bundle
 from meterkit.device.deploy import deploy, load_profile
@@ -77,7 +79,9 @@ def test_the_real_mpremote_cli_works_with_the_board_as_with_a_real_one(board, tm
 
 def test_build_deploy_provision_and_the_frames_verify_at_a_concentrator_that_lends_the_port(board, bundles, tmp_path):
     x64, _ = bundles
-    profile = _profile(tmp_path)
+    # real time (a board's clock runs at 1 s per s), a reading every 2 s, and an RTC that starts at 2000-01-01
+    # at every power-up and soft reset, as an ESP32's without a battery: the head-end must set it
+    profile = _profile(tmp_path, speed=1, reading_s=2, rtc="unset")
     assert cli(["device", "deploy", "--port", board.port, "--board", str(profile), "--bundle", str(x64.dir)]) == 0
     board.wait_output(rf"meterkit: firmware {x64.id} from /app.a")
     key, pub, _ = new_key(tmp_path / "keys")
@@ -92,22 +96,52 @@ def test_build_deploy_provision_and_the_frames_verify_at_a_concentrator_that_len
                     "--serial"]) == 2
         assert cli(["device", "provision", "--port", board.port, "--db", str(db), "--headend-key", str(pub),
                     "--serial", "--release-via", str(db), "--name", "bench"]) == 0
-        # the meter restarted with its link on the console; the concentrator took the port back
+        # the meter restarted with its link on the console; the concentrator took the port back, verified and
+        # stored its frames, and set its clock
         store = open_store(db, readonly=True)
         with store:
             (meter,) = store.meters()
             assert meter.name == "bench"
-            _wait(lambda: (store.max_seq(meter.device_id) or 0) >= 3, timeout=40)
-        # a deploy while it reports: the port is lent again, the meter stops, restarts, reports on
+            dev = meter.device_id
+            _wait(lambda: _clock_set_and_reporting(store, dev, after=0), timeout=60,
+                  state=lambda: _frames(store, dev))
+            _assert_clock_kept(store, dev)
+            seen = store.max_seq(dev)
+        # a deploy while it reports: the port is lent again, the meter stops, restarts, reports on (its clock
+        # unset again after the soft reset, and set again)
         assert cli(["device", "deploy", "--port", board.port, "--board", str(profile), "--bundle", str(x64.dir),
                     "--release-via", str(db)]) == 0
         store = open_store(db, readonly=True)
         with store:
-            seen = store.max_seq(meter.device_id)
-            _wait(lambda: store.max_seq(meter.device_id) > seen + 2, timeout=40)
+            _wait(lambda: _clock_set_and_reporting(store, dev, after=seen), timeout=60,
+                  state=lambda: _frames(store, dev))
+            _assert_clock_kept(store, dev)
     finally:
         conc.terminate()
         conc.wait(10)
+
+
+def _clock_set_and_reporting(store, dev: bytes, after: int) -> bool:
+    """Since seq `after`: a hello with the clock not set, then at least two readings stamped with a set clock."""
+    frames = store.frames_after(dev, after, limit=None)
+    hellos = [f.seq for f in frames if f.kind == M.HELLO and f.status & M.ST_CLOCK_NOT_SET]
+    return bool(hellos) and len([f for f in frames if f.kind == M.READING and f.seq > hellos[-1]
+                                 and not f.status & M.ST_CLOCK_NOT_SET]) >= 2
+
+
+def _assert_clock_kept(store, dev: bytes) -> None:
+    frames = store.frames_after(dev, -1, limit=None)
+    unset = [f for f in frames if f.status & M.ST_CLOCK_NOT_SET]
+    # stamped with seconds since power-up, never with a date in 2000
+    assert unset and all(f.meter_time < 3600 for f in unset), unset[:3]
+    for f in frames:
+        if not f.status & M.ST_CLOCK_NOT_SET:  # the head-end's time, within what a frame's trip takes
+            assert abs(f.meter_time - f.received_at) < 15, f
+    sets = [q for q in store.queued_commands(dev) if q.op == M.OP_SET_TIME]
+    assert sets and all((q.state, q.result) == ("answered", M.RESULT_OK) for q in sets), sets
+    assert sets[0].args == {M.A_FORCE: False} and "not set" in sets[0].note, sets[0]
+    moved = [e.value for e in store.events(dev, codes=(events.CLOCK_SET,))]
+    assert moved and all(v > 25 * 365 * 86400 for v in moved), moved  # from 2000-01-01 to now
 
 
 def test_a_deploy_cut_off_anywhere_leaves_a_board_that_boots_the_old_firmware_or_the_new(board, bundles, tmp_path):
@@ -148,9 +182,16 @@ def test_a_deploy_cut_off_anywhere_leaves_a_board_that_boots_the_old_firmware_or
     assert r.bundle == new.id
 
 
-def _wait(cond, timeout: float = 20.0) -> None:
+def _wait(cond, timeout: float = 20.0, state=None) -> None:
     end = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > end:
-            raise AssertionError("timed out")
+            raise AssertionError("timed out" + (f"; {state()}" if state else ""))
         time.sleep(0.1)
+
+
+def _frames(store, dev: bytes) -> str:
+    """What the concentrator has of the meter, for a failure's message."""
+    frames = [(f.seq, f.kind, f.meter_time, f.status, round(f.received_at))
+              for f in store.frames_after(dev, -1, limit=None)]
+    return f"frames {frames[-30:]}; commands {[(q.state, q.result, q.note) for q in store.queued_commands(dev)]}"
