@@ -119,19 +119,27 @@ def test_no_board_on_the_port(silent_port, bundle, capsys):
         Session.open(silent_port, timeout=1)
 
 
-def test_a_busy_port(silent_port, bundle, capsys):
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nf = open(sys.argv[1], 'rb')\n"
-                               "print('open', flush=True)\ntime.sleep(60)", silent_port], stdout=subprocess.PIPE)
-    try:
-        assert holder.stdout.readline() == b"open\n"
-        with pytest.raises(DeviceError, match=rf"{silent_port} is busy: in use by {holder.pid} "):
-            F.detect(silent_port)
-        assert cli(["device", "deploy", "--port", silent_port, "--board", str(ROOT / "boards" / "unix-sim.json"),
-                    "--bundle", str(bundle.dir)]) == 2
-        assert f"{silent_port} is busy: in use by {holder.pid}" in capsys.readouterr().err
-    finally:
-        holder.kill()
-        holder.wait()
+def test_a_busy_port_changes_nothing_on_the_board(tmp_path, bundle, capsys):
+    profile = _profile(tmp_path)
+    with PtyBoard(tmp_path / "board") as board:
+        deploy(board.port, bundle, load_profile(profile))
+        board.wait_output(f"meterkit: firmware {bundle.id}")
+        sent = board.host_bytes
+        holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nf = open(sys.argv[1], 'rb')\n"
+                                   "print('open', flush=True)\ntime.sleep(60)", board.port], stdout=subprocess.PIPE)
+        try:
+            assert holder.stdout.readline() == b"open\n"
+            with pytest.raises(DeviceError, match=rf"{board.port} is busy: in use by {holder.pid} "):
+                F.detect(board.port)
+            for cmd in (["deploy", "--board", str(profile), "--bundle", str(bundle.dir)], ["calibrate"]):
+                assert cli(["device", cmd[0], "--port", board.port, *cmd[1:]]) == 2
+                assert f"{board.port} is busy: in use by {holder.pid}" in capsys.readouterr().err
+        finally:
+            holder.kill()
+            holder.wait()
+        assert board.host_bytes == sent  # not a byte reached the board
+        with Session.open(board.port) as s:  # and once the port is free it works as before
+            assert s.eval("open('/app.slot').read()") == "a"
 
 
 def test_a_board_without_micropython(port_pair):
