@@ -71,8 +71,19 @@ class Provisioned:
 
 
 def serial_link(baud: int = 115200) -> dict:
-    """The link on the REPL's own port (UART0 on an ESP32-DevKitC: TX GPIO1, RX GPIO3; meter.console)."""
-    return {"kind": "uart", "id": 0, "tx": 1, "rx": 3, "baud": baud}
+    """The link on the REPL's own port, UART0 (meter.console); its pins are the board's chip's, filled in by
+    provision() from the profile (console_link)."""
+    return {"kind": "uart", "id": 0, "tx": None, "rx": None, "baud": baud}
+
+
+def console_link(profile: dict, link: dict) -> dict:
+    """A serial_link() with the console pins of the profile's chip (ESP32 GPIO1/3, S3 43/44, C3 21/20)."""
+    from meter.pins import console_tx_rx
+
+    if link.get("kind") != "uart" or link.get("tx") is not None:
+        return link
+    tx, rx = console_tx_rx(profile.get("chip", "esp32"))
+    return {**link, "tx": tx, "rx": rx}
 
 
 def wifi_link(ssid: str, password: str, host: str, port: int) -> dict:
@@ -102,6 +113,7 @@ def provision(port: str, headend_pub: bytes | None, link: dict | None,
             raise DeviceError(f"the board on {port} has no firmware deployed (no board profile): run "
                               "`meterkit device deploy` first") from None
         if link is not None:
+            link = console_link(profile, link)
             check_link(profile, link)
         dev, pub, created, name = s.eval_code(_IDENTITY % ((headend_pub or b"").hex(),))
         result = Provisioned(bytes.fromhex(dev), bytes.fromhex(pub), created, name, link)
