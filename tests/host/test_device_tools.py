@@ -197,6 +197,21 @@ def test_a_wrong_board_profile_changes_nothing(tmp_path, bundle):
         board.wait_output(f"meterkit: firmware {bundle.id} from /app.a", since=mark)  # as it was
 
 
+def test_a_profile_for_another_chip_is_refused(bundle):
+    from meterkit.device.deploy import board_chip, check_fit
+    from meterkit.device.session import BoardInfo
+
+    # sys.implementation._machine as MicroPython's ESP32 port builds it: "<board name> with <SoC>"
+    assert board_chip("Generic ESP32S3 module with ESP32S3") == "esp32s3"
+    assert board_chip("ESP32C3 module with ESP32C3") == "esp32c3"
+    assert board_chip("linux [GCC 14.2.1] version") is None
+    s3 = Session("/dev/ttyACM0", None, BoardInfo("esp32", "Generic ESP32S3 module with ESP32S3", "1.26", 6, 10, True))
+    with pytest.raises(DeviceError, match="wrong board profile: 'esp32-devkitc' is for an ESP32, and the board on "
+                                          "/dev/ttyACM0 is an ESP32S3"):
+        check_fit(bundle, load_profile(ROOT / "boards" / "esp32-devkitc.json"), s3)
+    check_fit(bundle, load_profile(ROOT / "boards" / "esp32s3-devkitc-n8r8.json"), s3)  # frozen: no .mpy check
+
+
 def test_calibration_brings_a_shunt_3_percent_off_with_an_offset_under_0_1_percent(tmp_path, bundle):
     # the real shunt is 3 % above the profile's, and the chip reads 2.5 LSB (25 uV) high
     profile = load_profile(_profile(tmp_path, shunt_error_ppm=30000, offset_lsb=2.5))

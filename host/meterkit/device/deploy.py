@@ -90,12 +90,24 @@ def slot_contents(bundle: Bundle, profile: dict, slot: str, frozen: bool) -> dic
     return files
 
 
+def board_chip(machine: str) -> str | None:
+    """The chip named by an ESP32 port's sys.implementation._machine ('Generic ESP32S3 module with ESP32S3'
+    -> 'esp32s3'), or None."""
+    _, sep, chip = machine.rpartition(" with ")
+    chip = chip.strip().lower().replace("-", "")
+    return chip if sep and chip.startswith("esp32") else None
+
+
 def check_fit(bundle: Bundle, profile: dict, s: Session) -> None:
     info = s.info
     want = PLATFORMS.get(profile["mcu"])
     if want != info.platform:
         raise DeviceError(f"wrong board profile: {profile['name']!r} is for an {profile['mcu']} board, and the board "
                           f"on {s.port} is a {info.platform} ({info.machine})")
+    chip = board_chip(info.machine)
+    if chip and profile.get("chip") and profile["chip"] != chip:
+        raise DeviceError(f"wrong board profile: {profile['name']!r} is for an {profile['chip'].upper()}, and the "
+                          f"board on {s.port} is an {chip.upper()} ({info.machine}): pick its profile in boards/")
     if info.frozen_meter:
         return
     if info.mpy != bundle.mpy:
