@@ -5,7 +5,6 @@ that lends the board's port for the tools; deploys cut off at several points; th
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from meterkit.device.build import build_bundle
 from meterkit.device.deploy import deploy, load_profile
 from meterkit.device.session import DeviceError
 from meterkit.store import open_store
-from meterkit.testing.board import PtyBoard
+from meterkit.testing.board import PtyBoard, sim_profile
 from meterkit.wire.keys import new_key
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,11 +36,7 @@ def bundles(tmp_path_factory):
 
 
 def _profile(tmp_path: Path, **sim) -> Path:
-    prof = json.loads((ROOT / "boards" / "unix-sim.json").read_text())
-    prof["sim"].update({"scenario": "constant", "speed": 30, **sim})
-    p = tmp_path / "profile.json"
-    p.write_text(json.dumps(prof))
-    return p
+    return sim_profile(tmp_path / "profile.json", **{"speed": 30, **sim})
 
 
 @pytest.fixture

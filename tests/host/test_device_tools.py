@@ -22,7 +22,7 @@ from meterkit.device import flash as F
 from meterkit.device.build import build_bundle
 from meterkit.device.deploy import deploy, load_profile
 from meterkit.device.session import DeviceError, Session, check_port
-from meterkit.testing.board import PtyBoard
+from meterkit.testing.board import PtyBoard, sim_profile
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ptys and /proc: Linux")
@@ -173,11 +173,7 @@ def bundle(tmp_path_factory):
 
 
 def _profile(tmp_path: Path, **sim) -> Path:
-    prof = json.loads((ROOT / "boards" / "unix-sim.json").read_text())
-    prof["sim"].update({"scenario": "constant", "speed": 20, **sim})
-    p = tmp_path / "profile.json"
-    p.write_text(json.dumps(prof))
-    return p
+    return sim_profile(tmp_path / "profile.json", **{"speed": 20, **sim})
 
 
 def test_a_wrong_board_profile_changes_nothing(tmp_path, bundle):

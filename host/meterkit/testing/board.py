@@ -344,6 +344,18 @@ class PtyBoard:
         self._enter_raw = was_raw
 
 
+def sim_profile(path: str | os.PathLike, **sim: object) -> Path:
+    """boards/unix-sim.json with its `sim` section updated (a constant load unless told), written to `path`:
+    the profile to deploy to a PtyBoard."""
+    import json
+
+    prof = json.loads((toolchain.repo_root() / "boards" / "unix-sim.json").read_text())
+    prof["sim"].update({"scenario": "constant", **sim})
+    out = Path(path)
+    out.write_text(json.dumps(prof))
+    return out
+
+
 def _catches_sigint(pid: int) -> bool:
     """Does the process have a SIGINT handler installed (the Unix port: only while it runs code with Ctrl-C on)?"""
     try:
