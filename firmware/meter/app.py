@@ -14,6 +14,7 @@ from meter import events
 from meter.alarms import Alarms
 from meter.board import alarm_settings, tariff_settings
 from meter.boundaries import Boundaries
+from meter.calibration import Calibration
 from meter.clock import ticks_diff
 from meter.ina219 import INA219, SensorError
 from meter.metrology import Metrology
@@ -49,6 +50,8 @@ class Meter:
                              ticks_us=hw.ticks_us, on_event=self.event, sleep_ms=hw.sleep_ms)
         self.metrology = Metrology(self.sensor.cycle_us, ina["shunt_uohm"])
         self.store = Store(hw.flash_dir, "registers")
+        self.calibration = Calibration(hw.flash_dir)  # meterkit device calibrate; applied once per batch
+        self._cal_elapsed = 0  # metrology.elapsed_us at the last settle (the offset's time base)
         ck = b["checkpoint"]
         self.checkpointer = Checkpointer(self.store, quantum_uwh=ck["quantum_wh"] * 1000000,
                                          max_interval_s=ck["max_interval_s"])
@@ -88,6 +91,7 @@ class Meter:
                        self.registers, self.metrology, self.sensor, self.boundaries, lambda: self.sensor_ok,
                        self.hw.relay, self.flush_checkpoint, self.event, reading_s, interval_s)
         self.reporter = self.boundaries.reporter = rep
+        rep.calibration = self.calibration
         torn = self.profile.torn + self.eventlog.torn
         if torn:
             self.event(EV_STORE_CORRUPT, "%d torn profile/event records at boot" % torn)
@@ -244,6 +248,11 @@ class Meter:
 
     def settle(self):
         imp, exp = self.metrology.take_uwh()
+        cal = self.calibration
+        if cal.id:  # once per batch, where raw energy has become uWh (meter/calibration.py says why here)
+            el = self.metrology.elapsed_us
+            imp, exp = cal.energy(imp, exp, self.sensor.bus_mv(), el - self._cal_elapsed)
+            self._cal_elapsed = el
         now = self.hw.time()
         b = self.boundaries
         if b.next_boundary is None:  # start() not called: plan from here
@@ -287,14 +296,16 @@ class Meter:
         self.settle()
 
 
-def main(board_path):
-    """Run the meter on a board, forever: sample, keep registers, and report over the board's link."""
+def main(board):
+    """Run the meter on a board, forever: sample, keep registers, and report over the board's link. board: a
+    profile (validated by firmware/main.py) or the path of one."""
     import time
 
     from meter import hal
     from meter.board import board_warnings, load_board
 
-    board = load_board(board_path)
+    if isinstance(board, str):
+        board = load_board(board)
     for note in board_warnings(board):
         print("board:", note)  # legal but worth knowing: a strapping, USB or console pin in use
     hw = hal.open_hardware(board)

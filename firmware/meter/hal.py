@@ -186,6 +186,14 @@ def open_transport(board, ticks_ms=None):
 
     kind = link["kind"]
     if kind == "uart":
+        from meter.pins import console_tx_rx
+
+        if (link["tx"], link["rx"]) == console_tx_rx(board.get("chip", "esp32")):
+            # the REPL's own port (meterkit device provision --serial): shared with the REPL, Ctrl-C off, and
+            # the tools take it back with meter.console.ATTENTION; it runs at the console's baud rate
+            from meter.console import Console
+
+            return StreamTransport(Console, ticks_ms=ticks_ms, chunk=1100)
         import machine
 
         def open_uart():

@@ -42,6 +42,8 @@ K_INSTANT = 7  # [power mW, bus mV, current mA]
 K_UNCOVERED_PPM = 8
 K_TARIFF = 9  # the tariff in force (only with more than one tariff)
 K_DEMAND = 10  # [current average W (1.4.0), last period average W (1.5.0)]
+# -- calibration (meterkit device calibrate; meter.calibration) --
+K_CALIBRATION = 11  # reading: the id of the calibration in force (the UTC second it was made; 0: none)
 # intervals (kind 3)
 K_ROWS = 6  # [[end UTC, import mWh, export mWh, ROW_* bits], ...] oldest first
 K_PERIOD = 7  # interval length, s
@@ -191,15 +193,18 @@ def hello_body(fw_version, board, boots, cycle_us, shunt_duty_ppm, shunt_uohm, q
             K_SHUNT_DUTY_PPM: shunt_duty_ppm, K_SHUNT_UOHM: shunt_uohm, K_CHECKPOINT_WH: quantum_wh}
 
 
-def reading_body(snapshot, power_mw, bus_mv, current_ma, uncovered_ppm, tariffs=None, tariff=None, demand=None):
+def reading_body(snapshot, power_mw, bus_mv, current_ma, uncovered_ppm, tariffs=None, tariff=None, demand=None,
+                 calibration=None):
     """tariff: the tariff in force (key 9, sent when the calendar has more than one); demand: [current average
-    W, last period average W] (key 10, 1.4.0 and 1.5.0)."""
+    W, last period average W] (key 10, 1.4.0 and 1.5.0); calibration: the calibration id (key 11)."""
     b = {K_REGISTERS: register_map(snapshot, tariffs), K_INSTANT: [power_mw, bus_mv, current_ma],
          K_UNCOVERED_PPM: uncovered_ppm}
     if tariff is not None:
         b[K_TARIFF] = tariff
     if demand is not None:
         b[K_DEMAND] = demand
+    if calibration is not None:
+        b[K_CALIBRATION] = calibration
     return b
 
 

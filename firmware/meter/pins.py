@@ -55,7 +55,7 @@ CHIPS = {
         "octal": None,
         "input_only": None,
         "usb": (18, 19),  # USB-JTAG / USB serial
-        "console": (20, 21),  # UART0 RXD/TXD
+        "console": (21, 20),  # UART0 TXD/RXD
         "i2c": 1, "uart": 2, "psram_ok": False,
         "strap": {
             2: ("must be high at reset for both flash and serial boot", "low"),
@@ -81,6 +81,11 @@ def _span(r):
 
 def valid_gpios(chip):
     return ", ".join("%d-%d" % r if r[1] > r[0] else "%d" % r[0] for r in CHIPS[chip]["gpio"])
+
+
+def console_tx_rx(chip):
+    """(TX, RX) of UART0, the console: boot log, REPL and esptool over a DevKit's USB-serial bridge."""
+    return CHIPS[chip]["console"]
 
 
 def pin_problem(chip, board, what, n, role):

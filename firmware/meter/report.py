@@ -46,6 +46,7 @@ class Reporter:
         self.reading_s = reading_s
         self.interval_s = interval_s
         self.sticky = 0  # status bits collected since the last reading
+        self.calibration = None  # meter.calibration.Calibration: corrects the instantaneous current and power
         self.frames = 0
         self._next_reading = None
         self._covered = 0
@@ -174,12 +175,16 @@ class Reporter:
         if s.overflows != self._overflows:
             self._overflows = s.overflows
             self.sticky |= ST_OVERFLOW
-        ma = s.current_ua()
-        ma = ma // 1000 if ma >= 0 else -(-ma // 1000)
+        ua, mw = s.current_ua(), s.power_mw()
+        cal = self.calibration
+        if cal is not None and cal.id:
+            ua = cal.current_ua(ua)
+            mw = s.bus_mv() * ua // 1000000 if ua >= 0 else -(s.bus_mv() * -ua // 1000000)
+        ma = ua // 1000 if ua >= 0 else -(-ua // 1000)
         n = self._tariffs()
         tf = self.tariffing
         d = tf.demand
         self.send(messages.READING, messages.reading_body(
-            self.registers.snapshot(), s.power_mw(), s.bus_mv(), ma, uncovered, n, tf.tariff if n > 1 else None,
-            [d.current_average, d.last_average]))
+            self.registers.snapshot(), mw, s.bus_mv(), ma, uncovered, n, tf.tariff if n > 1 else None,
+            [d.current_average, d.last_average], cal.id if cal is not None else 0))
         self.sticky = 0

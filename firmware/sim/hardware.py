@@ -106,8 +106,10 @@ def open_sim(board, flash_dir=None, overrides=None):
     or "unset": it starts at 2000-01-01 like an ESP32's after power-up), rtc_offset_s (a set clock this far off
     the true time), ntp (true: a time server answers the true time, as on Wi-Fi); for the CPU-duty measurement
     (docs/performance.md) pace (sleeps take real time: sleep_us spins, sleep_ms sleeps, both divided by this
-    speed-up) and busy_wait (no sleep_ms: every wait busy, as before the driver slept); and watchdog_reset (a
-    tripped watchdog raises WatchdogReset, as sim/run.py wants)."""
+    speed-up) and busy_wait (no sleep_ms: every wait busy, as before the driver slept); watchdog_reset (a
+    tripped watchdog raises WatchdogReset, as sim/run.py wants); for calibration, shunt_error_ppm (the real
+    shunt is that far off the profile's shunt_uohm) and offset_lsb (the chip's shunt offset, 10 uV counts);
+    with the constant scenario, amps and volts set its load."""
     cfg = dict(board["sim"])
     cfg.update(overrides or {})
     start = cfg.get("start_unix_s", DEFAULT_START_UNIX_S)
@@ -116,8 +118,12 @@ def open_sim(board, flash_dir=None, overrides=None):
     clock = PacedClock(pace, **kw) if pace else VirtualClock(**kw)
     # The sun follows the simulated clock (UTC time of day); other scenarios ignore it.
     scenario = scenarios.make(cfg.get("scenario", "constant"), seed=cfg.get("seed", 1), tod_s=start % 86400)
+    if "amps" in cfg and scenario.name == "constant":  # a load of its own (calibration points)
+        scenario = scenarios.Constant(cfg.get("seed", 1), volts=cfg.get("volts", 12.0), amps=cfg["amps"])
     ina = board["ina219"]
-    chip = INA219Model(clock, scenario, shunt_ohms=ina["shunt_uohm"] / 1000000, osc_ppm=cfg.get("osc_ppm", 0))
+    shunt_ohms = ina["shunt_uohm"] * (1000000 + cfg.get("shunt_error_ppm", 0)) / 1e12
+    chip = INA219Model(clock, scenario, shunt_ohms=shunt_ohms, osc_ppm=cfg.get("osc_ppm", 0),
+                       offset_lsb=cfg.get("offset_lsb", 0))
     bus = SimI2C(clock, freq=board["i2c"]["freq"])
     if not cfg.get("absent"):
         bus.add(ina["addr"], chip)

@@ -56,8 +56,10 @@ FLEET_SLACK_S = 120
 
 
 def _board(opts):
-    """The board profile, its 'tariff' section overridden from the command line (validated again)."""
-    board = load_board(opts["board"])
+    """The board profile (a path, or a profile already loaded: sim.board's), its 'tariff' section overridden
+    from the command line (validated again)."""
+    board = opts["board"]
+    board = load_board(board) if isinstance(board, str) else validate_board(board)
     tariff = dict(board.get("tariff") or {})
     for opt, key in (("calendar", "calendar"), ("billing-day", "billing_day"), ("tariffs", "tariffs"),
                      ("demand-period", "demand_period_s")):
@@ -233,8 +235,10 @@ def _run(meter, hw, end_us, pacer, stall, frames_file):
         sys.exit(3)
 
 
-def main(argv):
+def main(argv, board=None):
     opts, flags = _args(argv)
+    if board is not None:
+        opts["board"] = board
     hw = open_sim(_board(opts), flash_dir=opts["flash"], overrides=_sim_overrides(opts, flags))
     gc.collect()
     heap_before_meter = gc.mem_alloc()  # the runner and the simulated hardware: not part of a board's budget

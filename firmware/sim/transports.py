@@ -10,7 +10,8 @@ def real_ticks_ms():
 
 
 def transport(spec):
-    """'tcp:HOST:PORT' or 'serial:/dev/pts/N' (a pty standing in for a UART)."""
+    """'tcp:HOST:PORT', 'serial:/dev/pts/N' (a pty standing in for a UART) or 'console' (the REPL's own port,
+    meter.console: the test board of meterkit.testing.board, whose link shares its USB serial port)."""
     from meter.transport import StreamTransport, TCPTransport, open_tty
 
     kind, _, rest = spec.partition(":")
@@ -20,4 +21,8 @@ def transport(spec):
     if kind == "serial":
         return StreamTransport(lambda: open_tty(rest), ticks_ms=real_ticks_ms, retry_min_ms=200,
                                retry_max_ms=2000)
-    raise SystemExit("--link must be tcp:HOST:PORT or serial:PATH, not %r" % spec)
+    if kind == "console":
+        from meter.console import Console
+
+        return StreamTransport(Console, ticks_ms=real_ticks_ms, retry_min_ms=200, retry_max_ms=2000)
+    raise SystemExit("--link must be tcp:HOST:PORT, serial:PATH or console, not %r" % spec)

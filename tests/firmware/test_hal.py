@@ -41,6 +41,19 @@ def test_tcp_transport_from_a_board_profile():
     eq((t.host, t.port), ("127.0.0.1", 4840), "address")
 
 
+def test_a_uart_link_on_the_console_pins_shares_the_repls_port():
+    from meter.console import Console
+
+    with open(BOARDS + "esp32c3-devkitm.json") as f:
+        b = json.loads(f.read())
+    b["link"] = {"kind": "uart", "id": 0, "tx": 21, "rx": 20, "baud": 115200}  # the C3's UART0
+    t = hal.open_transport(validate_board(b))
+    assert t.open_fn is Console, t.open_fn
+    b["link"] = {"kind": "uart", "id": 1, "tx": 3, "rx": 2, "baud": 115200}  # another UART: machine.UART
+    t = _with_modules(lambda: hal.open_transport(validate_board(b)), machine=_Module())
+    assert t.open_fn is not Console
+
+
 def test_hal_opens_only_an_esp32():
     e = raises(BoardError, hal.open_hardware, _good(), TMP)
     contains("sim/hardware.py", str(e), "says where simulated hardware comes from")

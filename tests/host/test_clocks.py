@@ -184,6 +184,29 @@ def test_within_the_bound_nothing_is_set_and_a_meter_is_not_asked_again_too_soon
     run(main())
 
 
+def test_a_meter_that_boots_again_without_a_clock_is_set_again_at_once(tmp_path):
+    # set a minute ago; then a power cut (or a deploy's restart): its hello says unset again, and it is not
+    # left without a date for clock_set_every_s
+    async def main():
+        async with LoopbackRig(tmp_path / "head.db", clock_set_every_s=600.0) as rig:
+            m = Meter(tmp_path, rig, unset=True)
+            rig.register(m.sim)
+            cl = await rig.connect(m.sim)
+            cl.send(m.hello())
+            await cl.wait_for(lambda c: c.commands)
+            cl.send(m.sim.response(cl.commands[0].counter, 0))
+            await until(lambda: set_times(rig, m.sim.device_id)[0].state == "answered")
+            rig.clock.advance(READING)
+            m.booted = rig.clock()
+            cl.send(m.reading())  # still unset (say it did not take): not asked again within the 600 s
+            await cl.wait_ack(m.sim.seq.next - 1)
+            assert len(set_times(rig, m.sim.device_id)) == 1
+            cl.send(m.hello())  # a new boot without a clock
+            await until(lambda: len(set_times(rig, m.sim.device_id)) == 2)
+
+    run(main())
+
+
 def test_an_unset_meters_other_commands_wait_and_its_set_time_goes_first(tmp_path):
     async def main():
         async with LoopbackRig(tmp_path / "head.db") as rig:

@@ -394,7 +394,7 @@ _DELETE = object()
     (mutate(hello_payload(1), k12=_DELETE), "missing-key"),
     (mutate(billing_payload(), k7=_DELETE), "missing-key"),
     # unknown keys
-    (mutate(reading_payload(1), k11=0), "unknown-key"),
+    (mutate(reading_payload(1), k12=0), "unknown-key"),
     (mutate(reading_payload(1), k0=0), "unknown-key"),
     (mutate(response_payload(), k9="x"), "unknown-key"),
     # out of range

@@ -13,6 +13,7 @@ import time
 from meterkit import wire as P
 from meterkit.cli.common import fail, host_port, open_store
 from meterkit.headend.concentrator import Concentrator
+from meterkit.headend.handover import control_path
 from meterkit.store.api import Store
 from meterkit.wire.keys import KeyFileError, load_private
 
@@ -41,6 +42,10 @@ async def _serve(args: argparse.Namespace, headend: P.HeadEnd, store: Store) -> 
     for url in args.serial:
         conc.add_serial(url)
         print(f"reading serial port {url}", flush=True)
+    if args.serial:
+        ctl = control_path(args.db)
+        await conc.start_port_control(ctl)
+        print(f"serial ports lent to `meterkit device ... --release-via {args.db}` through {ctl}", flush=True)
     print(f"head-end key id {headend.key_id.hex()}; {len(store.meters())} meters registered", flush=True)
     while not stop.is_set():
         try:

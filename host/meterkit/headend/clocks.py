@@ -44,6 +44,10 @@ class Clocks:
         newest: dict[bytes, P.Message] = {}
         measured: set[bytes] = set()
         for m in fresh:
+            if m.kind == M.HELLO and m.status & M.ST_CLOCK_NOT_SET:
+                # it has just booted without a clock (a power cut, a deploy's restart): a new case, asked at
+                # once whatever it was asked before (clock_set_every_s is for a meter that stays wrong)
+                self.devices.get(m.device_id).clock_asked = None
             if m.kind in (M.READING, M.HELLO) and self._measure(self.devices.get(m.device_id), m, now):
                 measured.add(m.device_id)
             n = newest.get(m.device_id)

@@ -34,6 +34,7 @@ from meterkit.headend.counters import Counters
 from meterkit.headend.devices import Device, Devices
 from meterkit.headend.dispatch import Dispatch
 from meterkit.headend.gaps import FrameGaps, IntervalGaps
+from meterkit.headend.handover import PortControl
 from meterkit.headend.ingest import Ingest
 from meterkit.headend.outages import Outages
 from meterkit.store.api import Store
@@ -69,6 +70,7 @@ class Concentrator:
         self.ingest = Ingest(cfg, store, headend, self.counters, self.devices, self.conns, self.guard,
                              self.frame_gaps, self.outages, self.dispatch, self._now, self.clocks)
         self._house: asyncio.Task | None = None
+        self.port_control: PortControl | None = None
 
     def _now(self) -> float:
         return self.clock()
@@ -158,9 +160,17 @@ class Concentrator:
     def serial_open(self, url: str) -> bool:
         return self.conns.serial_open(url)
 
+    async def start_port_control(self, path: str) -> None:
+        """Lend serial ports to the tools that ask on the Unix socket `path` (headend.handover)."""
+        self._ensure_loop()
+        self.port_control = PortControl(self.conns)
+        await self.port_control.start(path)
+
     async def stop(self) -> None:
         """Stop serving: close servers, serial ports and connections; store what is pending."""
         self.conns.stop_listening()
+        if self.port_control is not None:
+            await self.port_control.stop()
         self.ingest.drain()  # store and acknowledge what has arrived before hanging up
         self.conns.close_all()
         await self._end_tasks()

@@ -32,6 +32,7 @@ LOG_EVERY = 1000
 PAUSE_BACKLOG = 1  # why reading is paused (bits)
 PAUSE_RATE = 2
 NOT_ABUSE = ("replay", "idle-timeout")  # rejects that do not count towards max_rejects
+HELD_POLL_S = 0.1  # how soon a port lent to a tool is opened again after it is given back
 
 
 class Link(asyncio.BufferedProtocol):
@@ -227,6 +228,7 @@ class Connections:
         self._ready: dict[Link, None] = {}  # links with frames waiting, in arrival order
         self._servers: list[asyncio.base_events.Server] = []
         self._serial: dict[str, SerialTransport | None] = {}
+        self._held: set[str] = set()  # serial ports lent to a tool (headend.handover): closed until given back
         self._serial_tasks: list[asyncio.Task] = []
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopping = False
@@ -344,11 +346,30 @@ class Connections:
     def serial_open(self, url: str) -> bool:
         return self._serial.get(url) is not None
 
+    def serving(self, port: str) -> str | None:
+        """The serial URL this concentrator reads that is `port` (links resolved), or None."""
+        want = os.path.realpath(port)
+        return next((url for url in self._serial if url == port or os.path.realpath(url) == want), None)
+
+    def hold(self, url: str) -> None:
+        """Let go of a serial port (closed now, not reopened) until unhold()."""
+        self._held.add(url)
+        tr = self._serial.get(url)
+        if tr is not None:
+            tr.close()
+        self.counters.count("serial_released")
+
+    def unhold(self, url: str) -> None:
+        self._held.discard(url)
+
     async def _serve_serial(self, url: str) -> None:
         import serial
 
         announced = None
         while not self.stopping:
+            if url in self._held:  # lent to a tool: wait until it gives the port back
+                await asyncio.sleep(HELD_POLL_S)
+                continue
             try:
                 ser = serial.serial_for_url(url, baudrate=self.config.baudrate, timeout=0)
             except (serial.SerialException, OSError, ValueError) as e:
@@ -361,6 +382,8 @@ class Connections:
             exc = await self._serial_session(url, ser)
             if self.stopping:
                 break
+            if url in self._held:
+                continue
             self.counters.count("serial_lost")
             log.warning("serial %s: lost (%s); reopening", url, exc or "end of file")
             await asyncio.sleep(self.config.reconnect_s)

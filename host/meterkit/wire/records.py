@@ -67,6 +67,7 @@ class Reading:
     uncovered_ppm: int
     tariff: int | None = None  # the tariff in force, when the meter has more than one
     demand: tuple[int, int] | None = None  # (current average W, last period's average W)
+    calibration: int | None = None  # the calibration in force (meter.calibration: its id; 0 none; None: not sent)
 
     @property
     def import_wh(self) -> int:
@@ -138,7 +139,7 @@ def _reading(m: Message) -> list[Record]:
     mw, mv, ma = b[M.K_INSTANT]
     demand = b.get(M.K_DEMAND)
     return [Reading(m.device_id, m.seq, m.time, m.status, b[M.K_REGISTERS], mw, mv, ma, b[M.K_UNCOVERED_PPM],
-                    b.get(M.K_TARIFF), tuple(demand) if demand is not None else None)]
+                    b.get(M.K_TARIFF), tuple(demand) if demand is not None else None, b.get(M.K_CALIBRATION))]
 
 
 def _intervals(m: Message) -> list[Record]:
