@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from meter import cbor, cose, frame, p256
 from meter import messages as M
+from meter.seqno import BLOCK
 from meterkit import wire as P
 from meterkit.bench.protocol import hello_payload, intervals_payload, reading_payload
 from meterkit.cli import keys as keys_cli
@@ -213,8 +214,9 @@ def test_verify_flags_invalid_replays_and_noise(tmp_path, capsys):
     assert "INVALID (bad-signature)" in lines[2]
     assert "INVALID (replay)" in lines[3] and "already seen in frame #1 (an identical copy)" in lines[3]
     assert "INVALID (bad-signature)" in lines[4]
-    assert lines[6].startswith("3 valid, 3 invalid, ") and "noise bytes" in lines[6]
-    assert f"{10 + len(damaged) - 2} noise bytes (in 2 segment(s)" in lines[6]
+    assert lines[6] == f"GAP     seq 3..8 of device {DEV.hex()}: 6 frame(s) missing"  # seq 1, 2, 9 valid
+    assert lines[7].startswith("3 valid, 3 invalid, ") and "noise bytes" in lines[7]
+    assert f"{10 + len(damaged) - 2} noise bytes (in 2 segment(s)" in lines[7]
 
 
 def test_verify_json(tmp_path, capsys):
@@ -225,7 +227,7 @@ def test_verify_json(tmp_path, capsys):
     doc = json.loads(out)
     assert doc["ok"] is False and doc["file"] == path
     assert doc["summary"] == {"frames": 3, "valid": 2, "invalid": 1, "noise_bytes": 4, "noise_segments": 1,
-                              "oversized_segments": 0}
+                              "oversized_segments": 0, "gaps": [], "missing": 0}
     f0, f1, f2 = doc["frames"]
     assert f0["valid"] and f0["kind"] == "reading" and f0["seq"] == 2 and f0["device"] == DEV.hex()
     assert f0["time_utc"] == "2023-11-14T22:13:20Z" and f0["status_flags"] == []
@@ -243,12 +245,53 @@ def test_verify_json(tmp_path, capsys):
 def test_verify_strict_noise_and_empty(tmp_path, capsys):
     pem = meter_pub_pem(tmp_path)
     noisy = frames_file(tmp_path, [good_frames()[1]], noise=b"log line\n")
-    assert run_verify(capsys, noisy, "--key", pem)[0] == 0
+    assert run_verify(capsys, noisy, "--key", pem)[0] == 1  # noise fails by default (issue 11 finding 8)
+    assert run_verify(capsys, noisy, "--key", pem, "--allow-noise")[0] == 0  # a serial capture with log text
     assert run_verify(capsys, noisy, "--key", pem, "--strict")[0] == 1
+    assert run_verify(capsys, noisy, "--key", pem, "--strict", "--allow-noise")[0] == 1
     empty = tmp_path / "empty.bin"
     empty.write_bytes(b"")
     rc, out, err = run_verify(capsys, str(empty), "--key", pem)
     assert rc == 1 and "no frames" in err and out.strip() == "0 valid, 0 invalid, 0 noise bytes"
+
+
+def test_verify_fails_on_deleted_frames_and_damage_by_default(tmp_path, capsys):
+    """Issue 11 finding 8: frames deleted from a file, or one damaged frame, passed with exit 0."""
+    pem = meter_pub_pem(tmp_path)
+    good = good_frames()  # seq 1..7
+    cut = frames_file(tmp_path, good[:2] + good[4:], name="cut.bin")  # seq 3 and 4 deleted
+    rc, out, _ = run_verify(capsys, cut, "--key", pem)
+    assert rc == 1
+    assert f"GAP     seq 3..4 of device {DEV.hex()}: 2 frame(s) missing" in out.splitlines()
+    assert out.splitlines()[-1] == "5 valid, 0 invalid, 0 noise bytes, 2 frame(s) missing in 1 gap(s)"
+    assert run_verify(capsys, cut, "--key", pem, "--allow-gaps")[0] == 0
+    rc, out, _ = run_verify(capsys, cut, "--key", pem, "--json")
+    doc = json.loads(out)
+    assert rc == 1 and doc["ok"] is False and doc["summary"]["missing"] == 2
+    assert doc["summary"]["gaps"] == [{"device": DEV.hex(), "first": 3, "last": 4, "missing": 2, "restart": False}]
+    one = frames_file(tmp_path, good[:1] + good[2:3], name="one.bin")  # a single missing frame
+    assert f"GAP     seq 2 of device {DEV.hex()}: 1 frame(s) missing" in run_verify(capsys, one, "--key", pem)[1]
+    # one damaged frame (a bit flipped on the line: bad CRC) in an otherwise complete file
+    damaged = bytearray(frame.encode_frame(good[6]))
+    damaged[20] ^= 0x40
+    path = tmp_path / "damaged.bin"
+    path.write_bytes(b"".join(frame.encode_frame(c) for c in good[:6]) + bytes(damaged))
+    rc, out, _ = run_verify(capsys, str(path), "--key", pem)
+    assert rc == 1 and "1 segment(s) that were not frames" in out
+
+
+def test_verify_restart_skip_is_no_gap(tmp_path, capsys):
+    """After a restart the meter resumes at the next multiple of meter.seqno.BLOCK, flagged ST_RESTORED."""
+    pem = meter_pub_pem(tmp_path)
+    restored = signed({**reading_payload(BLOCK), 5: M.ST_RESTORED})
+    path = frames_file(tmp_path, [signed(reading_payload(5)), restored], name="restart.bin")
+    rc, out, _ = run_verify(capsys, path, "--key", pem)
+    assert rc == 0 and f"skipped seq 6..{BLOCK - 1} of device {DEV.hex()}" in out
+    # the same jump without the restart flag, or not to a block boundary, is a gap
+    for p in (reading_payload(BLOCK), {**reading_payload(BLOCK + 1), 5: M.ST_RESTORED}):
+        path = frames_file(tmp_path, [signed(reading_payload(5)), signed(p)], name="jump.bin")
+        rc, out, _ = run_verify(capsys, path, "--key", pem)
+        assert rc == 1 and "GAP     seq 6.." in out
 
 
 def test_verify_device_filter(tmp_path, capsys):
