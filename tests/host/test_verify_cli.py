@@ -166,7 +166,44 @@ def test_load_key_errors(tmp_path):
     for name, msg in cases_priv.items():
         with pytest.raises(keys.KeyFileError, match=msg):
             keys.load_private(tmp_path / name)
+    os.chmod(priv_pem, 0o600)
     assert keys.load_private(priv_pem).private_numbers() == priv.private_numbers()
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620])
+def test_private_key_open_to_others_is_refused(tmp_path, mode):
+    """Issue 11 finding 9: a 0644 private key was used silently."""
+    key_path, _, _ = keys.new_key(tmp_path)
+    os.chmod(key_path, mode)
+    with pytest.raises(keys.KeyFileError, match=f"mode {mode:04o}: its group or others may read it.*chmod 600"):
+        keys.load_private(key_path)
+    os.chmod(key_path, 0o400)
+    keys.load_private(key_path)
+
+
+def test_concentrator_refuses_a_readable_private_key(tmp_path):
+    key_path, _, _ = keys.new_key(tmp_path)
+    os.chmod(key_path, 0o644)
+    proc = subprocess.run([sys.executable, "-m", "meterkit.cli", "concentrator", "--db", str(tmp_path / "h.db"),
+                           "--listen", "127.0.0.1:0", "--key", str(key_path)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2 and "its group or others may read it" in proc.stderr, proc.stderr
+    assert not (tmp_path / "h.db").exists()
+
+
+def test_keys_new_under_umask_000(tmp_path):
+    """Key directories were created 0777 under umask 000; now 0700 (every one made), the key 0600."""
+    before = stat.S_IMODE(os.stat(tmp_path).st_mode)
+    old = os.umask(0)
+    try:
+        assert keys_cli.main(["new", "--out", str(tmp_path / "a" / "b"), "--name", "hq"]) == 0
+    finally:
+        os.umask(old)
+    for d in (tmp_path / "a", tmp_path / "a" / "b"):
+        assert stat.S_IMODE(os.stat(d).st_mode) == 0o700, d
+    assert stat.S_IMODE(os.stat(tmp_path / "a" / "b" / "hq.key.pem").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(tmp_path / "a" / "b" / "hq.pub.pem").st_mode) == 0o644
+    assert stat.S_IMODE(os.stat(tmp_path).st_mode) == before  # an existing directory is left alone
 
 
 # --- meterkit verify -------------------------------------------------------------------------------------
