@@ -645,7 +645,8 @@ def test_unknown_meter_rejected_until_registered(tmp_path, caplog):
             cl.send(f)
             await cl.wait_ack(0)
             r = rig.store.rejects()
-            assert [(x.reason, x.device_id, x.count) for x in r] == [("unknown-kid", m.device_id, 1)]
+            assert [(x.reason, x.device_id, x.count) for x in r] == [("unknown-kid", b"", 1)]
+            assert m.device_id.hex() in r[0].last_detail  # an unknown kid is no row of its own (issue 11)
 
     run(main())
 
@@ -713,6 +714,7 @@ def test_concentrator_command_line(tmp_path):
     kpath = tmp_path / "headend.key.pem"
     kpath.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                         serialization.NoEncryption()))
+    kpath.chmod(0o600)  # a private key others may read is refused (issue 11 finding 9)
     db = tmp_path / "head.db"
     m = SimMeter()
     s = open_store(db)

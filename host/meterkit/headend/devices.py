@@ -81,6 +81,10 @@ class Devices:
             self._keys[rec.device_id] = P.public_from_bytes(rec.public_key)
             self.load(rec.device_id)
 
+    def is_registered(self, kid: bytes) -> bool:
+        """A registered meter's kid (as far as this concentrator has looked it up: no database read)."""
+        return kid in self._keys
+
     def public_key(self, kid: bytes) -> Any:
         """The meter's key, or None: an unknown kid asks the database again (`meterkit meters add` may have
         registered it since) at most every `registry_refresh_s` seconds."""
