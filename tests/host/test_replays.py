@@ -22,14 +22,21 @@ def _counter(rig, m) -> int:
     return rig.conc.devices.get(m.device_id).counter
 
 
+async def _stored(rig, **kw):
+    """A registered meter whose 8 frames are stored and acknowledged on its own connection."""
+    m = SimMeter()
+    rig.register(m)
+    frames = [m.reading() for _ in range(8)]
+    cl = await rig.connect(m, **kw)
+    cl.send(b"".join(frames))
+    await until(lambda: rig.conc.stats().get("frames_stored", 0) == 8)
+    return m, frames, cl
+
+
 def test_replays_from_another_connection_earn_nothing(tmp_path):
     async def main():
         async with LoopbackRig(tmp_path / "head.db", max_rate=None) as rig:
-            m = SimMeter()
-            rig.register(m)
-            frames = [m.reading() for _ in range(8)]
-            cl = await rig.connect(m)
-            cl.send(b"".join(frames))
+            m, frames, cl = await _stored(rig)
             await cl.wait_ack(7)
             acks, counter = rig.conc.stats()["acks_sent"], _counter(rig, m)
             spy = await rig.connect(m)
@@ -49,11 +56,7 @@ def test_replays_from_another_connection_earn_nothing(tmp_path):
 def test_replays_while_the_meter_is_away_earn_one_ack_per_interval(tmp_path):
     async def main():
         async with LoopbackRig(tmp_path / "head.db", max_rate=None) as rig:  # recovery_ack_s: 60 s
-            m = SimMeter()
-            rig.register(m)
-            frames = [m.reading() for _ in range(8)]
-            cl = await rig.connect(m)
-            cl.send(b"".join(frames))
+            m, frames, cl = await _stored(rig)
             await cl.wait_ack(7)
             cl.close()
             await until(lambda: rig.conc.devices.get(m.device_id).link is None)
@@ -75,12 +78,7 @@ def test_a_meter_back_with_only_stored_frames_recovers(tmp_path):
     all of it stored already. It is acknowledged, probes again later are too, and fresh frames bind it."""
     async def main():
         async with LoopbackRig(tmp_path / "head.db", max_rate=None) as rig:  # recovery_ack_s: 60 s
-            m = SimMeter()
-            rig.register(m)
-            frames = [m.reading() for _ in range(8)]
-            first = await rig.connect(m, verify=False)
-            first.send(b"".join(frames))
-            await until(lambda: rig.conc.stats().get("frames_stored", 0) == 8)
+            m, frames, first = await _stored(rig, verify=False)
             first.close()  # before it read its ack: "lost"
             await until(lambda: rig.conc.devices.get(m.device_id).link is None)
             back = await rig.connect(m)
@@ -106,11 +104,7 @@ def test_a_half_open_old_connection_does_not_block_recovery(tmp_path):
     recovery_ack_s: the meter's new connection with only stored frames is acknowledged."""
     async def main():
         async with LoopbackRig(tmp_path / "head.db", max_rate=None) as rig:  # recovery_ack_s: 60 s
-            m = SimMeter()
-            rig.register(m)
-            frames = [m.reading() for _ in range(8)]
-            old = await rig.connect(m)
-            old.send(b"".join(frames))
+            m, frames, old = await _stored(rig)
             await old.wait_ack(7)
             back = await rig.connect(m)
             back.send(frames[5])
