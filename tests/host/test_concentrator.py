@@ -125,10 +125,11 @@ def test_duplicates_and_replays_rejected_counted_and_reacknowledged(tmp_path):
             cl.send(b"".join(frames))
             await cl.wait_for(lambda c: len(c.acks) > n_acks)
             assert cl.acks[-1] == 3 and cl.refused == []
-            # an eavesdropper replays captured frames from its own connection
+            # an eavesdropper replays captured frames from its own connection: no signed reply (issue 11)
             spy = await rig.connect(m)
             spy.send(frames[1] + frames[2] + frames[1])
             await until(lambda: rig.conc.stats()["duplicates"] == 7)
+            assert rig.conc.stats()["replays_unanswered"] == 3
             # the same sequence number with other content (a meter whose numbering was reset) is not acked
             other = m.reading(import_wh=999_999, seq=2)
             n_acks = len(cl.acks)
@@ -138,7 +139,8 @@ def test_duplicates_and_replays_rejected_counted_and_reacknowledged(tmp_path):
             await cl.wait_ack(4)
             assert seqs(rig.store, m.device_id) == [0, 1, 2, 3, 4]
             s = rig.conc.stats()
-            assert s["rejects"]["replay"] == 7 and s["frames_stored"] == 5
+            assert s["rejects"]["replay"] == 4 and s["rejects"]["replay-unanswered"] == 3
+            assert s["frames_stored"] == 5 and spy.acks == [] and s.get("recovery_acks", 0) == 0
             rej = {(r.reason, r.device_id) for r in rig.store.rejects()}
             assert ("replay", m.device_id) in rej and ("seq-reuse", m.device_id) in rej
             assert len(cl.acks) == n_acks + 1  # only seq 4 brought an ack
@@ -645,7 +647,8 @@ def test_unknown_meter_rejected_until_registered(tmp_path, caplog):
             cl.send(f)
             await cl.wait_ack(0)
             r = rig.store.rejects()
-            assert [(x.reason, x.device_id, x.count) for x in r] == [("unknown-kid", m.device_id, 1)]
+            assert [(x.reason, x.device_id, x.count) for x in r] == [("unknown-kid", b"", 1)]
+            assert m.device_id.hex() in r[0].last_detail  # an unknown kid is no row of its own (issue 11)
 
     run(main())
 
@@ -713,6 +716,7 @@ def test_concentrator_command_line(tmp_path):
     kpath = tmp_path / "headend.key.pem"
     kpath.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                         serialization.NoEncryption()))
+    kpath.chmod(0o600)  # a private key others may read is refused (issue 11 finding 9)
     db = tmp_path / "head.db"
     m = SimMeter()
     s = open_store(db)

@@ -334,7 +334,9 @@ def test_not_a_sign1_and_bad_envelopes():
         P.verify_and_decode(short_sig, LOOKUP)
     assert reason_of(envelope(payload=body, signature=b"\x00" * 64)) == "bad-signature"  # r = s = 0
     assert reason_of(b"\xff\xff") == "malformed"
-    assert reason_of(b"\xd2\x84\x43\xa1\x01\x26\xa1\x04\x48" + DEV + b"\x7f\xc3") == "malformed"  # bad UTF-8
+    head = b"\xd2\x84\x43\xa1\x01\x26\xa1\x04\x48" + DEV
+    assert reason_of(head + b"\x62\xc3\x28" + body + b"\x40") == "malformed"  # bad UTF-8 (a text payload)
+    assert reason_of(head + b"\x7f\xc3") == "not-canonical"  # an indefinite-length text string
 
 
 def test_payload_not_cbor_or_not_a_map():

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from meter import cbor, cose, frame, p256
 from meter import messages as M
+from meter.seqno import BLOCK
 from meterkit import wire as P
 from meterkit.bench.protocol import hello_payload, intervals_payload, reading_payload
 from meterkit.cli import keys as keys_cli
@@ -165,7 +166,44 @@ def test_load_key_errors(tmp_path):
     for name, msg in cases_priv.items():
         with pytest.raises(keys.KeyFileError, match=msg):
             keys.load_private(tmp_path / name)
+    os.chmod(priv_pem, 0o600)
     assert keys.load_private(priv_pem).private_numbers() == priv.private_numbers()
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620])
+def test_private_key_open_to_others_is_refused(tmp_path, mode):
+    """Issue 11 finding 9: a 0644 private key was used silently."""
+    key_path, _, _ = keys.new_key(tmp_path)
+    os.chmod(key_path, mode)
+    with pytest.raises(keys.KeyFileError, match=f"mode {mode:04o}: its group or others may read it.*chmod 600"):
+        keys.load_private(key_path)
+    os.chmod(key_path, 0o400)
+    keys.load_private(key_path)
+
+
+def test_concentrator_refuses_a_readable_private_key(tmp_path):
+    key_path, _, _ = keys.new_key(tmp_path)
+    os.chmod(key_path, 0o644)
+    proc = subprocess.run([sys.executable, "-m", "meterkit.cli", "concentrator", "--db", str(tmp_path / "h.db"),
+                           "--listen", "127.0.0.1:0", "--key", str(key_path)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2 and "its group or others may read it" in proc.stderr, proc.stderr
+    assert not (tmp_path / "h.db").exists()
+
+
+def test_keys_new_under_umask_000(tmp_path):
+    """Key directories were created 0777 under umask 000; now 0700 (every one made), the key 0600."""
+    before = stat.S_IMODE(os.stat(tmp_path).st_mode)
+    old = os.umask(0)
+    try:
+        assert keys_cli.main(["new", "--out", str(tmp_path / "a" / "b"), "--name", "hq"]) == 0
+    finally:
+        os.umask(old)
+    for d in (tmp_path / "a", tmp_path / "a" / "b"):
+        assert stat.S_IMODE(os.stat(d).st_mode) == 0o700, d
+    assert stat.S_IMODE(os.stat(tmp_path / "a" / "b" / "hq.key.pem").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(tmp_path / "a" / "b" / "hq.pub.pem").st_mode) == 0o644
+    assert stat.S_IMODE(os.stat(tmp_path).st_mode) == before  # an existing directory is left alone
 
 
 # --- meterkit verify -------------------------------------------------------------------------------------
@@ -213,8 +251,9 @@ def test_verify_flags_invalid_replays_and_noise(tmp_path, capsys):
     assert "INVALID (bad-signature)" in lines[2]
     assert "INVALID (replay)" in lines[3] and "already seen in frame #1 (an identical copy)" in lines[3]
     assert "INVALID (bad-signature)" in lines[4]
-    assert lines[6].startswith("3 valid, 3 invalid, ") and "noise bytes" in lines[6]
-    assert f"{10 + len(damaged) - 2} noise bytes (in 2 segment(s)" in lines[6]
+    assert lines[6] == f"GAP     seq 3..8 of device {DEV.hex()}: 6 frame(s) missing"  # seq 1, 2, 9 valid
+    assert lines[7].startswith("3 valid, 3 invalid, ") and "noise bytes" in lines[7]
+    assert f"{10 + len(damaged) - 2} noise bytes (in 2 segment(s)" in lines[7]
 
 
 def test_verify_json(tmp_path, capsys):
@@ -225,7 +264,7 @@ def test_verify_json(tmp_path, capsys):
     doc = json.loads(out)
     assert doc["ok"] is False and doc["file"] == path
     assert doc["summary"] == {"frames": 3, "valid": 2, "invalid": 1, "noise_bytes": 4, "noise_segments": 1,
-                              "oversized_segments": 0}
+                              "oversized_segments": 0, "gaps": [], "missing": 0}
     f0, f1, f2 = doc["frames"]
     assert f0["valid"] and f0["kind"] == "reading" and f0["seq"] == 2 and f0["device"] == DEV.hex()
     assert f0["time_utc"] == "2023-11-14T22:13:20Z" and f0["status_flags"] == []
@@ -243,12 +282,53 @@ def test_verify_json(tmp_path, capsys):
 def test_verify_strict_noise_and_empty(tmp_path, capsys):
     pem = meter_pub_pem(tmp_path)
     noisy = frames_file(tmp_path, [good_frames()[1]], noise=b"log line\n")
-    assert run_verify(capsys, noisy, "--key", pem)[0] == 0
+    assert run_verify(capsys, noisy, "--key", pem)[0] == 1  # noise fails by default (issue 11 finding 8)
+    assert run_verify(capsys, noisy, "--key", pem, "--allow-noise")[0] == 0  # a serial capture with log text
     assert run_verify(capsys, noisy, "--key", pem, "--strict")[0] == 1
+    assert run_verify(capsys, noisy, "--key", pem, "--strict", "--allow-noise")[0] == 1
     empty = tmp_path / "empty.bin"
     empty.write_bytes(b"")
     rc, out, err = run_verify(capsys, str(empty), "--key", pem)
     assert rc == 1 and "no frames" in err and out.strip() == "0 valid, 0 invalid, 0 noise bytes"
+
+
+def test_verify_fails_on_deleted_frames_and_damage_by_default(tmp_path, capsys):
+    """Issue 11 finding 8: frames deleted from a file, or one damaged frame, passed with exit 0."""
+    pem = meter_pub_pem(tmp_path)
+    good = good_frames()  # seq 1..7
+    cut = frames_file(tmp_path, good[:2] + good[4:], name="cut.bin")  # seq 3 and 4 deleted
+    rc, out, _ = run_verify(capsys, cut, "--key", pem)
+    assert rc == 1
+    assert f"GAP     seq 3..4 of device {DEV.hex()}: 2 frame(s) missing" in out.splitlines()
+    assert out.splitlines()[-1] == "5 valid, 0 invalid, 0 noise bytes, 2 frame(s) missing in 1 gap(s)"
+    assert run_verify(capsys, cut, "--key", pem, "--allow-gaps")[0] == 0
+    rc, out, _ = run_verify(capsys, cut, "--key", pem, "--json")
+    doc = json.loads(out)
+    assert rc == 1 and doc["ok"] is False and doc["summary"]["missing"] == 2
+    assert doc["summary"]["gaps"] == [{"device": DEV.hex(), "first": 3, "last": 4, "missing": 2, "restart": False}]
+    one = frames_file(tmp_path, good[:1] + good[2:3], name="one.bin")  # a single missing frame
+    assert f"GAP     seq 2 of device {DEV.hex()}: 1 frame(s) missing" in run_verify(capsys, one, "--key", pem)[1]
+    # one damaged frame (a bit flipped on the line: bad CRC) in an otherwise complete file
+    damaged = bytearray(frame.encode_frame(good[6]))
+    damaged[20] ^= 0x40
+    path = tmp_path / "damaged.bin"
+    path.write_bytes(b"".join(frame.encode_frame(c) for c in good[:6]) + bytes(damaged))
+    rc, out, _ = run_verify(capsys, str(path), "--key", pem)
+    assert rc == 1 and "1 segment(s) that were not frames" in out
+
+
+def test_verify_restart_skip_is_no_gap(tmp_path, capsys):
+    """After a restart the meter resumes at the next multiple of meter.seqno.BLOCK, flagged ST_RESTORED."""
+    pem = meter_pub_pem(tmp_path)
+    restored = signed({**reading_payload(BLOCK), 5: M.ST_RESTORED})
+    path = frames_file(tmp_path, [signed(reading_payload(5)), restored], name="restart.bin")
+    rc, out, _ = run_verify(capsys, path, "--key", pem)
+    assert rc == 0 and f"skipped seq 6..{BLOCK - 1} of device {DEV.hex()}" in out
+    # the same jump without the restart flag, or not to a block boundary, is a gap
+    for p in (reading_payload(BLOCK), {**reading_payload(BLOCK + 1), 5: M.ST_RESTORED}):
+        path = frames_file(tmp_path, [signed(reading_payload(5)), signed(p)], name="jump.bin")
+        rc, out, _ = run_verify(capsys, path, "--key", pem)
+        assert rc == 1 and "GAP     seq 6.." in out
 
 
 def test_verify_device_filter(tmp_path, capsys):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from meterkit import wire as P
 from meterkit.cli.common import run_alone
-from meterkit.wire.audit import format_frame, format_summary, verify_bytes
+from meterkit.wire.audit import format_frame, format_gap, format_summary, verify_bytes
 from meterkit.wire.keys import KeyFileError, load_public
 
 
@@ -40,7 +40,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         return 2
     report = verify_bytes(data, pub, device)
     s = report["summary"]
-    ok = s["frames"] > 0 and s["invalid"] == 0 and not (args.strict and s["noise_segments"])
+    # only a complete, valid file passes unless told otherwise (issue 11: deleted frames passed)
+    allow_noise, allow_gaps = args.allow_noise and not args.strict, args.allow_gaps and not args.strict
+    ok = (s["frames"] > 0 and s["invalid"] == 0 and (allow_noise or not s["noise_segments"])
+          and (allow_gaps or not s["missing"]))
     if args.json:
         report["file"] = args.file
         report["ok"] = ok
@@ -48,6 +51,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     else:
         for f in report["frames"]:
             print(format_frame(f))
+        for g in s["gaps"]:
+            print(format_gap(g))
         print(format_summary(s))
         if not s["frames"]:
             print(f"no frames in {args.file}", file=err)
@@ -59,15 +64,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p = subparsers.add_parser(
         "verify", help="check a file of meter frames against the meter's public key (transparency tool)",
         description="Check every frame of FILE (a COBS frame stream) against the meter's public key and "
-                    "show it in words. Exit 0 if all frames are valid, 1 if any is not (or there are none), "
-                    "2 on usage errors.")
+                    "show it in words. Exit 0 only for a complete, valid file (frames, all valid, no noise, "
+                    "no gap in the sequence numbers), 1 otherwise, 2 on usage errors.")
     p.add_argument("file", metavar="FILE", help="frame stream, e.g. from `meterkit sim run --frames-out` "
                                                 "('-' reads standard input)")
     p.add_argument("--key", required=True, metavar="PUBKEY",
                    help="the meter's public key: PEM, raw 65-byte point, or its 130 hex digits")
     p.add_argument("--device", metavar="HEX", help="accept only this 8-byte device id (16 hex digits)")
     p.add_argument("--json", action="store_true", help="print one JSON object with a list of frames")
-    p.add_argument("--strict", action="store_true", help="also fail (exit 1) if the file holds noise")
+    p.add_argument("--allow-gaps", action="store_true",
+                   help="accept missing sequence numbers (a partial capture); they are still reported")
+    p.add_argument("--allow-noise", action="store_true",
+                   help="accept bytes between frames that are not frames (log text in a serial capture)")
+    p.add_argument("--strict", action="store_true",
+                   help="no gaps, no noise (the default; overrides the --allow options)")
     p.set_defaults(func=_cmd_verify)
     return p
 

@@ -61,6 +61,7 @@ class Concentrator:
         self.counters = Counters(store, self._now)
         self.guard = P.ReplayGuard(cfg.replay_window)
         self.devices = Devices(store, self.guard, cfg.registry_refresh_s)
+        self.counters.known = self.devices.is_registered  # rejects naming unknown kids: per source, not per kid
         self.conns = Connections(cfg, self.counters, on_ready=self._frames_waiting, on_lost=self._link_lost)
         self.outages = Outages(cfg, store, self.counters, started=clock())
         self.frame_gaps = FrameGaps(cfg, store, headend, self.counters)

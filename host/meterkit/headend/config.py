@@ -34,6 +34,10 @@ class ConcentratorConfig:
     max_burst: int = 256 * 1024  # ... bucket size, bytes
     max_noise: int = 256 * 1024  # bytes of noise without a valid frame: hung up
     max_rejects: int = 100  # rejected frames (replays aside): hung up
+    # replays of stored frames on a TCP connection that has shown no fresh frame of the meter are not answered
+    # (docs/security.md, "Replays"), but for one recovery acknowledgement per meter per recovery_ack_s, while the
+    # meter's own connection is gone or silent that long: a meter whose resent window is all stored recovers
+    recovery_ack_s: float = 60.0
     max_unread: int = 64 * 1024  # bytes of acknowledgements the peer has not read: hung up
     backlog_limit: int = 64  # frames waiting on one connection: reading paused (TCP backpressure)
     # serial ports
@@ -52,7 +56,7 @@ class ConcentratorConfig:
         for name in ("offline_after", "tick_s", "idle_timeout"):
             _check(self, name, 0, strictly=True)
         for name in ("match_window", "backfill_after", "reconnect_s", "registry_refresh_s", "clock_jitter_s",
-                     "clock_set_every_s"):
+                     "clock_set_every_s", "recovery_ack_s"):
             _check(self, name, 0)
         if self.clock_drift_max_s is not None:
             _check(self, "clock_drift_max_s", 0, strictly=True)

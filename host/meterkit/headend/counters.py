@@ -23,16 +23,25 @@ from meterkit.store.records import RejectRecord
 log = logging.getLogger(__name__)
 
 DETAIL_CHARS = 300  # of a reject's last detail kept in the database
+# Rejects that name no known meter are kept per source address and reason, never per claimed kid (issue 11:
+# 20,000 random kids made 20,000 rows). Distinct sources are bounded too: past MAX_SOURCES, one row for all.
+MAX_SOURCES = 1024
+OTHER_SOURCES = "(other sources)"
 
 
 class Counters:
-    def __init__(self, store: Store, clock: Callable[[], float]):
+    def __init__(self, store: Store, clock: Callable[[], float], known: Callable[[bytes], bool] | None = None):
         self._store = store
         self._clock = clock
+        # known(device): a registered meter, whose rejects keep their own rows; None: every device is
+        self.known = known
         self._totals: collections.Counter = collections.Counter(store.counters())
         self._reasons: collections.Counter = collections.Counter()  # rejects by reason, all devices and peers
+        self._sources: set[str] = set()  # peers with rows of unattributed rejects (device x'')
         for r in store.rejects():
             self._reasons[r.reason] += r.count
+            if not r.device_id:
+                self._sources.add(r.peer)
         self._unsaved: collections.Counter = collections.Counter()  # events shown, not yet in the database
         self._unsaved_rejects: dict[tuple[bytes, str, str], list] = {}  # -> [count, first at, last at, detail]
         self._staged: collections.Counter | None = None  # outcomes of the open transaction
@@ -50,17 +59,33 @@ class Counters:
         self._staged[name] += n
 
     def reject(self, device: bytes, peer: str, reason: str, detail: str) -> None:
-        """A refused frame or peer: counted by reason, and per (device, peer, reason) in table rejects."""
+        """A refused frame or peer: counted by reason, and in table rejects per (device, peer, reason) for a
+        known meter, else per (source, reason) with the claimed kid in the detail."""
         self.count("rejected")
         self._reasons[reason] += 1
-        self._unsaved_reject((bytes(device), peer, reason), 1, detail[:DETAIL_CHARS])
+        device = bytes(device)
+        if device and self.known is not None and not self.known(device):
+            detail = f"claimed kid {device.hex()}: {detail}"
+            device = b""
+        if not device:
+            peer = self._source(peer)
+        self._unsaved_reject((device, peer, reason), 1, detail[:DETAIL_CHARS])
 
     def noise(self, peer: str, nbytes: int, segments: int) -> None:
         """Bytes between frames that are not frames (log text, line noise, half frames)."""
         self.count("noise_bytes", nbytes)
         self.count("noise_segments", segments)
         if segments:
-            self._unsaved_reject((b"", peer, "noise"), segments, None)
+            self._unsaved_reject((b"", self._source(peer), "noise"), segments, None)
+
+    def _source(self, peer: str) -> str:
+        """The peer's row of unattributed rejects, while there are fewer than MAX_SOURCES; then one for all."""
+        if peer in self._sources:
+            return peer
+        if len(self._sources) >= MAX_SOURCES:
+            return OTHER_SOURCES
+        self._sources.add(peer)
+        return peer
 
     def _unsaved_reject(self, key: tuple[bytes, str, str], n: int, detail: str | None) -> None:
         row = self._unsaved_rejects.get(key)

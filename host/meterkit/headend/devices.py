@@ -39,7 +39,7 @@ class FrameGap:
 class Device:
     __slots__ = ("id", "name", "period", "last_seen", "counter", "seqs", "online", "frames_stored", "outage",
                  "gaps", "link", "link_at", "matching", "rows_from", "drift", "clock_prev", "clock_asked",
-                 "clock_unset")
+                 "clock_unset", "recovery_at")
 
     def __init__(self, device_id: bytes):
         self.id = device_id
@@ -61,6 +61,7 @@ class Device:
         self.clock_prev: tuple[int, int, float] | None = None  # (seq, meter time, received) of its last reading
         self.clock_asked: float | None = None  # when an automatic set-time was last queued for it
         self.clock_unset = False  # its newest frame says its clock is not set: it takes set-time commands only
+        self.recovery_at: float | None = None  # last recovery ack to a connection that showed no fresh frame
 
     @property
     def connected(self) -> bool:
@@ -80,6 +81,10 @@ class Devices:
         for rec in store.meters():
             self._keys[rec.device_id] = P.public_from_bytes(rec.public_key)
             self.load(rec.device_id)
+
+    def is_registered(self, kid: bytes) -> bool:
+        """A registered meter's kid (as far as this concentrator has looked it up: no database read)."""
+        return kid in self._keys
 
     def public_key(self, kid: bytes) -> Any:
         """The meter's key, or None: an unknown kid asks the database again (`meterkit meters add` may have

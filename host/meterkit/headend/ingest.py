@@ -6,10 +6,13 @@ a batch that takes what every connection has waiting (round robin, at most `batc
 transaction, commits, and only then signs one acknowledgement per (connection, meter) of the batch.
 
 Dedupe: the ReplayGuard, then the database's PRIMARY KEY (device, seq) for anything the guard cannot tell;
-interval rows by (device, end time). A resent frame that is already stored is acknowledged again (its first
-ack was lost) and counted as a duplicate; a sequence number already stored with different content is rejected
-('seq-reuse') and never acknowledged. A batch that cannot be stored is not acknowledged: its connections are
-closed, so that the meters resend.
+interval rows by (device, end time). A resent frame that is already stored is counted as a duplicate and
+acknowledged again (its first ack was lost) when its connection has shown a fresh frame of the meter (or is a
+serial port); on any other connection it is a replay anybody could make: no signed reply ('replay-unanswered',
+counted as abuse), but for one recovery acknowledgement per meter per `recovery_ack_s` while the meter's own
+connection is gone or silent (docs/security.md, "Replays"). A sequence number already stored with different
+content is rejected ('seq-reuse') and never acknowledged. A batch that cannot be stored is not acknowledged:
+its connections are closed, so that the meters resend.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from meterkit.headend.clocks import Clocks
 from meterkit.headend.config import ConcentratorConfig
 from meterkit.headend.connections import Connections, Link
 from meterkit.headend.counters import Counters
-from meterkit.headend.devices import Devices
+from meterkit.headend.devices import Device, Devices
 from meterkit.headend.dispatch import Dispatch
 from meterkit.headend.gaps import FrameGaps
 from meterkit.headend.outages import Outages
@@ -207,7 +210,7 @@ class Ingest:
                 if ask:
                     stored = self.store.frame_raw(dev, seq)
             if stored is not None:
-                self._duplicate(batch, link, m, stored)
+                self._duplicate(batch, link, m, stored, now)
                 last_dev = None
                 continue
             seen[(dev, seq)] = m.raw
@@ -224,15 +227,35 @@ class Ingest:
             batch.fresh.append(m)
         return batch
 
-    def _duplicate(self, batch: _Batch, link: Link, m: P.Message, stored: bytes) -> None:
-        if same_message(stored, m.raw):  # its acknowledgement was lost: acknowledge again
+    def _duplicate(self, batch: _Batch, link: Link, m: P.Message, stored: bytes, now: float) -> None:
+        if same_message(stored, m.raw):
             self.counters.count("duplicates")
-            self.conns.reject(link, m.device_id, "replay", f"sequence number {m.seq} already stored")
-            batch.acks[(link, m.device_id)] = None
+            if self._answers_replay(link, self.devices.get(m.device_id), now):  # its ack was lost: again
+                self.conns.reject(link, m.device_id, "replay", f"sequence number {m.seq} already stored")
+                batch.acks[(link, m.device_id)] = None
+            else:
+                self.counters.count("replays_unanswered")
+                self.conns.reject(link, m.device_id, "replay-unanswered",
+                                  f"sequence number {m.seq} already stored, on a connection that has shown no "
+                                  "fresh frame of this meter: not acknowledged")
         else:
             log.error("device %s reused sequence number %d for a different frame (not acknowledged)",
                       m.device_id.hex(), m.seq)
             self.conns.reject(link, m.device_id, "seq-reuse", f"sequence number {m.seq} stored with other content")
+
+    def _answers_replay(self, link: Link, d: Device, now: float) -> bool:
+        """Whether a stored frame resent on `link` earns a signed acknowledgement (docs/security.md, "Replays")."""
+        if d.link is link or not link.tcp:  # it showed a fresh frame of the meter here; a serial port is wiring
+            return True
+        quiet = self.config.recovery_ack_s
+        own = d.link
+        if own is not None and not own.closed and d.last_seen is not None and now - d.last_seen < quiet:
+            return False  # the meter is on its own connection and talking: this is somebody else
+        if d.recovery_at is not None and now - d.recovery_at < quiet:
+            return False
+        d.recovery_at = now  # the meter may be back with nothing but stored frames in its window: one ack
+        self.counters.count("recovery_acks")
+        return True
 
     def _decode(self, batch: _Batch) -> None:
         """The fresh messages as typed records, and what the concentrator itself learns from them."""

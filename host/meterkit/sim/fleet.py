@@ -26,6 +26,7 @@ from typing import Any
 
 from meterkit.device.toolchain import firmware_dir
 from meterkit.sim.runner import provision, sim_command, sim_env
+from meterkit.wire.keys import private_dir
 
 
 class FleetClock:
@@ -295,7 +296,7 @@ class Fleet:
             flash = self.out / "meters" / spec.name
             if flash.exists():
                 shutil.rmtree(flash)
-            flash.mkdir(parents=True)
+            private_dir(flash)  # the meter's private key lives in its flash
             log = self.out / "meters" / f"{spec.name}.frames"
             log.unlink(missing_ok=True)
             self.meters.append(FleetMeter(spec, flash, log))

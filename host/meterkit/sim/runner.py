@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from meterkit.device.toolchain import boards_dir, firmware_dir, micropython_module_cmd, mp_env
+from meterkit.wire.keys import private_dir
 
 SCENARIOS = ("constant", "steps", "solar-day", "random-walk", "export", "mixed")
 
@@ -118,7 +119,7 @@ def run_sim(scenario: str, hours: float, *, seed: int | None = None, heap: str |
 
 def provision(flash_dir: str | Path, headend_pub: bytes, pubkey_out: str | Path | None = None) -> dict:
     """First boot of a simulated meter on `flash_dir`: it makes its key and installs the head-end key."""
-    Path(flash_dir).mkdir(parents=True, exist_ok=True)
+    private_dir(flash_dir)  # the meter's private key lives in its flash
     cmd = sim_command("constant", 0, flash_dir=flash_dir, flags=("provision",)) + ["--headend", headend_pub.hex()]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=sim_env(), cwd=str(firmware_dir().parent),
                           timeout=120, check=False)

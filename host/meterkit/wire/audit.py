@@ -7,11 +7,16 @@ received (COSE_Sign1, ES256, deterministic CBOR, the CDDL of docs/protocol.md) a
 FILE is a raw COBS byte stream, as written by `meterkit sim run --frames-out` (or captured from a serial
 port: text between frames is skipped and counted as noise). One line per frame: its index, VALID or
 INVALID (reason), and for valid frames the kind, sequence number, UTC time and the readings in words. A
-sequence number seen earlier in the file is flagged INVALID (replay). The summary line counts valid and
-invalid frames and noise bytes.
+sequence number seen earlier in the file is flagged INVALID (replay). Then one line per gap: sequence numbers
+missing between the lowest and the highest of a meter's valid frames (frames deleted from the file, or never
+received). A gap a restart explains is not missing: after a restart a meter resumes numbering at the next
+multiple of meter.seqno.BLOCK (1024), so a gap that ends there, followed by a frame flagged ST_RESTORED or a
+hello, holds numbers the meter never used (frames deleted just before a restart look the same: said in words).
+The summary line counts valid and invalid frames, noise bytes and missing frames.
 
-Exit status: 0 every frame valid (and at least one frame), 1 any invalid frame or none at all (or, with
---strict, any noise), 2 usage errors (missing or unreadable file, unreadable key).
+Exit status: 0 only for a complete, valid file: at least one frame, every frame valid, no noise (a damaged
+frame is noise), no gap; 1 otherwise; `--allow-gaps` accepts gaps, `--allow-noise` accepts text between
+frames (a serial capture); 2 usage errors (missing or unreadable file, unreadable key).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 
 from meter import messages as M
 from meter.frame import Deframer
+from meter.seqno import BLOCK
 from meterkit import wire as P
 from meterkit.timefmt import utc_text
 from meterkit.wire import records as R
@@ -152,10 +158,30 @@ def verify_bytes(data: bytes, pub: Any, device: bytes | None = None) -> dict[str
             frames.append(entry)
     deframer.feed(b"\x00")  # a trailing segment without its delimiter is noise too
     valid = sum(1 for f in frames if f["valid"])
+    gaps = sequence_gaps(frames)
     summary = {"frames": len(frames), "valid": valid, "invalid": len(frames) - valid,
                "noise_bytes": deframer.noise, "noise_segments": deframer.noise_segments,
-               "oversized_segments": deframer.oversized}
+               "oversized_segments": deframer.oversized, "gaps": gaps,
+               "missing": sum(g["missing"] for g in gaps if not g["restart"])}
     return {"frames": frames, "summary": summary}
+
+
+def sequence_gaps(frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Runs of sequence numbers missing between each meter's valid frames, in order of device and seq."""
+    by_device: dict[str, dict[int, dict[str, Any]]] = {}
+    for f in frames:
+        if f["valid"]:
+            by_device.setdefault(f["device"], {})[f["seq"]] = f
+    gaps = []
+    for device, seqs in sorted(by_device.items()):
+        order = sorted(seqs)
+        for lo, hi in zip(order, order[1:], strict=False):
+            if hi > lo + 1:
+                after = seqs[hi]
+                restart = hi % BLOCK == 0 and (after["kind"] == "hello" or after["status"] & M.ST_RESTORED != 0)
+                gaps.append({"device": device, "first": lo + 1, "last": hi - 1, "missing": hi - lo - 1,
+                             "restart": restart})
+    return gaps
 
 
 def format_frame(f: dict[str, Any]) -> str:
@@ -166,8 +192,19 @@ def format_frame(f: dict[str, Any]) -> str:
     return f"#{f['index']:<4} VALID   {f['kind']:<9} seq {f['seq']:<8} {when}  {f['words']}{status}"
 
 
+def format_gap(g: dict[str, Any]) -> str:
+    seqs = f"seq {g['first']}" if g["first"] == g["last"] else f"seq {g['first']}..{g['last']}"
+    if g["restart"]:
+        return (f"skipped {seqs} of device {g['device']}: numbers a restart skips, never used (or frames "
+                "deleted just before a restart)")
+    return f"GAP     {seqs} of device {g['device']}: {g['missing']} frame(s) missing"
+
+
 def format_summary(s: dict[str, Any]) -> str:
     line = f"{s['valid']} valid, {s['invalid']} invalid, {s['noise_bytes']} noise bytes"
     if s["noise_segments"]:
         line += f" (in {s['noise_segments']} segment(s) that were not frames: damaged data or text)"
+    if s["missing"]:
+        n = sum(1 for g in s["gaps"] if not g["restart"])
+        line += f", {s['missing']} frame(s) missing in {n} gap(s)"
     return line

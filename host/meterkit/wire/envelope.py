@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import cbor2
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
+from meter import cbor as mcbor
 from meter import cose as mcose
 from meter import frame as mframe
 from meterkit.wire.errors import (
@@ -30,6 +30,7 @@ from meterkit.wire.errors import (
     Truncated,
     UnknownKid,
     WrongAlgorithm,
+    WrongType,
 )
 from meterkit.wire.schema import DEVICE_ID_LEN, MAX_DEPTH
 
@@ -54,23 +55,42 @@ def sig_structure(payload: bytes) -> bytes:
     return mcose.SIG_STRUCTURE_HEAD + _bstr_head(len(payload)) + payload
 
 
-DECODE_ERRORS = (cbor2.CBORError, ValueError, TypeError, OverflowError, RecursionError)
+# The meter's own decoder decodes on the head-end too (meter.cbor, pure Python): what one accepts, the other
+# does (tests/host/test_decoder_differential.py checks it in MicroPython). Every accepted input is the unique
+# deterministic encoding of what it decodes to; ints only in CBOR's range; no floats; simple values only
+# false, true and null; map keys only int, text or byte strings (never `true`, which Python would take for 1).
+# Each refusal becomes the ProtocolError that says why.
+_DECODE_REASONS = (
+    (mcbor.TooLong, Oversized, "is too long"), (mcbor.Truncated, Truncated, "ends early"),
+    (mcbor.TooManyItems, Oversized, "has too many data items"), (mcbor.FloatRejected, WrongType, "has a float"),
+    (mcbor.NotShortest, NotCanonical, "is not in deterministic CBOR encoding"),
+    (mcbor.UnsortedKeys, NotCanonical, "is not in deterministic CBOR encoding"),
+    (mcbor.DuplicateKey, NotCanonical, "is not in deterministic CBOR encoding"),
+    (mcbor.TrailingBytes, NotCanonical, "is not in deterministic CBOR encoding"),
+    (mcbor.IndefiniteLength, NotCanonical, "is not in deterministic CBOR encoding"),
+)
+ENVELOPE_DEPTH, ENVELOPE_ITEMS = 4, 16  # what meter.cose allows a COSE_Sign1: [bstr, {4: bstr}, bstr, bstr]
 
 
-def decode_error(e: Exception, what: str) -> ProtocolError:
-    """The ProtocolError for a cbor2 decoding failure of `what`."""
-    if isinstance(e, cbor2.CBORDecodeEOF):
-        return Truncated(f"{what} ends early: {e}")
-    if isinstance(e, cbor2.CBORDecodeError) and "nesting depth" in str(e):
-        return TooDeep(f"{what} nests containers deeper than {MAX_DEPTH}")
-    return Malformed(f"{what} is not well-formed CBOR: {type(e).__name__}: {e}")
+def decode_error(e: mcbor.DecodeError, what: str, max_depth: int = MAX_DEPTH) -> ProtocolError:
+    """The ProtocolError for the meter decoder's refusal `e` of `what`."""
+    if isinstance(e, mcbor.TooDeep):
+        return TooDeep(f"{what} nests containers deeper than {max_depth}")
+    if isinstance(e, mcbor.IndefiniteLength) and str(e).startswith("break byte"):
+        return Malformed(f"{what} is not well-formed CBOR: a stray break byte: {e}")  # no indefinite item
+    for cls, error, words in _DECODE_REASONS:
+        if isinstance(e, cls):
+            return error(f"{what} {words}: {type(e).__name__}: {e}")
+    return Malformed(f"{what} is not well-formed CBOR: {type(e).__name__}: {e}")  # BadKey, BadSimple, UTF-8...
 
 
-def loads(data: bytes, what: str) -> Any:
+def loads(data: bytes, what: str, max_len: int = MAX_MESSAGE, max_depth: int = MAX_DEPTH,
+          max_items: int = mcbor.MAX_ITEMS) -> Any:
+    """Decode one data item exactly as the meter's decoder does (meter.cbor.decode, the same limits)."""
     try:
-        return cbor2.loads(data, max_depth=MAX_DEPTH)
-    except DECODE_ERRORS as e:
-        raise decode_error(e, what) from None
+        return mcbor.decode(data, max_len=max_len, max_depth=max_depth, max_items=max_items)
+    except mcbor.DecodeError as e:
+        raise decode_error(e, what, max_depth) from None
 
 
 def open_envelope(cose: bytes, lookup_pub: Callable[[bytes], Any],
@@ -90,29 +110,34 @@ def open_envelope(cose: bytes, lookup_pub: Callable[[bytes], Any],
     if n == 0:
         raise Truncated("empty message")
     try:
-        env = cbor2.loads(cose, max_depth=MAX_DEPTH)
-    except DECODE_ERRORS as e:
-        raise decode_error(e, "the message") from None
-    if type(env) is not cbor2.CBORTag or env.tag != 18:
+        env = mcbor.decode(cose, max_len=max_len, max_depth=ENVELOPE_DEPTH, max_items=ENVELOPE_ITEMS)
+    except mcbor.TrailingBytes as e:
+        raise Malformed(f"bytes after the COSE_Sign1: {e}") from None
+    except mcbor.TooManyItems:
+        raise BadEnvelope(f"more than {ENVELOPE_ITEMS} data items: a COSE_Sign1 is [bstr, {{4: bstr}}, bstr, "
+                          "bstr]") from None
+    except mcbor.DecodeError as e:
+        raise decode_error(e, "the COSE_Sign1", ENVELOPE_DEPTH) from None
+    if type(env) is not mcbor.Tag or env.number != mcose.TAG_SIGN1:
         raise NotSign1("not a COSE_Sign1 (CBOR tag 18)")
-    v = env.value  # cbor2 decodes a tag's content immutable: tuple, frozendict
-    if type(v) is not tuple or len(v) != 4:
+    v = env.value
+    if type(v) is not list or len(v) != 4:
         raise BadEnvelope("a COSE_Sign1 is an array of 4 [protected, unprotected, payload, signature]")
     protected, unprotected, payload, signature = v
     if type(protected) is not bytes:
         raise BadEnvelope("the protected header must be a byte string")
     if protected != PROTECTED_ES256:
         try:
-            prot = cbor2.loads(protected, max_depth=2) if protected else {}
-        except (cbor2.CBORError, ValueError, TypeError, OverflowError, RecursionError):
+            prot = mcbor.decode(protected, max_len=64, max_depth=2, max_items=16) if protected else {}
+        except mcbor.DecodeError:
             prot = None
         if type(prot) is dict and prot.get(1, None) != -7:
             raise WrongAlgorithm(f"algorithm {prot.get(1)!r} in the protected header, want ES256 (-7)")
         raise BadEnvelope(f"the protected header must be exactly h'A10126' (alg ES256), "
                           f"not h'{protected.hex()}'")
-    if type(unprotected) is not cbor2.frozendict or len(unprotected) != 1 or 4 not in unprotected:
+    if type(unprotected) is not dict or len(unprotected) != 1 or mcose.HDR_KID not in unprotected:
         raise BadEnvelope("the unprotected header must be exactly {4: kid}")
-    kid = unprotected[4]
+    kid = unprotected[mcose.HDR_KID]
     if type(kid) is not bytes or len(kid) != DEVICE_ID_LEN:
         raise BadEnvelope(f"the kid must be an {DEVICE_ID_LEN}-byte byte string")
     if type(payload) is not bytes:

@@ -5,6 +5,9 @@ new_key(DIR, name) (`meterkit keys new`) writes DIR/<name>.key.pem (PKCS#8, unen
 exclusively: an existing file is never overwritten) and DIR/<name>.pub.pem (SubjectPublicKeyInfo) and returns
 the key id of the pair.
 
+Directories made for keys (private_dir) are 0700 and private key files 0600 whatever the umask (issue 11: under
+umask 000 they were 0777). load_private refuses a private key file that its group or others may read.
+
 load_private(path) reads a P-256 private key (PEM, PKCS#8 or SEC1 "EC PRIVATE KEY"). load_public(path) reads
 a P-256 public key as PEM (what meters export), as the raw 65-byte uncompressed point 0x04 || x || y, or as
 that point in hex (130 hex digits, whitespace ignored). Every problem raises KeyFileError naming the file.
@@ -109,7 +112,37 @@ def load_private(path: str | os.PathLike) -> ec.EllipticCurvePrivateKey:
     except UnsupportedAlgorithm as e:
         raise KeyFileError(f"{path}: unsupported private key ({type(e).__name__}: {e})") from None
     _require_p256(key, path, "the private key")
+    _require_private_mode(path)
     return key  # type: ignore[return-value]
+
+
+def _require_private_mode(path: str | os.PathLike) -> None:
+    """Refuse a private key file readable or writable by its group or others (as ssh does): anyone who can
+    read it can sign acknowledgements and commands for every meter."""
+    if os.name != "posix":  # pragma: no cover - POSIX modes only
+        return
+    mode = os.stat(path).st_mode & 0o777
+    if mode & 0o077:
+        raise KeyFileError(f"{path}: private key file has mode {mode:04o}: its group or others may read it; "
+                           f"refusing to use it (chmod 600 {path}, and consider the key exposed)")
+
+
+def private_dir(path: str | os.PathLike) -> Path:
+    """Make directory `path` and any missing parents with mode 0700, whatever the umask; an existing one is
+    left as it is. Returns it as a Path."""
+    out = Path(path)
+    missing = []
+    p = out
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=0o700)
+        except FileExistsError:  # made by someone else meanwhile
+            continue
+        os.chmod(d, 0o700)  # mkdir's mode is masked by the umask: narrowed, never what we want either
+    return out
 
 
 def load_public(path: str | os.PathLike) -> ec.EllipticCurvePublicKey:
@@ -160,8 +193,7 @@ def new_key(out_dir: str | os.PathLike, name: str = "headend") -> tuple[Path, Pa
     """
     if not name or "/" in name or "\\" in name or name.startswith("."):
         raise ValueError(f"bad key name {name!r}: a plain file name stem, like 'headend'")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = private_dir(out_dir)
     key_path = out / f"{name}.key.pem"
     pub_path = out / f"{name}.pub.pem"
     for p in (key_path, pub_path):

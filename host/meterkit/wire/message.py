@@ -9,9 +9,10 @@ Meter -> host: ``verify_and_decode(cose_bytes, lookup_pub) -> Message`` checks, 
 2. the key: ``lookup_pub(kid)`` returns a P-256 ``EllipticCurvePublicKey``, or None for an unknown kid;
 3. the 64-byte r||s signature over ``Sig_structure = ["Signature1", h'A10126', h'', payload]``, by
    ``cryptography`` (OpenSSL), on the payload bytes exactly as received;
-4. the payload: cbor2-decoded (at most ``MAX_DEPTH`` nested containers), validated against the CDDL for its
-   kind (meterkit.wire.schema), the device id in the payload equal to the kid, and deterministic: the received
-   bytes must equal the deterministic re-encoding of what they decode to (RFC 8949 section 4.2.1).
+4. the payload: decoded by the meter's own strict decoder (meter.cbor: only the deterministic encoding of RFC
+   8949 section 4.2.1, at most ``MAX_DEPTH`` nested containers, no floats, map keys only int/text/bytes),
+   validated against the CDDL for its kind (meterkit.wire.schema), the device id in the payload equal to the
+   kid.
 
 Every failure raises its own subclass of ``ProtocolError`` (meterkit.wire.errors). Verification is stateless;
 duplicates are the job of ``ReplayGuard`` (per device sequence numbers, never a hash of the frame: ECDSA
@@ -23,11 +24,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import cbor2
-
 from meter import cbor as mcbor
-from meter.messages import K_COUNTER, K_DEVICE, K_EXPIRES, K_ISSUED, K_KIND, K_SEQ, K_STATUS, K_TIME
-from meterkit.wire.envelope import DECODE_ERRORS, MAX_HOST_MESSAGE, decode_error, loads, open_envelope
+from meter.messages import (
+    COMMAND_MAX_ITEMS,
+    COMMAND_MAX_PAYLOAD,
+    K_COUNTER,
+    K_DEVICE,
+    K_EXPIRES,
+    K_ISSUED,
+    K_KIND,
+    K_SEQ,
+    K_STATUS,
+    K_TIME,
+)
+from meterkit.wire.envelope import MAX_HOST_MESSAGE, loads, open_envelope
 from meterkit.wire.errors import Expired, KidMismatch, NotCanonical, OutOfRange, Replay, WrongDevice
 from meterkit.wire.names import HOST_KINDS, KIND_NAMES, METER_KINDS
 from meterkit.wire.schema import MAX_DEPTH, validate
@@ -79,24 +89,12 @@ def verify_and_decode(cose_bytes: bytes, lookup_pub: Callable[[bytes], Any]) -> 
     (or raises KeyError) for an unknown kid.
     """
     kid, payload, raw = open_envelope(cose_bytes, lookup_pub)
-    try:
-        p = cbor2.loads(payload, max_depth=MAX_DEPTH)
-    except DECODE_ERRORS as e:
-        raise decode_error(e, "the payload") from None
+    # strict: whatever it accepts is the unique deterministic encoding of the value (nothing to re-encode)
+    p = loads(payload, "the payload")
     kind = validate(p, METER_KINDS)
     device = p[K_DEVICE]
     if device != kid:
         raise KidMismatch(f"payload device id {device.hex()} is not the signer's kid {kid.hex()}")
-    # Every map in a meter payload has unsigned-integer keys, checked ascending above, and a dict keeps the
-    # wire order: so cbor2's plain encoding (shortest heads, definite lengths, dict order) is the
-    # deterministic encoding, and anything else on the wire (longer heads, indefinite lengths, duplicate
-    # keys, bignum tags...) makes the bytes differ.
-    try:
-        again = cbor2.dumps(p)
-    except (cbor2.CBORError, ValueError, TypeError, RecursionError) as e:  # pragma: no cover - validated
-        raise NotCanonical(f"the payload cannot be re-encoded: {e}") from None
-    if again != payload:
-        raise NotCanonical("the payload is not in deterministic CBOR encoding (RFC 8949 section 4.2.1)")
     del p[K_KIND], p[K_DEVICE]
     seq = p.pop(K_SEQ)
     t = p.pop(K_TIME)
@@ -112,7 +110,8 @@ def verify_host_message(cose_bytes: bytes, lookup_pub: Callable[[bytes], Any], d
     Message.seq is the command counter, Message.time the issue time, Message.kid the head-end key id.
     """
     kid, payload, raw = open_envelope(cose_bytes, lookup_pub, MAX_HOST_MESSAGE)
-    p = loads(payload, "the payload")
+    # the limits the meter decodes a head-end payload with (meter.messages.verify_host)
+    p = loads(payload, "the payload", COMMAND_MAX_PAYLOAD, MAX_DEPTH, COMMAND_MAX_ITEMS)
     kind = validate(p, HOST_KINDS)
     try:
         canonical = mcbor.encode(p)

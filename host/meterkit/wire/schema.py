@@ -7,13 +7,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import cbor2
-
+from meter import cbor as mcbor
 from meter import messages as M
 from meterkit.wire.errors import (
     MissingKey,
     NotCanonical,
     OutOfRange,
+    ProtocolError,
     TooDeep,
     UnknownKey,
     UnknownKind,
@@ -59,8 +59,8 @@ _RANGE = {_U64: UINT64_MAX, _U32: UINT32_MAX, _PPM: PPM}
 
 
 def _type_name(v: Any) -> str:
-    if type(v) is cbor2.CBORTag:
-        return f"tag {v.tag}"
+    if type(v) is mcbor.Tag:
+        return f"tag {v.number}"
     names = {bool: "a boolean", int: "an integer", bytes: "a byte string", str: "a text string",
              list: "an array", dict: "a map", float: "a float", type(None): "null"}
     return names.get(type(v), type(v).__name__)
@@ -70,16 +70,23 @@ def _wrong(where: str, want: str, v: Any) -> WrongType:
     return WrongType(f"{where} must be {want}, got {_type_name(v)}")
 
 
+def _not_int(where: str, want: str, v: Any) -> ProtocolError:
+    # a bignum (tag 2/3) is never the deterministic encoding of an integer in CBOR's range: the plain integer is
+    if type(v) is mcbor.Tag and v.number in (2, 3) and type(v.value) is bytes:
+        return NotCanonical(f"{where} is a bignum (tag {v.number}): an integer is encoded as a plain integer")
+    return _wrong(where, want, v)
+
+
 def _uint(v: Any, where: str, hi: int) -> None:
     if type(v) is not int:
-        raise _wrong(where, "an unsigned integer", v)
+        raise _not_int(where, "an unsigned integer", v)
     if not 0 <= v <= hi:
         raise OutOfRange(f"{where} = {v} outside 0..{hi}")
 
 
 def _int(v: Any, where: str) -> None:
     if type(v) is not int:
-        raise _wrong(where, "an integer", v)
+        raise _not_int(where, "an integer", v)
     if not INT_MIN <= v <= UINT64_MAX:
         raise OutOfRange(f"{where} = {v} outside CBOR's integer range")
 

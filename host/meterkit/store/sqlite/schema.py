@@ -18,6 +18,8 @@ billing    device, seq, period_end, registers (JSON), max_demand (JSON)
 commands   device, counter, op, args (JSON), sent_at, expires_at, answered_at, result, reason
 rejects    device (claimed id, or x'' when none could be read), peer, reason, count, first_at, last_at,
            last_detail
+           device is a registered meter's id or x'': rejects naming an unknown kid are per (peer, reason),
+           the kid in last_detail; at most counters.MAX_SOURCES peers, then '(other sources)'  -- v5
 outages    id, device, start (last frame before the silence), detected_at, end (first frame after), cause
            ('power', 'communication', 'power+communication', 'unknown'), power_up_at (meter's own time of
            its restart), evidence (JSON)                                                    -- v2
@@ -202,12 +204,26 @@ _V4 = (
     "ALTER TABLE meters ADD COLUMN clock_drift_at REAL",
 )
 
+# Rejects naming a kid of no registered meter were one row per claimed kid (issue 11: attacker input grew the
+# table). The concentrator now keeps them per source and reason (device x''); these fold the old rows so.
+_V5 = (
+    """INSERT INTO rejects (device, peer, reason, count, first_at, last_at, last_detail)
+        SELECT x'', peer, reason, sum(count), min(first_at), max(last_at),
+               'folded by migration v5: ' || count(*) || ' claimed kid(s) of no registered meter'
+        FROM rejects WHERE device != x'' AND device NOT IN (SELECT device FROM meters) GROUP BY peer, reason
+        ON CONFLICT (device, peer, reason) DO UPDATE SET count = count + excluded.count,
+            first_at = min(first_at, excluded.first_at), last_at = max(last_at, excluded.last_at),
+            last_detail = excluded.last_detail""",
+    "DELETE FROM rejects WHERE device != x'' AND device NOT IN (SELECT device FROM meters)",
+)
+
 # (version, what it brings, statements). Append only: a released migration never changes.
 MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (1, "registry, frames as evidence, decoded readings/intervals/events, commands, rejects", _V1),
     (2, "delivery state: ack watermark, outages, gaps, billing snapshots, persisted counters", _V2),
     (3, "operator command queue; each signed command attempt linked to its queue entry", _V3),
     (4, "clock drift per meter, as the concentrator last measured it", _V4),
+    (5, "rejects of unknown kids folded per source and reason", _V5),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
