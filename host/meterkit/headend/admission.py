@@ -126,10 +126,14 @@ class Admission:
         self.drop(victim)
         return victim
 
-    def make_room(self, why: str) -> Link | None:
-        """The oldest unknown connection, no longer counted (to be closed), when there is one."""
+    def make_room(self) -> Link | None:
+        """The oldest unknown connection, no longer counted (to be closed), when there is one: accept() failed
+        (logged as such)."""
         victim = next(iter(self.unknown), None)
-        return None if victim is None else self._evict(victim, "unknown", f"{victim.peer}: {why}")
+        if victim is not None:
+            self.counters.count("connections_evicted")
+            self.drop(victim)
+        return victim
 
     def add(self, link: Link) -> None:
         link.admitted = True

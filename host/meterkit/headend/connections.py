@@ -369,8 +369,8 @@ class Connections:
         sock.setblocking(False)
         self.loop.create_task(self._start(link, sock))
 
-    def _accept_failed(self, why: str) -> None:
-        victim = self.admission.make_room(f"accept() failed: {why}")
+    def _accept_failed(self, _why: str) -> None:
+        victim = self.admission.make_room()
         if victim is not None:
             victim.abort()
 
