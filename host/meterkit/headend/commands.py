@@ -18,6 +18,9 @@ Operations (docs/concentrator.md, "Operator commands"):
 | OP_PROFILE       | A_FROM, A_TO (UTC s)               | 0 "N rows" (sent again as interval frames); -1 none |
 | OP_SET_TIME      | A_FORCE (A_UTC: added at signing)  | 0 set (event 14); -4 rejected: a shift beyond 900 s |
 |                  |                                    | without force                                       |
+
+Arguments are checked against meter.cmdschema (check_args), the table a meter refuses commands by (-2/-3/-5 and
+event 18): at queueing and again before every signature, so nothing a meter would refuse is ever signed.
 """
 
 from __future__ import annotations

@@ -6,17 +6,16 @@ connects from 127.0.0.1, reconnects when it is hung up on, and sends a frame eve
 the concentrator's open descriptors (/proc), the flood connections it still holds, the meter's frames and
 acknowledgements, and the concentrator's log lines and tracebacks.
 
-    python -m meterkit.testing.flood [--nofile 256] [--conns 400] [--sources 1] [--seconds 12]
-                                     [--pythonpath DIRS] [-- FLAGS...]
+    python -m meterkit.testing.flood [nofile=256] [conns=400] [sources=1] [seconds=12] [pythonpath=DIRS]
+                                     [-- FLAGS...]
 
-FLAGS go to `meterkit concentrator` (e.g. --max-per-source 8); --pythonpath runs the concentrator of another
-checkout (DIRS: its host:firmware directories), for a before-and-after measurement. Used by
-tests/host/test_fd_flood.py and for the figures of docs/security.md ("Connection limits").
+FLAGS go to `meterkit concentrator` (e.g. --max-per-source 8); pythonpath runs the concentrator of another
+checkout (DIRS: its host:firmware directories), for a before-and-after measurement. Prints the FloodResult as
+JSON. Used by tests/host/test_fd_flood.py and for the figures of docs/security.md ("Connection limits").
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -190,16 +189,19 @@ def run_flood(tmp: str | os.PathLike, nofile: int = 256, conns: int = 400, sourc
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m meterkit.testing.flood", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--nofile", type=int, default=256)
-    ap.add_argument("--conns", type=int, default=400)
-    ap.add_argument("--sources", type=int, default=1)
-    ap.add_argument("--seconds", type=float, default=12.0)
-    ap.add_argument("--pythonpath", help="the concentrator of another checkout: its host:firmware directories")
-    ap.add_argument("flags", nargs="*", help="passed to meterkit concentrator (after --)")
-    a = ap.parse_args(argv)
+    """NAME=VALUE settings (no argparse outside meterkit.cli), then -- and the concentrator's flags."""
+    args = sys.argv[1:] if argv is None else argv
+    cut = args.index("--") if "--" in args else len(args)
+    opts = dict(a.split("=", 1) for a in args[:cut])
+    kw = {k: int(opts.pop(k)) for k in ("nofile", "conns", "sources") if k in opts}
+    if "seconds" in opts:
+        kw["seconds"] = float(opts.pop("seconds"))
+    pythonpath = opts.pop("pythonpath", None)
+    if opts:
+        print(f"unknown settings {sorted(opts)}; see the module's docstring", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):
-        r = run_flood(tmp, a.nofile, a.conns, a.sources, a.seconds, flags=a.flags, pythonpath=a.pythonpath)
+        r = run_flood(tmp, flags=args[cut + 1:], pythonpath=pythonpath, **kw)
     print(json.dumps(asdict(r)))
     return 0
 
