@@ -8,17 +8,15 @@
 #   OP_PROFILE        {A_FROM: UTC, A_TO: UTC}                       the stored load-profile rows in range, again
 #   OP_SET_TIME       {A_UTC: UTC, A_FORCE: bool (default false)}    set the clock (Boundaries.set_clock)
 # While the clock is not set only OP_SET_TIME is taken (meter.messages.verify_host refuses the others first).
-from meter import messages
+# The arguments' types are meter.cmdschema's (verify_host refused anything else already, with event 18; checked
+# here again for a direct caller); what is left here is what they mean.
+from meter import cmdschema, messages
 from meter.messages import (A_ACTIVATION, A_CALENDAR, A_FORCE, A_FROM, A_TO, A_UTC, K_ARGS, K_OP, OP_BILLING_RESET,
                             OP_CALENDAR, OP_PROFILE, OP_SET_TIME, RESULT_BAD_ARGS, RESULT_GONE, RESULT_OK,
                             RESULT_REJECTED, RESULT_UNKNOWN_OP)
 
 PROFILE_ROWS_MAX = 96  # rows one profile command sends again (a day at 15 min; ask again for more)
 PROFILE_ROWS_PER_FRAME = 16
-
-
-def _uint(v):
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
 class Commands:
@@ -34,13 +32,14 @@ class Commands:
     def handle(self, kind, counter, m):
         """A verified head-end command -> the response (seq, frame), kind 6."""
         op = m[K_OP]
-        args = m.get(K_ARGS, {})
+        args = m.get(K_ARGS)
         respond = self.reporter.response
-        if not isinstance(args, dict):
-            return respond(counter, RESULT_BAD_ARGS, "bad arguments: not a map")
+        bad = cmdschema.check(op, args)
+        if bad is not None:
+            return respond(counter, bad[0], bad[1])
         if op == OP_SET_TIME:
             return self._set_time(counter, args)
-        if not self.boundaries.clock_ok and op in (OP_CALENDAR, OP_BILLING_RESET, OP_PROFILE):
+        if not self.boundaries.clock_ok:
             return respond(counter, RESULT_REJECTED, "rejected: the clock is not set")
         if op == OP_CALENDAR:
             return self._calendar(counter, args)
@@ -49,26 +48,20 @@ class Commands:
             return respond(counter, RESULT_OK, None)
         if op == OP_PROFILE:
             return self._profile(counter, args)
-        return respond(counter, RESULT_UNKNOWN_OP, "unknown operation")
+        return respond(counter, RESULT_UNKNOWN_OP, "unknown operation")  # back-fill is meter.link's
 
     def _calendar(self, counter, args):
         respond = self.reporter.response
-        cal, at = args.get(A_CALENDAR), args.get(A_ACTIVATION)
-        if not isinstance(cal, dict) or not _uint(at):
-            return respond(counter, RESULT_BAD_ARGS, "bad arguments: want {1: calendar map, 2: activation UTC}")
         try:
-            self.boundaries.arm_calendar(cal, at)
+            self.boundaries.arm_calendar(args[A_CALENDAR], args[A_ACTIVATION])
         except ValueError as e:
             return respond(counter, RESULT_REJECTED, ("rejected: %s" % e)[:120])
         return respond(counter, RESULT_OK, None)
 
     def _set_time(self, counter, args):
         respond = self.reporter.response
-        t, force = args.get(A_UTC), args.get(A_FORCE, False)
-        if not _uint(t) or (force is not True and force is not False):
-            return respond(counter, RESULT_BAD_ARGS, "bad arguments: want {1: UTC seconds, 2: force true/false}")
         was_set = self.boundaries.clock_ok
-        why = self.boundaries.set_clock(t, force)
+        why = self.boundaries.set_clock(args[A_UTC], args.get(A_FORCE, False))
         if why is not None:
             return respond(counter, RESULT_REJECTED, ("rejected: %s" % why)[:120])
         # an unset clock could not judge the command's expiry: the answer says so (docs/security.md)
@@ -76,9 +69,9 @@ class Commands:
 
     def _profile(self, counter, args):
         rep = self.reporter
-        a, b = args.get(A_FROM), args.get(A_TO)
-        if not (_uint(a) and _uint(b)) or a > b:
-            return rep.response(counter, RESULT_BAD_ARGS, "bad arguments: want {1: from, 2: to} UTC, from <= to")
+        a, b = args[A_FROM], args[A_TO]
+        if a > b:
+            return rep.response(counter, RESULT_BAD_ARGS, "bad arguments: from after to")
         rows = []
         more = False
         for r in self.profile.read(a, b):

@@ -20,9 +20,12 @@
 #   command op 1 back-fill  {A_FIRST: first, A_LAST: last}: the frames the outbox holds in that range are sent
 #                           again (ahead of new frames, outside the window), then respond(counter, RESULT_OK,
 #                           None), or respond(counter, RESULT_GONE, "gone A..B") if A..B (A = first) is no
-#                           longer held; RESULT_BAD_ARGS for anything but 0 <= first <= last
+#                           longer held; RESULT_BAD_ARGS for first > last
 #   other commands          on_command(16, counter, payload) -> (seq, response frame) or None; without
 #                           on_command: respond(counter, RESULT_UNKNOWN_OP, "unknown operation")
+#   not exactly the schema  a signed command with a fresh counter whose keys, types or arguments are not exactly
+#                           the schema (messages.CommandRefused): counter taken, respond(counter, RESULT_*, why),
+#                           on_event(events.COMMAND_REFUSED, why), refused["schema"] += 1; nothing else
 #   refused                 refused[reason] += 1; on_event(events.AUTH_FAIL, reason), at most one per
 #                           event_min_s (the rest are counted in events_suppressed: a flood of forged frames
 #                           must not turn into a flood of signed event frames in flash)
@@ -257,6 +260,9 @@ class Link:
         try:
             now = self.time() if self.clock_ok() else None
             kind, counter, m = messages.verify_host(cose, self.identity, now, self.counter)
+        except messages.CommandRefused as e:
+            self._refuse_command(e)
+            return
         except messages.HostMessageError as e:
             self._refuse(e.reason)
             return
@@ -272,6 +278,19 @@ class Link:
         else:
             self._save_counter()  # durable before the command acts: a replay after a reboot is refused
             self._command(counter, m)
+
+    def _refuse_command(self, e):
+        # authentic, but not exactly the schema: its counter is taken (a replay of it is refused as one), the
+        # refusal answered and logged (no rate limit: only the head-end's key makes these), nothing else done
+        self.counter = e.counter
+        self._ctr_unsaved += 1
+        self._save_counter()
+        self.commands += 1
+        self._count(e.reason)
+        why = str(e)[:120]
+        if self.on_event is not None:
+            self.on_event(events.COMMAND_REFUSED, why)
+        self._respond(e.counter, e.result, why)
 
     def _save_counter(self):
         if self._ctr_unsaved:
@@ -310,11 +329,9 @@ class Link:
             self._respond(counter, messages.RESULT_UNKNOWN_OP, "unknown operation")
 
     def _backfill(self, counter, args):
-        first = args.get(messages.A_FIRST) if isinstance(args, dict) else None
-        last = args.get(messages.A_LAST) if isinstance(args, dict) else None
-        if not (isinstance(first, int) and isinstance(last, int)) or isinstance(first, bool) \
-                or isinstance(last, bool) or not 0 <= first <= last:
-            self._respond(counter, messages.RESULT_BAD_ARGS, "bad arguments")
+        first, last = args[messages.A_FIRST], args[messages.A_LAST]  # sequence numbers (meter.cmdschema)
+        if first > last:
+            self._respond(counter, messages.RESULT_BAD_ARGS, "bad arguments: first after last")
             return
         ob = self.outbox
         _frames, missing = ob.resend(first, last)

@@ -92,6 +92,11 @@ RESULT_GONE = -1  # back-fill: part of the range is no longer held; profile: no 
 RESULT_UNKNOWN_OP = -2
 RESULT_BAD_ARGS = -3
 RESULT_REJECTED = -4  # well-formed but refused (e.g. an invalid calendar)
+# -- command schema (issue 11, finding 3): a signed command that is not exactly the schema is refused ------------
+RESULT_MALFORMED = -5  # its keys, or their types or ranges, are not exactly the command schema: nothing done
+UINT32_MAX = 0xFFFFFFFF  # utc (keys 4 and 9, time arguments): uint32
+UINT64_MAX = 0xFFFFFFFFFFFFFFFF  # counters, sequence numbers
+# -- end of command schema --
 
 # -- status bits (key 5) -----------------------------------------------------------------------------------
 ST_SENSOR_FAULT = 1 << 0
@@ -244,8 +249,31 @@ class HostMessageError(ValueError):
         self.reason = reason
 
 
+class CommandRefused(HostMessageError):
+    """A command that is authentic (signed, for this meter, counter fresh, not expired) but not exactly the
+    command schema: refused with a signed response (.result RESULT_*, the message as reason) under .counter,
+    and event 18 (meter.link); nothing else happens. Attributes set after construction (see meter.cose)."""
+
+
+def _refused(counter, result, msg):
+    e = CommandRefused("schema", msg)
+    e.counter = counter
+    e.result = result
+    return e
+
+
+def is_uint(v, hi):
+    """v is an integer 0..hi (a bool is not an integer here)."""
+    return type(v) is int and 0 <= v <= hi
+
+
+_HOST_KEYS = (K_KIND, K_DEVICE, K_SEQ, K_TIME, K_EXPIRES)
+
+
 def verify_host(cose_bytes, identity, now, last_counter):
-    """Verify a command or acknowledgement; return (kind, counter, payload map). Raises HostMessageError.
+    """Verify a command or acknowledgement; return (kind, counter, payload map). Raises HostMessageError, or
+    CommandRefused for an authentic command that is not exactly the schema (docs/protocol.md, the CDDL: exactly
+    its keys, utc times with issued <= expires, per operation exactly its arguments: meter.cmdschema).
     now: UTC seconds, or None while the meter's clock is not set: then it cannot judge expiry and takes only
     acknowledgements and set-time commands (docs/security.md, "A meter without a clock")."""
     if identity.headend_pub is None:
@@ -264,24 +292,55 @@ def verify_host(cose_bytes, identity, now, last_counter):
         raise HostMessageError("malformed", "payload is not deterministic CBOR: %s" % e)
     if not isinstance(m, dict):
         raise HostMessageError("wrong-type", "payload is not a map")
-    for k in (K_KIND, K_SEQ, K_TIME, K_EXPIRES):
-        if not isinstance(m.get(k), int) or isinstance(m.get(k), bool) or m.get(k) < 0:
-            raise HostMessageError("wrong-type", "key %d must be an unsigned integer" % k)
-    kind = m[K_KIND]
+    kind, counter = m.get(K_KIND), m.get(K_SEQ)
+    # the counter is persisted as counter + 1 in 8 bytes (meter.link): below 2^64 - 1
+    if not is_uint(kind, UINT64_MAX) or not is_uint(counter, UINT64_MAX - 1):
+        raise HostMessageError("wrong-type", "keys 1 and 3 must be unsigned integers")
     if kind not in (COMMAND, ACK):
         raise HostMessageError("wrong-kind", "kind %d is not a command or an acknowledgement" % kind)
     if m.get(K_DEVICE) != identity.device_id:
         raise HostMessageError("wrong-device", "addressed to another meter")
-    counter = m[K_SEQ]
     if counter <= last_counter:
         raise HostMessageError("replay", "counter %d is not above the last accepted %d" % (counter, last_counter))
-    if kind == ACK and not isinstance(m.get(K_ACK_SEQ), int):
-        raise HostMessageError("wrong-type", "acknowledgement without a sequence number (key 12)")
-    if kind == COMMAND and not isinstance(m.get(K_OP), int):
-        raise HostMessageError("wrong-type", "command without an operation (key 10)")
-    if now is None:
-        if kind == COMMAND and m[K_OP] != OP_SET_TIME:
-            raise HostMessageError("clock-not-set", "the clock is not set: only a set-time command is taken")
-    elif now > m[K_EXPIRES]:
-        raise HostMessageError("expired", "expired at %d, now %d" % (m[K_EXPIRES], now))
+    # authentic and fresh: from here on a command is answered (refused) under its counter
+    why = _check_types(kind, m)
+    if why is None:
+        if now is None:
+            if kind == COMMAND and m[K_OP] != OP_SET_TIME:
+                raise HostMessageError("clock-not-set", "the clock is not set: only a set-time command is taken")
+        elif now > m[K_EXPIRES]:
+            raise HostMessageError("expired", "expired at %d, now %d" % (m[K_EXPIRES], now))
+        why = _check_keys(kind, m)
+    if why is not None:
+        if kind == ACK:
+            raise HostMessageError("malformed", why)
+        raise _refused(counter, RESULT_MALFORMED, why)
+    if kind == COMMAND:
+        from meter import cmdschema  # loaded with the first command, as meter.commands
+
+        bad = cmdschema.check(m[K_OP], m.get(K_ARGS))
+        if bad is not None:
+            raise _refused(counter, bad[0], bad[1])
     return kind, counter, m
+
+
+def _check_types(kind, m):
+    """None when the times are utc and the op (command) or the acknowledged sequence number (ack) an unsigned
+    integer; else the reason."""
+    if not (is_uint(m.get(K_TIME), UINT32_MAX) and is_uint(m.get(K_EXPIRES), UINT32_MAX)):
+        return "issued (4) and expires (9) must be utc: 0..2^32-1"
+    k = K_OP if kind == COMMAND else K_ACK_SEQ
+    if not is_uint(m.get(k), UINT64_MAX):
+        return "key %d must be an unsigned integer" % k
+    return None
+
+
+def _check_keys(kind, m):
+    """None when m has exactly the keys of its kind and expires no earlier than it was issued; else the reason."""
+    for k in m:
+        if k not in _HOST_KEYS and k != (K_OP if kind == COMMAND else K_ACK_SEQ) \
+                and not (kind == COMMAND and k == K_ARGS):
+            return "unknown key %r" % (k,)
+    if m[K_EXPIRES] < m[K_TIME]:
+        return "expires (9) before issued (4)"
+    return None

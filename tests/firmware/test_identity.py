@@ -71,8 +71,16 @@ def _host_msg(he_d, he_kid, payload):
     return cose.sign1(he_d, he_kid, cbor.encode(payload))
 
 
+# arguments that are exactly the schema of each operation (meter.cmdschema); the others take none or are
+# refused before their arguments are looked at
+_ARGS = {messages.OP_BACKFILL: {1: 0, 2: 0}, messages.OP_SET_TIME: {1: 1800000000}}
+
+
 def _cmd(dev, counter, expires=2000, op=1):
-    return {1: messages.COMMAND, 2: dev, 3: counter, 4: 1000, 9: expires, 10: op}
+    m = {1: messages.COMMAND, 2: dev, 3: counter, 4: 1000, 9: expires, 10: op}
+    if op in _ARGS:
+        m[11] = _ARGS[op]
+    return m
 
 
 def test_head_end_messages_are_checked():
@@ -98,8 +106,8 @@ def test_head_end_messages_are_checked():
     eq(reason(ok[:-10]), "malformed", "truncated")
     eq(reason(b"\x00garbage"), "malformed", "garbage")
     eq(reason(_host_msg(he_d, he_kid, {1: messages.READING, 2: dev, 3: 9, 4: 1, 9: 2000})), "wrong-kind", "kind")
-    eq(reason(_host_msg(he_d, he_kid, {1: messages.COMMAND, 2: dev, 3: 9, 4: 1, 9: 2000})), "wrong-type",
-       "command without an operation")
+    eq(reason(_host_msg(he_d, he_kid, {1: messages.COMMAND, 2: dev, 3: 9, 4: 1, 9: 2000})), "schema",
+       "command without an operation: authentic, so refused with an answer (messages.CommandRefused)")
 
 
 def test_a_meter_without_a_clock_takes_set_time_and_acks_but_no_other_command():

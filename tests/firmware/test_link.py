@@ -418,10 +418,10 @@ def test_commands_go_to_on_command_and_counter_survives_reboot():
         r.link.on_command = on_command
         r.make(1)
         r.run()
-        cmd = r.he.command(3, {1: 2}, counter=7)
+        cmd = r.he.command(4, {1: 2, 2: 3}, counter=7)
         r.tell(cmd)
         r.run()
-        eq(calls, [(messages.COMMAND, 7, 3, {1: 2})], "on_command called once")
+        eq(calls, [(messages.COMMAND, 7, 4, {1: 2, 2: 3})], "on_command called once")
         eq(r.he.payloads[r.he.seen[-1]][8], "done", "its response went out")
         # reboot: the counter was persisted before the command acted; the same command is a replay
         r2 = Link(r.t, Outbox(d, max_bytes=16384, segment_bytes=2048), r.ident, on_command=on_command,

@@ -287,3 +287,33 @@ def test_cli_default_db_follows_meterkit_db(fleet, tmp_path, capsys, monkeypatch
     assert code == 0, err
     code, out, _ = run_cli(capsys, "command", "list", "--json")
     assert [r["operation"] for r in json.loads(out)] == ["billing-reset"]
+
+
+def test_the_host_queues_only_what_a_meter_takes(tmp_path):
+    """Issue 11, finding 3: the head-end checks every command against meter.cmdschema, the table the meter
+    refuses commands by, so it never queues (or signs: test_commands_concentrator) what a meter refuses."""
+    from meter import cmdschema
+
+    dev, point = new_meter()
+    with SQLiteStore(tmp_path / "head.db") as s:
+        s.register_meter(dev, point)
+        for op, args, why in [
+            (commands.OP_BILLING_RESET, {13: 1}, "unknown key 13"),
+            (commands.OP_PROFILE, {1: NOW - 60, 2: True}, "2 must be utc"),
+            (commands.OP_PROFILE, {1: NOW - 60}, "2 missing"),
+            (commands.OP_SET_TIME, {2: "yes"}, "2 must be true or false"),
+            (commands.OP_CALENDAR, {1: NIGHT, 2: NOW + 60, 3: 0}, "unknown key 3"),
+            (99, None, "unknown operation 99"),
+        ]:
+            with pytest.raises(commands.CommandError, match=why):
+                commands.queue(s, dev, op, args, NOW)
+        with pytest.raises(commands.CommandError, match="--expires must be UTC seconds"):
+            commands.queue(s, dev, commands.OP_BILLING_RESET, None, NOW, expires=1 << 32)
+        assert s.queued_commands() == []
+    # what the builders make, as it is signed, is exactly what a meter takes
+    for op, args in [(commands.OP_CALENDAR, commands.calendar_args(NIGHT, NOW + 60, NOW)),
+                     (commands.OP_PROFILE, commands.profile_args(NOW - 3600, NOW)),
+                     (commands.OP_SET_TIME, commands.set_time_args(True)),
+                     (commands.OP_SET_TIME, commands.set_time_args(False)),
+                     (commands.OP_BILLING_RESET, None)]:
+        assert cmdschema.check(op, commands.signed_args(op, args, NOW)) is None, (op, args)

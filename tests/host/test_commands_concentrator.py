@@ -357,6 +357,34 @@ def test_unanswered_command_repeated_then_failed_and_the_next_goes(tmp_path):
     run(main())
 
 
+def test_a_queue_entry_a_meter_would_refuse_is_never_signed(tmp_path, caplog):
+    """Another writer of the queue (past `meterkit command`'s checks) puts in a billing reset with an argument a
+    meter does not take: the concentrator does not sign it (meter.cmdschema, issue 11 finding 3), spends no
+    counter on it, and goes on with the next command."""
+    async def main():
+        async with LoopbackRig(tmp_path / "head.db") as rig:
+            m = real_meter(tmp_path, "m", rig)
+            rig.register(m)
+            with open_store(rig.db_path) as s:
+                bad = s.queue_command(m.device_id, C.OP_BILLING_RESET, {13: 1}, rig.clock(), T0 + 86400)
+                s.commit()
+            good = queue(rig, m.device_id, C.OP_BILLING_RESET, None)
+            cl = await rig.connect(m)
+            cl.send(m.hello())
+            await cl.wait_for(lambda c: c.commands)
+            assert entry(rig, bad).state == "failed"
+            assert "unknown key 13: a meter would refuse it" in entry(rig, bad).reason
+            [cmd] = cl.commands
+            assert cmd.body[M.K_OP] == C.OP_BILLING_RESET and M.K_ARGS not in cmd.body
+            assert entry(rig, good).counter == cmd.counter
+            assert rig.store.command_attempts(bad) == []  # nothing signed, no counter spent on it
+            messages.verify_host(cmd.raw, m.identity, int(rig.clock()), 0)  # the meter takes this one
+
+    with caplog.at_level("ERROR"):
+        run(main())
+    assert any("unknown key 13" in r.getMessage() for r in caplog.records)
+
+
 # --- big calendars ------------------------------------------------------------------------------------------
 
 

@@ -48,3 +48,49 @@ def test_calendar_command_reaches_the_real_meter_and_its_answer_is_stored(tmp_pa
                                                         (events.CALENDAR_ACTIVATED, "two-rate night")]
     armed_at, activated_at = ev[0][2], ev[1][2]
     assert fleet.start_unix <= armed_at < activation <= activated_at
+
+
+def test_a_signed_malformed_command_is_refused_by_the_running_meter(tmp_path, monkeypatch):
+    """Issue 11, finding 3, end to end: the head-end key signs a billing reset that carries an unknown key (13), as
+    the red team did; the real firmware refuses it with a signed answer (-5, "unknown key 13") and event 18, and
+    takes no billing snapshot. The same command, exactly the schema, queued after it, is executed."""
+    from meter import messages as M
+    from meterkit.wire.headend import HeadEnd
+
+    sign_command = HeadEnd.sign_command
+    tampered = []
+
+    def sign_with_key_13(self, device_id, counter, op, args, now, ttl_s):
+        if op != C.OP_BILLING_RESET or tampered:
+            return sign_command(self, device_id, counter, op, args, now, ttl_s)
+        tampered.append(counter)  # the first billing reset only: a signed payload the schema does not have
+        return self._sign(M.COMMAND, device_id, counter, now, ttl_s, {M.K_OP: op, 13: 1})
+
+    monkeypatch.setattr(HeadEnd, "sign_command", sign_with_key_13)
+    fleet = Fleet(tmp_path, [MeterSpec("house", "constant", "tcp", seed=1)], ec.generate_private_key(ec.SECP256R1()),
+                  tmp_path / "db.sqlite", hours=1.0, speed=1440.0)
+
+    async def scenario():
+        await fleet.setup()
+        try:
+            [m] = fleet.meters
+            now = fleet.start_unix
+            ids = [C.queue(fleet.store, m.device, C.OP_BILLING_RESET, None, now) for _ in range(2)]
+            await fleet.run(settle_s=3.0)
+        finally:
+            await fleet.close()
+        return m, ids
+
+    m, (bad, good) = asyncio.run(asyncio.wait_for(scenario(), 300))
+    assert not [line for line in fleet.log if "exited with" in line], fleet.log
+    with open_store(tmp_path / "db.sqlite", create=False, readonly=True) as db:
+        qb, qg = db.queued_commands(ids=[bad, good])
+        refused = [(e.code, e.value) for e in db.events(m.device, codes=(events.COMMAND_REFUSED,))]
+        resets = [s for s in db.billing_snapshots(m.device) if s.period_end > fleet.start_unix]
+        ends = [e.time for e in db.events(m.device, codes=(events.BILLING_END,)) if e.time > fleet.start_unix]
+    assert tampered == [qb.counter]
+    assert (qb.state, qb.result, qb.reason) == ("answered", M.RESULT_MALFORMED, "unknown key 13"), qb
+    assert refused == [(events.COMMAND_REFUSED, "unknown key 13")]
+    assert (qg.state, qg.result) == ("answered", M.RESULT_OK), qg
+    assert len(resets) == 1 and len(ends) == 1, (resets, ends)  # the well-formed reset's snapshot, no other
+    assert resets[0].period_end >= qb.answered_at - 120  # taken after the refusal (meters run up to 2 min ahead)

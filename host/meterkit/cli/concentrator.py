@@ -21,7 +21,9 @@ from meterkit.wire.keys import KeyFileError, load_private
 async def _serve(args: argparse.Namespace, headend: P.HeadEnd, store: Store) -> int:
     try:
         conc = Concentrator(store, headend, offline_after=args.offline_after, idle_timeout=args.idle_timeout,
-                            backfill_after=args.backfill_after, baudrate=args.baud)
+                            backfill_after=args.backfill_after, baudrate=args.baud,
+                            max_connections=args.max_connections, max_per_source=args.max_per_source or None,
+                            known_reserve=args.known_reserve, auth_timeout=args.auth_timeout)
     except (TypeError, ValueError) as e:  # a setting out of range
         return fail("concentrator", e)
     loop = asyncio.get_running_loop()
@@ -95,6 +97,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="a meter silent for this many reporting periods is offline (default 3)")
     p.add_argument("--idle-timeout", type=float, default=600.0,
                    help="close a TCP peer that sends no valid frame for this long, s (default 600)")
+    p.add_argument("--max-connections", type=int, default=None, metavar="N",
+                   help="TCP connections in all (default: the file-descriptor limit less 64)")
+    p.add_argument("--max-per-source", type=int, default=32, metavar="N",
+                   help="unauthenticated connections from one address; one more closes the oldest (default 32; "
+                        "0: no cap, e.g. many meters behind one NAT address)")
+    p.add_argument("--known-reserve", type=int, default=32, metavar="N",
+                   help="connections only meters that showed a verified frame may use (default 32)")
+    p.add_argument("--auth-timeout", type=float, default=90.0, metavar="S",
+                   help="close a TCP peer that sends no verified frame within this long after connecting, s "
+                        "(default 90: more than a reading period)")
     p.add_argument("--backfill-after", type=float, default=30.0,
                    help="ask for missing frames when a gap is still open after this long, s (default 30)")
     p.add_argument("--stats-every", type=float, default=60.0, help="print a status line every N s")

@@ -18,6 +18,9 @@ Operations (docs/concentrator.md, "Operator commands"):
 | OP_PROFILE       | A_FROM, A_TO (UTC s)               | 0 "N rows" (sent again as interval frames); -1 none |
 | OP_SET_TIME      | A_FORCE (A_UTC: added at signing)  | 0 set (event 14); -4 rejected: a shift beyond 900 s |
 |                  |                                    | without force                                       |
+
+Arguments are checked against meter.cmdschema (check_args), the table a meter refuses commands by (-2/-3/-5 and
+event 18): at queueing and again before every signature, so nothing a meter would refuse is ever signed.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any
 import cbor2
 
 from meter import cbor as mcbor
+from meter import cmdschema
 from meter import messages as mmsg
 from meter.messages import (  # noqa: F401 - the operations
     OP_BACKFILL,
@@ -73,6 +77,14 @@ def cbor_items(v: Any) -> int:
 def command_items(op: int, args: dict | None) -> int:
     """Data items of a command payload: the map, 6 keys with their values, and key 11 with the arguments."""
     return 1 + 12 + (1 + cbor_items(args) if args else 0)
+
+
+def check_args(op: int, args: dict | None) -> None:
+    """Raise CommandError unless `args` are exactly what a meter takes for operation `op`: meter.cmdschema, the
+    table the meter checks every command against (a meter refuses anything else, -2/-3 and event 18)."""
+    bad = cmdschema.check(op, args)
+    if bad is not None:
+        raise CommandError(f"{op_name(op)}: {bad[1]}: a meter would refuse it")
 
 
 def check_fits(op: int, args: dict | None) -> None:
@@ -191,7 +203,10 @@ def queue_in(store: Store, device: bytes, op: int, args: dict | None, now: float
         expires = int(now) + DEFAULT_VALID_S
     if expires <= now:
         raise CommandError(f"--expires {utc_text(expires)} is not in the future (now {utc_text(now)})")
+    if expires > UINT32_MAX:
+        raise CommandError(f"--expires must be UTC seconds 0..{UINT32_MAX}")
     check_fits(op, args)
+    check_args(op, signed_args(op, args, now))
     return store.queue_command(device, op, args, now, expires, note)
 
 

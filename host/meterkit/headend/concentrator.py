@@ -122,7 +122,8 @@ class Concentrator:
 
     async def _housekeeping(self) -> None:
         loop = asyncio.get_running_loop()
-        sweep = min(self.config.tick_s, max(IDLE_SWEEP_MIN_S, self.config.idle_timeout / 4))
+        cfg = self.config
+        sweep = min(cfg.tick_s, max(IDLE_SWEEP_MIN_S, min(cfg.idle_timeout, cfg.auth_timeout) / 4))
         next_tick = loop.time()
         while True:
             await asyncio.sleep(sweep)

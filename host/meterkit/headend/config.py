@@ -30,6 +30,12 @@ class ConcentratorConfig:
     clock_set_every_s: float = 600.0  # s between automatic set-time commands to one meter, at least
     # connections: limits for TCP peers (a serial port is trusted wiring)
     idle_timeout: float = 600.0  # s without a valid frame: hung up
+    # ... how many, and who first (headend/admission.py; docs/concentrator.md, "Connection limits")
+    max_connections: int | None = None  # TCP connections in all (None: the file-descriptor limit less 64)
+    max_per_source: int | None = 32  # unauthenticated connections from one address (None: no cap)
+    known_reserve: int = 32  # of max_connections, only for connections of known meters (at most half)
+    auth_timeout: float = 90.0  # s a connection has to show a verified frame of a registered meter
+    limit_log_s: float = 10.0  # a repeating connection warning (refusals, accept errors) is logged once per this
     max_rate: float | None = 128 * 1024  # bytes/s read per peer (token bucket); None: unlimited
     max_burst: int = 256 * 1024  # ... bucket size, bytes
     max_noise: int = 256 * 1024  # bytes of noise without a valid frame: hung up
@@ -53,7 +59,11 @@ class ConcentratorConfig:
     def __post_init__(self) -> None:
         for name in _COUNTS:
             _check(self, name, 0 if name == "max_rejects" else 1, whole=True)
-        for name in ("offline_after", "tick_s", "idle_timeout"):
+        _check(self, "known_reserve", 0, whole=True)
+        for name in ("max_connections", "max_per_source"):
+            if getattr(self, name) is not None:
+                _check(self, name, 1, whole=True)
+        for name in ("offline_after", "tick_s", "idle_timeout", "auth_timeout", "limit_log_s"):
             _check(self, name, 0, strictly=True)
         for name in ("match_window", "backfill_after", "reconnect_s", "registry_refresh_s", "clock_jitter_s",
                      "clock_set_every_s", "recovery_ack_s"):

@@ -4,10 +4,13 @@ from hurting the others.
 Every connection (a TCP peer, or one opening of a serial port, re-opened when the port comes back after an
 unplug) is a `Link`: received bytes go through its own bounded Deframer (noise counted) into its backlog of
 frames, which the ingest takes in turn (`Connections.take`, round robin). A TCP peer that stays silent (no
-valid frame within `idle_timeout`), floods noise (`max_noise` bytes without a valid frame), sends
-`max_rejects` rejected frames or does not read its acknowledgements (`max_unread`) is disconnected; reading is
+valid frame within `idle_timeout`; `auth_timeout` before its first), floods noise (`max_noise` bytes without a
+valid frame), sends `max_rejects` rejected frames or does not read its acknowledgements (`max_unread`) is
+disconnected; reading is
 rate limited per TCP peer (`max_rate` bytes/s, token bucket) and paused while a connection has `backlog_limit`
-frames waiting (TCP backpressure). A serial port is wiring the owner trusts: none of these limits apply.
+frames waiting (TCP backpressure). How many TCP connections, and which go first when there are too many, is
+headend/admission.py's (caps per address and in total, a reserve for known meters, its own accept loop). A serial
+port is wiring the owner trusts: none of these limits apply.
 """
 
 from __future__ import annotations
@@ -16,10 +19,13 @@ import asyncio
 import collections
 import logging
 import os
+import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
 from meter.frame import Deframer
+from meterkit.headend.admission import Admission, Listener
 from meterkit.headend.config import ConcentratorConfig
 from meterkit.headend.counters import Counters
 
@@ -52,10 +58,15 @@ class Link(asyncio.BufferedProtocol):
         self.rejects = 0
         self.tokens = float(conns.config.max_burst)  # rate limit: bytes it may send now
         self.token_t = 0.0
+        self.known = False  # carried a verified frame of a registered meter (headend/admission.py)
+        self.admitted = False  # counted by the admission
 
     # asyncio protocol
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        if self.closed:  # made way for another connection before its transport was made
+            transport.abort()
+            return
         if self.tcp:
             pn = transport.get_extra_info("peername")
             self.peer = str(pn[0]) if isinstance(pn, tuple) and pn else "tcp"
@@ -82,6 +93,9 @@ class Link(asyncio.BufferedProtocol):
         """A frame from this peer verified (loop time t): it is no idle or noisy peer."""
         self.noise_since_valid = 0
         self.last_valid = t
+        if not self.known:
+            self.known = True
+            self.conns.admission.known(self)
 
     def send(self, data: bytes) -> bool:
         if self.closed or self.transport is None:
@@ -93,13 +107,15 @@ class Link(asyncio.BufferedProtocol):
         return True
 
     def close(self) -> None:
-        if not self.closed and self.transport is not None:
+        if not self.closed:
             self.closed = True
-            self.transport.close()
+            if self.transport is not None:
+                self.transport.close()
 
     def abort(self) -> None:
         """A TCP reset: what is unsent dies with the connection."""
         if self.transport is not None and hasattr(self.transport, "abort"):
+            self.closed = True
             self.transport.abort()
         else:
             self.close()
@@ -226,7 +242,8 @@ class Connections:
         self.read_buffer = memoryview(bytearray(READ_BUFFER))
         self.links: set[Link] = set()
         self._ready: dict[Link, None] = {}  # links with frames waiting, in arrival order
-        self._servers: list[asyncio.base_events.Server] = []
+        self.admission = Admission(config, counters, time.monotonic)
+        self._listeners: list[Listener] = []
         self._serial: dict[str, SerialTransport | None] = {}
         self._held: set[str] = set()  # serial ports lent to a tool (headend.handover): closed until given back
         self._serial_tasks: list[asyncio.Task] = []
@@ -240,6 +257,7 @@ class Connections:
         self.counters.count("connections")
 
     def lost(self, link: Link) -> None:
+        self.admission.drop(link)
         self.links.discard(link)
         self._ready.pop(link, None)
         link.backlog.clear()
@@ -335,9 +353,37 @@ class Connections:
         self.stopping = False
 
     async def listen(self, host: str, port: int, backlog: int) -> tuple[str, int]:
-        server = await self.loop.create_server(lambda: Link(self), host, port, backlog=backlog, reuse_address=True)
-        self._servers.append(server)
-        return server.sockets[0].getsockname()[:2]
+        lsn = Listener(self.loop, host, port, backlog, self._accept, self._accept_failed, self.admission.logs["accept"],
+                       self.counters)
+        self._listeners.append(lsn)
+        return lsn.address
+
+    def _accept(self, sock: socket.socket, peer: str) -> None:
+        """A connection just accepted: admitted (perhaps closing an unknown one to make room) or closed at once."""
+        verdict = self.admission.admit(peer)
+        if verdict is False:
+            sock.close()
+            return
+        if verdict is not True:
+            verdict.abort()
+        link = Link(self, peer)
+        self.admission.add(link)
+        sock.setblocking(False)
+        self.loop.create_task(self._start(link, sock))
+
+    def _accept_failed(self, _why: str) -> None:
+        victim = self.admission.make_room()
+        if victim is not None:
+            victim.abort()
+
+    async def _start(self, link: Link, sock: socket.socket) -> None:
+        try:
+            await self.loop.connect_accepted_socket(lambda: link, sock=sock)
+        except Exception as e:  # noqa: BLE001 - the peer went away before its transport was made
+            log.debug("connection from %s lost at once: %r", link.peer, e)
+            if link.transport is None:
+                sock.close()
+                self.admission.drop(link)
 
     def add_serial(self, url: str) -> None:
         self._serial[url] = None
@@ -404,19 +450,31 @@ class Connections:
             self._serial[url] = None
 
     def sweep_idle(self, t: float) -> None:
-        """Hang up on TCP peers that sent no valid frame for `idle_timeout` (t: loop time now)."""
+        """Hang up on TCP peers that sent no valid frame for `idle_timeout`, or none at all for `auth_timeout`
+        (t: loop time now); log what the admission counted since."""
         limit = self.config.idle_timeout
+        first = min(limit, self.config.auth_timeout)
         for link in list(self.links):
-            if link.tcp and not link.closed and t - link.last_valid > limit:
+            if not link.tcp or link.closed:
+                continue
+            if not link.known and t - link.last_valid > first:
+                # counted like any idle peer, but logged once per interval: a flood's worth of them at once
+                self.counters.count("idle_closed")
+                self.counters.count("auth_timeout_closed")
+                self.counters.reject(b"", link.peer, "idle-timeout", f"no verified frame within {first:g} s")
+                self.admission.logs["auth"].hit(link.peer)
+                link.close()
+            elif t - link.last_valid > limit:
                 self.counters.count("idle_closed")
                 self.reject(link, b"", "idle-timeout", f"no valid frame for {limit:g} s")
                 link.close()
+        self.admission.flush()
 
     # -- stopping
     def stop_listening(self) -> None:
         self.stopping = True
-        for s in self._servers:
-            s.close()
+        for lsn in self._listeners:
+            lsn.close()
 
     def close_all(self, abort: bool = False) -> None:
         for link in list(self.links):
@@ -429,10 +487,9 @@ class Connections:
         return list(self._serial_tasks)
 
     async def wait_closed(self) -> None:
-        for s in self._servers:
-            await s.wait_closed()
+        await asyncio.sleep(0)  # the listeners closed at once; the connections' transports close on the next turn
 
     def forget(self) -> None:
-        self._servers.clear()
+        self._listeners.clear()
         self._serial_tasks.clear()
         self.loop = None

@@ -42,6 +42,7 @@ def issue_command(store: Store, headend: P.HeadEnd, d: Device, op: int, args: di
     the same transaction: a meter accepts only counters above the last one it took, and none is used twice.
     Returns the frame to send once committed. ValueError, and nothing changed, if it cannot be signed."""
     counter = d.counter + 1
+    opcmds.check_args(op, args)  # never sign what a meter refuses
     cose = headend.sign_command(d.id, counter, op, args, int(now), ttl)
     frame = encode_frame(cose, max_frame=opcmds.MAX_COMMAND_MESSAGE)
     d.counter = counter

@@ -1,0 +1,89 @@
+# The arguments of each head-end command operation (key 11), written once: the meter refuses a command whose
+# arguments are not exactly these (meter.messages.verify_host, meter.commands), and the head-end checks what it
+# queues and signs against the same table (meterkit.headend.commands), so it never signs what a meter refuses.
+# Loaded with the first command, like meter.commands: a meter that is never sent one never holds it in RAM.
+# Pure: runs on the meter and under CPython.
+#
+# What an operation's arguments may hold beyond their types (first <= last, a calendar meter.tou takes, a
+# time after 2025) is the operation's own business (meter.link back-fill, meter.commands): refused with -3/-4.
+from meter.messages import (A_ACTIVATION, A_CALENDAR, A_FIRST, A_FORCE, A_FROM, A_LAST, A_TO, A_UTC, OP_BACKFILL,
+                            OP_BILLING_RESET, OP_CALENDAR, OP_PROFILE, OP_SET_TIME, RESULT_BAD_ARGS,
+                            RESULT_UNKNOWN_OP, UINT32_MAX, UINT64_MAX, is_uint)
+
+# argument types; + T_OPTIONAL: the argument may be left out
+T_UTC = 1  # unsigned integer 0..2^32-1: UTC seconds
+T_SEQ = 2  # unsigned integer 0..2^64-1: a frame sequence number
+T_BOOL = 3
+T_CALENDAR = 4  # a map with text keys holding maps, arrays, text, integers, booleans (no tag, no bytes, no null)
+T_OPTIONAL = 8
+TYPE_NAMES = ("", "utc (0..2^32-1)", "a sequence number (0..2^64-1)", "true or false", "a calendar map")
+
+# per operation: (argument key, type, argument key, type, ...), keys ascending; () takes no arguments (key 11
+# left out, or an empty map)
+OP_ARGS = {
+    OP_BACKFILL: (A_FIRST, T_SEQ, A_LAST, T_SEQ),
+    OP_CALENDAR: (A_CALENDAR, T_CALENDAR, A_ACTIVATION, T_UTC),
+    OP_BILLING_RESET: (),
+    OP_PROFILE: (A_FROM, T_UTC, A_TO, T_UTC),
+    OP_SET_TIME: (A_UTC, T_UTC, A_FORCE, T_BOOL + T_OPTIONAL),
+}
+
+
+def _plain(v):
+    """v holds only maps with text keys, arrays, text, integers and booleans (what a JSON calendar holds); the
+    decoder bounds the nesting (8)."""
+    if isinstance(v, dict):
+        for k in v:
+            if not isinstance(k, str) or not _plain(v[k]):
+                return False
+        return True
+    if isinstance(v, list):
+        for x in v:
+            if not _plain(x):
+                return False
+        return True
+    return isinstance(v, (str, int))  # bool is an int; a Tag, bytes or None is not
+
+
+def typed(v, t):
+    """v is of argument type t (T_*, without T_OPTIONAL)."""
+    if t == T_UTC:
+        return is_uint(v, UINT32_MAX)
+    if t == T_SEQ:
+        return is_uint(v, UINT64_MAX)
+    if t == T_BOOL:
+        return v is True or v is False
+    return isinstance(v, dict) and _plain(v)
+
+
+def check(op, args):
+    """None when `args` (a map, or None when key 11 is left out) are exactly what operation `op` takes; else
+    (RESULT_UNKNOWN_OP or RESULT_BAD_ARGS, the reason)."""
+    spec = OP_ARGS.get(op) if type(op) is int else None
+    if spec is None:
+        return RESULT_UNKNOWN_OP, "unknown operation %r" % (op,)
+    if args is None:
+        args = {}
+    elif not isinstance(args, dict):
+        return RESULT_BAD_ARGS, "bad arguments: not a map"
+    found = 0
+    for i in range(0, len(spec), 2):
+        k, t = spec[i], spec[i + 1]
+        if k in args:
+            found += 1
+            if not typed(args[k], t & 7):
+                return RESULT_BAD_ARGS, "bad arguments: %d must be %s" % (k, TYPE_NAMES[t & 7])
+        elif not t & T_OPTIONAL:
+            return RESULT_BAD_ARGS, "bad arguments: %d missing" % k
+    if found != len(args):
+        for k in args:
+            if not _has(spec, k):
+                return RESULT_BAD_ARGS, "bad arguments: unknown key %r" % (k,)
+    return None
+
+
+def _has(spec, k):
+    for i in range(0, len(spec), 2):
+        if spec[i] == k:
+            return True
+    return False
