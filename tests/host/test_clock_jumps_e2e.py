@@ -13,7 +13,6 @@ from collections import Counter
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from meter import events
-from meter import messages as M
 from meterkit.sim.demo import _frames_produced
 from meterkit.sim.fleet import Fleet, MeterSpec
 from meterkit.store import open_store
