@@ -91,15 +91,12 @@ class Boundaries:
 
     def _trust_clock(self, now):
         """At boot: a clock that reads a time the meter cannot use (from 2100), or more than FREE_SHIFT_S before
-        what this meter already recorded (its last demand period or billing snapshot: a clock that lost a year
-        across a power cut), is not trusted: the meter runs as without a clock until it is set (event 19;
+        what this meter already recorded (the end of its last demand period: a clock that lost a year across a
+        power cut), is not trusted: the meter runs as without a clock until it is set (event 19;
         docs/protocol.md, "Clock changes")."""
         if now < CLOCK_VALID_FROM:
             return  # never set (an ESP32 after power-up): nothing to say
-        d = self.demand
-        seen = d.reported_until or 0
-        if d.reset_time > seen:
-            seen = d.reset_time
+        seen = self.demand.reported_until or 0  # (a snapshot's period end may lie ahead: a jump forward ended it)
         if not clock_valid(now) or now < seen - FREE_SHIFT_S:
             self.clock_ok = False
             self.event(events.CLOCK_INVALID, now)

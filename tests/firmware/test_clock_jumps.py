@@ -168,3 +168,24 @@ def test_a_year_behind_at_boot_is_not_trusted_until_set():
     _resumed(hw, m, sent, "a year behind at boot")
     _check(sent0 + sent, "a year behind at boot")
     eq(_periods(sent), {}, "nothing billed again")
+
+
+def test_a_period_snapshotted_before_a_power_cut_is_not_snapshotted_again():
+    flash = fresh_dir("clockjump-key")
+    start = utc(2026, 11, 30, 22, 0)
+    hw, m, sent = _meter(start, flash=flash)
+    m.start()
+    _run_to(hw, m, start + 600)
+    hw.sim.clock.set_time(hw.time() + TEN_YEARS)
+    _run_to(hw, m, start + 900)
+    _correct(hw, m, sent, 1)
+    _run_to(hw, m, start + 1200)
+    m.run_until(lambda: True)
+    eq(list(_periods(sent)), [utc(2026, 11, 30, 23, 0)], "the period in progress ended at the jump")
+    hw2, m2, sent2 = _meter(start + 1500, flash=flash)  # a power cut: back with the true time, before 23:00
+    m2.start()
+    eq(m2.boundaries.clock_ok, True, "the true time is trusted")
+    _run_to(hw2, m2, utc(2026, 11, 30, 23, 30))
+    _check(sent + sent2, "across a power cut")
+    eq(_periods(sent2), {}, "the key (its end) was in flash: not snapshotted again")
+    gt(len(_rows(sent2)), 3, "rows go on")
