@@ -7,14 +7,13 @@ load-profile row within one interval of the correction, no internal-error event,
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from meter import events
 from meterkit.sim.demo import _frames_produced
-from meterkit.sim.fleet import Fleet, MeterSpec
+from meterkit.sim.fleet import Fleet, MeterSpec, run_fleet
 from meterkit.store import open_store
 
 START = 1796079600  # 2026-11-30 23:00 UTC: the billing period ends an hour later (the board: UTC, day 1)
@@ -35,15 +34,7 @@ def test_clocks_set_wrong_and_corrected(tmp_path):
                   speed=1440.0, start_unix=START)
     fleet.at(0.5, "power_cut", "boot")
     fleet.at(0.52, "power_on", "boot")
-
-    async def scenario():
-        await fleet.setup()
-        try:
-            await fleet.run(settle_s=3.0)
-        finally:
-            await fleet.close()
-
-    asyncio.run(asyncio.wait_for(scenario(), 300))
+    run_fleet(fleet)
     assert not [line for line in fleet.log if "exited with" in line], fleet.log
     figures = {}
     with open_store(tmp_path / "db.sqlite", create=False, readonly=True) as db:

@@ -428,3 +428,16 @@ class Fleet:
                 await m.proxy.close()
         if self.store is not None:
             self.store.close()
+
+
+def run_fleet(fleet: Fleet, timeout_s: float = 300.0, settle_s: float = 3.0) -> None:
+    """Set the fleet up, run it to its end and close it, all within timeout_s of real time (tests, tools)."""
+
+    async def scenario() -> None:
+        await fleet.setup()
+        try:
+            await fleet.run(settle_s=settle_s)
+        finally:
+            await fleet.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), timeout_s))
