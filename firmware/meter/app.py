@@ -193,7 +193,7 @@ class Meter:
         b = self.boundaries
         self.link = Link(transport, outbox, self.identity, on_command=self.command, respond=rep.response,
                          on_event=self.event, time=self.hw.time, ticks_ms=ticks_ms,
-                         clock_ok=lambda: b.clock_ok, **link_options)
+                         clock_ok=b.clock_good, **link_options)
         rep.sink = self.link.send
         return self.link
 
@@ -235,7 +235,7 @@ class Meter:
             b.resume(now)
         else:
             b.check_clock()
-            if now >= b.next_boundary:
+            if b.clock_ok and now >= b.next_boundary:
                 b.catch_up(now)  # rows, demand periods and billing go on without readings
         self._tend_clock()
         if now >= self._next_sensor_try:
@@ -253,14 +253,8 @@ class Meter:
             el = self.metrology.elapsed_us
             imp, exp = cal.energy(imp, exp, self.sensor.bus_mv(), el - self._cal_elapsed)
             self._cal_elapsed = el
-        now = self.hw.time()
-        b = self.boundaries
-        if b.next_boundary is None:  # start() not called: plan from here
-            b.resume(now)
-        nb = b.next_boundary
-        b.credit(imp, exp, now if now < nb else nb)  # all of it came before the boundary's cut
+        self.boundaries.settle(imp, exp, self.hw.time())  # a clock that moved is noticed before crediting
         self.checkpoint()
-        b.settled(now)
         self._tend_clock()
         if self.reporter is not None:
             self.reporter.settled()

@@ -19,7 +19,7 @@
 import json
 
 from meter import events
-from meter.clock import FREE_SHIFT_S, TickMap, clock_valid, next_multiple, ticks_diff
+from meter.clock import CLOCK_VALID_FROM, FREE_SHIFT_S, TickMap, clock_valid, next_multiple, ticks_diff
 from meter.demand import Demand
 from meter.store import Store
 from meter.tou import CalendarSet, next_billing
@@ -87,6 +87,19 @@ class Boundaries:
         if dem is None or dem.period_s != cfg["demand_period_s"] or dem.tariffs != n:
             dem = Demand(cfg["demand_period_s"], n)
         self.demand = dem
+        self._trust_clock(self.hw.time())
+
+    def _trust_clock(self, now):
+        """At boot: a clock that reads a time the meter cannot use (from 2100), or more than FREE_SHIFT_S before
+        what this meter already recorded (the end of its last demand period: a clock that lost a year across a
+        power cut), is not trusted: the meter runs as without a clock until it is set (event 19;
+        docs/protocol.md, "Clock changes")."""
+        if now < CLOCK_VALID_FROM:
+            return  # never set (an ESP32 after power-up): nothing to say
+        seen = self.demand.reported_until or 0  # (a snapshot's period end may lie ahead: a jump forward ended it)
+        if not clock_valid(now) or now < seen - FREE_SHIFT_S:
+            self.clock_ok = False
+            self.event(events.CLOCK_INVALID, now)
 
     def _save_calendars(self):
         self.calendar_store.save(json.dumps(self.calendars.to_dict()).encode())
@@ -98,10 +111,11 @@ class Boundaries:
         return next_billing(self.calendars.active.tz, t, self.settings["billing_day"])
 
     # -- planning -----------------------------------------------------------------------------------------------
-    def resume(self, now):
+    def resume(self, now, moved=False):
         """Metering (re)starts at `now` (boot, a clock set, a long stall): demand resumes, a passive calendar
         whose activation passed is applied, billing periods that ended meanwhile get their snapshots (nothing
-        was metered since, so their registers are exact), and the next boundary is planned."""
+        was metered since, so their registers are exact), and the next boundary is planned. `moved`: a set
+        clock moved while metering (no time passed: the periods it skipped are not replayed)."""
         hw = self.hw
         self.ticks.anchor(hw.ticks_us(), hw.time_us())  # from here on a clock set shows (check_clock)
         if not self.clock_ok:
@@ -109,10 +123,24 @@ class Boundaries:
             return
         held, self._held = self._held, None
         before = self.demand.reported_until
+        in_progress = self.next_billing
         self._promote(now)
         if self.demand.resume(now) is not None:
             self._save_demand()
-        ref = self.demand.reset_time or before or now
+        if moved:
+            self._bill_after_move(now, in_progress)
+        else:
+            self._bill_missed(now, before, held)
+        self.tariff = self.calendars.tariff_at(now)
+        self.row_partial = True
+        self.plan(now)
+
+    def _bill_missed(self, now, before, held):
+        """Billing periods that ended while the meter was off (or without a clock) get their snapshots, with
+        the registers as they stood (`held`), at most BILLING_CATCH_UP of them; none ends at or before the
+        last snapshot's (billing is keyed by period end, demand.reset_time)."""
+        last = self.demand.reset_time
+        ref = last or before or now
         self.next_billing = self._next_billing(min(ref, now))
         n = 0
         while self.next_billing <= now and n < BILLING_CATCH_UP:
@@ -120,9 +148,19 @@ class Boundaries:
             n += 1
         if self.next_billing <= now:  # off for more than a year: the rest are not replayed
             self.next_billing = self._next_billing(now)
-        self.tariff = self.calendars.tariff_at(now)
-        self.row_partial = True
-        self.plan(now)
+        if self.next_billing <= last:  # the clock is behind the last snapshot: nothing ends again until past it
+            self.next_billing = self._next_billing(last)
+
+    def _bill_after_move(self, now, in_progress):
+        """A set clock moved to `now`. Forward past the end of the billing period in progress: that period
+        ends, once (its snapshot at its own end); the periods the jump skipped get none. Back: nothing ends,
+        and no period ends twice: the next end is the first after both `now` and the last snapshot."""
+        last = self.demand.reset_time
+        if in_progress is not None and last < in_progress <= now:
+            self.next_billing = in_progress
+            self._bill(in_progress)
+            last = in_progress
+        self.next_billing = self._next_billing(now if now > last else last)
 
     def _wait(self):
         """No clock: the registers go on (tariff 1), nothing ends until the clock is set."""
@@ -134,8 +172,14 @@ class Boundaries:
         self.cut_tick = -1
 
     def stamp(self):
-        """The time frames and events carry: UTC, or seconds since boot while the clock is not set."""
-        return self.hw.time() if self.clock_ok else self.hw.monotonic_s()
+        """The time frames and events carry: UTC, or seconds since boot while the clock is not set (or reads a
+        time the meter cannot use and has not noticed yet: no frame ever carries more than a uint32)."""
+        t = self.hw.time()
+        return t if self.clock_ok and clock_valid(t) else self.hw.monotonic_s()
+
+    def clock_good(self):
+        """Whether frames carry UTC now (stamp): False sets their status bit ST_CLOCK_NOT_SET."""
+        return self.clock_ok and clock_valid(self.hw.time())
 
     def _promote(self, t):
         if self.calendars.promote(t):
@@ -216,10 +260,22 @@ class Boundaries:
         self._save_demand()
         self.flush_checkpoint()
 
-    def settled(self, now):
-        """After a batch was credited: a clock set, boundaries the readings did not cut, the next tick."""
-        self.check_clock()
-        if now >= self.next_boundary + LATE_S:
+    def settle(self, imp, exp, now):
+        """A batch metered up to `now` (the clock just read). A clock that moved is noticed first: the batch is
+        credited at the instant the tick counter says it ended (the old time; demand never sees time run
+        backwards), the boundaries due before the move are done at the old time, then metering resumes at the
+        new. Otherwise boundaries the readings did not cut are done now, or the next tick is worked out."""
+        if self.next_boundary is None:  # start() not called: plan from here
+            self.resume(now)
+        moved = self._slip()
+        t = now if moved is None else moved[0]
+        nb = self.next_boundary
+        self.credit(imp, exp, t if t < nb else nb)  # all of it came before the boundary's cut
+        if moved is not None:
+            self._moved(moved[0], moved[1])
+        elif not self.clock_ok:
+            return  # nothing ends without a clock
+        elif now >= nb + LATE_S:
             self.catch_up(now)
         else:
             self.arm()
@@ -232,30 +288,46 @@ class Boundaries:
         while self.next_boundary <= now:
             self._boundary(self.next_boundary)
 
-    def check_clock(self):
-        """A clock that moved against the tick counter was set (NTP, or anyone): metering resumes at the new
-        time."""
+    def _slip(self):
+        """None while the clock keeps time with the tick counter, else (old, new): the UTC second by the tick
+        counter since the anchor, and the clock's reading. Either way the anchor is kept fresh."""
         t = self.ticks
         if t.utc_us is None:
-            return
+            return None
         hw = self.hw
         tick, us = hw.ticks_us(), hw.time_us()
-        slip = us - t.utc_us - ticks_diff(tick, t.tick)
-        if -CLOCK_SLIP_US < slip < CLOCK_SLIP_US and us - t.utc_us < (1 << 28):
-            return
-        t.anchor(tick, us)
+        was = t.utc_us + ticks_diff(tick, t.tick)
+        slip = us - was
         if -CLOCK_SLIP_US < slip < CLOCK_SLIP_US:
-            return  # only the anchor was old
-        self._clock_moved(slip // 1000000, us // 1000000)
+            if us - t.utc_us >= (1 << 28):
+                t.anchor(tick, us)  # only the anchor was old
+            return None
+        t.anchor(tick, us)
+        return was // 1000000, us // 1000000
+
+    def check_clock(self):
+        """A clock that moved against the tick counter was set (NTP, or anyone): metering resumes at the new
+        time (the sensor away: there is no energy to credit first)."""
+        moved = self._slip()
+        if moved is not None:
+            self._moved(moved[0], moved[1])
+
+    def _moved(self, old, new):
+        """The clock moved from `old` (by the tick counter) to `new`: boundaries due before the move are done at
+        the old time, then metering resumes at the new."""
+        if self.clock_ok and old >= self.next_boundary:
+            self.catch_up(old)
+        self._clock_moved(new - old, new)
 
     def _clock_moved(self, shift, now):
         """The clock moved by `shift` s to `now`: event 14 (stamped with the new time: the old one is time -
         value), the next row flagged, metering resumes at the new time (or waits, without a valid one)."""
+        was = self.clock_ok
         self.clock_ok = clock_valid(now)
         self.event(events.CLOCK_SET, shift)
         if self.reporter is not None:
             self.reporter.clock_set()
-        self.resume(now)
+        self.resume(now, was and self.clock_ok)
 
     def set_clock(self, t, force=False, min_shift=0):
         """Set the clock to UTC second t (a set-time command, NTP). A set clock moves by at most
@@ -266,25 +338,22 @@ class Boundaries:
         if hw.set_time is None:
             return "this board cannot set its clock"
         if not clock_valid(t):
-            return "%d is not a valid time (before 2025)" % t
-        old = hw.time()
-        shift = t - old
+            return "%d is not a valid time (before 2025 or from 2100)" % t
+        shift = t - hw.time()
         if self.clock_ok:
             if not force and not -FREE_SHIFT_S <= shift <= FREE_SHIFT_S:
                 return "a shift of %d s needs force (more than %d s)" % (shift, FREE_SHIFT_S)
             if -min_shift < shift < min_shift:
                 return None
         imp, exp = self.metrology.take_uwh()  # what was metered so far belongs to the old time
-        nb = self.next_boundary
-        if nb is None:
-            self.resume(old)
-            nb = self.next_boundary
-        self.credit(imp, exp, old if old < nb else nb)
-        if old >= nb:
+        old = hw.time()
+        self.settle(imp, exp, old)  # (a move nobody has noticed yet is dealt with first)
+        if self.clock_ok and old >= self.next_boundary:
             self.catch_up(old)  # boundaries due before the set are done at the old time
+        old = hw.time()
         hw.set_time(t)
         self.ticks.anchor(hw.ticks_us(), hw.time_us())
-        self._clock_moved(shift, t)
+        self._clock_moved(t - old, t)
         return None
 
     # -- what commands change (meter/commands.py) ---------------------------------------------------------------

@@ -18,12 +18,16 @@ EPOCH_2000_OFFSET = 946684800
 # A clock that reads before 2025-01-01 00:00 UTC was never set: an ESP32's RTC starts at 2000-01-01 at
 # power-up, and keeps counting across a soft reset or deep sleep once it was set (docs/hardware.md).
 CLOCK_VALID_FROM = 1735689600
+# ... and one that reads 2100-01-01 or later is no time either: every time the meter stores or sends is a uint32
+# (until 2106), and boundaries planned from the clock (billing periods, a month ahead) must fit one too.
+CLOCK_VALID_UNTIL = 4102444800
 FREE_SHIFT_S = 900  # a set clock moves by at most this without a force flag (the DLMS clock object's rule)
 
 
 def clock_valid(t):
-    """Whether UTC second t can be a set clock's time (rather than an RTC counting from its power-up)."""
-    return t >= CLOCK_VALID_FROM
+    """Whether UTC second t can be a set clock's time (rather than an RTC counting from its power-up, or one
+    set beyond what the wire carries)."""
+    return CLOCK_VALID_FROM <= t < CLOCK_VALID_UNTIL
 
 
 def ticks_diff(a, b):

@@ -16,6 +16,5 @@ CLOCK_SET = 14  # the clock moved by more than the meter can account for; value:
 WATCHDOG_RESET = 15  # the last restart was the watchdog's (or a panic); value: the reset cause
 OVER_CURRENT = 16  # |current| went above the board's alarms.over_current_ma (again after falling 10 % below); value: mA
 OVER_VOLTAGE = 17  # the bus voltage went above alarms.over_voltage_mv (same hysteresis); value: mV
-# -- command schema (issue 11, finding 3) --
 COMMAND_REFUSED = 18  # a signed command that is not exactly the schema was refused, nothing done; value: the reason
-# -- end of command schema --
+CLOCK_INVALID = 19  # the clock reads no usable time (from 2100, or at boot before what the meter recorded); value: it

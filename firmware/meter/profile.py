@@ -248,9 +248,9 @@ class _Ring(SegmentRing):
                 pass  # unreadable now: as if damaged
         return self._last
 
-    def _start(self, key):
-        """Number of the segment that holds the first record with a key >= `key`."""
-        segs = self.segs
+    def _start(self, key, segs=None):
+        """Number of the segment (of `segs`, default all) that holds the first record with a key >= `key`."""
+        segs = self.segs if segs is None else segs
         no = segs[0][NO] if segs else 0
         for seg in segs:
             if seg[FIRST] > key:
@@ -258,9 +258,10 @@ class _Ring(SegmentRing):
             no = seg[NO]
         return no
 
-    def _scan(self, no):
-        """Every good record of the visible window from segment `no` on, oldest first. Reads CHUNK_BYTES at a
-        time, decodes them and closes the file before handing them out."""
+    def _scan(self, no, stop=None):
+        """Every good record of the visible window from segment `no` on (up to segment number `stop`,
+        exclusive), oldest first. Reads CHUNK_BYTES at a time, decodes them and closes the file before handing
+        them out."""
         size = self._size
         buf = bytearray(CHUNK_BYTES // size * size)
         mv = memoryview(buf)
@@ -272,7 +273,7 @@ class _Ring(SegmentRing):
                 if s[NO] >= no:
                     seg = s
                     break
-            if seg is None:
+            if seg is None or (stop is not None and seg[NO] >= stop):
                 return
             if seg[NO] != no:
                 no, slot = seg[NO], 0
@@ -308,30 +309,60 @@ class _Ring(SegmentRing):
 
 
 class LoadProfile(_Ring):
-    """Load profile 99.1.0: rows (end, imp_mwh, exp_mwh, status), end in UTC seconds, energies cumulative mWh."""
+    """Load profile 99.1.0: rows (end, imp_mwh, exp_mwh, status), end in UTC seconds, energies cumulative mWh.
+
+    Rows are stored in the order they were made, in runs: within a run, end times strictly increase. A clock
+    set back starts a new run (append's `new_run`) in a new segment; an end time that any stored run spans
+    (from its first row to its last) is never stored again (docs/protocol.md, "Clock changes")."""
 
     def __init__(self, flash_dir, capacity_rows=6000, fs=os, segment_bytes=4096, name="profile"):
         _Ring.__init__(self, flash_dir, name, capacity_rows, segment_bytes, fs, ROW_SIZE, unpack_row)
 
-    def append(self, end, imp_mwh, exp_mwh, status=0):
-        """Store one row (durable when this returns). ValueError if end is not after the last row's end or a
-        field is out of range; OSError from the file system (the ring is unchanged, the row not stored)."""
+    def _follows(self, prev, seg):
+        return True  # a segment whose first row is not after the one before starts a new run
+
+    def append(self, end, imp_mwh, exp_mwh, status=0, new_run=False):
+        """Store one row (durable when this returns). ValueError if end is not after the last row's end (with
+        new_run: if a stored run spans it) or a field is out of range; OSError from the file system (the ring
+        is unchanged, the row not stored)."""
         rec = pack_row(end, imp_mwh, exp_mwh, status)
         last = self._last_key()
-        if last is not None and end <= last:
+        back = last is not None and end <= last
+        if back and not new_run:
             raise ValueError("row end %d is not after the last row's end %d" % (end, last))
+        for seg in self.segs:
+            if seg[FIRST] <= end <= seg[LAST]:
+                raise ValueError("row end %d is within the stored rows %d..%d" % (end, seg[FIRST], seg[LAST]))
+        if back:
+            self._sealed = True  # the new run starts a segment of its own
         self._add(rec, end)
         self._last = (end, imp_mwh, exp_mwh, status)
 
+    def runs(self):
+        """The runs of segments, oldest first: lists of index entries whose keys strictly increase."""
+        out = []
+        for seg in self.segs:
+            if out and seg[FIRST] > out[-1][-1][LAST]:
+                out[-1].append(seg)
+            else:
+                out.append([seg])
+        return out
+
     def read(self, t_from=None, t_to=None):
-        """Iterator over the rows with t_from <= end <= t_to (None: unbounded), oldest first."""
-        start = self._start(t_from) if t_from is not None else 0
-        for row in self._scan(start):
-            if t_from is not None and row[0] < t_from:
+        """Iterator over the rows with t_from <= end <= t_to (None: unbounded), in the order they were made
+        (oldest first; by end time within each run)."""
+        runs = self.runs()
+        for i in range(len(runs)):
+            run = runs[i]
+            if (t_to is not None and run[0][FIRST] > t_to) or (t_from is not None and run[-1][LAST] < t_from):
                 continue
-            if t_to is not None and row[0] > t_to:
-                return
-            yield row
+            start = self._start(t_from, run) if t_from is not None else run[0][NO]
+            for row in self._scan(start, runs[i + 1][0][NO] if i + 1 < len(runs) else None):
+                if t_from is not None and row[0] < t_from:
+                    continue
+                if t_to is not None and row[0] > t_to:
+                    break
+                yield row
 
 
 class EventLog(_Ring):

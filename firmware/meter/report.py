@@ -10,7 +10,7 @@
 #   sensor      the INA219 driver: power_mw(), bus_mv(), current_ua(), overflows, cycle_us, shunt_duty_ppm,
 #               shunt_uohm
 #   tariffing   Boundaries: tariff (in force), calendars.active.tariffs, demand (current_average, last_average),
-#               clock_ok (False: frames carry ST_CLOCK_NOT_SET and seconds since boot, the builder's time)
+#               clock_good() (False: frames carry ST_CLOCK_NOT_SET and seconds since boot, the builder's time)
 #   sensor_ok(), relay   what the status bits say right now (sensor fault, relay open)
 #   eventlog, profile    the 99.98.x and 99.1.0 rings: every event and row is stored before it is sent
 #   checkpoint()         write the registers if they moved (a stored row must never restore above them)
@@ -53,6 +53,7 @@ class Reporter:
         self._elapsed = 0
         self._overflows = 0
         self._row_flags = 0
+        self._clock_moved = False  # a clock set since the last stored row: a row may start a new run
         self.outage_s = self._outage_s()  # before this boot logs anything
 
     def _outage_s(self):
@@ -75,7 +76,7 @@ class Reporter:
         relay = self.relay
         if relay is not None and not relay.value():
             s |= ST_RELAY_OPEN
-        if not self.tariffing.clock_ok:
+        if not self.tariffing.clock_good():
             s |= ST_CLOCK_NOT_SET
         return s
 
@@ -127,6 +128,7 @@ class Reporter:
         """The clock was set: the next load-profile row says so; readings follow the new time (a clock set back
         must not hold them back)."""
         self._row_flags |= messages.ROW_CLOCK_ADJUSTED
+        self._clock_moved = True
         if self._next_reading is not None:
             self._next_reading = next_multiple(self.time(), self.reading_s)
 
@@ -143,14 +145,15 @@ class Reporter:
             flags |= messages.ROW_RELAY_OPEN
         row = [end, regs.total_uwh("import") // 1000, regs.total_uwh("export") // 1000, flags]
         try:
-            self.profile.append(row[0], row[1], row[2], row[3])
+            self.profile.append(row[0], row[1], row[2], row[3], self._clock_moved)
         except ValueError:
-            # the clock went back (not after the last stored row): this row is skipped, the next one says so
+            # its end is already stored (the clock went back over it): skipped, the next one says so
             self._row_flags |= messages.ROW_CLOCK_ADJUSTED
             return
         except OSError as e:
             self.on_event(events.STORE_CORRUPT, "profile: %r" % (e,))
         self._row_flags = 0
+        self._clock_moved = False
         self.checkpoint()  # registers must never restore below a stored row after a power cut
         self.send(messages.INTERVALS, messages.intervals_body([row], self.interval_s))
 

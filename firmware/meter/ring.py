@@ -72,7 +72,7 @@ class SegmentRing:
             seg = [no, count, first, last, size]
             self.held += count
             self.bytes += size
-            if count == 0 or (self.segs and first <= self.segs[-1][LAST]) or self._stale(seg):
+            if count == 0 or (self.segs and not self._follows(self.segs[-1], seg)) or self._stale(seg):
                 self._delete(seg)
                 continue
             self.segs.append(seg)
@@ -80,6 +80,10 @@ class SegmentRing:
 
     def _stale(self, seg):
         return False
+
+    def _follows(self, prev, seg):
+        """Whether segment `seg` may come after `prev` (keys strictly increase: else it was not written here)."""
+        return seg[FIRST] > prev[LAST]
 
     # -- writing --------------------------------------------------------------------------------------------
     def _append(self, rec, key):

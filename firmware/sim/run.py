@@ -14,6 +14,8 @@
 #       [--pace S]          (sleeps take real time / S, spent as an ESP32 would: the CPU-duty measurement)
 #       [--busy-wait]       (the driver without sleep_ms: every wait busy, as before; for that measurement)
 #       [--rtc unset] [--rtc-offset S] [--ntp]  (the board's clock: starts unset, or S seconds off; a time server)
+#       [--rtc-jump AT:+S|AT:-S|AT:=T,...]  (AT virtual seconds into the run someone moves the RTC by S seconds or
+#                            sets it to UTC second T, behind the meter's back: a clock set wrong, or corrected)
 #       [--progress] [--trace] [--absent] [--log]
 #
 # --frames FILE writes every signed, framed message the meter sends (a COBS byte stream) to FILE.
@@ -36,7 +38,8 @@ def _args(argv):
     opts = {"board": "boards/unix-sim.json", "hours": "1", "flash": None, "scenario": None, "seed": None,
             "start": None, "frames": None, "reading-s": "60", "headend": None, "speed": None,
             "link": None, "drain-ms": "3000", "clock-file": None, "calendar": None, "billing-day": None,
-            "tariffs": None, "demand-period": None, "stall": None, "pace": None, "rtc": None, "rtc-offset": None}
+            "tariffs": None, "demand-period": None, "stall": None, "pace": None, "rtc": None, "rtc-offset": None,
+            "rtc-jump": None}
     flags = set()
     i = 0
     while i < len(argv):
@@ -133,6 +136,15 @@ class Pacer:
         self.real0 = time.ticks_ms()
         self.batches = 0
         self.peak = gc.mem_alloc()
+        self.jumps = _jumps(opts["rtc-jump"], self.start_us)
+
+    def _jump(self):
+        """Move the RTC as --rtc-jump says, once its instant has come (after a batch: the meter notices it at
+        the next one, against its tick counter)."""
+        at, sign, value = self.jumps.pop(0)
+        clock = self.clock
+        clock.set_time(value if sign == "=" else clock.time() + (value if sign == "+" else -value))
+        print("@@JUMP %d %d" % (at, clock.time()))
 
     def _fleet_time(self):
         try:
@@ -164,6 +176,8 @@ class Pacer:
                 step = 2 if ahead_ms > 2 else ahead_ms
                 self._idle(m, int(step))
                 ahead_ms -= step
+        while self.jumps and self.clock.now_us >= self.jumps[0][0]:
+            self._jump()
         a = gc.mem_alloc()
         if a > self.peak:
             self.peak = a
@@ -172,6 +186,23 @@ class Pacer:
         if self.progress and self.clock.now_us >= self.next_progress:
             self.next_progress += self.step_us
             print("@@PROGRESS %d %d" % (self.clock.now_us - self.start_us, self.duration_us))
+
+
+def _jumps(spec, start_us):
+    """--rtc-jump "AT:+S,AT:=T" -> [(virtual µs, sign, value)], in order; SystemExit for a bad one."""
+    out = []
+    for part in (spec or "").split(","):
+        if not part:
+            continue
+        at, _, move = part.partition(":")
+        try:
+            if move[:1] not in ("+", "-", "="):
+                raise ValueError(move)
+            out.append((start_us + int(float(at) * 1000000), move[0], int(move[1:])))
+        except ValueError:
+            raise SystemExit("--rtc-jump wants AT:+S, AT:-S or AT:=T, not %r" % part)
+    out.sort()
+    return out
 
 
 def _drain(meter, link, ms):

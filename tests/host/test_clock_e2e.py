@@ -6,14 +6,12 @@ the drift of the others from readings that arrived promptly, and sets them: with
 
 from __future__ import annotations
 
-import asyncio
-
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from meter import events
 from meter import messages as M
 from meterkit.headend import status
-from meterkit.sim.fleet import Fleet, MeterSpec
+from meterkit.sim.fleet import Fleet, MeterSpec, run_fleet
 from meterkit.store import open_store
 
 SPECS = [
@@ -28,15 +26,7 @@ def test_the_concentrator_sets_an_unset_and_two_drifted_clocks(tmp_path):
     # drift rule gets a bound and a jitter to match (there is no outbox burst in this run to tell apart).
     fleet = Fleet(tmp_path, SPECS, ec.generate_private_key(ec.SECP256R1()), tmp_path / "db.sqlite", hours=1.0,
                   speed=1440.0, clock_drift_max_s=300.0, clock_jitter_s=40.0)
-
-    async def scenario():
-        await fleet.setup()
-        try:
-            await fleet.run(settle_s=3.0)
-        finally:
-            await fleet.close()
-
-    asyncio.run(asyncio.wait_for(scenario(), 300))
+    run_fleet(fleet)
     assert not [line for line in fleet.log if "exited with" in line], fleet.log
     start = fleet.start_unix
     with open_store(tmp_path / "db.sqlite", create=False, readonly=True) as db:

@@ -212,6 +212,8 @@ class MeterSpec:
     rtc: str | None = None  # "unset": the board's clock starts at 2000-01-01, as an ESP32's after power-up
     rtc_offset_s: int | None = None  # ... or runs this far off the fleet's time
     ntp: bool = False  # a time server answers (the fleet's true time), as on Wi-Fi
+    rtc_jump: str | None = None  # sim/run.py --rtc-jump for the first run: someone moves the RTC mid-run
+    restart_rtc_offset_s: int | None = None  # after a power cut the board's clock comes back this far off
 
 
 @dataclass
@@ -350,8 +352,11 @@ class Fleet:
             cmd += ["--billing-day", str(int(m.spec.billing_day))]
         if m.spec.rtc is not None:  # every start is a power-up: an ESP32's RTC starts unset each time
             cmd += ["--rtc", m.spec.rtc]
-        if m.spec.rtc_offset_s is not None:
-            cmd += ["--rtc-offset", str(int(m.spec.rtc_offset_s))]
+        offset = m.spec.restart_rtc_offset_s if m.power_cuts else m.spec.rtc_offset_s
+        if offset is not None:
+            cmd += ["--rtc-offset", str(int(offset))]
+        if m.spec.rtc_jump is not None and not m.power_cuts:
+            cmd += ["--rtc-jump", m.spec.rtc_jump]
         if m.spec.ntp:
             cmd += ["--ntp"]
         m.vtime = float(start)  # followed from its launch: the fleet clock must not run ahead while it starts
@@ -432,3 +437,16 @@ class Fleet:
                 await m.proxy.close()
         if self.store is not None:
             self.store.close()
+
+
+def run_fleet(fleet: Fleet, timeout_s: float = 300.0, settle_s: float = 3.0) -> None:
+    """Set the fleet up, run it to its end and close it, all within timeout_s of real time (tests, tools)."""
+
+    async def scenario() -> None:
+        await fleet.setup()
+        try:
+            await fleet.run(settle_s=settle_s)
+        finally:
+            await fleet.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), timeout_s))
