@@ -18,7 +18,8 @@
 #                            sets it to UTC second T, behind the meter's back: a clock set wrong, or corrected)
 #       [--progress] [--trace] [--absent] [--log]
 #
-# --frames FILE writes every signed, framed message the meter sends (a COBS byte stream) to FILE.
+# --frames FILE writes every signed, framed message the meter sends (a COBS byte stream) to FILE; with a link,
+# only once the outbox holds it (flushed: what a power cut leaves there was made durably).
 #
 # Prints "@@RESULT {json}" at the end (the host's `meterkit sim run` reads it). --progress prints
 # "@@PROGRESS <virtual_s>" lines; --trace prints "@@BATCH <metered_uwh> <checkpointed_uwh>" after every batch
@@ -108,9 +109,12 @@ def _attach_link(meter, opts, frames_file, sink):
     if frames_file is not None:
         to_link = meter.reporter.sink
 
-        def tee(seq, fr):  # the frames file records what the meter produced; the link carries it
-            sink(seq, fr)
-            return to_link(seq, fr)
+        def tee(seq, fr):  # the frames file records what the meter made durably (the outbox holds it)
+            held = to_link(seq, fr)
+            if held:
+                sink(seq, fr)
+                frames_file.flush()  # a power cut (SIGKILL) must not take it with a buffer
+            return held
 
         meter.reporter.sink = tee
     return link

@@ -106,16 +106,33 @@ def raises(exc, fn, *args, **kw):
     raise AssertionError("%s did not raise %s" % (getattr(fn, "__name__", fn), exc.__name__))
 
 
-_dirs = [0]
+_dirs = [0, None, []]  # count, this run's token, the directories made
 
 
 def fresh_dir(tag):
-    """An empty directory under /tmp for one test (a meter's flash), unique within this run; whatever an
-    earlier run left there (subdirectories included) is removed first."""
+    """An empty directory under $TMPDIR (or /tmp) for one test (a meter's flash), unique to this run: the
+    name carries a random token, so runs side by side (several checkouts, pytest-xdist) never share one.
+    run() removes them at its end."""
+    if _dirs[1] is None:
+        _dirs[1] = _token()
     _dirs[0] += 1
-    d = "/tmp/meterkit-%s-%d" % (tag, _dirs[0])
+    d = "%s/meterkit-%s-%s-%d" % (_tmp_base(), tag, _dirs[1], _dirs[0])
     rmtree(d)
+    _dirs[2].append(d)
     return d
+
+
+def _token():
+    try:
+        import binascii
+        import os
+        return binascii.hexlify(os.urandom(4)).decode()
+    except (ImportError, AttributeError):
+        return "%x" % (time.ticks_us() & 0xFFFFFF)
+
+
+def _tmp_base():
+    return (_getenv("TMPDIR") or "/tmp").rstrip("/")
 
 
 def rmtree(d):
@@ -145,8 +162,7 @@ class TempDir:
     def __enter__(self):
         import binascii
         import os
-        base = os.getenv("TMPDIR") or "/tmp"
-        self.path = "%s/mk_%s_%s" % (base.rstrip("/"), self.tag, binascii.hexlify(os.urandom(6)).decode())
+        self.path = "%s/mk_%s_%s" % (_tmp_base(), self.tag, binascii.hexlify(os.urandom(6)).decode())
         if self.make:
             os.mkdir(self.path)
         return self.path
@@ -246,6 +262,8 @@ def run(specs, as_json=False):
                 gc.collect()
             except ImportError:
                 pass
+    while mptest._dirs[2]:
+        rmtree(mptest._dirs[2].pop())
     line = "%d passed, %d failed" % (passed, failed)
     if skipped:
         line += ", %d skipped" % skipped

@@ -4,10 +4,10 @@ import json
 import os
 
 from meter import board
-from mptest import contains, eq, raises
+from mptest import contains, eq, fresh_dir, raises
 
 BOARDS = __file__.rsplit("/", 1)[0] + "/../../boards/"
-TMP = "/tmp/meterkit-test-board-%d" % os.getpid() if hasattr(os, "getpid") else "/tmp/meterkit-test-board"
+TMP = fresh_dir("board")
 
 
 def _write(name, text):

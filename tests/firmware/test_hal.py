@@ -4,11 +4,10 @@ import json
 
 from meter import hal
 from meter.board import BoardError, validate_board
-from mptest import contains, eq, ge, raises
+from mptest import contains, eq, fresh_dir, ge, raises
 from sim.hardware import open_sim
 
 BOARDS = __file__.rsplit("/", 1)[0] + "/../../boards/"
-TMP = "/tmp/meterkit-test-hal"
 
 
 def _good():
@@ -18,7 +17,7 @@ def _good():
 
 def test_sim_hardware_opens_and_chip_answers():
     b = _good()
-    hw = open_sim(b, flash_dir=TMP)
+    hw = open_sim(b, flash_dir=fresh_dir("hal"))
     eq(hw.i2c.scan(), [0x40], "scan")
     t0 = hw.ticks_us()
     hw.sleep_us(1000)
@@ -26,7 +25,7 @@ def test_sim_hardware_opens_and_chip_answers():
 
 
 def test_absent_chip_is_not_on_the_bus():
-    hw = open_sim(_good(), flash_dir=TMP, overrides={"absent": True})
+    hw = open_sim(_good(), flash_dir=fresh_dir("hal"), overrides={"absent": True})
     eq(hw.i2c.scan(), [], "scan")
 
 
@@ -55,7 +54,7 @@ def test_a_uart_link_on_the_console_pins_shares_the_repls_port():
 
 
 def test_hal_opens_only_an_esp32():
-    e = raises(BoardError, hal.open_hardware, _good(), TMP)
+    e = raises(BoardError, hal.open_hardware, _good(), fresh_dir("hal"))
     contains("sim/hardware.py", str(e), "says where simulated hardware comes from")
 
 
