@@ -19,7 +19,13 @@ class Flash:
     n-th program/erase with that operation `quarters`/4 done: the power failed in the middle of it."""
 
     def __init__(self, blocks=0, image=None, cut_at=None, quarters=0):
-        self.data = bytearray(image) if image is not None else bytearray(b"\xff" * (BLOCK * blocks))
+        if image is not None:
+            self.data = bytearray(image)
+        else:  # erased flash, filled in place: one block-sized buffer, not a second image-sized one
+            self.data = bytearray(BLOCK * blocks)
+            ff = b"\xff" * BLOCK
+            for b in range(blocks):
+                self.data[b * BLOCK:(b + 1) * BLOCK] = ff
         self.blocks = len(self.data) // BLOCK
         self.erases = [0] * self.blocks
         self.programmed = 0
