@@ -37,7 +37,7 @@
 # The last accepted head-end counter is persisted ("link-counter", meter/store.py) before a command is acted
 # on, and for acknowledgements every persist_every of them (and by flush()): a replayed command is refused
 # across reboots; an acknowledgement replayed after a reboot can only repeat what was true (frames stored).
-from meter import events, frame, messages
+from meter import cmdschema, events, frame, messages  # noqa: F401 - cmdschema: at boot, while the heap is whole
 from meter.clock import default_ticks_ms, ticks_add, ticks_diff
 from meter.store import Store
 
