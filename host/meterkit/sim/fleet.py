@@ -231,6 +231,7 @@ class FleetMeter:
     power_cuts: int = 0
     link_cuts: int = 0
     _reader: asyncio.Task | None = None
+    _power: asyncio.Task | None = None  # the last power action (cut, on): the next one waits for it
 
     def cut_link(self) -> None:
         self.link_cuts += 1
@@ -366,7 +367,11 @@ class Fleet:
         m._reader = asyncio.create_task(self._collect(m, m.proc))
 
     async def _collect(self, m: FleetMeter, proc: asyncio.subprocess.Process) -> None:
-        result, err = await follow_sim(proc, lambda t: setattr(m, "vtime", t))  # None at exit: not followed
+        def follow(t: float) -> None:  # a killed process's buffered lines no longer move the clock
+            if m.proc is proc:
+                m.vtime = t
+
+        result, err = await follow_sim(proc, follow)  # None at exit: not followed
         if result is not None:
             m.runs.append(result)
         elif proc.returncode not in (-signal.SIGKILL,):
@@ -388,14 +393,25 @@ class Fleet:
             m.cut_link()
         elif action == "restore_link":
             m.restore_link()
-        elif action == "power_cut":
-            m.power_cuts += 1
-            if m.proc is not None and m.proc.returncode is None:
-                m.proc.send_signal(signal.SIGKILL)
-                m.vtime = None
-        elif action == "power_on":
-            asyncio.get_running_loop().create_task(self._start_meter(m))
+        elif action in ("power_cut", "power_on"):
+            m._power = asyncio.get_running_loop().create_task(self._switch_power(m, action, m._power))
         self.log.append(f"{self.clock.hours():5.2f} h  {action} {name}")
+
+    async def _switch_power(self, m: FleetMeter, action: str, before: asyncio.Task | None) -> None:
+        """Cuts and power-ons of one meter happen in their order: a cut right after a power-on kills the
+        process that power-on started (not the one before it), and a power-on starts once the killed process
+        is gone, so two firmware processes never share one flash."""
+        if before is not None:
+            await before
+        if action == "power_on":
+            await self._start_meter(m)
+            return
+        m.power_cuts += 1
+        proc = m.proc
+        if proc is not None and proc.returncode is None:
+            m.proc, m.vtime = None, None
+            proc.send_signal(signal.SIGKILL)
+            await proc.wait()
 
     def _publish_clock(self) -> None:
         tmp = self.clock_file.with_suffix(".tmp")
@@ -418,7 +434,8 @@ class Fleet:
             if progress:
                 progress(min(h / self.hours, 1.0))
             running = [m for m in self.meters if m.proc is not None and m.proc.returncode is None]
-            if not running and not pending and all(m._reader is None or m._reader.done() for m in self.meters):
+            if not running and not pending and all((m._reader is None or m._reader.done())
+                                                   and (m._power is None or m._power.done()) for m in self.meters):
                 break
             await asyncio.sleep(0.05)
         await asyncio.sleep(settle_s)  # the last acknowledgements and back-fills
