@@ -12,10 +12,11 @@
 # fresh frame (one the head-end cannot have seen: made since the boot and never sent) sends one ahead of the
 # window, the newest held or else the next one made. The head-end answers a connection (acknowledges,
 # back-fills, sends commands) only once it has shown a fresh frame: a window full of frames it stored already,
-# above a gap it has not settled, would otherwise wait for ever (issue 11, finding 1; docs/protocol.md). If no acknowledgement moves on for ack_timeout_ms while
-# frames are in flight (lost to line noise or a cut cable that did not hang up: the head-end acknowledges only
-# up to a gap), the oldest unacknowledged frame alone is sent again (a probe), and the timeout doubles up to
-# ack_timeout_max_ms; when an acknowledgement answers the probe, everything after it is sent again (go-back-N).
+# above a gap it has not settled, would otherwise wait for ever (issue 11, finding 1; docs/protocol.md).
+# If no acknowledgement moves on for ack_timeout_ms while frames are in flight (lost to line noise or a cut
+# cable that did not hang up: the head-end acknowledges only up to a gap), the oldest unacknowledged frame
+# alone is sent again (a probe), and the timeout doubles up to ack_timeout_max_ms; when an acknowledgement
+# answers the probe, everything after it is sent again (go-back-N).
 # A silent peer thus costs one frame per timeout, a lossy line one round trip.
 #
 # Head-end messages: bytes -> frame.Deframer -> messages.verify_host(cose, identity, time(), counter); while
