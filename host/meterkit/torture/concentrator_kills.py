@@ -333,3 +333,25 @@ def figures(kills: list[Kill], result: T.Result, wall_s: float, plan: Plan, rese
         "wall_s": round(wall_s, 1),
         "landings": [(k.mode, k.phase, k.present, k.open_frames) for k in kills],
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m meterkit.torture.concentrator_kills [--long] [--seed N] [--out DIR]: the result as JSON."""
+    import argparse
+    import json
+    import tempfile
+
+    p = argparse.ArgumentParser(prog="python -m meterkit.torture.concentrator_kills",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("--long", action="store_true", help=f"the long form ({LONG.kills} kills; default: short)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--out", type=Path, help="working directory (default: a temporary one)")
+    args = p.parse_args(argv)
+    out = args.out or Path(tempfile.mkdtemp(prefix="meterkit-torture-"))
+    result = run(out, args.long, args.seed)
+    print(json.dumps(result.as_dict(), indent=2))
+    return 0 if result.ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
