@@ -41,6 +41,7 @@ from meterkit.wire.keys import load_private, new_key
 NAME = "concentrator_kills"
 MODES = ("random", "armed", "before-commit", "after-commit")
 RESETS_PER_METER = 2
+SERVE_TIMEOUT_S = 30.0  # real seconds a restarted concentrator has to store the meters' frames again
 
 
 @dataclass(frozen=True)
@@ -48,10 +49,10 @@ class Plan:
     kills: int
     hours: float  # virtual hours the meters run
     meters: int
-    speed: float = 720.0
+    speed: float = 240.0  # a restart takes ~1-2 s of real time: at 240x, 4-8 virtual minutes without a head-end
 
 
-SHORT = Plan(kills=4, hours=2.0, meters=2)
+SHORT = Plan(kills=4, hours=1.5, meters=2)
 LONG = Plan(kills=24, hours=8.0, meters=3)
 
 
@@ -64,6 +65,7 @@ class Kill:
     present: int = 0  # ... of them in the database after the kill
     returncode: int | None = None
     integrity: str = ""  # PRAGMA integrity_check right after the kill
+    served: bool = False  # the process stored fresh frames before it was killed (the meters came back to it)
 
 
 class ExternalConcentrator:
@@ -155,8 +157,22 @@ def _arm_and_kill(page: Path, proc: asyncio.subprocess.Process, timeout_s: float
         mm.close()
 
 
+async def _served(conc: ExternalConcentrator, batches: int, timeout_s: float) -> bool:
+    """Wait until the process has begun `batches` batches with fresh frames (the meters are back on it)."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if faults.read_page(conc.page)[1] >= batches:
+            return True
+        if conc.proc.returncode is not None:
+            break
+        await asyncio.sleep(0.02)
+    return faults.read_page(conc.page)[1] >= batches
+
+
 async def _kill_once(fleet: KillFleet, kill: Kill, rng: random.Random) -> None:
     conc = fleet.conc
+    # no kill before the meters are back on this process and it stores their frames again
+    kill.served = await _served(conc, 1 if kill.mode in faults.POINTS else rng.randint(1, 3), SERVE_TIMEOUT_S)
     if kill.mode == "random":
         await asyncio.sleep(rng.uniform(0.0, 0.5))
         conc.sigkill()
@@ -180,6 +196,17 @@ def integrity(db: Path) -> str:
         return "; ".join(r[0] for r in con.execute("PRAGMA integrity_check").fetchall()[:5])
     finally:
         con.close()
+
+
+def store_delays(db: Path) -> dict:
+    """How long frames waited between being made (meter time) and being stored (the concentrator's time, the
+    fleet clock), in virtual seconds: the median and the longest. Meters run up to 2 min ahead of the fleet."""
+    con = sqlite3.connect(db, timeout=10)
+    try:
+        d = sorted(r[0] for r in con.execute("SELECT received_at - meter_time FROM frames"))
+    finally:
+        con.close()
+    return {"store_delay_median_s": round(d[len(d) // 2]), "store_delay_max_s": round(d[-1])} if d else {}
 
 
 def _present(db: Path, frames: dict[bytes, list[int]]) -> int:
@@ -254,6 +281,7 @@ def run(out: Path, long: bool, seed: int) -> T.Result:
     result.failures += [f for k in kills for f in landing_failures(k)]
     result.failures += _final_checks(fleet, result, resets)
     result.figures = figures(kills, result, time.monotonic() - t0, plan, len(resets))
+    result.figures.update(store_delays(fleet.db_path))
     return result
 
 
@@ -262,6 +290,8 @@ def landing_failures(k: Kill) -> list[str]:
     when it should not be (or not when it should)."""
     what = f"{k.mode} kill ({k.phase}, {k.present}/{k.open_frames} of the open batch stored)"
     out = []
+    if not k.served:
+        out.append(f"{what}: the process before it stored no fresh frame within {SERVE_TIMEOUT_S:.0f} s")
     if k.returncode != -signal.SIGKILL:
         out.append(f"{what}: the process ended with {k.returncode}, not by SIGKILL")
     if k.integrity != "ok":
