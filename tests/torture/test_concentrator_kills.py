@@ -1,6 +1,6 @@
 """Issue 11 torture, short form: a real `meterkit concentrator` process SIGKILLed mid-commit while real firmware
 meters report to it over TCP; nothing lost, nothing stored twice, every kill where it is claimed to have landed
-(the long form: `python -c "from meterkit.torture import concentrator_kills as k; ..."`, docs/concentrator.md)."""
+(the long form, 24 kills: `python -m meterkit.torture.concentrator_kills --long`; docs/concentrator.md)."""
 
 from meterkit.headend import faults
 from meterkit.torture import concentrator_kills as ck
