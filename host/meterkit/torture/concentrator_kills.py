@@ -24,7 +24,6 @@ import mmap
 import os
 import random
 import signal
-import sqlite3
 import sys
 import time
 from dataclasses import dataclass
@@ -191,32 +190,22 @@ async def _kill_once(fleet: KillFleet, kill: Kill, rng: random.Random) -> None:
 
 def integrity(db: Path) -> str:
     """PRAGMA integrity_check of the database as a new process finds it (the WAL of a killed one recovered)."""
-    con = sqlite3.connect(db, timeout=10)
-    try:
-        return "; ".join(r[0] for r in con.execute("PRAGMA integrity_check").fetchall()[:5])
-    finally:
-        con.close()
+    with open_store(db, create=False) as store:
+        return store.integrity_check()
 
 
-def store_delays(db: Path) -> dict:
+def store_delays(db: Path, devices: list[bytes]) -> dict:
     """How long frames waited between being made (meter time) and being stored (the concentrator's time, the
     fleet clock), in virtual seconds: the median and the longest. Meters run up to 2 min ahead of the fleet."""
-    con = sqlite3.connect(db, timeout=10)
-    try:
-        d = sorted(r[0] for r in con.execute("SELECT received_at - meter_time FROM frames"))
-    finally:
-        con.close()
+    with open_store(db, create=False, readonly=True) as store:
+        d = sorted(f.received_at - f.meter_time for dev in devices for f in store.frames_after(dev, -1, limit=None))
     return {"store_delay_median_s": round(d[len(d) // 2]), "store_delay_max_s": round(d[-1])} if d else {}
 
 
 def _present(db: Path, frames: dict[bytes, list[int]]) -> int:
     """How many of these frames the database holds."""
-    con = sqlite3.connect(db, timeout=10)
-    try:
-        return sum(con.execute("SELECT count(*) FROM frames WHERE device = ? AND seq = ?", (dev, s)).fetchone()[0]
-                   for dev, seqs in frames.items() for s in seqs)
-    finally:
-        con.close()
+    with open_store(db, create=False, readonly=True) as store:
+        return sum(1 for dev, seqs in frames.items() for s in seqs if store.frame_raw(dev, s) is not None)
 
 
 def _injected(mode: str | None, rng: random.Random) -> tuple[str, int] | None:
@@ -281,7 +270,7 @@ def run(out: Path, long: bool, seed: int) -> T.Result:
     result.failures += [f for k in kills for f in landing_failures(k)]
     result.failures += _final_checks(fleet, result, resets)
     result.figures = figures(kills, result, time.monotonic() - t0, plan, len(resets))
-    result.figures.update(store_delays(fleet.db_path))
+    result.figures.update(store_delays(fleet.db_path, [m.device for m in fleet.meters]))
     return result
 
 
@@ -366,19 +355,15 @@ def figures(kills: list[Kill], result: T.Result, wall_s: float, plan: Plan, rese
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m meterkit.torture.concentrator_kills [--long] [--seed N] [--out DIR]: the result as JSON."""
-    import argparse
+    """python -m meterkit.torture.concentrator_kills [--long] [--seed N] [--out DIR]: the result as JSON (`meterkit
+    torture` is the CLI; this runs the one scenario without it)."""
     import json
     import tempfile
 
-    p = argparse.ArgumentParser(prog="python -m meterkit.torture.concentrator_kills",
-                                description=__doc__.split("\n")[0])
-    p.add_argument("--long", action="store_true", help=f"the long form ({LONG.kills} kills; default: short)")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--out", type=Path, help="working directory (default: a temporary one)")
-    args = p.parse_args(argv)
-    out = args.out or Path(tempfile.mkdtemp(prefix="meterkit-torture-"))
-    result = run(out, args.long, args.seed)
+    args = list(sys.argv[1:] if argv is None else argv)
+    opt = {k: args[args.index(k) + 1] for k in ("--seed", "--out") if k in args}
+    out = Path(opt["--out"]) if "--out" in opt else Path(tempfile.mkdtemp(prefix="meterkit-torture-"))
+    result = run(out, "--long" in args, int(opt.get("--seed", 1)))
     print(json.dumps(result.as_dict(), indent=2))
     return 0 if result.ok else 1
 
