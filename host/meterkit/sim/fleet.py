@@ -287,10 +287,26 @@ class Fleet:
         m.public_key = bytes.fromhex(ident["public_key"])
 
     async def setup(self) -> None:
-        from cryptography.hazmat.primitives import serialization
-
         from meterkit import wire as protocol
         from meterkit.headend.concentrator import Concentrator
+
+        await self.prepare()
+        self.conc = Concentrator(self.store, protocol.HeadEnd(self.headend_key), clock=self.clock,
+                                 offline_after=self.offline_after, **self.clock_settings)
+        host, port = await self.conc.start_tcp()
+        for m in self.meters:
+            if m.spec.link == "serial":
+                m.bridge = PtyBridge()
+                await m.bridge.start()
+                self.conc.add_serial(m.bridge.host_path)
+            else:
+                m.proxy = TcpProxy(host, port)
+                await m.proxy.start()
+
+    async def prepare(self) -> None:
+        """The meters provisioned and registered in a fresh database (self.store); no concentrator yet."""
+        from cryptography.hazmat.primitives import serialization
+
         from meterkit.store import open_store
         self.out.mkdir(parents=True, exist_ok=True)
         point = self.headend_key.public_key().public_bytes(serialization.Encoding.X962,
@@ -309,17 +325,6 @@ class Fleet:
         self.store = open_store(self.db_path)
         for m in self.meters:
             self.store.register_meter(m.device, m.public_key, m.spec.name)
-        self.conc = Concentrator(self.store, protocol.HeadEnd(self.headend_key), clock=self.clock,
-                                 offline_after=self.offline_after, **self.clock_settings)
-        host, port = await self.conc.start_tcp()
-        for m in self.meters:
-            if m.spec.link == "serial":
-                m.bridge = PtyBridge()
-                await m.bridge.start()
-                self.conc.add_serial(m.bridge.host_path)
-            else:
-                m.proxy = TcpProxy(host, port)
-                await m.proxy.start()
 
     async def restart_concentrator(self) -> None:
         """Kill the concentrator (nothing pending stored or acknowledged) and start a new one on the database."""
