@@ -8,9 +8,9 @@
 # poll() does a bounded amount of non-blocking work: (re)connect, read at most read_chunks x read_chunk bytes,
 # verify at most one head-end message (one ES256 verify), write at most write_budget bytes. After every
 # (re)connection it sends every unacknowledged frame again, oldest first, then new ones; at most `window`
-# frames are in flight beyond the last acknowledgement. A connection whose window fills before it carried a
-# fresh frame (one the head-end cannot have seen: made since the boot and never sent) sends one ahead of the
-# window, the newest held or else the next one made. The head-end answers a connection (acknowledges,
+# frames are in flight beyond the last acknowledgement. A connection that would begin with frames sent
+# before (or whose window fills before it carried a fresh one: made since the boot and never sent) first sends
+# one fresh frame ahead of the window, the newest held or else the next one made. The head-end answers a connection (acknowledges,
 # back-fills, sends commands) only once it has shown a fresh frame: a window full of frames it stored already,
 # above a gap it has not settled, would otherwise wait for ever (issue 11, finding 1; docs/protocol.md).
 # If no acknowledgement moves on for ack_timeout_ms while frames are in flight (lost to line noise or a cut
@@ -398,7 +398,11 @@ class Link:
         ob = self.outbox
         nx = None
         role = _AGAIN
-        if self._probe:
+        if self._want_fresh and self._fresh_from is not None and self._cursor + 1 < self._fresh_from:
+            nx = self._fresh()  # the connection would begin with frames sent before: a fresh one first
+            if nx is not None:
+                role = _AHEAD
+        if nx is None and self._probe:
             self._probe = False
             nx = ob.next_after(ob.acked)
             if nx is not None:
@@ -446,8 +450,8 @@ class Link:
         return True
 
     def _fresh(self):
-        """The window is full and this connection carried no fresh frame: (seq, frame) of the newest frame held
-        if it is fresh, else None (and the next frame made will be)."""
+        """This connection carried no fresh frame yet: (seq, frame) of the newest frame held if it is fresh, else
+        None (and the next frame made will be)."""
         ob = self.outbox
         last = ob.last_seq
         if self._fresh_from is None or last < self._fresh_from:

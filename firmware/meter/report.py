@@ -121,6 +121,7 @@ class Reporter:
             return
         now = self.time()
         if now >= self._next_reading:
+            self.checkpoint()  # a power cut must never restore registers below a reading sent (issue 11)
             self._send_reading()
             self._next_reading = next_multiple(now, self.reading_s)
 

@@ -304,7 +304,7 @@ def test_disconnect_mid_frame_then_resend_unacked():
         eq(r.he.seen.count(seqs[0]), 1, "the acknowledged frame was not")
 
 
-def test_a_full_window_of_old_frames_lets_one_fresh_frame_pass():
+def test_a_connection_that_resends_first_carries_one_fresh_frame():
     # The head-end answers a connection only once it shows a frame it cannot have stored (issue 11, finding
     # 1): a window full of frames sent before must not hold back the meter's new ones.
     with TempDir("link", make=False) as d:
@@ -317,7 +317,7 @@ def test_a_full_window_of_old_frames_lets_one_fresh_frame_pass():
         r.t.up = True
         del r.he.seen[:]
         r.run(10)
-        eq(r.he.seen, seqs[:3] + [seqs[4]], "the window again, then the newest frame, never sent, ahead of it")
+        eq(r.he.seen, [seqs[4]] + seqs[:3], "the newest frame, never sent, first; then the window again")
         r.t.cut()
         r.link.poll()
         r.t.up = True
@@ -339,7 +339,7 @@ def test_a_full_window_of_old_frames_lets_one_fresh_frame_pass():
         for _ in range(10):
             link.poll()
             r.he.receive(r.up)
-        eq(r.he.seen, seqs[:3] + [hello[0]], "after a boot: the window, then the hello ahead of it")
+        eq(r.he.seen, [hello[0]] + seqs[:3], "after a boot: the hello first, then the window")
         r.tell(r.he.ack(seqs[0]))
         for _ in range(10):
             link.poll()
