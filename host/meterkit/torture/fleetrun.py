@@ -11,7 +11,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from meterkit.sim.fleet import Fleet, FleetMeter, MeterSpec
 from meterkit.store import open_store
-from meterkit.testing.sqlfile import sql
 from meterkit.torture.tally import Result, logged_seqs, tally
 
 # A resend of a stored frame (the link's ack timer at 1440x) is a replay (answered or not: a meter back from a
@@ -58,8 +57,9 @@ def pending(m: FleetMeter, stored: set[int]) -> set[int]:
     return set(made[len(made) - held:]) if held else set()
 
 
-def count(fleet: Fleet, result: Result) -> Result:
-    """Tally every meter of a finished fleet into result; a crash or a refused frame is a failure."""
+def count(fleet: Fleet, result: Result, expect_rejects: bool = False) -> Result:
+    """Tally every meter of a finished fleet into result; a crash, a stalled meter, and (unless the scenario
+    sends hostile frames itself: expect_rejects) a frame the head-end refused are failures."""
     result.failures += [line for line in fleet.log if "exited with" in line]
     with open_store(fleet.db_path, create=False, readonly=True) as db:
         for m in fleet.meters:
@@ -71,7 +71,7 @@ def count(fleet: Fleet, result: Result) -> Result:
         rejects = db.rejects()
         refused = [(r.reason, r.count) for r in rejects if r.reason not in HARMLESS_REJECTS]
         result.figures["unanswered_replays"] = sum(r.count for r in rejects if r.reason == "replay-unanswered")
-    if refused:
+    if refused and not expect_rejects:
         result.failures.append(f"frames refused by the head-end: {refused}")
     result.figures["refused_frames"] = sum(n for _, n in refused)
     return result
@@ -79,5 +79,5 @@ def count(fleet: Fleet, result: Result) -> Result:
 
 def received(db_path: Path, device: bytes) -> list[tuple[int, int, int, float]]:
     """(seq, kind, meter_time, received_at) of every frame stored for a meter, by seq."""
-    return sql(db_path, "SELECT seq, kind, meter_time, received_at FROM frames WHERE device = ? ORDER BY seq",
-               (device,))
+    with open_store(db_path, create=False, readonly=True) as db:
+        return [(f.seq, f.kind, f.meter_time, f.received_at) for f in db.frames_after(device, -1, limit=None)]
