@@ -114,7 +114,8 @@ def run(out: Path, long: bool, seed: int) -> Result:
         result.figures["refusals_logged"] = {e: len(db.events(fleet.meters[0].device, codes=(e,)))
                                              for e in (events.AUTH_FAIL, events.COMMAND_REFUSED)}
     meter_refused = fleet.meters[0].runs[-1]["link"]["refused"] if fleet.meters[0].runs else None
-    result.figures.update(sent=seen, rejects=refused, meter_refused=meter_refused, state_changes=sum(changes.values()), changes=changes)
+    result.figures.update(sent=seen, rejects=refused, meter_refused=meter_refused,
+                          state_changes=sum(changes.values()), changes=changes)
     if any(changes.values()):
         result.failures.append(f"refused messages changed the meter's state: {changes}")
     if not seen.get("replayed") or not cap.meter_frames:

@@ -37,11 +37,13 @@ def run(out: Path, long: bool, seed: int) -> Result:
     specs = [MeterSpec(f"k{i}", "constant", "tcp", seed=seed + i) for i in range(size["meters"])]
     plans = [schedule(rng, size["kills"]) for _ in specs]
     fleet = fleetrun.new_fleet(out, specs, hours=max(h for _, h in plans), speed=1440.0)
-    for spec, (cuts, _) in zip(specs, plans):
+    for spec, (cuts, _) in zip(specs, plans, strict=True):
         for cut, on in cuts:
             fleet.at(cut, "power_cut", spec.name)
             fleet.at(on, "power_on", spec.name)
     fleetrun.run(fleet)
     result = Result(NAME, "long" if long else "short")
     result.figures.update(kills=sum(m.power_cuts for m in fleet.meters), hours=round(fleet.hours, 2))
+    if result.figures["kills"] != size["kills"] * size["meters"]:
+        result.failures.append(f"{result.figures['kills']} kills made, {size['kills'] * size['meters']} planned")
     return fleetrun.count(fleet, result)

@@ -75,6 +75,8 @@ def run(out: Path, long: bool, seed: int) -> Result:
                           resumed_max=max(done) if done else None,
                           resumed_median=statistics.median(done) if done else None,
                           stalled=delays.count(None))
+    if result.figures["cuts"] != CUTS * len(last_on):
+        result.failures.append(f"{result.figures['cuts']} cuts made, {CUTS * len(last_on)} planned")
     late = [i for i, d in enumerate(delays) if d is None or d > RESUME_PERIODS]
     if late:
         result.failures.append(f"bursts {late}: no fresh reading stored within {RESUME_PERIODS} reading periods "
