@@ -4,6 +4,7 @@ counted (tally), with the run's own complaints (a meter that crashed, frames the
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -46,6 +47,8 @@ def run(fleet: Fleet, before: Hook | None = None, during: Hook | None = None, ti
                 await side
         finally:
             await fleet.close()
+            gc.collect()  # the killed runs' subprocess transports close now, on this loop, not after it is gone
+            await asyncio.sleep(0)
 
     asyncio.run(asyncio.wait_for(scenario(), timeout_s))
 

@@ -60,6 +60,6 @@ def run(out: Path, long: bool, seed: int) -> Result:
                           at_boundary=sum(b.at_boundary for b in breakers),
                           mid_frame=sum(b.mid_frame for b in breakers),
                           connections=sum(m.proxy.connections for m in fleet.meters))
-    if result.figures["drops"] < (10 if not long else 200):
+    if result.figures["drops"] < (100 if long else 10):
         result.failures.append(f"too few drops to mean anything: {result.figures['drops']}")
     return result

@@ -15,7 +15,7 @@ from pathlib import Path
 from meter import messages as M
 from meterkit.sim.fleet import MeterSpec
 from meterkit.torture import fleetrun
-from meterkit.torture.tally import Result
+from meterkit.torture.tally import Result, logged_payloads
 
 NAME = "quick_cuts"
 SHORT_BURSTS, LONG_BURSTS = 2, 20
@@ -47,15 +47,23 @@ def bursts(rng: random.Random, n: int) -> tuple[list[list[tuple[float, str]]], l
     return out, last_on
 
 
-def resumed(frames: list[tuple[int, int, int, float]], start: int, last_on: list[float]) -> list[float | None]:
-    """Per burst: reading periods from its last power-up to the first reading made after it stored (None: none
-    stored before the next burst)."""
+def boots(frames_log: Path) -> list[tuple[int, int]]:
+    """(meter time, seq) of every boot's hello in a frames log, by time. A meter's clock starts at the fleet's
+    time when it is powered up, so a hello's time is its power-up (plus the boot's few virtual seconds)."""
+    return sorted((p[M.K_TIME], p[M.K_SEQ]) for p in logged_payloads(frames_log) if p[M.K_KIND] == M.HELLO)
+
+
+def resumed(frames: list[tuple[int, int, int, float]], hellos: list[tuple[int, int]], start: int,
+            last_on: list[float]) -> list[float | None]:
+    """Per burst: reading periods from its last power-up to the first reading of that boot (a sequence number
+    above its hello's: numbers never repeat) stored (None: none before the next burst, or no hello)."""
     out = []
     for i, on_s in enumerate(last_on):
         on = start + on_s
         until = start + last_on[i + 1] - OBSERVE_S if i + 1 < len(last_on) else float("inf")
-        fresh = [rx for _seq, kind, t, rx in frames if kind == M.READING and t >= on and rx <= until]
-        out.append(round((min(fresh) - on) / READING_S, 2) if fresh else None)
+        boot = next(((t, seq) for t, seq in hellos if on - 1 <= t <= until), None)  # launched at int(clock)
+        fresh = [rx for seq, kind, _t, rx in frames if boot and kind == M.READING and seq > boot[1] and rx <= until]
+        out.append(round((min(fresh) - boot[0]) / READING_S, 2) if fresh else None)
     return out
 
 
@@ -69,7 +77,8 @@ def run(out: Path, long: bool, seed: int) -> Result:
         fleet.at(t / 3600, action, "q0")
     fleetrun.run(fleet)
     result = fleetrun.count(fleet, Result(NAME, "long" if long else "short"))
-    delays = resumed(fleetrun.received(fleet.db_path, fleet.meters[0].device), fleet.start_unix, last_on)
+    m = fleet.meters[0]
+    delays = resumed(fleetrun.received(fleet.db_path, m.device), boots(m.frames_log), fleet.start_unix, last_on)
     done = [d for d in delays if d is not None]
     result.figures.update(bursts=len(last_on), cuts=fleet.meters[0].power_cuts, resumed_periods=delays,
                           resumed_max=max(done) if done else None,
