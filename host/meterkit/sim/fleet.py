@@ -251,6 +251,7 @@ class FleetMeter:
     vtime: float | None = None  # the meter's own clock, as it last reported it (@@T)
     power_cuts: int = 0
     link_cuts: int = 0
+    starting: int = 0  # power-ups applied whose process does not exist yet
     _reader: asyncio.Task | None = None
 
     def cut_link(self) -> None:
@@ -366,7 +367,8 @@ class Fleet:
                 m.proxy.target = (host, port)
 
     # -- running -----------------------------------------------------------------------------------------
-    async def _start_meter(self, m: FleetMeter) -> None:
+    async def _start_meter(self, m: FleetMeter, cuts: int | None = None) -> None:
+        """Power m up; `cuts`: its power cuts when the power-up was applied (a cut after that kills it at once)."""
         remaining = self.hours - self.clock.hours()
         link = f"serial:{m.bridge.meter_path}" if m.bridge else f"tcp:127.0.0.1:{m.proxy.port}"
         start = int(self.clock())
@@ -387,10 +389,18 @@ class Fleet:
         if m.spec.ntp:
             cmd += ["--ntp"]
         m.vtime = float(start)  # followed from its launch: the fleet clock must not run ahead while it starts
-        m.proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
-                                                      stderr=asyncio.subprocess.PIPE, env=sim_env(),
-                                                      cwd=str(firmware_dir().parent))
-        m._reader = asyncio.create_task(self._collect(m, m.proc))
+        scheduled, cuts = cuts is not None, m.power_cuts if cuts is None else cuts
+        try:
+            m.proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
+                                                          stderr=asyncio.subprocess.PIPE, env=sim_env(),
+                                                          cwd=str(firmware_dir().parent))
+            m._reader = asyncio.create_task(self._collect(m, m.proc))
+        finally:
+            if scheduled:
+                m.starting -= 1
+        if m.power_cuts != cuts:  # cut while it was being started (it found no process to kill): cut it now,
+            m.proc.send_signal(signal.SIGKILL)  # or it would run on beside the next power-up, on the same flash
+            m.vtime = None
 
     async def _collect(self, m: FleetMeter, proc: asyncio.subprocess.Process) -> None:
         result, err = await follow_sim(proc, lambda t: setattr(m, "vtime", t))  # None at exit: not followed
@@ -419,7 +429,8 @@ class Fleet:
                 m.proc.send_signal(signal.SIGKILL)
                 m.vtime = None
         elif action == "power_on":
-            asyncio.get_running_loop().create_task(self._start_meter(m))
+            m.starting += 1  # the run goes on until it exists (a run that ends on a power-up must not stop)
+            asyncio.get_running_loop().create_task(self._start_meter(m, m.power_cuts))
         self.log.append(f"{self.clock.hours():5.2f} h  {action} {name}")
 
     def _publish_clock(self) -> None:
@@ -442,7 +453,7 @@ class Fleet:
                 self._apply(action, name)
             if progress:
                 progress(min(h / self.hours, 1.0))
-            running = [m for m in self.meters if m.proc is not None and m.proc.returncode is None]
+            running = [m for m in self.meters if m.starting or (m.proc is not None and m.proc.returncode is None)]
             if not running and not pending and all(m._reader is None or m._reader.done() for m in self.meters):
                 break
             await asyncio.sleep(0.05)

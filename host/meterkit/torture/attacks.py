@@ -71,7 +71,7 @@ def downstream(headend, device: bytes, counter: int, now: int, captured: list[tu
                                         (reset, now - 10),  # expiring before it was issued
                                         ({**reset, M.K_ARGS: [1, 2]}, None),  # arguments not a map
                                         ({M.K_OP: 99}, None)))]  # no such operation
-    return {"forged": [encode_frame(m) for m in forged],
+    return {"malformed": [encode_frame(m) for m in malformed],  # first: while `counter` is still fresh
+            "forged": [encode_frame(m) for m in forged],
             "replayed": [encode_frame(m) for _k, m in rng.choices(captured, k=n)] if captured else [],
-            "malformed": [encode_frame(m) for m in malformed],
             "oversized": [b"\x01" * OVERSIZED + b"\x00"]}

@@ -120,5 +120,9 @@ def run(out: Path, long: bool, seed: int) -> Result:
         result.failures.append(f"refused messages changed the meter's state: {changes}")
     if not seen.get("replayed") or not cap.meter_frames:
         result.failures.append(f"the attack did not reach the meter: {seen}")
+    judged = (meter_refused or {}).get("schema", 0) + (meter_refused or {}).get("expired", 0)
+    if judged < seen.get("malformed", 0):
+        result.failures.append(f"{judged} of {seen.get('malformed')} malformed commands reached the meter's schema "
+                               f"check (the others came too late for their counters): {meter_refused}")
     _fd_exhaustion(size, result)
     return result
