@@ -2,7 +2,8 @@
 cut again 4 times in a row, each cut a few virtual seconds after boot (at the meter's first time report, every
 4 batches = 17.6 virtual s: before the head-end's 30-s back-fill), then left running.
 
-The figure: from the last power-up to the first reading made after it that the head-end stored, in reading
+The figure: from the last power-up (the time in that boot's hello: a meter's clock starts at the fleet's time)
+to the first reading of that boot that the head-end stored (its receive time on the fleet clock), in reading
 periods. Acceptance: at most 2 reading periods in every burst, and nothing lost (tally). The fleet runs at 120x
 (not 1440x) so that "a few seconds after boot" is a few of the meter's seconds and not one step of the fleet."""
 
