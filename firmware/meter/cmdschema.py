@@ -1,7 +1,8 @@
 # The arguments of each head-end command operation (key 11), written once: the meter refuses a command whose
 # arguments are not exactly these (meter.messages.verify_host, meter.commands), and the head-end checks what it
 # queues and signs against the same table (meterkit.headend.commands), so it never signs what a meter refuses.
-# Loaded with the first command, like meter.commands: a meter that is never sent one never holds it in RAM.
+# Imported by meter.link at boot, not with the first command: loaded later, from .mpy, its code had to find
+# room in a fragmented heap and was what ran out (docs/performance.md, "Heap on a board").
 # Pure: runs on the meter and under CPython.
 #
 # What an operation's arguments may hold beyond their types (first <= last, a calendar meter.tou takes, a

@@ -8,10 +8,15 @@
 # poll() does a bounded amount of non-blocking work: (re)connect, read at most read_chunks x read_chunk bytes,
 # verify at most one head-end message (one ES256 verify), write at most write_budget bytes. After every
 # (re)connection it sends every unacknowledged frame again, oldest first, then new ones; at most `window`
-# frames are in flight beyond the last acknowledgement. If no acknowledgement moves on for ack_timeout_ms while
-# frames are in flight (lost to line noise or a cut cable that did not hang up: the head-end acknowledges only
-# up to a gap), the oldest unacknowledged frame alone is sent again (a probe), and the timeout doubles up to
-# ack_timeout_max_ms; when an acknowledgement answers the probe, everything after it is sent again (go-back-N).
+# frames are in flight beyond the last acknowledgement. A connection whose window fills before it carried a
+# fresh frame (one the head-end cannot have seen: made since the boot and never sent) sends one ahead of the
+# window, the newest held or else the next one made. The head-end answers a connection (acknowledges,
+# back-fills, sends commands) only once it has shown a fresh frame: a window full of frames it stored already,
+# above a gap it has not settled, would otherwise wait for ever (issue 11, finding 1; docs/protocol.md).
+# If no acknowledgement moves on for ack_timeout_ms while frames are in flight (lost to line noise or a cut
+# cable that did not hang up: the head-end acknowledges only up to a gap), the oldest unacknowledged frame
+# alone is sent again (a probe), and the timeout doubles up to ack_timeout_max_ms; when an acknowledgement
+# answers the probe, everything after it is sent again (go-back-N).
 # A silent peer thus costs one frame per timeout, a lossy line one round trip.
 #
 # Head-end messages: bytes -> frame.Deframer -> messages.verify_host(cose, identity, time(), counter); while
@@ -37,7 +42,7 @@
 # The last accepted head-end counter is persisted ("link-counter", meter/store.py) before a command is acted
 # on, and for acknowledgements every persist_every of them (and by flush()): a replayed command is refused
 # across reboots; an acknowledgement replayed after a reboot can only repeat what was true (frames stored).
-from meter import events, frame, messages
+from meter import cmdschema, events, frame, messages  # noqa: F401 - cmdschema: at boot, while the heap is whole
 from meter.clock import default_ticks_ms, ticks_add, ticks_diff
 from meter.store import Store
 
@@ -98,6 +103,10 @@ class Link:
         self._bf_last = None
         self._urgent = []           # command responses to send ahead of the window
         self._urgent_sent = []      # ... sent already: skipped when the cursor reaches them
+        self._want_fresh = False    # this connection has not yet carried a frame the head-end cannot have seen
+        self._fresh_from = None     # ... one numbered from here on (None: this boot made none yet)
+        self._made_from = None      # the first frame this boot made
+        self._ahead_high = -1       # the newest frame sent ahead as a fresh one
         self._probe = False
         self._probing = False
         self._t_wait = 0
@@ -130,6 +139,10 @@ class Link:
         """Queue one frame: durable in the outbox when this returns True. Never raises."""
         try:
             self.outbox.put(seq, fr)
+            if self._made_from is None:
+                self._made_from = seq
+                if self._up and self._fresh_from is None:
+                    self._fresh_from = seq
             return True
         except (OSError, ValueError) as e:
             self.send_errors += 1
@@ -207,6 +220,9 @@ class Link:
         self._bf_last = None              # covered by the resend of everything unacknowledged
         del self._urgent[:]               # responses too: in order, after the frames they answer for
         del self._urgent_sent[:]
+        self._want_fresh = True
+        self._fresh_from = None if self._made_from is None else \
+            max(self._made_from, self._high_sent + 1, self._ahead_high + 1)
         self._probe = False
         self._probing = False
         self._timeout = self.ack_timeout_ms
@@ -408,12 +424,18 @@ class Link:
                 role = _AHEAD
         while nx is None:
             if len(self._inflight) >= self.window:
-                return False
+                nx = self._fresh() if self._want_fresh else None
+                if nx is None:
+                    return False
+                role = _AHEAD
+                break
             nx = ob.next_after(self._cursor)
             if nx is None:
                 return False
             self._cursor = nx[0]
             role = _IN_ORDER
+            if self._fresh_from is not None and nx[0] >= self._fresh_from:
+                self._want_fresh = False
             if nx[0] in self._urgent_sent:
                 self._urgent_sent.remove(nx[0])  # went out ahead already
                 nx = None
@@ -422,6 +444,21 @@ class Link:
         self._out_seq = nx[0]
         self._out_role = role
         return True
+
+    def _fresh(self):
+        """The window is full and this connection carried no fresh frame: (seq, frame) of the newest frame held
+        if it is fresh, else None (and the next frame made will be)."""
+        ob = self.outbox
+        last = ob.last_seq
+        if self._fresh_from is None or last < self._fresh_from:
+            return None
+        nx = ob.next_after(last - 1)
+        if nx is None:
+            return None
+        self._want_fresh = False
+        self._ahead_high = last
+        self._urgent_sent.append(last)  # skipped when the cursor reaches it
+        return nx
 
     def _sent(self):
         s = self._out_seq

@@ -316,7 +316,7 @@ def verify_host(cose_bytes, identity, now, last_counter):
             raise HostMessageError("malformed", why)
         raise _refused(counter, RESULT_MALFORMED, why)
     if kind == COMMAND:
-        from meter import cmdschema  # loaded with the first command, as meter.commands
+        from meter import cmdschema  # meter.link imported it at boot (it imports this module)
 
         bad = cmdschema.check(m[K_OP], m.get(K_ARGS))
         if bad is not None:

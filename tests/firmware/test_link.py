@@ -304,6 +304,49 @@ def test_disconnect_mid_frame_then_resend_unacked():
         eq(r.he.seen.count(seqs[0]), 1, "the acknowledged frame was not")
 
 
+def test_a_full_window_of_old_frames_lets_one_fresh_frame_pass():
+    # The head-end answers a connection only once it shows a frame it cannot have stored (issue 11, finding
+    # 1): a window full of frames sent before must not hold back the meter's new ones.
+    with TempDir("link", make=False) as d:
+        r = Rig(d, window=3)
+        seqs = r.make(5)
+        r.run(10)
+        eq(r.he.seen, seqs[:3], "a full window, nothing acknowledged")
+        r.t.cut()
+        r.link.poll()
+        r.t.up = True
+        del r.he.seen[:]
+        r.run(10)
+        eq(r.he.seen, seqs[:3] + [seqs[4]], "the window again, then the newest frame, never sent, ahead of it")
+        r.t.cut()
+        r.link.poll()
+        r.t.up = True
+        del r.he.seen[:]
+        r.run(10)
+        eq(r.he.seen, seqs[:3], "every held frame but one was sent before, and that one waits its turn")
+        new = r.make(1)
+        r.run(10)
+        eq(r.he.seen[3:], new, "the next frame made goes at once, ahead of the full window")
+        del r.he.seen[:]
+        r.make(2)
+        r.run(10)
+        eq(r.he.seen, [], "only one per connection: the rest wait for the window")
+        # a reboot: what the outbox holds may all have been delivered; the hello made at boot is fresh
+        link = Link(r.t, Outbox(d, max_bytes=16384, segment_bytes=2048), r.ident, time=r.clock.time,
+                    ticks_ms=r.clock.ticks_ms, window=3)
+        hello = r.builder.frame(messages.HELLO, 0, {})
+        link.send(*hello)
+        for _ in range(10):
+            link.poll()
+            r.he.receive(r.up)
+        eq(r.he.seen, seqs[:3] + [hello[0]], "after a boot: the window, then the hello ahead of it")
+        r.tell(r.he.ack(seqs[0]))
+        for _ in range(10):
+            link.poll()
+            r.he.receive(r.up)
+        eq(r.he.seen[4:], [seqs[3]], "the window moves on in order; the hello is not sent twice")
+
+
 def test_lost_frame_probe_then_go_back():
     with TempDir("link", make=False) as d:
         r = Rig(d, window=4, ack_timeout_ms=1000)

@@ -98,19 +98,30 @@ def test_sequence_ranges_merge_and_cover():
 
 def test_watermark_never_passes_an_unsettled_hole():
     w = Watermark()
-    w.accept([10, 11, 13])
-    assert (w.first_seq, w.ack, w.holes(), w.newest()) == (10, 11, [(12, 12)], 13)
-    assert w.missing(10, 13) == 1 and w.missing(14, 20) == 7
-    w.accept([15, 16])
-    assert w.holes() == [(12, 12), (14, 14)]
-    w.cover(12, 12)  # a back-fill answer settles it
+    w.accept([1024, 1025, 1027])  # a boot numbers from a block's start (meter.seqno.BLOCK)
+    assert (w.first_seq, w.ack, w.holes(), w.newest()) == (1024, 1025, [(1026, 1026)], 1027)
+    assert w.missing(1024, 1027) == 1 and w.missing(1028, 1034) == 7
+    w.accept([1029, 1030])
+    assert w.holes() == [(1026, 1026), (1028, 1028)]
+    w.cover(1026, 1026)  # a back-fill answer settles it
     w.advance()
-    assert (w.ack, w.holes(), w.ranges) == (13, [(14, 14)], [[15, 16]])
-    w.accept([14])
+    assert (w.ack, w.holes(), w.ranges) == (1027, [(1028, 1028)], [[1029, 1030]])
+    w.accept([1028])
     w.advance()
-    assert (w.ack, w.holes(), w.ranges, w.newest()) == (16, [], [], 16)
+    assert (w.ack, w.holes(), w.ranges, w.newest()) == (1030, [], [], 1030)
     w.cover(3, 9)  # below W: nothing to do
     assert w.ranges == []
+
+
+def test_a_meters_first_frames_lost_on_the_way_are_a_gap():
+    # the first frame the head-end stores is not where the meter's numbering began: what came before in that
+    # block (a hello sent before the serial port was opened) is a gap to back-fill, not acknowledged unseen
+    w = Watermark()
+    w.accept([2050, 2051])
+    assert (w.first_seq, w.ack, w.holes()) == (2050, 2047, [(2048, 2049)])
+    w.cover(2048, 2049)  # the back-fill resent them (or the meter answered that they were never made)
+    w.advance()
+    assert w.ack == 2051
 
 
 def test_settings_are_checked_where_they_are_given():

@@ -3,7 +3,8 @@ Unix port) and a real concentrator, counted by meterkit.torture.tally. A scenari
 stored (or still waiting in the outbox), no register decreased, nothing was stored twice, refused messages changed
 nothing, and its own checks held (docs/security.md, "Reliability"). The long form: `meterkit torture --long`.
 
-clock_jumps is issue 11 finding 2's end-to-end test; quick_cuts reproduces finding 1 (it fails until that fix)."""
+clock_jumps is issue 11 finding 2's end-to-end test; quick_cuts measures finding 1 (tests/host/test_quick_cuts.py
+is its test with the link alone)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,12 @@ from meterkit.torture import runner
 SEED = 11  # fixed: a red build is reproduced with `meterkit torture --seed 11 --only NAME`
 
 
+# concentrator_kills has a test of its own (test_concentrator_kills.py), with what its figures must say
+HERE = tuple(n for n in runner.NAMES if n != "concentrator_kills")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", runner.NAMES)
+@pytest.mark.parametrize("name", HERE)
 def test_short_form(tmp_path, name):
     [r] = runner.run([name], tmp_path, long=False, seed=SEED)
     print(runner.table([r]))

@@ -18,12 +18,37 @@ from meterkit.store.api import Store
 from meterkit.wire.keys import KeyFileError, load_private
 
 
+class FileClock:
+    """The time a simulated fleet publishes (meterkit.sim.fleet: UTC seconds as text, replaced atomically), so
+    that a concentrator process and simulated meters running at many times real time agree on it. Never goes
+    backwards; a file that cannot be read keeps the last time."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.last = 0.0
+
+    def __call__(self) -> float:
+        try:
+            with open(self.path) as f:
+                t = float(f.read())
+        except (OSError, ValueError):
+            t = self.last
+        self.last = max(self.last, t)
+        return self.last
+
+
+def _drift_max(text: str) -> float | None:
+    return None if text == "off" else float(text)
+
+
 async def _serve(args: argparse.Namespace, headend: P.HeadEnd, store: Store) -> int:
+    clock = FileClock(args.clock_file) if args.clock_file else time.time
     try:
-        conc = Concentrator(store, headend, offline_after=args.offline_after, idle_timeout=args.idle_timeout,
+        conc = Concentrator(store, headend, clock, offline_after=args.offline_after, idle_timeout=args.idle_timeout,
                             backfill_after=args.backfill_after, baudrate=args.baud,
                             max_connections=args.max_connections, max_per_source=args.max_per_source or None,
-                            known_reserve=args.known_reserve, auth_timeout=args.auth_timeout)
+                            known_reserve=args.known_reserve, auth_timeout=args.auth_timeout,
+                            clock_drift_max_s=args.clock_drift_max)
     except (TypeError, ValueError) as e:  # a setting out of range
         return fail("concentrator", e)
     loop = asyncio.get_running_loop()
@@ -109,6 +134,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "(default 90: more than a reading period)")
     p.add_argument("--backfill-after", type=float, default=30.0,
                    help="ask for missing frames when a gap is still open after this long, s (default 30)")
+    p.add_argument("--clock-drift-max", type=_drift_max, default=10.0, metavar="S",
+                   help="set a meter's clock when it drifts more than S seconds (default 10; 'off': never for "
+                        "drift, unset clocks still are)")
+    p.add_argument("--clock-file", metavar="PATH",
+                   help="take the time from this file (UTC seconds as text), not the system clock: a simulated "
+                        "fleet's clock (meterkit.sim.fleet), for simulations and tests")
     p.add_argument("--stats-every", type=float, default=60.0, help="print a status line every N s")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=_cmd_concentrator)

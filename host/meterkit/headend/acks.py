@@ -1,7 +1,9 @@
 """The cumulative acknowledgement: which of a meter's sequence numbers are stored, and what the ack may say.
 
 For each meter the head-end keeps the watermark W (ack key 12): the largest N such that every sequence number
-from the first one ever stored for that meter up to N is stored, or *settled*. A number is settled when the
+from the start of the block (meter.seqno.BLOCK) of the first one ever stored for that meter up to N is stored,
+or *settled*: a meter's first frames lost on the way (a serial port opened after the meter's boot) are a gap
+to back-fill, not numbers the ack passes unseen. A number is settled when the
 meter answered a back-fill for it without sending it: result 0 ("everything resent": numbers a restart skipped
 were never made) or -1 ("gone": its outbox dropped it). W never passes a hole that is not settled: with 10, 11,
 13 stored, the ack says 11.
@@ -13,6 +15,7 @@ import bisect
 from collections.abc import Iterable
 
 from meter.frame import encode_frame
+from meter.seqno import BLOCK
 from meterkit import wire as P
 
 
@@ -56,7 +59,7 @@ class Watermark:
         """Sequence numbers just stored (ascending per connection, not necessarily overall)."""
         if self.ack is None:
             self.first_seq = min(seqs)
-            self.ack = self.first_seq - 1
+            self.ack = self.first_seq - self.first_seq % BLOCK - 1  # a boot numbers from a block's start
         a, r = self.ack, self.ranges
         for x in seqs:
             if x == a + 1 and not r:  # in order, no hole: the common case

@@ -25,7 +25,7 @@ from meter import events as mevents
 from meter import messages as M
 from meter.cose import claimed_kid, split
 from meterkit import wire as P
-from meterkit.headend import storage
+from meterkit.headend import faults, storage
 from meterkit.headend.acks import ack_frames
 from meterkit.headend.clocks import Clocks
 from meterkit.headend.config import ConcentratorConfig
@@ -124,6 +124,8 @@ class Ingest:
                 self.store_batch(verified)
             except Exception:  # noqa: BLE001 - logged and counted; the meters resend
                 log.exception("storing a batch of %d frames", len(verified))
+            finally:
+                faults.idle()
         if self.conns.pending:
             self.schedule()
 
@@ -167,6 +169,7 @@ class Ingest:
         acks: list[tuple[Link, bytes, int, int]] = []
         try:
             with self.counters.transaction():
+                faults.entered(batch.seqs)  # off unless METERKIT_FAULTS (the torture suite's phase page)
                 if not storage.write_batch(self.store, now, batch.frames, batch.readings, batch.intervals,
                                            batch.events, batch.billing, batch.hellos.values()):
                     raise _StoredElsewhere
@@ -178,6 +181,7 @@ class Ingest:
                 self.counters.stage("frames_stored", len(batch.fresh))
                 self.counters.stage("batches")
                 self.counters.stage("acks_sent", len(acks))
+                faults.before_commit(batch.seqs)
         except _StoredElsewhere:
             if ask_db:
                 self._failed(batch, RuntimeError("frames of the batch vanished on insert"))
@@ -188,6 +192,7 @@ class Ingest:
         except Exception as e:  # noqa: BLE001 - nothing is acknowledged; the meters resend after a reconnect
             self._failed(batch, e)
             return
+        faults.committed(batch.seqs)
         self._committed(batch, acks, answered, now)
 
     def _accept(self, received: list[tuple[Link, P.Message]], ask_db: bool, now: float) -> _Batch:

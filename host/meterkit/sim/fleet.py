@@ -251,8 +251,8 @@ class FleetMeter:
     vtime: float | None = None  # the meter's own clock, as it last reported it (@@T)
     power_cuts: int = 0
     link_cuts: int = 0
-    starting: int = 0  # power-ups applied whose process does not exist yet
     _reader: asyncio.Task | None = None
+    _power: asyncio.Task | None = None  # the last power action (cut, on): the next one waits for it
 
     def cut_link(self) -> None:
         self.link_cuts += 1
@@ -301,12 +301,6 @@ class Fleet:
         self.schedule.append((hour, action, meter))
         self.schedule.sort()
 
-    def meter(self, name: str) -> FleetMeter:
-        m = next((x for x in self.meters if x.spec.name == name), None)
-        if m is None:
-            raise ValueError(f"no meter named {name!r} in this fleet")
-        return m
-
     # -- set-up ------------------------------------------------------------------------------------------
     async def _provision(self, m: FleetMeter, headend_point: bytes) -> None:
         ident = await asyncio.to_thread(provision, m.flash, headend_point)
@@ -314,10 +308,26 @@ class Fleet:
         m.public_key = bytes.fromhex(ident["public_key"])
 
     async def setup(self) -> None:
-        from cryptography.hazmat.primitives import serialization
-
         from meterkit import wire as protocol
         from meterkit.headend.concentrator import Concentrator
+
+        await self.prepare()
+        self.conc = Concentrator(self.store, protocol.HeadEnd(self.headend_key), clock=self.clock,
+                                 offline_after=self.offline_after, **self.clock_settings)
+        host, port = await self.conc.start_tcp()
+        for m in self.meters:
+            if m.spec.link == "serial":
+                m.bridge = PtyBridge()
+                await m.bridge.start()
+                self.conc.add_serial(m.bridge.host_path)
+            else:
+                m.proxy = TcpProxy(host, port)
+                await m.proxy.start()
+
+    async def prepare(self) -> None:
+        """The meters provisioned and registered in a fresh database (self.store); no concentrator yet."""
+        from cryptography.hazmat.primitives import serialization
+
         from meterkit.store import open_store
         self.out.mkdir(parents=True, exist_ok=True)
         point = self.headend_key.public_key().public_bytes(serialization.Encoding.X962,
@@ -336,17 +346,6 @@ class Fleet:
         self.store = open_store(self.db_path)
         for m in self.meters:
             self.store.register_meter(m.device, m.public_key, m.spec.name)
-        self.conc = Concentrator(self.store, protocol.HeadEnd(self.headend_key), clock=self.clock,
-                                 offline_after=self.offline_after, **self.clock_settings)
-        host, port = await self.conc.start_tcp()
-        for m in self.meters:
-            if m.spec.link == "serial":
-                m.bridge = PtyBridge()
-                await m.bridge.start()
-                self.conc.add_serial(m.bridge.host_path)
-            else:
-                m.proxy = TcpProxy(host, port)
-                await m.proxy.start()
 
     async def restart_concentrator(self) -> None:
         """Kill the concentrator (nothing pending stored or acknowledged) and start a new one on the database."""
@@ -367,8 +366,7 @@ class Fleet:
                 m.proxy.target = (host, port)
 
     # -- running -----------------------------------------------------------------------------------------
-    async def _start_meter(self, m: FleetMeter, cuts: int | None = None) -> None:
-        """Power m up; `cuts`: its power cuts when the power-up was applied (a cut after that kills it at once)."""
+    async def _start_meter(self, m: FleetMeter) -> None:
         remaining = self.hours - self.clock.hours()
         link = f"serial:{m.bridge.meter_path}" if m.bridge else f"tcp:127.0.0.1:{m.proxy.port}"
         start = int(self.clock())
@@ -389,21 +387,17 @@ class Fleet:
         if m.spec.ntp:
             cmd += ["--ntp"]
         m.vtime = float(start)  # followed from its launch: the fleet clock must not run ahead while it starts
-        scheduled, cuts = cuts is not None, m.power_cuts if cuts is None else cuts
-        try:
-            m.proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
-                                                          stderr=asyncio.subprocess.PIPE, env=sim_env(),
-                                                          cwd=str(firmware_dir().parent))
-            m._reader = asyncio.create_task(self._collect(m, m.proc))
-        finally:
-            if scheduled:
-                m.starting -= 1
-        if m.power_cuts != cuts:  # cut while it was being started (it found no process to kill): cut it now,
-            m.proc.send_signal(signal.SIGKILL)  # or it would run on beside the next power-up, on the same flash
-            m.vtime = None
+        m.proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
+                                                      stderr=asyncio.subprocess.PIPE, env=sim_env(),
+                                                      cwd=str(firmware_dir().parent))
+        m._reader = asyncio.create_task(self._collect(m, m.proc))
 
     async def _collect(self, m: FleetMeter, proc: asyncio.subprocess.Process) -> None:
-        result, err = await follow_sim(proc, lambda t: setattr(m, "vtime", t))  # None at exit: not followed
+        def follow(t: float) -> None:  # a killed process's buffered lines no longer move the clock
+            if m.proc is proc:
+                m.vtime = t
+
+        result, err = await follow_sim(proc, follow)  # None at exit: not followed
         if result is not None:
             m.runs.append(result)
         elif proc.returncode not in (-signal.SIGKILL,):
@@ -418,20 +412,32 @@ class Fleet:
             asyncio.get_running_loop().create_task(self.restart_concentrator())
             self.log.append(f"{self.clock.hours():5.2f} h  {action}")
             return
-        m = self.meter(name)
+        m = next((x for x in self.meters if x.spec.name == name), None)
+        if m is None:
+            raise ValueError(f"no meter named {name!r} in this fleet")
         if action == "cut_link":
             m.cut_link()
         elif action == "restore_link":
             m.restore_link()
-        elif action == "power_cut":
-            m.power_cuts += 1
-            if m.proc is not None and m.proc.returncode is None:
-                m.proc.send_signal(signal.SIGKILL)
-                m.vtime = None
-        elif action == "power_on":
-            m.starting += 1  # the run goes on until it exists (a run that ends on a power-up must not stop)
-            asyncio.get_running_loop().create_task(self._start_meter(m, m.power_cuts))
+        elif action in ("power_cut", "power_on"):
+            m._power = asyncio.get_running_loop().create_task(self._switch_power(m, action, m._power))
         self.log.append(f"{self.clock.hours():5.2f} h  {action} {name}")
+
+    async def _switch_power(self, m: FleetMeter, action: str, before: asyncio.Task | None) -> None:
+        """Cuts and power-ons of one meter happen in their order: a cut right after a power-on kills the
+        process that power-on started (not the one before it), and a power-on starts once the killed process
+        is gone, so two firmware processes never share one flash."""
+        if before is not None:
+            await before
+        if action == "power_on":
+            await self._start_meter(m)
+            return
+        m.power_cuts += 1
+        proc = m.proc
+        if proc is not None and proc.returncode is None:
+            m.proc, m.vtime = None, None
+            proc.send_signal(signal.SIGKILL)
+            await proc.wait()
 
     def _publish_clock(self) -> None:
         tmp = self.clock_file.with_suffix(".tmp")
@@ -453,8 +459,9 @@ class Fleet:
                 self._apply(action, name)
             if progress:
                 progress(min(h / self.hours, 1.0))
-            running = [m for m in self.meters if m.starting or (m.proc is not None and m.proc.returncode is None)]
-            if not running and not pending and all(m._reader is None or m._reader.done() for m in self.meters):
+            running = [m for m in self.meters if m.proc is not None and m.proc.returncode is None]
+            if not running and not pending and all((m._reader is None or m._reader.done())
+                                                   and (m._power is None or m._power.done()) for m in self.meters):
                 break
             await asyncio.sleep(0.05)
         await asyncio.sleep(settle_s)  # the last acknowledgements and back-fills

@@ -7,16 +7,16 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from meterkit.torture import clock_jumps, floods, link_drops, power_kills, quick_cuts
+from meterkit.torture import clock_jumps, concentrator_kills, floods, link_drops, power_kills, quick_cuts
 from meterkit.torture.tally import Result
 
-# concentrator_kills (a concentrator SIGKILLed mid-commit) is added here by its own branch
-SCENARIOS = (power_kills, quick_cuts, link_drops, clock_jumps, floods)
+SCENARIOS = (power_kills, quick_cuts, concentrator_kills, link_drops, clock_jumps, floods)
 NAMES = tuple(s.NAME for s in SCENARIOS)
 
 # the one or two figures of each scenario that the table shows (all are in --json)
 KEY_FIGURES = {"power_kills": ("kills",), "quick_cuts": ("resumed_max", "resumed_median", "stalled"),
-               "link_drops": ("drops", "mid_frame"), "floods": ("sent",), "clock_jumps": ()}
+               "link_drops": ("drops", "mid_frame"), "floods": ("sent",), "clock_jumps": (),
+               "concentrator_kills": ("kills", "restarts")}
 
 
 def run(names: Iterable[str], out: Path, long: bool, seed: int,

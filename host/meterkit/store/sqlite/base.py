@@ -157,6 +157,10 @@ class Connection:
         if self._conn.in_transaction:
             self._conn.execute("ROLLBACK")
 
+    def integrity_check(self) -> str:
+        """PRAGMA integrity_check: 'ok', or its first complaints."""
+        return "; ".join(r[0] for r in self._conn.execute("PRAGMA integrity_check").fetchall()[:5])
+
     def close(self) -> None:
         try:
             self.rollback()
