@@ -57,11 +57,11 @@ def boots(frames_log: Path) -> list[tuple[int, int]]:
 def resumed(frames: list[tuple[int, int, int, float]], hellos: list[tuple[int, int]], start: int,
             last_on: list[float]) -> list[float | None]:
     """Per burst: reading periods from its last power-up to the first reading of that boot (a sequence number
-    above its hello's: numbers never repeat) stored (None: none before the next burst, or no hello)."""
+    above its hello's: numbers never repeat) stored (None: none within OBSERVE_S, or no hello)."""
     out = []
-    for i, on_s in enumerate(last_on):
+    for on_s in last_on:
         on = start + on_s
-        until = start + last_on[i + 1] - OBSERVE_S if i + 1 < len(last_on) else float("inf")
+        until = on + OBSERVE_S  # the next burst's first cut (or the end of the run)
         boot = next(((t, seq) for t, seq in hellos if on - 1 <= t <= until), None)  # launched at int(clock)
         fresh = [rx for seq, kind, _t, rx in frames if boot and kind == M.READING and seq > boot[1] and rx <= until]
         out.append(round((min(fresh) - boot[0]) / READING_S, 2) if fresh else None)
