@@ -83,3 +83,51 @@ def test_tcp_proxy_relays_and_cuts():
         await server.wait_closed()
 
     asyncio.run(main())
+
+
+def test_tcp_proxy_fault_breaks_one_connection_at_a_byte_and_inject_reaches_the_meter_side():
+    got = []
+
+    async def sink(reader, writer):
+        while data := await reader.read(100):
+            got.append(data)
+        writer.close()
+
+    async def main():
+        server = await asyncio.start_server(sink, "127.0.0.1", 0)
+        proxy = TcpProxy("127.0.0.1", server.sockets[0].getsockname()[1])
+        await proxy.start()
+        proxy.fault = lambda chunk, upstream: chunk.index(0) + 1 if upstream and 0 in chunk else None
+        r, w = await asyncio.open_connection("127.0.0.1", proxy.port)
+        w.write(b"one\x00two")  # the frame delimiter passes, the rest is lost with the connection, both ways
+        assert await asyncio.wait_for(r.read(100), 5) == b""
+        assert b"".join(got) == b"one\x00" and proxy.drops == 1
+        proxy.fault = None
+        r2, w2 = await asyncio.open_connection("127.0.0.1", proxy.port)  # a new connection is not broken
+        w2.write(b"x")
+        await asyncio.sleep(0.2)
+        assert b"".join(got) == b"one\x00x"
+        assert proxy.inject(b"from the middle") == 1
+        assert await asyncio.wait_for(r2.readexactly(15), 5) == b"from the middle"
+        for wr in (w, w2):
+            wr.close()
+        await proxy.close()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(main())
+
+
+def test_a_cut_while_a_meter_is_being_started_kills_it(tmp_path):
+    """A power-up and a cut applied in one step of the fleet (the cut finds no process yet): the new process
+    is killed as soon as it exists, so no meter runs on beside the next power-up on the same flash."""
+    from meterkit.sim.fleet import MeterSpec
+    from meterkit.torture import fleetrun
+
+    fleet = fleetrun.new_fleet(tmp_path, [MeterSpec("m", "constant", "tcp")], hours=0.5, speed=1440.0)
+    for hour, action in ((0.1, "power_cut"), (0.1001, "power_on"), (0.1002, "power_cut"), (0.2, "power_on")):
+        fleet.at(hour, action, "m")
+    fleetrun.run(fleet)
+    [m] = fleet.meters
+    assert m.power_cuts == 2
+    assert len(m.runs) == 1, (m.runs, fleet.log)  # only the last power-up ran to the end by itself

@@ -6,7 +6,8 @@
   the meter opens one slave, the concentrator (pyserial) the other. `cut()` unplugs it: bytes are lost both
   ways, as on a real pulled cable, until `restore()`.
 - TcpProxy: sits between TCP meters and the concentrator; `cut()` drops every connection and refuses new ones
-  (a Wi-Fi outage), `restore()` lets them back in.
+  (a Wi-Fi outage), `restore()` lets them back in. `fault` sees every chunk and may drop one connection at
+  any byte (a link that breaks mid-frame); `inject()` writes bytes towards the meters (a man in the middle).
 """
 
 from __future__ import annotations
@@ -148,6 +149,10 @@ class TcpProxy:
         self.connections = 0
         self._server: asyncio.base_events.Server | None = None
         self._pipes: set[asyncio.StreamWriter] = set()
+        self._to_meters: set[asyncio.StreamWriter] = set()
+        # fault(chunk, upstream) -> None (pass it on) or an index: pass chunk[:index] on, then drop the connection
+        self.fault: Callable[[bytes, bool], int | None] | None = None
+        self.drops = 0
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, self.host, self.port)
@@ -166,22 +171,38 @@ class TcpProxy:
             return
         self.connections += 1
         self._pipes.update((writer, up_writer))
-        await asyncio.gather(self._copy(reader, up_writer), self._copy(up_reader, writer))
+        self._to_meters.add(writer)
+        await asyncio.gather(self._copy(reader, up_writer, writer, True),
+                             self._copy(up_reader, writer, up_writer, False))
         self._pipes.difference_update((writer, up_writer))
+        self._to_meters.discard(writer)
 
-    async def _copy(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _copy(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    other: asyncio.StreamWriter, upstream: bool) -> None:
         try:
             while not self.is_cut:
                 data = await reader.read(65536)
                 if not data:
                     break
-                writer.write(data)
+                cut = self.fault(data, upstream) if self.fault is not None else None
+                writer.write(data if cut is None else data[:cut])
                 await writer.drain()
+                if cut is not None:  # the link breaks here: both directions of this connection go
+                    self.drops += 1
+                    other.close()
+                    break
         except (ConnectionError, OSError):
             pass
         finally:
             with contextlib.suppress(Exception):
                 writer.close()
+
+    def inject(self, data: bytes) -> int:
+        """Write data to every meter connected now, as if the concentrator had sent it; returns their count."""
+        for w in list(self._to_meters):
+            with contextlib.suppress(Exception):
+                w.write(data)
+        return len(self._to_meters)
 
     def cut(self) -> None:
         self.is_cut = True

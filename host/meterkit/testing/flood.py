@@ -65,7 +65,7 @@ def _fds(pid: int) -> int:
         return 0
 
 
-def _open(sock: socket.socket) -> bool:
+def still_open(sock: socket.socket) -> bool:
     """Is a flood connection still open (not closed or reset by the concentrator)?"""
     try:
         return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
@@ -75,7 +75,7 @@ def _open(sock: socket.socket) -> bool:
         return False
 
 
-def _flood(port: int, conns: int, sources: int) -> list[socket.socket]:
+def open_idle(port: int, conns: int, sources: int) -> list[socket.socket]:
     out = []
     for i in range(conns):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -154,7 +154,7 @@ async def _run(tmp: Path, nofile: int, conns: int, sources: int, seconds: float,
         if not line.startswith(b"listening on "):
             raise RuntimeError(f"concentrator did not start: {line!r} {log_path.read_text()[-2000:]}")
         port = int(line.split(b":")[-1])
-        flood = _flood(port, conns, sources)
+        flood = open_idle(port, conns, sources)
         m = _Meter(meter, port, lookup)
         peak = [0]
 
@@ -167,7 +167,7 @@ async def _run(tmp: Path, nofile: int, conns: int, sources: int, seconds: float,
         await asyncio.sleep(1.0)  # the flood is in (or in the kernel's accept queue) before the meter comes
         await m.run(seconds, every_s)
         sampler.cancel()
-        held = sum(_open(s) for s in flood)
+        held = sum(still_open(s) for s in flood)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -48,15 +48,21 @@ class Tally:
                 "duplicate_examples": self.duplicates[:5]}
 
 
-def logged_seqs(frames_log: Path) -> set[int]:
-    """The sequence numbers in a frames log (a COBS stream of signed frames); a torn last frame is skipped."""
-    seqs: set[int] = set()
+def logged_payloads(frames_log: Path) -> list[dict]:
+    """The decoded payloads in a frames log (a COBS stream of signed frames), in the order logged; a torn last
+    frame is skipped."""
+    out = []
     if frames_log.exists():
         for msg in frame.Deframer().feed(frames_log.read_bytes()):
             parts = cose.split(msg)
             if parts is not None:
-                seqs.add(cbor.decode(parts[2])[M.K_SEQ])
-    return seqs
+                out.append(cbor.decode(parts[2]))
+    return out
+
+
+def logged_seqs(frames_log: Path) -> set[int]:
+    """The sequence numbers in a frames log."""
+    return {p[M.K_SEQ] for p in logged_payloads(frames_log)}
 
 
 def tally(store, device: bytes, name: str, frames_log: Path, pending: Iterable[int] = ()) -> Tally:

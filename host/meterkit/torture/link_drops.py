@@ -1,0 +1,65 @@
+"""TCP link drops at random frame boundaries and mid-frame: the proxy between real firmware meters and the
+concentrator counts frame delimiters (COBS frames end with 0x00) in both directions and, every few frames, lets a
+connection break exactly after a delimiter or at a random byte inside a frame. The meter reconnects and resends.
+
+Acceptance: nothing lost, nothing stored twice, no register decreases (tally)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from meterkit.sim.fleet import MeterSpec
+from meterkit.torture import fleetrun
+from meterkit.torture.tally import Result
+
+NAME = "link_drops"
+SHORT = {"meters": 1, "hours": 1.0}
+LONG = {"meters": 2, "hours": 12.0}
+EVERY_FRAMES = (1, 6)  # a drop after this many frames (delimiters) have passed, either way
+
+
+class Breaker:
+    """A TcpProxy fault: drop the connection after a random number of frames, at a delimiter or mid-frame."""
+
+    def __init__(self, rng: random.Random):
+        self.rng = rng
+        self.countdown = rng.randint(*EVERY_FRAMES)
+        self.at_boundary = 0
+        self.mid_frame = 0
+
+    def __call__(self, chunk: bytes, upstream: bool) -> int | None:
+        ends = [i + 1 for i, b in enumerate(chunk) if b == 0]
+        if len(ends) < self.countdown:
+            self.countdown -= len(ends)
+            return None
+        end = ends[self.countdown - 1]  # the frame that completes the count
+        self.countdown = self.rng.randint(*EVERY_FRAMES)
+        start = ends[ends.index(end) - 1] if end != ends[0] else 0
+        if self.rng.random() < 0.5 or end - start < 2:
+            self.at_boundary += 1
+            return end
+        self.mid_frame += 1
+        return self.rng.randrange(start + 1, end)  # at least one byte of the frame passes, not all of it
+
+
+def run(out: Path, long: bool, seed: int) -> Result:
+    size = LONG if long else SHORT
+    specs = [MeterSpec(f"l{i}", "constant", "tcp", seed=seed + i) for i in range(size["meters"])]
+    fleet = fleetrun.new_fleet(out, specs, hours=size["hours"], speed=1440.0)
+    breakers = []
+
+    async def arm(f) -> None:  # the proxies exist once the fleet is set up: before any meter runs
+        for i, m in enumerate(f.meters):
+            breakers.append(Breaker(random.Random(seed * 1000 + i)))
+            m.proxy.fault = breakers[-1]
+
+    fleetrun.run(fleet, before=arm)
+    result = fleetrun.count(fleet, Result(NAME, "long" if long else "short"))
+    result.figures.update(drops=sum(m.proxy.drops for m in fleet.meters),
+                          at_boundary=sum(b.at_boundary for b in breakers),
+                          mid_frame=sum(b.mid_frame for b in breakers),
+                          connections=sum(m.proxy.connections for m in fleet.meters))
+    if result.figures["drops"] < (100 if long else 10):
+        result.failures.append(f"too few drops to mean anything: {result.figures['drops']}")
+    return result
