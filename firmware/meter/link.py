@@ -10,9 +10,10 @@
 # (re)connection it sends every unacknowledged frame again, oldest first, then new ones; at most `window`
 # frames are in flight beyond the last acknowledgement. A connection that would begin with frames sent
 # before (or whose window fills before it carried a fresh one: made since the boot and never sent) first sends
-# one fresh frame ahead of the window, the newest held or else the next one made. The head-end answers a connection (acknowledges,
-# back-fills, sends commands) only once it has shown a fresh frame: a window full of frames it stored already,
-# above a gap it has not settled, would otherwise wait for ever (issue 11, finding 1; docs/protocol.md).
+# one fresh frame ahead of the window, the oldest such held or else the next one made. The head-end answers a
+# connection (acknowledges, back-fills, sends commands) only once it has shown a fresh frame: a window full
+# of frames it stored already, above a gap it has not settled, would otherwise wait for ever (issue 11,
+# finding 1; docs/protocol.md).
 # If no acknowledgement moves on for ack_timeout_ms while frames are in flight (lost to line noise or a cut
 # cable that did not hang up: the head-end acknowledges only up to a gap), the oldest unacknowledged frame
 # alone is sent again (a probe), and the timeout doubles up to ack_timeout_max_ms; when an acknowledgement
@@ -106,7 +107,7 @@ class Link:
         self._want_fresh = False    # this connection has not yet carried a frame the head-end cannot have seen
         self._fresh_from = None     # ... one numbered from here on (None: this boot made none yet)
         self._made_from = None      # the first frame this boot made
-        self._ahead_high = -1       # the newest frame sent ahead as a fresh one
+        self._ahead = []            # the frames sent ahead as fresh ones (the newest 16)
         self._probe = False
         self._probing = False
         self._t_wait = 0
@@ -221,8 +222,7 @@ class Link:
         del self._urgent[:]               # responses too: in order, after the frames they answer for
         del self._urgent_sent[:]
         self._want_fresh = True
-        self._fresh_from = None if self._made_from is None else \
-            max(self._made_from, self._high_sent + 1, self._ahead_high + 1)
+        self._fresh_from = None if self._made_from is None else max(self._made_from, self._high_sent + 1)
         self._probe = False
         self._probing = False
         self._timeout = self.ack_timeout_ms
@@ -438,7 +438,7 @@ class Link:
                 return False
             self._cursor = nx[0]
             role = _IN_ORDER
-            if self._fresh_from is not None and nx[0] >= self._fresh_from:
+            if self._fresh_from is not None and nx[0] >= self._fresh_from and nx[0] not in self._ahead:
                 self._want_fresh = False
             if nx[0] in self._urgent_sent:
                 self._urgent_sent.remove(nx[0])  # went out ahead already
@@ -450,18 +450,21 @@ class Link:
         return True
 
     def _fresh(self):
-        """This connection carried no fresh frame yet: (seq, frame) of the newest frame held if it is fresh, else
-        None (and the next frame made will be)."""
-        ob = self.outbox
-        last = ob.last_seq
-        if self._fresh_from is None or last < self._fresh_from:
+        """This connection carried no fresh frame yet: (seq, frame) of the oldest frame held that was made since
+        the boot and never sent, else None (and the next frame made will be)."""
+        if self._fresh_from is None:
             return None
-        nx = ob.next_after(last - 1)
+        ob = self.outbox
+        nx = ob.next_after(self._fresh_from - 1)
+        while nx is not None and nx[0] in self._ahead:
+            nx = ob.next_after(nx[0])
         if nx is None:
             return None
         self._want_fresh = False
-        self._ahead_high = last
-        self._urgent_sent.append(last)  # skipped when the cursor reaches it
+        self._ahead.append(nx[0])
+        if len(self._ahead) > 16:
+            self._ahead.pop(0)
+        self._urgent_sent.append(nx[0])  # skipped when the cursor reaches it
         return nx
 
     def _sent(self):

@@ -317,13 +317,17 @@ def test_a_connection_that_resends_first_carries_one_fresh_frame():
         r.t.up = True
         del r.he.seen[:]
         r.run(10)
-        eq(r.he.seen, [seqs[4]] + seqs[:3], "the newest frame, never sent, first; then the window again")
-        r.t.cut()
-        r.link.poll()
-        r.t.up = True
-        del r.he.seen[:]
-        r.run(10)
-        eq(r.he.seen, seqs[:3], "every held frame but one was sent before, and that one waits its turn")
+        eq(r.he.seen, [seqs[3]] + seqs[:3], "the oldest frame never sent goes first, then the window again")
+        for fresh in (seqs[4], None):
+            r.t.cut()
+            r.link.poll()
+            r.t.up = True
+            del r.he.seen[:]
+            r.run(10)
+            if fresh is not None:
+                eq(r.he.seen, [fresh] + seqs[:3], "one sent ahead before does not count: the next never sent")
+            else:
+                eq(r.he.seen, seqs[:3], "every held frame was sent before: the window alone, for now")
         new = r.make(1)
         r.run(10)
         eq(r.he.seen[3:], new, "the next frame made goes at once, ahead of the full window")
