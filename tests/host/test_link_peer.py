@@ -19,32 +19,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from meter.frame import Deframer, encode_frame
 from meterkit import wire as P
-from meterkit.device.toolchain import micropython_cmd, mp_env, run_micropython
+from meterkit.device.toolchain import micropython_cmd, mp_env
+from meterkit.testing.linkchild import provision, write_child
 
 N_FRAMES = 30
 WINDOW = 4
 DEADLINE_S = 60.0
 
 CHILD = r'''
-import sys
-import time
-import json
-from meter import messages
-from meter.identity import Identity
-from meter.link import Link
-from meter.transport import StreamTransport, TCPTransport, open_tty
-from meter.outbox import Outbox
-from meter.seqno import FrameSeq
-from meter.store import Store
-
-mode, flash = sys.argv[1], sys.argv[2]
-ident = Identity(flash)
-if mode == "init":
-    import binascii
-    ident.install_headend(binascii.unhexlify(sys.argv[3]))
-    print(json.dumps({"pub": binascii.hexlify(ident.public_key).decode()}))
-    sys.exit(0)
-
 target, n, window = sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 now = lambda: int(time.time())
 builder = messages.Builder(ident, FrameSeq(Store(flash, "frame-seq", max_payload=16)), now)
@@ -122,19 +104,11 @@ class HeadEndPeer:
         return out
 
 
-def _script(tmp_path: Path) -> Path:
-    p = tmp_path / "meter_link_child.py"
-    p.write_text(CHILD)
-    return p
-
-
 def _init(tmp_path: Path) -> tuple[ec.EllipticCurvePrivateKey, bytes, Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     flash = tmp_path / "flash"
-    script = _script(tmp_path)
-    r = run_micropython(script, "init", str(flash), P.public_bytes(key.public_key()).hex(), timeout=120)
-    assert r.returncode == 0, r.stderr
-    pub = bytes.fromhex(json.loads(r.stdout.strip().splitlines()[-1])["pub"])
+    script = write_child(tmp_path / "meter_link_child.py", CHILD)
+    pub = provision(script, flash, P.public_bytes(key.public_key()))
     return key, pub, flash, script
 
 

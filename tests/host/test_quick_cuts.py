@@ -14,7 +14,6 @@ The meter must report again: 2048 stored, the gaps settled by back-fill, everyth
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import subprocess
 from pathlib import Path
@@ -22,27 +21,12 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from meterkit import wire as P
-from meterkit.device.toolchain import micropython_cmd, mp_env, run_micropython
+from meterkit.device.toolchain import micropython_cmd, mp_env
 from meterkit.store.records import NewMeter
+from meterkit.testing.linkchild import provision, write_child
 from meterkit.testing.rig import T0, LoopbackRig, until
 
 CHILD = r'''
-import sys, time, json
-from meter import messages
-from meter.identity import Identity
-from meter.link import Link
-from meter.outbox import Outbox
-from meter.seqno import FrameSeq
-from meter.store import Store
-from meter.transport import TCPTransport
-
-mode, flash = sys.argv[1], sys.argv[2]
-ident = Identity(flash)
-if mode == "init":
-    import binascii
-    ident.install_headend(binascii.unhexlify(sys.argv[3]))
-    print(json.dumps({"pub": binascii.hexlify(ident.public_key).decode()}))
-    sys.exit(0)
 port, readings, t0, stop_when_acked = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6] == "1"
 start = time.ticks_ms()
 now = lambda: t0 + time.ticks_diff(time.ticks_ms(), start) // 1000
@@ -93,12 +77,9 @@ class Boot:
 
 
 def _provision(tmp_path: Path, headend: P.HeadEnd) -> tuple[Path, Path, bytes]:
-    script = tmp_path / "quick_cuts_child.py"
-    script.write_text(CHILD)
+    script = write_child(tmp_path / "quick_cuts_child.py", CHILD)
     flash = tmp_path / "flash"
-    r = run_micropython(script, "init", str(flash), headend.public_bytes.hex(), timeout=120)
-    assert r.returncode == 0, r.stderr
-    return script, flash, bytes.fromhex(json.loads(r.stdout.strip().splitlines()[-1])["pub"])
+    return script, flash, provision(script, flash, headend.public_bytes)
 
 
 def test_reporting_resumes_when_the_window_is_full_of_stored_frames_above_a_gap(tmp_path):
