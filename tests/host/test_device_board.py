@@ -139,7 +139,7 @@ def _assert_clock_kept(store, dev: bytes) -> None:
     # one move per set-time command: from 2000-01-01 to now for each "not set"; a drift correction (the head-end
     # may read a steady delay on a loaded machine as drift, headend/clocks.py) moves a set clock by seconds
     assert len(moved) == len(sets), (moved, sets)
-    for v, q in zip(moved, sets):
+    for v, q in zip(moved, sets, strict=True):
         if "not set" in q.note:
             assert v > 25 * 365 * 86400, (moved, sets)
         else:
