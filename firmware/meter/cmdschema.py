@@ -7,17 +7,28 @@
 #
 # What an operation's arguments may hold beyond their types (first <= last, a calendar meter.tou takes, a
 # time after 2025) is the operation's own business (meter.link back-fill, meter.commands): refused with -3/-4.
-from meter.messages import (A_ACTIVATION, A_CALENDAR, A_FIRST, A_FORCE, A_FROM, A_LAST, A_TO, A_UTC, OP_BACKFILL,
-                            OP_BILLING_RESET, OP_CALENDAR, OP_PROFILE, OP_SET_TIME, RESULT_BAD_ARGS,
-                            RESULT_UNKNOWN_OP, UINT32_MAX, UINT64_MAX, is_uint)
+from meter.messages import (A_ACTIVATION, A_AUTO_RECONNECT, A_CALENDAR, A_CAPTURE_PERIOD_S, A_CONTROL_MODE,
+                            A_DEMAND_PERIOD_S, A_DR_ID, A_DURATION_S, A_EMERGENCY_DURATION_S, A_EMERGENCY_GROUPS,
+                            A_EMERGENCY_ID, A_EMERGENCY_START, A_FIRST, A_FORCE, A_FROM, A_GROUPS, A_KEY, A_LAST,
+                            A_LIMIT_W, A_MIN_OVER_S, A_MIN_UNDER_S, A_OVER_CURRENT_MA, A_OVER_VOLTAGE_MV,
+                            A_READING_S, A_SHED, A_START, A_THRESHOLD_EMERGENCY, A_THRESHOLD_NORMAL, A_TO, A_UTC,
+                            GROUPS_MAX, OP_BACKFILL, OP_BILLING_RESET, OP_CALENDAR, OP_CONFIG, OP_DISCONNECT,
+                            OP_DR_EVENT, OP_KEY_ROTATE, OP_LIMITER, OP_PROFILE, OP_REBOOT, OP_RECONNECT, OP_SET_TIME,
+                            RESULT_BAD_ARGS, RESULT_UNKNOWN_OP, UINT32_MAX, UINT64_MAX, is_uint)
 
 # argument types; + T_OPTIONAL: the argument may be left out
 T_UTC = 1  # unsigned integer 0..2^32-1: UTC seconds
 T_SEQ = 2  # unsigned integer 0..2^64-1: a frame sequence number
 T_BOOL = 3
 T_CALENDAR = 4  # a map with text keys holding maps, arrays, text, integers, booleans (no tag, no bytes, no null)
+T_UINT = 5  # unsigned integer 0..2^32-1: watts, seconds, ids, milliamps
+T_GROUPS = 6  # an array of 1..GROUPS_MAX group ids, each 0..65535
+T_KEY = 7  # a 65-byte byte string holding an uncompressed P-256 point (0x04 first)
 T_OPTIONAL = 8
-TYPE_NAMES = ("", "utc (0..2^32-1)", "a sequence number (0..2^64-1)", "true or false", "a calendar map")
+TYPE_NAMES = ("", "utc (0..2^32-1)", "a sequence number (0..2^64-1)", "true or false", "a calendar map",
+              "an unsigned integer (0..2^32-1)", "1..%d group ids (0..65535)" % GROUPS_MAX,
+              "a 65-byte uncompressed P-256 key")
+_O = T_OPTIONAL
 
 # per operation: (argument key, type, argument key, type, ...), keys ascending; () takes no arguments (key 11
 # left out, or an empty map)
@@ -27,7 +38,21 @@ OP_ARGS = {
     OP_BILLING_RESET: (),
     OP_PROFILE: (A_FROM, T_UTC, A_TO, T_UTC),
     OP_SET_TIME: (A_UTC, T_UTC, A_FORCE, T_BOOL + T_OPTIONAL),
+    OP_DISCONNECT: (),
+    OP_RECONNECT: (),
+    OP_LIMITER: (A_THRESHOLD_NORMAL, T_UINT + _O, A_THRESHOLD_EMERGENCY, T_UINT + _O, A_MIN_OVER_S, T_UINT + _O,
+                 A_MIN_UNDER_S, T_UINT + _O, A_EMERGENCY_ID, T_UINT + _O, A_EMERGENCY_START, T_UTC + _O,
+                 A_EMERGENCY_DURATION_S, T_UINT + _O, A_EMERGENCY_GROUPS, T_GROUPS + _O, A_AUTO_RECONNECT,
+                 T_BOOL + _O),
+    OP_DR_EVENT: (A_DR_ID, T_UINT, A_START, T_UTC, A_DURATION_S, T_UINT, A_LIMIT_W, T_UINT + _O, A_SHED,
+                  T_BOOL + _O),
+    OP_CONFIG: (A_DEMAND_PERIOD_S, T_UINT + _O, A_CAPTURE_PERIOD_S, T_UINT + _O, A_READING_S, T_UINT + _O,
+                A_OVER_CURRENT_MA, T_UINT + _O, A_OVER_VOLTAGE_MV, T_UINT + _O, A_CONTROL_MODE, T_UINT + _O,
+                A_GROUPS, T_GROUPS + _O),
+    OP_REBOOT: (),
+    OP_KEY_ROTATE: (A_KEY, T_KEY),
 }
+NONEMPTY = (OP_LIMITER, OP_CONFIG)  # every argument optional, but a command that sets nothing is refused
 
 
 def _plain(v):
@@ -54,6 +79,17 @@ def typed(v, t):
         return is_uint(v, UINT64_MAX)
     if t == T_BOOL:
         return v is True or v is False
+    if t == T_UINT:
+        return is_uint(v, UINT32_MAX)
+    if t == T_GROUPS:
+        if not isinstance(v, list) or not 0 < len(v) <= GROUPS_MAX:
+            return False
+        for g in v:
+            if not is_uint(g, 0xFFFF):
+                return False
+        return True
+    if t == T_KEY:
+        return isinstance(v, bytes) and len(v) == 65 and v[0] == 4
     return isinstance(v, dict) and _plain(v)
 
 
@@ -76,6 +112,8 @@ def check(op, args):
                 return RESULT_BAD_ARGS, "bad arguments: %d must be %s" % (k, TYPE_NAMES[t & 7])
         elif not t & T_OPTIONAL:
             return RESULT_BAD_ARGS, "bad arguments: %d missing" % k
+    if not found and op in NONEMPTY:
+        return RESULT_BAD_ARGS, "bad arguments: nothing to set"
     if found != len(args):
         for k in args:
             if not _has(spec, k):

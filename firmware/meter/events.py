@@ -18,3 +18,15 @@ OVER_CURRENT = 16  # |current| went above the board's alarms.over_current_ma (ag
 OVER_VOLTAGE = 17  # the bus voltage went above alarms.over_voltage_mv (same hysteresis); value: mV
 COMMAND_REFUSED = 18  # a signed command that is not exactly the schema was refused, nothing done; value: the reason
 CLOCK_INVALID = 19  # the clock reads no usable time (from 2100, or at boot before what the meter recorded); value: it
+# -- two-way control (issue 12) --
+DISCONNECT_CONTROL = 20  # IC70 changed state; value: text "<transition letter> <old>><new>", e.g. "b 1>0"
+LIMITER_TRIP = 21  # the limiter disconnected (transition g) after min_over; value: the power seen, W
+LIMITER_RESTORE = 22  # under the threshold for min_under again; value: the power seen, W
+LIMITER_SET = 23  # a limiter command was applied; value: the normal threshold, W
+DR_ACCEPTED = 24  # a demand-response event was accepted; value: its id
+DR_START = 25  # a demand-response event came into force; value: its id
+DR_END = 26  # ... ended; value: its id
+DR_OPT_OUT = 27  # the customer overrode a demand-response event with the button; value: its id
+CONFIG_SET = 28  # a configuration command was applied; value: the argument keys set, text "1,3"
+KEY_ROTATED = 29  # the head-end key was replaced; value: the new key's kid (hex)
+REBOOT = 30  # a reboot command: restarting after its answer; value: the command counter

@@ -44,6 +44,7 @@ K_TARIFF = 9  # the tariff in force (only with more than one tariff)
 K_DEMAND = 10  # [current average W (1.4.0), last period average W (1.5.0)]
 # -- calibration (meterkit device calibrate; meter.calibration) --
 K_CALIBRATION = 11  # reading: the id of the calibration in force (the UTC second it was made; 0: none)
+K_CONTROL = 12  # reading: [IC70 state, control mode, import limit in force W (0: none)], when not [1, 0, 0]
 # intervals (kind 3)
 K_ROWS = 6  # [[end UTC, import mWh, export mWh, ROW_* bits], ...] oldest first
 K_PERIOD = 7  # interval length, s
@@ -83,6 +84,42 @@ A_UTC = 1
 A_FORCE = 2
 SET_TIME_FREE_S = FREE_SHIFT_S  # 900: a set clock moves by at most this without the force flag (meter.clock)
 # -- end of set-time --
+# -- two-way control (issue 12): DLMS IC70 disconnect control, IC71 limiter, demand response, configuration --
+OP_DISCONNECT = 6  # IC70 remote_disconnect (transitions b, c); no arguments
+OP_RECONNECT = 7  # IC70 remote_reconnect (a, or d: to ready_for_reconnection, by control mode); no arguments
+OP_LIMITER = 8  # set IC71 limiter parameters; all optional, at least one; what is left out is kept
+A_THRESHOLD_NORMAL = 1  # W of active import (0: no limit)
+A_THRESHOLD_EMERGENCY = 2  # W, in force inside the emergency profile's window for a meter of its groups
+A_MIN_OVER_S = 3  # s above the threshold before the limiter disconnects (transition g)
+A_MIN_UNDER_S = 4  # s below it before the limiter restores (reconnects with A_AUTO_RECONNECT)
+A_EMERGENCY_ID = 5
+A_EMERGENCY_START = 6  # UTC
+A_EMERGENCY_DURATION_S = 7
+A_EMERGENCY_GROUPS = 8  # [group id, ...]
+A_AUTO_RECONNECT = 9  # true: reconnect after min_under (else the customer's button does, from state 2)
+OP_DR_EVENT = 9  # a demand-response event: from A_START for A_DURATION_S, import limited to A_LIMIT_W, or shed
+A_DR_ID = 1
+A_START = 2  # UTC
+A_DURATION_S = 3
+A_LIMIT_W = 4  # optional: the import limit in force during the event
+A_SHED = 5  # optional bool: open the load-control output during the event (one of A_LIMIT_W, A_SHED true)
+OP_CONFIG = 10  # set configuration; all optional, at least one; what is left out is kept
+A_DEMAND_PERIOD_S = 1
+A_CAPTURE_PERIOD_S = 2  # the load profile's capture period
+A_READING_S = 3  # the reporting interval
+A_OVER_CURRENT_MA = 4  # alarm thresholds (events 16, 17)
+A_OVER_VOLTAGE_MV = 5
+A_CONTROL_MODE = 6  # IC70 control_mode, 0..6
+A_GROUPS = 7  # [group id, ...]: the groups this meter belongs to (emergency profiles, DR)
+OP_REBOOT = 11  # answer, then restart; no arguments
+OP_KEY_ROTATE = 12  # replace the head-end key; signed by the current one, only the new one verifies after it
+A_KEY = 1  # the new key: 65-byte uncompressed P-256 point
+# disconnect control states (IC70 attribute 3)
+CONTROL_DISCONNECTED = 0
+CONTROL_CONNECTED = 1
+CONTROL_READY = 2  # ready_for_reconnection: the customer's button closes the relay
+GROUPS_MAX = 16  # group ids per list, each 0..65535
+# -- end of two-way control --
 COMMAND_MAX_PAYLOAD = 3072  # bytes of CBOR a head-end message may carry (a calendar)
 COMMAND_MAX_ITEMS = 512  # ... CBOR data items (keys, values, containers) in it
 
@@ -108,6 +145,9 @@ ST_I2C_ERRORS = 1 << 5
 ST_OVERFLOW = 1 << 6
 ST_MISSED = 1 << 7
 ST_RESTORED = 1 << 8
+ST_RECONNECT_READY = 1 << 9  # IC70 state 2 (ready_for_reconnection), beside ST_RELAY_OPEN
+ST_LOAD_SHED = 1 << 10  # the load-control output is open (a demand-response shed)
+ST_DR_ACTIVE = 1 << 11  # a demand-response event is in force
 
 # Interval-row status bits
 ROW_POWER_FAIL = 1 << 0

@@ -100,7 +100,7 @@ def test_a_signed_command_that_is_not_exactly_the_schema_is_refused_with_a_reaso
         (M.OP_SET_TIME, {1: t + 60, 2: False, 3: 0}, {}, M.RESULT_BAD_ARGS, "bad arguments: unknown key 3"),
         (M.OP_SET_TIME, {2: True}, {}, M.RESULT_BAD_ARGS, "bad arguments: 1 missing"),
         (M.OP_BILLING_RESET, None, {"k10": True}, M.RESULT_MALFORMED, "key 10 must be an unsigned integer"),
-        (9, None, {}, M.RESULT_UNKNOWN_OP, "unknown operation 9"),
+        (99, None, {}, M.RESULT_UNKNOWN_OP, "unknown operation 99"),
     ]
     before = _state(m, hw)
     refused = m.event_counts.get(events.COMMAND_REFUSED, 0)

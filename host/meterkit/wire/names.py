@@ -20,6 +20,9 @@ STATUS_BITS = (
     (M.ST_OVERFLOW, "overflow"),
     (M.ST_MISSED, "conversions missed"),
     (M.ST_RESTORED, "registers restored"),
+    (M.ST_RECONNECT_READY, "ready for reconnection"),
+    (M.ST_LOAD_SHED, "load shed"),
+    (M.ST_DR_ACTIVE, "demand response"),
 )
 
 # interval row status bits
@@ -57,7 +60,9 @@ def row_status_names(status: int) -> list[str]:
 
 
 OP_NAMES = {M.OP_BACKFILL: "back-fill", M.OP_CALENDAR: "calendar", M.OP_BILLING_RESET: "billing-reset",
-            M.OP_PROFILE: "profile", M.OP_SET_TIME: "set-time"}
+            M.OP_PROFILE: "profile", M.OP_SET_TIME: "set-time", M.OP_DISCONNECT: "disconnect",
+            M.OP_RECONNECT: "reconnect", M.OP_LIMITER: "limiter", M.OP_DR_EVENT: "dr-event", M.OP_CONFIG: "config",
+            M.OP_REBOOT: "reboot", M.OP_KEY_ROTATE: "key-rotate"}
 
 
 def op_name(op: int) -> str:
