@@ -15,6 +15,7 @@ MAY_IMPORT = {
     "store": {"wire", "timefmt"},
     "billing": {"wire", "store", "timefmt"},
     "headend": {"wire", "store", "timefmt"},
+    "dr": {"wire", "store", "headend", "timefmt"},
     "device": set(),
     "testing": {"wire", "store", "headend", "device", "timefmt"},
     "sim": {"wire", "store", "headend", "billing", "device", "testing", "timefmt"},

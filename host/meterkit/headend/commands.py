@@ -18,6 +18,9 @@ Operations (docs/concentrator.md, "Operator commands"):
 | OP_PROFILE       | A_FROM, A_TO (UTC s)               | 0 "N rows" (sent again as interval frames); -1 none |
 | OP_SET_TIME      | A_FORCE (A_UTC: added at signing)  | 0 set (event 14); -4 rejected: a shift beyond 900 s |
 |                  |                                    | without force                                       |
+| OP_DR_EVENT      | A_DR_ID, A_START, A_DURATION_S,    | 0 accepted (event 24); refused with a reason        |
+|                  | A_LIMIT_W or A_SHED true           | (queued by meterkit.dr: expires at the event's end) |
+| OP_CONFIG        | A_GROUPS (here; the rest: settings)| 0 applied (event 28)                                |
 
 Arguments are checked against meter.cmdschema (check_args), the table a meter refuses commands by (-2/-3/-5 and
 event 18): at queueing and again before every signature, so nothing a meter would refuse is ever signed.
@@ -38,6 +41,8 @@ from meter.messages import (  # noqa: F401 - the operations
     OP_BACKFILL,
     OP_BILLING_RESET,
     OP_CALENDAR,
+    OP_CONFIG,
+    OP_DR_EVENT,
     OP_PROFILE,
     OP_SET_TIME,
 )
@@ -172,6 +177,48 @@ def set_time_args(force: bool) -> dict:
     return {mmsg.A_FORCE: force}
 
 
+DR_DURATION_MAX_S = 86400  # an event lasts at most a day (its baseline compares the same clock times of other days)
+
+
+def _uints(*vs: Any) -> bool:
+    return all(type(v) is int and 0 <= v <= UINT32_MAX for v in vs)
+
+
+def dr_event_args(dr_id: int, start: int, duration_s: int, limit_w: int | None, shed: bool, now: float) -> dict:
+    """Arguments of OP_DR_EVENT: event dr_id from start for duration_s, import limited to limit_w W, or shed
+    (exactly one of the two); the event must not have ended (its commands expire at its end)."""
+    if not _uints(dr_id) or dr_id == 0:
+        raise CommandError(f"the event id must be 1..{UINT32_MAX}, not {dr_id!r}")
+    if not _uints(start):
+        raise CommandError(f"--start must be UTC seconds 0..{UINT32_MAX}, not {start!r}")
+    if not _uints(duration_s) or not 60 <= duration_s <= DR_DURATION_MAX_S:
+        raise CommandError(f"--duration must be 60 s .. {DR_DURATION_MAX_S // 3600} h, not {duration_s!r} s")
+    if start < now:
+        raise CommandError(f"--start {utc_text(start)} is in the past (now {utc_text(now)}): meters get an event "
+                           "before it starts; give a later --start")
+    if start + duration_s > UINT32_MAX:
+        raise CommandError("the event would end after 2106")
+    if (limit_w is None) == (not shed):
+        raise CommandError("give exactly one of --limit-w W (limit import to W watts) and --shed (open the "
+                           "load-control output)")
+    args = {mmsg.A_DR_ID: dr_id, mmsg.A_START: start, mmsg.A_DURATION_S: duration_s}
+    if shed:
+        args[mmsg.A_SHED] = True
+    elif not _uints(limit_w):
+        raise CommandError(f"--limit-w must be watts 0..{UINT32_MAX}, not {limit_w!r}")
+    else:
+        args[mmsg.A_LIMIT_W] = limit_w
+    return args
+
+
+def groups_args(groups: list[int]) -> dict:
+    """Arguments of OP_CONFIG that tell a meter its groups (1..GROUPS_MAX ids 0..65535, ascending)."""
+    ids = sorted(set(groups))
+    if not 0 < len(ids) <= mmsg.GROUPS_MAX or not all(type(g) is int and 0 <= g <= 0xFFFF for g in ids):
+        raise CommandError(f"a meter takes 1..{mmsg.GROUPS_MAX} group ids, each 0..65535, not {groups!r}")
+    return {mmsg.A_GROUPS: ids}
+
+
 def signed_args(op: int, args: dict | None, now: float) -> dict | None:
     """The arguments an attempt is signed with: a set-time command gets the time of signing."""
     if op != OP_SET_TIME:
@@ -199,6 +246,9 @@ def queue_in(store: Store, device: bytes, op: int, args: dict | None, now: float
     if op == OP_CALENDAR and args:
         at = args[mmsg.A_ACTIVATION]
         expires = at if expires is None else min(expires, at)
+    elif op == OP_DR_EVENT and args and _uints(args.get(mmsg.A_START), args.get(mmsg.A_DURATION_S)):
+        end = args[mmsg.A_START] + args[mmsg.A_DURATION_S]  # a meter back after the event's end must not get it
+        expires = end if expires is None else min(expires, end)
     elif expires is None:
         expires = int(now) + DEFAULT_VALID_S
     if expires <= now:
@@ -228,6 +278,12 @@ def describe(op: int, args: dict | None) -> str:
         return f"profile rows ending {utc_text(args.get(mmsg.A_FROM))} .. {utc_text(args.get(mmsg.A_TO))}"
     if op == OP_BILLING_RESET:
         return "billing reset (snapshot now, demand reset)"
+    if op == OP_DR_EVENT and args:
+        what = "shed (load-control output open)" if args.get(mmsg.A_SHED) else f"limit {args.get(mmsg.A_LIMIT_W)} W"
+        return (f"demand response #{args.get(mmsg.A_DR_ID)}: {what} from {utc_text(args.get(mmsg.A_START))} for "
+                f"{args.get(mmsg.A_DURATION_S)} s")
+    if op == OP_CONFIG and args and set(args) == {mmsg.A_GROUPS}:
+        return "groups " + ",".join(str(g) for g in args[mmsg.A_GROUPS])
     if op == OP_SET_TIME:
         force = bool(args and args.get(mmsg.A_FORCE))
         return "set the clock to the concentrator's" + (f" (force: beyond {mmsg.SET_TIME_FREE_S} s too)" if force

@@ -22,6 +22,8 @@ from meterkit.store.records import (
     DEFAULT_PERIOD_S,
     CommandRecord,
     DeliveryState,
+    DREventRecord,
+    DRTarget,
     EventRecord,
     FleetRecord,
     FrameRecord,
@@ -47,9 +49,9 @@ OUTAGE_CAUSES = ("power", "communication", "power+communication", "unknown")
 Export = tuple[list[str], Iterator[tuple]]
 
 __all__ = ["DEFAULT_PERIOD_S", "EXPORT_TABLES", "GAP_KINDS", "GAP_SETTLED", "GAP_STATES", "MAX_SEQ",
-           "OUTAGE_CAUSES", "QUEUE_PENDING", "QUEUE_STATES", "Billing", "Commands", "Counting", "Delivery", "Events",
-           "Evidence", "Export", "Outages", "Profile", "ReadOuts", "Registry", "Store", "StoreError",
-           "Transactions"]
+           "OUTAGE_CAUSES", "QUEUE_PENDING", "QUEUE_STATES", "Billing", "Commands", "Counting", "Delivery",
+           "DemandResponse", "Events", "Evidence", "Export", "Outages", "Profile", "ReadOuts", "Registry", "Store",
+           "StoreError", "Transactions"]
 
 
 class StoreError(Exception):
@@ -252,6 +254,37 @@ class Counting(Protocol):
 
 
 @runtime_checkable
+class DemandResponse(Protocol):
+    """Demand-response groups (the registry's copy of each meter's group ids), the events called, and the meters
+    each event was queued for. Writes join the transaction in progress."""
+
+    def set_groups(self, device_id: bytes, groups: Iterable[int]) -> None:
+        """Replace a meter's groups (ids 0..65535; an empty list: none)."""
+
+    def groups(self, device_id: bytes) -> list[int]:
+        """A meter's group ids, ascending."""
+
+    def group_members(self, group_id: int) -> list[bytes]:
+        """The meters of a group, by device id."""
+
+    def add_dr_event(self, event: DREventRecord) -> None:
+        """Record an event; ValueError when its id is taken."""
+
+    def dr_event(self, event_id: int) -> DREventRecord | None: ...
+
+    def dr_events(self, device_id: bytes | None = None) -> list[DREventRecord]:
+        """Every event (or those queued for this meter), by start."""
+
+    def next_dr_id(self) -> int:
+        """One more than the largest event id recorded (1 for the first)."""
+
+    def add_dr_target(self, event_id: int, device_id: bytes, queue_id: int | None) -> None: ...
+
+    def dr_targets(self, event_id: int) -> list[DRTarget]:
+        """The meters an event was queued for, by device id."""
+
+
+@runtime_checkable
 class ReadOuts(Protocol):
     """What people look at: the fleet, and whole tables for files."""
 
@@ -264,6 +297,6 @@ class ReadOuts(Protocol):
 
 
 @runtime_checkable
-class Store(Registry, Delivery, Evidence, Profile, Events, Billing, Outages, Commands, Counting, ReadOuts,
-            Transactions, Protocol):
+class Store(Registry, Delivery, Evidence, Profile, Events, Billing, Outages, Commands, Counting, DemandResponse,
+            ReadOuts, Transactions, Protocol):
     """Everything the concentrator and the fleet commands need from a database."""

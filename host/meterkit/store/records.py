@@ -191,3 +191,31 @@ class FleetRecord:
     outages: int
     outage_open: int
     last_status: int | None = None  # status bits of its newest frame (ST_CLOCK_NOT_SET: its clock is not set)
+
+
+@dataclass(frozen=True)
+class DREventRecord:
+    """A demand-response event the utility called: for group_id's meters, from start for duration_s, import
+    limited to limit_w, or (shed) the load-control output opened."""
+
+    id: int  # sent to the meters as A_DR_ID; their DR_* events carry it as value
+    group_id: int
+    start: int  # UTC s
+    duration_s: int
+    limit_w: int | None  # None: a shed
+    shed: bool
+    created_at: float
+    note: str | None = None
+
+    @property
+    def end(self) -> int:
+        return self.start + self.duration_s
+
+
+@dataclass(frozen=True)
+class DRTarget:
+    """A meter an event was queued for, and the command_queue entry that carries it (None: not queued)."""
+
+    event_id: int
+    device_id: bytes
+    queue_id: int | None

@@ -8,6 +8,7 @@ synchronous=FULL (the default) a returned commit has reached the disk.
     profile    intervals (load-profile rows)
     logs       events and billing snapshots
     gaps, outages, commands (sent, answered, the operator queue), counting (rejects, counters)
+    dr         demand response: groups, events, the meters each event was queued for
     readout    the fleet view and table export
 
 ``SQLiteStore`` is all of them: it implements meterkit.store.api.Store.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 from meterkit.store.sqlite.commands import CommandTables
 from meterkit.store.sqlite.counting import CountingTables
+from meterkit.store.sqlite.dr import DRTables
 from meterkit.store.sqlite.evidence import EvidenceTables
 from meterkit.store.sqlite.gaps import GapsTable
 from meterkit.store.sqlite.logs import LogTables
@@ -30,7 +32,7 @@ __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SQLiteStore"]
 
 
 class SQLiteStore(RegistryTable, EvidenceTables, ProfileTable, LogTables, GapsTable, OutagesTable, CommandTables,
-                  CountingTables, ReadOutQueries):
+                  CountingTables, DRTables, ReadOutQueries):
     """The head-end store on one SQLite file.
 
     SQLiteStore(path, create=True, synchronous="FULL", readonly=False, busy_timeout_ms=5000): create=False

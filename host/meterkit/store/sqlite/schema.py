@@ -35,6 +35,12 @@ commands   + queue_id: the command_queue entry an attempt carried (NULL: the con
                                                                                              -- v3
 meters     + clock_drift_s (the meter's clock minus the concentrator's, s, as last measured from two frames
            received promptly; NULL: never measured), clock_drift_at (when, concentrator clock)   -- v4
+dr_groups  device, group_id: the demand-response / limiter groups a meter belongs to (the registry's copy;
+           the meter learns them by OP_CONFIG A_GROUPS)                                      -- v7
+dr_events  id (the event id sent as A_DR_ID), group_id, start (UTC s), duration_s, limit_w (NULL: a shed),
+           shed (0/1), created_at, note                                                      -- v7
+dr_targets event_id, device, queue_id: the meters an event was queued for (the group's members when it was
+           created) and the command_queue entry that carries it                              -- v7
 
 Integers that SQLite cannot hold (outside signed 64 bits; the protocol allows uint64) are stored as NULL in
 the decoded columns; the raw frame keeps the exact value.
@@ -217,6 +223,33 @@ _V5 = (
     "DELETE FROM rejects WHERE device != x'' AND device NOT IN (SELECT device FROM meters)",
 )
 
+# Demand response (issue 12): groups in the registry, the events the utility called, whom each was queued for.
+_V7 = (
+    """CREATE TABLE dr_groups (
+        device BLOB NOT NULL,
+        group_id INTEGER NOT NULL,
+        PRIMARY KEY (device, group_id)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX dr_groups_group ON dr_groups (group_id, device)",
+    """CREATE TABLE dr_events (
+        id INTEGER PRIMARY KEY,
+        group_id INTEGER NOT NULL,
+        start INTEGER NOT NULL,
+        duration_s INTEGER NOT NULL,
+        limit_w INTEGER,
+        shed INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        note TEXT
+    )""",
+    """CREATE TABLE dr_targets (
+        event_id INTEGER NOT NULL,
+        device BLOB NOT NULL,
+        queue_id INTEGER,
+        PRIMARY KEY (event_id, device)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX dr_targets_device ON dr_targets (device, event_id)",
+)
+
 # (version, what it brings, statements). Append only: a released migration never changes.
 MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (1, "registry, frames as evidence, decoded readings/intervals/events, commands, rejects", _V1),
@@ -224,6 +257,7 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (3, "operator command queue; each signed command attempt linked to its queue entry", _V3),
     (4, "clock drift per meter, as the concentrator last measured it", _V4),
     (5, "rejects of unknown kids folded per source and reason", _V5),
+    (7, "demand response: groups, events, the meters each event was queued for", _V7),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -1,0 +1,89 @@
+"""The programme as the head-end runs it: a meter's groups (kept in the registry, told to the meter by OP_CONFIG
+A_GROUPS) and demand-response events called on a group: recorded, and OP_DR_EVENT queued for every meter of the
+group through the persisted command queue, expiring at the event's end. All or nothing: an event that cannot
+be queued for one meter is not recorded, and nothing is queued for any."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from meterkit.headend import commands as C
+from meterkit.store.api import Store
+from meterkit.store.records import DREventRecord, DRTarget
+
+_DURATION = re.compile(r"^\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m(?:in)?)?\s*(?:(\d+)\s*s?)?\s*$")
+
+
+def parse_duration(text: str) -> int:
+    """'2h', '90m', '1h30m', '3600s', '3600' -> seconds; CommandError for anything else."""
+    m = _DURATION.match(text.lower())
+    if not text.strip() or m is None or not any(m.groups()):
+        raise C.CommandError(f"not a duration: {text!r} (give e.g. 2h, 90m, 1h30m or seconds)")
+    h, mi, s = (int(x) if x else 0 for x in m.groups())
+    return h * 3600 + mi * 60 + s
+
+
+def parse_groups(text: str) -> list[int]:
+    """'1,2' -> [1, 2]; 'none' -> []; CommandError for ids outside 0..65535 or text that is not a list."""
+    if text.strip().lower() == "none":
+        return []
+    try:
+        ids = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise C.CommandError(f"groups are comma-separated ids, e.g. 1,2 (or none), not {text!r}") from None
+    if not all(0 <= g <= 0xFFFF for g in ids):
+        raise C.CommandError(f"group ids are 0..65535, not {text!r}")
+    return sorted(set(ids))
+
+
+def set_groups(store: Store, device: bytes, groups: list[int], now: float, send: bool = True) -> int | None:
+    """Keep a meter's groups in the registry and (send) queue OP_CONFIG A_GROUPS so the meter learns them; the
+    queue id, or None when nothing was queued (send off, or no groups: a meter takes 1..16, so clearing them
+    is the registry's only). Committed together; nothing changes on an error."""
+    try:
+        args = C.groups_args(groups) if send and groups else None
+        store.set_groups(device, groups)
+        qid = C.queue_in(store, device, C.OP_CONFIG, args, now, note="meterkit dr groups") if args else None
+        store.commit()
+    except BaseException:
+        store.rollback()
+        raise
+    return qid
+
+
+@dataclass(frozen=True)
+class Called:
+    """An event as recorded, and the meters it was queued for."""
+
+    event: DREventRecord
+    targets: list[DRTarget]
+
+
+def call_event(store: Store, group: int, start: int, duration_s: int, limit_w: int | None, shed: bool,
+               now: float, dr_id: int | None = None, note: str | None = None) -> Called:
+    """Record a DR event on `group` and queue it for each member (one transaction). CommandError for bad
+    arguments, an id already used or a group without meters: then nothing is recorded or queued."""
+    if type(group) is not int or not 0 <= group <= 0xFFFF:
+        raise C.CommandError(f"--group must be a group id 0..65535, not {group!r}")
+    try:
+        ident = store.next_dr_id() if dr_id is None else dr_id
+        args = C.dr_event_args(ident, start, duration_s, limit_w, shed, now)
+        members = store.group_members(group)
+        if not members:
+            raise C.CommandError(f"group {group} has no meters (meterkit dr groups METER {group})")
+        if store.dr_event(ident) is not None:
+            raise C.CommandError(f"event id {ident} is already used (meterkit dr list); leave --id out for a new "
+                                 "one")
+        event = DREventRecord(ident, group, start, duration_s, limit_w, shed, now, note)
+        store.add_dr_event(event)
+        targets = []
+        for dev in members:
+            qid = C.queue_in(store, dev, C.OP_DR_EVENT, args, now, note=f"meterkit dr event {ident}")
+            store.add_dr_target(ident, dev, qid)
+            targets.append(DRTarget(ident, dev, qid))
+        store.commit()
+    except BaseException:
+        store.rollback()
+        raise
+    return Called(event, targets)
