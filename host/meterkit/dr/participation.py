@@ -57,10 +57,12 @@ def judge(target: DRTarget, name: str | None, q: QueuedCommand | None, events: l
         return Participation(target.device_id, name, "refused", q.reason or f"result {q.result}", **times)
     if q is not None and q.state in QUEUE_PENDING and now < q.expires_at:
         return Participation(target.device_id, name, "pending", f"{q.state}, {q.attempts} attempt(s)", **times)
-    why = "never queued" if q is None else {"queued": "expired before the meter connected",
-                                            "sent": "sent, no answer before the event's end",
-                                            "expired": "expired before the meter connected",
-                                            "failed": q.reason or "failed"}.get(q.state, q.state)
+    if q is None:
+        why = "never queued"
+    elif q.state in QUEUE_PENDING:
+        why = f"{q.state}: not delivered before the event's end"
+    else:
+        why = q.reason or q.state  # the concentrator's: expired before the meter could be reached, ...
     return Participation(target.device_id, name, "not reached", why, **times)
 
 
