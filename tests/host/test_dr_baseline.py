@@ -197,3 +197,18 @@ def test_group_total_of_measured_meters():
 def test_unknown_zone_refused():
     with pytest.raises(ValueError, match="unknown time zone"):
         B.zone("Mars/Olympus")
+
+
+def test_interval_energy_from_cumulative_rows_gaps_where_a_row_is_missing():
+    t = at(WED, 0)
+    cum = {t + P * i: B.Row(1_000_000 + 1000 * i * i, 0, P) for i in range(8)}
+    del cum[t + 3 * P]
+    cum[t + 6 * P] = cum[t + 6 * P]._replace(mwh=5)  # the register went back: a reset meter
+    cum[t + 7 * P] = cum[t + 7 * P]._replace(status=ROW_POWER_FAIL)
+    got = B.intervals(cum)
+    # i=0 has no row before it, 3 is missing so 3 and 4 are unknown, 6 went back; 7 keeps its flag
+    assert sorted(got) == [t + P * i for i in (1, 2, 5, 7)]
+    assert [got[t + P * i].mwh for i in (1, 2, 5)] == [1000 * (i * i - (i - 1) ** 2) for i in (1, 2, 5)]
+    assert got[t + 7 * P] == B.Row(1_000_000 + 1000 * 49 - 5, ROW_POWER_FAIL, P)
+    cum[t + 2 * P] = cum[t + 2 * P]._replace(period_s=300)
+    assert t + 2 * P not in B.intervals(cum)

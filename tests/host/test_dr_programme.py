@@ -221,8 +221,11 @@ def test_durations_parse():
 
 
 def _profile(s: SQLiteStore, dev: bytes, first: int, last: int, mwh, seq0: int) -> None:
-    rows = [IntervalRow(dev, e, mwh(e), 0, 0, PERIOD, seq0 + i)
-            for i, e in enumerate(range(first, last + 1, PERIOD))]
+    """Rows as a meter stores them: the cumulative import register at each end; mwh(end): the interval's."""
+    rows, total = [], 7_000_000_000
+    for i, e in enumerate(range(first, last + 1, PERIOD)):
+        total += mwh(e) if i else 0
+        rows.append(IntervalRow(dev, e, total, 0, 0, PERIOD, seq0 + i))
     s.add_interval_rows(rows)
 
 
@@ -237,8 +240,8 @@ def test_report_per_meter_and_group_from_the_store(db, capsys):
         qs = {q.device_id: q for q in s.queued_commands()}
         for i, name in enumerate(("m1", "m2", "m3")):
             dev = devs[name]
-            _profile(s, dev, START - 40 * 86400, START, lambda e, n=name: before[n], 1000 * i)
-            _profile(s, dev, START + PERIOD, end, lambda e, n=name: during[n], 1000 * i + 900)
+            _profile(s, dev, START - 40 * 86400, end, lambda e, n=name: (during if START < e <= end else before)[n],
+                     10000 * i)
         # m1 answered 0 (as the concentrator records it), m2 only sent DR_ACCEPTED and DR_START, m3 opted out
         s.update_queued(qs[devs["m1"]].id, state="answered", result=0, answered_at=NOW + 60)
         s.add_events([Event(devs["m2"], 5000, 1, DR_ACCEPTED, 1, NOW + 30), Event(devs["m2"], 5001, 2, DR_START, 1,

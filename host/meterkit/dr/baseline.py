@@ -1,8 +1,11 @@
 """The baseline method of a demand-response event, for one meter, and the reduction it measures (pure: rows in,
 figures out; meterkit.dr.report reads the store). docs/demand-response.md explains it for a utility.
 
-1. The event covers the load-profile rows ending after its start up to its end: for a 15-minute profile, an
-   event 17:00-19:00 covers the eight rows ending 17:15 .. 19:00 (each row: import mWh of its period).
+0. A load-profile row holds the cumulative import register (mWh) at its end; an interval's energy is the
+   difference from the row one capture period before. Without that row (or with a register that went back:
+   a meter reset or replaced) the interval is a gap, never a zero (intervals()).
+1. The event covers the intervals ending after its start up to its end: for a 15-minute profile, an event
+   17:00-19:00 covers the eight intervals ending 17:15 .. 19:00.
 2. Similar days: the days before the event day (local, in the programme's time zone) of the same kind, weekday
    (Mon-Fri) or weekend (Sat, Sun), searched back at most LOOKBACK_DAYS.
 3. A similar day is left out when, for this meter, it had a demand-response event of its own (any event the
@@ -35,7 +38,8 @@ MWH_PER_KWH = 1_000_000
 
 
 class Row(NamedTuple):
-    """A stored load-profile row: import mWh over its period, its ROW_* flags, its capture period."""
+    """A load-profile row: import mWh (cumulative as stored; per interval after intervals()), its ROW_* flags,
+    its capture period."""
 
     mwh: int | None
     status: int
@@ -65,6 +69,18 @@ class Reduction:
     avg_kw: float | None
     percent: float | None
     note: str
+
+
+def intervals(cumulative: Mapping[int, Row]) -> dict[int, Row]:
+    """Step 0: the energy of each interval (by end time) whose row and the row one period before it are both
+    there, of the same period, the register not gone back; every other interval is left out (a gap)."""
+    out = {}
+    for e, r in cumulative.items():
+        prev = cumulative.get(e - r.period_s) if r.period_s else None
+        if prev is None or r.mwh is None or prev.mwh is None or prev.period_s != r.period_s or r.mwh < prev.mwh:
+            continue
+        out[e] = Row(r.mwh - prev.mwh, r.status, r.period_s)
+    return out
 
 
 def window_ends(start: int, duration_s: int, period_s: int) -> list[int]:

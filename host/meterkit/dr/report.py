@@ -23,10 +23,11 @@ class ReportError(ValueError):
 
 
 def meter_rows(store: Store, device: bytes, event: DREventRecord, lookback_days: int) -> dict[int, B.Row]:
-    """The meter's load-profile rows from the lookback to a day past the event, by end time."""
+    """The energy of the meter's load-profile intervals from the lookback to a day past the event, by end time
+    (the stored rows hold cumulative registers: baseline.intervals)."""
     lo = event.start - (lookback_days + 2) * 86400
-    return {r.end: B.Row(r.import_mwh, r.status or 0, r.period_s)
-            for r in store.interval_rows(device, from_end=lo, to_end=event.end + 86400)}
+    return B.intervals({r.end: B.Row(r.import_mwh, r.status or 0, r.period_s)
+                        for r in store.interval_rows(device, from_end=lo, to_end=event.end + 86400)})
 
 
 def capture_period(rows: dict[int, B.Row], event: DREventRecord) -> int | None:
