@@ -67,14 +67,14 @@ def judge(target: DRTarget, name: str | None, q: QueuedCommand | None, events: l
 
 
 def participation(store: Store, event: DREventRecord, now: float) -> list[Participation]:
-    """Every meter the event was queued for, by device id."""
+    """Every meter the event was queued for, by name then device id."""
     out = []
     for t in store.dr_targets(event.id):
         q = store.queued_commands(ids=[t.queue_id])[0] if t.queue_id is not None else None
         evs = [e for e in store.events(t.device_id, codes=DR_CODES) if str(e.value) == str(event.id)]
         m = store.meter(t.device_id)
         out.append(judge(t, m.name if m else None, q, evs, now))
-    return out
+    return sorted(out, key=lambda p: (p.name is None, p.name or "", p.device_id))
 
 
 def tally(parts: list[Participation]) -> dict[str, int]:

@@ -91,6 +91,11 @@ def _num(v: float | None, fmt: str = "{:.3f}") -> str:
     return "-" if v is None else fmt.format(v)
 
 
+def _note(m: dict) -> str:
+    left = ", ".join(f"{n} {why}" for why, n in sorted(m["days_excluded"].items()))
+    return "; ".join(x for x in (m["note"], f"days left out: {left}" if left else "") if x)
+
+
 def format_report(rep: dict) -> str:
     """The report for a person: the event, a table of meters, the group and opted-out totals."""
     ev = rep["event"]
@@ -107,7 +112,7 @@ def format_report(rep: dict) -> str:
             f" at {m['opted_out_utc']}" if m["opted_out_utc"] else "")
         body.append((m["meter"] or m["device"], state, _num(m["baseline_kwh"]), _num(m["actual_kwh"]),
                      _num(m["reduction_kwh"]), _num(m["avg_kw"]), _num(m["percent"], "{:.1f}"),
-                     f"{m['days']}/{m['wanted']}", m["note"]))
+                     f"{m['days']}/{m['wanted']}", _note(m)))
     widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [head, *body]]
     for key, title in (("group", "group total (meters that took part)"), ("opted_out", "opted out (not in the "
