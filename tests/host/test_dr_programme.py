@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import runpy
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -16,7 +18,7 @@ from meter import messages as M
 from meter.events import DR_ACCEPTED, DR_OPT_OUT, DR_START
 from meterkit import cli
 from meterkit import wire as P
-from meterkit.dr import programme
+from meterkit.dr import programme, report
 from meterkit.headend import commands as C
 from meterkit.store.sqlite import SCHEMA_VERSION, SQLiteStore
 from meterkit.testing.sqlfile import old_database, sql
@@ -298,3 +300,20 @@ def test_report_of_an_unknown_event_and_a_bad_zone(db, capsys):
     assert code == 1 and "unknown time zone" in err
     code, out, _ = run_cli(capsys, "dr", "report", "1", "--db", str(path))
     assert code == 0 and "not over yet" in out and "no load-profile rows" in out and "pending" in out
+
+
+def test_the_worked_example_of_the_docs_runs_and_measures(tmp_path, capsys, monkeypatch):
+    """examples/dr/example_fleet.py, whose output docs/demand-response.md shows: the figures come from its
+    synthetic profiles, so this checks what the docs say of them, not the numbers."""
+    monkeypatch.setattr(C, "clock", C.clock)  # the example sets the CLI's clock; put it back afterwards
+    ex = runpy.run_path(str(Path(__file__).resolve().parents[2] / "examples/dr/example_fleet.py"))
+    ex["build"](tmp_path / "fleet.db")
+    out = capsys.readouterr().out
+    assert "2 accepted, 1 opted out, 1 not reached" in out
+    lines = {ln.split()[0]: ln for ln in out.splitlines() if ln.startswith("house-")}
+    assert "days left out: 1 demand-response event, 1 gap" in lines["house-2"]
+    assert "opted out at 2026-11-25T17:40:00Z" in lines["house-3"]
+    with SQLiteStore(tmp_path / "fleet.db", create=False, readonly=True) as s:
+        rep = report.event_report(s, 2, C.clock())
+    assert rep["group"]["meters"] == 2 and rep["group"]["percent"] > 50  # the limit held: most of the load went
+    assert all(m["days"] == 10 for m in rep["meters"])
