@@ -13,7 +13,6 @@ import json
 
 from meterkit.cli.common import add_db, fail, open_store, utc_instant
 from meterkit.dr import baseline, programme, report
-from meterkit.dr.participation import participation, tally
 from meterkit.headend import commands as C
 from meterkit.timefmt import utc_text
 
@@ -76,37 +75,27 @@ def _event(args: argparse.Namespace) -> int:
     return 0
 
 
-def _list(args: argparse.Namespace) -> int:
-    store = open_store(args.db, "dr list")
-    if store is None:
-        return 2
-    now = C.clock()
-    with store:
-        rows = [{"id": e.id, "group": e.group_id, "start_utc": utc_text(e.start), "end_utc": utc_text(e.end),
-                 "limit_w": e.limit_w, "shed": e.shed, "participation": tally(participation(store, e, now))}
-                for e in store.dr_events()]
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    elif not rows:
-        print("no demand-response events")
-    for r in [] if args.json else rows:
-        counts = ", ".join(f"{n} {s}" for s, n in r["participation"].items() if n)
-        what = "shed" if r["shed"] else f"limit {r['limit_w']} W"
-        print(f"{r['id']:>4}  group {r['group']}  {what}  {r['start_utc']} .. {r['end_utc']}  {counts}")
-    return 0
-
-
-def _report(args: argparse.Namespace) -> int:
-    store = open_store(args.db, "dr report")
+def _show(args: argparse.Namespace, prog: str, make, fmt) -> int:
+    """Read-only: make(store, now) -> rows, printed as JSON (--json) or by fmt; a ValueError is the reason."""
+    store = open_store(args.db, prog)
     if store is None:
         return 2
     with store:
         try:
-            rep = report.event_report(store, args.event, C.clock(), args.tz, args.days)
+            got = make(store, C.clock())
         except ValueError as e:
-            return fail("dr report", e, 1)
-    print(json.dumps(rep, indent=2) if args.json else report.format_report(rep))
+            return fail(prog, e, 1)
+    print(json.dumps(got, indent=2) if args.json else fmt(got))
     return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    return _show(args, "dr list", report.event_list, report.format_list)
+
+
+def _report(args: argparse.Namespace) -> int:
+    return _show(args, "dr report", lambda store, now: report.event_report(store, args.event, now, args.tz,
+                                                                           args.days), report.format_report)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

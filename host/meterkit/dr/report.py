@@ -87,6 +87,22 @@ def event_report(store: Store, event_id: int, now: float, tz_name: str = "UTC", 
     }
 
 
+def event_list(store: Store, now: float) -> list[dict]:
+    """Every event called, by start, with its participation counts (`meterkit dr list`)."""
+    return [{"id": e.id, "group": e.group_id, "start_utc": utc_text(e.start), "end_utc": utc_text(e.end),
+             "limit_w": e.limit_w, "shed": e.shed, "participation": tally(participation(store, e, now))}
+            for e in store.dr_events()]
+
+
+def format_list(rows: list[dict]) -> str:
+    out = []
+    for r in rows:
+        counts = ", ".join(f"{n} {s}" for s, n in r["participation"].items() if n)
+        what = "shed" if r["shed"] else f"limit {r['limit_w']} W"
+        out.append(f"{r['id']:>4}  group {r['group']}  {what}  {r['start_utc']} .. {r['end_utc']}  {counts}")
+    return "\n".join(out) or "no demand-response events"
+
+
 def _num(v: float | None, fmt: str = "{:.3f}") -> str:
     return "-" if v is None else fmt.format(v)
 
