@@ -55,6 +55,10 @@ def test_window_is_the_rows_ending_after_the_start_up_to_the_end():
     s = at(WED, 17)
     assert B.window_ends(s, 7200, P) == [s + P * i for i in range(1, 9)]
     assert B.window_ends(s + 300, 3600, P) == [s + P * i for i in range(1, 5)]  # 17:05: the row 17:00-17:15 first
+    assert B.window_ends(s, 600, P) == []
+    rows = profile(WED - dt.timedelta(days=20), WED)
+    red = B.reduction(B.baseline(rows, [], set(), s, 600, P), rows, P)
+    assert (red.intervals, red.reduction_kwh) == (0, None) and "ends before any interval" in red.note
 
 
 @pytest.mark.parametrize("event_day", [WED, SAT])

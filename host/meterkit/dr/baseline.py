@@ -174,6 +174,9 @@ def reduction(base: Baseline, rows: Mapping[int, Row], period_s: int) -> Reducti
     """Step 5: the event's actual rows against the baseline."""
     got = [e for e in base.ends if (r := rows.get(e)) is not None and r.mwh is not None]
     n, k = len(base.ends), len(got)
+    if not n:
+        return Reduction(0, 0, 0, base.wanted, None, None, None, None, None,
+                         f"the event ends before any interval of {period_s} s does")
     if not base.days:
         return Reduction(n, k, 0, base.wanted, None, _kwh(sum(rows[e].mwh or 0 for e in got)) if got else None,
                          None, None, None, "no baseline: no similar day without an event, outage or gap")
