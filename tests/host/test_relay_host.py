@@ -408,3 +408,44 @@ def test_status_shows_the_confirmed_relay_state_newest_frame_wins(tmp_path, caps
     assert "relay ready for reconnection" in text and "control mode 1" in text and "import limit 300 W" in text
     assert "disconnect: open the relay by alice" in text and "answered, result 0" in text
     assert "limiter trip" in text and "b 1>0" in text
+
+
+# --- schema v6 ------------------------------------------------------------------------------------------------
+
+
+def test_migration_to_v6_puts_the_queues_history_into_the_audit_log(tmp_path):
+    from meterkit.headend.audit import UNKNOWN_ACTOR
+    from meterkit.testing.sqlfile import old_database, sql
+
+    path = tmp_path / "old.db"
+    point = P.public_bytes(ec.generate_private_key(ec.SECP256R1()).public_key())
+    dev = P.key_id(point)
+    q = ("INSERT INTO command_queue (id, device, op, args, created_at, expires_at, state, counter, attempts, "
+         "sent_at, answered_at, result, reason, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+    c = ("INSERT INTO commands (device, counter, op, args, sent_at, expires_at, queue_id, answered_at, result, "
+         "reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+    assert old_database(
+        path, 5,
+        ("INSERT INTO meters (device, public_key, name, provisioned_at) VALUES (?, ?, ?, ?)", (dev, point, "h", 1.0)),
+        (q, (1, dev, 3, None, 100.0, 900, "answered", 5, 1, 110.0, 120.0, -4, "no", "meterkit command x")),
+        (q, (2, dev, 3, None, 130.0, 200, "expired", None, 0, None, None, None, "expired before ...", None)),
+        (c, (dev, 4, 1, '{"1": 1, "2": 2}', 105.0, 405, None, 106.0, 0, None)),
+        (c, (dev, 5, 3, None, 110.0, 410, 1, 120.0, -4, "no")),
+        ("INSERT INTO readings (device, seq, meter_time, status, import_wh, export_wh, registers, power_mw, "
+         "voltage_mv, current_ma, uncovered_ppm) VALUES (?, 1, 50, 0, 1, 0, '{}', 0, 0, 0, 0)", (dev,)),
+    ) == [1, 2, 3, 4, 5]
+    with SQLiteStore(path) as s:
+        assert s.migrated == [6]
+        got = [(a.at, a.action, a.op, a.actor, a.queue_id, a.counter, a.result, a.reason) for a in s.audit()]
+        assert got == [
+            (100.0, "queued", 3, UNKNOWN_ACTOR, 1, None, None, "meterkit command x"),
+            (105.0, "sent", 1, "concentrator", None, 4, None, None),
+            (106.0, "answered", 1, "concentrator", None, 4, 0, None),
+            (110.0, "sent", 3, UNKNOWN_ACTOR, 1, 5, None, None),
+            (120.0, "refused", 3, UNKNOWN_ACTOR, 1, 5, -4, "no"),
+            (130.0, "queued", 3, UNKNOWN_ACTOR, 2, None, None, None),
+            (130.0, "expired", 3, UNKNOWN_ACTOR, 2, None, None, "expired before ..."),
+        ]
+        assert s.queued_commands()[0].by is None
+        assert s.fleet(dev)[0].control == (1, 0, 0)  # a reading from before K_CONTROL: connected, no limit
+        assert sql(s, "SELECT control_state FROM readings") == [(None,)]

@@ -67,9 +67,10 @@ def control_fields(f: FleetRecord) -> dict:
 def relay_status(store: Store, device: bytes) -> dict:
     """What `meterkit relay status METER` shows: the confirmed state, the limiter, the last relay events
     (20-23) and the last relay command (ops 6-8) with its result. KeyError for an unknown meter."""
-    f = next((f for f in store.fleet() if f.meter.device_id == device), None)
-    if f is None:
+    got = store.fleet(device)
+    if not got:
         raise KeyError(device.hex())
+    f = got[0]
     events = store.events(device, codes=RELAY_EVENTS)[-SHOWN_EVENTS:]
     cmds = [q for q in store.queued_commands(device) if q.op in RELAY_OPS]
     last = cmds[-1] if cmds else None

@@ -268,8 +268,8 @@ class Counting(Protocol):
 class ReadOuts(Protocol):
     """What people look at: the fleet, and whole tables for files."""
 
-    def fleet(self) -> list[FleetRecord]:
-        """One record per meter, by name then device id."""
+    def fleet(self, device_id: bytes | None = None) -> list[FleetRecord]:
+        """One record per meter (or of that one meter only), by name then device id."""
 
     def export(self, table: str, device_id: bytes | None = None) -> Export:
         """(column names, rows) of one of EXPORT_TABLES, oldest first: device ids as hex, nested values

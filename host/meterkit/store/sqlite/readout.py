@@ -31,7 +31,7 @@ _FLEET_SQL = """SELECT m.*,
      (SELECT count(*) FROM gaps g WHERE g.device = m.device AND g.kind = 'intervals') AS interval_gaps,
      (SELECT count(*) FROM outages o WHERE o.device = m.device) AS outages,
      (SELECT count(*) FROM outages o WHERE o.device = m.device AND o.end IS NULL) AS outage_open
-   FROM meters m ORDER BY m.name, m.device"""
+   FROM meters m {where} ORDER BY m.name, m.device"""
 
 _EXPORT_SQL = {
     "readings": ("SELECT device, seq, meter_time, status, import_wh, export_wh, power_mw, voltage_mv, "
@@ -59,11 +59,14 @@ def _control(r: Any) -> tuple[int, int, int] | None:
 
 
 class ReadOutQueries(Connection):
-    def fleet(self) -> list[FleetRecord]:
+    def fleet(self, device_id: bytes | None = None) -> list[FleetRecord]:
+        sql, args = _FLEET_SQL.format(where=""), ()
+        if device_id is not None:
+            sql, args = _FLEET_SQL.format(where="WHERE m.device = ?"), (bytes(device_id),)
         return [FleetRecord(meter_record(r), r["import_wh"], r["export_wh"], r["reading_time"], r["gaps_backfilled"],
                             r["gaps_open"], r["gaps_settled"], r["interval_gaps"], r["outages"], r["outage_open"],
                             r["last_status"], r["last_seq"], _control(r), r["control_seq"])
-                for r in self._rows(_FLEET_SQL)]
+                for r in self._rows(sql, args)]
 
     def export(self, table: str, device_id: bytes | None = None) -> Export:
         if table not in _EXPORT_SQL:
