@@ -59,8 +59,8 @@ def audit_rows(store: Store, device: bytes | None = None) -> list[dict]:
     names = {m.device_id: m.name for m in store.meters()}
     return [{"id": a.id, "at": a.at, "at_utc": utc_text(a.at), "device": a.device_id.hex(),
              "meter": names.get(a.device_id), "command": a.queue_id, "counter": a.counter, "op": a.op,
-             "operation": op_name(a.op), "what": describe(a.op, a.args) if a.args else "", "by": a.actor,
-             "action": a.action, "result": a.result, "reason": a.reason, "args": jsonable(a.args)}
+             "operation": op_name(a.op), "what": describe(a.op, a.args) if a.action in ("queued", "sent") else "",
+             "by": a.actor, "action": a.action, "result": a.result, "reason": a.reason, "args": jsonable(a.args)}
             for a in store.audit(device)]
 
 

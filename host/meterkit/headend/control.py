@@ -89,8 +89,10 @@ def format_relay_status(s: dict) -> str:
     who = f"{s['meter']} ({s['device']})" if s["meter"] else s["device"]
     mode = "-" if s["control_mode"] is None else str(s["control_mode"])
     flags = [x for x, on in (("load shed", s["load_shed"]), ("demand response active", s["dr_active"])) if on]
-    lines = [f"meter {who}: relay {s['relay']} (as the meter last reported it), control mode {mode}, "
-             f"import limit {s['limiter']}" + (f"; {', '.join(flags)}" if flags else "")]
+    relay = ("unknown (no frame from the meter yet)" if s["relay_state"] is None
+             else f"{s['relay']} (as the meter last reported it, frame {s['relay_seq']})")
+    lines = [f"meter {who}: relay {relay}, control mode {mode}, import limit {s['limiter']}"
+             + (f"; {', '.join(flags)}" if flags else "")]
     c = s["last_command"]
     if c is None:
         lines.append("last relay command: none")
