@@ -8,26 +8,14 @@ refused (the meter's result and reason), answered again, expired, failed. The co
 from __future__ import annotations
 
 import argparse
-import json
 
-from meterkit.cli.command import find_meter
-from meterkit.cli.common import add_db, open_store
+from meterkit.cli.command import show
+from meterkit.cli.common import add_db
 from meterkit.headend.audit import audit_rows, format_audit
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
-    store = open_store(args.db, "audit")
-    if store is None:
-        return 2
-    with store:
-        dev = None
-        if args.meter:
-            dev = find_meter(store, args.meter, "audit")
-            if dev is None:
-                return 2
-        rows = audit_rows(store, dev)
-    print(json.dumps(rows, indent=2, ensure_ascii=False) if args.json else format_audit(rows))
-    return 0
+    return show(args, "audit", audit_rows, format_audit)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

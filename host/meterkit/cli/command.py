@@ -108,19 +108,26 @@ def _cmd_set_time(args: argparse.Namespace) -> int:
     return queue_cli(args, "command set-time", lambda now: (OP_SET_TIME, set_time_args(args.force)))
 
 
-def _cmd_list(args: argparse.Namespace) -> int:
-    store = open_store(args.db, "command list", readonly=False)
+def show(args: argparse.Namespace, prog: str, read: Any, fmt: Any, readonly: bool = True) -> int:
+    """`meterkit <prog> [METER] [--json]`: print read(store, device of args.meter or None) as JSON or as fmt()
+    makes it. Exit 0, or 2 (no database, no such meter: said why)."""
+    store = open_store(args.db, prog, readonly=readonly)
     if store is None:
         return 2
     with store:
         dev = None
         if args.meter:
-            dev = find_meter(store, args.meter, "command list")
+            dev = find_meter(store, args.meter, prog)
             if dev is None:
                 return 2
-        rows = command_rows(store, dev, args.state)
-    print(json.dumps(rows, indent=2, ensure_ascii=False) if args.json else format_rows(rows))
+        out = read(store, dev)
+    print(json.dumps(out, indent=2, ensure_ascii=False) if args.json else fmt(out))
     return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    return show(args, "command list", lambda store, dev: command_rows(store, dev, args.state), format_rows,
+                readonly=False)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -17,10 +17,9 @@ shows what the meter confirmed, never what was asked. D is a duration: seconds, 
 from __future__ import annotations
 
 import argparse
-import json
 
-from meterkit.cli.command import find_meter, queue_cli
-from meterkit.cli.common import add_by, add_db, open_store, utc_instant
+from meterkit.cli.command import queue_cli, show
+from meterkit.cli.common import add_by, add_db, utc_instant
 from meterkit.headend.commands import OP_DISCONNECT, OP_LIMITER, OP_RECONNECT, CommandError, group_list, limiter_args
 from meterkit.headend.control import format_relay_status, relay_status
 from meterkit.timefmt import parse_duration
@@ -56,16 +55,7 @@ def _cmd_switch(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    store = open_store(args.db, "relay status")
-    if store is None:
-        return 2
-    with store:
-        dev = find_meter(store, args.meter, "relay status")
-        if dev is None:
-            return 2
-        s = relay_status(store, dev)
-    print(json.dumps(s, indent=2, ensure_ascii=False) if args.json else format_relay_status(s))
-    return 0
+    return show(args, "relay status", relay_status, format_relay_status)
 
 
 EMERGENCY = ("emergency_id", "emergency_start", "emergency_duration", "emergency_groups")
