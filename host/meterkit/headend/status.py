@@ -6,7 +6,8 @@ registers of its latest reading in kWh (exact: registers are whole Wh), frames s
 outages, and its clock: 'not set' (its newest frame says so), else its drift as the concentrator last measured
 it (its clock minus the concentrator's; headend/clocks.py), '-' before the first measurement. State: 'online';
 'offline' (the concentrator declared an outage that has not ended); 'stale' (no outage declared, but silent for
-more than 3 reporting periods: is the concentrator running?); 'never' (registered, never heard).
+more than 3 reporting periods: is the concentrator running?); 'never' (registered, never heard). Relay and
+limit: the disconnect control state and import limit the meter confirmed (headend/control.py).
 """
 
 from __future__ import annotations
