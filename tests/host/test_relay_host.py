@@ -209,6 +209,19 @@ def test_the_audit_log_is_append_only(db):
     assert audit_of(path) == [("queued", C.OP_DISCONNECT, "alice", 1)]
 
 
+def test_the_concentrators_own_commands_are_audited_for_it(db):
+    path, dev = db
+    with SQLiteStore(path) as s:
+        C.queue_in(s, dev, C.OP_SET_TIME, C.set_time_args(False), NOW, note="clock: drift")  # headend/clocks.py
+        s.queue_command(dev, C.OP_PROFILE, {M.A_FROM: NOW - 900, M.A_TO: NOW}, NOW, NOW + 60)  # headend/gaps.py
+        s.commit()
+        with pytest.raises(ValueError, match="must be named"):
+            s.queue_command(dev, C.OP_PROFILE, {M.A_FROM: NOW - 900, M.A_TO: NOW}, NOW, NOW + 60, by="")
+        s.rollback()
+    assert audit_of(path) == [("queued", C.OP_SET_TIME, "concentrator", 1), ("queued", C.OP_PROFILE, "concentrator", 2)]
+    assert [q[2] for q in queued(path)] == ["concentrator", "concentrator"]
+
+
 # --- through the real concentrator ----------------------------------------------------------------------------
 
 
