@@ -1,7 +1,8 @@
 """`meterkit dr groups|event|list|report`: demand response, the utility's side (docs/demand-response.md).
 
-    meterkit dr groups [METER [GROUPS]] [--no-send] [--db PATH]   show, or set (1,2 / none) a meter's groups
-    meterkit dr event --group G (--limit-w W | --shed) --start WHEN --duration 2h [--id N] [--db PATH]
+    meterkit dr groups [METER [GROUPS]] [--no-send] [--by WHO] [--db PATH]   show, or set (1,2 / none) a meter's
+                                                                              groups
+    meterkit dr event --group G (--limit-w W | --shed) --start WHEN --duration 2h [--id N] [--by WHO] [--db PATH]
     meterkit dr list [--json] [--db PATH]
     meterkit dr report EVENT [--json] [--tz ZONE] [--days N] [--db PATH]
 """
@@ -11,10 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from meterkit.cli.common import add_db, fail, open_store, utc_instant
+from meterkit.cli.common import add_by, add_db, fail, open_store, utc_instant
 from meterkit.dr import baseline, programme, report
 from meterkit.headend import commands as C
-from meterkit.timefmt import utc_text
+from meterkit.timefmt import parse_duration, utc_text
 
 
 def _arg(parse):  # an argparse type from a parser raising CommandError
@@ -24,6 +25,13 @@ def _arg(parse):  # an argparse type from a parser raising CommandError
         except C.CommandError as e:
             raise argparse.ArgumentTypeError(str(e)) from None
     return f
+
+
+def _duration(text: str) -> int:
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _groups(args: argparse.Namespace) -> int:
@@ -39,7 +47,8 @@ def _groups(args: argparse.Namespace) -> int:
             devs = [dev]
             if args.groups is not None:
                 try:
-                    qid = programme.set_groups(store, dev, args.groups, C.clock(), send=not args.no_send)
+                    qid = programme.set_groups(store, dev, args.groups, C.clock(), send=not args.no_send,
+                                               by=args.by or C.operator())
                 except C.CommandError as e:
                     return fail("dr groups", e, 1)
                 print(f"meter {C.label(store, dev)}: groups {_ids(args.groups)}" + (
@@ -62,7 +71,7 @@ def _event(args: argparse.Namespace) -> int:
     with store:
         try:
             called = programme.call_event(store, args.group, args.start, args.duration, args.limit_w, args.shed,
-                                          C.clock(), args.id, note="meterkit dr event")
+                                          C.clock(), args.id, note="meterkit dr event", by=args.by or C.operator())
         except C.CommandError as e:
             return fail("dr event", e, 1)
         ev = called.event
@@ -110,6 +119,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("meter", nargs="?", help="16-hex-digit device id or name (none: every meter)")
     g.add_argument("groups", nargs="?", type=_arg(programme.parse_groups), help="comma-separated ids, or none")
     g.add_argument("--no-send", action="store_true", help="the registry only: queue no command")
+    add_by(g)
     g.set_defaults(func=_groups)
 
     e = sub.add_parser("event", help="call an event on a group: queued for each of its meters, expiring at the "
@@ -120,8 +130,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     how.add_argument("--limit-w", type=int, metavar="W", help="limit import to W watts")
     how.add_argument("--shed", action="store_true", help="open the load-control output")
     e.add_argument("--start", required=True, type=utc_instant, metavar="WHEN", help="UTC, e.g. 2026-12-01T17:00Z")
-    e.add_argument("--duration", required=True, type=_arg(programme.parse_duration), help="e.g. 2h, 90m, 1h30m")
+    e.add_argument("--duration", required=True, type=_duration, help="e.g. 2h, 90m, 1h30m")
     e.add_argument("--id", type=int, help="event id (default: one more than the largest)")
+    add_by(e)
     e.set_defaults(func=_event)
 
     ls = sub.add_parser("list", help="the events called, with their participation")

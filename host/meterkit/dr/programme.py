@@ -5,23 +5,11 @@ be queued for one meter is not recorded, and nothing is queued for any."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from meterkit.headend import commands as C
 from meterkit.store.api import Store
 from meterkit.store.records import DREventRecord, DRTarget
-
-_DURATION = re.compile(r"^\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m(?:in)?)?\s*(?:(\d+)\s*s?)?\s*$")
-
-
-def parse_duration(text: str) -> int:
-    """'2h', '90m', '1h30m', '3600s', '3600' -> seconds; CommandError for anything else."""
-    m = _DURATION.match(text.lower())
-    if not text.strip() or m is None or not any(m.groups()):
-        raise C.CommandError(f"not a duration: {text!r} (give e.g. 2h, 90m, 1h30m or seconds)")
-    h, mi, s = (int(x) if x else 0 for x in m.groups())
-    return h * 3600 + mi * 60 + s
 
 
 def parse_groups(text: str) -> list[int]:
@@ -37,14 +25,15 @@ def parse_groups(text: str) -> list[int]:
     return sorted(set(ids))
 
 
-def set_groups(store: Store, device: bytes, groups: list[int], now: float, send: bool = True) -> int | None:
+def set_groups(store: Store, device: bytes, groups: list[int], now: float, send: bool = True,
+               by: str = "unknown operator") -> int | None:
     """Keep a meter's groups in the registry and (send) queue OP_CONFIG A_GROUPS so the meter learns them; the
     queue id, or None when nothing was queued (send off, or no groups: a meter takes 1..16, so clearing them
-    is the registry's only). Committed together; nothing changes on an error."""
+    is the registry's only). by: who, for the audit log. Committed together; nothing changes on an error."""
     try:
         args = C.groups_args(groups) if send and groups else None
         store.set_groups(device, groups)
-        qid = C.queue_in(store, device, C.OP_CONFIG, args, now, note="meterkit dr groups") if args else None
+        qid = C.queue_in(store, device, C.OP_CONFIG, args, now, note="meterkit dr groups", by=by) if args else None
         store.commit()
     except BaseException:
         store.rollback()
@@ -61,9 +50,10 @@ class Called:
 
 
 def call_event(store: Store, group: int, start: int, duration_s: int, limit_w: int | None, shed: bool,
-               now: float, dr_id: int | None = None, note: str | None = None) -> Called:
-    """Record a DR event on `group` and queue it for each member (one transaction). CommandError for bad
-    arguments, an id already used or a group without meters: then nothing is recorded or queued."""
+               now: float, dr_id: int | None = None, note: str | None = None, by: str = "unknown operator") -> Called:
+    """Record a DR event on `group` and queue it for each member (one transaction), for `by` (the audit log's
+    who). CommandError for bad arguments, an id already used or a group without meters: then nothing is
+    recorded or queued."""
     if type(group) is not int or not 0 <= group <= 0xFFFF:
         raise C.CommandError(f"--group must be a group id 0..65535, not {group!r}")
     try:
@@ -79,7 +69,7 @@ def call_event(store: Store, group: int, start: int, duration_s: int, limit_w: i
         store.add_dr_event(event)
         targets = []
         for dev in members:
-            qid = C.queue_in(store, dev, C.OP_DR_EVENT, args, now, note=f"meterkit dr event {ident}")
+            qid = C.queue_in(store, dev, C.OP_DR_EVENT, args, now, note=f"meterkit dr event {ident}", by=by)
             store.add_dr_target(ident, dev, qid)
             targets.append(DRTarget(ident, dev, qid))
         store.commit()

@@ -13,6 +13,7 @@ from dataclasses import asdict
 
 from meterkit.dr import baseline as B
 from meterkit.dr.participation import Participation, participation, tally
+from meterkit.headend.texttable import text_table
 from meterkit.store.api import Store
 from meterkit.store.records import DREventRecord
 from meterkit.timefmt import utc_text
@@ -129,8 +130,7 @@ def format_report(rep: dict) -> str:
         body.append((m["meter"] or m["device"], state, _num(m["baseline_kwh"]), _num(m["actual_kwh"]),
                      _num(m["reduction_kwh"]), _num(m["avg_kw"]), _num(m["percent"], "{:.1f}"),
                      f"{m['days']}/{m['wanted']}", _note(m)))
-    widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [head, *body]]
+    lines.append(text_table(head, body, right={2, 3, 4, 5, 6, 7}))
     for key, title in (("group", "group total (meters that took part)"), ("opted_out", "opted out (not in the "
                                                                                           "group total)")):
         t = rep[key]
