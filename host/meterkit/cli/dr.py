@@ -18,20 +18,13 @@ from meterkit.headend import commands as C
 from meterkit.timefmt import parse_duration, utc_text
 
 
-def _arg(parse):  # an argparse type from a parser raising CommandError
+def _arg(parse):  # an argparse type from a parser raising ValueError (CommandError is one)
     def f(text: str):
         try:
             return parse(text)
-        except C.CommandError as e:
+        except ValueError as e:
             raise argparse.ArgumentTypeError(str(e)) from None
     return f
-
-
-def _duration(text: str) -> int:
-    try:
-        return parse_duration(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _groups(args: argparse.Namespace) -> int:
@@ -130,7 +123,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     how.add_argument("--limit-w", type=int, metavar="W", help="limit import to W watts")
     how.add_argument("--shed", action="store_true", help="open the load-control output")
     e.add_argument("--start", required=True, type=utc_instant, metavar="WHEN", help="UTC, e.g. 2026-12-01T17:00Z")
-    e.add_argument("--duration", required=True, type=_duration, help="e.g. 2h, 90m, 1h30m")
+    e.add_argument("--duration", required=True, type=_arg(parse_duration), help="e.g. 2h, 90m, 1h30m")
     e.add_argument("--id", type=int, help="event id (default: one more than the largest)")
     add_by(e)
     e.set_defaults(func=_event)
