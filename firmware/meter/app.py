@@ -3,6 +3,7 @@
 #   meter.boundaries  tariff switches, demand periods, profile intervals, billing periods: where energy is cut
 #   meter.report      what is sent when (and the event log and load profile behind it)
 #   meter.commands    the authenticated head-end commands;  meter.alarms  over-current/over-voltage events
+#   meter.control     disconnect control (relay), limiter, demand response, the customer's button
 #
 # One sampling cycle reads one INA219 conversion cycle (68.6 ms with the default ADC settings). Every batch
 # (Metrology.batch cycles) the kernel integrates, whole µWh move into the registers, a checkpoint is written
@@ -72,6 +73,12 @@ class Meter:
         if sink is not None:
             self._open_reporting(sink, reading_s, interval_s)  # first: the signing key's 16 KB table in one piece
         self.boundaries.restore()
+        from meter.control import Control
+
+        # the relay goes to its stored state here, before the first conversion is metered
+        self.control = Control(hw, self.event, lambda: self.boundaries.clock_ok)
+        if self.reporter is not None:
+            self.reporter.control = self.control
 
     def _open_reporting(self, sink, reading_s, interval_s):
         from meter.identity import Identity
@@ -103,7 +110,8 @@ class Meter:
         if c is None:
             from meter.commands import Commands
 
-            c = self._commands = Commands(self.boundaries, self.profile, self.reporter, self.boundaries.interval_s)
+            c = self._commands = Commands(self.boundaries, self.profile, self.reporter, self.boundaries.interval_s,
+                                          self.control)
         return c.handle(kind, counter, m)
 
     def event(self, code, value=0):
@@ -223,6 +231,7 @@ class Meter:
         if self.metrology.add(s.shunt, s.bus, s.tick):
             self.settle()
             self.alarms.check(self.metrology)
+            self.control.check(s.shunt, s.bus, self.metrology)
             s.check()  # a chip that reset on a load transient is re-initialised (and the event logged)
             return True
         return False

@@ -159,7 +159,9 @@ def board_pins(board):
     """[(what, gpio, role)] of every pin a board profile uses."""
     i2c = board.get("i2c") or {}
     out = [("i2c.scl", i2c.get("scl"), "out"), ("i2c.sda", i2c.get("sda"), "out"),
-           ("relay.pin", (board.get("relay") or {}).get("pin"), "out")]
+           ("relay.pin", (board.get("relay") or {}).get("pin"), "out"),
+           ("load_control.pin", (board.get("load_control") or {}).get("pin"), "out"),
+           ("button.pin", (board.get("button") or {}).get("pin"), "in")]
     link = board.get("link") or {}
     if link.get("kind") == "uart":
         out += [("link.tx", link.get("tx"), "out"), ("link.rx", link.get("rx"), "in")]

@@ -16,6 +16,7 @@
 #       [--rtc unset] [--rtc-offset S] [--ntp]  (the board's clock: starts unset, or S seconds off; a time server)
 #       [--rtc-jump AT:+S|AT:-S|AT:=T,...]  (AT virtual seconds into the run someone moves the RTC by S seconds or
 #                            sets it to UTC second T, behind the meter's back: a clock set wrong, or corrected)
+#       [--press S,S,...]   (the customer's button is pressed S virtual seconds into the run: sim.button_presses)
 #       [--progress] [--trace] [--absent] [--log]
 #
 # --frames FILE writes every signed, framed message the meter sends (a COBS byte stream) to FILE; with a link,
@@ -40,7 +41,7 @@ def _args(argv):
             "start": None, "frames": None, "reading-s": "60", "headend": None, "speed": None,
             "link": None, "drain-ms": "3000", "clock-file": None, "calendar": None, "billing-day": None,
             "tariffs": None, "demand-period": None, "stall": None, "pace": None, "rtc": None, "rtc-offset": None,
-            "rtc-jump": None}
+            "rtc-jump": None, "press": None}
     flags = set()
     i = 0
     while i < len(argv):
@@ -95,6 +96,8 @@ def _sim_overrides(opts, flags):
         out["rtc_offset_s"] = int(opts["rtc-offset"])
     if "ntp" in flags:
         out["ntp"] = True
+    if opts["press"]:
+        out["button_presses"] = [float(x) for x in opts["press"].split(",")]
     return out
 
 
