@@ -92,7 +92,8 @@ class Button:
 
     def _edge(self, pin):
         t = self.ticks_ms()
-        quiet = ticks_diff(t, self._last) >= self.DEBOUNCE_MS
+        d = ticks_diff(t, self._last)
+        quiet = not 0 <= d < self.DEBOUNCE_MS  # (negative: a rest longer than ticks_diff reaches, ~6 days)
         self._last = t
         if quiet and pin.value() == self.active:
             self._press = True

@@ -12,7 +12,7 @@ from meter.app import Meter
 from meter.board import validate_board
 from meter.disconnect import Disconnect
 from meter.hal import Output
-from mptest import eq, fresh_dir, ge, gt, le, lt, near
+from mptest import contains, eq, fresh_dir, ge, gt, le, lt, near
 from sim.hardware import SimPin, open_sim
 
 M = messages
@@ -472,3 +472,110 @@ def test_bad_control_commands_are_refused_and_change_nothing_on_flash():
     lim = m.control.limiter
     eq(lim is None or (lim.normal, lim.emergency, lim.em_groups) == (0, 0, []), True, "limiter unchanged")
     eq(m.control.dr is None or m.control.dr.current is None, True, "no event")
+
+
+# -- the board: relay level, button, load-control output ------------------------------------------------------
+def _esp32(**sections):
+    with open(BOARD.replace("unix-sim", "esp32-devkitc")) as f:
+        b = json.loads(f.read())
+    b.update(sections)
+    return b
+
+
+def _problem(b):
+    from meter.board import BoardError
+
+    try:
+        validate_board(b)
+    except BoardError as e:
+        return str(e)
+    raise AssertionError("accepted: %r" % (b,))
+
+
+def test_the_board_profile_names_the_button_and_the_load_control_pins():
+    from meter.pins import board_pins
+
+    b = validate_board(_esp32(button={"pin": 34, "active_low": True}, load_control={"pin": 27}))
+    eq([p for p in board_pins(b) if p[0] in ("button.pin", "load_control.pin")],
+       [("load_control.pin", 27, "out"), ("button.pin", 34, "in")], "a button may sit on an input-only pin")
+    for sections, part in (
+            ({"load_control": {"pin": 35}}, "load_control.pin = 35: GPIO35 is input-only on the ESP32"),
+            ({"load_control": {"pin": 26}}, "GPIO26 is used twice: relay.pin and load_control.pin"),
+            ({"button": {"pin": 9}}, "button.pin = 9: GPIO9 is wired to the module's SPI flash"),
+            ({"button": {"pin": 25, "active_low": 1}}, "button.active_low must be true or false"),
+            ({"button": {"pin": 25, "pull": "up"}}, "button: unknown key 'pull'"),
+            ({"button": {"active_low": True}}, "button.pin must be an integer 0..48, not None"),
+            ({"load_control": 27}, "load_control must be an object"),
+            ({"relay": {"pin": 26, "active_high": "no"}}, "relay.active_high must be true or false")):
+        contains(part, _problem(_esp32(**sections)), "%r" % (sections,))
+
+
+class _Pin:
+    """A machine.Pin stand-in: what was driven, and an interrupt handler run by edge()."""
+
+    OUT = 3
+    IRQ_FALLING = 1
+    IRQ_RISING = 2
+
+    def __init__(self, level=1):
+        self.level = level
+        self.driven = []
+        self.handler = None
+        self.trigger = None
+
+    def init(self, mode, value=0):
+        self.driven.append((mode, value))
+
+    def value(self):
+        return self.level
+
+    def irq(self, handler=None, trigger=0):
+        self.handler, self.trigger = handler, trigger
+
+    def edge(self, level):
+        self.level = level
+        self.handler(self)
+
+
+def test_an_output_is_driven_at_the_active_level_and_only_when_told():
+    from meter.hal import Output
+
+    for high, closed, opened in ((True, 1, 0), (False, 0, 1)):
+        p = _Pin()
+        o = Output(p, high)
+        eq(p.driven, [], "left alone until the first value()")
+        o.value(1)
+        o.value(0)
+        eq(p.driven, [(p.OUT, closed), (p.OUT, opened)], "active_high %r" % high)
+        eq(o.value(), 0, "open")
+
+
+def test_a_bouncing_button_makes_one_press_per_press():
+    from meter.hal import Button
+
+    t = [1000]
+    for low in (True, False):
+        rest = 1 if low else 0
+        p = _Pin(rest)
+        b = Button(p, low, lambda: t[0])
+        eq(p.trigger, p.IRQ_FALLING | p.IRQ_RISING, "both edges")
+        presses = 0
+        for _ in range(3):
+            for i in range(7):  # press: the contact bounces 3 times, 1 ms apart
+                p.edge(1 - rest if i % 2 == 0 else rest)
+                t[0] += 1
+            t[0] += 200  # held
+            for i in range(7):  # release: bounces too
+                p.edge(rest if i % 2 == 0 else 1 - rest)
+                t[0] += 1
+            presses += b.pressed()
+            eq(b.pressed(), False, "taken once")
+            t[0] += 500
+        eq(presses, 3, "active_low %r: three presses" % low)
+        t[0] = (1 << 30) - 10  # days later, just before the millisecond counter wraps (2^30 on an ESP32)
+        p.edge(1 - rest)
+        p.edge(rest)
+        t[0] = 5  # bouncing on across the wrap
+        p.edge(1 - rest)
+        eq(b.pressed(), True, "a press after a long rest")
+        eq(b.pressed(), False, "its bounce across the wrap is no second one")
