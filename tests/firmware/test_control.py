@@ -14,6 +14,7 @@ from meter.disconnect import Disconnect
 from meter.hal import Output
 from mptest import contains, eq, fresh_dir, ge, gt, le, lt, near
 from sim.hardware import SimPin, open_sim
+from test_timekeeping import spy_payloads
 
 M = messages
 BOARD = __file__.rsplit("/", 1)[0] + "/../../boards/unix-sim.json"
@@ -45,16 +46,7 @@ def _meter(flash=None, board=None, volts=12.0, amps=1.5, **sim):
     over.update(sim)
     hw = open_sim(board or _board(), flash_dir=flash or fresh_dir("control"), overrides=over)
     m = Meter(hw, sink=lambda seq, fr: None)
-    sent = []
-    payload = m.reporter.builder.payload
-
-    def spy(seq, kind, status, body):
-        p = payload(seq, kind, status, body)
-        sent.append(p)
-        return p
-
-    m.reporter.builder.payload = spy
-    return hw, m, sent
+    return hw, m, spy_payloads(m)
 
 
 def _run_s(hw, m, s):
@@ -579,3 +571,23 @@ def test_a_bouncing_button_makes_one_press_per_press():
         p.edge(1 - rest)
         eq(b.pressed(), True, "a press after a long rest")
         eq(b.pressed(), False, "its bounce across the wrap is no second one")
+
+
+# -- through the link: signed, answered, never twice ------------------------------------------------------------
+def test_a_signed_disconnect_through_the_link_is_answered_and_a_replay_does_nothing():
+    from test_commands import _answer, _command, _exchange, _linked
+
+    hw, m, he, up, down = _linked()
+    eq(m.control.set_mode(4), None, "mode 4: b c g a e")
+    p = _command(he, M.OP_DISCONNECT)
+    sent = _exchange(m, he, up, down, he.sign(p))
+    eq(_answer(sent, p[M.K_COUNTER]), (M.RESULT_OK, None), "disconnected")
+    eq([v for _t, v in _events(sent, events.DISCONNECT_CONTROL)], ["b 1>0"], "event 20 went with it")
+    eq(hw.sim.chip.load_connected, False, "the load is cut")
+    again = _exchange(m, he, up, down, he.sign(p))
+    eq([x for x in again if x[M.K_KIND] == M.RESPONSE], [], "a replay is not answered")
+    q = _command(he, M.OP_RECONNECT)
+    sent = _exchange(m, he, up, down, he.sign(q))
+    eq(_answer(sent, q[M.K_COUNTER]), (M.RESULT_OK, None), "reconnected: a (mode 4)")
+    eq((m.control.disconnect.state, hw.sim.chip.load_connected), (1, True), "connected")
+    eq(m.event_counts.get(events.DISCONNECT_CONTROL), 2, "two transitions, the replay none")
