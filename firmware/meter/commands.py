@@ -25,9 +25,9 @@ class Commands:
     """boundaries: meter.boundaries.Boundaries (calendars, billing); profile: the load profile ring; reporter:
     builds the responses and sends the rows; interval_s: the profile's capture period."""
 
-    def __init__(self, boundaries, profile, reporter, interval_s, control=None):
+    def __init__(self, boundaries, profile, reporter, interval_s, controls=None):
         self.boundaries = boundaries
-        self.control = control  # meter.control.Control: ops 6-9 (its modules handle them)
+        self.controls = controls  # controls() -> meter.control.Control: ops 6-9 (its modules handle them)
         self.profile = profile
         self.reporter = reporter
         self.interval_s = interval_s
@@ -51,8 +51,8 @@ class Commands:
             return respond(counter, RESULT_OK, None)
         if op == OP_PROFILE:
             return self._profile(counter, args)
-        if op in CONTROL_OPS and self.control is not None:
-            result, reason = self.control.command(op, args or {})
+        if op in CONTROL_OPS and self.controls is not None:
+            result, reason = self.controls().command(op, args or {})
             return respond(counter, result, reason)
         return respond(counter, RESULT_UNKNOWN_OP, "unknown operation")  # back-fill is meter.link's
 

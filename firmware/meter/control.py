@@ -1,26 +1,12 @@
 # Two-way control on the meter: the disconnect control (meter.disconnect, IC70), the limiter (meter.limiter,
 # IC71), demand response (meter.dr), the customer's button and the load-control output, wired together here
-# so meter.app and meter.commands see one object. The disconnect control is made at boot (it drives the relay
-# to its stored state before metering starts); the limiter and demand response are loaded only when flash
-# holds their settings or a command needs them: a meter never configured never holds them in RAM.
-import os
-
-from meter.disconnect import Disconnect
-from meter.messages import (CONTROL_CONNECTED, CONTROL_READY, OP_DISCONNECT, OP_LIMITER, OP_RECONNECT,
-                            RESULT_BAD_ARGS, RESULT_OK, RESULT_REJECTED, ST_DR_ACTIVE, ST_LOAD_SHED,
-                            ST_RECONNECT_READY)
-from meter.store import dir_prefix
-
-
-def _stored(flash_dir, name):
-    p = dir_prefix(flash_dir) + name
-    for slot in (".a", ".b"):
-        try:
-            os.stat(p + slot)
-            return True
-        except OSError:
-            pass
-    return False
+# so meter.app and meter.commands see one object. meter.app makes it at boot when flash holds any of their
+# state (the disconnect control drives the relay to its stored state before metering starts), else with the
+# first command or button press; the limiter and demand response are loaded only when flash holds their
+# settings or a command needs them: a meter never configured never holds them in RAM. The wire
+# schema (meter.messages) is imported only where a reporting meter asks (commands, status, readings).
+from meter.disconnect import CONTROL_CONNECTED, CONTROL_READY, Disconnect
+from meter.store import exists
 
 
 class Control:
@@ -37,9 +23,9 @@ class Control:
         if self.load_control is not None:
             self.load_control.value(1)  # closed unless a demand-response shed is in force (restored below)
         self.limiter = self.dr = None
-        if _stored(hw.flash_dir, "limiter"):
+        if exists(hw.flash_dir, "limiter"):
             self._limiter()
-        if _stored(hw.flash_dir, "dr"):
+        if exists(hw.flash_dir, "dr"):
             self._dr()
 
     def _limiter(self):
@@ -69,6 +55,8 @@ class Control:
     def command(self, op, args):
         """OP_DISCONNECT, OP_RECONNECT, OP_LIMITER, OP_DR_EVENT with arguments meter.cmdschema accepted ->
         (RESULT_*, reason or None)."""
+        from meter.messages import OP_DISCONNECT, OP_LIMITER, OP_RECONNECT, RESULT_BAD_ARGS, RESULT_OK, RESULT_REJECTED
+
         if op == OP_DISCONNECT:
             why = self.disconnect.remote_disconnect()
         elif op == OP_RECONNECT:
@@ -111,6 +99,8 @@ class Control:
 
     # -- what the frames say ---------------------------------------------------------------------------------
     def status(self):
+        from meter.messages import ST_DR_ACTIVE, ST_LOAD_SHED, ST_RECONNECT_READY
+
         s = ST_RECONNECT_READY if self.disconnect.state == CONTROL_READY else 0
         lc = self.load_control
         if lc is not None and not lc.value():

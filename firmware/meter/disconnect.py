@@ -1,12 +1,17 @@
-# Disconnect control, DLMS/COSEM interface class 70 (docs/protocol.md, "Disconnect control on the meter"): the
+# Disconnect control, DLMS/COSEM interface class 70 (docs/protocol.md, "Two-way control on the meter"): the
 # state (0 disconnected, 1 connected, 2 ready_for_reconnection), the control mode that decides which
 # transitions are allowed, and the relay that follows the state. State and mode live in an A/B store
 # ("disconnect", meter.store), written before the relay moves: a meter disconnected for non-payment is
 # disconnected again when the power comes back, and its relay is driven to that state at boot, before the
 # first conversion is metered. Pure: the relay is any object with value(v) (meter.hal.Output).
 from meter import events
-from meter.messages import CONTROL_CONNECTED, CONTROL_READY
 from meter.store import Store
+
+# meter.messages' CONTROL_* (not imported: a meter that never reports holds neither the wire schema nor its
+# signing code, and this module is loaded at every boot)
+CONTROL_DISCONNECTED = 0
+CONTROL_CONNECTED = 1
+CONTROL_READY = 2
 
 # transition letter -> (from state, to state); h is IC70's local_reconnect (ready -> connected)
 MOVES = {"a": (0, 1), "b": (1, 0), "c": (2, 0), "d": (0, 2), "e": (2, 1), "f": (1, 2), "g": (1, 2), "h": (2, 1)}

@@ -1,4 +1,4 @@
-# Demand response on the meter (docs/protocol.md, "Demand response on the meter"): one event at a time, from
+# Demand response on the meter (docs/protocol.md, "Two-way control on the meter"): one event at a time, from
 # OP_DR_EVENT {id, start, duration, limit_w?, shed?}. Accepted (DR_ACCEPTED) and stored; at its start DR_START:
 # the limiter's threshold in force becomes min(its own, limit_w) and/or the load-control output opens (shed);
 # at its end DR_END and both are lifted. The customer's button during the event is an override: DR_OPT_OUT,

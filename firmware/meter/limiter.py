@@ -1,4 +1,4 @@
-# The limiter, DLMS/COSEM interface class 71 (docs/protocol.md, "Limiter on the meter"), on active import
+# The limiter, DLMS/COSEM interface class 71 (docs/protocol.md, "Two-way control on the meter"), on active import
 # power. Over the threshold in force for min_over seconds: a local disconnect (IC70 transition g) to
 # ready_for_reconnection, where the customer's button reconnects; under it for min_under seconds: restored,
 # and with auto_reconnect the limiter reconnects itself (transition h, control modes 5 and 6). The threshold in
@@ -11,6 +11,7 @@
 import struct
 
 from meter import events
+from meter.disconnect import CONTROL_READY
 from meter.store import Store
 
 _HEAD = "<IIIIIIIB"  # normal, emergency, min_over, min_under, emergency id, start, duration, auto_reconnect
@@ -59,10 +60,6 @@ class Limiter:
          self.em_duration) = v[:7]
         self.auto = v[7] == 1
         self.em_groups, self.groups = em_groups, groups
-
-    @property
-    def configured(self):
-        return bool(self.normal or self.emergency or self.groups)
 
     # -- commands ------------------------------------------------------------------------------------------
     def set(self, args):
@@ -127,7 +124,7 @@ class Limiter:
         """power_w: active import W now; up_s: uptime s; now: UTC s or None."""
         lim = self.in_force = self.threshold(now)
         disc = self.disconnect
-        if self.tripped and disc.state != 2:
+        if self.tripped and disc.state != CONTROL_READY:
             self.tripped = False  # reconnected by the button (or moved by the head-end): watch again
             self._since = -1
         over = lim > 0 and power_w > lim

@@ -245,7 +245,7 @@ def _result(meter, hw, hours, restored, heap, wall_ms):
         "chip_resets": meter.sensor.resets, "overflows": meter.sensor.overflows,
         "flash_writes": meter.store.writes, "flash_bytes": meter.store.bytes_written,
         "events": meter.event_counts, "watchdog_longest_ms": hw.watchdog.longest_ms,
-        "control": [meter.control.disconnect.state, meter.control.disconnect.mode],
+        "control": [meter.control.disconnect.state, meter.control.disconnect.mode] if meter.control else [1, 0],
         "busy_us": hw.sim.clock.busy_us, "idle_us": hw.sim.clock.idle_us, "clock_set": meter.boundaries.clock_ok,
         "clock_off_s": hw.time() - hw.sim.clock.world_time(), "heap_peak": heap[1], "heap_after_gc": gc.mem_alloc(),
         "heap_before_meter": heap[0], "heap_total": gc.mem_alloc() + gc.mem_free(), "wall_ms": wall_ms,

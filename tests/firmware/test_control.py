@@ -155,6 +155,13 @@ def test_the_triggers_pick_their_transition_by_state_and_mode():
                     eq(why, "transition %s not allowed in control mode %d" % (letter, mode), "the reason")
 
 
+def test_the_states_are_the_wire_schemas():
+    from meter import disconnect
+
+    eq((disconnect.CONTROL_DISCONNECTED, disconnect.CONTROL_CONNECTED, disconnect.CONTROL_READY),
+       (M.CONTROL_DISCONNECTED, M.CONTROL_CONNECTED, M.CONTROL_READY), "meter.messages' CONTROL_*")
+
+
 def test_control_mode_is_checked_and_stored():
     d = fresh_dir("ic70-mode")
     dc, _pin, _got = _ic70(d, 1, 0)
@@ -174,7 +181,7 @@ def test_a_disconnect_cuts_the_load_and_a_reconnect_waits_for_the_button():
     m.start()
     eq(_cmd(m, sent, M.OP_DISCONNECT), (M.RESULT_REJECTED, "rejected: transition b not allowed in control mode 0"),
        "control mode 0: always connected")
-    eq(m.control.set_mode(1), None, "mode 1")
+    eq(m.controls().set_mode(1), None, "mode 1")
     _run_s(hw, m, 120)
     e0 = _imported(m)
     gt(e0, 0, "energy flows")
@@ -209,29 +216,30 @@ def test_the_button_alone_disconnects_in_a_mode_with_f_and_the_board_may_drive_i
     hw, m, sent = _meter(board=board)
     eq(hw.relay.pin.level, 0, "connected at boot: an active-low relay's pin is low")
     m.start()
-    m.control.set_mode(2)
+    m.controls().set_mode(2)
     hw.button.pin.press()
     _run_s(hw, m, 30)
-    eq((m.control.disconnect.state, hw.relay.pin.level), (2, 1), "f: ready_for_reconnection, the pin high")
+    eq((m.controls().disconnect.state, hw.relay.pin.level), (2, 1), "f: ready_for_reconnection, the pin high")
     e = _imported(m)
     _run_s(hw, m, 60)
     le(_imported(m) - e, 1000, "no energy while open")
     hw.button.pin.press()
     _run_s(hw, m, 30)
-    eq((m.control.disconnect.state, hw.relay.pin.level), (1, 0), "e: connected again")
+    eq((m.controls().disconnect.state, hw.relay.pin.level), (1, 0), "e: connected again")
 
 
 def test_a_power_cut_while_disconnected_leaves_the_meter_disconnected():
     flash = fresh_dir("control-cut")
     hw, m, sent = _meter(flash)
     m.start()
-    m.control.set_mode(3)
+    m.controls().set_mode(3)
     _run_s(hw, m, 60)
     eq(_cmd(m, sent, M.OP_DISCONNECT), (M.RESULT_OK, None), "disconnected for non-payment")
     _run_s(hw, m, 30)
     # the power goes: the process state is gone, flash stays; the meter boots from it
     hw2, m2, _sent2 = _meter(flash)
-    eq((m2.control.disconnect.state, m2.control.disconnect.mode), (0, 3), "state and mode restored")
+    eq(m2.control is None, False, "the stored state loads the disconnect control at boot")
+    eq((m2.controls().disconnect.state, m2.controls().disconnect.mode), (0, 3), "state and mode restored")
     eq((hw2.relay.pin.level, hw2.relay.pin.changes), (0, 1), "the relay driven open at boot, never closed first")
     eq(hw2.sim.chip.load_connected, False, "before metering starts")
     e = _imported(m2)
@@ -246,15 +254,15 @@ def test_a_power_cut_while_disconnected_leaves_the_meter_disconnected():
 def test_a_torn_disconnect_store_falls_back_to_the_state_before():
     flash = fresh_dir("control-torn")
     hw, m, sent = _meter(flash)
-    m.control.set_mode(1)
+    m.controls().set_mode(1)
     eq(_cmd(m, sent, M.OP_DISCONNECT), (M.RESULT_OK, None), "disconnected")
     eq(_cmd(m, sent, M.OP_RECONNECT), (M.RESULT_OK, None), "ready")
-    newest = m.control.disconnect.store.paths[m.control.disconnect.store._slot]
+    newest = m.controls().disconnect.store.paths[m.controls().disconnect.store._slot]
     with open(newest, "r+b") as f:
         f.seek(12)
         f.write(b"\xff")  # the power failed while the slot was written
     _hw2, m2, _ = _meter(flash)
-    eq(m2.control.disconnect.state, 0, "the previous state: disconnected")
+    eq(m2.controls().disconnect.state, 0, "the previous state: disconnected")
     ge(m2.event_counts.get(events.STORE_CORRUPT, 0), 1, "the damage reported")
 
 
@@ -262,7 +270,7 @@ def test_a_torn_disconnect_store_falls_back_to_the_state_before():
 def _limited(mode, args, amps=28.0, **kw):
     hw, m, sent = _meter(board=_board(big=True), volts=25.0, amps=amps, **kw)  # 25 V x 28 A = 700 W
     m.start()
-    eq(m.control.set_mode(mode), None, "mode")
+    eq(m.controls().set_mode(mode), None, "mode")
     eq(_cmd(m, sent, M.OP_LIMITER, args), (M.RESULT_OK, None), "limiter set")
     return hw, m, sent
 
@@ -300,7 +308,7 @@ def test_without_auto_reconnect_the_customer_reconnects_with_the_button():
     _run_s(hw, m, 60)
     eq(len(_events(sent, events.LIMITER_TRIP)), 1, "tripped")
     eq(len(_events(sent, events.LIMITER_RESTORE)), 1, "under the limit (the relay is open)")
-    eq(m.control.disconnect.state, 2, "but still ready_for_reconnection")
+    eq(m.controls().disconnect.state, 2, "but still ready_for_reconnection")
     _load(hw, 12.0)  # 300 W
     hw.button.pin.press()
     e = _imported(m)
@@ -317,7 +325,7 @@ def test_an_emergency_profile_applies_only_inside_its_window_and_for_its_group()
     for groups, trips in (([3, 9], True), ([3], False), ([], False)):
         hw, m, sent = _limited(5, args)
         if groups:
-            eq(m.control.set_groups(groups), None, "groups")
+            eq(m.controls().set_groups(groups), None, "groups")
         _run_s(hw, m, 1200)
         got = [t for t, _v in _events(sent, events.LIMITER_TRIP)]
         limits = [(p[M.K_TIME], p[M.K_CONTROL][2]) for p in sent if p[M.K_KIND] == M.READING]
@@ -330,14 +338,14 @@ def test_an_emergency_profile_applies_only_inside_its_window_and_for_its_group()
         else:
             eq(got, [], "groups %r: the emergency threshold is not this meter's" % (groups,))
         eq([lim for t, lim in limits if t > window[0] + window[1] + 10][-1:], [1000], "after the window: normal")
-        eq(m.control.disconnect.state, 1, "connected at the end")
+        eq(m.controls().disconnect.state, 1, "connected at the end")
 
 
 def test_limiter_parameters_and_groups_survive_a_restart():
     flash = fresh_dir("limiter-keep")
     hw, m, sent = _meter(flash, board=_board(big=True), volts=25.0, amps=28.0)
-    m.control.set_mode(5)
-    eq(m.control.set_groups([5]), None, "groups")
+    m.controls().set_mode(5)
+    eq(m.controls().set_groups([5]), None, "groups")
     args = {M.A_THRESHOLD_NORMAL: 600, M.A_MIN_OVER_S: 20, M.A_EMERGENCY_GROUPS: [5], M.A_THRESHOLD_EMERGENCY: 200,
             M.A_EMERGENCY_START: START, M.A_EMERGENCY_DURATION_S: 3600, M.A_EMERGENCY_ID: 1}
     eq(_cmd(m, sent, M.OP_LIMITER, args), (M.RESULT_OK, None), "set")
@@ -353,7 +361,14 @@ def test_a_meter_never_configured_loads_no_limiter_or_demand_response():
     hw, m, sent = _meter()
     m.start()
     _run_s(hw, m, 60)
-    eq((m.control.limiter, m.control.dr), (None, None), "nothing loaded")
+    eq(m.control, None, "meter.control not loaded")
+    eq((hw.relay.pin.level, hw.load_control.pin.level), (1, 1), "the relay and the load-control output closed")
+    hw.button.pin.press()
+    _run_s(hw, m, 10)
+    eq(m.control is None, False, "the button loaded it")
+    eq((m.control.disconnect.state, hw.relay.pin.level, _events(sent, events.DISCONNECT_CONTROL)), (1, 1, []),
+       "control mode 0: the press changed nothing")
+    eq((m.controls().limiter, m.controls().dr), (None, None), "made on demand: no limiter or demand response")
     eq([p for p in sent if p[M.K_KIND] == M.READING][-1].get(M.K_CONTROL), None, "K_CONTROL left out: [1, 0, 0]")
 
 
@@ -361,7 +376,7 @@ def test_a_meter_never_configured_loads_no_limiter_or_demand_response():
 def test_a_demand_response_limit_holds_only_inside_its_window():
     hw, m, sent = _meter(board=_board(big=True), volts=25.0, amps=28.0)
     m.start()
-    m.control.set_mode(6)
+    m.controls().set_mode(6)
     args = {M.A_DR_ID: 41, M.A_START: START + 120, M.A_DURATION_S: 300, M.A_LIMIT_W: 500}
     eq(_cmd(m, sent, M.OP_DR_EVENT, args), (M.RESULT_OK, None), "accepted")
     eq(_cmd(m, sent, M.OP_LIMITER, {M.A_MIN_OVER_S: 10, M.A_MIN_UNDER_S: 1000, M.A_AUTO_RECONNECT: True}),
@@ -425,7 +440,7 @@ def test_bad_control_commands_are_refused_and_change_nothing_on_flash():
     hw, m, sent = _meter(board=_board(load_control=None))
     m.start()
     _run_s(hw, m, 70)
-    m.control.set_mode(1)
+    m.controls().set_mode(1)
     now = hw.time()
     bad = [
         (M.OP_LIMITER, {}, M.RESULT_BAD_ARGS, "bad arguments: nothing to set"),
@@ -460,10 +475,10 @@ def test_bad_control_commands_are_refused_and_change_nothing_on_flash():
     for op, args, result, reason in bad:
         eq(_cmd(m, sent, op, args), (result, reason), "op %d %r" % (op, args))
         eq(_flash(d), before, "op %d %r: flash unchanged" % (op, args))
-    eq((m.control.disconnect.state, m.control.disconnect.mode), (1, 1), "IC70 unchanged")
-    lim = m.control.limiter
+    eq((m.controls().disconnect.state, m.controls().disconnect.mode), (1, 1), "IC70 unchanged")
+    lim = m.controls().limiter
     eq(lim is None or (lim.normal, lim.emergency, lim.em_groups) == (0, 0, []), True, "limiter unchanged")
-    eq(m.control.dr is None or m.control.dr.current is None, True, "no event")
+    eq(m.controls().dr is None or m.controls().dr.current is None, True, "no event")
 
 
 # -- the board: relay level, button, load-control output ------------------------------------------------------
@@ -578,7 +593,7 @@ def test_a_signed_disconnect_through_the_link_is_answered_and_a_replay_does_noth
     from test_commands import _answer, _command, _exchange, _linked
 
     hw, m, he, up, down = _linked()
-    eq(m.control.set_mode(4), None, "mode 4: b c g a e")
+    eq(m.controls().set_mode(4), None, "mode 4: b c g a e")
     p = _command(he, M.OP_DISCONNECT)
     sent = _exchange(m, he, up, down, he.sign(p))
     eq(_answer(sent, p[M.K_COUNTER]), (M.RESULT_OK, None), "disconnected")
@@ -589,5 +604,5 @@ def test_a_signed_disconnect_through_the_link_is_answered_and_a_replay_does_noth
     q = _command(he, M.OP_RECONNECT)
     sent = _exchange(m, he, up, down, he.sign(q))
     eq(_answer(sent, q[M.K_COUNTER]), (M.RESULT_OK, None), "reconnected: a (mode 4)")
-    eq((m.control.disconnect.state, hw.sim.chip.load_connected), (1, True), "connected")
+    eq((m.controls().disconnect.state, hw.sim.chip.load_connected), (1, True), "connected")
     eq(m.event_counts.get(events.DISCONNECT_CONTROL), 2, "two transitions, the replay none")
