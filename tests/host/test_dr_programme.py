@@ -175,6 +175,7 @@ def test_dr_event_queues_one_command_per_group_meter_expiring_at_the_end(db, cap
     (["--group", "7", "--limit-w", "300", "--start", "2026-09-23T17:00Z", "--duration", "25h"], "60 s .. 24 h"),
     (["--group", "7", "--limit-w", "300", "--start", "2026-09-23T17:00Z", "--duration", "30s"], "60 s .. 24 h"),
     (["--group", "7", "--limit-w", "-5", "--start", "2026-09-23T17:00Z", "--duration", "2h"], "--limit-w"),
+    (["--group", "7", "--limit-w", "0", "--start", "2026-09-23T17:00Z", "--duration", "2h"], "1 W or more"),
     (["--group", "5", "--shed", "--start", "2026-09-23T17:00Z", "--duration", "2h"], "group 5 has no meters"),
     (["--group", "70000", "--shed", "--start", "2026-09-23T17:00Z", "--duration", "2h"], "0..65535"),
     (["--group", "7", "--shed", "--start", "2026-09-23T17:00Z", "--duration", "2h", "--id", "0"], "1 or more"),

@@ -274,7 +274,9 @@ def dr_event_args(dr_id: int, start: int, duration_s: int, limit_w: int | None, 
     if shed:
         args[mmsg.A_SHED] = True
     else:
-        args[mmsg.A_LIMIT_W] = _uint("--limit-w", limit_w)
+        if _uint("--limit-w", limit_w) == 0:  # a meter refuses it: no import at all is a shed
+            raise CommandError("--limit-w must be 1 W or more (for no import at all, --shed)")
+        args[mmsg.A_LIMIT_W] = limit_w
     return args
 
 
