@@ -2,7 +2,8 @@
 them), the registry, delivery state, gaps, outages, commands and counts.
 
     api        the interface: small protocols by what they keep (Registry, Delivery, Evidence, Profile, Events,
-               Billing, Outages, Commands, Counting, ReadOuts, Transactions); Store is their union
+               Billing, Outages, Commands, Counting, DemandResponse, ReadOuts, Transactions); Store is their
+               union
     records    the store's records (MeterRecord, GapRecord, QueuedCommand, IntervalRecord, ...)
     sqlite/    the SQLite implementation: schema and migrations, one module per group of tables
 
