@@ -112,14 +112,36 @@ def test_fewer_than_ten_days_uses_what_there_is_and_says_so():
     assert f"baseline of {len(want)} day(s)" in red.note
 
 
-def test_no_similar_day_no_baseline():
-    rows = profile(WED, WED)
+def test_no_similar_day_the_rows_just_before_the_event_are_the_baseline():
+    rows = profile(WED, WED)  # commissioned this morning: no earlier day at all
     s = at(WED, 17)
     base = B.baseline(rows, [], set(), s, 7200, P)
+    before = [s - P * i for i in range(3, -1, -1)]  # the hour before 17:00: rows ending 16:15 .. 17:00
+    assert (base.days, base.method, base.before) == ((), B.METHOD_BEFORE, tuple(before))
+    avg = Fraction(sum(rows[e].mwh for e in before), 4)
+    assert base.mwh == {e: avg for e in B.window_ends(s, 7200, P)}
     red = B.reduction(base, rows, P)
-    assert base.days == () and red.baseline_kwh is None and red.reduction_kwh is None and red.percent is None
-    assert red.note.startswith("no baseline")
+    actual = sum(rows[e].mwh for e in B.window_ends(s, 7200, P))
+    assert red.baseline_kwh == pytest.approx(float(avg * 8) / 1e6)
+    assert red.reduction_kwh == pytest.approx(float(avg * 8 - actual) / 1e6)
+    assert "meter before" in red.note
+    # a short event averages as many rows before it as it covers
+    assert B.baseline(rows, [], set(), s, 1800, P).before == (s - P, s)
+
+
+def test_no_similar_day_and_a_gap_just_before_the_event_no_baseline():
+    rows = profile(WED, WED)
+    s = at(WED, 17)
+    del rows[s - 2 * P]
+    base = B.baseline(rows, [], set(), s, 7200, P)
+    red = B.reduction(base, rows, P)
+    assert base.days == () and base.mwh == {} and red.baseline_kwh is None and red.reduction_kwh is None
+    assert red.percent is None and red.note.startswith("no baseline")
     assert red.actual_kwh == pytest.approx(sum(rows[e].mwh for e in B.window_ends(s, 7200, P)) / 1e6)
+    flagged = profile(WED, WED)
+    flagged[s - P] = flagged[s - P]._replace(status=ROW_RELAY_OPEN)  # the load was cut: not the usual load
+    assert B.baseline(flagged, [], set(), s, 7200, P).mwh == {}
+    assert B.baseline(profile(WED, WED), [(s - 600, s - 300)], set(), s, 7200, P).mwh == {}  # an outage
 
 
 def test_reduction_kwh_average_kw_and_percent():

@@ -2,7 +2,8 @@
 the real firmware (MicroPython Unix port, simulated meters over TCP on the fleet clock) and back: each meter of
 the group accepts it (answer 0, DR_ACCEPTED), it comes into force and ends on the meters' clocks (DR_START,
 DR_END), and the participation and report are read from what the concentrator stored. A meter outside the
-group gets nothing. Two hours of history give no baseline day: the report says so and measures the actual."""
+group gets nothing. Two hours of history give no similar day, and the rows just before the event start with the
+meter's first (no interval before it): no baseline; the report says so and measures the actual."""
 
 from __future__ import annotations
 

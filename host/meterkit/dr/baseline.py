@@ -13,7 +13,10 @@ figures out; meterkit.dr.report reads the store). docs/demand-response.md explai
    power fail / partial), a gap (a row of the window missing, or of another capture period), or an irregular
    row (clock adjusted, relay open: not the customer's usual load).
 4. The baseline of each row is the average of that row (same clock time) on the most recent DAYS (10) days
-   left; fewer left: the average of those, and the report says how many; none: no baseline.
+   left; fewer left: the average of those, and the report says how many. None left (a meter commissioned
+   days ago): "meter before" (NAESB's Meter Before / Meter After): every row's baseline is the average of the
+   BEFORE_ROWS rows just before the event (an hour at 15 minutes; a flat load assumed), when those are all
+   there and regular; else no baseline.
 5. The reduction is the baseline minus the actual, summed over the event's rows that the meter delivered:
    a missing row is a gap, not a zero, so it is left out of both sides (and counted). Average kW: the reduction
    over the hours those rows cover; %: of the baseline.
@@ -35,6 +38,9 @@ LOOKBACK_DAYS = 60  # ... searched back at most this far
 ROW_OUTAGE = ROW_POWER_FAIL | ROW_PARTIAL
 ROW_IRREGULAR = ROW_CLOCK_ADJUSTED | ROW_RELAY_OPEN
 MWH_PER_KWH = 1_000_000
+BEFORE_ROWS = 4  # the "meter before" fallback averages the rows just before the event, at most this many
+METHOD_DAYS = "similar days"
+METHOD_BEFORE = "meter before"
 
 
 class Row(NamedTuple):
@@ -51,8 +57,10 @@ class Baseline:
     ends: tuple[int, ...]  # the event's row end times (UTC)
     wanted: int  # days asked for
     days: tuple[dt.date, ...]  # the days averaged, most recent first
-    mwh: dict[int, Fraction]  # per event row end: the average of the days (empty when no days)
+    mwh: dict[int, Fraction]  # per event row end: the average of the days (empty when no baseline)
     excluded: dict[str, int] = field(default_factory=dict)  # similar days left out, by reason
+    method: str = METHOD_DAYS  # or METHOD_BEFORE (no similar day left)
+    before: tuple[int, ...] = ()  # METHOD_BEFORE: the end times of the rows averaged
 
 
 @dataclass(frozen=True)
@@ -163,11 +171,23 @@ def baseline(rows: Mapping[int, Row], outages: Sequence[tuple[float, float]], dr
             used.append((day, theirs))
         else:
             excluded[why] = excluded.get(why, 0) + 1
-    mwh: dict[int, Fraction] = {}
-    if used:
-        for i, e in enumerate(ends):
-            mwh[e] = Fraction(sum(rows[theirs[i]].mwh or 0 for _, theirs in used), len(used))
+    if not used:
+        return meter_before(rows, outages, tuple(ends), period_s, days, excluded)
+    mwh = {e: Fraction(sum(rows[theirs[i]].mwh or 0 for _, theirs in used), len(used)) for i, e in enumerate(ends)}
     return Baseline(tuple(ends), days, tuple(d for d, _ in used), mwh, excluded)
+
+
+def meter_before(rows: Mapping[int, Row], outages: Sequence[tuple[float, float]], ends: tuple[int, ...],
+                 period_s: int, days: int, excluded: dict[str, int]) -> Baseline:
+    """Step 4's fallback: the rows just before the event (as many as it covers, at most BEFORE_ROWS) averaged,
+    the same for every row of the event; no baseline unless they are all there, regular and outside an
+    outage (why_not's rules)."""
+    n = min(len(ends), BEFORE_ROWS)
+    before = [ends[0] - period_s * i for i in range(n, 0, -1)]
+    if why_not(before, period_s, rows, outages, set(), set()) is not None:
+        return Baseline(ends, days, (), {}, excluded)
+    avg = Fraction(sum(rows[e].mwh or 0 for e in before), n)
+    return Baseline(ends, days, (), {e: avg for e in ends}, excluded, METHOD_BEFORE, tuple(before))
 
 
 def reduction(base: Baseline, rows: Mapping[int, Row], period_s: int) -> Reduction:
@@ -177,16 +197,20 @@ def reduction(base: Baseline, rows: Mapping[int, Row], period_s: int) -> Reducti
     if not n:
         return Reduction(0, 0, 0, base.wanted, None, None, None, None, None,
                          f"the event ends before any interval of {period_s} s does")
-    if not base.days:
+    if not base.mwh:
         return Reduction(n, k, 0, base.wanted, None, _kwh(sum(rows[e].mwh or 0 for e in got)) if got else None,
-                         None, None, None, "no baseline: no similar day without an event, outage or gap")
+                         None, None, None, "no baseline: no similar day without an event, outage or gap, and "
+                         "no complete regular rows just before the event")
     if not got:
         return Reduction(n, 0, len(base.days), base.wanted, None, None, None, None, None,
                          "no data: the meter delivered no row of the event")
     b = sum(base.mwh[e] for e in got)
     a = sum(rows[e].mwh or 0 for e in got)
     hours = Fraction(k * period_s, 3600)
-    notes = [f"baseline of {len(base.days)} day(s)" if len(base.days) < base.wanted else ""]
+    if base.method == METHOD_BEFORE:
+        notes = [f"baseline: meter before (the {len(base.before)} row(s) before the start; no similar day)"]
+    else:
+        notes = [f"baseline of {len(base.days)} day(s)" if len(base.days) < base.wanted else ""]
     if k < n:
         notes.append(f"{n - k} of {n} rows missing (gaps, left out of both sides)")
     kw = float((b - a) / hours / MWH_PER_KWH)  # mWh per hour is mW

@@ -235,6 +235,7 @@ class MeterSpec:
     ntp: bool = False  # a time server answers (the fleet's true time), as on Wi-Fi
     rtc_jump: str | None = None  # sim/run.py --rtc-jump for the first run: someone moves the RTC mid-run
     restart_rtc_offset_s: int | None = None  # after a power cut the board's clock comes back this far off
+    button_presses: tuple[float, ...] = ()  # the customer presses the button this many fleet seconds into the run
 
 
 @dataclass
@@ -386,6 +387,9 @@ class Fleet:
             cmd += ["--rtc-jump", m.spec.rtc_jump]
         if m.spec.ntp:
             cmd += ["--ntp"]
+        ahead = [p - (start - self.start_unix) for p in m.spec.button_presses if p > start - self.start_unix]
+        if ahead:  # sim/run.py counts from its own start: a press still ahead of this run
+            cmd += ["--press", ",".join(repr(float(p)) for p in ahead)]
         m.vtime = float(start)  # followed from its launch: the fleet clock must not run ahead while it starts
         m.proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
                                                       stderr=asyncio.subprocess.PIPE, env=sim_env(),
