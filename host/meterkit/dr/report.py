@@ -57,6 +57,7 @@ def _meter_entry(p: Participation, base: B.Baseline | None, red: B.Reduction) ->
     return {"device": p.device_id.hex(), "meter": p.name, "participation": p.state, "reason": p.reason,
             "accepted_utc": utc_text(p.accepted_at), "started_utc": utc_text(p.started_at),
             "ended_utc": utc_text(p.ended_at), "opted_out_utc": utc_text(p.opted_out_at), **asdict(red),
+            "baseline_method": base.method if base and base.mwh else None,
             "baseline_dates": [d.isoformat() for d in base.days] if base else [],
             "days_excluded": dict(base.excluded) if base else {}}
 
@@ -121,7 +122,7 @@ def format_report(rep: dict) -> str:
     lines = [f"demand-response event {ev['id']}: group {ev['group']}, {what}, {ev['start_utc']} .. {ev['end_utc']}"
              + ("" if rep["complete"] else " (not over yet: measured so far)"),
              f"meters: {counts or 'none'}; baseline: the same intervals on the last {rep['baseline_days']} similar "
-             f"days ({rep['timezone']})", ""]
+             f"days ({rep['timezone']}), else the hour before the event (meter before)", ""]
     head = ("meter", "participation", "baseline kWh", "actual kWh", "reduction kWh", "avg kW", "%", "days", "note")
     body = []
     for m in rep["meters"]:

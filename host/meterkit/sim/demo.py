@@ -19,6 +19,7 @@ from pathlib import Path
 from meter import cose, frame
 from meter import messages as M
 from meterkit.device.toolchain import repo_root
+from meterkit.sim import demo_control
 from meterkit.sim.fleet import Fleet, MeterSpec
 from meterkit.sim.runner import progress_bar
 from meterkit.store import open_store
@@ -229,8 +230,8 @@ def _utc_log(line: str, start_unix: int) -> str:
 
 async def _run(out: Path, hours: float, speed: float) -> int:
     start = demo_start(hours)
-    fleet = Fleet(out, DEMO_FLEET, _headend_key(out), out / "meterkit.db", hours=hours, speed=speed,
-                  start_unix=start)
+    fleet = Fleet(out, demo_control.with_button(DEMO_FLEET, hours), _headend_key(out), out / "meterkit.db",
+                  hours=hours, speed=speed, start_unix=start)
     scale = hours / 24.0
     fleet.at(LINK_CUT[1] * scale, "cut_link", LINK_CUT[0])
     fleet.at(LINK_CUT[2] * scale, "restore_link", LINK_CUT[0])
@@ -250,7 +251,9 @@ async def _run(out: Path, hours: float, speed: float) -> int:
     logger.setLevel(logging.INFO)  # the clock lines are INFO
     await fleet.setup()
     try:
+        operator = asyncio.ensure_future(demo_control.operate(fleet))
         await fleet.run(progress_bar("  running "))
+        dr_event = await operator
         table, rows = summary(fleet)
         plot(fleet, out / "load-profiles.png")
     finally:
@@ -274,6 +277,11 @@ async def _run(out: Path, hours: float, speed: float) -> int:
     print(f"{snapped} of {len(rows)} meters sent their billing snapshot for the period that ends 2026-11-01 00:00 CET "
           "(column 'snapshots').")
     print()
+    print("two-way control (signed commands through the queue, in the audit log; states as the meters reported them):")
+    with _stored(fleet) as db:
+        for line in demo_control.control_lines(db, fleet) + [""] + demo_control.dr_lines(db, dr_event, fleet.clock()):
+            print(f"  {line}".rstrip())
+    print()
     text, files, failed = bill_and_day(out / "meterkit.db", out)
     print(text)
     print()
@@ -287,6 +295,9 @@ async def _run(out: Path, hours: float, speed: float) -> int:
         print(f"  {f}")
     db = out / "meterkit.db"
     print(f"look further: .venv/bin/meterkit status --db {db}")
+    print(f"              .venv/bin/meterkit relay status {demo_control.CONTROL_METER} --db {db}")
+    print(f"              .venv/bin/meterkit audit --db {db}")
+    print(f"              .venv/bin/meterkit dr report {dr_event} --db {db}")
     print(f"              .venv/bin/meterkit export --db {db} --csv --table billing")
     print(f"              .venv/bin/meterkit bill --db {db} --meter meter-1 --period {BILL_PERIOD} --prices "
           f"{_rel(PRICES)} --calendar {_rel(CALENDAR)} --plot-day 2026-11-01 --png {out / 'meter-1.png'}")
