@@ -18,7 +18,9 @@ from meter.calibration import Calibration
 from meter.clock import ticks_diff
 from meter.ina219 import INA219, SensorError
 from meter.metrology import Metrology
+from meter.messages import A_CAPTURE_PERIOD_S, A_DEMAND_PERIOD_S, A_OVER_CURRENT_MA, A_OVER_VOLTAGE_MV, A_READING_S
 from meter.registers import Registers
+from meter.settings import Settings
 from meter.store import Checkpointer, Store
 
 EV_SENSOR_FAULT = events.SENSOR_FAULT
@@ -55,8 +57,19 @@ class Meter:
         ck = b["checkpoint"]
         self.checkpointer = Checkpointer(self.store, quantum_uwh=ck["quantum_wh"] * 1000000,
                                          max_interval_s=ck["max_interval_s"])
-        self.alarms = Alarms(alarm_settings(b), self.event)
+        # what configuration commands set (meter.settings) overrides the board's and the runner's values
+        self.settings = st = Settings(hw.flash_dir)
+        if st.corrupt:
+            self.event(EV_STORE_CORRUPT, st.corrupt)
+        reading_s = st.get(A_READING_S, reading_s)
+        interval_s = st.get(A_CAPTURE_PERIOD_S, interval_s)
+        limits = alarm_settings(b)
+        limits["over_current_ma"] = st.alarm_limit(A_OVER_CURRENT_MA, limits["over_current_ma"])
+        limits["over_voltage_mv"] = st.alarm_limit(A_OVER_VOLTAGE_MV, limits["over_voltage_mv"])
+        self.alarms = Alarms(limits, self.event)
+        self._restart_at = None  # uptime second of a commanded restart (meter.configure, op 11)
         tariffing = tariff_settings(b)
+        tariffing["demand_period_s"] = st.get(A_DEMAND_PERIOD_S, tariffing["demand_period_s"])
         self.registers = Registers(tariffing["tariffs"])
         self.sensor_ok = False
         self._next_sensor_try = 0
@@ -87,6 +100,8 @@ class Meter:
         self.frame_seq = FrameSeq(Store(d, "frame-seq", max_payload=16))
         self.profile = LoadProfile(d)  # 99.1.0: every row in flash before it is sent
         self.eventlog = EventLog(d)  # 99.98.x: every event in flash, numbered, before it is sent
+        last = self.profile.last()
+        self.settings.capture_in_force(interval_s, last[0] if last else 0)
         rep = Reporter(Builder(self.identity, self.frame_seq, self.boundaries.stamp), sink, self.eventlog, self.profile,
                        self.registers, self.metrology, self.sensor, self.boundaries, lambda: self.sensor_ok,
                        self.hw.relay, self.flush_checkpoint, self.event, reading_s, interval_s)
@@ -103,7 +118,7 @@ class Meter:
         if c is None:
             from meter.commands import Commands
 
-            c = self._commands = Commands(self.boundaries, self.profile, self.reporter, self.boundaries.interval_s)
+            c = self._commands = Commands(self.boundaries, self.profile, self.reporter, self)
         return c.handle(kind, counter, m)
 
     def event(self, code, value=0):
@@ -203,6 +218,19 @@ class Meter:
             self.link.poll()
         except Exception as e:  # noqa: BLE001 - the link must never stop the meter
             self.event(EV_INTERNAL, repr(e))
+        if self._restart_at is not None and self.hw.monotonic_s() >= self._restart_at:
+            self.restart()
+
+    def restart_at(self, uptime_s):
+        """Restart once the uptime reaches uptime_s (a reboot command: its answer is in the outbox)."""
+        self._restart_at = uptime_s
+
+    def restart(self):
+        """An orderly restart: the registers, the link's counter and acknowledged mark written, then the
+        board restarts (machine.reset; the simulator ends the run as a restart)."""
+        self.flush_checkpoint()
+        self.link.flush()
+        self.hw.restart()
 
     def cycle(self):
         """Read one conversion cycle; integrate a batch when it fills. Returns True when a batch settled."""

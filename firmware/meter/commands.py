@@ -12,8 +12,8 @@
 # here again for a direct caller); what is left here is what they mean.
 from meter import cmdschema, messages
 from meter.messages import (A_ACTIVATION, A_CALENDAR, A_FORCE, A_FROM, A_TO, A_UTC, K_ARGS, K_OP, OP_BILLING_RESET,
-                            OP_CALENDAR, OP_PROFILE, OP_SET_TIME, RESULT_BAD_ARGS, RESULT_GONE, RESULT_OK,
-                            RESULT_REJECTED, RESULT_UNKNOWN_OP)
+                            OP_CALENDAR, OP_CONFIG, OP_KEY_ROTATE, OP_PROFILE, OP_REBOOT, OP_SET_TIME,
+                            RESULT_BAD_ARGS, RESULT_GONE, RESULT_OK, RESULT_REJECTED, RESULT_UNKNOWN_OP)
 
 PROFILE_ROWS_MAX = 96  # rows one profile command sends again (a day at 15 min; ask again for more)
 PROFILE_ROWS_PER_FRAME = 16
@@ -21,13 +21,13 @@ PROFILE_ROWS_PER_FRAME = 16
 
 class Commands:
     """boundaries: meter.boundaries.Boundaries (calendars, billing); profile: the load profile ring; reporter:
-    builds the responses and sends the rows; interval_s: the profile's capture period."""
+    builds the responses and sends the rows; meter: the meter (for meter.configure)."""
 
-    def __init__(self, boundaries, profile, reporter, interval_s):
+    def __init__(self, boundaries, profile, reporter, meter=None):
         self.boundaries = boundaries
         self.profile = profile
         self.reporter = reporter
-        self.interval_s = interval_s
+        self.meter = meter  # what ops 10-12 change (meter.configure)
 
     def handle(self, kind, counter, m):
         """A verified head-end command -> the response (seq, frame), kind 6."""
@@ -48,6 +48,10 @@ class Commands:
             return respond(counter, RESULT_OK, None)
         if op == OP_PROFILE:
             return self._profile(counter, args)
+        if op in (OP_CONFIG, OP_REBOOT, OP_KEY_ROTATE):
+            from meter import configure  # loaded with the first of them: rarely used
+
+            return configure.handle(self.meter, counter, op, args)
         return respond(counter, RESULT_UNKNOWN_OP, "unknown operation")  # back-fill is meter.link's
 
     def _calendar(self, counter, args):
@@ -72,6 +76,9 @@ class Commands:
         a, b = args[A_FROM], args[A_TO]
         if a > b:
             return rep.response(counter, RESULT_BAD_ARGS, "bad arguments: from after to")
+        since = self.meter.settings.capture_since() if self.meter is not None else 0
+        if a <= since:  # rows up to a capture period change have another length (meter.configure)
+            a = since + 1
         rows = []
         more = False
         for r in self.profile.read(a, b):
@@ -83,7 +90,7 @@ class Commands:
             return rep.response(counter, RESULT_GONE, "no rows")
         for i in range(0, len(rows), PROFILE_ROWS_PER_FRAME):
             chunk = [list(r) for r in rows[i:i + PROFILE_ROWS_PER_FRAME]]
-            rep.send(messages.INTERVALS, messages.intervals_body(chunk, self.interval_s))
+            rep.send(messages.INTERVALS, messages.intervals_body(chunk, self.boundaries.interval_s))
         reason = "%d rows" % len(rows)
         if more:
             reason += "; more after %d: ask again" % rows[-1][0]

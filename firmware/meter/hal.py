@@ -50,6 +50,7 @@ class Hardware:
         self.sleep_ms = sleep_ms
         self.watchdog = watchdog or NoWatchdog()
         self.random_bytes = random_bytes
+        self.restart = None  # restart the board (a reboot command): machine.reset; the simulator's ends its run
 
 
 def ensure_dir(path):
@@ -85,6 +86,7 @@ def open_hardware(board, flash_dir=None):
                   flash_dir or board["flash_dir"], sleep_ms=time.sleep_ms, watchdog=BoardWatchdog(board),
                   random_bytes=radio_random)
     hw.reset_cause = {machine.WDT_RESET: "watchdog", machine.SOFT_RESET: None}.get(machine.reset_cause())
+    hw.restart = machine.reset  # a software reset: reset_cause() says SOFT_RESET at the next boot
     hw.set_time = set_rtc
     link = board.get("link")
     if link is not None and link.get("kind") == "wifi-tcp":
