@@ -10,9 +10,24 @@ import argparse
 import sys
 
 from meterkit import __version__
-from meterkit.cli import bench, bill, billcheck, command, concentrator, demo, device, fleet, keys, sim, torture, verify
+from meterkit.cli import (
+    bench,
+    bill,
+    billcheck,
+    command,
+    concentrator,
+    configure,
+    demo,
+    device,
+    fleet,
+    keys,
+    sim,
+    torture,
+    verify,
+)
 
-FAMILIES = (sim, bench, demo, keys, verify, concentrator, fleet, bill, command, billcheck, device, torture)
+FAMILIES = (sim, bench, demo, keys, verify, concentrator, fleet, bill, command, configure, billcheck, device,
+            torture)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,6 +27,8 @@ gaps       id, device, kind ('frames': sequence numbers, 'intervals': load-profi
            detected_at, state ('open', 'requested', 'filled', 'resolved', 'skipped', 'lost', 'not-sent'),
            requested_at, command_counter, attempts, missing, closed_at                       -- v2
 counters   name, value: the concentrator's counters, persisted across restarts              -- v2
+meter_keys device, kid (the head-end key the meter holds: its commands and acks are signed with it), since
+           (when it was recorded: the key rotation's answer stored, or the rotation queued)       -- v8
 command_queue  id, device, op, args (JSON, top-level keys as text), created_at, expires_at (UTC s: never sent
            at or after it), state ('queued', 'sent', 'answered', 'expired', 'failed'), counter (of the latest
            attempt), attempts, sent_at (latest attempt), answered_at, result, reason, note (who or what
@@ -217,6 +219,15 @@ _V5 = (
     "DELETE FROM rejects WHERE device != x'' AND device NOT IN (SELECT device FROM meters)",
 )
 
+# Which head-end key each meter holds (issue 12, key rotation). Versions 6 and 7 are other changes'.
+_V8 = (
+    """CREATE TABLE meter_keys (
+        device BLOB PRIMARY KEY,
+        kid BLOB NOT NULL,
+        since REAL NOT NULL
+    ) WITHOUT ROWID""",
+)
+
 # (version, what it brings, statements). Append only: a released migration never changes.
 MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (1, "registry, frames as evidence, decoded readings/intervals/events, commands, rejects", _V1),
@@ -224,6 +235,7 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (3, "operator command queue; each signed command attempt linked to its queue entry", _V3),
     (4, "clock drift per meter, as the concentrator last measured it", _V4),
     (5, "rejects of unknown kids folded per source and reason", _V5),
+    (8, "the head-end key each meter holds (key rotation)", _V8),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
