@@ -47,7 +47,8 @@ def issue_command(store: Store, headend: P.HeadEnd, d: Device, op: int, args: di
     cose = headend.sign_command(d.id, counter, op, args, int(now), ttl)
     frame = encode_frame(cose, max_frame=opcmds.MAX_COMMAND_MESSAGE)
     d.counter = counter
-    store.record_command(CommandRecord(d.id, counter, op, args, now, int(now) + ttl, queue_id))
+    kept = {k: v.hex() if isinstance(v, bytes) else v for k, v in args.items()} if args else args  # JSON: no bytes
+    store.record_command(CommandRecord(d.id, counter, op, kept, now, int(now) + ttl, queue_id))
     store.update_meter(d.id, last_counter=counter)
     return frame
 

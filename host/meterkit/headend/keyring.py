@@ -60,6 +60,10 @@ class KeyRing:
         k = self.keys.get(kid)
         return None if k is None else k.public_key
 
+    def add(self, key: HeadEnd) -> None:
+        """Another key to sign with (a rotation's new key, given to a running concentrator)."""
+        self.keys.setdefault(key.key_id, key)
+
     def held(self, device_id: bytes) -> bytes:
         """The kid of the key the meter holds."""
         return self._held.get(bytes(device_id), self.default.key_id)
