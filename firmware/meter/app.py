@@ -18,9 +18,7 @@ from meter.calibration import Calibration
 from meter.clock import ticks_diff
 from meter.ina219 import INA219, SensorError
 from meter.metrology import Metrology
-from meter.messages import A_CAPTURE_PERIOD_S, A_DEMAND_PERIOD_S, A_OVER_CURRENT_MA, A_OVER_VOLTAGE_MV, A_READING_S
 from meter.registers import Registers
-from meter.settings import Settings
 from meter.store import Checkpointer, Store
 
 EV_SENSOR_FAULT = events.SENSOR_FAULT
@@ -57,19 +55,13 @@ class Meter:
         ck = b["checkpoint"]
         self.checkpointer = Checkpointer(self.store, quantum_uwh=ck["quantum_wh"] * 1000000,
                                          max_interval_s=ck["max_interval_s"])
-        # what configuration commands set (meter.settings) overrides the board's and the runner's values
-        self.settings = st = Settings(hw.flash_dir)
-        if st.corrupt:
-            self.event(EV_STORE_CORRUPT, st.corrupt)
-        reading_s = st.get(A_READING_S, reading_s)
-        interval_s = st.get(A_CAPTURE_PERIOD_S, interval_s)
         limits = alarm_settings(b)
-        limits["over_current_ma"] = st.alarm_limit(A_OVER_CURRENT_MA, limits["over_current_ma"])
-        limits["over_voltage_mv"] = st.alarm_limit(A_OVER_VOLTAGE_MV, limits["over_voltage_mv"])
+        tariffing = tariff_settings(b)
+        self._settings = None  # meter.settings.Settings, loaded when a command ever set one (or first used)
+        if Store(hw.flash_dir, "settings").load() is not None:
+            reading_s, interval_s = self.settings.override(reading_s, interval_s, limits, tariffing)
         self.alarms = Alarms(limits, self.event)
         self._restart_at = None  # uptime second of a commanded restart (meter.configure, op 11)
-        tariffing = tariff_settings(b)
-        tariffing["demand_period_s"] = st.get(A_DEMAND_PERIOD_S, tariffing["demand_period_s"])
         self.registers = Registers(tariffing["tariffs"])
         self.sensor_ok = False
         self._next_sensor_try = 0
@@ -100,8 +92,9 @@ class Meter:
         self.frame_seq = FrameSeq(Store(d, "frame-seq", max_payload=16))
         self.profile = LoadProfile(d)  # 99.1.0: every row in flash before it is sent
         self.eventlog = EventLog(d)  # 99.98.x: every event in flash, numbered, before it is sent
-        last = self.profile.last()
-        self.settings.capture_in_force(interval_s, last[0] if last else 0)
+        if self._settings is not None:
+            last = self.profile.last()
+            self._settings.capture_in_force(interval_s, last[0] if last else 0)
         rep = Reporter(Builder(self.identity, self.frame_seq, self.boundaries.stamp), sink, self.eventlog, self.profile,
                        self.registers, self.metrology, self.sensor, self.boundaries, lambda: self.sensor_ok,
                        self.hw.relay, self.flush_checkpoint, self.event, reading_s, interval_s)
@@ -110,6 +103,19 @@ class Meter:
         torn = self.profile.torn + self.eventlog.torn
         if torn:
             self.event(EV_STORE_CORRUPT, "%d torn profile/event records at boot" % torn)
+
+    @property
+    def settings(self):
+        """What configuration commands set (meter.settings): loaded at boot when there is any, else when first
+        used (a configuration command; another part registering a setter)."""
+        s = self._settings
+        if s is None:
+            from meter.settings import Settings
+
+            s = self._settings = Settings(self.hw.flash_dir)
+            if s.corrupt:
+                self.event(EV_STORE_CORRUPT, s.corrupt)
+        return s
 
     def command(self, kind, counter, m):
         """A head-end command the link verified -> the response (seq, frame). meter.commands is loaded with the

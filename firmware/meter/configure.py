@@ -50,7 +50,8 @@ def _config(meter, counter, args):
         b.capture_next = (p, lambda t: st.store({}, since=[t, p]))
         later.append("capture period at the top of the hour")
     elif p is not None:
-        b.capture_next = None  # set back to the period in force before the switch came
+        b.capture_next = None  # set back to the period in force before the switch came: nothing changes
+        st.store({}, since=[st.capture_since(), p])  # (so the next boot sees no change either)
     p = args.get(A_DEMAND_PERIOD_S)
     if p is not None:
         b.settings["demand_period_s"] = p

@@ -41,6 +41,14 @@ class Settings:
             except ValueError as e:
                 self.corrupt = "settings: %s" % e
 
+    def override(self, reading_s, interval_s, alarms, tariffing):
+        """At boot: the stored values over the board's (alarms: meter.board.alarm_settings, tariffing: its
+        tariff_settings, both changed in place) and the runner's; returns (reading_s, interval_s)."""
+        alarms["over_current_ma"] = self.alarm_limit(A_OVER_CURRENT_MA, alarms["over_current_ma"])
+        alarms["over_voltage_mv"] = self.alarm_limit(A_OVER_VOLTAGE_MV, alarms["over_voltage_mv"])
+        tariffing["demand_period_s"] = self.get(A_DEMAND_PERIOD_S, tariffing["demand_period_s"])
+        return self.get(A_READING_S, reading_s), self.get(A_CAPTURE_PERIOD_S, interval_s)
+
     def get(self, key, default=None):
         return self.values.get(key, default)
 
