@@ -224,12 +224,14 @@ class Meter:
             self.link.poll()
         except Exception as e:  # noqa: BLE001 - the link must never stop the meter
             self.event(EV_INTERNAL, repr(e))
-        if self._restart_at is not None and self.hw.monotonic_s() >= self._restart_at:
+        r = self._restart_at
+        if r is not None and (self.link.outbox.acked >= r[1] or self.hw.monotonic_s() >= r[0]):
             self.restart()
 
-    def restart_at(self, uptime_s):
-        """Restart once the uptime reaches uptime_s (a reboot command: its answer is in the outbox)."""
-        self._restart_at = uptime_s
+    def restart_at(self, uptime_s, seq):
+        """Restart once frame `seq` (a reboot command's answer, in the outbox) is acknowledged, or the uptime
+        reaches uptime_s."""
+        self._restart_at = (uptime_s, seq)
 
     def restart(self):
         """An orderly restart: the registers, the link's counter and acknowledged mark written, then the

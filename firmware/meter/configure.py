@@ -11,15 +11,15 @@
 #   demand period                        at the next billing-period end that ends a period of both lengths:
 #                                        the maxima were just reset there, so none mixes two period lengths
 #   keys other parts own                 their registered setters, at once
-# Reboot: the answer goes into the durable outbox first; the meter restarts a few seconds later (the link has
-# them to send it), after writing the registers. Its counter was saved before it acted: a replay is refused.
+# Reboot: the answer goes into the durable outbox first; the meter restarts once the head-end acknowledged it
+# (30 s at most), after writing the registers. Its counter was saved before it acted: a replay is refused.
 # Key rotation: the new key replaces the old in one A/B write (meter.store): a power cut leaves one of them.
 from meter import events, p256
 from meter.identity import key_id
 from meter.messages import (A_CAPTURE_PERIOD_S, A_DEMAND_PERIOD_S, A_KEY, A_OVER_CURRENT_MA, A_OVER_VOLTAGE_MV,
                             A_READING_S, OP_CONFIG, OP_REBOOT, RESULT_BAD_ARGS, RESULT_OK, RESULT_REJECTED)
 
-REBOOT_AFTER_S = 3  # uptime seconds between a reboot's answer and the restart: the link sends the answer
+REBOOT_AFTER_S = 30  # a reboot waits this long (uptime s) at most for the head-end to acknowledge its answer
 
 
 def handle(meter, counter, op, args):
@@ -65,8 +65,10 @@ def _config(meter, counter, args):
 def _reboot(meter, counter):
     # the event and the answer (frames are numbered in the order made) go to the outbox before the restart
     meter.event(events.REBOOT, counter)
-    meter.restart_at(meter.hw.monotonic_s() + REBOOT_AFTER_S)
-    return meter.reporter.response(counter, RESULT_OK, "restarting in %d s" % REBOOT_AFTER_S)
+    answer = meter.reporter.response(counter, RESULT_OK, "restarting once this is acknowledged (%d s at most)"
+                                     % REBOOT_AFTER_S)
+    meter.restart_at(meter.hw.monotonic_s() + REBOOT_AFTER_S, answer[0])
+    return answer
 
 
 def _rotate(meter, counter, args):

@@ -145,13 +145,20 @@ def test_a_reboot_is_answered_then_the_meter_restarts_and_a_replay_does_nothing(
     hw, m, he, up, down = _linked()
     p = _command(he, M.OP_REBOOT)
     fr = he.sign(p)
-    sent = _exchange(m, he, up, down, fr)
-    eq(_answer(sent, p[M.K_COUNTER]), (M.RESULT_OK, "restarting in 3 s"), "answered first")
+    down.extend(fr)
+    for _ in range(3):
+        m.poll_link()
+    he.receive(up)
+    sent = [he.payloads[s] for s in he.seen]
+    eq(_answer(sent, p[M.K_COUNTER]), (M.RESULT_OK, "restarting once this is acknowledged (30 s at most)"),
+       "answered first")
     eq(_evs(sent, events.REBOOT), [p[M.K_COUNTER]], "event 30")
-    held = m.link.outbox.last_seq
-    e = raises(Restart, _run_to_world, hw, m, he, up, hw.time() + 10)
-    eq(str(e), "reboot command", "then the board restarts")
-    eq(m.link.outbox.last_seq >= held, True, "the answer was in the outbox before")
+    answer = [x[M.K_SEQ] for x in sent if x[M.K_KIND] == M.RESPONSE][0]
+    for _ in range(5):
+        m.poll_link()  # not acknowledged yet: no restart
+    down.extend(he.ack(answer))
+    e = raises(Restart, m.poll_link)
+    eq((str(e), m.link.outbox.acked), ("reboot command", answer), "acknowledged: the board restarts")
     # the next boot, on the same flash: the replayed command is refused, nothing scheduled
     hw2 = open_sim(_board(), flash_dir=hw.flash_dir, overrides={"scenario": "constant", "start_unix_s": hw.time()})
     m2 = Meter(hw2, sink=lambda seq, fr: None)
@@ -164,6 +171,15 @@ def test_a_reboot_is_answered_then_the_meter_restarts_and_a_replay_does_nothing(
     for _ in range(20):
         m2.poll_link()
     eq((m2.link.refused.get("replay"), m2._restart_at), (1, None), "a replay is refused: no restart loop")
+
+
+def test_a_reboot_whose_answer_is_not_acknowledged_restarts_after_30_s():
+    hw, m, he, up, down = _linked()
+    down.extend(he.command(M.OP_REBOOT))
+    t0 = hw.monotonic_s()
+    e = raises(Restart, _run_to_world, hw, m, he, up, hw.time() + 60)  # the head-end reads, never acknowledges
+    eq((str(e), 30 <= hw.monotonic_s() - t0 <= 32), ("reboot command", True), "restarted after 30 s")
+    eq([x[M.K_RESULT] for x in he.payloads.values() if x[M.K_KIND] == M.RESPONSE], [M.RESULT_OK], "answered")
 
 
 def test_the_head_end_key_is_rotated_and_only_the_new_key_verifies():

@@ -21,7 +21,8 @@ Operations (docs/concentrator.md, "Operator commands"):
 | OP_CONFIG        | A_DEMAND_PERIOD_S .. A_GROUPS, any | 0 applied (event 28; a period later: the reason     |
 |                  | (at least one)                     | says when); -3 a value it cannot honour; -4 a key   |
 |                  |                                    | nothing applies on that meter                       |
-| OP_REBOOT        | none                               | 0 "restarting in 3 s" (event 30), then it restarts  |
+| OP_REBOOT        | none                               | 0 (event 30), then it restarts once the answer is   |
+|                  |                                    | acknowledged (30 s at most)                         |
 | OP_KEY_ROTATE    | A_KEY (queued as hex: JSON has no  | 0 rotated (event 29); -3 not a P-256 point          |
 |                  | bytes; bytes at signing)           |                                                     |
 
