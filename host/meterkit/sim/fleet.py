@@ -29,6 +29,7 @@ from meterkit.device.toolchain import firmware_dir
 from meterkit.sim.runner import provision, sim_command, sim_env
 from meterkit.wire.keys import private_dir
 
+RESTART_EXIT = 3  # sim/run.py's exit status when the board restarts (a reboot command, its watchdog)
 
 class FleetClock:
     """start + real elapsed x speed, but never ahead of the slowest running meter that reports its clock
@@ -251,6 +252,7 @@ class FleetMeter:
     vtime: float | None = None  # the meter's own clock, as it last reported it (@@T)
     power_cuts: int = 0
     link_cuts: int = 0
+    restarts: int = 0  # the firmware ended its run as a board restart (exit status 3) and was started again
     _reader: asyncio.Task | None = None
     _power: asyncio.Task | None = None  # the last power action (cut, on): the next one waits for it
 
@@ -400,6 +402,11 @@ class Fleet:
         result, err = await follow_sim(proc, follow)  # None at exit: not followed
         if result is not None:
             m.runs.append(result)
+        elif proc.returncode == RESTART_EXIT and m.proc is proc:
+            # the board restarted (a reboot command, its watchdog): it boots again from its flash
+            m.restarts += 1
+            self.log.append(f"{self.clock.hours():5.2f} h  {m.spec.name} restarted")
+            await self._start_meter(m)
         elif proc.returncode not in (-signal.SIGKILL,):
             self.log.append(f"{m.spec.name} exited with {proc.returncode}: {err.decode()[-800:]}")
 

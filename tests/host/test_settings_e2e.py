@@ -1,9 +1,11 @@
-"""Head-end key rotation end to end (issue 12): the real firmware (MicroPython Unix port, simulated meters over
-TCP on the fleet clock) and the real concentrator. A rotation is queued for every meter as `meterkit keys
-rotate` queues it; one meter is offline while it goes out and gets it when its link returns. Each meter's
-rotation is signed with the old key, its answer moves it to the new one, and from then on its commands and
-acknowledgements are signed with the new key and taken: a billing reset queued behind the rotation is
-executed, and the meters' outboxes empty (every frame acknowledged under the key each meter holds)."""
+"""Ops 11 and 12 end to end (issue 12), the real firmware (MicroPython Unix port, simulated meters over TCP on
+the fleet clock) and the real concentrator.
+
+Head-end key rotation: a rotation is queued for every meter as `meterkit keys rotate` queues it; one meter is
+offline while it goes out and gets it when its link returns. Each meter's rotation is signed with the old key,
+its answer moves it to the new one, and from then on its commands and acknowledgements are signed with the new
+key and taken: a billing reset queued behind the rotation is executed, and the meters' outboxes empty (every
+frame acknowledged under the key each meter holds)."""
 
 from __future__ import annotations
 
@@ -66,3 +68,32 @@ def test_a_key_rotation_reaches_every_meter_and_only_the_new_key_is_used_after(t
     for m in (a, b):
         last = m.runs[-1]
         assert last["outbox_held"] == 0, (m.spec.name, last.get("link"))  # every frame acknowledged
+
+
+def test_a_reboot_is_answered_then_the_real_meter_restarts_once(tmp_path):
+    """Op 11 end to end: the answer (result 0) and event 30 are stored, the firmware ends its run as a board
+    restart, the fleet boots it again from its flash, and a billing reset queued behind the reboot is executed
+    by the restarted meter (its counter survived the restart; the reboot did not run again)."""
+    fleet = Fleet(tmp_path, [MeterSpec("house", "constant", "tcp", seed=1)], ec.generate_private_key(ec.SECP256R1()),
+                  tmp_path / "db.sqlite", hours=1.0, speed=1440.0)
+
+    async def scenario():
+        await fleet.setup()
+        try:
+            [m] = fleet.meters
+            ids = [C.queue(fleet.store, m.device, op, None, fleet.start_unix) for op in (C.OP_REBOOT,
+                                                                                        C.OP_BILLING_RESET)]
+            await fleet.run(settle_s=3.0)
+        finally:
+            await fleet.close()
+        return m, ids
+
+    m, ids = asyncio.run(asyncio.wait_for(scenario(), 300))
+    assert not [line for line in fleet.log if "exited with" in line], fleet.log
+    with open_store(tmp_path / "db.sqlite", create=False, readonly=True) as db:
+        reboot, reset = db.queued_commands(ids=ids)
+        evs = [e.code for e in db.events(m.device, codes=(events.REBOOT, events.POWER_UP, events.BILLING_END))]
+    assert (reboot.state, reboot.result, reboot.attempts) == ("answered", M.RESULT_OK, 1), reboot
+    assert (reset.state, reset.result) == ("answered", M.RESULT_OK), reset
+    assert m.restarts == 1
+    assert evs == [events.POWER_UP, events.REBOOT, events.POWER_UP, events.BILLING_END], evs
