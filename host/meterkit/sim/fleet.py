@@ -269,7 +269,8 @@ class Fleet:
 
     Meters are provisioned (keys made on the meter, head-end key installed, public keys registered), then run
     at `speed` times real time on one FleetClock. `at(hour, action)` schedules faults: cut_link/restore_link,
-    power_cut/power_on (the process is SIGKILLed and later restarted on the same flash).
+    power_cut/power_on (the process is SIGKILLed and later restarted on the same flash). A firmware run that ends
+    as a board restart (a reboot command, its watchdog: exit status 3) is started again on its flash.
     """
 
     def __init__(self, out_dir: Path, specs: list[MeterSpec], headend_key: Any, db_path: Path, *,
