@@ -185,7 +185,6 @@ def test_a_reboot_whose_answer_is_not_acknowledged_restarts_after_30_s():
 def test_the_head_end_key_is_rotated_and_only_the_new_key_verifies():
     hw, m, he, up, down = _linked()
     d = hw.flash_dir
-    old_d, old_kid = he.d, he.kid
     new_d, new_pub = p256.generate_key()
     p, sent = _send(m, he, up, down, M.OP_KEY_ROTATE, {M.A_KEY: new_pub})
     eq(_answer(sent, p[M.K_COUNTER]), (M.RESULT_OK, None), "rotated")
@@ -223,7 +222,6 @@ def test_the_head_end_key_is_rotated_and_only_the_new_key_verifies():
        "the new key, a counter already taken under the old: a replay (the counter was not reset)")
     p, sent = _send(m, he, up, down, M.OP_BILLING_RESET)
     eq(_answer(sent, p[M.K_COUNTER]), (M.RESULT_OK, None), "the new key, the next counter: taken")
-    eq((old_d is not new_d, old_kid != kid), (True, True), "two keys")
 
 
 def test_a_torn_key_write_leaves_the_old_key():
@@ -264,11 +262,15 @@ def test_rotation_attacks_are_refused_logged_and_change_nothing():
     for name, make, reason in attacks:
         fr = make()
         refused = m.link.refused.get(reason, 0)
-        auth = m.event_counts.get(events.AUTH_FAIL, 0)
-        sent = _exchange(m, he, up, down, fr)
-        eq([x for x in sent if x[M.K_KIND] == M.RESPONSE], [], "%s: no answer" % name)
+        logged = m.event_counts.get(events.AUTH_FAIL, 0) + m.link.events_suppressed
+        down.extend(fr)
+        for _ in range(3):
+            m.poll_link()
+        he.receive(up)
+        eq([x for x in he.payloads.values() if x[M.K_KIND] == M.RESPONSE], [], "%s: no answer" % name)
         eq(m.link.refused.get(reason, 0), refused + 1, "%s: refused as %s (%r)" % (name, reason, m.link.refused))
-        eq(m.event_counts.get(events.AUTH_FAIL, 0) >= auth, True, "%s: logged (rate-limited)" % name)
+        eq(m.event_counts.get(events.AUTH_FAIL, 0) + m.link.events_suppressed, logged + 1,
+           "%s: logged as event 9 (or counted, at most one event a minute)" % name)
         eq(_files(d), before, "%s: flash unchanged" % name)
     ok = he.sign(_command(he, M.OP_KEY_ROTATE, {M.A_KEY: b"\x04" + bytes(64)}))  # not on the curve
     sent = _exchange(m, he, up, down, ok)
