@@ -3,6 +3,7 @@
 #   meter.boundaries  tariff switches, demand periods, profile intervals, billing periods: where energy is cut
 #   meter.report      what is sent when (and the event log and load profile behind it)
 #   meter.commands    the authenticated head-end commands;  meter.alarms  over-current/over-voltage events
+#   meter.control     disconnect control (relay), limiter, demand response, the customer's button
 #
 # One sampling cycle reads one INA219 conversion cycle (68.6 ms with the default ADC settings). Every batch
 # (Metrology.batch cycles) the kernel integrates, whole µWh move into the registers, a checkpoint is written
@@ -19,7 +20,7 @@ from meter.clock import ticks_diff
 from meter.ina219 import INA219, SensorError
 from meter.metrology import Metrology
 from meter.registers import Registers
-from meter.store import Checkpointer, Store
+from meter.store import Checkpointer, Store, exists
 
 EV_SENSOR_FAULT = events.SENSOR_FAULT
 EV_SENSOR_OK = events.SENSOR_OK
@@ -77,6 +78,17 @@ class Meter:
         if sink is not None:
             self._open_reporting(sink, reading_s, interval_s)  # first: the signing key's 16 KB table in one piece
         self.boundaries.restore()
+        # The relay goes to its stored state here, before the first conversion is metered. A meter whose flash
+        # holds no disconnect, limiter or demand-response state is connected, and loads meter.control only when
+        # a command or the customer's button first asks for it (controls()).
+        self.control = None
+        d = hw.flash_dir
+        if exists(d, "disconnect") or exists(d, "limiter") or exists(d, "dr"):
+            self.controls()
+        else:
+            hw.relay.value(1)
+            if hw.load_control is not None:
+                hw.load_control.value(1)
 
     def _open_reporting(self, sink, reading_s, interval_s):
         from meter.identity import Identity
@@ -117,6 +129,18 @@ class Meter:
                 self.event(EV_STORE_CORRUPT, s.corrupt)
         return s
 
+    def controls(self):
+        """meter.control.Control (disconnect control, limiter, demand response), made on first use; the
+        configuration command sets its control mode and groups (set_mode, set_groups)."""
+        c = self.control
+        if c is None:
+            from meter.control import Control
+
+            c = self.control = Control(self.hw, self.event, lambda: self.boundaries.clock_ok)
+            if self.reporter is not None:
+                self.reporter.control = c
+        return c
+
     def command(self, kind, counter, m):
         """A head-end command the link verified -> the response (seq, frame). meter.commands is loaded with the
         first one: a meter that is never sent a command never holds it in RAM."""
@@ -124,7 +148,7 @@ class Meter:
         if c is None:
             from meter.commands import Commands
 
-            c = self._commands = Commands(self.boundaries, self.profile, self.reporter, self)
+            c = self._commands = Commands(self.boundaries, self.profile, self.reporter, self.controls, self)
         return c.handle(kind, counter, m)
 
     def event(self, code, value=0):
@@ -259,6 +283,11 @@ class Meter:
         if self.metrology.add(s.shunt, s.bus, s.tick):
             self.settle()
             self.alarms.check(self.metrology)
+            c = self.control
+            if c is not None:
+                c.check(s.shunt, s.bus, self.metrology)
+            elif self.hw.button is not None and self.hw.button.pressed():
+                self.controls().press()
             s.check()  # a chip that reset on a load transient is re-initialised (and the event logged)
             return True
         return False

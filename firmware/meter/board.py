@@ -55,6 +55,7 @@ def validate_board(board):
     alarms = board.get("alarms")
     if alarms is not None:
         problems.extend(_alarm_problems(alarms))
+    problems.extend(_io_problems(board))
     watchdog = board.get("watchdog")
     if watchdog is not None:
         problems.extend(_watchdog_problems(watchdog))
@@ -85,6 +86,35 @@ def board_warnings(board):
     from meter import pins
 
     return pins.check_pins(board)[1]
+
+
+# The relay's level, and the optional 'button' and 'load_control' sections (docs/hardware.md, "Relay, button
+# and load-control output"): {key: default}; the pins are checked against the chip by meter.pins.
+_IO = {"relay": {"pin": None, "active_high": True}, "button": {"pin": None, "active_low": True},
+       "load_control": {"pin": None, "active_high": True}}
+
+
+def _io_problems(board):
+    out = []
+    for name, keys in _IO.items():
+        sec = board.get(name)
+        if sec is None and name != "relay":
+            continue
+        if not isinstance(sec, dict):
+            if name != "relay":
+                out.append("%s must be an object" % name)
+            continue
+        for key in sec:
+            if key not in keys:
+                out.append("%s: unknown key %r" % (name, key))
+        pin = sec.get("pin")
+        if not isinstance(pin, int) or isinstance(pin, bool) or not 0 <= pin <= 48:
+            if name != "relay":  # (the relay's pin is checked with the required sections)
+                out.append("%s.pin must be an integer 0..48, not %r" % (name, pin))
+        for key in keys:
+            if key != "pin" and not isinstance(sec.get(key, True), bool):
+                out.append("%s.%s must be true or false" % (name, key))
+    return out
 
 
 # The optional 'watchdog' section: machine.WDT, armed as the meter loop starts and fed by every cycle. Once

@@ -7,6 +7,7 @@
 #   OP_BILLING_RESET  {}                                             a billing snapshot now, then demand reset
 #   OP_PROFILE        {A_FROM: UTC, A_TO: UTC}                       the stored load-profile rows in range, again
 #   OP_SET_TIME       {A_UTC: UTC, A_FORCE: bool (default false)}    set the clock (Boundaries.set_clock)
+#   OP_DISCONNECT, OP_RECONNECT, OP_LIMITER, OP_DR_EVENT           meter.control (IC70, IC71, demand response)
 # While the clock is not set only OP_SET_TIME is taken (meter.messages.verify_host refuses the others first).
 # The arguments' types are meter.cmdschema's (verify_host refused anything else already, with event 18; checked
 # here again for a direct caller); what is left here is what they mean.
@@ -15,6 +16,7 @@ from meter.messages import (A_ACTIVATION, A_CALENDAR, A_FORCE, A_FROM, A_TO, A_U
                             OP_CALENDAR, OP_CONFIG, OP_KEY_ROTATE, OP_PROFILE, OP_REBOOT, OP_SET_TIME,
                             RESULT_BAD_ARGS, RESULT_GONE, RESULT_OK, RESULT_REJECTED, RESULT_UNKNOWN_OP)
 
+CONTROL_OPS = (messages.OP_DISCONNECT, messages.OP_RECONNECT, messages.OP_LIMITER, messages.OP_DR_EVENT)
 PROFILE_ROWS_MAX = 96  # rows one profile command sends again (a day at 15 min; ask again for more)
 PROFILE_ROWS_PER_FRAME = 16
 
@@ -23,8 +25,9 @@ class Commands:
     """boundaries: meter.boundaries.Boundaries (calendars, billing); profile: the load profile ring; reporter:
     builds the responses and sends the rows; meter: the meter (for meter.configure)."""
 
-    def __init__(self, boundaries, profile, reporter, meter=None):
+    def __init__(self, boundaries, profile, reporter, controls=None, meter=None):
         self.boundaries = boundaries
+        self.controls = controls  # controls() -> meter.control.Control: ops 6-9 (its modules handle them)
         self.profile = profile
         self.reporter = reporter
         self.meter = meter  # what ops 10-12 change (meter.configure)
@@ -48,6 +51,9 @@ class Commands:
             return respond(counter, RESULT_OK, None)
         if op == OP_PROFILE:
             return self._profile(counter, args)
+        if op in CONTROL_OPS and self.controls is not None:
+            result, reason = self.controls().command(op, args or {})
+            return respond(counter, result, reason)
         if op in (OP_CONFIG, OP_REBOOT, OP_KEY_ROTATE):
             from meter import configure  # loaded with the first of them: rarely used
 

@@ -16,8 +16,9 @@
 # Key rotation: the new key replaces the old in one A/B write (meter.store): a power cut leaves one of them.
 from meter import events, p256
 from meter.identity import key_id
-from meter.messages import (A_CAPTURE_PERIOD_S, A_DEMAND_PERIOD_S, A_KEY, A_OVER_CURRENT_MA, A_OVER_VOLTAGE_MV,
-                            A_READING_S, OP_CONFIG, OP_REBOOT, RESULT_BAD_ARGS, RESULT_OK, RESULT_REJECTED)
+from meter.messages import (A_CAPTURE_PERIOD_S, A_CONTROL_MODE, A_DEMAND_PERIOD_S, A_GROUPS, A_KEY,
+                            A_OVER_CURRENT_MA, A_OVER_VOLTAGE_MV, A_READING_S, OP_CONFIG, OP_REBOOT,
+                            RESULT_BAD_ARGS, RESULT_OK, RESULT_REJECTED)
 
 REBOOT_AFTER_S = 30  # a reboot waits this long (uptime s) at most for the head-end to acknowledge its answer
 
@@ -33,6 +34,8 @@ def handle(meter, counter, op, args):
 def _config(meter, counter, args):
     respond = meter.reporter.response
     st = meter.settings
+    if A_CONTROL_MODE in args or A_GROUPS in args:
+        _control_setters(meter, st)
     bad = st.check(args)
     if bad is not None:
         return respond(counter, bad[0], bad[1])
@@ -60,6 +63,13 @@ def _config(meter, counter, args):
     st.apply_owned(args)
     meter.event(events.CONFIG_SET, ",".join([str(k) for k in sorted(args)]))
     return respond(counter, RESULT_OK, ("applied; " + ", ".join(later)) if later else None)
+
+
+def _control_setters(meter, st):
+    """Control mode and groups are meter.control's (IC70, the limiter): it keeps them; loaded when first set."""
+    c = meter.controls()
+    st.register(A_CONTROL_MODE, c.set_mode, c.disconnect.mode_problem)
+    st.register(A_GROUPS, c.set_groups)  # (meter.cmdschema checked the ids already)
 
 
 def _reboot(meter, counter):

@@ -11,11 +11,13 @@
 #   time_us      UTC microseconds since 1970, from the same clock: where a boundary instant falls in ticks
 #   set_time     set_time(t): the clock reads UTC second t from now on (the RTC on a board), or None
 #   ntp_time     ntp_time() -> UTC seconds from the network, or None (no answer); None on a board without Wi-Fi
-#   relay        an object with on() / off() / value()
+#   relay        Output: value(1) closes the supply relay, value(0) opens it (at the board's active level)
+#   button       Button (the customer's push-button: pressed() once per debounced press), or None
+#   load_control Output: a second relay for a load demand response may shed (a water heater), or None
 #   flash_dir    a directory for persistent state
 #   watchdog     arm() / feed() / relax(): machine.WDT from the board profile (sim.hardware: SimWatchdog)
 #   random_bytes random_bytes(n): true-random bytes, for the device key (on an ESP32: radio_random below)
-from meter.clock import EPOCH_2000_OFFSET, Uptime
+from meter.clock import EPOCH_2000_OFFSET, Uptime, ticks_add, ticks_diff
 
 
 class NoWatchdog:
@@ -50,9 +52,57 @@ class Hardware:
         self.sleep_ms = sleep_ms
         self.watchdog = watchdog or NoWatchdog()
         self.random_bytes = random_bytes
+        self.button = None
+        self.load_control = None
         self.restart = None  # restart the board (a reboot command): machine.reset; the simulator's ends its run
 
 
+class Output:
+    """A relay or contactor on an output pin: value(1) closes it (the load is supplied), value(0) opens it,
+    value() says which. The pin is driven at the board's active level: active_high false for a driver that
+    closes the relay on a low pin. The pin is left alone until the first value(v) (meter.disconnect drives it
+    to the stored state at boot: a disconnected meter's relay never closes for a moment)."""
+
+    def __init__(self, pin, active_high=True):
+        self.pin = pin
+        self.active_high = active_high
+        self._v = 1
+
+    def value(self, v=None):
+        if v is None:
+            return self._v
+        self._v = 1 if v else 0
+        self.pin.init(self.pin.OUT, value=self._v if self.active_high else 1 - self._v)
+
+
+class Button:
+    """The customer's push-button on an input pin with a pull-up (active_low) or pull-down. Every edge runs
+    the pin's interrupt handler, which only notes the time; a press is an edge to the active level after the
+    pin rested DEBOUNCE_MS: contact bounce (a few ms of edges at the press and at the release) makes one press.
+    pressed() is True once per press (the meter asks once per batch: the interrupt holds the press till then)."""
+
+    DEBOUNCE_MS = 50
+
+    def __init__(self, pin, active_low, ticks_ms):
+        self.pin = pin
+        self.active = 0 if active_low else 1
+        self.ticks_ms = ticks_ms
+        self._last = ticks_add(ticks_ms(), -self.DEBOUNCE_MS)  # at rest since boot
+        self._press = False
+        pin.irq(handler=self._edge, trigger=pin.IRQ_FALLING | pin.IRQ_RISING)
+
+    def _edge(self, pin):
+        t = self.ticks_ms()
+        d = ticks_diff(t, self._last)
+        quiet = not 0 <= d < self.DEBOUNCE_MS  # (negative: a rest longer than ticks_diff reaches, ~6 days)
+        self._last = t
+        if quiet and pin.value() == self.active:
+            self._press = True
+
+    def pressed(self):
+        p = self._press
+        self._press = False
+        return p
 def ensure_dir(path):
     import os
     try:
@@ -73,7 +123,8 @@ def open_hardware(board, flash_dir=None):
 
     c = board["i2c"]
     i2c = machine.I2C(c["id"], scl=machine.Pin(c["scl"]), sda=machine.Pin(c["sda"]), freq=c["freq"])
-    relay = machine.Pin(board["relay"]["pin"], machine.Pin.OUT)
+    r = board["relay"]
+    relay = Output(machine.Pin(r["pin"]), r.get("active_high", True))  # an input until meter.disconnect drives it
 
     def utc():
         return time.time() + EPOCH_2000_OFFSET  # ESP32 time.time() counts from 2000
@@ -88,6 +139,14 @@ def open_hardware(board, flash_dir=None):
     hw.reset_cause = {machine.WDT_RESET: "watchdog", machine.SOFT_RESET: None}.get(machine.reset_cause())
     hw.restart = machine.reset  # a software reset: reset_cause() says SOFT_RESET at the next boot
     hw.set_time = set_rtc
+    b = board.get("button")
+    if b is not None:
+        low = b.get("active_low", True)
+        pin = machine.Pin(b["pin"], machine.Pin.IN, machine.Pin.PULL_UP if low else machine.Pin.PULL_DOWN)
+        hw.button = Button(pin, low, time.ticks_ms)
+    lc = board.get("load_control")
+    if lc is not None:
+        hw.load_control = Output(machine.Pin(lc["pin"]), lc.get("active_high", True))
     link = board.get("link")
     if link is not None and link.get("kind") == "wifi-tcp":
         hw.ntp_time = ntp_source(link.get("ntp") or "pool.ntp.org")

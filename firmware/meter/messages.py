@@ -239,9 +239,10 @@ def hello_body(fw_version, board, boots, cycle_us, shunt_duty_ppm, shunt_uohm, q
 
 
 def reading_body(snapshot, power_mw, bus_mv, current_ma, uncovered_ppm, tariffs=None, tariff=None, demand=None,
-                 calibration=None):
+                 calibration=None, control=None):
     """tariff: the tariff in force (key 9, sent when the calendar has more than one); demand: [current average
-    W, last period average W] (key 10, 1.4.0 and 1.5.0); calibration: the calibration id (key 11)."""
+    W, last period average W] (key 10, 1.4.0 and 1.5.0); calibration: the calibration id (key 11); control:
+    [IC70 state, control mode, import limit in force W] (key 12, left out as None when it is [1, 0, 0])."""
     b = {K_REGISTERS: register_map(snapshot, tariffs), K_INSTANT: [power_mw, bus_mv, current_ma],
          K_UNCOVERED_PPM: uncovered_ppm}
     if tariff is not None:
@@ -250,6 +251,8 @@ def reading_body(snapshot, power_mw, bus_mv, current_ma, uncovered_ppm, tariffs=
         b[K_DEMAND] = demand
     if calibration is not None:
         b[K_CALIBRATION] = calibration
+    if control is not None:
+        b[K_CONTROL] = control
     return b
 
 

@@ -3,7 +3,8 @@
 # (docs/en/api-reference/peripherals/gpio/esp32*.inc), the ESP32 module datasheet ("Strapping Pins"), esptool's
 # "Boot Mode Selection", the ESP32-S3 and ESP32-C3 datasheets, ESP-IDF soc_caps.h (controller counts).
 #
-# A pin has a role: "out" (driven: relay, UART TX; I2C lines are open-drain outputs) or "in" (UART RX).
+# A pin has a role: "out" (driven: relay, load control, UART TX; I2C lines are open-drain outputs) or "in"
+# (UART RX, the button).
 # check_pins() returns (problems, warnings): problems make a profile invalid (no such GPIO, a flash/PSRAM pin,
 # an input-only pin driven, one GPIO used twice); warnings name a strapping, USB or console pin in use.
 
@@ -159,11 +160,17 @@ def board_pins(board):
     """[(what, gpio, role)] of every pin a board profile uses."""
     i2c = board.get("i2c") or {}
     out = [("i2c.scl", i2c.get("scl"), "out"), ("i2c.sda", i2c.get("sda"), "out"),
-           ("relay.pin", (board.get("relay") or {}).get("pin"), "out")]
+           ("relay.pin", _pin(board, "relay"), "out"), ("load_control.pin", _pin(board, "load_control"), "out"),
+           ("button.pin", _pin(board, "button"), "in")]
     link = board.get("link") or {}
     if link.get("kind") == "uart":
         out += [("link.tx", link.get("tx"), "out"), ("link.rx", link.get("rx"), "in")]
     return [p for p in out if isinstance(p[1], int) and not isinstance(p[1], bool)]
+
+
+def _pin(board, section):
+    sec = board.get(section)
+    return sec.get("pin") if isinstance(sec, dict) else None
 
 
 def check_pins(board):

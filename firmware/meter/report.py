@@ -47,6 +47,7 @@ class Reporter:
         self.interval_s = interval_s
         self.sticky = 0  # status bits collected since the last reading
         self.calibration = None  # meter.calibration.Calibration: corrects the instantaneous current and power
+        self.control = None  # meter.control.Control: IC70 state, load shed, demand response (status, K_CONTROL)
         self.frames = 0
         self._next_reading = None
         self._covered = 0
@@ -78,6 +79,8 @@ class Reporter:
             s |= ST_RELAY_OPEN
         if not self.tariffing.clock_good():
             s |= ST_CLOCK_NOT_SET
+        if self.control is not None:
+            s |= self.control.status()
         return s
 
     def response(self, counter, result, reason=None):
@@ -196,5 +199,6 @@ class Reporter:
         d = tf.demand
         self.send(messages.READING, messages.reading_body(
             self.registers.snapshot(), mw, s.bus_mv(), ma, uncovered, n, tf.tariff if n > 1 else None,
-            [d.current_average, d.last_average], cal.id if cal is not None else 0))
+            [d.current_average, d.last_average], cal.id if cal is not None else 0,
+            self.control.reading() if self.control is not None else None))
         self.sticky = 0

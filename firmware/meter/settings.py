@@ -8,8 +8,7 @@
 #
 # Keys owned by other parts (A_CONTROL_MODE, A_GROUPS: the disconnect control and limiter) are applied by the
 # setter their owner registers: register(key, setter, check). check(value) -> None or why not; setter(value)
-# applies it. Until a key has one, a command that holds it is refused. Their values are stored here too: an
-# owner reads its own at boot with get(key).
+# applies it and keeps it. Until a key has one, a command that holds it is refused.
 #
 # Pure: runs on the meter and under CPython.
 from meter import cbor
@@ -81,7 +80,8 @@ class Settings:
         change took effect, the period] (K_CAPTURE_SINCE)."""
         new = dict(self.values)
         for k in args:
-            new[k] = args[k]
+            if k in OWN:  # (the other keys' owners keep theirs)
+                new[k] = args[k]
         if since is not None:
             new[K_CAPTURE_SINCE] = since
         self._store.save(cbor.encode(new))

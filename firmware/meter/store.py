@@ -49,6 +49,19 @@ def dir_prefix(d):
     return d if d.endswith("/") else d + "/"
 
 
+def exists(root_dir, name):
+    """Whether a store `name` has a slot file in root_dir (damaged or not): what a part that is loaded only
+    when it has state asks at boot, without loading it."""
+    p = dir_prefix(root_dir) + name
+    for slot in (".a", ".b"):
+        try:
+            os.stat(p + slot)
+            return True
+        except OSError:
+            pass
+    return False
+
+
 def list_dir(fs, flash_dir, d):
     """File names in directory d (inside flash_dir), creating both if missing (then: [])."""
     try:

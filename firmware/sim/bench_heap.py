@@ -14,7 +14,8 @@ import sys
 # object alone on the heap. meter.pins is imported only to validate a profile (meterkit device deploy).
 MODULES = ("events", "crc", "clock", "civil", "store", "cbor", "registers", "board", "ina219", "metrology",
            "alarms", "tou", "demand", "boundaries", "app", "p256", "p256_table", "cose", "messages", "identity",
-           "seqno", "ring", "profile", "report", "frame", "outbox", "transport", "hal", "link", "commands")
+           "seqno", "ring", "profile", "report", "frame", "outbox", "transport", "hal", "link", "disconnect",
+           "control", "commands")
 
 
 def used():

@@ -5,7 +5,7 @@ import os
 
 from meter.board import BoardError, watchdog_settings
 from meter.clock import EPOCH_2000_OFFSET, ticks_diff
-from meter.hal import Hardware
+from meter.hal import Button, Hardware, Output
 from sim import scenarios
 from sim.i2c import SimI2C
 from sim.ina219 import INA219Model
@@ -26,24 +26,96 @@ def _restart():
     raise Restart("reboot command")
 
 
-class SimRelay:
-    """A relay pin for the simulator: opening it cuts the simulated load."""
+class SimPin:
+    """An output pin (machine.Pin's init/value): level is what it drives, None until it is first driven."""
 
-    def __init__(self, chip):
-        self.chip = chip
-        self._v = 1
+    OUT = 1
+
+    def __init__(self):
+        self.level = None
+        self.changes = 0
+
+    def init(self, mode, value=0):
+        self.value(value)
 
     def value(self, v=None):
         if v is None:
-            return self._v
-        self._v = 1 if v else 0
-        self.chip.load_connected = bool(self._v)
+            return self.level
+        v = 1 if v else 0
+        if v != self.level:
+            self.changes += 1
+        self.level = v
 
-    def on(self):
-        self.value(1)
 
-    def off(self):
-        self.value(0)
+class SimRelayPin(SimPin):
+    """The supply relay's pin: the relay closes at the active level; open, it cuts the simulated load (the
+    chip's shunt carries no current, so the registers stop)."""
+
+    def __init__(self, chip, active_high=True):
+        SimPin.__init__(self)
+        self.chip = chip
+        self.active = 1 if active_high else 0
+
+    def value(self, v=None):
+        if v is None:
+            return self.level
+        SimPin.value(self, v)
+        self.chip.load_connected = self.level == self.active
+
+
+class SimButtonPin:
+    """The push-button's input pin (machine.Pin's irq/value): press() is a press and release in virtual
+    time, with `bounce` extra edges 1 ms apart at each end, as a real contact makes."""
+
+    IRQ_FALLING = 1
+    IRQ_RISING = 2
+
+    def __init__(self, clock, active_low=True):
+        self.clock = clock
+        self.idle = 1 if active_low else 0
+        self.level = self.idle
+        self.handler = None
+        self.presses = 0
+
+    def irq(self, handler=None, trigger=3):
+        self.handler = handler
+
+    def value(self):
+        return self.level
+
+    def _set(self, level):
+        if level != self.level:
+            self.level = level
+            if self.handler is not None:
+                self.handler(self)
+
+    def press(self, hold_ms=200, bounce=0):
+        self.presses += 1
+        for end in (1 - self.idle, self.idle):
+            for _ in range(bounce):
+                self._set(end)
+                self.clock.advance_us(1000)
+                self._set(1 - end)
+                self.clock.advance_us(1000)
+            self._set(end)
+            self.clock.advance_us(hold_ms * 1000 if end != self.idle else 0)
+
+
+class SimButton(Button):
+    """meter.hal.Button on the simulated pin, plus the presses the profile's 'sim' section schedules
+    (button_presses: virtual seconds after the start), made when the meter next asks."""
+
+    def __init__(self, pin, active_low, clock, schedule=()):
+        Button.__init__(self, pin, active_low, clock.ticks_ms)
+        self.clock = clock
+        self.schedule = sorted(clock.now_us + int(s * 1000000) for s in schedule)
+
+    def pressed(self):
+        sch = self.schedule
+        while sch and sch[0] <= self.clock.now_us:
+            sch.pop(0)
+            self.pin.press()
+        return Button.pressed(self)
 
 
 class SimWatchdog:
@@ -136,17 +208,37 @@ def open_sim(board, flash_dir=None, overrides=None):
     if not cfg.get("absent"):
         bus.add(ina["addr"], chip)
     flash = flash_dir or board["flash_dir"]
+    high = board["relay"].get("active_high", True)
+    relay = Output(SimRelayPin(chip, high), high)
     hw = Hardware(board, bus, clock.ticks_us, clock.ticks_ms, clock.sleep_us, clock.time, clock.time_us,
-                  SimRelay(chip), flash, sim=SimHandles(clock, bus, chip, scenario),
+                  relay, flash, sim=SimHandles(clock, bus, chip, scenario),
                   sleep_ms=None if cfg.get("busy_wait") else clock.sleep_ms,
                   watchdog=SimWatchdog(clock, watchdog_settings(board), flash, reset=cfg.get("watchdog_reset")),
                   random_bytes=cfg.get("random_bytes") or os.urandom)
     hw.reset_cause = _take_reset_cause(hw.flash_dir)
+    _controls(hw, board, clock, cfg)
     hw.set_time = clock.set_time
     hw.restart = _restart
     if cfg.get("ntp"):
         hw.ntp_time = clock.world_time
     return hw
+
+
+def _controls(hw, board, clock, cfg):
+    """The board's button and load-control output, simulated; button_presses from the 'sim' section."""
+    b = board.get("button")
+    presses = cfg.get("button_presses", [])
+    if not isinstance(presses, list) or any(isinstance(s, bool) or not isinstance(s, (int, float)) or s < 0
+                                            for s in presses):
+        raise BoardError("sim.button_presses must be a list of seconds after the start, not %r" % (presses,))
+    if b is not None:
+        low = b.get("active_low", True)
+        hw.button = SimButton(SimButtonPin(clock, low), low, clock, presses)
+    elif presses:
+        raise BoardError("sim.button_presses needs a 'button' section")
+    lc = board.get("load_control")
+    if lc is not None:
+        hw.load_control = Output(SimPin(), lc.get("active_high", True))
 
 
 def _rtc_start(cfg, start):

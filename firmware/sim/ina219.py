@@ -55,7 +55,7 @@ class INA219Model:
         self._counts_per_amp = shunt_ohms * 100000.0  # shunt counts (10 uV) per ampere
         self._rng = (seed & 0xFFFFFFFF) or 1
         self._org_ns = clock.now_us * 1000
-        # The relay (sim.hardware.SimRelay sets this): with the load cut off the shunt carries no current; the
+        # The relay (sim.hardware.SimRelayPin sets this): with the load cut off the shunt carries no current; the
         # bus voltage stays. A change takes effect from the first cycle not yet caught up when it is noticed
         # (the cycle in progress, when the meter reads every cycle).
         self.load_connected = True

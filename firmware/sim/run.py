@@ -17,6 +17,7 @@
 #       [--rtc unset] [--rtc-offset S] [--ntp]  (the board's clock: starts unset, or S seconds off; a time server)
 #       [--rtc-jump AT:+S|AT:-S|AT:=T,...]  (AT virtual seconds into the run someone moves the RTC by S seconds or
 #                            sets it to UTC second T, behind the meter's back: a clock set wrong, or corrected)
+#       [--press S,S,...]   (the customer's button is pressed S virtual seconds into the run: sim.button_presses)
 #       [--progress] [--trace] [--absent] [--log]
 #
 # --frames FILE writes every signed, framed message the meter sends (a COBS byte stream) to FILE; with a link,
@@ -41,7 +42,7 @@ def _args(argv):
             "start": None, "frames": None, "reading-s": "60", "headend": None, "speed": None,
             "link": None, "drain-ms": "3000", "clock-file": None, "calendar": None, "billing-day": None,
             "tariffs": None, "demand-period": None, "stall": None, "pace": None, "rtc": None, "rtc-offset": None,
-            "rtc-jump": None}
+            "rtc-jump": None, "press": None}
     flags = set()
     i = 0
     while i < len(argv):
@@ -96,6 +97,8 @@ def _sim_overrides(opts, flags):
         out["rtc_offset_s"] = int(opts["rtc-offset"])
     if "ntp" in flags:
         out["ntp"] = True
+    if opts["press"]:
+        out["button_presses"] = [float(x) for x in opts["press"].split(",")]
     return out
 
 
@@ -243,6 +246,7 @@ def _result(meter, hw, hours, restored, heap, wall_ms):
         "chip_resets": meter.sensor.resets, "overflows": meter.sensor.overflows,
         "flash_writes": meter.store.writes, "flash_bytes": meter.store.bytes_written,
         "events": meter.event_counts, "watchdog_longest_ms": hw.watchdog.longest_ms,
+        "control": [meter.control.disconnect.state, meter.control.disconnect.mode] if meter.control else [1, 0],
         "busy_us": hw.sim.clock.busy_us, "idle_us": hw.sim.clock.idle_us, "clock_set": meter.boundaries.clock_ok,
         "clock_off_s": hw.time() - hw.sim.clock.world_time(), "heap_peak": heap[1], "heap_after_gc": gc.mem_alloc(),
         "heap_before_meter": heap[0], "heap_total": gc.mem_alloc() + gc.mem_free(), "wall_ms": wall_ms,

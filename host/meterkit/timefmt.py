@@ -38,3 +38,28 @@ def parse_utc(text: str) -> int:
     if not 0 <= v <= UINT32_MAX:
         raise ValueError(f"{text!r} is outside the meter's time range (1970..2106)")
     return v
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int:
+    """'90', '90s', '15m', '2h', '1d', '1h30m' -> whole seconds (0..2^32-1). ValueError says what is wrong."""
+    t = text.strip().lower()
+    if t.isdigit():
+        v = int(t)
+    else:
+        v, num = 0, ""
+        for ch in t:
+            if ch.isdigit():
+                num += ch
+            elif ch in _UNITS and num:
+                v, num = v + int(num) * _UNITS[ch], ""
+            else:
+                num = "?"
+                break
+        if num or not t:
+            raise ValueError(f"not a duration: {text!r} (give seconds, or e.g. 90s, 15m, 2h, 1d, 1h30m)")
+    if v > UINT32_MAX:
+        raise ValueError(f"{text!r} is longer than a meter can hold (2^32-1 s)")
+    return v

@@ -5,7 +5,7 @@
 from meter import events, messages, p256
 from meter.app import Meter
 from meter.identity import Identity, key_id
-from mptest import eq, raises
+from mptest import eq, fresh_dir, raises
 from sim.hardware import Restart, open_sim
 from test_commands import _answer, _command, _exchange, _linked
 from test_timekeeping import _board, utc
@@ -92,7 +92,8 @@ def test_a_configuration_applies_and_survives_a_restart():
     hw2 = open_sim(_board(), flash_dir=hw.flash_dir, overrides={"scenario": "constant", "start_unix_s": hw.time()})
     m2 = Meter(hw2, sink=lambda seq, fr: None)
     eq((m2.reporter.reading_s, m2.alarms.limits["over_current_ma"]), (120, 1), "kept in flash")
-    m3 = Meter(open_sim(_board(), overrides={"scenario": "constant"}), sink=lambda seq, fr: None)
+    m3 = Meter(open_sim(_board(), flash_dir=fresh_dir("settings"), overrides={"scenario": "constant"}),
+               sink=lambda seq, fr: None)
     eq((m3.reporter.reading_s, m3.alarms.limits["over_current_ma"]), (60, ma), "a fresh meter: the defaults")
 
 

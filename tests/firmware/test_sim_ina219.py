@@ -460,7 +460,7 @@ def test_ground_truth_stops_when_the_load_is_cut():
     clock.advance_us(10 * cyc)
     chip.sync()
     e10 = chip.exact_import_uwh
-    chip.load_connected = False  # as sim.hardware.SimRelay does
+    chip.load_connected = False  # as sim.hardware.SimRelayPin does
     clock.advance_us(10 * cyc)
     eq(chip.read_reg(1), 0, "no current through an open relay")
     eq(chip.read_reg(2) >> 3, 3000, "bus voltage still there")

@@ -37,6 +37,11 @@ def _meter(start, flash=None, **sim):
     sim["start_unix_s"] = start
     hw = open_sim(_board(), flash_dir=flash or fresh_dir("timekeeping"), overrides=sim)
     m = Meter(hw, sink=lambda seq, fr: None)
+    return hw, m, spy_payloads(m)
+
+
+def spy_payloads(m):
+    """Every payload the reporting meter m signs from now on, in a list (the whole map: time, status)."""
     sent = []
     payload = m.reporter.builder.payload
 
@@ -46,7 +51,7 @@ def _meter(start, flash=None, **sim):
         return p
 
     m.reporter.builder.payload = spy
-    return hw, m, sent
+    return sent
 
 
 def _run_to(hw, m, t):

@@ -269,7 +269,7 @@ def test_status_shows_each_meters_clock(tmp_path, capsys):
     assert rows["c-new"]["clock"] == "-" and rows["c-new"]["clock_set"] is None
     assert rows["d-unset"]["clock"] == "not set" and rows["d-unset"]["clock_set"] is False
     text = status.format_status(list(rows.values()))
-    assert text.splitlines()[0].split()[-1] == "clock" and "not set" in text and "+12 s" in text
+    assert text.splitlines()[0].split()[-3] == "clock" and "not set" in text and "+12 s" in text
 
 
 def test_migration_v3_to_v4_adds_the_drift_columns(tmp_path):
@@ -279,7 +279,7 @@ def test_migration_v3_to_v4_adds_the_drift_columns(tmp_path):
     assert old_database(path, 3, ("INSERT INTO meters (device, public_key, name, provisioned_at) VALUES "
                                   "(?, ?, ?, ?)", (dev, point, "house", 1.0))) == [1, 2, 3]
     with SQLiteStore(path) as s:
-        assert s.migrated == [4, 5, 8]
+        assert s.migrated == [4, 5, 6, 8]
         m = s.meter(dev)
         assert (m.name, m.clock_drift_s, m.clock_drift_at) == ("house", None, None)
         s.update_meter(dev, clock_drift_s=-3.5, clock_drift_at=2.0)

@@ -396,7 +396,12 @@ _DELETE = object()
     (mutate(hello_payload(1), k12=_DELETE), "missing-key"),
     (mutate(billing_payload(), k7=_DELETE), "missing-key"),
     # unknown keys
-    (mutate(reading_payload(1), k12=0), "unknown-key"),
+    (mutate(reading_payload(1), k13=0), "unknown-key"),
+    # K_CONTROL (key 12): [IC70 state, control mode, limit W], each uint32
+    (mutate(reading_payload(1), k12=0), "wrong-type"),
+    (mutate(reading_payload(1), k12=[0, 1]), "wrong-type"),
+    (mutate(reading_payload(1), k12=[0, 1, -1]), "out-of-range"),
+    (mutate(reading_payload(1), k12=[0, 2**32, 0]), "out-of-range"),
     (mutate(reading_payload(1), k0=0), "unknown-key"),
     (mutate(response_payload(), k9="x"), "unknown-key"),
     # out of range

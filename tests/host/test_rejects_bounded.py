@@ -98,7 +98,7 @@ def test_migration_v5_folds_unknown_kid_rows(tmp_path):
                      (i.to_bytes(8, "big"), "1.2.3.4" if i % 2 else "5.6.7.8", 10.0 + i, 10.0 + i)))
     assert old_database(path, 4, *rows) == [1, 2, 3, 4]
     with SQLiteStore(path) as s:
-        assert 5 in s.migrated and s.version == SCHEMA_VERSION
+        assert s.migrated[0] == 5 and s.version == SCHEMA_VERSION  # from v4: v5 first, then the later ones
         got = {(r.device_id, r.peer, r.reason): (r.count, r.first_at, r.last_at) for r in s.rejects()}
         assert got == {(m.device_id, "1.2.3.4", "bad-signature"): (3, 1.0, 2.0),
                        (b"", "1.2.3.4", "unknown-kid"): (155, 0.5, 309.0),

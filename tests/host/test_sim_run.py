@@ -36,9 +36,11 @@ def test_metering_core_runs_in_a_capped_esp32_sized_heap():
     # A smoke cap on this 64-bit port, where objects and pointers are twice the ESP32's size: it includes ~20K
     # of simulator code a board never loads and ~80K of firmware bytecode (the TOU calendar alone ~22K) that a
     # board keeps frozen in flash. The board's own figures are measured in the 32-bit interpreter by
-    # `meterkit bench` and held to budgets by test_heap_budget (docs/performance.md, "Heap").
-    r = run_sim("random-walk", 0.5, heap="192K", signing=False)
-    assert r["heap_total"] <= 192 * 1024
+    # `meterkit bench` and held to budgets by test_heap_budget (docs/performance.md, "Heap"). 200K since issue
+    # 12: the simulated board's relay pin, button and load-control output, hal.Output and hal.Button, the board
+    # schema of those sections and meter.app's lazy control hook took the 0.05-h run's edge from 187K to 193K.
+    r = run_sim("random-walk", 0.5, heap="200K", signing=False)
+    assert r["heap_total"] <= 200 * 1024
     assert r["error_pct"] < 0.01
 
 

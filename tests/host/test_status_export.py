@@ -83,14 +83,15 @@ def test_status_table_and_json(fleet, capsys, monkeypatch):
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert lines[0].split() == ["device", "name", "last", "seen", "(UTC)", "state", "import", "kWh", "export",
-                                "kWh", "frames", "back-filled", "outages", "clock"]
+                                "kWh", "frames", "back-filled", "outages", "clock", "relay", "limit"]
     row = {ln.split()[0]: ln.split() for ln in lines[1:4]}
     # clock: house's last two readings travelled alike (its clock is the concentrator's); shed sent one
+    # relay: no K_CONTROL in their readings and no relay bits: connected, no limit; spare: never heard
     assert row[house.device_id.hex()][1:] == ["house", utc_text(now), "online", "1240.000", "0.090", "8",
-                                              "1", "1", "+0", "s"]
+                                              "1", "1", "+0", "s", "connected", "none"]
     assert row[shed.device_id.hex()][1:] == ["shed", utc_text(now - 2701), "offline", "0.042",
-                                             "7000.001", "1", "0", "1", "-"]
-    assert row[spare.device_id.hex()][1:] == ["-", "never", "-", "-", "0", "0", "0", "-"]
+                                             "7000.001", "1", "0", "1", "-", "connected", "none"]
+    assert row[spare.device_id.hex()][1:] == ["-", "never", "-", "-", "0", "0", "0", "-", "-", "-"]
     assert lines[-1] == "3 meters: 1 online, 1 offline, 1 never"
 
     assert cli("status", "--db", db, "--json") == 0

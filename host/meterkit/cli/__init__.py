@@ -11,6 +11,7 @@ import sys
 
 from meterkit import __version__
 from meterkit.cli import (
+    audit,
     bench,
     bill,
     billcheck,
@@ -21,13 +22,14 @@ from meterkit.cli import (
     device,
     fleet,
     keys,
+    relay,
     sim,
     torture,
     verify,
 )
 
-FAMILIES = (sim, bench, demo, keys, verify, concentrator, fleet, bill, command, configure, billcheck, device,
-            torture)
+FAMILIES = (sim, bench, demo, keys, verify, concentrator, fleet, bill, command, configure, relay, audit, billcheck,
+            device, torture)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,6 +6,7 @@
     meterkit command set-time      --meter ID|NAME [--force] [--expires WHEN] [--db PATH]
     meterkit command list          [--meter ID|NAME] [--state STATE] [--json] [--db PATH]
 
+Every queueing command takes --by WHO (who the command is for, in the audit log; default: the OS user).
 WHEN is UTC: ISO 8601 (2026-12-01T00:00Z; no offset means UTC) or Unix seconds. --db defaults to $METERKIT_DB,
 else ./meterkit.db; the database must exist and know the meter.
 """
@@ -17,7 +18,7 @@ import json
 import sys
 from typing import Any
 
-from meterkit.cli.common import add_db, open_store
+from meterkit.cli.common import add_by, add_db, open_store
 from meterkit.headend import commands as C
 from meterkit.headend.commands import (
     OP_BILLING_RESET,
@@ -47,38 +48,41 @@ def _when(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _meter(store: Any, text: str, prog: str) -> bytes | None:
+def find_meter(store: Any, text: str, prog: str) -> bytes | None:
+    """The device id of a meter named by id or name, or None after saying so (`meterkit <prog>`)."""
     dev = store.lookup_device(text)
     if dev is None:
-        print(f"meterkit command {prog}: no meter {text!r} (give its 16-hex-digit id or its name; "
+        print(f"meterkit {prog}: no meter {text!r} (give its 16-hex-digit id or its name; "
               "meterkit meters list)", file=sys.stderr)
     return dev
 
 
-def _queue_cli(args: argparse.Namespace, prog: str, build: Any) -> int:
+def queue_cli(args: argparse.Namespace, prog: str, build: Any) -> int:
+    """`meterkit <prog>`: build (op, args) with build(now), then queue it for args.meter (id or name) with
+    args.expires and args.by. Exit 0 queued, 1 refused (said why, nothing queued), 2 no database or meter."""
     now = C.clock()
     try:
         op, cargs = build(now)
     except CommandError as e:
-        print(f"meterkit command {prog}: {e}", file=sys.stderr)
+        print(f"meterkit {prog}: {e}", file=sys.stderr)
         return 1
-    store = open_store(args.db, f"command {prog}", readonly=False)
+    store = open_store(args.db, prog, readonly=False)
     if store is None:
         return 2
     with store:
-        dev = _meter(store, args.meter, prog)
+        dev = find_meter(store, args.meter, prog)
         if dev is None:
             return 2
         try:
-            qid = queue(store, dev, op, cargs, now, args.expires, note=f"meterkit command {prog}")
+            qid = queue(store, dev, op, cargs, now, args.expires, note=f"meterkit {prog}", by=args.by)
         except CommandError as e:
-            print(f"meterkit command {prog}: {e}", file=sys.stderr)
+            print(f"meterkit {prog}: {e}", file=sys.stderr)
             return 1
         q = store.queued_commands(ids=[qid])[0]
         m = store.meter(dev)
         online = m is not None and m.online
         print(f"queued command #{qid} for meter {label(store, dev)}: {describe(op, cargs)}; "
-              f"expires {utc_text(q.expires_at)}")
+              f"expires {utc_text(q.expires_at)}; by {q.by}")
         print("the concentrator sends it " + ("now (the meter is online)" if online else
                                               "when the meter connects") + "; see: meterkit command list")
     return 0
@@ -89,34 +93,41 @@ def _cmd_calendar(args: argparse.Namespace) -> int:
         cal = load_calendar(args.calendar)
         return OP_CALENDAR, calendar_args(cal, args.activate, now)
 
-    return _queue_cli(args, "calendar", build)
+    return queue_cli(args, "command calendar", build)
 
 
 def _cmd_billing_reset(args: argparse.Namespace) -> int:
-    return _queue_cli(args, "billing-reset", lambda now: (OP_BILLING_RESET, None))
+    return queue_cli(args, "command billing-reset", lambda now: (OP_BILLING_RESET, None))
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
-    return _queue_cli(args, "profile", lambda now: (OP_PROFILE, profile_args(args.frm, args.to)))
+    return queue_cli(args, "command profile", lambda now: (OP_PROFILE, profile_args(args.frm, args.to)))
 
 
 def _cmd_set_time(args: argparse.Namespace) -> int:
-    return _queue_cli(args, "set-time", lambda now: (OP_SET_TIME, set_time_args(args.force)))
+    return queue_cli(args, "command set-time", lambda now: (OP_SET_TIME, set_time_args(args.force)))
 
 
-def _cmd_list(args: argparse.Namespace) -> int:
-    store = open_store(args.db, "command list", readonly=False)
+def show(args: argparse.Namespace, prog: str, read: Any, fmt: Any, readonly: bool = True) -> int:
+    """`meterkit <prog> [METER] [--json]`: print read(store, device of args.meter or None) as JSON or as fmt()
+    makes it. Exit 0, or 2 (no database, no such meter: said why)."""
+    store = open_store(args.db, prog, readonly=readonly)
     if store is None:
         return 2
     with store:
         dev = None
         if args.meter:
-            dev = _meter(store, args.meter, "list")
+            dev = find_meter(store, args.meter, prog)
             if dev is None:
                 return 2
-        rows = command_rows(store, dev, args.state)
-    print(json.dumps(rows, indent=2, ensure_ascii=False) if args.json else format_rows(rows))
+        out = read(store, dev)
+    print(json.dumps(out, indent=2, ensure_ascii=False) if args.json else fmt(out))
     return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    return show(args, "command list", lambda store, dev: command_rows(store, dev, args.state), format_rows,
+                readonly=False)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -130,6 +141,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--meter", required=meter_required, help="16-hex-digit device id or the meter's name")
 
     def expires(p: argparse.ArgumentParser) -> None:
+        add_by(p)
         p.add_argument("--expires", type=_when, default=None, metavar="WHEN",
                        help="not sent at or after this UTC time (default: a week from now; a calendar: its "
                             "activation)")

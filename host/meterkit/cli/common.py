@@ -26,6 +26,12 @@ def add_db(p: argparse.ArgumentParser, required: bool = False, help: str | None 
                                                                     "meterkit.db)")
 
 
+def add_by(p: argparse.ArgumentParser) -> None:
+    """--by: who a queued command is for, as the audit log records it (default: the OS user)."""
+    p.add_argument("--by", default=None, metavar="WHO",
+                   help="who the command is for, in the audit log (default: the OS user)")
+
+
 def open_store(path: str, prog: str, readonly: bool = True, create: bool = False) -> Store | None:
     """The head-end database for `meterkit <prog>`, or None after saying why on stderr."""
     try:

@@ -1,8 +1,9 @@
 """`meterkit config METER ...` and `meterkit reboot METER`: queue a configuration or a reboot (ops 10, 11).
 
     meterkit config METER [--demand-period S] [--capture-period S] [--reading-s S] [--over-current-ma N]
-                          [--over-voltage-mv N] [--control-mode M] [--groups 1,2] [--expires WHEN] [--db PATH]
-    meterkit reboot METER [--expires WHEN] [--db PATH]
+                          [--over-voltage-mv N] [--control-mode M] [--groups 1,2] [--expires WHEN] [--by WHO]
+                          [--db PATH]
+    meterkit reboot METER [--expires WHEN] [--by WHO] [--db PATH]
 
 The concentrator delivers them through the command queue (`meterkit command list` shows the answers). A meter
 takes a configuration whole or not at all; what it cannot honour is refused here already (meter.board's
@@ -13,8 +14,8 @@ from __future__ import annotations
 
 import argparse
 
-from meterkit.cli.command import _queue_cli, _when
-from meterkit.cli.common import add_db
+from meterkit.cli.command import _when, queue_cli
+from meterkit.cli.common import add_by, add_db
 from meterkit.headend.commands import OP_CONFIG, OP_REBOOT, config_args
 
 
@@ -32,15 +33,16 @@ def _cmd_config(args: argparse.Namespace) -> int:
             over_current_ma=args.over_current_ma, over_voltage_mv=args.over_voltage_mv,
             control_mode=args.control_mode, groups=args.groups)
 
-    return _queue_cli(args, "config", build)
+    return queue_cli(args, "config", build)
 
 
 def _cmd_reboot(args: argparse.Namespace) -> int:
-    return _queue_cli(args, "reboot", lambda now: (OP_REBOOT, None))
+    return queue_cli(args, "reboot", lambda now: (OP_REBOOT, None))
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     add_db(p)
+    add_by(p)
     p.add_argument("meter", help="16-hex-digit device id or the meter's name")
     p.add_argument("--expires", type=_when, default=None, metavar="WHEN",
                    help="not sent at or after this UTC time (default: a week from now)")

@@ -1,7 +1,7 @@
 """`meterkit keys new|rotate|status`: the head-end's signing key pair, its rotation, who holds which key.
 
     meterkit keys new    --out DIR [--name NAME]
-    meterkit keys rotate --key CURRENT.key.pem [--name NAME] [--expires WHEN] [--db PATH]
+    meterkit keys rotate --key CURRENT.key.pem [--name NAME] [--expires WHEN] [--by WHO] [--db PATH]
     meterkit keys status [--key CURRENT.key.pem] [--json] [--db PATH]
 
 rotate makes a new key pair next to the current one and queues a key rotation (op 12) for every registered
@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from meterkit.cli.command import _when
-from meterkit.cli.common import add_db, fail, open_store, run_alone
+from meterkit.cli.common import add_by, add_db, fail, open_store, run_alone
 from meterkit.headend import keyring
 from meterkit.headend.commands import CommandError
 from meterkit.timefmt import utc_text
@@ -56,7 +56,7 @@ def _cmd_rotate(args: argparse.Namespace) -> int:
         except (FileExistsError, ValueError, OSError) as e:
             return fail("keys rotate", e, 1)
         try:
-            ids = keyring.rotate(store, current, point_of(load_public(pub_path)), time.time(), args.expires)
+            ids = keyring.rotate(store, current, point_of(load_public(pub_path)), time.time(), args.expires, args.by)
         except CommandError as e:
             return fail("keys rotate", e, 1)
     print(f"new head-end key {kid.hex()}: {key_path} (private), {pub_path}")
@@ -105,6 +105,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     rot = sub.add_parser("rotate", help="make a new head-end key next to the current one and queue its rotation "
                                         "for every registered meter")
     add_db(rot)
+    add_by(rot)
     rot.add_argument("--key", required=True, help="the current head-end private key (PEM): the new one is "
                                                   "written beside it")
     rot.add_argument("--name", help="file name stem of the new key (default: headend-<UTC time>)")

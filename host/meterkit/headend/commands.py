@@ -18,6 +18,9 @@ Operations (docs/concentrator.md, "Operator commands"):
 | OP_PROFILE       | A_FROM, A_TO (UTC s)               | 0 "N rows" (sent again as interval frames); -1 none |
 | OP_SET_TIME      | A_FORCE (A_UTC: added at signing)  | 0 set (event 14); -4 rejected: a shift beyond 900 s |
 |                  |                                    | without force                                       |
+| OP_DISCONNECT    | none                               | 0 relay opened (event 20); refused: not allowed in  |
+| OP_RECONNECT     | none                               | its control mode (meter's reason)                   |
+| OP_LIMITER       | A_THRESHOLD_* .. A_AUTO_RECONNECT  | 0 applied (event 23); at least one must be given    |
 | OP_CONFIG        | A_DEMAND_PERIOD_S .. A_GROUPS, any | 0 applied (event 28; a period later: the reason     |
 |                  | (at least one)                     | says when); -3 a value it cannot honour; -4 a key   |
 |                  |                                    | nothing applies on that meter                       |
@@ -26,12 +29,17 @@ Operations (docs/concentrator.md, "Operator commands"):
 | OP_KEY_ROTATE    | A_KEY (queued as hex: JSON has no  | 0 rotated (event 29); -3 not a P-256 point          |
 |                  | bytes; bytes at signing)           |                                                     |
 
+Every command is queued for somebody (`by`: the operator, by default the OS user; 'concentrator' for its own
+set-time and profile commands): the store logs it in the append-only audit log, and the dispatch logs every
+attempt, answer, expiry and failure there too (meterkit.headend.audit).
+
 Arguments are checked against meter.cmdschema (check_args), the table a meter refuses commands by (-2/-3/-5 and
 event 18): at queueing and again before every signature, so nothing a meter would refuse is ever signed.
 """
 
 from __future__ import annotations
 
+import getpass
 import json
 import time
 from typing import Any
@@ -46,12 +54,16 @@ from meter.messages import (  # noqa: F401 - the operations
     OP_BILLING_RESET,
     OP_CALENDAR,
     OP_CONFIG,
+    OP_DISCONNECT,
     OP_KEY_ROTATE,
+    OP_LIMITER,
     OP_PROFILE,
     OP_REBOOT,
+    OP_RECONNECT,
     OP_SET_TIME,
 )
-from meterkit.store.api import QUEUE_PENDING, Registry, Store
+from meterkit.headend.texttable import text_table
+from meterkit.store.api import CONCENTRATOR, QUEUE_PENDING, Registry, Store
 from meterkit.timefmt import parse_utc, utc_text
 from meterkit.wire.names import OP_NAMES, op_name  # noqa: F401 - names of the operations
 
@@ -182,6 +194,67 @@ def set_time_args(force: bool) -> dict:
     return {mmsg.A_FORCE: force}
 
 
+def limiter_args(watts: int | None = None, emergency_watts: int | None = None, min_over_s: int | None = None,
+                 min_under_s: int | None = None, auto_reconnect: bool | None = None,
+                 emergency: tuple[int, int, int, list[int]] | None = None, now: float = 0) -> dict:
+    """Arguments of OP_LIMITER (IC71): only what is given (the meter keeps the rest); at least one. emergency:
+    the emergency profile (id, start UTC, duration s, group ids), all four together, its window not over by
+    `now`. Values are watts and seconds, 0..2^32-1 (a threshold of 0: no limit)."""
+    out: dict = {}
+    for key, name, v in ((mmsg.A_THRESHOLD_NORMAL, "--watts", watts),
+                         (mmsg.A_THRESHOLD_EMERGENCY, "--emergency-watts", emergency_watts),
+                         (mmsg.A_MIN_OVER_S, "--min-over", min_over_s),
+                         (mmsg.A_MIN_UNDER_S, "--min-under", min_under_s)):
+        if v is not None:
+            out[key] = _uint(name, v)
+    if auto_reconnect is not None:
+        if type(auto_reconnect) is not bool:
+            raise CommandError(f"--auto-reconnect must be true or false, not {auto_reconnect!r}")
+        out[mmsg.A_AUTO_RECONNECT] = auto_reconnect
+    if emergency is not None:
+        out.update(_emergency_profile(*emergency, now=now))
+    if not out:
+        raise CommandError("a limiter command must set something: give --watts, --emergency-watts, --min-over, "
+                           "--min-under, --auto-reconnect or an emergency profile")
+    return out
+
+
+def _uint(name: str, v: Any) -> int:
+    if type(v) is not int or not 0 <= v <= UINT32_MAX:
+        raise CommandError(f"{name} must be a whole number 0..{UINT32_MAX}, not {v!r}")
+    return v
+
+
+def _emergency_profile(ident: int, start: int, duration: int, groups: list[int], now: float) -> dict:
+    if not _uint("--emergency-duration", duration):
+        raise CommandError("--emergency-duration must be more than 0 s")
+    _uint("--emergency-start", start)
+    if start + duration <= now:
+        raise CommandError(f"the emergency window {utc_text(start)} + {duration} s is over (now {utc_text(now)})")
+    return {mmsg.A_EMERGENCY_ID: _uint("--emergency-id", ident), mmsg.A_EMERGENCY_START: start,
+            mmsg.A_EMERGENCY_DURATION_S: duration, mmsg.A_EMERGENCY_GROUPS: group_list(groups)}
+
+
+def group_list(groups: Any) -> list[int]:
+    """Group ids as a meter takes them (1..GROUPS_MAX distinct ids 0..65535), or CommandError."""
+    if type(groups) is not list or not 0 < len(groups) <= mmsg.GROUPS_MAX:
+        raise CommandError(f"give 1..{mmsg.GROUPS_MAX} group ids, not {groups!r}")
+    for g in groups:
+        if type(g) is not int or not 0 <= g <= 0xFFFF:
+            raise CommandError(f"a group id is 0..65535, not {g!r}")
+    if len(set(groups)) != len(groups):
+        raise CommandError(f"group ids repeat: {groups}")
+    return list(groups)
+
+
+def operator() -> str:
+    """Who is at the keyboard: the OS user (what `--by` defaults to)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no $USER: a container, say
+        return "unknown operator"
+
+
 def signed_args(op: int, args: dict | None, now: float) -> dict | None:
     """The arguments an attempt is signed with: a set-time command gets the time of signing; a key rotation's
     key, queued as hex text (the queue's JSON has no bytes), is signed as its bytes."""
@@ -234,12 +307,12 @@ def key_rotate_args(public_point: bytes) -> dict:
 
 
 def queue(store: Store, device: bytes, op: int, args: dict | None, now: float, expires: int | None = None,
-          note: str | None = None) -> int:
-    """Check a command and put it into the queue (committed); returns its id. expires: UTC seconds after
-    which it is not sent (default: a calendar's activation, else a week; a calendar's is capped at its
-    activation: after it the meter would refuse it)."""
+          note: str | None = None, by: str | None = None) -> int:
+    """Check a command and put it into the queue (committed) for `by` (default: the OS user); returns its id.
+    expires: UTC seconds after which it is not sent (default: a calendar's activation, else a week; a
+    calendar's is capped at its activation: after it the meter would refuse it)."""
     try:
-        qid = queue_in(store, device, op, args, now, expires, note)
+        qid = queue_in(store, device, op, args, now, expires, note, operator() if by is None else by)
         store.commit()
     except BaseException:
         store.rollback()
@@ -248,8 +321,10 @@ def queue(store: Store, device: bytes, op: int, args: dict | None, now: float, e
 
 
 def queue_in(store: Store, device: bytes, op: int, args: dict | None, now: float, expires: int | None = None,
-             note: str | None = None) -> int:
+             note: str | None = None, by: str = CONCENTRATOR) -> int:
     """queue() inside the caller's transaction: nothing is committed (the concentrator's own set-time commands)."""
+    if type(by) is not str or not by.strip():
+        raise CommandError(f"--by must name who queues the command, not {by!r}")
     if op == OP_CALENDAR and args:
         at = args[mmsg.A_ACTIVATION]
         expires = at if expires is None else min(expires, at)
@@ -261,10 +336,7 @@ def queue_in(store: Store, device: bytes, op: int, args: dict | None, now: float
         raise CommandError(f"--expires must be UTC seconds 0..{UINT32_MAX}")
     check_fits(op, args)
     check_args(op, signed_args(op, args, now))
-    return store.queue_command(device, op, args, now, expires, note)
-
-
-
+    return store.queue_command(device, op, args, now, expires, note, by)
 
 
 def label(store: Registry, dev: bytes) -> str:
@@ -299,7 +371,29 @@ def describe(op: int, args: dict | None) -> str:
         force = bool(args and args.get(mmsg.A_FORCE))
         return "set the clock to the concentrator's" + (f" (force: beyond {mmsg.SET_TIME_FREE_S} s too)" if force
                                                         else "")
+    if op == OP_DISCONNECT:
+        return "disconnect: open the relay"
+    if op == OP_RECONNECT:
+        return "reconnect: close the relay (or ready for the customer's button, by control mode)"
+    if op == OP_LIMITER and args:
+        return describe_limiter(args)
     return op_name(op) + (f" {json.dumps(args, sort_keys=True)}" if args else "")
+
+
+def describe_limiter(args: dict) -> str:
+    """'limiter: 500 W, emergency 300 W, over 60 s, under 300 s, auto-reconnect; emergency #7 from ...'."""
+    g = args.get
+    parts = [f"{label}{g(k)}{unit}" for k, label, unit in (
+        (mmsg.A_THRESHOLD_NORMAL, "", " W"), (mmsg.A_THRESHOLD_EMERGENCY, "emergency ", " W"),
+        (mmsg.A_MIN_OVER_S, "over ", " s"), (mmsg.A_MIN_UNDER_S, "under ", " s")) if k in args]
+    if mmsg.A_AUTO_RECONNECT in args:
+        parts.append("auto-reconnect" if g(mmsg.A_AUTO_RECONNECT) else "button reconnects")
+    pieces = [", ".join(parts)] if parts else []
+    if mmsg.A_EMERGENCY_ID in args:
+        groups = ",".join(str(x) for x in g(mmsg.A_EMERGENCY_GROUPS) or [])
+        pieces.append(f"emergency profile #{g(mmsg.A_EMERGENCY_ID)} from {utc_text(g(mmsg.A_EMERGENCY_START))} "
+                      f"for {g(mmsg.A_EMERGENCY_DURATION_S)} s, groups {groups}")
+    return "limiter: " + "; ".join(pieces)
 
 
 def command_rows(store: Store, device: bytes | None = None, states: list[str] | None = None,
@@ -316,12 +410,12 @@ def command_rows(store: Store, device: bytes | None = None, states: list[str] | 
             "created_at": q.created_at, "created_utc": utc_text(q.created_at), "expires_at": q.expires_at,
             "expires_utc": utc_text(q.expires_at), "attempts": q.attempts, "counter": q.counter, "sent_at": q.sent_at,
             "sent_utc": utc_text(q.sent_at), "answered_at": q.answered_at, "answered_utc": utc_text(q.answered_at),
-            "result": q.result, "reason": q.reason, "note": q.note, "args": _jsonable(q.args),
+            "result": q.result, "reason": q.reason, "note": q.note, "by": q.by, "args": jsonable(q.args),
         })
     return out
 
 
-def _jsonable(args: dict | None) -> dict | None:
+def jsonable(args: dict | None) -> dict | None:
     return None if args is None else {str(k): v for k, v in args.items()}
 
 
@@ -335,8 +429,6 @@ def format_rows(rows: list[dict]) -> str:
         body.append((str(r["id"]), r["meter"] or r["device"], r["operation"], state, str(r["attempts"]),
                      "" if r["result"] is None else str(r["result"]), r["reason"] or "", r["created_utc"],
                      r["what"]))
-    widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-                     for row in [head, *body])
+    return text_table(head, body)
 
 

@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING
 from meter import messages as M
 from meter.frame import encode_frame
 from meterkit import wire as P
+from meterkit.headend import audit
 from meterkit.headend import commands as opcmds
 from meterkit.headend.config import ConcentratorConfig
 from meterkit.headend.counters import Counters
 from meterkit.headend.devices import Device, Devices
-from meterkit.store.api import QUEUE_PENDING, Store
+from meterkit.store.api import CONCENTRATOR, QUEUE_PENDING, Store
 from meterkit.store.records import CommandRecord, QueuedCommand
 from meterkit.wire.keys import key_id
 from meterkit.wire.records import CommandResponse
@@ -38,17 +39,20 @@ log = logging.getLogger(__name__)
 
 
 def issue_command(store: Store, headend: P.HeadEnd, d: Device, op: int, args: dict | None, now: float, ttl: int,
-                  queue_id: int | None = None) -> bytes:
-    """Sign a command with the meter's next counter and record it (table commands) with the counter persisted in
-    the same transaction: a meter accepts only counters above the last one it took, and none is used twice.
-    Returns the frame to send once committed. ValueError, and nothing changed, if it cannot be signed."""
+                  queue_id: int | None = None, by: str = CONCENTRATOR) -> bytes:
+    """Sign a command with the meter's next counter and record it (table commands, and the audit log for `by`)
+    with the counter persisted in the same transaction: a meter accepts only counters above the last one it
+    took, and none is used twice. Returns the frame to send once committed. ValueError, and nothing changed, if
+    it cannot be signed."""
     counter = d.counter + 1
     opcmds.check_args(op, args)  # never sign what a meter refuses
     cose = headend.sign_command(d.id, counter, op, args, int(now), ttl)
     frame = encode_frame(cose, max_frame=opcmds.MAX_COMMAND_MESSAGE)
     d.counter = counter
     kept = {k: v.hex() if isinstance(v, bytes) else v for k, v in args.items()} if args else args  # JSON: no bytes
-    store.record_command(CommandRecord(d.id, counter, op, kept, now, int(now) + ttl, queue_id))
+    cmd = CommandRecord(d.id, counter, op, kept, now, int(now) + ttl, queue_id)
+    store.record_command(cmd)
+    audit.sent(store, cmd, by)
     store.update_meter(d.id, last_counter=counter)
     return frame
 
@@ -80,14 +84,16 @@ class Dispatch:
             return False
         self.counters.stage("responses")
         if cmd.op == M.OP_BACKFILL:
+            audit.answered(self.store, cmd, None, r, now)
             self.frame_gaps.answered(d, r, now)
             return False
-        return self._operator_answer(d, r, now)
+        return self._operator_answer(d, cmd, r, now)
 
-    def _operator_answer(self, d: Device, r: CommandResponse, now: float) -> bool:
+    def _operator_answer(self, d: Device, cmd: CommandRecord, r: CommandResponse, now: float) -> bool:
         q = self.store.queued_for_counter(d.id, r.counter)
         if q is None:  # pragma: no cover - every command other than a back-fill comes from the queue
             return False
+        audit.answered(self.store, cmd, q, r, now, again=q.state == "answered")
         what = f"meter {d.id.hex()}: command #{q.id} ({opcmds.op_name(q.op)}, counter {r.counter})"
         if q.state == "answered":
             self.counters.stage("responses_duplicate")
@@ -154,14 +160,14 @@ class Dispatch:
         if now >= q.expires_at:
             why = (f"expired unanswered after {q.attempts} attempt(s)" if q.attempts
                    else "expired before the meter could be reached")
-            self._end(q, "expired", why)
+            self._end(q, "expired", why, now)
             return None
         if dev in busy:  # one at a time per meter, oldest first
             return None
         d = self.devices.known(dev)
         if d is None:
             if self.store.meter(dev) is None:
-                self._end(q, "failed", "not a registered meter")
+                self._end(q, "failed", "not a registered meter", now)
                 return None
             d = self.devices.load(dev)
         if d.clock_unset and q.op != M.OP_SET_TIME:
@@ -173,13 +179,13 @@ class Dispatch:
             if not self._resend_due(d, q, now):
                 return None
             if q.attempts >= self.config.command_attempts:
-                self._end(q, "failed", f"no answer after {q.attempts} attempts")
+                self._end(q, "failed", f"no answer after {q.attempts} attempts", now)
                 busy.discard(dev)
                 return None
         try:
             return self._attempt(d, q, now)
         except ValueError as e:
-            self._end(q, "failed", f"cannot be sent: {e}", logging.ERROR)
+            self._end(q, "failed", f"cannot be sent: {e}", now, logging.ERROR)
             busy.discard(dev)
             return None
 
@@ -189,12 +195,13 @@ class Dispatch:
         if q.op == M.OP_SET_TIME and d.drift is not None and d.drift > 0:
             ttl += math.ceil(d.drift)  # its expiry in the meter's clock, which runs ahead
         opcmds.check_fits(q.op, args)  # what another writer of the queue may not have checked
-        frame = issue_command(self.store, self.headend, d, q.op, args, now, ttl, queue_id=q.id)
+        frame = issue_command(self.store, self.headend, d, q.op, args, now, ttl, queue_id=q.id, by=audit.actor(q))
         self.store.update_queued(q.id, state="sent", counter=d.counter, attempts=q.attempts + 1, sent_at=now)
         return frame
 
-    def _end(self, q: QueuedCommand, state: str, why: str, level: int = logging.WARNING) -> None:
+    def _end(self, q: QueuedCommand, state: str, why: str, now: float, level: int = logging.WARNING) -> None:
         self.store.update_queued(q.id, state=state, reason=why)
+        audit.ended(self.store, q, state, why, now)
         self.counters.stage(f"operator_commands_{state}")
         log.log(level, "%s %s", _what(q), why if state == "expired" else f"failed: {why}")
 

@@ -104,18 +104,21 @@ class KeyRing:
         return self.for_device(device_id).sign_ack(device_id, counter, ack_seq, now, ttl_s)
 
 
-def rotate(store: Store, current_kid: bytes, new_point: bytes, now: float, expires: int | None = None) -> list[int]:
-    """Queue a rotation to the key `new_point` for every registered meter (one transaction); a meter with no
-    meter_keys entry is recorded as holding `current_kid` (the concentrator's first key), so each entry says
-    what its meter holds whatever order the keys are given in later. Returns the queue ids."""
+def rotate(store: Store, current_kid: bytes, new_point: bytes, now: float, expires: int | None = None,
+           by: str | None = None) -> list[int]:
+    """Queue a rotation to the key `new_point` for every registered meter (one transaction) for `by` (default:
+    the OS user); a meter with no meter_keys entry is recorded as holding `current_kid` (the concentrator's
+    first key), so each entry says what its meter holds whatever order the keys are given in later. Returns
+    the queue ids."""
     args = opcmds.key_rotate_args(new_point)
+    by = opcmds.operator() if by is None else by
     ids = []
     try:
         for m in store.meters():
             if store.meter_key(m.device_id) is None:
                 store.set_meter_key(m.device_id, current_kid, now)
             ids.append(opcmds.queue_in(store, m.device_id, M.OP_KEY_ROTATE, args, now, expires,
-                                       note="meterkit keys rotate"))
+                                       note="meterkit keys rotate", by=by))
         store.commit()
     except BaseException:
         store.rollback()

@@ -6,7 +6,8 @@ registers of its latest reading in kWh (exact: registers are whole Wh), frames s
 outages, and its clock: 'not set' (its newest frame says so), else its drift as the concentrator last measured
 it (its clock minus the concentrator's; headend/clocks.py), '-' before the first measurement. State: 'online';
 'offline' (the concentrator declared an outage that has not ended); 'stale' (no outage declared, but silent for
-more than 3 reporting periods: is the concentrator running?); 'never' (registered, never heard).
+more than 3 reporting periods: is the concentrator running?); 'never' (registered, never heard). Relay and
+limit: the disconnect control state and import limit the meter confirmed (headend/control.py).
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ import time
 from typing import Any, TextIO
 
 from meter import messages as M
+from meterkit.headend.control import control_fields
+from meterkit.headend.texttable import text_table
 from meterkit.store.api import ReadOuts
 from meterkit.store.records import FleetRecord
 from meterkit.timefmt import utc_text
 
 clock = time.time  # what `status` takes for now (a test sets it)
 OFFLINE_AFTER = 3  # reporting periods of silence before a meter counts as stale (as the concentrator's default)
-TIME_COLUMNS = {"meter_time", "end_time", "event_time", "period_end", "start", "end", "detected_at", "sent_at",
+TIME_COLUMNS = {"at", "meter_time", "end_time", "event_time", "period_end", "start", "end", "detected_at", "sent_at",
                 "answered_at", "requested_at", "closed_at"}
 
 
@@ -71,23 +74,18 @@ def fleet_status(store: ReadOuts, now: float | None = None) -> list[dict]:
             "board": m.board, "boot_count": m.boot_count, "clock": clock_text(f),
             "clock_set": None if f.last_status is None else not f.last_status & M.ST_CLOCK_NOT_SET,
             "clock_drift_s": m.clock_drift_s, "clock_drift_at": m.clock_drift_at,
-            "clock_drift_at_utc": utc_text(m.clock_drift_at),
+            "clock_drift_at_utc": utc_text(m.clock_drift_at), **control_fields(f),
         })
     return out
 
 
 def format_status(rows: list[dict]) -> str:
     head = ("device", "name", "last seen (UTC)", "state", "import kWh", "export kWh", "frames", "back-filled",
-            "outages", "clock")
+            "outages", "clock", "relay", "limit")
     body = [(r["device"], r["name"] or "", r["last_seen_utc"] or "-", r["state"], r["import_kwh"] or "-",
-             r["export_kwh"] or "-", str(r["frames"]), str(r["gaps_backfilled"]), str(r["outages"]), r["clock"])
-            for r in rows]
-    right = {4, 5, 6, 7, 8, 9}
-    widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
-    lines = []
-    for row in [head, *body]:
-        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
-        lines.append("  ".join(cells).rstrip())
+             r["export_kwh"] or "-", str(r["frames"]), str(r["gaps_backfilled"]), str(r["outages"]), r["clock"],
+             r["relay"], r["limiter"]) for r in rows]
+    lines = text_table(head, body, right={4, 5, 6, 7, 8, 9}).split("\n")
     states = [r["state"] for r in rows]
     summary = f"{len(rows)} meters: " + ", ".join(f"{states.count(s)} {s}" for s in ("online", "offline", "stale",
                                                                                           "never") if s in states)

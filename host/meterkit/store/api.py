@@ -20,6 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from meterkit.store.records import (
     DEFAULT_PERIOD_S,
+    AuditRecord,
     CommandRecord,
     DeliveryState,
     EventRecord,
@@ -41,15 +42,19 @@ GAP_STATES = ("open", "requested", "filled", "resolved", "skipped", "lost", "not
 GAP_SETTLED = ("skipped", "lost")  # holes the meter says it cannot fill: the ack may pass them
 QUEUE_STATES = ("queued", "sent", "answered", "expired", "failed")
 QUEUE_PENDING = ("queued", "sent")  # the concentrator still works on these
-EXPORT_TABLES = ("readings", "intervals", "events", "billing", "outages", "commands", "gaps", "command_queue")
+EXPORT_TABLES = ("readings", "intervals", "events", "billing", "outages", "commands", "gaps", "command_queue", "audit")
+# the command audit log: what can happen to a command (refused: the meter answered no; answered-again: a repeated
+# answer to an answered command, the first one kept)
+AUDIT_ACTIONS = ("queued", "sent", "answered", "refused", "answered-again", "expired", "failed")
+CONCENTRATOR = "concentrator"  # who the concentrator's own commands are for (set-time, back-fill, profile)
 OUTAGE_CAUSES = ("power", "communication", "power+communication", "unknown")
 
 Export = tuple[list[str], Iterator[tuple]]
 
-__all__ = ["DEFAULT_PERIOD_S", "EXPORT_TABLES", "GAP_KINDS", "GAP_SETTLED", "GAP_STATES", "MAX_SEQ",
-           "OUTAGE_CAUSES", "QUEUE_PENDING", "QUEUE_STATES", "Billing", "Commands", "Counting", "Delivery", "Events",
-           "Evidence", "Export", "HeadEndKeys", "Outages", "Profile", "ReadOuts", "Registry", "Store", "StoreError",
-           "Transactions"]
+__all__ = ["AUDIT_ACTIONS", "CONCENTRATOR", "DEFAULT_PERIOD_S", "EXPORT_TABLES", "GAP_KINDS", "GAP_SETTLED",
+           "GAP_STATES", "MAX_SEQ", "OUTAGE_CAUSES", "QUEUE_PENDING", "QUEUE_STATES", "Billing", "Commands",
+           "Counting", "Delivery", "Events", "Evidence", "Export", "HeadEndKeys", "Outages", "Profile", "ReadOuts",
+           "Registry", "Store", "StoreError", "Transactions"]
 
 
 class StoreError(Exception):
@@ -220,9 +225,10 @@ class Commands(Protocol):
         """Every signed attempt of a queued command, by counter."""
 
     def queue_command(self, device_id: bytes, op: int, args: dict | None, created_at: float, expires_at: int,
-                      note: str | None = None) -> int:
-        """Queue an operator command (joins the transaction: commit to publish it); returns its id. ValueError
-        for an op that is not an unsigned integer, a non-integer expiry, or args not {uint: value}."""
+                      note: str | None = None, by: str = CONCENTRATOR) -> int:
+        """Queue a command for `by` (an operator; the concentrator's own by default) and log it in the audit log
+        (action 'queued'), in the transaction (commit to publish it); returns its id. ValueError for an op that
+        is not an unsigned integer, a non-integer expiry, args not {uint: value}, or an empty `by`."""
 
     def queued_commands(self, device_id: bytes | None = None, states: Iterable[str] | None = None,
                         ids: Iterable[int] | None = None) -> list[QueuedCommand]:
@@ -234,6 +240,13 @@ class Commands(Protocol):
 
     def queued_for_counter(self, device_id: bytes, counter: int) -> QueuedCommand | None:
         """The queue entry whose attempt used this counter, or None (a back-fill, or never sent)."""
+
+    def add_audit(self, record: AuditRecord) -> None:
+        """Append to the command audit log (in the transaction); ValueError for an action not in AUDIT_ACTIONS.
+        Nothing in the log is ever changed or deleted."""
+
+    def audit(self, device_id: bytes | None = None) -> list[AuditRecord]:
+        """The audit log (of one meter), oldest first."""
 
 
 @runtime_checkable
@@ -255,8 +268,8 @@ class Counting(Protocol):
 class ReadOuts(Protocol):
     """What people look at: the fleet, and whole tables for files."""
 
-    def fleet(self) -> list[FleetRecord]:
-        """One record per meter, by name then device id."""
+    def fleet(self, device_id: bytes | None = None) -> list[FleetRecord]:
+        """One record per meter (or of that one meter only), by name then device id."""
 
     def export(self, table: str, device_id: bytes | None = None) -> Export:
         """(column names, rows) of one of EXPORT_TABLES, oldest first: device ids as hex, nested values

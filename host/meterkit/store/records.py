@@ -132,6 +132,24 @@ class QueuedCommand:
     reason: str | None
     note: str | None
     attempt_expires: int | None = None  # signed expiry of the latest attempt
+    by: str | None = None  # who queued it: an operator, or 'concentrator' (None: queued before the audit log)
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One entry of the command audit log (append only): what happened to a command, when, for whom."""
+
+    at: float  # concentrator clock (queued: the time of queueing)
+    device_id: bytes
+    op: int
+    actor: str  # who the command is for: the operator who queued it, or 'concentrator'
+    action: str  # meterkit.store.api.AUDIT_ACTIONS
+    queue_id: int | None = None  # None: the concentrator's own back-fill
+    counter: int | None = None  # the attempt's command counter
+    args: dict | None = None  # as queued, or as signed (an attempt)
+    result: int | None = None  # the meter's answer
+    reason: str | None = None  # the meter's reason, or why the head-end gave up
+    id: int | None = None  # its place in the log (set when read back)
 
 
 @dataclass
@@ -191,3 +209,6 @@ class FleetRecord:
     outages: int
     outage_open: int
     last_status: int | None = None  # status bits of its newest frame (ST_CLOCK_NOT_SET: its clock is not set)
+    last_seq: int | None = None  # ... and its sequence number
+    control: tuple[int, int, int] | None = None  # K_CONTROL of its newest reading (state, mode, limit W); None:
+    control_seq: int | None = None  # no reading yet; the sequence number of that reading

@@ -68,6 +68,7 @@ class Reading:
     tariff: int | None = None  # the tariff in force, when the meter has more than one
     demand: tuple[int, int] | None = None  # (current average W, last period's average W)
     calibration: int | None = None  # the calibration in force (meter.calibration: its id; 0 none; None: not sent)
+    control: tuple[int, int, int] | None = None  # K_CONTROL: (IC70 state, control mode, limit W); None: [1, 0, 0]
 
     @property
     def import_wh(self) -> int:
@@ -138,8 +139,10 @@ def _reading(m: Message) -> list[Record]:
     b = m.body
     mw, mv, ma = b[M.K_INSTANT]
     demand = b.get(M.K_DEMAND)
+    control = b.get(M.K_CONTROL)
     return [Reading(m.device_id, m.seq, m.time, m.status, b[M.K_REGISTERS], mw, mv, ma, b[M.K_UNCOVERED_PPM],
-                    b.get(M.K_TARIFF), tuple(demand) if demand is not None else None, b.get(M.K_CALIBRATION))]
+                    b.get(M.K_TARIFF), tuple(demand) if demand is not None else None, b.get(M.K_CALIBRATION),
+                    tuple(control) if control is not None else None)]
 
 
 def _intervals(m: Message) -> list[Record]:

@@ -29,7 +29,7 @@ UINT64_MAX = (1 << 64) - 1
 INT_MIN = -(1 << 64)  # CBOR's integer range is [-2^64, 2^64 - 1]
 PPM = 1_000_000
 
-_U64, _U32, _INT, _PPM, _TSTR, _DEVID, _REGS, _INST, _ROWS, _INT_TSTR, _MAXDEM, _ARGS, _DEMAND = range(13)
+_U64, _U32, _INT, _PPM, _TSTR, _DEVID, _REGS, _INST, _ROWS, _INT_TSTR, _MAXDEM, _ARGS, _DEMAND, _CONTROL = range(14)
 
 _COMMON = {M.K_KIND: _U64, M.K_DEVICE: _DEVID, M.K_SEQ: _U64, M.K_TIME: _U32, M.K_STATUS: _U64}
 _HOST_COMMON = {M.K_KIND: _U64, M.K_DEVICE: _DEVID, M.K_COUNTER: _U64, M.K_ISSUED: _U32, M.K_EXPIRES: _U32}
@@ -194,6 +194,13 @@ def _c_demand(v: Any, name: str, key: int) -> None:
         _uint(w, f"{name} key {key}[{i}]", UINT64_MAX)
 
 
+def _c_control(v: Any, name: str, key: int) -> None:
+    if type(v) is not list or len(v) != 3:
+        raise _wrong(f"{name} key {key}", "an array [disconnect control state, control mode, limit W]", v)
+    for i, w in enumerate(v):
+        _uint(w, f"{name} key {key}[{i}]", UINT32_MAX)
+
+
 def _c_rows(v: Any, name: str, key: int) -> None:
     if type(v) is not list:
         raise _wrong(f"{name} key {key}", "an array of interval rows", v)
@@ -231,7 +238,7 @@ def check_args(v: Any, name: str, key: int) -> None:
 
 _CHECKERS = {_U64: _c_uint(_U64), _U32: _c_uint(_U32), _PPM: _c_uint(_PPM), _DEVID: _c_devid, _INT: _c_int,
              _TSTR: _c_tstr, _REGS: _registers, _MAXDEM: _c_maxdem, _INST: _c_inst, _ROWS: _c_rows,
-             _INT_TSTR: _c_int_tstr, _ARGS: check_args, _DEMAND: _c_demand}
+             _INT_TSTR: _c_int_tstr, _ARGS: check_args, _DEMAND: _c_demand, _CONTROL: _c_control}
 
 
 _SPECS = {
@@ -240,7 +247,8 @@ _SPECS = {
         M.K_SHUNT_DUTY_PPM: _PPM, M.K_SHUNT_UOHM: _U64, M.K_CHECKPOINT_WH: _U64}),
     M.READING: _Spec(M.READING, _COMMON, {
         M.K_REGISTERS: _REGS, M.K_INSTANT: _INST, M.K_UNCOVERED_PPM: _PPM, M.K_TARIFF: _U64,
-        M.K_DEMAND: _DEMAND, M.K_CALIBRATION: _U32}, optional=(M.K_TARIFF, M.K_DEMAND, M.K_CALIBRATION)),
+        M.K_DEMAND: _DEMAND, M.K_CALIBRATION: _U32, M.K_CONTROL: _CONTROL},
+        optional=(M.K_TARIFF, M.K_DEMAND, M.K_CALIBRATION, M.K_CONTROL)),
     M.INTERVALS: _Spec(M.INTERVALS, _COMMON, {M.K_ROWS: _ROWS, M.K_PERIOD: _U64}),
     M.EVENT: _Spec(M.EVENT, _COMMON, {
         M.K_EVENT_SEQ: _U64, M.K_EVENT_CODE: _U64, M.K_EVENT_VALUE: _INT_TSTR, M.K_EVENT_TIME: _U32}),

@@ -7,7 +7,7 @@ synchronous=FULL (the default) a returned commit has reached the disk.
     evidence   frames (the signed evidence) and readings
     profile    intervals (load-profile rows)
     logs       events and billing snapshots
-    gaps, outages, commands (sent, answered, the operator queue), counting (rejects, counters)
+    gaps, outages, commands (sent, answered, the operator queue, the audit log), counting (rejects, counters)
     keys       meter_keys: the head-end key each meter holds
     readout    the fleet view and table export
 

@@ -1,5 +1,6 @@
-"""Tables commands (every signed command sent, by meter and counter, and the meter's answer) and command_queue
-(operator commands: what the concentrator is to deliver, and how that went)."""
+"""Tables commands (every signed command sent, by meter and counter, and the meter's answer), command_queue
+(operator commands: what the concentrator is to deliver, and how that went) and audit (append only: every
+command's history, for whom, and its outcome)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,16 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
-from meterkit.store.api import QUEUE_STATES
-from meterkit.store.records import CommandRecord, QueuedCommand
+from meterkit.store.api import AUDIT_ACTIONS, CONCENTRATOR, QUEUE_STATES
+from meterkit.store.records import AuditRecord, CommandRecord, QueuedCommand
 from meterkit.store.sqlite.base import I64_MAX, I64_MIN, Connection, args_json, args_of, i64, where
 from meterkit.wire.records import CommandResponse
 
 _COMMAND_COLUMNS = "device, counter, op, args, sent_at, expires_at, queue_id, answered_at, result, reason"
 _QUEUE_SQL = ("SELECT q.*, c.expires_at AS attempt_expires FROM command_queue q LEFT JOIN commands c "
               "ON c.device = q.device AND c.counter = q.counter")
+_INSERT_AUDIT = ("INSERT INTO audit (at, device, queue_id, counter, op, args, actor, action, result, reason) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 _QUEUE_UPDATABLE = frozenset({"state", "counter", "attempts", "sent_at", "answered_at", "result", "reason"})
 
 
@@ -28,7 +31,13 @@ def _queued(r: sqlite3.Row) -> QueuedCommand:
                          created_at=r["created_at"], expires_at=r["expires_at"], state=r["state"],
                          counter=r["counter"], attempts=r["attempts"], sent_at=r["sent_at"],
                          answered_at=r["answered_at"], result=r["result"], reason=r["reason"], note=r["note"],
-                         attempt_expires=r["attempt_expires"])
+                         attempt_expires=r["attempt_expires"], by=r["queued_by"])
+
+
+def _audited(r: sqlite3.Row) -> AuditRecord:
+    return AuditRecord(at=r["at"], device_id=r["device"], op=r["op"], actor=r["actor"], action=r["action"],
+                       queue_id=r["queue_id"], counter=r["counter"], args=args_of(r["args"]), result=r["result"],
+                       reason=r["reason"], id=r["id"])
 
 
 def _check_queued(op: Any, args: Any, expires_at: Any) -> None:
@@ -65,12 +74,17 @@ class CommandTables(Connection):
 
     # -- the operator queue
     def queue_command(self, device_id: bytes, op: int, args: dict | None, created_at: float, expires_at: int,
-                      note: str | None = None) -> int:
+                      note: str | None = None, by: str = CONCENTRATOR) -> int:
         _check_queued(op, args, expires_at)
+        if type(by) is not str or not by.strip():
+            raise ValueError(f"who queues a command must be named, got {by!r}")
+        dev, text = bytes(device_id), args_json(args, sort=True)
         cur = self._begin().execute(
-            "INSERT INTO command_queue (device, op, args, created_at, expires_at, note) VALUES (?, ?, ?, ?, ?, ?)",
-            (bytes(device_id), op, args_json(args, sort=True), created_at, expires_at, note))
-        return cur.lastrowid  # type: ignore[return-value]
+            "INSERT INTO command_queue (device, op, args, created_at, expires_at, note, queued_by) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)", (dev, op, text, created_at, expires_at, note, by))
+        qid: int = cur.lastrowid  # type: ignore[assignment]
+        self._begin().execute(_INSERT_AUDIT, (created_at, dev, qid, None, op, text, by, "queued", None, note))
+        return qid
 
     def queued_commands(self, device_id: bytes | None = None, states: Iterable[str] | None = None,
                         ids: Iterable[int] | None = None) -> list[QueuedCommand]:
@@ -93,3 +107,16 @@ class CommandTables(Connection):
             return None
         got = self.queued_commands(ids=[r[0]])
         return got[0] if got else None
+
+    # -- the audit log: appended to, never changed (the schema's triggers refuse UPDATE and DELETE)
+    def add_audit(self, record: AuditRecord) -> None:
+        a = record
+        if a.action not in AUDIT_ACTIONS:
+            raise ValueError(f"audit action must be one of {', '.join(AUDIT_ACTIONS)}, not {a.action!r}")
+        self._begin().execute(_INSERT_AUDIT, (a.at, bytes(a.device_id), a.queue_id, i64(a.counter), a.op,
+                                              args_json(a.args, sort=True), a.actor, a.action, i64(a.result),
+                                              a.reason))
+
+    def audit(self, device_id: bytes | None = None) -> list[AuditRecord]:
+        cond, args = where(("device = ?", None if device_id is None else bytes(device_id)))
+        return [_audited(r) for r in self._rows(f"SELECT * FROM audit{cond} ORDER BY id", args)]

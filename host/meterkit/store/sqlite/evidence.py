@@ -13,7 +13,9 @@ _IMPORT, _EXPORT = wire.obis_key("1.8.0"), wire.obis_key("2.8.0")
 _INSERT_FRAME = ("INSERT OR IGNORE INTO frames (device, seq, kind, meter_time, status, received_at, raw) "
                  "VALUES (?, ?, ?, ?, ?, ?, ?)")
 _INSERT_READING = ("INSERT OR IGNORE INTO readings (device, seq, meter_time, status, import_wh, export_wh, registers, "
-                   "power_mw, voltage_mv, current_ma, uncovered_ppm) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+                   "power_mw, voltage_mv, current_ma, uncovered_ppm, control_state, control_mode, limit_w) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_NO_CONTROL = (None, None, None)  # K_CONTROL left out: [1, 0, 0] (connected, no control, no limit)
 
 
 def _reading_row(r: Reading) -> tuple:
@@ -22,7 +24,8 @@ def _reading_row(r: Reading) -> tuple:
     time 32 bits, uncovered_ppm a million; status and voltage are unsigned): the ingest does this per frame."""
     regs = r.registers
     st, imp, exp, mw, mv, ma = r.status, regs[_IMPORT], regs[_EXPORT], r.power_mw, r.voltage_mv, r.current_ma
-    row = (r.device_id, r.seq, r.meter_time, st, imp, exp, registers_json(regs), mw, mv, ma, r.uncovered_ppm)
+    row = (r.device_id, r.seq, r.meter_time, st, imp, exp, registers_json(regs), mw, mv, ma, r.uncovered_ppm,
+           *(_NO_CONTROL if r.control is None else r.control))
     if not (st <= I64_MAX and I64_MIN <= imp <= I64_MAX and I64_MIN <= exp <= I64_MAX and I64_MIN <= mw <= I64_MAX
             and mv <= I64_MAX and I64_MIN <= ma <= I64_MAX):
         row = tuple(i64(v) if type(v) is int else v for v in row)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from meterkit.store.api import EXPORT_TABLES, Export
 from meterkit.store.records import FleetRecord
@@ -14,6 +15,13 @@ _FLEET_SQL = """SELECT m.*,
      (SELECT export_wh FROM readings r WHERE r.device = m.device ORDER BY seq DESC LIMIT 1) AS export_wh,
      (SELECT meter_time FROM readings r WHERE r.device = m.device ORDER BY seq DESC LIMIT 1) AS reading_time,
      (SELECT status FROM frames f WHERE f.device = m.device ORDER BY seq DESC LIMIT 1) AS last_status,
+     (SELECT max(seq) FROM frames f WHERE f.device = m.device) AS last_seq,
+     (SELECT seq FROM readings r WHERE r.device = m.device ORDER BY seq DESC LIMIT 1) AS control_seq,
+     (SELECT coalesce(control_state, 1) FROM readings r WHERE r.device = m.device ORDER BY seq DESC LIMIT 1)
+       AS control_state,
+     (SELECT coalesce(control_mode, 0) FROM readings r WHERE r.device = m.device ORDER BY seq DESC LIMIT 1)
+       AS control_mode,
+     (SELECT coalesce(limit_w, 0) FROM readings r WHERE r.device = m.device ORDER BY seq DESC LIMIT 1) AS limit_w,
      (SELECT count(*) FROM gaps g WHERE g.device = m.device AND g.kind = 'frames'
        AND g.state = 'filled' AND g.attempts > 0) AS gaps_backfilled,
      (SELECT count(*) FROM gaps g WHERE g.device = m.device AND g.kind = 'frames'
@@ -23,7 +31,7 @@ _FLEET_SQL = """SELECT m.*,
      (SELECT count(*) FROM gaps g WHERE g.device = m.device AND g.kind = 'intervals') AS interval_gaps,
      (SELECT count(*) FROM outages o WHERE o.device = m.device) AS outages,
      (SELECT count(*) FROM outages o WHERE o.device = m.device AND o.end IS NULL) AS outage_open
-   FROM meters m ORDER BY m.name, m.device"""
+   FROM meters m {where} ORDER BY m.name, m.device"""
 
 _EXPORT_SQL = {
     "readings": ("SELECT device, seq, meter_time, status, import_wh, export_wh, power_mw, voltage_mv, "
@@ -39,17 +47,26 @@ _EXPORT_SQL = {
     "gaps": ("SELECT device, kind, first, last, state, detected_at, requested_at, command_counter, "
              "attempts, missing, closed_at FROM gaps", "device, kind, first"),
     "command_queue": ("SELECT device, id, op, args, created_at, expires_at, state, counter, attempts, "
-                      "sent_at, answered_at, result, reason, note FROM command_queue", "device, id"),
+                      "sent_at, answered_at, result, reason, note, queued_by FROM command_queue", "device, id"),
+    "audit": ("SELECT device, id, at, queue_id, counter, op, args, actor, action, result, reason FROM audit", "id"),
 }
 assert tuple(_EXPORT_SQL) == EXPORT_TABLES
 
 
+def _control(r: Any) -> tuple[int, int, int] | None:
+    """K_CONTROL of the newest reading: (IC70 state, control mode, limit W); a reading without it is [1, 0, 0]."""
+    return None if r["control_seq"] is None else (r["control_state"], r["control_mode"], r["limit_w"])
+
+
 class ReadOutQueries(Connection):
-    def fleet(self) -> list[FleetRecord]:
+    def fleet(self, device_id: bytes | None = None) -> list[FleetRecord]:
+        sql, args = _FLEET_SQL.format(where=""), ()
+        if device_id is not None:
+            sql, args = _FLEET_SQL.format(where="WHERE m.device = ?"), (bytes(device_id),)
         return [FleetRecord(meter_record(r), r["import_wh"], r["export_wh"], r["reading_time"], r["gaps_backfilled"],
                             r["gaps_open"], r["gaps_settled"], r["interval_gaps"], r["outages"], r["outage_open"],
-                            r["last_status"])
-                for r in self._rows(_FLEET_SQL)]
+                            r["last_status"], r["last_seq"], _control(r), r["control_seq"])
+                for r in self._rows(sql, args)]
 
     def export(self, table: str, device_id: bytes | None = None) -> Export:
         if table not in _EXPORT_SQL:

@@ -37,6 +37,13 @@ commands   + queue_id: the command_queue entry an attempt carried (NULL: the con
                                                                                              -- v3
 meters     + clock_drift_s (the meter's clock minus the concentrator's, s, as last measured from two frames
            received promptly; NULL: never measured), clock_drift_at (when, concentrator clock)   -- v4
+command_queue + queued_by (who queued it: an operator, or 'concentrator')                   -- v6
+audit      id, at (concentrator clock), device, queue_id (NULL: a back-fill), counter (of the attempt), op,
+           args (JSON), actor (who the command is for: command_queue.queued_by, or 'concentrator'), action
+           ('queued', 'sent', 'answered', 'refused', 'answered-again', 'expired', 'failed'), result, reason:
+           append only (triggers refuse UPDATE and DELETE): a retry adds a row, never rewrites one   -- v6
+readings   + control_state, control_mode, limit_w (K_CONTROL: IC70 state, control mode, import limit W;
+           NULL: not sent, which means [1, 0, 0])                                            -- v6
 
 Integers that SQLite cannot hold (outside signed 64 bits; the protocol allows uint64) are stored as NULL in
 the decoded columns; the raw frame keeps the exact value.
@@ -219,7 +226,52 @@ _V5 = (
     "DELETE FROM rejects WHERE device != x'' AND device NOT IN (SELECT device FROM meters)",
 )
 
-# Which head-end key each meter holds (issue 12, key rotation). Versions 6 and 7 are other changes'.
+_V6 = (
+    "ALTER TABLE command_queue ADD COLUMN queued_by TEXT",
+    """CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        device BLOB NOT NULL,
+        queue_id INTEGER,
+        counter INTEGER,
+        op INTEGER NOT NULL,
+        args TEXT,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        result INTEGER,
+        reason TEXT
+    )""",
+    "CREATE INDEX audit_device ON audit (device, id)",
+    "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append "
+    "only'); END",
+    "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append "
+    "only'); END",
+    # what the queue and the commands table already know, as the audit log would have recorded it
+    """INSERT INTO audit (at, device, queue_id, counter, op, args, actor, action, result, reason)
+        SELECT at, device, queue_id, counter, op, args, actor, action, result, reason FROM (
+            SELECT created_at AS at, device, id AS queue_id, NULL AS counter, op, args,
+                   'unknown (before the audit log)' AS actor, 'queued' AS action, NULL AS result, note AS reason,
+                   0 AS k FROM command_queue
+            UNION ALL
+            SELECT c.sent_at, c.device, c.queue_id, c.counter, c.op, c.args,
+                   CASE WHEN c.queue_id IS NULL THEN 'concentrator' ELSE 'unknown (before the audit log)' END,
+                   'sent', NULL, NULL, 1 FROM commands c
+            UNION ALL
+            SELECT c.answered_at, c.device, c.queue_id, c.counter, c.op, NULL,
+                   CASE WHEN c.queue_id IS NULL THEN 'concentrator' ELSE 'unknown (before the audit log)' END,
+                   CASE WHEN c.result < 0 AND c.result != -1 THEN 'refused' ELSE 'answered' END, c.result,
+                   c.reason, 2 FROM commands c WHERE c.answered_at IS NOT NULL
+            UNION ALL
+            SELECT coalesce(sent_at, created_at), device, id, counter, op, NULL,
+                   'unknown (before the audit log)', state, NULL, reason, 3
+            FROM command_queue WHERE state IN ('expired', 'failed'))
+        ORDER BY at, k""",
+    "ALTER TABLE readings ADD COLUMN control_state INTEGER",
+    "ALTER TABLE readings ADD COLUMN control_mode INTEGER",
+    "ALTER TABLE readings ADD COLUMN limit_w INTEGER",
+)
+
+# Which head-end key each meter holds (issue 12, key rotation). (v7 is another change's.)
 _V8 = (
     """CREATE TABLE meter_keys (
         device BLOB PRIMARY KEY,
@@ -235,6 +287,7 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (3, "operator command queue; each signed command attempt linked to its queue entry", _V3),
     (4, "clock drift per meter, as the concentrator last measured it", _V4),
     (5, "rejects of unknown kids folded per source and reason", _V5),
+    (6, "command audit log (append only), who queued each command; K_CONTROL of readings", _V6),
     (8, "the head-end key each meter holds (key rotation)", _V8),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
