@@ -39,7 +39,8 @@ def _evs(sent, code):
 def test_a_configuration_is_all_or_nothing():
     hw, m, he, up, down = _linked()
     d = hw.flash_dir
-    before = _files(d)
+    names = ("headend-pub", "settings", "calendar", "device-key", "disconnect", "limiter")
+    before = _files(d, names)
     reading = m.reporter.reading_s
     bad = [  # (arguments, result, reason)
         ({M.A_READING_S: 120, M.A_DEMAND_PERIOD_S: 600}, M.RESULT_BAD_ARGS,
@@ -49,26 +50,47 @@ def test_a_configuration_is_all_or_nothing():
          "bad arguments: 2 (capture_period_s) must be one of 60, 300, 600, 900, 1800, 3600, not 700"),
         ({M.A_OVER_VOLTAGE_MV: 40000, M.A_READING_S: 30}, M.RESULT_BAD_ARGS,
          "bad arguments: 5 (over_voltage_mv) must be an integer 1..32000, not 40000"),
-        ({M.A_READING_S: 30, M.A_CONTROL_MODE: 1}, M.RESULT_REJECTED,
-         "rejected: %d cannot be set on this meter (nothing applies it)" % M.A_CONTROL_MODE),
+        ({M.A_READING_S: 30, M.A_CONTROL_MODE: 7, M.A_GROUPS: [1]}, M.RESULT_REJECTED,
+         "rejected: %d: control mode must be 0..6, not 7" % M.A_CONTROL_MODE),
     ]
     for args, result, reason in bad:
         p, sent = _send(m, he, up, down, M.OP_CONFIG, args)
         eq(_answer(sent, p[M.K_COUNTER]), (result, reason), "refused with the reason")
         eq(_evs(sent, events.CONFIG_SET), [], "no event 28")
-        eq(_files(d), before, "%r: flash unchanged" % (args,))
+        eq(_files(d, names), before, "%r: flash unchanged" % (args,))
         eq(m.reporter.reading_s, reading, "the reading interval in force unchanged")
-    # another part's key, once its owner registered a setter: checked with the rest, then applied
-    got = []
-    m.settings.register(M.A_CONTROL_MODE, got.append, lambda v: None if v <= 6 else "control mode is 0..6")
-    p, sent = _send(m, he, up, down, M.OP_CONFIG, {M.A_READING_S: 30, M.A_CONTROL_MODE: 7})
-    eq(_answer(sent, p[M.K_COUNTER]), (M.RESULT_REJECTED, "rejected: %d: control mode is 0..6" % M.A_CONTROL_MODE),
-       "the owner's check refuses")
-    eq((got, m.reporter.reading_s, _files(d)), ([], reading, before), "and nothing changed")
-    p, sent = _send(m, he, up, down, M.OP_CONFIG, {M.A_READING_S: 30, M.A_CONTROL_MODE: 3})
+    # control mode and groups are meter.control's: checked with the rest, then applied by it
+    p, sent = _send(m, he, up, down, M.OP_CONFIG, {M.A_READING_S: 30, M.A_CONTROL_MODE: 3, M.A_GROUPS: [2, 5]})
     eq(_answer(sent, p[M.K_COUNTER]), (M.RESULT_OK, None), "taken")
-    eq((got, m.reporter.reading_s), ([3], 30), "both applied")
-    eq(_evs(sent, events.CONFIG_SET), ["%d,%d" % (M.A_READING_S, M.A_CONTROL_MODE)], "event 28 names the keys")
+    c = m.control
+    eq((m.reporter.reading_s, c.disconnect.mode, c.limiter.groups), (30, 3, [2, 5]), "all three applied")
+    eq(_evs(sent, events.CONFIG_SET), ["%d,%d,%d" % (M.A_READING_S, M.A_CONTROL_MODE, M.A_GROUPS)],
+       "event 28 names the keys")
+    # disconnected, mode 0 (always connected) is refused by the control's own check, before anything is applied
+    p, sent = _send(m, he, up, down, M.OP_DISCONNECT)
+    eq(_answer(sent, p[M.K_COUNTER])[0], M.RESULT_OK, "disconnected")
+    names = ("settings", "disconnect", "limiter")
+    before = _files(d, names)
+    p, sent = _send(m, he, up, down, M.OP_CONFIG, {M.A_READING_S: 90, M.A_CONTROL_MODE: 0, M.A_GROUPS: [9]})
+    eq(_answer(sent, p[M.K_COUNTER]), (M.RESULT_REJECTED, "rejected: %d: control mode 0 (always connected) needs "
+                                       "the meter connected; it is disconnected" % M.A_CONTROL_MODE), "refused")
+    eq((m.reporter.reading_s, c.disconnect.mode, c.limiter.groups, _files(d, names)), (30, 3, [2, 5], before),
+       "nothing applied, nothing written")
+
+
+def test_a_key_nothing_applies_is_refused_and_an_owner_check_runs_first():
+    from meter.settings import Settings
+
+    st = Settings(fresh_dir("settings"))
+    eq(st.check({M.A_READING_S: 30, 99: 1}), (M.RESULT_REJECTED, "rejected: 99 cannot be set on this meter "
+                                                                  "(nothing applies it)"), "no owner")
+    got = []
+    st.register(99, got.append, lambda v: None if v < 5 else "at most 4")
+    eq(st.check({M.A_READING_S: 30, 99: 5}), (M.RESULT_REJECTED, "rejected: 99: at most 4"), "its check refuses")
+    eq(st.check({M.A_READING_S: 30, 99: 4}), None, "and takes")
+    st.store({M.A_READING_S: 30, 99: 4})
+    st.apply_owned({M.A_READING_S: 30, 99: 4})
+    eq((got, Settings(st._store.root).values), ([4], {M.A_READING_S: 30}), "its setter applies it; the owner keeps it")
 
 
 def test_a_configuration_applies_and_survives_a_restart():
