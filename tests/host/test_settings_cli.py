@@ -126,7 +126,10 @@ def test_the_key_ring_signs_for_each_meter_with_the_key_it_holds(db, tmp_path):
     ring.moved(house, new_kid)
     assert _kid_of(ring.sign_command(house, 2, M.OP_REBOOT, None, NOW, 60)) == new_kid
     with pytest.raises(ValueError, match="was not given"):
-        _unknown(old, shed)  # a meter on a key the concentrator has nowhere
+        _unknown(old, shed)  # a meter on a key the concentrator has nowhere: no command is signed for it
+    lost = keyring.KeyRing([old])
+    lost.moved(shed, b"\x01" * 8)
+    assert _kid_of(lost.sign_ack(shed, 1, 5, NOW, 60)) == old.key_id  # an ack all the same (the meter refuses it)
 
 
 def _unknown(old, dev):

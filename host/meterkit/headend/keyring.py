@@ -40,6 +40,7 @@ class KeyRing:
         self.key_dir = key_dir
         self.default = keys[0]  # what a meter with no meter_keys entry holds
         self._held: dict[bytes, bytes] = {}
+        self._warned: set[bytes] = set()
         if store is not None:
             self._held = {dev: kid for dev, (kid, _since) in store.meter_keys().items()}
 
@@ -101,7 +102,16 @@ class KeyRing:
         return self.for_device(device_id).sign_command(device_id, counter, op, args, now, ttl_s)
 
     def sign_ack(self, device_id: bytes, counter: int, ack_seq: int, now: int, ttl_s: int) -> bytes:
-        return self.for_device(device_id).sign_ack(device_id, counter, ack_seq, now, ttl_s)
+        """A command without its key fails (it is not sent); an ack is signed with the first key all the same and
+        the error logged (once per meter): the meter refuses it and keeps its frames until the key is given."""
+        try:
+            k = self.for_device(device_id)
+        except ValueError as e:
+            if bytes(device_id) not in self._warned:
+                self._warned.add(bytes(device_id))
+                log.error("%s: its acknowledgements are refused until the concentrator is given that key", e)
+            k = self.default
+        return k.sign_ack(device_id, counter, ack_seq, now, ttl_s)
 
 
 def rotate(store: Store, current_kid: bytes, new_point: bytes, now: float, expires: int | None = None,
