@@ -9,15 +9,13 @@ frame acknowledged under the key each meter holds)."""
 
 from __future__ import annotations
 
-import asyncio
-
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from meter import events
 from meter import messages as M
 from meterkit.headend import commands as C
 from meterkit.headend import keyring
-from meterkit.sim.fleet import Fleet, MeterSpec
+from meterkit.sim.fleet import Fleet, MeterSpec, run_fleet
 from meterkit.store import open_store
 from meterkit.wire.headend import HeadEnd
 from meterkit.wire.keys import key_id
@@ -32,22 +30,16 @@ def test_a_key_rotation_reaches_every_meter_and_only_the_new_key_is_used_after(t
     back_h = 0.75
     fleet.at(back_h, "restore_link", "b")
 
-    async def scenario():
-        await fleet.setup()
-        try:
-            a, b = fleet.meters
-            b.cut_link()  # b is offline while the rotation goes out
-            fleet.conc.headend.add(new)  # the concentrator holds both keys during the rotation (--key twice)
-            now = fleet.start_unix
-            rot = keyring.rotate(fleet.store, old_kid, new.public_bytes, now)
-            resets = [C.queue(fleet.store, m.device, C.OP_BILLING_RESET, None, now) for m in (a, b)]
-            mid = keyring.status(fleet.store, old_kid)
-            await fleet.run(settle_s=3.0)
-        finally:
-            await fleet.close()
-        return a, b, rot, resets, mid
+    def before(fleet):
+        a, b = fleet.meters
+        b.cut_link()  # b is offline while the rotation goes out
+        fleet.conc.headend.add(new)  # the concentrator holds both keys during the rotation (--key twice)
+        now = fleet.start_unix
+        rot = keyring.rotate(fleet.store, old_kid, new.public_bytes, now)
+        resets = [C.queue(fleet.store, m.device, C.OP_BILLING_RESET, None, now) for m in (a, b)]
+        return a, b, rot, resets, keyring.status(fleet.store, old_kid)
 
-    a, b, rot, resets, mid = asyncio.run(asyncio.wait_for(scenario(), 300))
+    a, b, rot, resets, mid = run_fleet(fleet, before=before)
     assert not [line for line in fleet.log if "exited with" in line], fleet.log
     assert [(r["kid"], r["rotating_to"]) for r in mid] == [(old_kid.hex(), new.key_id.hex())] * 2
     with open_store(tmp_path / "db.sqlite", create=False, readonly=True) as db:
@@ -77,18 +69,12 @@ def test_a_reboot_is_answered_then_the_real_meter_restarts_once(tmp_path):
     fleet = Fleet(tmp_path, [MeterSpec("house", "constant", "tcp", seed=1)], ec.generate_private_key(ec.SECP256R1()),
                   tmp_path / "db.sqlite", hours=1.0, speed=1440.0)
 
-    async def scenario():
-        await fleet.setup()
-        try:
-            [m] = fleet.meters
-            ids = [C.queue(fleet.store, m.device, op, None, fleet.start_unix) for op in (C.OP_REBOOT,
+    def before(fleet):
+        [m] = fleet.meters
+        return m, [C.queue(fleet.store, m.device, op, None, fleet.start_unix) for op in (C.OP_REBOOT,
                                                                                         C.OP_BILLING_RESET)]
-            await fleet.run(settle_s=3.0)
-        finally:
-            await fleet.close()
-        return m, ids
 
-    m, ids = asyncio.run(asyncio.wait_for(scenario(), 300))
+    m, ids = run_fleet(fleet, before=before)
     assert not [line for line in fleet.log if "exited with" in line], fleet.log
     with open_store(tmp_path / "db.sqlite", create=False, readonly=True) as db:
         reboot, reset = db.queued_commands(ids=ids)

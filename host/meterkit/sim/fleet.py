@@ -490,14 +490,19 @@ class Fleet:
             self.store.close()
 
 
-def run_fleet(fleet: Fleet, timeout_s: float = 300.0, settle_s: float = 3.0) -> None:
-    """Set the fleet up, run it to its end and close it, all within timeout_s of real time (tests, tools)."""
+def run_fleet(fleet: Fleet, timeout_s: float = 300.0, settle_s: float = 3.0,
+              before: Callable[[Fleet], Any] | None = None) -> Any:
+    """Set the fleet up, run it to its end and close it, all within timeout_s of real time (tests, tools).
+    before(fleet), when given, runs once the fleet is set up (meters provisioned and registered, concentrator
+    listening) and before the meters start, e.g. to queue commands; its result is returned."""
 
-    async def scenario() -> None:
+    async def scenario() -> Any:
         await fleet.setup()
         try:
+            got = before(fleet) if before is not None else None
             await fleet.run(settle_s=settle_s)
         finally:
             await fleet.close()
+        return got
 
-    asyncio.run(asyncio.wait_for(scenario(), timeout_s))
+    return asyncio.run(asyncio.wait_for(scenario(), timeout_s))
