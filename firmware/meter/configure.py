@@ -60,8 +60,10 @@ def _config(meter, counter, args):
         b.settings["demand_period_s"] = p
         if p != b.demand.period_s:
             later.append("demand period at the next billing-period end")
-    st.apply_owned(args)
+    failed = st.apply_owned(args)
     meter.event(events.CONFIG_SET, ",".join([str(k) for k in sorted(args)]))
+    if failed:  # checked, yet its owner could not keep it: said, not hidden
+        return respond(counter, RESULT_REJECTED, ("rejected: %s (the other keys were applied)" % failed)[:120])
     return respond(counter, RESULT_OK, ("applied; " + ", ".join(later)) if later else None)
 
 

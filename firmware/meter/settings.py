@@ -24,6 +24,13 @@ ALARM_OFF = 0  # an alarm threshold of 0 turns that alarm off (a board profile s
 K_CAPTURE_SINCE = 0  # stored beside the values: [end of the last row of an earlier capture period, the new period]
 
 
+def own_problem(k, v):
+    """None when v is a value the meter's own key k may take (meter.board's table; 0 turns an alarm off)."""
+    if v == ALARM_OFF and k in (A_OVER_CURRENT_MA, A_OVER_VOLTAGE_MV):
+        return None
+    return setting_problem(OWN[k], v)
+
+
 class Settings:
     def __init__(self, flash_dir):
         self._store = Store(flash_dir, "settings", max_payload=160)
@@ -36,9 +43,13 @@ class Settings:
                 v = cbor.decode(loaded[1])
                 if not isinstance(v, dict):
                     raise ValueError("not a map")
+                for k in v:
+                    why = own_problem(k, v[k]) if k in OWN else None
+                    if why:
+                        raise ValueError("%d %s" % (k, why))
                 self.values = v
             except ValueError as e:
-                self.corrupt = "settings: %s" % e
+                self.corrupt = "settings: %s (the board's are used)" % e
 
     def override(self, reading_s, interval_s, alarms, tariffing):
         """At boot: the stored values over the board's (alarms: meter.board.alarm_settings, tariffing: its
@@ -60,12 +71,10 @@ class Settings:
         (RESULT_BAD_ARGS or RESULT_REJECTED, the reason)."""
         for k in sorted(args):
             v = args[k]
-            name = OWN.get(k)
-            if name is not None:
-                if not (v == ALARM_OFF and k in (A_OVER_CURRENT_MA, A_OVER_VOLTAGE_MV)):
-                    why = setting_problem(name, v)
-                    if why:
-                        return RESULT_BAD_ARGS, "bad arguments: %d (%s) %s" % (k, name, why)
+            if k in OWN:
+                why = own_problem(k, v)
+                if why:
+                    return RESULT_BAD_ARGS, "bad arguments: %d (%s) %s" % (k, OWN[k], why)
                 continue
             hook = self._setters.get(k)
             if hook is None:
@@ -88,11 +97,15 @@ class Settings:
         self.values = new
 
     def apply_owned(self, args):
-        """The values of keys other parts own, to their setters (after store)."""
+        """The values of keys other parts own, to their setters (after store). None, or why one of them did
+        not take its value after its check passed (its flash failed, say): "<key>: <reason>"."""
         for k in sorted(args):
             hook = self._setters.get(k)
             if hook is not None and k not in OWN:
-                hook[0](args[k])
+                why = hook[0](args[k])
+                if why:
+                    return "%d: %s" % (k, why)
+        return None
 
     def capture_in_force(self, period, last_row_end):
         """At boot: a capture period set by a command that had not yet taken effect does now; the rows up to

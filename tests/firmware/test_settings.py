@@ -91,6 +91,20 @@ def test_a_key_nothing_applies_is_refused_and_an_owner_check_runs_first():
     st.store({M.A_READING_S: 30, 99: 4})
     st.apply_owned({M.A_READING_S: 30, 99: 4})
     eq((got, Settings(st._store.root).values), ([4], {M.A_READING_S: 30}), "its setter applies it; the owner keeps it")
+    st.register(98, lambda v: "its flash failed")
+    eq(st.apply_owned({98: 1, 99: 2}), "98: its flash failed", "a setter that fails after its check is said")
+
+
+def test_stored_settings_a_meter_cannot_honour_are_not_used():
+    from meter import cbor
+    from meter.settings import Settings
+    from meter.store import Store
+
+    d = fresh_dir("settings")
+    Store(d, "settings").save(cbor.encode({M.A_READING_S: 120, M.A_DEMAND_PERIOD_S: 7}))
+    st = Settings(d)
+    eq((st.values, st.corrupt), ({}, "settings: 1 must be one of 300, 900, 1800, 3600, not 7 (the board's are "
+                                      "used)"), "damaged: the board's values")
 
 
 def test_a_configuration_applies_and_survives_a_restart():
