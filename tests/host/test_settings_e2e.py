@@ -87,3 +87,28 @@ def test_a_reboot_is_answered_then_the_real_meter_restarts_once(tmp_path):
     assert evs[0] == events.POWER_UP, evs
     assert sorted(evs) == sorted([events.POWER_UP, events.REBOOT, events.POWER_UP, events.BILLING_END]), evs
     assert evs.index(events.REBOOT) < len(evs) - 1 - evs[::-1].index(events.POWER_UP), evs
+
+
+def test_a_configuration_reaches_the_real_meter_and_its_readings_follow(tmp_path):
+    """Op 10 end to end: queued as `meterkit config` queues it (reading interval 120 s, control mode 3), answered
+    0 with event 28 naming both keys, and the readings after it come every 120 s instead of every 60 s."""
+    fleet = Fleet(tmp_path, [MeterSpec("house", "constant", "tcp", seed=1)], ec.generate_private_key(ec.SECP256R1()),
+                  tmp_path / "db.sqlite", hours=1.0, speed=1440.0)
+
+    def before(fleet):
+        [m] = fleet.meters
+        args = C.config_args(reading_s=120, control_mode=3)
+        return m, C.queue(fleet.store, m.device, C.OP_CONFIG, args, fleet.start_unix)
+
+    m, qid = run_fleet(fleet, before=before)
+    assert not [line for line in fleet.log if "exited with" in line], fleet.log
+    with open_store(tmp_path / "db.sqlite", create=False, readonly=True) as db:
+        [q] = db.queued_commands(ids=[qid])
+        ev = [(e.value, e.time) for e in db.events(m.device, codes=(events.CONFIG_SET,))]
+        times = [r[2] for r in db.export("readings", m.device)[1]]
+    assert (q.state, q.result, q.reason) == ("answered", M.RESULT_OK, None), q
+    assert [v for v, _ in ev] == [f"{M.A_READING_S},{M.A_CONTROL_MODE}"]
+    assert fleet.reading_s == 60  # what the meter was started with (sim/run.py --reading-s)
+    after = [t for t in times if t > ev[0][1] + 120]
+    assert len(after) > 10, after
+    assert {b // 120 - a // 120 for a, b in zip(after, after[1:], strict=False)} == {1}, after  # one per 120 s
