@@ -58,7 +58,8 @@ class Meter:
                                          max_interval_s=ck["max_interval_s"])
         limits = alarm_settings(b)
         tariffing = tariff_settings(b)
-        self._settings = None  # meter.settings.Settings, loaded when a command ever set one (or first used)
+        self.stored_settings = None  # meter.settings.Settings once loaded: at boot when one was ever stored, else
+        # when first used (the settings property)
         if Store(hw.flash_dir, "settings").load() is not None:
             reading_s, interval_s = self.settings.override(reading_s, interval_s, limits, tariffing)
         self.alarms = Alarms(limits, self.event)
@@ -104,9 +105,9 @@ class Meter:
         self.frame_seq = FrameSeq(Store(d, "frame-seq", max_payload=16))
         self.profile = LoadProfile(d)  # 99.1.0: every row in flash before it is sent
         self.eventlog = EventLog(d)  # 99.98.x: every event in flash, numbered, before it is sent
-        if self._settings is not None:
+        if self.stored_settings is not None:
             last = self.profile.last()
-            self._settings.capture_in_force(interval_s, last[0] if last else 0)
+            self.stored_settings.capture_in_force(interval_s, last[0] if last else 0)
         rep = Reporter(Builder(self.identity, self.frame_seq, self.boundaries.stamp), sink, self.eventlog, self.profile,
                        self.registers, self.metrology, self.sensor, self.boundaries, lambda: self.sensor_ok,
                        self.hw.relay, self.flush_checkpoint, self.event, reading_s, interval_s)
@@ -120,11 +121,11 @@ class Meter:
     def settings(self):
         """What configuration commands set (meter.settings): loaded at boot when there is any, else when first
         used (a configuration command; another part registering a setter)."""
-        s = self._settings
+        s = self.stored_settings
         if s is None:
             from meter.settings import Settings
 
-            s = self._settings = Settings(self.hw.flash_dir)
+            s = self.stored_settings = Settings(self.hw.flash_dir)
             if s.corrupt:
                 self.event(EV_STORE_CORRUPT, s.corrupt)
         return s

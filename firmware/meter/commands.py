@@ -82,7 +82,8 @@ class Commands:
         a, b = args[A_FROM], args[A_TO]
         if a > b:
             return rep.response(counter, RESULT_BAD_ARGS, "bad arguments: from after to")
-        since = self.meter.settings.capture_since() if self.meter is not None else 0
+        st = self.meter.stored_settings if self.meter is not None else None  # (never loaded here for this)
+        since = st.capture_since() if st is not None else 0
         if a <= since:  # rows up to a capture period change have another length (meter.configure)
             a = since + 1
         rows = []
