@@ -56,8 +56,14 @@ class Meter:
         ck = b["checkpoint"]
         self.checkpointer = Checkpointer(self.store, quantum_uwh=ck["quantum_wh"] * 1000000,
                                          max_interval_s=ck["max_interval_s"])
-        self.alarms = Alarms(alarm_settings(b), self.event)
+        limits = alarm_settings(b)
         tariffing = tariff_settings(b)
+        self.stored_settings = None  # meter.settings.Settings once loaded: at boot when one was ever stored, else
+        # when first used (the settings property)
+        if Store(hw.flash_dir, "settings").load() is not None:
+            reading_s, interval_s = self.settings.override(reading_s, interval_s, limits, tariffing)
+        self.alarms = Alarms(limits, self.event)
+        self._restart_at = None  # uptime second of a commanded restart (meter.configure, op 11)
         self.registers = Registers(tariffing["tariffs"])
         self.sensor_ok = False
         self._next_sensor_try = 0
@@ -99,6 +105,9 @@ class Meter:
         self.frame_seq = FrameSeq(Store(d, "frame-seq", max_payload=16))
         self.profile = LoadProfile(d)  # 99.1.0: every row in flash before it is sent
         self.eventlog = EventLog(d)  # 99.98.x: every event in flash, numbered, before it is sent
+        if self.stored_settings is not None:
+            last = self.profile.last()
+            self.stored_settings.capture_in_force(interval_s, last[0] if last else 0)
         rep = Reporter(Builder(self.identity, self.frame_seq, self.boundaries.stamp), sink, self.eventlog, self.profile,
                        self.registers, self.metrology, self.sensor, self.boundaries, lambda: self.sensor_ok,
                        self.hw.relay, self.flush_checkpoint, self.event, reading_s, interval_s)
@@ -107,6 +116,19 @@ class Meter:
         torn = self.profile.torn + self.eventlog.torn
         if torn:
             self.event(EV_STORE_CORRUPT, "%d torn profile/event records at boot" % torn)
+
+    @property
+    def settings(self):
+        """What configuration commands set (meter.settings): loaded at boot when there is any, else when first
+        used (a configuration command; another part registering a setter)."""
+        s = self.stored_settings
+        if s is None:
+            from meter.settings import Settings
+
+            s = self.stored_settings = Settings(self.hw.flash_dir)
+            if s.corrupt:
+                self.event(EV_STORE_CORRUPT, s.corrupt)
+        return s
 
     def controls(self):
         """meter.control.Control (disconnect control, limiter, demand response), made on first use; the
@@ -127,8 +149,7 @@ class Meter:
         if c is None:
             from meter.commands import Commands
 
-            c = self._commands = Commands(self.boundaries, self.profile, self.reporter, self.boundaries.interval_s,
-                                          self.controls)
+            c = self._commands = Commands(self.boundaries, self.profile, self.reporter, self.controls, self)
         return c.handle(kind, counter, m)
 
     def event(self, code, value=0):
@@ -228,6 +249,21 @@ class Meter:
             self.link.poll()
         except Exception as e:  # noqa: BLE001 - the link must never stop the meter
             self.event(EV_INTERNAL, repr(e))
+        r = self._restart_at
+        if r is not None and (self.link.outbox.acked >= r[1] or self.hw.monotonic_s() >= r[0]):
+            self.restart()
+
+    def restart_at(self, uptime_s, seq):
+        """Restart once frame `seq` (a reboot command's answer, in the outbox) is acknowledged, or the uptime
+        reaches uptime_s."""
+        self._restart_at = (uptime_s, seq)
+
+    def restart(self):
+        """An orderly restart: the registers, the link's counter and acknowledged mark written, then the
+        board restarts (machine.reset; the simulator ends the run as a restart)."""
+        self.flush_checkpoint()
+        self.link.flush()
+        self.hw.restart()
 
     def cycle(self):
         """Read one conversion cycle; integrate a batch when it fills. Returns True when a batch settled."""

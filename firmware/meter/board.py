@@ -168,16 +168,42 @@ def _tariff_problems(t):
         v = t.get(key, TARIFF_DEFAULTS[key])
         if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
             problems.append("tariff.%s must be an integer %d..%d, not %r" % (key, lo, hi, v))
-    if t.get("demand_period_s", 900) not in (300, 900, 1800, 3600):
-        problems.append("tariff.demand_period_s must be 300, 900, 1800 or 3600, not %r" % (t["demand_period_s"],))
+    why = setting_problem("demand_period_s", t.get("demand_period_s", 900))
+    if why:
+        problems.append("tariff.demand_period_s " + why)
     cal = t.get("calendar")
     if cal is not None and not isinstance(cal, (dict, str)):
         problems.append("tariff.calendar must be a calendar object or the path of a JSON file")
     return problems
 
 
+# What a board profile sets and a configuration command (meter.settings, op 10) may change: one home for the
+# values the meter can honour. A tuple lists the values allowed, a pair (lo, hi) is a range. Demand and
+# capture periods divide an hour, so every period ends on the clock and the top of an hour ends both kinds.
+SETTING_VALUES = {
+    "demand_period_s": (300, 900, 1800, 3600),  # meter.demand.PERIODS
+    "capture_period_s": (60, 300, 600, 900, 1800, 3600),
+    "reading_s": [10, 86400],
+    "over_current_ma": [1, 100000],
+    "over_voltage_mv": [1, 32000],
+}
+
+
+def setting_problem(name, v):
+    """None when v is a value setting `name` may take, else why not ("must be ..., not v")."""
+    ok = SETTING_VALUES[name]
+    good = isinstance(v, int) and not isinstance(v, bool)
+    if isinstance(ok, tuple):
+        if good and v in ok:
+            return None
+        return "must be one of %s, not %r" % (", ".join([str(x) for x in ok]), v)
+    if good and ok[0] <= v <= ok[1]:
+        return None
+    return "must be an integer %d..%d, not %r" % (ok[0], ok[1], v)
+
+
 # The optional 'alarms' section: thresholds that raise an event (over-current defaults to the sensor's range).
-_ALARMS = {"over_current_ma": (1, 100000), "over_voltage_mv": (1, 32000)}
+_ALARMS = ("over_current_ma", "over_voltage_mv")
 
 
 def _alarm_problems(a):
@@ -185,11 +211,10 @@ def _alarm_problems(a):
         return ["alarms must be an object"]
     problems = []
     for key, v in a.items():
-        lim = _ALARMS.get(key)
-        if lim is None:
+        if key not in _ALARMS:
             problems.append("alarms: unknown key %r" % key)
-        elif v is not None and (not isinstance(v, int) or isinstance(v, bool) or not lim[0] <= v <= lim[1]):
-            problems.append("alarms.%s must be an integer %d..%d or null, not %r" % (key, lim[0], lim[1], v))
+        elif v is not None and setting_problem(key, v):
+            problems.append("alarms.%s %s (or null)" % (key, setting_problem(key, v)))
     return problems
 
 

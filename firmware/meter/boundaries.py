@@ -57,6 +57,7 @@ class Boundaries:
         self.row_partial = True  # the load-profile interval in progress was not metered throughout
         self.clock_ok = clock_valid(hw.time())  # False: the clock was never set (an ESP32 after power-up)
         self._held = None  # the registers when metering began without a clock (billing ends before the set)
+        self.capture_next = None  # (capture period, done(t)): a new period from the top of the next hour
 
     # -- persistence ------------------------------------------------------------------------------------------
     def restore(self):
@@ -84,8 +85,9 @@ class Boundaries:
                 dem = Demand.from_bytes(loaded[1])
             except ValueError as e:
                 self.event(events.STORE_CORRUPT, "demand: %s" % e)
-        if dem is None or dem.period_s != cfg["demand_period_s"] or dem.tariffs != n:
+        if dem is None or dem.tariffs != n:
             dem = Demand(cfg["demand_period_s"], n)
+        # (a stored demand of another period length goes on until a billing-period end: _new_demand_period)
         self.demand = dem
         self._trust_clock(self.hw.time())
 
@@ -240,6 +242,8 @@ class Boundaries:
         if rep is not None and t % self.interval_s == 0:
             rep.row(t, self.row_partial, self.calendars.calendar_at(t).tz.is_dst(t))
             self.row_partial = False
+        if self.capture_next is not None and t % 3600 == 0:
+            self._new_capture_period(t)
         if t == self.next_billing:
             self._bill(t)
         elif closed is not None or promoted:
@@ -252,6 +256,7 @@ class Boundaries:
         signed snapshot, then reset demand. The registers are checkpointed with it, so they never restore below
         the snapshot."""
         maxima = self.demand.reset(t)
+        self._new_demand_period(t)
         if self.reporter is not None:
             self.reporter.billing(t, maxima, snapshot)
         self.event(events.BILLING_END, t)
@@ -259,6 +264,29 @@ class Boundaries:
             self.next_billing = self._next_billing(t)
         self._save_demand()
         self.flush_checkpoint()
+
+    def _new_capture_period(self, t):
+        """A capture period set by a command takes effect at the top of an hour: a row of both periods ends
+        there, so no row is cut short or stretched."""
+        p, done = self.capture_next
+        self.capture_next = None
+        self.interval_s = p
+        if self.reporter is not None:
+            self.reporter.interval_s = p
+        done(t)
+
+    def _new_demand_period(self, t):
+        """A demand period other than the one in force (a configuration command, or a board profile) starts at
+        a billing-period end t that ends a period of both lengths (every period divides an hour): the maxima
+        were just reset, so none of them mixes two period lengths. Elsewhere it waits for the next end."""
+        p = self.settings["demand_period_s"]
+        d = self.demand
+        if d.period_s == p or t % 3600 or d.start != t:
+            return
+        new = Demand(p, d.tariffs)
+        new.resets, new.reset_time = d.resets, d.reset_time
+        new.resume(t)
+        self.demand = new
 
     def settle(self, imp, exp, now):
         """A batch metered up to `now` (the clock just read). A clock that moved is noticed first: the batch is

@@ -13,8 +13,8 @@
 # here again for a direct caller); what is left here is what they mean.
 from meter import cmdschema, messages
 from meter.messages import (A_ACTIVATION, A_CALENDAR, A_FORCE, A_FROM, A_TO, A_UTC, K_ARGS, K_OP, OP_BILLING_RESET,
-                            OP_CALENDAR, OP_PROFILE, OP_SET_TIME, RESULT_BAD_ARGS, RESULT_GONE, RESULT_OK,
-                            RESULT_REJECTED, RESULT_UNKNOWN_OP)
+                            OP_CALENDAR, OP_CONFIG, OP_KEY_ROTATE, OP_PROFILE, OP_REBOOT, OP_SET_TIME,
+                            RESULT_BAD_ARGS, RESULT_GONE, RESULT_OK, RESULT_REJECTED, RESULT_UNKNOWN_OP)
 
 CONTROL_OPS = (messages.OP_DISCONNECT, messages.OP_RECONNECT, messages.OP_LIMITER, messages.OP_DR_EVENT)
 PROFILE_ROWS_MAX = 96  # rows one profile command sends again (a day at 15 min; ask again for more)
@@ -23,14 +23,14 @@ PROFILE_ROWS_PER_FRAME = 16
 
 class Commands:
     """boundaries: meter.boundaries.Boundaries (calendars, billing); profile: the load profile ring; reporter:
-    builds the responses and sends the rows; interval_s: the profile's capture period."""
+    builds the responses and sends the rows; meter: the meter (for meter.configure)."""
 
-    def __init__(self, boundaries, profile, reporter, interval_s, controls=None):
+    def __init__(self, boundaries, profile, reporter, controls=None, meter=None):
         self.boundaries = boundaries
         self.controls = controls  # controls() -> meter.control.Control: ops 6-9 (its modules handle them)
         self.profile = profile
         self.reporter = reporter
-        self.interval_s = interval_s
+        self.meter = meter  # what ops 10-12 change (meter.configure)
 
     def handle(self, kind, counter, m):
         """A verified head-end command -> the response (seq, frame), kind 6."""
@@ -54,6 +54,10 @@ class Commands:
         if op in CONTROL_OPS and self.controls is not None:
             result, reason = self.controls().command(op, args or {})
             return respond(counter, result, reason)
+        if op in (OP_CONFIG, OP_REBOOT, OP_KEY_ROTATE):
+            from meter import configure  # loaded with the first of them: rarely used
+
+            return configure.handle(self.meter, counter, op, args)
         return respond(counter, RESULT_UNKNOWN_OP, "unknown operation")  # back-fill is meter.link's
 
     def _calendar(self, counter, args):
@@ -78,6 +82,10 @@ class Commands:
         a, b = args[A_FROM], args[A_TO]
         if a > b:
             return rep.response(counter, RESULT_BAD_ARGS, "bad arguments: from after to")
+        st = self.meter.stored_settings if self.meter is not None else None  # (never loaded here for this)
+        since = st.capture_since() if st is not None else 0
+        if a <= since:  # rows up to a capture period change have another length (meter.configure)
+            a = since + 1
         rows = []
         more = False
         for r in self.profile.read(a, b):
@@ -89,7 +97,7 @@ class Commands:
             return rep.response(counter, RESULT_GONE, "no rows")
         for i in range(0, len(rows), PROFILE_ROWS_PER_FRAME):
             chunk = [list(r) for r in rows[i:i + PROFILE_ROWS_PER_FRAME]]
-            rep.send(messages.INTERVALS, messages.intervals_body(chunk, self.interval_s))
+            rep.send(messages.INTERVALS, messages.intervals_body(chunk, self.boundaries.interval_s))
         reason = "%d rows" % len(rows)
         if more:
             reason += "; more after %d: ask again" % rows[-1][0]

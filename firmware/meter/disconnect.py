@@ -85,14 +85,21 @@ class Disconnect:
         """h: the limiter closes it again after min_under (control modes 5 and 6)."""
         return self.move("h")
 
-    def set_mode(self, mode):
-        """IC70 control_mode 0..6 (OP_CONFIG A_CONTROL_MODE). Mode 0 means always connected: it is refused
-        while the meter is not connected (reconnect it first)."""
+    def mode_problem(self, mode):
+        """None when set_mode(mode) would take it, else why not (meter.settings checks every key first)."""
         if type(mode) is not int or not 0 <= mode < len(MODES):
             return "control mode must be 0..%d, not %r" % (len(MODES) - 1, mode)
         if mode == 0 and self.state != CONTROL_CONNECTED:
             return "control mode 0 (always connected) needs the meter connected; it is %s" % (
                 STATE_NAMES[self.state])
+        return None
+
+    def set_mode(self, mode):
+        """IC70 control_mode 0..6 (OP_CONFIG A_CONTROL_MODE). Mode 0 means always connected: it is refused
+        while the meter is not connected (reconnect it first)."""
+        why = self.mode_problem(mode)
+        if why is not None:
+            return why
         if mode != self.mode:
             self._save(self.state, mode)
             self.mode = mode

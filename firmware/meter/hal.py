@@ -54,6 +54,7 @@ class Hardware:
         self.random_bytes = random_bytes
         self.button = None
         self.load_control = None
+        self.restart = None  # restart the board (a reboot command): machine.reset; the simulator's ends its run
 
 
 class Output:
@@ -136,6 +137,7 @@ def open_hardware(board, flash_dir=None):
                   flash_dir or board["flash_dir"], sleep_ms=time.sleep_ms, watchdog=BoardWatchdog(board),
                   random_bytes=radio_random)
     hw.reset_cause = {machine.WDT_RESET: "watchdog", machine.SOFT_RESET: None}.get(machine.reset_cause())
+    hw.restart = machine.reset  # a software reset: reset_cause() says SOFT_RESET at the next boot
     hw.set_time = set_rtc
     b = board.get("button")
     if b is not None:

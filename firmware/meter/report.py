@@ -128,6 +128,12 @@ class Reporter:
             self._send_reading()
             self._next_reading = next_multiple(now, self.reading_s)
 
+    def reading_every(self, s):
+        """Readings every s seconds from now on (a configuration command), on multiples of s."""
+        self.reading_s = s
+        if self._next_reading is not None:
+            self._next_reading = next_multiple(self.time(), s)
+
     def clock_set(self):
         """The clock was set: the next load-profile row says so; readings follow the new time (a clock set back
         must not hold them back)."""

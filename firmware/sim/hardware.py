@@ -18,6 +18,14 @@ class WatchdogReset(Exception):
     """The simulated board's watchdog expired: the board resets (sim/run.py ends the run as a restart)."""
 
 
+class Restart(Exception):
+    """The simulated board restarts on command (a reboot): sim/run.py ends the run as a restart."""
+
+
+def _restart():
+    raise Restart("reboot command")
+
+
 class SimPin:
     """An output pin (machine.Pin's init/value): level is what it drives, None until it is first driven."""
 
@@ -210,6 +218,7 @@ def open_sim(board, flash_dir=None, overrides=None):
     hw.reset_cause = _take_reset_cause(hw.flash_dir)
     _controls(hw, board, clock, cfg)
     hw.set_time = clock.set_time
+    hw.restart = _restart
     if cfg.get("ntp"):
         hw.ntp_time = clock.world_time
     return hw

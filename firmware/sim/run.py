@@ -10,7 +10,8 @@
 #       [--clock-file PATH] (a fleet's clock, UTC seconds as text: stay within 120 s of it; print @@T lines)
 #       [--calendar FILE] [--billing-day N] [--tariffs N] [--demand-period S]  (the board's 'tariff' section)
 #       [--stall S:D]       (S seconds into the run the I2C bus hangs for D seconds: the watchdog resets the
-#                            board when D exceeds its timeout; the run then ends as a restart, exit status 3)
+#                            board when D exceeds its timeout; the run then ends as a restart, exit status 3;
+#                            a reboot command ends it so too: "@@RESET command")
 #       [--pace S]          (sleeps take real time / S, spent as an ESP32 would: the CPU-duty measurement)
 #       [--busy-wait]       (the driver without sleep_ms: every wait busy, as before; for that measurement)
 #       [--rtc unset] [--rtc-offset S] [--ntp]  (the board's clock: starts unset, or S seconds off; a time server)
@@ -33,7 +34,7 @@ import time
 
 from meter.app import Meter
 from meter.board import load_board, validate_board
-from sim.hardware import WatchdogReset, open_sim
+from sim.hardware import Restart, WatchdogReset, open_sim
 
 
 def _args(argv):
@@ -267,8 +268,9 @@ def _run(meter, hw, end_us, pacer, stall, frames_file):
     meter.start()
     try:
         meter.run_until(lambda: clock.now_us >= end_us, pacer)
-    except WatchdogReset as e:
-        print("@@RESET watchdog: %s" % e)  # flash holds what the meter had stored; the next run boots from it
+    except (WatchdogReset, Restart) as e:
+        # flash holds what the meter had stored; the next run boots from it
+        print("@@RESET %s: %s" % ("watchdog" if isinstance(e, WatchdogReset) else "command", e))
         if frames_file is not None:
             frames_file.close()
         sys.exit(3)

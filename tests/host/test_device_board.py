@@ -79,7 +79,7 @@ def test_build_deploy_provision_and_the_frames_verify_at_a_concentrator_that_len
     profile = _profile(tmp_path, speed=1, reading_s=2, rtc="unset")
     assert cli(["device", "deploy", "--port", board.port, "--board", str(profile), "--bundle", str(x64.dir)]) == 0
     board.wait_output(rf"meterkit: firmware {x64.id} from /app.a")
-    key, pub, _ = new_key(tmp_path / "keys")
+    key, pub, kid = new_key(tmp_path / "keys")
     db = tmp_path / "fleet.db"
     conc = subprocess.Popen([str(BIN / "meterkit"), "concentrator", "--db", str(db), "--key", str(key),
                              "--serial", board.port, "--stats-every", "3600"], stdout=subprocess.DEVNULL,
@@ -98,6 +98,7 @@ def test_build_deploy_provision_and_the_frames_verify_at_a_concentrator_that_len
             (meter,) = store.meters()
             assert meter.name == "bench"
             dev = meter.device_id
+            assert store.meter_key(dev) == kid  # the head-end key it holds, recorded (key rotation)
             _wait(lambda: _clock_set_and_reporting(store, dev, after=0), timeout=60,
                   state=lambda: _frames(store, dev))
             _assert_clock_kept(store, dev)

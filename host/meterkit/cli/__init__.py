@@ -17,6 +17,7 @@ from meterkit.cli import (
     billcheck,
     command,
     concentrator,
+    configure,
     demo,
     device,
     dr,
@@ -28,8 +29,8 @@ from meterkit.cli import (
     verify,
 )
 
-FAMILIES = (sim, bench, demo, keys, verify, concentrator, fleet, bill, command, relay, audit, dr, billcheck, device,
-            torture)
+FAMILIES = (sim, bench, demo, keys, verify, concentrator, fleet, bill, command, configure, relay, audit, dr,
+            billcheck, device, torture)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -14,6 +15,7 @@ from meterkit import wire as P
 from meterkit.cli.common import fail, host_port, open_store
 from meterkit.headend.concentrator import Concentrator
 from meterkit.headend.handover import control_path
+from meterkit.headend.keyring import KeyRing
 from meterkit.store.api import Store
 from meterkit.wire.keys import KeyFileError, load_private
 
@@ -96,12 +98,17 @@ def _cmd_concentrator(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     try:
-        headend = P.HeadEnd(load_private(args.key))
+        keys = [P.HeadEnd(load_private(k)) for k in args.key]
     except KeyFileError as e:
         return fail("concentrator", e)
     store = open_store(args.db, "concentrator", readonly=False, create=True)
     if store is None:
         return 2
+    headend = KeyRing(keys, store, key_dir=os.path.dirname(os.path.abspath(args.key[0])))
+    for dev, (kid, _since) in store.meter_keys().items():
+        if kid not in headend.keys:
+            print(f"meterkit concentrator: meter {dev.hex()} holds head-end key {kid.hex()}, not given with --key: "
+                  "nothing can be signed for it", file=sys.stderr)
     try:
         return asyncio.run(_serve(args, headend, store))
     finally:
@@ -112,7 +119,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Add `concentrator` to a `meterkit` subparsers object."""
     p = subparsers.add_parser("concentrator", help="receive, verify, store and acknowledge meter frames")
     p.add_argument("--db", required=True, help="SQLite database (created if missing)")
-    p.add_argument("--key", required=True, help="the head-end's private key (PEM), signs acks and commands")
+    p.add_argument("--key", required=True, action="append",
+                   help="the head-end's private key (PEM), signs acks and commands; during a key rotation give "
+                        "both (repeatable): each meter's are signed with the key it holds, the first for a meter "
+                        "with none recorded (meterkit keys status)")
     p.add_argument("--listen", action="append", type=host_port, default=[], metavar="HOST:PORT",
                    help="accept meters over TCP here (repeatable)")
     p.add_argument("--serial", action="append", default=[], metavar="PORT",

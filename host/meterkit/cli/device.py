@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from meterkit.device.session import DeviceError
 from meterkit.device.toolchain import repo_root
 from meterkit.headend.handover import HandoverError, released
 from meterkit.sim.runner import write_public_pem
-from meterkit.wire.keys import KeyFileError, load_public, public_bytes
+from meterkit.wire.keys import KeyFileError, key_id, load_public, public_bytes
 
 
 @contextlib.contextmanager
@@ -101,12 +102,16 @@ def _cmd_provision(args: argparse.Namespace) -> int:
     store = open_store(args.db, "device provision", readonly=False, create=True)
     if store is None:
         return 2
+    def register(dev: bytes, pub: bytes) -> None:
+        store.register_meter(dev, pub, args.name, args.period)
+        store.set_meter_key(dev, key_id(headend), time.time())  # the head-end key it holds (key rotation)
+        store.commit()
+
     with store:
         try:
             link = _link(args)
             with _port_lent(args):
-                p = PV.provision(args.port, headend, link,
-                                 register=lambda dev, pub: store.register_meter(dev, pub, args.name, args.period))
+                p = PV.provision(args.port, headend, link, register=register)
         except (DeviceError, HandoverError, ValueError) as e:
             return fail("device provision", e)
     if args.pubkey_out:

@@ -23,7 +23,13 @@ Operations (docs/concentrator.md, "Operator commands"):
 | OP_LIMITER       | A_THRESHOLD_* .. A_AUTO_RECONNECT  | 0 applied (event 23); at least one must be given    |
 | OP_DR_EVENT      | A_DR_ID, A_START, A_DURATION_S,    | 0 accepted (event 24); refused with a reason        |
 |                  | A_LIMIT_W or A_SHED true           | (queued by meterkit.dr: expires at the event's end) |
-| OP_CONFIG        | A_GROUPS (here; the rest: settings)| 0 applied (event 28)                                |
+| OP_CONFIG        | A_DEMAND_PERIOD_S .. A_GROUPS, any | 0 applied (event 28; a period later: the reason     |
+|                  | (at least one)                     | says when); -3 a value it cannot honour; -4 a key   |
+|                  |                                    | nothing applies on that meter                       |
+| OP_REBOOT        | none                               | 0 (event 30), then it restarts once the answer is   |
+|                  |                                    | acknowledged (30 s at most)                         |
+| OP_KEY_ROTATE    | A_KEY (queued as hex: JSON has no  | 0 rotated (event 29); -3 not a P-256 point          |
+|                  | bytes; bytes at signing)           |                                                     |
 
 Every command is queued for somebody (`by`: the operator, by default the OS user; 'concentrator' for its own
 set-time and profile commands): the store logs it in the append-only audit log, and the dispatch logs every
@@ -52,8 +58,10 @@ from meter.messages import (  # noqa: F401 - the operations
     OP_CONFIG,
     OP_DISCONNECT,
     OP_DR_EVENT,
+    OP_KEY_ROTATE,
     OP_LIMITER,
     OP_PROFILE,
+    OP_REBOOT,
     OP_RECONNECT,
     OP_SET_TIME,
 )
@@ -286,10 +294,54 @@ def groups_args(groups: list[int]) -> dict:
 
 
 def signed_args(op: int, args: dict | None, now: float) -> dict | None:
-    """The arguments an attempt is signed with: a set-time command gets the time of signing."""
+    """The arguments an attempt is signed with: a set-time command gets the time of signing; a key rotation's
+    key, queued as hex text (the queue's JSON has no bytes), is signed as its bytes."""
+    if op == OP_KEY_ROTATE and args and isinstance(args.get(mmsg.A_KEY), str):
+        try:
+            return {**args, mmsg.A_KEY: bytes.fromhex(args[mmsg.A_KEY])}
+        except ValueError:
+            raise CommandError(f"key-rotate: the key {args[mmsg.A_KEY][:20]!r}... is not hex") from None
     if op != OP_SET_TIME:
         return args
     return {**(args or {}), mmsg.A_UTC: round(now)}
+
+
+# the configuration a meter takes (op 10): option name -> argument key; meter.board.SETTING_VALUES says what
+# values a meter honours (checked here too: nothing a meter refuses is queued)
+CONFIG_KEYS = {"demand_period_s": mmsg.A_DEMAND_PERIOD_S, "capture_period_s": mmsg.A_CAPTURE_PERIOD_S,
+               "reading_s": mmsg.A_READING_S, "over_current_ma": mmsg.A_OVER_CURRENT_MA,
+               "over_voltage_mv": mmsg.A_OVER_VOLTAGE_MV, "control_mode": mmsg.A_CONTROL_MODE,
+               "groups": mmsg.A_GROUPS}
+
+
+def config_args(**values: Any) -> dict:
+    """Arguments of op 10 from the settings given (None: left alone); CommandError for a value no meter
+    honours (meter.board.setting_problem, the table the meter checks with) or for nothing to set."""
+    from meter.board import SETTING_VALUES, setting_problem
+
+    out: dict = {}
+    for name, v in values.items():
+        if v is None:
+            continue
+        if name not in CONFIG_KEYS:
+            raise CommandError(f"config: unknown setting {name!r}")
+        off = v == 0 and name in ("over_current_ma", "over_voltage_mv")  # 0 turns the alarm off
+        if name in SETTING_VALUES and not off:
+            why = setting_problem(name, v)
+            if why:
+                raise CommandError(f"config: {name} {why}")
+        out[CONFIG_KEYS[name]] = v
+    if not out:
+        raise CommandError("config: nothing to set: give at least one setting")
+    check_args(OP_CONFIG, out)
+    return dict(sorted(out.items()))
+
+
+def key_rotate_args(public_point: bytes) -> dict:
+    """Arguments of op 12 as queued: the new head-end public key (65-byte point) as hex text."""
+    if not isinstance(public_point, bytes) or len(public_point) != 65 or public_point[0] != 4:
+        raise CommandError("key-rotate: the key must be a 65-byte uncompressed P-256 point")
+    return {mmsg.A_KEY: public_point.hex()}
 
 
 def queue(store: Store, device: bytes, op: int, args: dict | None, now: float, expires: int | None = None,
@@ -350,6 +402,19 @@ def describe(op: int, args: dict | None) -> str:
                 f"{args.get(mmsg.A_DURATION_S)} s")
     if op == OP_CONFIG and args and set(args) == {mmsg.A_GROUPS}:
         return "groups " + ",".join(str(g) for g in args[mmsg.A_GROUPS])
+    if op == OP_CONFIG and args:
+        names = {v: k for k, v in CONFIG_KEYS.items()}
+        return "config " + ", ".join(f"{names.get(k, k)}={v}" for k, v in sorted(args.items()))
+    if op == OP_REBOOT:
+        return "reboot (answers, then restarts)"
+    if op == OP_KEY_ROTATE and args:
+        from meterkit.wire.keys import key_id
+
+        try:
+            kid = key_id(bytes.fromhex(args.get(mmsg.A_KEY))).hex()
+        except (TypeError, ValueError):
+            kid = "?"
+        return f"rotate the head-end key to {kid}"
     if op == OP_SET_TIME:
         force = bool(args and args.get(mmsg.A_FORCE))
         return "set the clock to the concentrator's" + (f" (force: beyond {mmsg.SET_TIME_FREE_S} s too)" if force

@@ -36,6 +36,7 @@ from meterkit.headend.dispatch import Dispatch
 from meterkit.headend.gaps import FrameGaps, IntervalGaps
 from meterkit.headend.handover import PortControl
 from meterkit.headend.ingest import Ingest
+from meterkit.headend.keyring import KeyRing
 from meterkit.headend.outages import Outages
 from meterkit.store.api import Store
 
@@ -51,11 +52,12 @@ class Concentrator:
     time every decision is taken by (outages, gaps, expiry); it may be replaced while running (a simulated
     fleet's clock)."""
 
-    def __init__(self, store: Store, headend: P.HeadEnd, clock: Callable[[], float] = time.time, *,
+    def __init__(self, store: Store, headend: P.HeadEnd | KeyRing, clock: Callable[[], float] = time.time, *,
                  config: ConcentratorConfig | None = None, **settings: Any):
         cfg = self.config = dataclasses.replace(config or ConcentratorConfig(), **settings)
         self.store = store
-        self.headend = headend
+        # every meter's commands and acks signed with the head-end key it holds (headend.keyring)
+        headend = self.headend = headend if isinstance(headend, KeyRing) else KeyRing([headend], store)
         self.clock = clock
         self.addresses: list[tuple[str, int]] = []
         self.counters = Counters(store, self._now)

@@ -28,6 +28,7 @@ from meterkit.headend.counters import Counters
 from meterkit.headend.devices import Device, Devices
 from meterkit.store.api import CONCENTRATOR, QUEUE_PENDING, Store
 from meterkit.store.records import CommandRecord, QueuedCommand
+from meterkit.wire.keys import key_id
 from meterkit.wire.records import CommandResponse
 
 if TYPE_CHECKING:
@@ -48,7 +49,8 @@ def issue_command(store: Store, headend: P.HeadEnd, d: Device, op: int, args: di
     cose = headend.sign_command(d.id, counter, op, args, int(now), ttl)
     frame = encode_frame(cose, max_frame=opcmds.MAX_COMMAND_MESSAGE)
     d.counter = counter
-    cmd = CommandRecord(d.id, counter, op, args, now, int(now) + ttl, queue_id)
+    kept = {k: v.hex() if isinstance(v, bytes) else v for k, v in args.items()} if args else args  # JSON: no bytes
+    cmd = CommandRecord(d.id, counter, op, kept, now, int(now) + ttl, queue_id)
     store.record_command(cmd)
     audit.sent(store, cmd, by)
     store.update_meter(d.id, last_counter=counter)
@@ -102,10 +104,21 @@ class Dispatch:
             log.warning("%s: late answer to a command already %s", what, q.state)
         self.store.update_queued(q.id, state="answered", counter=r.counter, answered_at=now, result=r.result,
                                  reason=r.reason)
+        if q.op == M.OP_KEY_ROTATE and r.result == M.RESULT_OK:
+            self._rotated(d, q, now)
         self.counters.stage("operator_commands_answered")
         log.log(logging.INFO if r.result == 0 else logging.WARNING, "%s answered %d%s", what, r.result,
                 f": {r.reason}" if r.reason else "")
         return True
+
+    def _rotated(self, d: Device, q: QueuedCommand, now: float) -> None:
+        """The meter took the new head-end key: from this answer on, its commands and acks are signed with it."""
+        kid = key_id(opcmds.signed_args(q.op, q.args, now)[M.A_KEY])
+        self.store.set_meter_key(d.id, kid, now)
+        moved = getattr(self.headend, "moved", None)  # a KeyRing (a single HeadEnd cannot sign with another key)
+        if moved is not None:
+            moved(d.id, kid)
+        log.info("meter %s now holds head-end key %s", d.id.hex(), kid.hex())
 
     # -- delivery (own transaction)
     def send_queued(self, now: float, only: Iterable[bytes] | None = None) -> None:

@@ -29,6 +29,7 @@ from meterkit.device.toolchain import firmware_dir
 from meterkit.sim.runner import provision, sim_command, sim_env
 from meterkit.wire.keys import private_dir
 
+RESTART_EXIT = 3  # sim/run.py's exit status when the board restarts (a reboot command, its watchdog)
 
 class FleetClock:
     """start + real elapsed x speed, but never ahead of the slowest running meter that reports its clock
@@ -252,6 +253,7 @@ class FleetMeter:
     vtime: float | None = None  # the meter's own clock, as it last reported it (@@T)
     power_cuts: int = 0
     link_cuts: int = 0
+    restarts: int = 0  # the firmware ended its run as a board restart (exit status 3) and was started again
     _reader: asyncio.Task | None = None
     _power: asyncio.Task | None = None  # the last power action (cut, on): the next one waits for it
 
@@ -268,7 +270,8 @@ class Fleet:
 
     Meters are provisioned (keys made on the meter, head-end key installed, public keys registered), then run
     at `speed` times real time on one FleetClock. `at(hour, action)` schedules faults: cut_link/restore_link,
-    power_cut/power_on (the process is SIGKILLed and later restarted on the same flash).
+    power_cut/power_on (the process is SIGKILLed and later restarted on the same flash). A firmware run that ends
+    as a board restart (a reboot command, its watchdog: exit status 3) is started again on its flash.
     """
 
     def __init__(self, out_dir: Path, specs: list[MeterSpec], headend_key: Any, db_path: Path, *,
@@ -404,6 +407,11 @@ class Fleet:
         result, err = await follow_sim(proc, follow)  # None at exit: not followed
         if result is not None:
             m.runs.append(result)
+        elif proc.returncode == RESTART_EXIT and m.proc is proc:
+            # the board restarted (a reboot command, its watchdog): it boots again from its flash
+            m.restarts += 1
+            self.log.append(f"{self.clock.hours():5.2f} h  {m.spec.name} restarted")
+            await self._start_meter(m)
         elif proc.returncode not in (-signal.SIGKILL,):
             self.log.append(f"{m.spec.name} exited with {proc.returncode}: {err.decode()[-800:]}")
 
@@ -486,14 +494,19 @@ class Fleet:
             self.store.close()
 
 
-def run_fleet(fleet: Fleet, timeout_s: float = 300.0, settle_s: float = 3.0) -> None:
-    """Set the fleet up, run it to its end and close it, all within timeout_s of real time (tests, tools)."""
+def run_fleet(fleet: Fleet, timeout_s: float = 300.0, settle_s: float = 3.0,
+              before: Callable[[Fleet], Any] | None = None) -> Any:
+    """Set the fleet up, run it to its end and close it, all within timeout_s of real time (tests, tools).
+    before(fleet), when given, runs once the fleet is set up (meters provisioned and registered, concentrator
+    listening) and before the meters start, e.g. to queue commands; its result is returned."""
 
-    async def scenario() -> None:
+    async def scenario() -> Any:
         await fleet.setup()
         try:
+            got = before(fleet) if before is not None else None
             await fleet.run(settle_s=settle_s)
         finally:
             await fleet.close()
+        return got
 
-    asyncio.run(asyncio.wait_for(scenario(), timeout_s))
+    return asyncio.run(asyncio.wait_for(scenario(), timeout_s))

@@ -55,7 +55,8 @@ Export = tuple[list[str], Iterator[tuple]]
 
 __all__ = ["AUDIT_ACTIONS", "CONCENTRATOR", "DEFAULT_PERIOD_S", "EXPORT_TABLES", "GAP_KINDS", "GAP_SETTLED",
            "GAP_STATES", "MAX_SEQ", "OUTAGE_CAUSES", "QUEUE_PENDING", "QUEUE_STATES", "Billing", "Commands",
-           "Counting", "Delivery", "DemandResponse", "Events", "Evidence", "Export", "Outages", "Profile", "ReadOuts",
+           "Counting", "Delivery", "DemandResponse", "Events", "Evidence", "Export", "HeadEndKeys", "Outages",
+           "Profile", "ReadOuts",
            "Registry", "Store", "StoreError", "Transactions"]
 
 
@@ -309,7 +310,21 @@ class ReadOuts(Protocol):
         (registers, max demand, args, evidence) as JSON text; ValueError for another table."""
 
 
+class HeadEndKeys(Protocol):
+    """Which head-end key each meter holds (key rotation, docs/security.md). A meter with no entry holds the
+    concentrator's first key (--key)."""
+
+    def meter_key(self, device_id: bytes) -> bytes | None:
+        """The kid (8 bytes) of the head-end key the meter holds, None when none was recorded."""
+
+    def meter_keys(self) -> dict[bytes, tuple[bytes, float]]:
+        """device id -> (kid, since) for every meter with an entry."""
+
+    def set_meter_key(self, device_id: bytes, kid: bytes, since: float) -> None:
+        """Record (in the transaction) that the meter holds head-end key `kid` from `since` on."""
+
+
 @runtime_checkable
 class Store(Registry, Delivery, Evidence, Profile, Events, Billing, Outages, Commands, Counting, DemandResponse,
-            ReadOuts, Transactions, Protocol):
+            ReadOuts, HeadEndKeys, Transactions, Protocol):
     """Everything the concentrator and the fleet commands need from a database."""

@@ -9,6 +9,7 @@ synchronous=FULL (the default) a returned commit has reached the disk.
     logs       events and billing snapshots
     gaps, outages, commands (sent, answered, the operator queue, the audit log), counting (rejects, counters)
     dr         demand response: groups, events, the meters each event was queued for
+    keys       meter_keys: the head-end key each meter holds
     readout    the fleet view and table export
 
 ``SQLiteStore`` is all of them: it implements meterkit.store.api.Store.
@@ -21,6 +22,7 @@ from meterkit.store.sqlite.counting import CountingTables
 from meterkit.store.sqlite.dr import DRTables
 from meterkit.store.sqlite.evidence import EvidenceTables
 from meterkit.store.sqlite.gaps import GapsTable
+from meterkit.store.sqlite.keys import KeyTable
 from meterkit.store.sqlite.logs import LogTables
 from meterkit.store.sqlite.outages import OutagesTable
 from meterkit.store.sqlite.profile import ProfileTable
@@ -32,7 +34,7 @@ __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SQLiteStore"]
 
 
 class SQLiteStore(RegistryTable, EvidenceTables, ProfileTable, LogTables, GapsTable, OutagesTable, CommandTables,
-                  CountingTables, DRTables, ReadOutQueries):
+                  CountingTables, DRTables, ReadOutQueries, KeyTable):
     """The head-end store on one SQLite file.
 
     SQLiteStore(path, create=True, synchronous="FULL", readonly=False, busy_timeout_ms=5000): create=False

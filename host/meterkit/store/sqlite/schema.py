@@ -27,6 +27,8 @@ gaps       id, device, kind ('frames': sequence numbers, 'intervals': load-profi
            detected_at, state ('open', 'requested', 'filled', 'resolved', 'skipped', 'lost', 'not-sent'),
            requested_at, command_counter, attempts, missing, closed_at                       -- v2
 counters   name, value: the concentrator's counters, persisted across restarts              -- v2
+meter_keys device, kid (the head-end key the meter holds: its commands and acks are signed with it), since
+           (when it was recorded: the key rotation's answer stored, or the rotation queued)       -- v8
 command_queue  id, device, op, args (JSON, top-level keys as text), created_at, expires_at (UTC s: never sent
            at or after it), state ('queued', 'sent', 'answered', 'expired', 'failed'), counter (of the latest
            attempt), attempts, sent_at (latest attempt), answered_at, result, reason, note (who or what
@@ -302,6 +304,15 @@ _V7 = (
     "CREATE INDEX dr_targets_device ON dr_targets (device, event_id)",
 )
 
+# Which head-end key each meter holds (issue 12, key rotation).
+_V8 = (
+    """CREATE TABLE meter_keys (
+        device BLOB PRIMARY KEY,
+        kid BLOB NOT NULL,
+        since REAL NOT NULL
+    ) WITHOUT ROWID""",
+)
+
 # (version, what it brings, statements). Append only: a released migration never changes.
 MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (1, "registry, frames as evidence, decoded readings/intervals/events, commands, rejects", _V1),
@@ -311,6 +322,7 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (5, "rejects of unknown kids folded per source and reason", _V5),
     (6, "command audit log (append only), who queued each command; K_CONTROL of readings", _V6),
     (7, "demand response: groups, events, the meters each event was queued for", _V7),
+    (8, "the head-end key each meter holds (key rotation)", _V8),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
