@@ -8,7 +8,6 @@ register moves again."""
 from __future__ import annotations
 
 import asyncio
-import json
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -25,8 +24,8 @@ DISCONNECT_H, RECONNECT_H, PRESS_H, HOURS = 0.5, 1.5, 2.25, 3.0
 def _readings(db, dev: bytes) -> list[tuple[int, int, int]]:
     """(meter time, status, 1.8.0 Wh) of every stored reading, oldest first."""
     names, rows = db.export("readings", dev)
-    i_t, i_s, i_r = names.index("meter_time"), names.index("status"), names.index("registers")
-    return [(r[i_t], r[i_s], json.loads(r[i_r])[str(M.OBIS_IMPORT)]) for r in rows]
+    i_t, i_s, i_w = names.index("meter_time"), names.index("status"), names.index("import_wh")
+    return [(r[i_t], r[i_s], r[i_w]) for r in rows]
 
 
 def test_disconnect_stops_the_registers_and_a_reconnect_waits_for_the_button(tmp_path):
