@@ -238,3 +238,12 @@ def test_interval_energy_from_cumulative_rows_gaps_where_a_row_is_missing():
     assert got[t + 7 * P] == B.Row(1_000_000 + 1000 * 49 - 5, ROW_POWER_FAIL, P)
     cum[t + 2 * P] = cum[t + 2 * P]._replace(period_s=300)
     assert t + 2 * P not in B.intervals(cum)
+
+
+def test_days_before_the_meters_first_row_are_no_history_not_gaps():
+    rows = profile(WED - dt.timedelta(days=2), WED)  # commissioned on Monday
+    base = B.baseline(rows, [], set(), at(WED, 17), 3600, P)
+    assert list(base.days) == [WED - dt.timedelta(days=1), WED - dt.timedelta(days=2)]
+    assert base.excluded == {}  # the weeks before Monday are not 'gaps': the meter was not there
+    del rows[at(WED - dt.timedelta(days=1), 17, 30)]  # a real gap on Tuesday is one
+    assert B.baseline(rows, [], set(), at(WED, 17), 3600, P).excluded == {"gap": 1}

@@ -158,6 +158,7 @@ def baseline(rows: Mapping[int, Row], outages: Sequence[tuple[float, float]], dr
     skip = set(dr_days)
     used: list[tuple[dt.date, list[int]]] = []
     excluded: dict[str, int] = {}
+    oldest = min(rows, default=None)  # the meter's first row: no day before it is a gap, there is no history
     for back in range(1, lookback_days + 1):
         if len(used) == days:
             break
@@ -165,6 +166,8 @@ def baseline(rows: Mapping[int, Row], outages: Sequence[tuple[float, float]], dr
         if not similar(day, event_day):
             continue
         theirs = same_rows(clock, period_s, day, tz)
+        if oldest is None or theirs[-1] < oldest:
+            break
         touched = {day + dt.timedelta(days=o) for o in offsets}
         why = why_not(theirs, period_s, rows, outages, skip, touched)
         if why is None:
