@@ -8,21 +8,9 @@ from mptest import eq
 from meter import events, p256
 from meter import messages as M
 from test_commands import _command, _exchange, _linked
-from test_settings import M_frame
+from test_settings import M_frame, _files
 
 STATE = ("disconnect", "limiter", "dr", "settings", "headend-pub", "device-key", "calendar", "boots")
-
-
-def _files(d):
-    out = {}
-    for n in STATE:
-        for s in (".a", ".b"):
-            try:
-                with open(d + "/" + n + s, "rb") as f:
-                    out[n + s] = f.read()
-            except OSError:
-                out[n + s] = None
-    return out
 
 
 def _ops(t, new_pub):
@@ -54,7 +42,7 @@ def test_every_control_operation_under_attack_is_refused_logged_and_changes_noth
     p = _command(he, M.OP_PROFILE, {M.A_FROM: hw.time() - 600, M.A_TO: hw.time()})
     _exchange(m, he, up, down, he.sign(p))
     used = p[M.K_COUNTER]
-    before = _files(d)
+    before = _files(d, STATE)
     tried = 0
     for op, good, malformed in _ops(hw.time(), new_pub):
         t = hw.time()
@@ -80,7 +68,7 @@ def test_every_control_operation_under_attack_is_refused_logged_and_changes_noth
             else:
                 eq(sum(m.link.refused.values()), refused + 1, what + ": counted as refused %r" % m.link.refused)
             eq(_logged(m), logged + 1, what + ": logged as an event (9 or 18)")
-            eq(_files(d), before, what + ": the state on flash is unchanged")
+            eq(_files(d, STATE), before, what + ": the state on flash is unchanged")
             tried += 1
     eq(tried, 49, "7 operations x 7 attacks")
     eq(m.event_counts.get(events.DISCONNECT_CONTROL, 0) + m.event_counts.get(events.LIMITER_SET, 0)

@@ -15,7 +15,7 @@ from meter import events
 from meter import messages as M
 from meterkit.headend import commands as C
 from meterkit.headend import control
-from meterkit.sim.fleet import Fleet, MeterSpec
+from meterkit.sim.fleet import Fleet, MeterSpec, run_fleet
 from meterkit.store import open_store
 
 DISCONNECT_H, RECONNECT_H, PRESS_H, HOURS = 0.5, 1.5, 2.25, 3.0
@@ -34,7 +34,8 @@ def test_disconnect_stops_the_registers_and_a_reconnect_waits_for_the_button(tmp
                   speed=1440.0)
     seen: dict[str, dict] = {}
 
-    async def operator(dev: bytes) -> list[int]:
+    async def operator(fleet: Fleet) -> list[int]:
+        dev = fleet.meters[0].device
         ids = [C.queue(fleet.store, dev, M.OP_CONFIG, {M.A_CONTROL_MODE: 1}, fleet.start_unix, by="e2e")]
         for at_h, op in ((DISCONNECT_H, M.OP_DISCONNECT), (RECONNECT_H, M.OP_RECONNECT)):
             while fleet.clock.hours() < at_h:
@@ -46,17 +47,8 @@ def test_disconnect_stops_the_registers_and_a_reconnect_waits_for_the_button(tmp
         seen["before the press"] = control.relay_status(fleet.store, dev)
         return ids
 
-    async def scenario():
-        await fleet.setup()
-        try:
-            [m] = fleet.meters
-            ops = asyncio.ensure_future(operator(m.device))
-            await fleet.run(settle_s=3.0)
-            return m, await ops
-        finally:
-            await fleet.close()
-
-    m, ids = asyncio.run(asyncio.wait_for(scenario(), 300))
+    ids = run_fleet(fleet, alongside=operator)
+    [m] = fleet.meters
     assert not [line for line in fleet.log if "exited with" in line], fleet.log
     with open_store(tmp_path / "db.sqlite", create=False, readonly=True) as db:
         answers = [(q.op, q.state, q.result, q.reason) for q in db.queued_commands(ids=ids)]

@@ -7,15 +7,13 @@ meter's first (no interval before it): no baseline; the report says so and measu
 
 from __future__ import annotations
 
-import asyncio
-
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from meter import events
 from meter.messages import OP_DR_EVENT
 from meterkit.dr import participation as PT
 from meterkit.dr import programme, report
-from meterkit.sim.fleet import Fleet, MeterSpec
+from meterkit.sim.fleet import Fleet, MeterSpec, run_fleet
 from meterkit.store import open_store
 
 GROUP = 5
@@ -27,20 +25,13 @@ def test_a_group_event_reaches_the_real_meters_and_their_participation_is_read_b
                   speed=1440.0)
     start = fleet.start_unix + 1800  # half an hour into the run, for half an hour
 
-    async def scenario():
-        await fleet.setup()
-        try:
-            devs = {m.spec.name: m.device for m in fleet.meters}
-            for name in ("in-1", "in-2"):
-                programme.set_groups(fleet.store, devs[name], [GROUP], fleet.start_unix, send=False)
-            called = programme.call_event(fleet.store, GROUP, start, 1800, None, True, fleet.start_unix,
-                                          by="e2e")
-            await fleet.run(settle_s=3.0)
-        finally:
-            await fleet.close()
-        return devs, called
+    def call(fleet: Fleet):
+        devs = {m.spec.name: m.device for m in fleet.meters}
+        for name in ("in-1", "in-2"):
+            programme.set_groups(fleet.store, devs[name], [GROUP], fleet.start_unix, send=False)
+        return devs, programme.call_event(fleet.store, GROUP, start, 1800, None, True, fleet.start_unix, by="e2e")
 
-    devs, called = asyncio.run(asyncio.wait_for(scenario(), 300))
+    devs, called = run_fleet(fleet, before=call)
     assert not [line for line in fleet.log if "exited with" in line], fleet.log
     ev = called.event
     with open_store(tmp_path / "db.sqlite", create=False, readonly=True) as db:

@@ -6,15 +6,13 @@ connected after the window; the meter of group 8 never trips."""
 
 from __future__ import annotations
 
-import asyncio
-
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from meter import events
 from meter import messages as M
 from meterkit.headend import commands as C
 from meterkit.headend import control
-from meterkit.sim.fleet import Fleet, MeterSpec
+from meterkit.sim.fleet import Fleet, MeterSpec, run_fleet
 from meterkit.store import open_store
 
 MIN_OVER, MIN_UNDER, WINDOW = 60, 120, 3600
@@ -27,24 +25,18 @@ def test_an_emergency_profile_applies_only_inside_its_window_and_for_its_group(t
                   speed=1440.0)
     opens = fleet.start_unix + 3600
 
-    async def scenario():
-        await fleet.setup()
-        try:
-            ids = []
-            for m, group in zip(fleet.meters, (7, 8), strict=True):
-                now = fleet.start_unix
-                ids.append(C.queue(fleet.store, m.device, M.OP_CONFIG, {M.A_CONTROL_MODE: 5, M.A_GROUPS: [group]},
-                                   now, by="e2e"))
-                ids.append(C.queue(fleet.store, m.device, M.OP_LIMITER, {
-                    M.A_THRESHOLD_EMERGENCY: 12, M.A_MIN_OVER_S: MIN_OVER, M.A_MIN_UNDER_S: MIN_UNDER,
-                    M.A_EMERGENCY_ID: 1, M.A_EMERGENCY_START: opens, M.A_EMERGENCY_DURATION_S: WINDOW,
-                    M.A_EMERGENCY_GROUPS: [7], M.A_AUTO_RECONNECT: True}, now, by="e2e"))
-            await fleet.run(settle_s=3.0)
-            return ids
-        finally:
-            await fleet.close()
+    def queue(fleet: Fleet) -> list[int]:
+        ids, now = [], fleet.start_unix
+        for m, group in zip(fleet.meters, (7, 8), strict=True):
+            ids.append(C.queue(fleet.store, m.device, M.OP_CONFIG, {M.A_CONTROL_MODE: 5, M.A_GROUPS: [group]}, now,
+                               by="e2e"))
+            ids.append(C.queue(fleet.store, m.device, M.OP_LIMITER, {
+                M.A_THRESHOLD_EMERGENCY: 12, M.A_MIN_OVER_S: MIN_OVER, M.A_MIN_UNDER_S: MIN_UNDER,
+                M.A_EMERGENCY_ID: 1, M.A_EMERGENCY_START: opens, M.A_EMERGENCY_DURATION_S: WINDOW,
+                M.A_EMERGENCY_GROUPS: [7], M.A_AUTO_RECONNECT: True}, now, by="e2e"))
+        return ids
 
-    ids = asyncio.run(asyncio.wait_for(scenario(), 300))
+    ids = run_fleet(fleet, before=queue)
     assert not [line for line in fleet.log if "exited with" in line], fleet.log
     codes = (events.LIMITER_TRIP, events.LIMITER_RESTORE, events.DISCONNECT_CONTROL)
     with open_store(tmp_path / "db.sqlite", create=False, readonly=True) as db:

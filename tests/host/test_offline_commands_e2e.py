@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from meter import events
 from meter import messages as M
 from meterkit.headend import commands as C
-from meterkit.sim.fleet import Fleet, MeterSpec
+from meterkit.sim.fleet import Fleet, MeterSpec, run_fleet
 from meterkit.store import open_store
 
 CUT_H, QUEUE_H, RESTART_H, EXPIRES_H, BACK_H = 0.5, 0.75, 1.0, 1.25, 1.5
@@ -25,8 +25,8 @@ def test_commands_for_an_offline_meter_are_delivered_once_when_it_returns_or_exp
     fleet.at(RESTART_H, "restart_concentrator", "")
     fleet.at(BACK_H, "restore_link", "house")
 
-    async def operator(dev: bytes) -> list[int]:
-        start = fleet.start_unix
+    async def operator(fleet: Fleet) -> list[int]:
+        dev, start = fleet.meters[0].device, fleet.start_unix
         ids = [C.queue(fleet.store, dev, M.OP_CONFIG, {M.A_CONTROL_MODE: 4}, start, by="e2e")]
         while fleet.clock.hours() < QUEUE_H:
             await asyncio.sleep(0.02)
@@ -36,17 +36,8 @@ def test_commands_for_an_offline_meter_are_delivered_once_when_it_returns_or_exp
                            expires=int(start + EXPIRES_H * 3600), by="e2e"))
         return ids
 
-    async def scenario():
-        await fleet.setup()
-        try:
-            [m] = fleet.meters
-            ops = asyncio.ensure_future(operator(m.device))
-            await fleet.run(settle_s=3.0)
-            return m, await ops
-        finally:
-            await fleet.close()
-
-    m, ids = asyncio.run(asyncio.wait_for(scenario(), 300))
+    ids = run_fleet(fleet, alongside=operator)
+    [m] = fleet.meters
     assert not [line for line in fleet.log if "exited with" in line], fleet.log
     assert any("restart_concentrator" in line for line in fleet.log), fleet.log
     with open_store(tmp_path / "db.sqlite", create=False, readonly=True) as db:

@@ -20,7 +20,7 @@ import shutil
 import signal
 import time
 import tty
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -495,16 +495,21 @@ class Fleet:
 
 
 def run_fleet(fleet: Fleet, timeout_s: float = 300.0, settle_s: float = 3.0,
-              before: Callable[[Fleet], Any] | None = None) -> Any:
+              before: Callable[[Fleet], Any] | None = None,
+              alongside: Callable[[Fleet], Awaitable[Any]] | None = None) -> Any:
     """Set the fleet up, run it to its end and close it, all within timeout_s of real time (tests, tools).
     before(fleet), when given, runs once the fleet is set up (meters provisioned and registered, concentrator
-    listening) and before the meters start, e.g. to queue commands; its result is returned."""
+    listening) and before the meters start, e.g. to queue commands; its result is returned. alongside(fleet), a
+    coroutine, runs beside the fleet (an operator acting at fleet times); then its result is returned."""
 
     async def scenario() -> Any:
         await fleet.setup()
         try:
             got = before(fleet) if before is not None else None
+            task = asyncio.ensure_future(alongside(fleet)) if alongside is not None else None
             await fleet.run(settle_s=settle_s)
+            if task is not None:
+                got = await task
         finally:
             await fleet.close()
         return got
