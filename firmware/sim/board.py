@@ -2,8 +2,9 @@
 # Unix port behind a pty (meterkit.testing.board). The simulator is that board's hardware, the part machine
 # plays on an ESP32, and sits in its ROM (/rom/sim): a deployed bundle never holds it.
 #
-# The profile's 'sim' section: scenario, seed, start_unix_s, osc_ppm, shunt_error_ppm, offset_lsb (see
-# sim.hardware), speed (virtual time at most this many times real time, default 1), reading_s (default 60).
+# The profile's 'sim' section: scenario, seed, start_unix_s, osc_ppm, shunt_error_ppm, offset_lsb,
+# controlled_share (see sim.hardware), speed (virtual time at most this many times real time, default 1),
+# reading_s (default 60).
 # Its link: "tcp" (or "wifi-tcp": this board is always on the network) to host:port, or "uart": the console,
 # the REPL's own port (meter.console), as an ESP32 whose link shares its USB serial port.
 from sim import run

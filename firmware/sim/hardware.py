@@ -12,6 +12,9 @@ from sim.ina219 import INA219Model
 from sim.vclock import DEFAULT_START_UNIX_S, PacedClock, VirtualClock
 
 RESET_CAUSE_FILE = "sim-reset-cause"  # in the flash directory: why the simulated board restarted
+# The share of the simulated load behind the load-control contactor unless the profile's sim section says: a
+# water heater's part of a household's consumption.
+DEFAULT_CONTROLLED_SHARE = 0.4
 
 
 class WatchdogReset(Exception):
@@ -61,6 +64,24 @@ class SimRelayPin(SimPin):
             return self.level
         SimPin.value(self, v)
         self.chip.load_connected = self.level == self.active
+
+
+class SimLoadControlPin(SimPin):
+    """The load-control contactor's pin: closed at the active level (meter.hal.Output: value(1) supplies the
+    load). Open (a demand-response shed) it cuts the controlled share of the simulated load: an import through
+    the chip's shunt is the scenario's times (1 - share). Until the meter first drives it the load is supplied."""
+
+    def __init__(self, chip, share, active_high=True):
+        SimPin.__init__(self)
+        self.chip = chip
+        self.share = share
+        self.active = 1 if active_high else 0
+
+    def value(self, v=None):
+        if v is None:
+            return self.level
+        SimPin.value(self, v)
+        self.chip.set_load_share(1.0 if self.level == self.active else 1.0 - self.share)
 
 
 class SimButtonPin:
@@ -189,7 +210,8 @@ def open_sim(board, flash_dir=None, overrides=None):
     speed-up) and busy_wait (no sleep_ms: every wait busy, as before the driver slept); watchdog_reset (a
     tripped watchdog raises WatchdogReset, as sim/run.py wants); for calibration, shunt_error_ppm (the real
     shunt is that far off the profile's shunt_uohm) and offset_lsb (the chip's shunt offset, 10 uV counts);
-    with the constant scenario, amps and volts set its load."""
+    with the constant scenario, amps and volts set its load; controlled_share (0..1, default
+    DEFAULT_CONTROLLED_SHARE) the share of the load behind the load-control contactor."""
     cfg = dict(board["sim"])
     cfg.update(overrides or {})
     start = cfg.get("start_unix_s", DEFAULT_START_UNIX_S)
@@ -216,7 +238,7 @@ def open_sim(board, flash_dir=None, overrides=None):
                   watchdog=SimWatchdog(clock, watchdog_settings(board), flash, reset=cfg.get("watchdog_reset")),
                   random_bytes=cfg.get("random_bytes") or os.urandom)
     hw.reset_cause = _take_reset_cause(hw.flash_dir)
-    _controls(hw, board, clock, cfg)
+    _controls(hw, board, clock, cfg, chip)
     hw.set_time = clock.set_time
     hw.restart = _restart
     if cfg.get("ntp"):
@@ -224,8 +246,9 @@ def open_sim(board, flash_dir=None, overrides=None):
     return hw
 
 
-def _controls(hw, board, clock, cfg):
-    """The board's button and load-control output, simulated; button_presses from the 'sim' section."""
+def _controls(hw, board, clock, cfg, chip):
+    """The board's button and load-control output, simulated; button_presses and controlled_share from the
+    'sim' section."""
     b = board.get("button")
     presses = cfg.get("button_presses", [])
     if not isinstance(presses, list) or any(isinstance(s, bool) or not isinstance(s, (int, float)) or s < 0
@@ -237,8 +260,14 @@ def _controls(hw, board, clock, cfg):
     elif presses:
         raise BoardError("sim.button_presses needs a 'button' section")
     lc = board.get("load_control")
+    share = cfg.get("controlled_share", DEFAULT_CONTROLLED_SHARE)
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+        raise BoardError("sim.controlled_share must be a share of the load from 0 to 1, not %r" % (share,))
     if lc is not None:
-        hw.load_control = Output(SimPin(), lc.get("active_high", True))
+        high = lc.get("active_high", True)
+        hw.load_control = Output(SimLoadControlPin(chip, share, high), high)
+    elif "controlled_share" in cfg:
+        raise BoardError("sim.controlled_share needs a 'load_control' section")
 
 
 def _rtc_start(cfg, start):

@@ -32,6 +32,12 @@
 # import (positive) or export (negative) total: exact_import_uwh / exact_export_uwh (floats, uWh), as of the
 # last register access or sync(). true_j() gives the continuous integral of v*i over the same converting
 # time, for comparison (the chip samples the current only in the shunt window).
+#
+# Loads behind switches (sim.hardware): the supply relay (load_connected false: no current at all) and the
+# load-control contactor (set_load_share(s): of a current flowing in, only the share s flows; 1.0 = all).
+# The share applies to import only: the scenario gives the net current, and with it exporting the customer's
+# load behind the contactor is unknown, so a shed then leaves the export as it is. Registers and ground truth
+# both follow the switches, from the first cycle not yet caught up.
 DEFAULT_CONFIG = 0x399F
 CONV_US = (84, 148, 276, 532, 84, 148, 276, 532, 532, 1060, 2130, 4260, 8510, 17020, 34050, 68100)
 _NEVER = 1 << 61
@@ -60,6 +66,11 @@ class INA219Model:
         # (the cycle in progress, when the meter reads every cycle).
         self.load_connected = True
         self._connected = True
+        self.load_share = 1.0  # set_load_share(): the share of an import current flowing (1.0: nothing shed)
+        self._share = 1.0
+        self._whole = True  # connected and nothing shed: registers take the scenario's current as it is
+        self._cut_src = None  # the scenario's amps float last scaled by the share, and the result
+        self._cut_val = 0.0
         # Ground truth and counters (plain attributes: a class with properties makes every store slow in
         # MicroPython, and _run is the simulator's hot path). As of the last register access or sync().
         self.cycles = 0  # conversion cycles completed, any mode
@@ -126,7 +137,7 @@ class INA219Model:
             if end > self._span_ns:
                 org = self._org_ns
                 imp, exp = self.scenario.energy((self._span_ns - org) * 1e-9, (end - org) * 1e-9)
-                self._span_imp += imp
+                self._span_imp += imp * self._share
                 self._span_exp += exp
             self._span_ns = -1
 
@@ -178,10 +189,22 @@ class INA219Model:
             else:
                 self.exact_export_uwh -= self._e
 
+    def _cycle_shed(self, t):
+        # _cycle while the load-control contactor is open (set_load_share binds it in place of _cycle): an
+        # import is the share of the scenario's, an export as it is. No energy cache: a shed is rare.
+        sc = self.scenario
+        sc.conv(t, t + self.shunt_ns, t + self.cycle_ns)
+        if self._truth:
+            t = sc.vi
+            if t >= 0.0:
+                self.exact_import_uwh += t * self._share * self._dur_uwh
+            else:
+                self.exact_export_uwh -= t * self._dur_uwh
+
     def _update(self):
         # Registers take the last completed cycle (re-quantised only when its values changed).
         sc = self.scenario
-        amps = sc.amps if self._connected else 0.0
+        amps = sc.amps if self._whole else self._cut(sc.amps)
         self.last_amps = amps
         self.last_volts = sc.volts
         if self._mode & 1 and (amps is not self._q_amps or self.shunt_noise):
@@ -217,9 +240,30 @@ class INA219Model:
             return self._bus_max
         return y
 
+    def _cut(self, amps):
+        # The current through the shunt with the relay open (none) or part of the load shed (the share of an
+        # import). The same float for the same scenario float, so _update re-quantises only on a change.
+        if not self._connected:
+            return 0.0
+        if amps <= 0.0:
+            return amps
+        if amps is not self._cut_src:
+            self._cut_src = amps
+            self._cut_val = amps * self._share
+        return self._cut_val
+
     def _relay(self):
+        # A switch changed: the open span is closed with the share it had, the next one opens from here.
         self._span_close()
         self._connected = bool(self.load_connected)
+        if self.load_share != self._share:
+            self._share = self.load_share
+            self._cut_src = None
+            if self._share == 1.0:
+                del self._cycle  # back to the class's _cycle: nothing extra per cycle when nothing is shed
+            else:
+                self._cycle = self._cycle_shed
+        self._whole = self._connected and self._share == 1.0
         self._truth = self._mode & 3 == 3 and self._connected
         if self._truth:
             self._span_ns = self._start_ns
@@ -285,6 +329,15 @@ class INA219Model:
         if now >= self._next_ns:
             self._run(now)
 
+    def set_load_share(self, share):
+        """The load-control contactor (sim.hardware.SimLoadControlPin): from the first cycle not yet caught up,
+        an import current is this share (0..1) of the scenario's; 1.0 when the contactor is closed."""
+        if not 0.0 <= share <= 1.0:
+            raise ValueError("load share %r is not within 0..1" % (share,))
+        self.load_share = float(share)
+        if self.load_share != self._share:
+            self._relay()
+
     def reset(self):
         """A brown-out (e.g. a sharp load transient): every register back to its power-on value."""
         self.sync()
@@ -300,7 +353,7 @@ class INA219Model:
         if self._span_ns >= 0 and self._start_ns > self._span_ns:
             org = self._org_ns
             i, e = self.scenario.energy((self._span_ns - org) * 1e-9, (self._start_ns - org) * 1e-9)
-            imp += i
+            imp += i * self._share
             exp += e
         return imp, exp
 

@@ -9,11 +9,11 @@ import os
 
 from meter import events, messages
 from meter.app import Meter
-from meter.board import validate_board
+from meter.board import BoardError, validate_board
 from meter.disconnect import Disconnect
 from meter.hal import Output
-from mptest import contains, eq, fresh_dir, ge, gt, le, lt, near
-from sim.hardware import SimPin, open_sim
+from mptest import SIM_TRUTH, contains, eq, fresh_dir, ge, gt, le, lt, near, not_mp32
+from sim.hardware import DEFAULT_CONTROLLED_SHARE, SimPin, open_sim
 from test_timekeeping import spy_payloads
 
 M = messages
@@ -434,6 +434,65 @@ def test_a_shed_in_force_survives_a_restart_and_ends_once():
     eq((_events(sent2, events.DR_START), [v for _t, v in _events(sent2, events.DR_END)]), ([], [3]),
        "no second start; one end")
     eq(hw2.load_control.pin.level, 1, "closed after it")
+
+
+@not_mp32(SIM_TRUTH)
+def test_a_shed_cuts_the_metered_import_by_the_controlled_share_for_the_event_only():
+    hw, m, sent = _meter(controlled_share=0.25)
+    m.start()
+    _cmd(m, sent, M.OP_DR_EVENT, {M.A_DR_ID: 9, M.A_START: START + 120, M.A_DURATION_S: 300, M.A_SHED: True})
+    clock, chip = hw.sim.clock, hw.sim.chip
+    t0 = clock.now_us
+    rates = []
+    for a, b in ((20, 110), (140, 410), (440, 530)):  # before, during and after the event (batches: 4.4 s)
+        m.run_until(lambda: clock.now_us >= t0 + a * 1000000)
+        i0, c0 = _imported(m), clock.now_us
+        m.run_until(lambda: clock.now_us >= t0 + b * 1000000)
+        rates.append((_imported(m) - i0) / (clock.now_us - c0))
+        chip.sync()
+        le(abs(_imported(m) - chip.exact_import_uwh), chip.exact_import_uwh * 1e-4, "metered as the truth says")
+    near(rates[1] / rates[0], 0.75, 0.02, "the import rate drops by the share during the shed")
+    near(rates[2] / rates[0], 1.0, 0.02, "and comes back after it")
+    eq([v for _t, v in _events(sent, events.DR_END)], [9], "the event ended")
+
+
+def test_the_simulated_load_control_output_takes_its_share_of_the_load_only_when_open():
+    runs = []
+    for board, sim in ((_board(load_control=None), {}), (_board(), {}), (_board(), {"controlled_share": 0.4})):
+        hw, m, sent = _meter(board=board, scenario="random-walk", seed=3, **sim)
+        m.start()
+        if hw.load_control is not None:
+            hw.load_control.value(1)  # closed, as meter.control drives it when made
+        _run_s(hw, m, 120)
+        runs.append((_imported(m), m.registers.total_uwh("export"), hw.sim.chip.exact_import_uwh,
+                     hw.sim.chip.exact_export_uwh))
+    gt(runs[0][0], 0, "a load metered")
+    eq(runs[1], runs[0], "closed, the contactor changes nothing (default share)")
+    eq(runs[2], runs[0], "closed, the contactor changes nothing (a share given)")
+    for share, want in ((None, 1 - DEFAULT_CONTROLLED_SHARE), (0, 1.0), (1, 0.0)):
+        hw, m, sent = _meter(**({} if share is None else {"controlled_share": share}))
+        pin = hw.load_control.pin
+        eq((pin.level, hw.sim.chip.load_share), (1, 1.0), "closed at boot: the whole load")
+        hw.load_control.value(0)
+        eq((pin.level, hw.sim.chip.load_share), (0, want), "open: what is left of the load (share %r)" % share)
+    hw = open_sim(_board(), flash_dir=fresh_dir("lc-undriven"), overrides={"scenario": "constant"})
+    eq((hw.load_control.pin.level, hw.sim.chip.load_share), (None, 1.0), "a pin never driven: load supplied")
+    hw, m, sent = _meter(board=_board(load_control={"pin": 2, "active_high": False}))
+    hw.load_control.value(0)
+    eq((hw.load_control.pin.level, hw.sim.chip.load_share), (1, 1 - DEFAULT_CONTROLLED_SHARE), "active low: open")
+    for share in (-0.1, 1.5, True, "0.4", None):
+        try:
+            _meter(controlled_share=share)
+        except BoardError as e:
+            contains("sim.controlled_share must be a share of the load from 0 to 1", str(e), repr(share))
+        else:
+            raise AssertionError("controlled_share %r accepted" % (share,))
+    try:
+        _meter(board=_board(load_control=None), controlled_share=0.5)
+    except BoardError as e:
+        contains("sim.controlled_share needs a 'load_control' section", str(e), "no load-control output")
+    else:
+        raise AssertionError("controlled_share accepted without a load-control output")
 
 
 def test_bad_control_commands_are_refused_and_change_nothing_on_flash():

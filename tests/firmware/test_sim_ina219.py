@@ -472,6 +472,66 @@ def test_ground_truth_stops_when_the_load_is_cut():
     near(chip.true_j()[0] / 3600 * 1e6, 2 * e10, 1e-6, "continuous integral skips the open time too")
 
 
+@not_mp32(SIM_TRUTH)
+def test_a_shed_cuts_the_import_by_the_share_in_the_registers_and_the_ground_truth():
+    clock, chip = chip_with()
+    chip.write_reg(0, config(sadc=15))
+    cyc = 68100 + 532
+    clock.advance_us(10 * cyc)
+    full = chip.read_reg(1)
+    e10 = chip.exact_import_uwh
+    chip.set_load_share(0.6)  # as sim.hardware.SimLoadControlPin does with 40 % of the load shed
+    clock.advance_us(10 * cyc)
+    eq(chip.read_reg(1), round(full * 0.6), "the shunt carries 60 % of the current")
+    eq(chip.read_reg(2) >> 3, 3000, "bus voltage as it was")
+    near(chip.exact_import_uwh - e10, 0.6 * e10, 1e-6, "60 % of the energy while shed")
+    chip.set_load_share(1.0)
+    clock.advance_us(10 * cyc)
+    eq(chip.read_reg(1), full, "the whole current back")
+    near(chip.exact_import_uwh, 2.6 * e10, 1e-6, "energy at the full rate again")
+    near(chip.true_j()[0] / 3600 * 1e6, 2.6 * e10, 1e-6, "the continuous integral follows the share too")
+    chip.set_load_share(0.6)
+    chip.load_connected = False
+    clock.advance_us(10 * cyc)
+    eq(chip.read_reg(1), 0, "an open relay cuts what is left")
+    near(chip.exact_import_uwh, 2.6 * e10, 1e-6, "no energy through the open relay")
+    chip.load_connected = True
+    clock.advance_us(10 * cyc)
+    eq(chip.read_reg(1), round(full * 0.6), "reclosed: still shed")
+    near(chip.true_j()[0] / 3600 * 1e6, 3.2 * e10, 1e-6, "continuous integral, shed spans at their share")
+    raises(ValueError, chip.set_load_share, 1.5)
+    eq(chip.load_share, 0.6, "a bad share changes nothing")
+
+
+@not_mp32(SIM_TRUTH)
+def test_a_shed_leaves_an_export_as_it_is_and_no_shed_changes_nothing():
+    # mixed: a minute of import, a minute of export, in turn; random-walk: every cycle a new current.
+    for name, share in (("mixed", 0.6), ("mixed", 1.0), ("random-walk", 1.0)):
+        runs = []
+        for shed in (False, True):
+            clock, chip = chip_with(scenarios.make(name, seed=5))
+            chip.write_reg(0, config(sadc=15))
+            if shed:
+                chip.set_load_share(0.6)
+                chip.set_load_share(share)  # 1.0: shed and closed again before the first cycle
+            regs = []
+            for _ in range(1000):
+                clock.advance_us(10 * 68632)
+                regs.append(signed(chip.read_reg(1)))
+            runs.append((regs, chip.exact_import_uwh, chip.exact_export_uwh, chip.true_j()))
+        if share == 1.0:
+            eq(runs[1], runs[0], name + ": a share of 1 is the whole load, bit for bit")
+            continue
+        gt(runs[0][2], 0, name + " exports")
+        eq([r for r in runs[1][0] if r < 0], [r for r in runs[0][0] if r < 0], name + ": export registers")
+        eq((runs[1][2], runs[1][3][1]), (runs[0][2], runs[0][3][1]), name + ": export truth")
+        imp = [(r, w) for r, w in zip(runs[0][0], runs[1][0]) if r > 0]
+        gt(len(imp), 100, name + " imports too")
+        le(max(abs(w - r * share) for r, w in imp), 1, name + ": import registers at the share (1 count rounding)")
+        near(runs[1][1], runs[0][1] * share, runs[0][1] * 1e-9, name + ": import truth")
+        near(runs[1][3][0], runs[0][3][0] * share, runs[0][3][0] * 1e-9, name + ": continuous import")
+
+
 def test_hot_path_puts_no_frame_on_the_heap():
     # The simulator's speed depends on it: MicroPython allocates (and frees) a call frame on the heap when a
     # function's locals plus value stack are too many, and a register read runs ~4 million times a day.
