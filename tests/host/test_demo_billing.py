@@ -43,6 +43,9 @@ def test_a_short_demo_ends_with_a_bill_and_a_tariff_plot(tmp_path, capsys):
     assert "Bill for meter " in out and f"({demo.BILL_METER}), period {demo.BILL_PERIOD}" in out
     assert "energy from signed snapshot seq" in out and "at commissioning (first-boot hello seq 0)" in out
     assert "NO BILL" not in out and "NO PLOT" not in out
+    # two-way control, compressed into the hour: meter-3's disconnect and the group's DR event, both answered
+    assert "meter-3: disconnected remotely (b 1>0) at " in out, out
+    assert "demand-response event 1: group 1, shed" in out and "meters: 3 accepted" in out, out
     csv_rows = (tmp_path / f"bill-{demo.BILL_METER}-{demo.BILL_PERIOD}.csv").read_text().splitlines()
     assert csv_rows[0].startswith("period,device,meter,register") and len(csv_rows) == 1 + 9
     assert all(",snapshot," in r for r in csv_rows[1:])
