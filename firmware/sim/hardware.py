@@ -124,16 +124,20 @@ class SimButtonPin:
 
 class SimButton(Button):
     """meter.hal.Button on the simulated pin, plus the presses the profile's 'sim' section schedules
-    (button_presses: virtual seconds after the start), made when the meter next asks."""
+    (button_presses: virtual seconds after the start), made when the meter next asks. With press_when_ready the
+    customer waits, from each scheduled time, until the meter shows it is ready for reconnection (ready(), given
+    by sim.run), as a customer told to press once the ready light is on."""
 
-    def __init__(self, pin, active_low, clock, schedule=()):
+    def __init__(self, pin, active_low, clock, schedule=(), when_ready=False):
         Button.__init__(self, pin, active_low, clock.ticks_ms)
         self.clock = clock
         self.schedule = sorted(clock.now_us + int(s * 1000000) for s in schedule)
+        self.when_ready = when_ready
+        self.ready = None
 
     def pressed(self):
         sch = self.schedule
-        while sch and sch[0] <= self.clock.now_us:
+        while sch and sch[0] <= self.clock.now_us and (not self.when_ready or (self.ready and self.ready())):
             sch.pop(0)
             self.pin.press()
         return Button.pressed(self)
@@ -254,9 +258,12 @@ def _controls(hw, board, clock, cfg, chip):
     if not isinstance(presses, list) or any(isinstance(s, bool) or not isinstance(s, (int, float)) or s < 0
                                             for s in presses):
         raise BoardError("sim.button_presses must be a list of seconds after the start, not %r" % (presses,))
+    when_ready = cfg.get("press_when_ready", False)
+    if not isinstance(when_ready, bool):
+        raise BoardError("sim.press_when_ready must be true or false, not %r" % (when_ready,))
     if b is not None:
         low = b.get("active_low", True)
-        hw.button = SimButton(SimButtonPin(clock, low), low, clock, presses)
+        hw.button = SimButton(SimButtonPin(clock, low), low, clock, presses, when_ready)
     elif presses:
         raise BoardError("sim.button_presses needs a 'button' section")
     lc = board.get("load_control")

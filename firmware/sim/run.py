@@ -18,6 +18,7 @@
 #       [--rtc-jump AT:+S|AT:-S|AT:=T,...]  (AT virtual seconds into the run someone moves the RTC by S seconds or
 #                            sets it to UTC second T, behind the meter's back: a clock set wrong, or corrected)
 #       [--press S,S,...]   (the customer's button is pressed S virtual seconds into the run: sim.button_presses)
+#       [--press-when-ready] (each press waits until the meter is ready for reconnection: sim.press_when_ready)
 #       [--progress] [--trace] [--absent] [--log]
 #
 # --frames FILE writes every signed, framed message the meter sends (a COBS byte stream) to FILE; with a link,
@@ -99,6 +100,8 @@ def _sim_overrides(opts, flags):
         out["ntp"] = True
     if opts["press"]:
         out["button_presses"] = [float(x) for x in opts["press"].split(",")]
+    if "press-when-ready" in flags:
+        out["press_when_ready"] = True
     return out
 
 
@@ -296,6 +299,10 @@ def main(argv, board=None):
 
     meter = Meter(hw, log=(lambda m: print("log:", m)) if "log" in flags else None,
                   sink=None if "no-frames" in flags else sink, reading_s=int(opts["reading-s"]))
+    if hw.button is not None and hw.button.when_ready:
+        from meter.disconnect import CONTROL_READY
+
+        hw.button.ready = lambda: meter.control is not None and meter.control.disconnect.state == CONTROL_READY
     if opts["headend"] and meter.reporter is not None:
         meter.identity.install_headend(binascii.unhexlify(opts["headend"]))  # provisioning, as on a bench
     link = None

@@ -207,6 +207,31 @@ def test_a_meter_that_boots_again_without_a_clock_is_set_again_at_once(tmp_path)
     run(main())
 
 
+def test_an_unset_flag_on_a_frame_made_before_the_meter_took_its_set_time_is_stale(tmp_path):
+    # the meter's outbox held two hellos from before its clock was set (a boot, then a restart); the second
+    # arrives after the meter answered the set-time: its unset flag is history, not a new boot to set again
+    async def main():
+        async with LoopbackRig(tmp_path / "head.db", clock_set_every_s=600.0) as rig:
+            m = Meter(tmp_path, rig, unset=True)
+            rig.register(m.sim)
+            cl = await rig.connect(m.sim)
+            cl.send(m.hello())
+            await cl.wait_for(lambda c: c.commands)
+            late_hello = m.hello()  # made before the set, sent after the answer
+            m.unset = False
+            cl.send(m.sim.response(cl.commands[0].counter, 0, "set"))
+            await until(lambda: set_times(rig, m.sim.device_id)[0].state == "answered")
+            cl.send(late_hello)
+            await cl.wait_ack(m.sim.seq.next - 1)  # alone in its batch: nothing newer says the clock is set
+            rig.conc.tick()
+            assert len(set_times(rig, m.sim.device_id)) == 1, set_times(rig, m.sim.device_id)
+            m.unset, m.booted = True, rig.clock()
+            cl.send(m.hello())  # a new boot after the answer: set again at once
+            await until(lambda: len(set_times(rig, m.sim.device_id)) == 2)
+
+    run(main())
+
+
 def test_an_unset_meters_other_commands_wait_and_its_set_time_goes_first(tmp_path):
     async def main():
         async with LoopbackRig(tmp_path / "head.db") as rig:

@@ -17,8 +17,8 @@ BATCH_S = 64 * 68632 / 1e6  # one metrology batch of the unix-sim board: when th
 WATTS = 18  # the constant scenario
 
 
-def _run(flash, hours, press=None, kill_after_batches=None):
-    cmd = sim_command("constant", hours, flash_dir=flash, flags=("trace",))
+def _run(flash, hours, press=None, kill_after_batches=None, when_ready=False):
+    cmd = sim_command("constant", hours, flash_dir=flash, flags=("trace",) + (("press-when-ready",) * when_ready))
     if press is not None:
         cmd += ["--press", str(press)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=sim_env(),
@@ -57,4 +57,19 @@ def test_a_meter_killed_while_disconnected_boots_disconnected_until_the_button(t
     low, high = WATTS * (360 - 60 - BATCH_S) / 3600e-6, WATTS * (360 - 60) / 3600e-6
     assert low <= r["exact_import_uwh"] <= high, (low, r["exact_import_uwh"], high)
     assert abs(r["metered_import_uwh"] - r["exact_import_uwh"]) <= r["exact_import_uwh"] * 1e-4, r
+    assert r["events"][str(events.DISCONNECT_CONTROL)] == 1, r["events"]
+
+
+def test_a_customer_who_presses_when_ready_waits_for_the_ready_state(tmp_path):
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    store = Store(str(flash), "disconnect", max_payload=8)
+    store.save(bytes((CONTROL_CONNECTED, 2)))  # connected, control mode 2
+    r = _run(flash, 0.1, press=60, when_ready=True)  # not ready: the press is held (no manual disconnect f)
+    assert r["control"] == [CONTROL_CONNECTED, 2], r["control"]
+    assert str(events.DISCONNECT_CONTROL) not in r["events"], r["events"]
+    assert r["metered_import_uwh"] > 0
+    store.save(bytes((CONTROL_READY, 2)))  # ready for reconnection: the same press closes the relay (e)
+    r = _run(flash, 0.1, press=60, when_ready=True)
+    assert r["control"] == [CONTROL_CONNECTED, 2], r["control"]
     assert r["events"][str(events.DISCONNECT_CONTROL)] == 1, r["events"]

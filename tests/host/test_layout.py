@@ -18,7 +18,7 @@ MAY_IMPORT = {
     "dr": {"wire", "store", "headend", "timefmt"},
     "device": set(),
     "testing": {"wire", "store", "headend", "device", "timefmt"},
-    "sim": {"wire", "store", "headend", "billing", "device", "testing", "timefmt"},
+    "sim": {"wire", "store", "headend", "billing", "dr", "device", "testing", "timefmt"},
     "bench": {"wire", "store", "headend", "billing", "device", "sim", "testing", "timefmt"},
 }
 

@@ -2,8 +2,10 @@
 that correct it (docs/concentrator.md, "Meters' clocks").
 
 A meter whose newest frame says its clock is not set (status bit ST_CLOCK_NOT_SET: it booted without one) is
-sent a set-time command (op 5) at once. For the others the drift is measured: a frame is made at meter time T
-and received at concentrator time R, R >= T - drift, so T - R is the drift less the frame's delay. Frames from
+sent a set-time command (op 5) at once; a frame made before the meter's OK answer to a set-time (a lower seq,
+delivered late from its outbox) says nothing about its clock now and is passed over. For the others the
+drift is measured: a frame is made at meter time T and received at concentrator time R, R >= T - drift, so
+T - R is the drift less the frame's delay. Frames from
 an outbox arrive late, in bursts, so one frame alone proves nothing. Two successive readings or hellos whose
 meter times and receive times advance by the same amount (within clock_jitter_s) travelled with the same
 delay: in a burst the receive times stand still while the meter times advance a reading period. Of such a pair
@@ -44,6 +46,8 @@ class Clocks:
         newest: dict[bytes, P.Message] = {}
         measured: set[bytes] = set()
         for m in fresh:
+            if m.status & M.ST_CLOCK_NOT_SET and m.seq < (self.devices.get(m.device_id).clock_set_seq or -1):
+                continue  # made before the meter took the set-time it has answered: history, not its clock now
             if m.kind == M.HELLO and m.status & M.ST_CLOCK_NOT_SET:
                 # it has just booted without a clock (a power cut, a deploy's restart): a new case, asked at
                 # once whatever it was asked before (clock_set_every_s is for a meter that stays wrong)

@@ -39,7 +39,7 @@ class FrameGap:
 class Device:
     __slots__ = ("id", "name", "period", "last_seen", "counter", "seqs", "online", "frames_stored", "outage",
                  "gaps", "link", "link_at", "matching", "rows_from", "drift", "clock_prev", "clock_asked",
-                 "clock_unset", "recovery_at")
+                 "clock_unset", "clock_set_seq", "recovery_at")
 
     def __init__(self, device_id: bytes):
         self.id = device_id
@@ -61,6 +61,7 @@ class Device:
         self.clock_prev: tuple[int, int, float] | None = None  # (seq, meter time, received) of its last reading
         self.clock_asked: float | None = None  # when an automatic set-time was last queued for it
         self.clock_unset = False  # its newest frame says its clock is not set: it takes set-time commands only
+        self.clock_set_seq: int | None = None  # seq of its OK answer to a set-time: older unset flags are stale
         self.recovery_at: float | None = None  # last recovery ack to a connection that showed no fresh frame
 
     @property

@@ -106,6 +106,8 @@ class Dispatch:
                                  reason=r.reason)
         if q.op == M.OP_KEY_ROTATE and r.result == M.RESULT_OK:
             self._rotated(d, q, now)
+        if q.op == M.OP_SET_TIME and r.result == M.RESULT_OK:  # its clock is set from this answer on
+            d.clock_unset, d.clock_set_seq = False, max(r.seq, d.clock_set_seq or 0)
         self.counters.stage("operator_commands_answered")
         log.log(logging.INFO if r.result == 0 else logging.WARNING, "%s answered %d%s", what, r.result,
                 f": {r.reason}" if r.reason else "")

@@ -237,6 +237,7 @@ class MeterSpec:
     rtc_jump: str | None = None  # sim/run.py --rtc-jump for the first run: someone moves the RTC mid-run
     restart_rtc_offset_s: int | None = None  # after a power cut the board's clock comes back this far off
     button_presses: tuple[float, ...] = ()  # the customer presses the button this many fleet seconds into the run
+    press_when_ready: bool = False  # each press waits until the meter is ready for reconnection (its light on)
 
 
 @dataclass
@@ -393,6 +394,8 @@ class Fleet:
         ahead = [p - (start - self.start_unix) for p in m.spec.button_presses if p > start - self.start_unix]
         if ahead:  # sim/run.py counts from its own start: a press still ahead of this run
             cmd += ["--press", ",".join(repr(float(p)) for p in ahead)]
+            if m.spec.press_when_ready:
+                cmd += ["--press-when-ready"]
         m.vtime = float(start)  # followed from its launch: the fleet clock must not run ahead while it starts
         m.proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
                                                       stderr=asyncio.subprocess.PIPE, env=sim_env(),
