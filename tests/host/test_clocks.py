@@ -184,16 +184,22 @@ def test_within_the_bound_nothing_is_set_and_a_meter_is_not_asked_again_too_soon
     run(main())
 
 
+async def _booted_unset(tmp_path, rig: LoopbackRig):
+    """A meter that booted without a clock, connected; its hello sent and the set-time it asks for received."""
+    m = Meter(tmp_path, rig, unset=True)
+    rig.register(m.sim)
+    cl = await rig.connect(m.sim)
+    cl.send(m.hello())
+    await cl.wait_for(lambda c: c.commands)
+    return m, cl
+
+
 def test_a_meter_that_boots_again_without_a_clock_is_set_again_at_once(tmp_path):
     # set a minute ago; then a power cut (or a deploy's restart): its hello says unset again, and it is not
     # left without a date for clock_set_every_s
     async def main():
         async with LoopbackRig(tmp_path / "head.db", clock_set_every_s=600.0) as rig:
-            m = Meter(tmp_path, rig, unset=True)
-            rig.register(m.sim)
-            cl = await rig.connect(m.sim)
-            cl.send(m.hello())
-            await cl.wait_for(lambda c: c.commands)
+            m, cl = await _booted_unset(tmp_path, rig)
             cl.send(m.sim.response(cl.commands[0].counter, 0))
             await until(lambda: set_times(rig, m.sim.device_id)[0].state == "answered")
             rig.clock.advance(READING)
@@ -212,11 +218,7 @@ def test_an_unset_flag_on_a_frame_made_before_the_meter_took_its_set_time_is_sta
     # arrives after the meter answered the set-time: its unset flag is history, not a new boot to set again
     async def main():
         async with LoopbackRig(tmp_path / "head.db", clock_set_every_s=600.0) as rig:
-            m = Meter(tmp_path, rig, unset=True)
-            rig.register(m.sim)
-            cl = await rig.connect(m.sim)
-            cl.send(m.hello())
-            await cl.wait_for(lambda c: c.commands)
+            m, cl = await _booted_unset(tmp_path, rig)
             late_hello = m.hello()  # made before the set, sent after the answer
             m.unset = False
             cl.send(m.sim.response(cl.commands[0].counter, 0, "set"))
