@@ -3,8 +3,9 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# The 32-bit test interpreter (docs/mp32.md) needs a C toolchain that builds 32-bit x86 programs.
-DEPS_APT := gcc-multilib make
+# The 32-bit test interpreter (docs/mp32.md) needs a C toolchain that builds 32-bit x86 programs; the tests
+# and the scale demo start a real HAProxy (meterkit.testing.haproxy) on loopback.
+DEPS_APT := gcc-multilib make haproxy
 
 .PHONY: demo test lint bench clean deps mp32
 
