@@ -105,7 +105,8 @@ def test_a_queued_set_time_carries_the_time_it_is_signed_at_not_queued_at(tmp_pa
 def test_drift_is_measured_from_frames_that_travelled_alike_not_from_a_burst(tmp_path):
     async def main():
         async with LoopbackRig(tmp_path / "head.db") as rig:
-            m = Meter(tmp_path, rig, off=30)  # 30 s fast: beyond the 10 s bound, within 900 s
+            m = Meter(tmp_path, rig, off=-30)  # 30 s slow: beyond the 10 s bound, within 900 s (a slow clock
+            # and a late frame look alike; a fast one shows at once: the next test)
             rig.register(m.sim)
             cl = await rig.connect(m.sim)
             # an outbox burst: five readings made a minute apart, all received now
@@ -121,12 +122,12 @@ def test_drift_is_measured_from_frames_that_travelled_alike_not_from_a_burst(tmp
             cl.send(m.reading())
             await cl.wait_for(lambda c: c.commands)
             rec = rig.store.meter(m.sim.device_id)
-            assert (rec.clock_drift_s, rec.clock_drift_at) == (30, rig.clock())
+            assert (rec.clock_drift_s, rec.clock_drift_at) == (-30, rig.clock())
             cmd = cl.commands[0]
             assert cmd.body[M.K_ARGS] == {M.A_UTC: int(rig.clock()), M.A_FORCE: False}
             assert m.verify(cmd)[M.K_ARGS][M.A_UTC] == int(rig.clock())
             [q] = set_times(rig, m.sim.device_id)
-            assert q.note == "clock: its clock is off by +30 s"
+            assert q.note == "clock: its clock is off by -30 s"
 
     run(main())
 
@@ -137,11 +138,9 @@ def test_a_drift_beyond_900_s_is_set_with_force_and_an_expiry_the_fast_meter_acc
             m = Meter(tmp_path, rig, off=2000)  # over half an hour fast: its clock says our commands expired
             rig.register(m.sim)
             cl = await rig.connect(m.sim)
-            cl.send(m.hello())
-            await cl.wait_ack(0)
-            rig.clock.advance(READING)
-            cl.send(m.reading())
+            cl.send(m.hello())  # from the future: one frame proves it ahead (no delay makes a frame early)
             await cl.wait_for(lambda c: c.commands)
+            assert rig.store.meter(m.sim.device_id).clock_drift_s == 2000
             cmd = cl.commands[0]
             assert cmd.body[M.K_ARGS] == {M.A_UTC: int(rig.clock()), M.A_FORCE: True}
             assert cmd.body[M.K_EXPIRES] == int(rig.clock()) + 300 + 2000, "its expiry in the meter's clock"

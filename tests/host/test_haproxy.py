@@ -3,14 +3,13 @@ backends; a backend that dies is taken out, and every connection made meanwhile 
 
 from __future__ import annotations
 
-import os
 import socket
 import socketserver
 import threading
 
 import pytest
 
-from meterkit.testing.haproxy import HAProxy, HAProxyUnavailable, haproxy_bin
+from meterkit.testing.haproxy import HAProxy
 
 
 class _Named(socketserver.ThreadingTCPServer):
@@ -39,16 +38,6 @@ class _Named(socketserver.ThreadingTCPServer):
     def kill(self) -> None:
         self.shutdown()
         self.server_close()
-
-
-@pytest.fixture
-def haproxy_available():
-    try:
-        haproxy_bin()
-    except HAProxyUnavailable as e:
-        if os.environ.get("METERKIT_SERVERS") == "require":
-            pytest.fail(str(e))
-        pytest.skip(str(e))
 
 
 def _who(address: tuple[str, int]) -> tuple[str, socket.socket]:

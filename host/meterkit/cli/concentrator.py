@@ -50,7 +50,7 @@ async def _serve(args: argparse.Namespace, headend: P.HeadEnd, store: Store) -> 
                             backfill_after=args.backfill_after, baudrate=args.baud,
                             max_connections=args.max_connections, max_per_source=args.max_per_source or None,
                             known_reserve=args.known_reserve, auth_timeout=args.auth_timeout,
-                            clock_drift_max_s=args.clock_drift_max)
+                            clock_drift_max_s=args.clock_drift_max, proxy_from=tuple(args.proxy_protocol_from))
     except (TypeError, ValueError) as e:  # a setting out of range
         return fail("concentrator", e)
     loop = asyncio.get_running_loop()
@@ -142,6 +142,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--auth-timeout", type=float, default=90.0, metavar="S",
                    help="close a TCP peer that sends no verified frame within this long after connecting, s "
                         "(default 90: more than a reading period)")
+    p.add_argument("--proxy-protocol-from", action="append", default=[], metavar="ADDR",
+                   help="a load balancer's address (repeatable): its connections begin with a PROXY v2 header "
+                        "(HAProxy: send-proxy-v2) naming the meter's address, which the limits then use")
     p.add_argument("--backfill-after", type=float, default=30.0,
                    help="ask for missing frames when a gap is still open after this long, s (default 30)")
     p.add_argument("--clock-drift-max", type=_drift_max, default=10.0, metavar="S",

@@ -5,8 +5,9 @@ A meter whose newest frame says its clock is not set (status bit ST_CLOCK_NOT_SE
 sent a set-time command (op 5) at once; a frame made before the meter's OK answer to a set-time (a lower seq,
 delivered late from its outbox) says nothing about its clock now and is passed over. For the others the
 drift is measured: a frame is made at meter time T and received at concentrator time R, R >= T - drift, so
-T - R is the drift less the frame's delay. Frames from
-an outbox arrive late, in bursts, so one frame alone proves nothing. Two successive readings or hellos whose
+T - R is the drift less the frame's delay. A frame from the future (T > R) is proof on its own: the meter is
+at least T - R ahead. Behind is another matter: frames from an outbox arrive late, in bursts, so one frame
+alone proves nothing. Two successive readings or hellos whose
 meter times and receive times advance by the same amount (within clock_jitter_s) travelled with the same
 delay: in a burst the receive times stand still while the meter times advance a reading period. Of such a pair
 the later one gives the drift (a steady delay on every frame would pass the test too: a link does not keep
@@ -84,12 +85,20 @@ class Clocks:
         if prev is not None and m.seq <= prev[0]:
             return False  # an older frame (a back-fill, a resend) says nothing about now
         d.clock_prev = (m.seq, m.time, now)
+        ahead = m.time - now
+        if ahead > 0 and self._too_far(ahead):
+            # from the future: no delay makes a frame early, so the meter is at least this far ahead. It is set
+            # now: its clock may already judge our acks expired, and then no pair of prompt frames would come
+            return self._drift(d, ahead, now)
         if prev is None or m.time <= prev[1]:
             return False
         if abs((m.time - prev[1]) - (now - prev[2])) > self.config.clock_jitter_s:
             return False  # not alike: one of them waited (an outbox burst, a reconnect)
-        d.drift = m.time - now
-        self.store.update_meter(d.id, clock_drift_s=d.drift, clock_drift_at=now)
+        return self._drift(d, m.time - now, now)
+
+    def _drift(self, d: Device, drift: float, now: float) -> bool:
+        d.drift = drift
+        self.store.update_meter(d.id, clock_drift_s=drift, clock_drift_at=now)
         return True
 
     def _ask(self, d: Device, why: str, force: bool, now: float) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 
@@ -35,6 +36,9 @@ class ConcentratorConfig:
     max_per_source: int | None = 32  # unauthenticated connections from one address (None: no cap)
     known_reserve: int = 32  # of max_connections, only for connections of known meters (at most half)
     auth_timeout: float = 90.0  # s a connection has to show a verified frame of a registered meter
+    # load balancers in front (HAProxy with send-proxy-v2): their connections begin with a PROXY v2 header
+    # naming the meter's address, which the limits above then use (headend/proxyheader.py)
+    proxy_from: tuple[str, ...] = ()
     limit_log_s: float = 10.0  # a repeating connection warning (refusals, accept errors) is logged once per this
     max_rate: float | None = 128 * 1024  # bytes/s read per peer (token bucket); None: unlimited
     max_burst: int = 256 * 1024  # ... bucket size, bytes
@@ -74,6 +78,11 @@ class ConcentratorConfig:
             _check(self, "command_retry_after", 0)
         if self.max_rate is not None:
             _check(self, "max_rate", 0, strictly=True)
+        try:
+            # the form a peer's address takes (a frozen dataclass: set through object)
+            object.__setattr__(self, "proxy_from", tuple(str(ipaddress.ip_address(a)) for a in self.proxy_from))
+        except ValueError as e:
+            raise ValueError(f"concentrator setting proxy_from: {e}") from None
 
     @property
     def retry_after(self) -> float:

@@ -28,6 +28,7 @@ from meter.frame import Deframer
 from meterkit.headend.admission import Admission, Listener
 from meterkit.headend.config import ConcentratorConfig
 from meterkit.headend.counters import Counters
+from meterkit.headend.proxyheader import ProxyHeaderError, parse_proxy_header
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class Link(asyncio.BufferedProtocol):
         self.token_t = 0.0
         self.known = False  # carried a verified frame of a registered meter (headend/admission.py)
         self.admitted = False  # counted by the admission
+        self.proxy_header: bytearray | None = None  # from a load balancer: its header not read yet
 
     # asyncio protocol
     def connection_made(self, transport: Any) -> None:
@@ -266,6 +268,10 @@ class Connections:
     def received(self, link: Link, data: Any) -> None:
         if link.closed:
             return
+        if link.proxy_header is not None:
+            data = self._proxy_header(link, data)
+            if not data:
+                return
         df = link.deframer
         noise0, segments0 = df.noise, df.noise_segments
         frames = df.feed(data)
@@ -279,6 +285,31 @@ class Connections:
             if len(link.backlog) >= self.config.backlog_limit:
                 link.pause(PAUSE_BACKLOG)
             self._on_ready()
+
+    def _proxy_header(self, link: Link, data: Any) -> bytes:
+        """A load balancer's connection: its PROXY header names the meter's address, under which it is admitted
+        now; what follows the header (b'' until then)."""
+        buf = link.proxy_header
+        buf += data
+        try:
+            got = parse_proxy_header(buf)
+        except ProxyHeaderError as e:
+            self.reject(link, b"", "proxy-header", f"from load balancer {link.peer}: {e}")
+            link.close()
+            return b""
+        if got is None:
+            return b""
+        peer, used = got
+        link.proxy_header = None
+        link.peer = peer or link.peer  # LOCAL: the balancer's own connection
+        verdict = self.admission.admit(link.peer)
+        if verdict is False:
+            link.close()
+            return b""
+        if verdict is not True:
+            verdict.abort()
+        self.admission.add(link)
+        return bytes(buf[used:])
 
     def _noise(self, link: Link, nbytes: int, segments: int) -> bool:
         """Count noise; False when the peer floods it (hung up)."""
@@ -359,7 +390,14 @@ class Connections:
         return lsn.address
 
     def _accept(self, sock: socket.socket, peer: str) -> None:
-        """A connection just accepted: admitted (perhaps closing an unknown one to make room) or closed at once."""
+        """A connection just accepted: admitted (perhaps closing an unknown one to make room) or closed at once;
+        from a load balancer, admitted once its PROXY header has said whose it is."""
+        if peer in self.config.proxy_from:
+            link = Link(self, peer)
+            link.proxy_header = bytearray()
+            sock.setblocking(False)
+            self.loop.create_task(self._start(link, sock))
+            return
         verdict = self.admission.admit(peer)
         if verdict is False:
             sock.close()

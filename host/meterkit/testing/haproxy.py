@@ -7,9 +7,11 @@ backend with the fewest open ones gets the next). Every backend is health-checke
 another (`option redispatch`, `retries`). When a concentrator dies its meters' connections drop with it, and
 their reconnects land on the others.
 
-The listening socket is made here and handed to HAProxy as an inherited descriptor (`bind fd@N`), so its port
-is known before HAProxy starts and no other process can take it in between. The runtime API (a unix socket in
-the work directory) reports each backend's state and sessions (`servers()`).
+With send_proxy each connection begins with a PROXY v2 header naming the meter's address (the concentrator
+reads it with --proxy-protocol-from; headend/proxyheader.py). The listening socket is made here and handed to
+HAProxy as an inherited descriptor (`bind fd@N`), so its port is known before HAProxy starts and no other
+process can take it in between. The runtime API (a unix socket in the work directory) reports each backend's
+state and sessions (`servers()`).
 
 May import: the standard library only.
 """
@@ -59,7 +61,8 @@ class HAProxy:
     """HAProxy on 127.0.0.1:`port`, spreading connections over `backends` ((host, port) each, named c1, c2, ...)."""
 
     def __init__(self, workdir: str | os.PathLike, backends: list[tuple[str, int]], *, balance: str = "leastconn",
-                 check_ms: int = 300, fall: int = 2, rise: int = 2, idle_timeout_s: float = 900.0):
+                 check_ms: int = 300, fall: int = 2, rise: int = 2, idle_timeout_s: float = 900.0,
+                 send_proxy: bool = False):
         if balance not in BALANCES:
             raise ValueError(f"balance must be one of {', '.join(BALANCES)}, not {balance!r}")
         if not backends:
@@ -68,6 +71,7 @@ class HAProxy:
         self.backends = list(backends)
         self.balance, self.check_ms, self.fall, self.rise = balance, check_ms, fall, rise
         self.idle_timeout_s = idle_timeout_s
+        self.send_proxy = send_proxy  # a PROXY v2 header first on each connection (--proxy-protocol-from)
         self.admin = self.dir / "admin.sock"
         self.port = 0
         self._listener: socket.socket | None = None
@@ -75,8 +79,9 @@ class HAProxy:
 
     def config(self, fd: int) -> str:
         idle = f"{int(self.idle_timeout_s * 1000)}ms"
+        proxy = " send-proxy-v2" if self.send_proxy else ""
         servers = "\n".join(f"    server c{i} {host}:{port} check inter {self.check_ms}ms fall {self.fall} "
-                            f"rise {self.rise}" for i, (host, port) in enumerate(self.backends, 1))
+                            f"rise {self.rise}{proxy}" for i, (host, port) in enumerate(self.backends, 1))
         return f"""global
     stats socket {self.admin} mode 600 level admin
 

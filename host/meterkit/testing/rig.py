@@ -125,9 +125,12 @@ class MeterClient(asyncio.Protocol):
         self._changed = asyncio.Event()
 
     @classmethod
-    async def connect(cls, meter: SimMeter, host: str, port: int, headend_lookup: Any, **kw: Any) -> MeterClient:
+    async def connect(cls, meter: SimMeter, host: str, port: int, headend_lookup: Any,
+                      source: str | None = None, **kw: Any) -> MeterClient:
+        """source: the local address to connect from (any of 127.0.0.0/8 on loopback: meters at other addresses)."""
         loop = asyncio.get_running_loop()
-        _, proto = await loop.create_connection(lambda: cls(meter, headend_lookup, **kw), host, port)
+        _, proto = await loop.create_connection(lambda: cls(meter, headend_lookup, **kw), host, port,
+                                                local_addr=(source, 0) if source else None)
         return proto
 
     def connection_made(self, transport: Any) -> None:
@@ -233,9 +236,11 @@ class LoopbackRig:
     def register(self, *meters: SimMeter, period_s: int | None = None) -> None:
         self.store.register_meters([NewMeter(m.public_key, None, period_s or m.period_s) for m in meters])
 
-    async def connect(self, meter: SimMeter, last_counter: int = 0, **kw: Any) -> MeterClient:
-        cl = await MeterClient.connect(meter, self.host, self.port, self.headend.lookup,
-                                       now=lambda: int(self.clock()), **kw)
+    async def connect(self, meter: SimMeter, last_counter: int = 0, via: tuple[str, int] | None = None,
+                      **kw: Any) -> MeterClient:
+        """A meter's connection to the concentrator, or to `via` (a load balancer in front of it)."""
+        host, port = via or (self.host, self.port)
+        cl = await MeterClient.connect(meter, host, port, self.headend.lookup, now=lambda: int(self.clock()), **kw)
         cl.last_counter = last_counter
         return cl
 
