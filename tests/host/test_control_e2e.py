@@ -60,7 +60,9 @@ def test_disconnect_stops_the_registers_and_a_reconnect_waits_for_the_button(tmp
     assert [v for v, _ in moves] == ["b 1>0", "d 0>2", "e 2>1"], moves
     cut, ready, pressed = (t for _, t in moves)
     start = fleet.start_unix
-    assert start + DISCONNECT_H * 3600 <= cut < ready < start + RECONNECT_H * 3600 + 600, moves
+    # each executed after it was queued, and before the next step (on a loaded machine a command may take a few
+    # real tenths of a second: many virtual minutes at 1440x)
+    assert start + DISCONNECT_H * 3600 <= cut < start + RECONNECT_H * 3600 <= ready < pressed, moves
     assert abs(pressed - (start + PRESS_H * 3600)) < 60, moves  # the button, pressed at its fleet time
 
     before = [r for r in readings if r[0] < cut]
