@@ -22,7 +22,7 @@ from meterkit.headend import status
 from meterkit.headend.config import ConcentratorConfig
 from meterkit.store import open_store
 from meterkit.store.sqlite import SQLiteStore
-from meterkit.testing.rig import T0, LoopbackRig, SimMeter, until
+from meterkit.testing.rig import T0, LoopbackRig, MeterClient, SimMeter, until
 from meterkit.testing.sqlfile import old_database, sql
 from meterkit.wire.records import Frame
 
@@ -137,10 +137,12 @@ def test_a_drift_beyond_900_s_is_set_with_force_and_an_expiry_the_fast_meter_acc
         async with LoopbackRig(tmp_path / "head.db") as rig:
             m = Meter(tmp_path, rig, off=2000)  # over half an hour fast: its clock says our commands expired
             rig.register(m.sim)
-            cl = await rig.connect(m.sim)
+            # the client judges every head-end message by the meter's own (fast) clock
+            cl = await MeterClient.connect(m.sim, rig.host, rig.port, rig.headend.lookup, now=m.now)
             cl.send(m.hello())  # from the future: one frame proves it ahead (no delay makes a frame early)
-            await cl.wait_for(lambda c: c.commands)
+            await cl.wait_for(lambda c: c.commands and c.acks)
             assert rig.store.meter(m.sim.device_id).clock_drift_s == 2000
+            assert (cl.acks, cl.refused) == ([0], []), "its ack's expiry allows for its clock too"
             cmd = cl.commands[0]
             assert cmd.body[M.K_ARGS] == {M.A_UTC: int(rig.clock()), M.A_FORCE: True}
             assert cmd.body[M.K_EXPIRES] == int(rig.clock()) + 300 + 2000, "its expiry in the meter's clock"

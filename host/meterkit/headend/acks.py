@@ -12,6 +12,7 @@ were never made) or -1 ("gone": its outbox dropped it). W never passes a hole th
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Iterable
 
 from meter.frame import encode_frame
@@ -102,9 +103,14 @@ class Watermark:
         return self.ranges[-1][1] if self.ranges else self.ack
 
 
-def ack_frames(headend: P.HeadEnd, acks: Iterable[tuple[bytes, int, int]], now: float,
-               ttl_s: int) -> list[bytes]:
-    """The framed, signed acknowledgements (device, command counter, W): each carries the meter's next command
-    counter, persisted in the transaction that stored what it acknowledges."""
+def ack_frames(headend: P.HeadEnd, acks: Iterable[tuple[bytes, int, int, int]], now: float) -> list[bytes]:
+    """The framed, signed acknowledgements (device, command counter, W, TTL s): each carries the meter's next
+    command counter, persisted in the transaction that stored what it acknowledges."""
     sign, t = headend.sign_ack, int(now)
-    return [encode_frame(sign(dev, counter, w, t, ttl_s)) for dev, counter, w in acks]
+    return [encode_frame(sign(dev, counter, w, t, ttl_s)) for dev, counter, w, ttl_s in acks]
+
+
+def ack_ttl(ttl_s: int, drift: float | None) -> int:
+    """An acknowledgement's TTL for a meter whose clock runs `drift` s ahead (None: not measured): its expiry in
+    the meter's clock, as for a set-time command, or a meter ahead by more than the TTL refuses every ack."""
+    return ttl_s + math.ceil(drift) if drift is not None and drift > 0 else ttl_s

@@ -106,8 +106,9 @@ class Dispatch:
                                  reason=r.reason)
         if q.op == M.OP_KEY_ROTATE and r.result == M.RESULT_OK:
             self._rotated(d, q, now)
-        if q.op == M.OP_SET_TIME and r.result == M.RESULT_OK:  # its clock is set from this answer on
-            d.clock_unset, d.clock_set_seq = False, max(r.seq, d.clock_set_seq or 0)
+        if q.op == M.OP_SET_TIME and r.result == M.RESULT_OK:  # its clock is set from this answer on (the drift
+            # measured before is history: acks no longer allow for it)
+            d.clock_unset, d.clock_set_seq, d.drift = False, max(r.seq, d.clock_set_seq or 0), None
         self.counters.stage("operator_commands_answered")
         log.log(logging.INFO if r.result == 0 else logging.WARNING, "%s answered %d%s", what, r.result,
                 f": {r.reason}" if r.reason else "")

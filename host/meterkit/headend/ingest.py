@@ -26,7 +26,7 @@ from meter import messages as M
 from meter.cose import claimed_kid, split
 from meterkit import wire as P
 from meterkit.headend import faults, storage
-from meterkit.headend.acks import ack_frames
+from meterkit.headend.acks import ack_frames, ack_ttl
 from meterkit.headend.clocks import Clocks
 from meterkit.headend.config import ConcentratorConfig
 from meterkit.headend.connections import Connections, Link
@@ -338,8 +338,9 @@ class Ingest:
         for dev, seqs in batch.seqs.items():
             for x in seqs:
                 record(dev, x)
-        frames = ack_frames(self.headend, [(dev, counter, w) for _, dev, counter, w in acks], now,
-                            self.config.ack_ttl_s)
+        ttl, drift = self.config.ack_ttl_s, self.devices.get
+        frames = ack_frames(self.headend, [(dev, counter, w, ack_ttl(ttl, drift(dev).drift))
+                                           for _, dev, counter, w in acks], now)
         for (link, _, _, _), frame in zip(acks, frames, strict=True):
             link.send(frame)
         new_links = batch.new_links + [dev for dev in answered if dev not in batch.new_links]
