@@ -223,6 +223,10 @@ class Ingest:
                 seqs = batch.seqs.setdefault(dev, [])
                 batch.acks[(link, dev)] = None
                 if d.link is not link:
+                    if d.link_at is not None:
+                        # back on a new connection: another concentrator on the same database may have served it
+                        # meanwhile (its watermark, gaps and command counter moved on there)
+                        d = self.devices.load(dev)
                     d.link_at = now
                     if dev not in batch.new_links:
                         batch.new_links.append(dev)
