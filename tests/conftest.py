@@ -6,7 +6,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "firmware"))  # pure firmware modules double as host-side oracles
 
-pytest_plugins = ["meterkit.testing.mpytest"]
+pytest_plugins = ["meterkit.testing.mpytest", "meterkit.testing.pgplugin"]
 
 # CI runs the property tests on hypothesis's fixed example sequence, so a red build is reproducible and never a
 # roll of the dice; locally (METERKIT_HYPOTHESIS unset) they explore fresh examples every run.
