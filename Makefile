@@ -3,8 +3,9 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# The 32-bit test interpreter (docs/mp32.md) needs a C toolchain that builds 32-bit x86 programs.
-DEPS_APT := gcc-multilib make
+# The 32-bit test interpreter (docs/mp32.md) needs a C toolchain that builds 32-bit x86 programs; the
+# PostgreSQL store's tests start a real server from Debian's postgresql package (meterkit.testing.pgserver).
+DEPS_APT := gcc-multilib make postgresql
 
 .PHONY: demo test lint bench clean deps mp32
 
@@ -27,7 +28,8 @@ test: $(STAMP) mp32
 mp32: $(STAMP)
 	$(BIN)/python -m meterkit.device.mp32
 
-# The system packages of the 32-bit interpreter (Debian/Ubuntu): run as root, or it prints the command.
+# The system packages of the 32-bit interpreter and the PostgreSQL tests (Debian/Ubuntu): run as root, or it
+# prints the command.
 deps:
 	@if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q $(DEPS_APT); \
 	else echo "run as root: apt-get install -y $(DEPS_APT)   (e.g. sudo make deps)"; fi
