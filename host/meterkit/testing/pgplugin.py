@@ -1,8 +1,8 @@
 """pytest fixtures for tests that need a real PostgreSQL (meterkit.testing.pgserver):
 
     pg_server   one server for the whole session (started on first use, stopped at the end)
-    pg_url      a fresh database for one test, a copy of a template (CREATE DATABASE ... TEMPLATE: a
-                file copy), dropped afterwards
+    pg_url      a fresh database for one test, a copy of a template with the store's schema already made
+                (CREATE DATABASE ... TEMPLATE: a file copy, far cheaper than migrating), dropped afterwards
 
 Without PostgreSQL these tests skip with the reason; METERKIT_PG=require (CI) makes that a failure instead.
 """
@@ -52,8 +52,10 @@ def pg_server():
 
 
 def _prepare_template(server: PgServer) -> str:
-    """The template database (made once per session)."""
-    server.create_database(TEMPLATE)
+    """The template database, its schema made by the store (once per session)."""
+    from meterkit.store.postgres import PostgresStore
+
+    PostgresStore(server.create_database(TEMPLATE)).close()
     return TEMPLATE
 
 

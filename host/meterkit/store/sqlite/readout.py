@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from meterkit.store.api import EXPORT_TABLES, Export
 from meterkit.store.records import FleetRecord
+from meterkit.store.rows import fleet_record
 from meterkit.store.sqlite.base import Connection
-from meterkit.store.sqlite.registry import meter_record
 
 _FLEET_SQL = """SELECT m.*,
      (SELECT import_wh FROM readings r WHERE r.device = m.device ORDER BY seq DESC LIMIT 1) AS import_wh,
@@ -53,20 +52,12 @@ _EXPORT_SQL = {
 assert tuple(_EXPORT_SQL) == EXPORT_TABLES
 
 
-def _control(r: Any) -> tuple[int, int, int] | None:
-    """K_CONTROL of the newest reading: (IC70 state, control mode, limit W); a reading without it is [1, 0, 0]."""
-    return None if r["control_seq"] is None else (r["control_state"], r["control_mode"], r["limit_w"])
-
-
 class ReadOutQueries(Connection):
     def fleet(self, device_id: bytes | None = None) -> list[FleetRecord]:
         sql, args = _FLEET_SQL.format(where=""), ()
         if device_id is not None:
             sql, args = _FLEET_SQL.format(where="WHERE m.device = ?"), (bytes(device_id),)
-        return [FleetRecord(meter_record(r), r["import_wh"], r["export_wh"], r["reading_time"], r["gaps_backfilled"],
-                            r["gaps_open"], r["gaps_settled"], r["interval_gaps"], r["outages"], r["outage_open"],
-                            r["last_status"], r["last_seq"], _control(r), r["control_seq"])
-                for r in self._rows(sql, args)]
+        return [fleet_record(r) for r in self._rows(sql, args)]
 
     def export(self, table: str, device_id: bytes | None = None) -> Export:
         if table not in _EXPORT_SQL:
