@@ -5,11 +5,11 @@ The SQL itself lives with each database (sqlite/, postgres/)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from meterkit import wire
-from meterkit.store.api import AUDIT_ACTIONS, QUEUE_STATES
+from meterkit.store.api import AUDIT_ACTIONS, EXPORT_TABLES, QUEUE_STATES
 from meterkit.store.records import (
     AuditRecord,
     CommandRecord,
@@ -186,6 +186,12 @@ def period(p: Any) -> int:
     return p
 
 
+COMMAND_COLUMNS = "device, counter, op, args, sent_at, expires_at, queue_id, answered_at, result, reason"
+# queue entries with the signed expiry of their latest attempt (queued_record's columns)
+QUEUE_SELECT = ("SELECT q.*, c.expires_at AS attempt_expires FROM command_queue q LEFT JOIN commands c "
+                "ON c.device = q.device AND c.counter = q.counter")
+
+
 def command_record(r: Any) -> CommandRecord:
     return CommandRecord(bytes(r["device"]), r["counter"], r["op"], args_of(r["args"]), r["sent_at"],
                          r["expires_at"], r["queue_id"], r["answered_at"], r["result"], r["reason"])
@@ -289,8 +295,72 @@ def control_of(r: Any) -> tuple[int, int, int] | None:
     return None if r["control_seq"] is None else (r["control_state"], r["control_mode"], r["limit_w"])
 
 
+# the fleet view: each meter with its newest reading and frame, and counts of its gaps and outages (SQL both
+# databases read alike; {where}: '' or 'WHERE m.device = <placeholder>')
+FLEET_SQL = """SELECT m.*,
+     (SELECT import_wh FROM readings r WHERE r.device = m.device ORDER BY seq DESC LIMIT 1) AS import_wh,
+     (SELECT export_wh FROM readings r WHERE r.device = m.device ORDER BY seq DESC LIMIT 1) AS export_wh,
+     (SELECT meter_time FROM readings r WHERE r.device = m.device ORDER BY seq DESC LIMIT 1) AS reading_time,
+     (SELECT status FROM frames f WHERE f.device = m.device ORDER BY seq DESC LIMIT 1) AS last_status,
+     (SELECT max(seq) FROM frames f WHERE f.device = m.device) AS last_seq,
+     (SELECT seq FROM readings r WHERE r.device = m.device ORDER BY seq DESC LIMIT 1) AS control_seq,
+     (SELECT coalesce(control_state, 1) FROM readings r WHERE r.device = m.device ORDER BY seq DESC LIMIT 1)
+       AS control_state,
+     (SELECT coalesce(control_mode, 0) FROM readings r WHERE r.device = m.device ORDER BY seq DESC LIMIT 1)
+       AS control_mode,
+     (SELECT coalesce(limit_w, 0) FROM readings r WHERE r.device = m.device ORDER BY seq DESC LIMIT 1) AS limit_w,
+     (SELECT count(*) FROM gaps g WHERE g.device = m.device AND g.kind = 'frames'
+       AND g.state = 'filled' AND g.attempts > 0) AS gaps_backfilled,
+     (SELECT count(*) FROM gaps g WHERE g.device = m.device AND g.kind = 'frames'
+       AND g.state IN ('open', 'requested')) AS gaps_open,
+     (SELECT count(*) FROM gaps g WHERE g.device = m.device AND g.kind = 'frames'
+       AND g.state IN ('skipped', 'lost')) AS gaps_settled,
+     (SELECT count(*) FROM gaps g WHERE g.device = m.device AND g.kind = 'intervals') AS interval_gaps,
+     (SELECT count(*) FROM outages o WHERE o.device = m.device) AS outages,
+     (SELECT count(*) FROM outages o WHERE o.device = m.device AND o."end" IS NULL) AS outage_open
+   FROM meters m {where} ORDER BY m.name NULLS FIRST, m.device"""
+
+
 def fleet_record(r: Any) -> FleetRecord:
     """A fleet view row: the meter's columns and the counts the fleet query adds."""
     return FleetRecord(meter_record(r), r["import_wh"], r["export_wh"], r["reading_time"], r["gaps_backfilled"],
                        r["gaps_open"], r["gaps_settled"], r["interval_gaps"], r["outages"], r["outage_open"],
                        r["last_status"], r["last_seq"], control_of(r), r["control_seq"])
+
+
+# --- export: the columns and order of each table (SQL both databases read alike: "end" is quoted for PostgreSQL)
+
+EXPORT_SQL = {
+    "readings": ("SELECT device, seq, meter_time, status, import_wh, export_wh, power_mw, voltage_mv, "
+                 "current_ma, uncovered_ppm, registers FROM readings", "device, seq"),
+    "intervals": ("SELECT device, end_time, import_mwh, export_mwh, status, period_s, seq FROM intervals",
+                  "device, end_time"),
+    "events": ("SELECT device, seq, event_seq, code, value, event_time FROM events", "device, seq"),
+    "billing": ("SELECT device, seq, period_end, registers, max_demand FROM billing", "device, seq"),
+    "outages": ('SELECT device, start, "end", detected_at, cause, power_up_at, evidence FROM outages',
+                "device, start"),
+    "commands": ("SELECT device, counter, op, args, sent_at, expires_at, answered_at, result, reason "
+                 "FROM commands", "device, counter"),
+    "gaps": ("SELECT device, kind, first, last, state, detected_at, requested_at, command_counter, "
+             "attempts, missing, closed_at FROM gaps", "device, kind, first"),
+    "command_queue": ("SELECT device, id, op, args, created_at, expires_at, state, counter, attempts, "
+                      "sent_at, answered_at, result, reason, note, queued_by FROM command_queue", "device, id"),
+    "audit": ("SELECT device, id, at, queue_id, counter, op, args, actor, action, result, reason FROM audit", "id"),
+}
+assert tuple(EXPORT_SQL) == EXPORT_TABLES
+
+
+def export_query(table: str, device_id: bytes | None, placeholder: str = "?") -> tuple[str, tuple]:
+    """(SQL, parameters) of an export (ValueError for a table not in EXPORT_TABLES)."""
+    if table not in EXPORT_SQL:
+        raise ValueError(f"cannot export {table!r}: one of {', '.join(EXPORT_TABLES)}")
+    sql, order = EXPORT_SQL[table]
+    if device_id is None:
+        return f"{sql} ORDER BY {order}", ()
+    return f"{sql} WHERE device = {placeholder} ORDER BY {order}", (bytes(device_id),)
+
+
+def hexed(rows: Iterable[Sequence[Any]]) -> Iterator[tuple]:
+    """Export rows with the device id (the first column) as hex."""
+    for r in rows:
+        yield (bytes(r[0]).hex(),) + tuple(r[1:])

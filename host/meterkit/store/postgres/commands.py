@@ -11,8 +11,10 @@ from meterkit.store.api import CONCENTRATOR
 from meterkit.store.postgres.base import Connection
 from meterkit.store.records import AuditRecord, CommandRecord, QueuedCommand
 from meterkit.store.rows import (
+    COMMAND_COLUMNS,
     I64_MAX,
     I64_MIN,
+    QUEUE_SELECT,
     QUEUE_UPDATABLE,
     args_json,
     audit_record,
@@ -26,9 +28,6 @@ from meterkit.store.rows import (
 )
 from meterkit.wire.records import CommandResponse
 
-_COMMAND_COLUMNS = "device, counter, op, args, sent_at, expires_at, queue_id, answered_at, result, reason"
-_QUEUE_SQL = ("SELECT q.*, c.expires_at AS attempt_expires FROM command_queue q LEFT JOIN commands c "
-              "ON c.device = q.device AND c.counter = q.counter")
 _INSERT_AUDIT = ("INSERT INTO audit (at, device, queue_id, counter, op, args, actor, action, result, reason) "
                  "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
 
@@ -45,14 +44,14 @@ class CommandTables(Connection):
         if i64(response.counter) is None:
             return None
         r = self._execute(f"UPDATE commands SET answered_at = %s, result = %s, reason = %s WHERE device = %s "
-                          f"AND counter = %s RETURNING {_COMMAND_COLUMNS}",
+                          f"AND counter = %s RETURNING {COMMAND_COLUMNS}",
                           (at, i64(response.result), response.reason, response.device_id, response.counter))
         got = r.fetchone()
         return None if got is None else command_record(got)
 
     def command_attempts(self, queue_id: int) -> list[CommandRecord]:
         return [command_record(r) for r in self._rows(
-            f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE queue_id = %s ORDER BY counter", (queue_id,))]
+            f"SELECT {COMMAND_COLUMNS} FROM commands WHERE queue_id = %s ORDER BY counter", (queue_id,))]
 
     # -- the operator queue
     def queue_command(self, device_id: bytes, op: int, args: dict | None, created_at: float, expires_at: int,
@@ -70,7 +69,7 @@ class CommandTables(Connection):
                         ids: Iterable[int] | None = None) -> list[QueuedCommand]:
         cond, args = where(("q.device = %s", None if device_id is None else bytes(device_id)),
                            ("q.state IN", states), ("q.id IN", ids), placeholder="%s")
-        return [queued_record(r) for r in self._rows(f"{_QUEUE_SQL}{cond} ORDER BY q.id", args)]
+        return [queued_record(r) for r in self._rows(f"{QUEUE_SELECT}{cond} ORDER BY q.id", args)]
 
     def update_queued(self, queue_id: int, **fields: Any) -> None:
         self._set("command_queue", "id", queue_id, queue_fields(fields), QUEUE_UPDATABLE, "command queue")

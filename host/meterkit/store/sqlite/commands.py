@@ -10,8 +10,10 @@ from typing import Any
 from meterkit.store.api import CONCENTRATOR
 from meterkit.store.records import AuditRecord, CommandRecord, QueuedCommand
 from meterkit.store.rows import (
+    COMMAND_COLUMNS,
     I64_MAX,
     I64_MIN,
+    QUEUE_SELECT,
     QUEUE_UPDATABLE,
     args_json,
     audit_record,
@@ -26,9 +28,6 @@ from meterkit.store.rows import (
 from meterkit.store.sqlite.base import Connection
 from meterkit.wire.records import CommandResponse
 
-_COMMAND_COLUMNS = "device, counter, op, args, sent_at, expires_at, queue_id, answered_at, result, reason"
-_QUEUE_SQL = ("SELECT q.*, c.expires_at AS attempt_expires FROM command_queue q LEFT JOIN commands c "
-              "ON c.device = q.device AND c.counter = q.counter")
 _INSERT_AUDIT = ("INSERT INTO audit (at, device, queue_id, counter, op, args, actor, action, result, reason) "
                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
@@ -42,7 +41,7 @@ class CommandTables(Connection):
                               (c.device_id, c.counter, c.op, args_json(c.args), c.sent_at, c.expires_at, c.queue_id))
 
     def _commands(self, cond: str, args: Iterable[Any]) -> list[CommandRecord]:
-        return [command_record(r) for r in self._rows(f"SELECT {_COMMAND_COLUMNS} FROM commands {cond}", args)]
+        return [command_record(r) for r in self._rows(f"SELECT {COMMAND_COLUMNS} FROM commands {cond}", args)]
 
     def record_response(self, response: CommandResponse, at: float) -> CommandRecord | None:
         dev, counter = response.device_id, response.counter
@@ -72,7 +71,7 @@ class CommandTables(Connection):
                         ids: Iterable[int] | None = None) -> list[QueuedCommand]:
         cond, args = where(("q.device = ?", None if device_id is None else bytes(device_id)), ("q.state IN", states),
                            ("q.id IN", ids))
-        return [queued_record(r) for r in self._rows(f"{_QUEUE_SQL}{cond} ORDER BY q.id", args)]
+        return [queued_record(r) for r in self._rows(f"{QUEUE_SELECT}{cond} ORDER BY q.id", args)]
 
     def update_queued(self, queue_id: int, **fields: Any) -> None:
         self._set("command_queue", "id", queue_id, queue_fields(fields), QUEUE_UPDATABLE, "command queue")
