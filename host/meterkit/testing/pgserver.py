@@ -19,6 +19,7 @@ loses the throw-away cluster anyway. The demos that show durability pass fast=Fa
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import glob
 import os
@@ -136,6 +137,7 @@ class PgServer:
         except BaseException:
             self.stop()
             raise
+        atexit.register(self.stop)  # should the owner forget (an interrupted test run): no server left behind
         return self
 
     def _start_server(self, attempts: int = 3) -> None:
@@ -179,6 +181,7 @@ class PgServer:
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
             self.root = self.port = None
+            atexit.unregister(self.stop)
 
     def __enter__(self) -> PgServer:
         return self.start()
