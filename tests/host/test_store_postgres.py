@@ -13,9 +13,9 @@ from meterkit import wire as P
 from meterkit.store import StoreError, is_url, open_store
 from meterkit.store.postgres import SCHEMA_VERSION, PostgresStore
 from meterkit.store.postgres.partitions import month_of, partition_name
-from meterkit.store.records import AuditRecord
+from meterkit.store.records import AuditRecord, RejectRecord
 from meterkit.testing.sqlfile import sql
-from meterkit.wire.records import Frame, Reading
+from meterkit.wire.records import Event, Frame, Hello, Reading
 
 JAN, FEB = 1_767_225_600, 1_769_904_000  # 2026-01-01, 2026-02-01 UTC
 
@@ -138,3 +138,17 @@ def test_two_connections_dedupe_by_device_and_seq(pg, pg_url):
     assert pg.seqs_above(dev, 0) == [1, 2, 3, 4, 5]
     assert [f.received_at for f in pg.frames_after(dev, 0)] == [1.0, 1.0, 1.0, 2.0, 2.0]
     other.close()
+
+
+def test_a_text_with_a_nul_is_kept_as_none_and_spoils_nothing(pg):
+    """PostgreSQL's text (and jsonb) cannot hold NUL: one meter's odd string must not cost the batch."""
+    dev = new_meter(pg)
+    pg.add_frames([Frame(dev, 1, M.EVENT, JAN, 0, b"evidence\x00")], 1.0)
+    pg.add_events([Event(dev, 1, 1, 8, "a\x00b", JAN), Event(dev, 2, 2, 8, "fine", JAN)])
+    pg.add_hellos([Hello(dev, 3, JAN, 0, "fw\x00", "esp32", 4, 1000, 999_000, 100_000, 10)])
+    pg.add_rejects([RejectRecord(dev, "10.0.0.1", "bad-signature", 1, 1.0, 1.0, "detail\x00")])
+    pg.commit()
+    assert [e.value for e in pg.events(dev)] == [None, "fine"]
+    assert (pg.meter(dev).firmware, pg.meter(dev).board) == (None, "esp32")
+    assert pg.rejects()[0].last_detail is None and pg.frame_raw(dev, 1) == b"evidence\x00"
+    assert pg.lookup_device("no\x00body") is None

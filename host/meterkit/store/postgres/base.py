@@ -2,7 +2,9 @@
 table does with it (the conversions between records and rows are meterkit.store.rows, shared with SQLite).
 
 Transactions as in the SQLite store: the connection runs in autocommit mode and the first write opens a
-transaction (BEGIN), which commit() or rollback() ends; reads outside one see what is committed. A statement that
+transaction (BEGIN), which commit() or rollback() ends; reads outside one see what is committed. Every statement's
+parameters pass pg_text: a text with a NUL character (which PostgreSQL's text cannot hold, and which would spoil
+the whole batch) is kept as None, as a number beyond 64 bits is. A statement that
 fails inside a transaction spoils all of it in PostgreSQL: commit() then rolls back and raises StoreError, so
 nothing is acknowledged that was not stored.
 """
@@ -18,6 +20,16 @@ from psycopg import pq
 from meterkit.store.api import StoreError
 from meterkit.store.postgres.schema import SCHEMA_VERSION, migrate, schema_version
 from meterkit.store.rows import checked_fields
+
+
+def pg_text(v: Any) -> Any:
+    """v, but None for a text PostgreSQL cannot hold (one with a NUL character; SQLite can): as for integers
+    beyond 64 bits, the stored frame keeps the exact value."""
+    return None if type(v) is str and "\x00" in v else v
+
+
+def params(args: Iterable[Any]) -> tuple:
+    return tuple(pg_text(a) for a in args)
 
 
 class Row(tuple):
@@ -133,21 +145,21 @@ class Connection:
     # -- what the tables share
     def _execute(self, sql: str, args: Iterable[Any] = ()) -> psycopg.Cursor:
         """One statement in the open transaction (opening one)."""
-        return self._begin().execute(sql, tuple(args))  # type: ignore[arg-type]
+        return self._begin().execute(sql, params(args))  # type: ignore[arg-type]
 
     def _insert_many(self, sql: str, rows: Sequence[tuple]) -> int:
         """executemany in the open transaction; returns how many rows it changed (ON CONFLICT DO NOTHING: the new)."""
         if not rows:
             return 0
         with self._begin().cursor() as cur:
-            cur.executemany(sql, rows)  # type: ignore[arg-type]
+            cur.executemany(sql, [params(r) for r in rows])  # type: ignore[arg-type]
             return cur.rowcount
 
     def _rows(self, sql: str, args: Iterable[Any] = ()) -> list[Row]:
-        return self._conn.execute(sql, tuple(args)).fetchall()  # type: ignore[arg-type,return-value]
+        return self._conn.execute(sql, params(args)).fetchall()  # type: ignore[arg-type,return-value]
 
     def _one(self, sql: str, args: Iterable[Any] = ()) -> Row | None:
-        return self._conn.execute(sql, tuple(args)).fetchone()  # type: ignore[arg-type,return-value]
+        return self._conn.execute(sql, params(args)).fetchone()  # type: ignore[arg-type,return-value]
 
     def _set(self, table: str, key: str, key_value: Any, fields: dict[str, Any], allowed: frozenset[str],
              what: str) -> None:

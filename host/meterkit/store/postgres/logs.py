@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 
 from psycopg.types.json import Jsonb
 
-from meterkit.store.postgres.base import Connection
+from meterkit.store.postgres.base import Connection, pg_text
 from meterkit.store.records import EventRecord
 from meterkit.store.rows import billing_of, billing_row, event_row, where
 from meterkit.wire.records import BillingSnapshot, Event
@@ -20,7 +20,7 @@ _INSERT_BILLING = ("INSERT INTO billing (device, seq, period_end, registers, max
 
 def _event_row(e: Event) -> tuple:
     row = event_row(e)
-    return (*row[:4], Jsonb(row[4]), row[5])
+    return (*row[:4], Jsonb(pg_text(row[4])), row[5])  # jsonb cannot hold a NUL either
 
 
 class LogTables(Connection):

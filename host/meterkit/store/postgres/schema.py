@@ -16,7 +16,8 @@ Differences from SQLite, by PostgreSQL's nature:
   needed: meterkit.store.postgres.partitions). A partitioned table's key must hold the partition key, so its
   primary key is (device, seq, meter_time): a frame's reading is still stored once, because frames (PRIMARY
   KEY device, seq) are the dedupe authority and add_readings skips a (device, seq) already stored;
-- the audit log's triggers refuse UPDATE, DELETE and TRUNCATE.
+- the audit log's triggers refuse UPDATE, DELETE and TRUNCATE;
+- text and jsonb cannot hold a NUL character: such a text is kept as None (meterkit.store.postgres.base.pg_text).
 """
 
 from __future__ import annotations
