@@ -4,8 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The 32-bit test interpreter (docs/mp32.md) needs a C toolchain that builds 32-bit x86 programs; the tests
-# and the scale demo start a real HAProxy (meterkit.testing.haproxy) on loopback.
-DEPS_APT := gcc-multilib make haproxy
+# start real servers on loopback: PostgreSQL (meterkit.testing.pgserver) and HAProxy (meterkit.testing.haproxy).
+DEPS_APT := gcc-multilib make postgresql haproxy
 
 .PHONY: demo test lint bench clean deps mp32
 
@@ -28,7 +28,8 @@ test: $(STAMP) mp32
 mp32: $(STAMP)
 	$(BIN)/python -m meterkit.device.mp32
 
-# The system packages of the 32-bit interpreter (Debian/Ubuntu): run as root, or it prints the command.
+# The system packages of the 32-bit interpreter and the PostgreSQL tests (Debian/Ubuntu): run as root, or it
+# prints the command.
 deps:
 	@if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q $(DEPS_APT); \
 	else echo "run as root: apt-get install -y $(DEPS_APT)   (e.g. sudo make deps)"; fi

@@ -66,9 +66,9 @@ def set_times(rig: LoopbackRig, dev: bytes) -> list:
     return [q for q in rig.store.queued_commands(dev) if q.op == M.OP_SET_TIME]
 
 
-def test_an_unset_meter_is_sent_the_time_of_signing_at_its_hello(tmp_path):
+def test_an_unset_meter_is_sent_the_time_of_signing_at_its_hello(tmp_path, store_db):
     async def main():
-        async with LoopbackRig(tmp_path / "head.db") as rig:
+        async with LoopbackRig(store_db) as rig:
             m = Meter(tmp_path, rig, unset=True)
             rig.register(m.sim)
             cl = await rig.connect(m.sim)
@@ -86,9 +86,9 @@ def test_an_unset_meter_is_sent_the_time_of_signing_at_its_hello(tmp_path):
     run(main())
 
 
-def test_a_queued_set_time_carries_the_time_it_is_signed_at_not_queued_at(tmp_path):
+def test_a_queued_set_time_carries_the_time_it_is_signed_at_not_queued_at(tmp_path, store_db):
     async def main():
-        async with LoopbackRig(tmp_path / "head.db") as rig:
+        async with LoopbackRig(store_db) as rig:
             m = Meter(tmp_path, rig)
             rig.register(m.sim)
             with open_store(rig.db_path) as s:
@@ -102,9 +102,9 @@ def test_a_queued_set_time_carries_the_time_it_is_signed_at_not_queued_at(tmp_pa
     run(main())
 
 
-def test_drift_is_measured_from_frames_that_travelled_alike_not_from_a_burst(tmp_path):
+def test_drift_is_measured_from_frames_that_travelled_alike_not_from_a_burst(tmp_path, store_db):
     async def main():
-        async with LoopbackRig(tmp_path / "head.db") as rig:
+        async with LoopbackRig(store_db) as rig:
             m = Meter(tmp_path, rig, off=-30)  # 30 s slow: beyond the 10 s bound, within 900 s (a slow clock
             # and a late frame look alike; a fast one shows at once: the next test)
             rig.register(m.sim)
@@ -132,9 +132,9 @@ def test_drift_is_measured_from_frames_that_travelled_alike_not_from_a_burst(tmp
     run(main())
 
 
-def test_a_drift_beyond_900_s_is_set_with_force_and_an_expiry_the_fast_meter_accepts(tmp_path):
+def test_a_drift_beyond_900_s_is_set_with_force_and_an_expiry_the_fast_meter_accepts(tmp_path, store_db):
     async def main():
-        async with LoopbackRig(tmp_path / "head.db") as rig:
+        async with LoopbackRig(store_db) as rig:
             m = Meter(tmp_path, rig, off=2000)  # over half an hour fast: its clock says our commands expired
             rig.register(m.sim)
             # the client judges every head-end message by the meter's own (fast) clock
@@ -154,9 +154,9 @@ def test_a_drift_beyond_900_s_is_set_with_force_and_an_expiry_the_fast_meter_acc
     run(main())
 
 
-def test_within_the_bound_nothing_is_set_and_a_meter_is_not_asked_again_too_soon(tmp_path):
+def test_within_the_bound_nothing_is_set_and_a_meter_is_not_asked_again_too_soon(tmp_path, store_db):
     async def main():
-        async with LoopbackRig(tmp_path / "head.db", clock_set_every_s=600.0) as rig:
+        async with LoopbackRig(store_db, clock_set_every_s=600.0) as rig:
             ok = Meter(tmp_path, rig, off=-5)
             off = Meter(tmp_path, rig, off=-40)
             rig.register(ok.sim, off.sim)
@@ -195,11 +195,11 @@ async def _booted_unset(tmp_path, rig: LoopbackRig):
     return m, cl
 
 
-def test_a_meter_that_boots_again_without_a_clock_is_set_again_at_once(tmp_path):
+def test_a_meter_that_boots_again_without_a_clock_is_set_again_at_once(tmp_path, store_db):
     # set a minute ago; then a power cut (or a deploy's restart): its hello says unset again, and it is not
     # left without a date for clock_set_every_s
     async def main():
-        async with LoopbackRig(tmp_path / "head.db", clock_set_every_s=600.0) as rig:
+        async with LoopbackRig(store_db, clock_set_every_s=600.0) as rig:
             m, cl = await _booted_unset(tmp_path, rig)
             cl.send(m.sim.response(cl.commands[0].counter, 0))
             await until(lambda: set_times(rig, m.sim.device_id)[0].state == "answered")
@@ -214,11 +214,11 @@ def test_a_meter_that_boots_again_without_a_clock_is_set_again_at_once(tmp_path)
     run(main())
 
 
-def test_an_unset_flag_on_a_frame_made_before_the_meter_took_its_set_time_is_stale(tmp_path):
+def test_an_unset_flag_on_a_frame_made_before_the_meter_took_its_set_time_is_stale(tmp_path, store_db):
     # the meter's outbox held two hellos from before its clock was set (a boot, then a restart); the second
     # arrives after the meter answered the set-time: its unset flag is history, not a new boot to set again
     async def main():
-        async with LoopbackRig(tmp_path / "head.db", clock_set_every_s=600.0) as rig:
+        async with LoopbackRig(store_db, clock_set_every_s=600.0) as rig:
             m, cl = await _booted_unset(tmp_path, rig)
             late_hello = m.hello()  # made before the set, sent after the answer
             m.unset = False
@@ -235,9 +235,9 @@ def test_an_unset_flag_on_a_frame_made_before_the_meter_took_its_set_time_is_sta
     run(main())
 
 
-def test_an_unset_meters_other_commands_wait_and_its_set_time_goes_first(tmp_path):
+def test_an_unset_meters_other_commands_wait_and_its_set_time_goes_first(tmp_path, store_db):
     async def main():
-        async with LoopbackRig(tmp_path / "head.db") as rig:
+        async with LoopbackRig(store_db) as rig:
             m = Meter(tmp_path, rig, unset=True)
             rig.register(m.sim)
             with open_store(rig.db_path) as s:

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from meterkit import cli
 from meterkit import wire as P
 from meterkit.headend import commands
-from meterkit.store import api
+from meterkit.store import api, open_store
 from meterkit.store.records import CommandRecord
 from meterkit.store.sqlite import SCHEMA_VERSION, SQLiteStore
 from meterkit.testing.sqlfile import old_database, sql
@@ -63,9 +63,9 @@ def write_calendar(tmp_path, cal, name="cal.json") -> str:
 # --- the queue in the store ---------------------------------------------------------------------------------
 
 
-def test_queue_round_trip_states_and_attempts(tmp_path):
+def test_queue_round_trip_states_and_attempts(store_db):
     dev, point = new_meter()
-    with SQLiteStore(tmp_path / "head.db") as s:
+    with open_store(store_db) as s:
         s.register_meter(dev, point, "house")
         qid = s.queue_command(dev, commands.OP_CALENDAR, {1: NIGHT, 2: NOW + 3600}, NOW, NOW + 3600, note="ops")
         q2 = s.queue_command(dev, commands.OP_BILLING_RESET, None, NOW + 1, NOW + 7200)
@@ -132,9 +132,9 @@ def test_migration_v2_to_v3_keeps_commands_and_adds_the_queue(tmp_path):
     ro.close()
 
 
-def test_queue_checks_before_anything_is_written(tmp_path):
+def test_queue_checks_before_anything_is_written(store_db):
     dev, point = new_meter()
-    with SQLiteStore(tmp_path / "head.db") as s:
+    with open_store(store_db) as s:
         s.register_meter(dev, point)
         with pytest.raises(commands.CommandError, match="not in the future"):
             commands.calendar_args(NIGHT, NOW, NOW)
@@ -289,13 +289,13 @@ def test_cli_default_db_follows_meterkit_db(fleet, tmp_path, capsys, monkeypatch
     assert [r["operation"] for r in json.loads(out)] == ["billing-reset"]
 
 
-def test_the_host_queues_only_what_a_meter_takes(tmp_path):
+def test_the_host_queues_only_what_a_meter_takes(store_db):
     """Issue 11, finding 3: the head-end checks every command against meter.cmdschema, the table the meter
     refuses commands by, so it never queues (or signs: test_commands_concentrator) what a meter refuses."""
     from meter import cmdschema
 
     dev, point = new_meter()
-    with SQLiteStore(tmp_path / "head.db") as s:
+    with open_store(store_db) as s:
         s.register_meter(dev, point)
         for op, args, why in [
             (commands.OP_BILLING_RESET, {13: 1}, "unknown key 13"),

@@ -65,9 +65,9 @@ def billing_frame(m: SimMeter, t: int) -> bytes:
 # --- delivery and answers -------------------------------------------------------------------------------------
 
 
-def test_calendar_sent_when_the_meter_connects_and_its_answer_stored(tmp_path):
+def test_calendar_sent_when_the_meter_connects_and_its_answer_stored(tmp_path, store_db):
     async def main():
-        async with LoopbackRig(tmp_path / "head.db") as rig:
+        async with LoopbackRig(store_db) as rig:
             m = real_meter(tmp_path, "m", rig)
             rig.register(m)
             activation = T0 + 86400
@@ -108,9 +108,9 @@ def test_calendar_sent_when_the_meter_connects_and_its_answer_stored(tmp_path):
     run(main())
 
 
-def test_one_command_in_flight_per_meter_oldest_first(tmp_path):
+def test_one_command_in_flight_per_meter_oldest_first(store_db):
     async def main():
-        async with LoopbackRig(tmp_path / "head.db") as rig:
+        async with LoopbackRig(store_db) as rig:
             m = sim_meter(rig)
             rig.register(m)
             cl = await rig.connect(m)
@@ -149,9 +149,9 @@ def test_one_command_in_flight_per_meter_oldest_first(tmp_path):
     run(main())
 
 
-def test_expired_command_is_not_sent(tmp_path, caplog):
+def test_expired_command_is_not_sent(store_db, caplog):
     async def main():
-        async with LoopbackRig(tmp_path / "head.db", command_attempts=10) as rig:
+        async with LoopbackRig(store_db, command_attempts=10) as rig:
             m = sim_meter(rig)
             rig.register(m)
             late = queue(rig, m.device_id, C.OP_BILLING_RESET, None, expires=int(rig.clock()) + 100)
@@ -184,12 +184,12 @@ def test_expired_command_is_not_sent(tmp_path, caplog):
     run(main())
 
 
-def test_reconnect_before_the_answer_the_meter_had_acted(tmp_path):
+def test_reconnect_before_the_answer_the_meter_had_acted(store_db):
     """The connection drops after the command went out. The meter had acted on it: its answer is in its outbox
     and comes on the next connection. The head-end waits for it and does not send the command again (a billing
     reset must not run twice)."""
     async def main():
-        async with LoopbackRig(tmp_path / "head.db", backfill_after=30) as rig:
+        async with LoopbackRig(store_db, backfill_after=30) as rig:
             m = sim_meter(rig)
             rig.register(m)
             qid = queue(rig, m.device_id, C.OP_BILLING_RESET, None)
@@ -219,9 +219,9 @@ def test_reconnect_before_the_answer_the_meter_had_acted(tmp_path):
     run(main())
 
 
-def test_reconnect_before_the_answer_command_lost_is_sent_again_with_a_new_counter(tmp_path):
+def test_reconnect_before_the_answer_command_lost_is_sent_again_with_a_new_counter(tmp_path, store_db):
     async def main():
-        async with LoopbackRig(tmp_path / "head.db", backfill_after=30) as rig:
+        async with LoopbackRig(store_db, backfill_after=30) as rig:
             m = real_meter(tmp_path, "m", rig)
             rig.register(m)
             qid = queue(rig, m.device_id, C.OP_PROFILE, C.profile_args(T0 - 3600, T0))
@@ -256,9 +256,9 @@ def test_reconnect_before_the_answer_command_lost_is_sent_again_with_a_new_count
     run(main())
 
 
-def test_answer_after_a_concentrator_restart_and_repeat_never_reuses_a_counter(tmp_path):
+def test_answer_after_a_concentrator_restart_and_repeat_never_reuses_a_counter(store_db):
     async def main():
-        rig = await LoopbackRig(tmp_path / "head.db", backfill_after=10).start()
+        rig = await LoopbackRig(store_db, backfill_after=10).start()
         m = sim_meter(rig)
         rig.register(m)
         q1 = queue(rig, m.device_id, C.OP_BILLING_RESET, None)
@@ -288,9 +288,9 @@ def test_answer_after_a_concentrator_restart_and_repeat_never_reuses_a_counter(t
     run(main())
 
 
-def test_forged_unsolicited_and_repeated_responses_change_nothing(tmp_path, caplog):
+def test_forged_unsolicited_and_repeated_responses_change_nothing(store_db, caplog):
     async def main():
-        async with LoopbackRig(tmp_path / "head.db") as rig:
+        async with LoopbackRig(store_db) as rig:
             m = sim_meter(rig)
             rig.register(m)
             qid = queue(rig, m.device_id, C.OP_BILLING_RESET, None)
@@ -326,9 +326,9 @@ def test_forged_unsolicited_and_repeated_responses_change_nothing(tmp_path, capl
     run(main())
 
 
-def test_unanswered_command_repeated_then_failed_and_the_next_goes(tmp_path):
+def test_unanswered_command_repeated_then_failed_and_the_next_goes(store_db):
     async def main():
-        async with LoopbackRig(tmp_path / "head.db", backfill_after=5, command_ttl_s=100,
+        async with LoopbackRig(store_db, backfill_after=5, command_ttl_s=100,
                                command_attempts=2) as rig:
             m = sim_meter(rig)
             rig.register(m)
@@ -357,12 +357,12 @@ def test_unanswered_command_repeated_then_failed_and_the_next_goes(tmp_path):
     run(main())
 
 
-def test_a_queue_entry_a_meter_would_refuse_is_never_signed(tmp_path, caplog):
+def test_a_queue_entry_a_meter_would_refuse_is_never_signed(tmp_path, store_db, caplog):
     """Another writer of the queue (past `meterkit command`'s checks) puts in a billing reset with an argument a
     meter does not take: the concentrator does not sign it (meter.cmdschema, issue 11 finding 3), spends no
     counter on it, and goes on with the next command."""
     async def main():
-        async with LoopbackRig(tmp_path / "head.db") as rig:
+        async with LoopbackRig(store_db) as rig:
             m = real_meter(tmp_path, "m", rig)
             rig.register(m)
             with open_store(rig.db_path) as s:
@@ -403,9 +403,9 @@ class RawClient(asyncio.Protocol):
         self.frames.extend(self.deframer.feed(data))
 
 
-def test_calendar_bigger_than_a_meter_frame_goes_out_whole_and_oversize_fails(tmp_path):
+def test_calendar_bigger_than_a_meter_frame_goes_out_whole_and_oversize_fails(tmp_path, store_db):
     async def main():
-        async with LoopbackRig(tmp_path / "head.db") as rig:
+        async with LoopbackRig(store_db) as rig:
             m = real_meter(tmp_path, "m", rig)
             rig.register(m)
             big = copy.deepcopy(NIGHT)
@@ -455,12 +455,12 @@ def test_calendar_bigger_than_a_meter_frame_goes_out_whole_and_oversize_fails(tm
 
 
 @pytest.mark.parametrize("has_rows", [True, False])
-def test_rows_of_gone_frames_are_asked_for_from_the_profile(tmp_path, has_rows):
+def test_rows_of_gone_frames_are_asked_for_from_the_profile(store_db, has_rows):
     """A frame with a load-profile row is lost on the way and the meter's outbox has dropped it (back-fill answer
     -1, gone). The row itself may still be in the meter's profile ring: the concentrator asks for it by time
     (op 4) and records the interval gap as filled when it comes (or lost when the meter has it no more)."""
     async def main():
-        async with LoopbackRig(tmp_path / "head.db", backfill_after=10) as rig:
+        async with LoopbackRig(store_db, backfill_after=10) as rig:
             m = sim_meter(rig)
             rig.register(m)
             f = [m.intervals([[900 * k, 10 * k, 0, 0]]) for k in (1, 2, 3)]

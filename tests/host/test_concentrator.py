@@ -56,9 +56,9 @@ def seqs(store: Store, dev: bytes) -> list[int]:
 # --- storage and acknowledgement ----------------------------------------------------------------------------
 
 
-def test_every_frame_stored_once_and_acknowledged(tmp_path):
+def test_every_frame_stored_once_and_acknowledged(tmp_path, store_db):
     async def main():
-        async with LoopbackRig(tmp_path / "head.db") as rig:
+        async with LoopbackRig(store_db) as rig:
             meters = [real_meter(tmp_path, f"m{i}", rig) for i in range(3)]
             rig.register(*meters)
             sent = {}
@@ -111,9 +111,9 @@ def test_every_frame_stored_once_and_acknowledged(tmp_path):
     run(main())
 
 
-def test_duplicates_and_replays_rejected_counted_and_reacknowledged(tmp_path):
+def test_duplicates_and_replays_rejected_counted_and_reacknowledged(tmp_path, store_db):
     async def main():
-        async with LoopbackRig(tmp_path / "head.db") as rig:
+        async with LoopbackRig(store_db) as rig:
             m = real_meter(tmp_path, "m", rig)
             rig.register(m)
             frames = [m.reading() for _ in range(4)]
@@ -149,9 +149,9 @@ def test_duplicates_and_replays_rejected_counted_and_reacknowledged(tmp_path):
     run(main())
 
 
-def test_restart_mid_run_loses_nothing_and_counters_persist(tmp_path):
+def test_restart_mid_run_loses_nothing_and_counters_persist(store_db):
     async def main():
-        rig = await LoopbackRig(tmp_path / "head.db").start()
+        rig = await LoopbackRig(store_db).start()
         meters = [SimMeter(time_fn=lambda: int(rig.clock())) for _ in range(4)]
         rig.register(*meters)
         outbox = {m.device_id: [m.reading() for _ in range(30)] for m in meters}
@@ -192,9 +192,9 @@ def test_restart_mid_run_loses_nothing_and_counters_persist(tmp_path):
     run(main())
 
 
-def test_no_acknowledgement_without_a_commit(tmp_path):
+def test_no_acknowledgement_without_a_commit(tmp_path, store_db):
     async def main():
-        async with LoopbackRig(tmp_path / "head.db") as rig:
+        async with LoopbackRig(store_db) as rig:
             m = real_meter(tmp_path, "m", rig)
             rig.register(m)
             good = rig.store.commit
@@ -222,11 +222,11 @@ def test_no_acknowledgement_without_a_commit(tmp_path):
     run(main())
 
 
-def test_failed_housekeeping_commit_counts_nothing_twice(tmp_path):
+def test_failed_housekeeping_commit_counts_nothing_twice(store_db):
     """A housekeeping tick whose commit fails leaves no trace, in the database or in the counters: the next tick
     declares the outage, fills and settles the interval gaps again, and each is counted once."""
     async def main():
-        async with LoopbackRig(tmp_path / "head.db", offline_after=3) as rig:
+        async with LoopbackRig(store_db, offline_after=3) as rig:
             m = SimMeter(time_fn=lambda: int(rig.clock()))
             rig.register(m, period_s=PERIOD)
             rows = [m.intervals([[end, end // 90, 0, 0]]) for end in (900, 1800, 2700, 4500)]
@@ -266,9 +266,9 @@ def test_failed_housekeeping_commit_counts_nothing_twice(tmp_path):
 # --- gaps and back-fill -------------------------------------------------------------------------------------
 
 
-def test_gap_triggers_backfill_command_and_is_filled(tmp_path):
+def test_gap_triggers_backfill_command_and_is_filled(tmp_path, store_db):
     async def main():
-        async with LoopbackRig(tmp_path / "head.db", backfill_after=30) as rig:
+        async with LoopbackRig(store_db, backfill_after=30) as rig:
             m = real_meter(tmp_path, "m", rig)
             rig.register(m)
             f = [m.reading() for _ in range(6)]
@@ -307,11 +307,11 @@ def test_gap_triggers_backfill_command_and_is_filled(tmp_path):
 
 
 @pytest.mark.parametrize(("result", "state"), [(0, "skipped"), (-1, "lost")])
-def test_gap_the_meter_cannot_fill_is_settled(tmp_path, result, state):
+def test_gap_the_meter_cannot_fill_is_settled(store_db, result, state):
     """A restart skips the rest of a reserved block (0: nothing to resend); a full outbox drops old frames
     (-1, gone). Either way the back-fill answer settles the hole and the ack moves on."""
     async def main():
-        async with LoopbackRig(tmp_path / "head.db", backfill_after=10) as rig:
+        async with LoopbackRig(store_db, backfill_after=10) as rig:
             m = SimMeter(time_fn=lambda: int(rig.clock()))
             rig.register(m)
             cl = await rig.connect(m)
@@ -329,7 +329,7 @@ def test_gap_the_meter_cannot_fill_is_settled(tmp_path, result, state):
             g = rig.store.gaps(m.device_id, "frames")[0]
             assert (g.first, g.last, g.state, g.missing) == (3, 1023, state, 1021)
             assert rig.conc.stats()[f"gaps_{state}"] == 1
-        async with LoopbackRig(tmp_path / "head.db", headend=rig.headend, clock=rig.clock) as again:
+        async with LoopbackRig(store_db, headend=rig.headend, clock=rig.clock) as again:
             cl = await again.connect(m, last_counter=cl.last_counter)
             cl.send(m.reading())  # 1027 (1026 was the answer): the hole stays settled after a restart
             await cl.wait_ack(1027)
@@ -338,9 +338,9 @@ def test_gap_the_meter_cannot_fill_is_settled(tmp_path, result, state):
     run(main())
 
 
-def test_hole_filled_by_the_meter_itself_needs_no_backfill(tmp_path):
+def test_hole_filled_by_the_meter_itself_needs_no_backfill(store_db):
     async def main():
-        async with LoopbackRig(tmp_path / "head.db", backfill_after=10) as rig:
+        async with LoopbackRig(store_db, backfill_after=10) as rig:
             m = SimMeter(time_fn=lambda: int(rig.clock()))
             rig.register(m)
             f = [m.reading() for _ in range(4)]
@@ -361,9 +361,9 @@ def test_hole_filled_by_the_meter_itself_needs_no_backfill(tmp_path):
     run(main())
 
 
-def test_unanswered_backfill_is_repeated_then_given_up(tmp_path):
+def test_unanswered_backfill_is_repeated_then_given_up(store_db):
     async def main():
-        async with LoopbackRig(tmp_path / "head.db", backfill_after=5, command_ttl_s=100,
+        async with LoopbackRig(store_db, backfill_after=5, command_ttl_s=100,
                                backfill_attempts=2) as rig:
             m = SimMeter(time_fn=lambda: int(rig.clock()))
             rig.register(m)
@@ -393,9 +393,9 @@ def test_unanswered_backfill_is_repeated_then_given_up(tmp_path):
 # --- outages ------------------------------------------------------------------------------------------------
 
 
-def test_outage_matched_to_the_meters_power_failure(tmp_path):
+def test_outage_matched_to_the_meters_power_failure(tmp_path, store_db):
     async def main():
-        async with LoopbackRig(tmp_path / "head.db", offline_after=3) as rig:
+        async with LoopbackRig(store_db, offline_after=3) as rig:
             m = real_meter(tmp_path, "m", rig)
             rig.register(m, period_s=PERIOD)
             cl = await rig.connect(m)
@@ -432,9 +432,9 @@ def test_outage_matched_to_the_meters_power_failure(tmp_path):
     run(main())
 
 
-def test_outage_of_the_link_while_the_meter_kept_measuring(tmp_path):
+def test_outage_of_the_link_while_the_meter_kept_measuring(store_db):
     async def main():
-        async with LoopbackRig(tmp_path / "head.db", offline_after=3) as rig:
+        async with LoopbackRig(store_db, offline_after=3) as rig:
             m = SimMeter(time_fn=lambda: int(rig.clock()))
             rig.register(m, period_s=PERIOD)
             cl = await rig.connect(m)
@@ -458,11 +458,11 @@ def test_outage_of_the_link_while_the_meter_kept_measuring(tmp_path):
     run(main())
 
 
-def test_outages_across_a_head_end_restart(tmp_path):
+def test_outages_across_a_head_end_restart(store_db):
     """An open outage survives a restart and is matched when the meter returns; a meter that was online when
     the head-end went down is not declared offline for the head-end's own downtime."""
     async def main():
-        rig = await LoopbackRig(tmp_path / "head.db", offline_after=3).start()
+        rig = await LoopbackRig(store_db, offline_after=3).start()
         a = SimMeter(time_fn=lambda: int(rig.clock()))
         b = SimMeter(time_fn=lambda: int(rig.clock()))
         rig.register(a, b, period_s=PERIOD)
@@ -495,9 +495,9 @@ def test_outages_across_a_head_end_restart(tmp_path):
     run(main())
 
 
-def test_interval_gaps_not_sent_and_filled(tmp_path):
+def test_interval_gaps_not_sent_and_filled(store_db):
     async def main():
-        async with LoopbackRig(tmp_path / "head.db", backfill_after=10) as rig:
+        async with LoopbackRig(store_db, backfill_after=10) as rig:
             a = SimMeter(time_fn=lambda: int(rig.clock()))
             b = SimMeter(time_fn=lambda: int(rig.clock()))
             rig.register(a, b)
@@ -631,9 +631,9 @@ def test_firmware_link_and_outbox_against_the_concentrator(tmp_path):
 # --- registry, serial, CLI ----------------------------------------------------------------------------------
 
 
-def test_unknown_meter_rejected_until_registered(tmp_path, caplog):
+def test_unknown_meter_rejected_until_registered(store_db, caplog):
     async def main():
-        async with LoopbackRig(tmp_path / "head.db") as rig:
+        async with LoopbackRig(store_db) as rig:
             m = SimMeter(time_fn=lambda: int(rig.clock()))
             cl = await rig.connect(m)
             f = m.reading()

@@ -72,9 +72,9 @@ async def hung_up(reader: asyncio.StreamReader) -> bool:
     return True
 
 
-def test_garbage_half_frames_and_noise_are_counted_not_fatal(tmp_path):
+def test_garbage_half_frames_and_noise_are_counted_not_fatal(store_db):
     async def main():
-        async with LoopbackRig(tmp_path / "head.db") as rig:
+        async with LoopbackRig(store_db) as rig:
             good = GoodMeter(rig)
             await good.start()
             m = SimMeter(time_fn=lambda: int(rig.clock()))
@@ -110,9 +110,9 @@ def test_garbage_half_frames_and_noise_are_counted_not_fatal(tmp_path):
     run(main())
 
 
-def test_silent_and_trickling_peers_are_closed(tmp_path):
+def test_silent_and_trickling_peers_are_closed(store_db):
     async def main():
-        async with LoopbackRig(tmp_path / "head.db", idle_timeout=0.3) as rig:
+        async with LoopbackRig(store_db, idle_timeout=0.3) as rig:
             r1, _w1 = await connect_raw(rig)  # says nothing
             r2, w2 = await connect_raw(rig)  # a byte of noise now and then: never a frame
 
@@ -134,9 +134,9 @@ def test_silent_and_trickling_peers_are_closed(tmp_path):
     run(main())
 
 
-def test_noise_flood_is_cut_off_and_others_are_served(tmp_path):
+def test_noise_flood_is_cut_off_and_others_are_served(store_db):
     async def main():
-        async with LoopbackRig(tmp_path / "head.db", max_noise=64 * 1024, max_rate=None) as rig:
+        async with LoopbackRig(store_db, max_noise=64 * 1024, max_rate=None) as rig:
             good = GoodMeter(rig)
             await good.start()
             r, w = await connect_raw(rig)
@@ -156,9 +156,9 @@ def test_noise_flood_is_cut_off_and_others_are_served(tmp_path):
     run(main())
 
 
-def test_forgeries_and_frames_of_other_meters(tmp_path, caplog):
+def test_forgeries_and_frames_of_other_meters(store_db, caplog):
     async def main():
-        async with LoopbackRig(tmp_path / "head.db", max_rejects=20) as rig:
+        async with LoopbackRig(store_db, max_rejects=20) as rig:
             good = GoodMeter(rig)
             await good.start()
             a = SimMeter(time_fn=lambda: int(rig.clock()))
@@ -205,9 +205,9 @@ def test_forgeries_and_frames_of_other_meters(tmp_path, caplog):
     run(main())
 
 
-def test_rate_limit_pauses_a_fast_peer_without_losing_frames(tmp_path):
+def test_rate_limit_pauses_a_fast_peer_without_losing_frames(store_db):
     async def main():
-        async with LoopbackRig(tmp_path / "head.db", max_rate=32 * 1024, max_burst=4096) as rig:
+        async with LoopbackRig(store_db, max_rate=32 * 1024, max_burst=4096) as rig:
             m = SimMeter(time_fn=lambda: int(rig.clock()))
             rig.register(m)
             cl = await rig.connect(m)
@@ -219,9 +219,9 @@ def test_rate_limit_pauses_a_fast_peer_without_losing_frames(tmp_path):
     run(main())
 
 
-def test_numbers_beyond_sqlite_integers(tmp_path):
+def test_numbers_beyond_sqlite_integers(store_db):
     async def main():
-        async with LoopbackRig(tmp_path / "head.db") as rig:
+        async with LoopbackRig(store_db) as rig:
             m = SimMeter(time_fn=lambda: int(rig.clock()))
             rig.register(m)
             cl = await rig.connect(m)
@@ -240,10 +240,10 @@ def test_numbers_beyond_sqlite_integers(tmp_path):
     run(main())
 
 
-def test_unregistered_key_types_never_reach_the_verifier(tmp_path):
+def test_unregistered_key_types_never_reach_the_verifier(store_db):
     # a P-384 key in the registry would be a programming error: registration refuses it
     async def main():
-        async with LoopbackRig(tmp_path / "head.db") as rig:
+        async with LoopbackRig(store_db) as rig:
             k = ec.generate_private_key(ec.SECP384R1())
             try:
                 rig.store.register_meter(None, k.public_key())

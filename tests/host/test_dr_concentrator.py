@@ -23,9 +23,9 @@ def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 60))
 
 
-def test_participation_from_answers_and_events_and_no_delivery_after_the_end(tmp_path):
+def test_participation_from_answers_and_events_and_no_delivery_after_the_end(tmp_path, store_db):
     async def main():
-        async with LoopbackRig(tmp_path / "head.db") as rig:
+        async with LoopbackRig(store_db) as rig:
             ident = Identity(str(tmp_path / "flash-a"))
             ident.install_headend(rig.headend.public_bytes)
             a = SimMeter(identity=ident, time_fn=lambda: int(rig.clock()))  # the firmware's own code

@@ -20,6 +20,7 @@ from meterkit import cli
 from meterkit import wire as P
 from meterkit.dr import programme, report
 from meterkit.headend import commands as C
+from meterkit.store import open_store
 from meterkit.store.sqlite import SCHEMA_VERSION, SQLiteStore
 from meterkit.testing.sqlfile import old_database, sql
 from meterkit.wire.records import Event, IntervalRow
@@ -34,11 +35,11 @@ def new_key() -> bytes:
 
 
 @pytest.fixture
-def db(tmp_path, monkeypatch):
+def db(store_db, monkeypatch):
     """A database with meters m1..m4 (m1-m3 in group 7, m4 in group 8); the CLI's clock at NOW."""
-    path = tmp_path / "head.db"
+    path = store_db
     devs = {}
-    with SQLiteStore(path) as s:
+    with open_store(path) as s:
         for i in range(1, 5):
             devs[f"m{i}"] = s.register_meter(None, new_key(), f"m{i}").device_id
         for i in range(1, 4):
@@ -58,7 +59,7 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
 
 def state(path) -> tuple:
     """Everything the DR commands may write: events, targets, groups, the queue."""
-    with SQLiteStore(path, create=False, readonly=True) as s:
+    with open_store(path, create=False, readonly=True) as s:
         return (s.dr_events(), [s.dr_targets(e.id) for e in s.dr_events()],
                 {m.device_id: s.groups(m.device_id) for m in s.meters()},
                 [(q.device_id, q.op, q.args, q.expires_at, q.state) for q in s.queued_commands()])
@@ -82,7 +83,7 @@ def test_migration_from_v5_adds_the_dr_tables_and_keeps_the_meters(tmp_path):
 
 def test_groups_replace_and_members(db):
     path, devs = db
-    with SQLiteStore(path) as s:
+    with open_store(path) as s:
         s.set_groups(devs["m1"], [3, 1, 3])
         s.commit()
         assert s.groups(devs["m1"]) == [1, 3]
@@ -146,7 +147,7 @@ def test_dr_event_queues_one_command_per_group_meter_expiring_at_the_end(db, cap
                              "2026-09-23T17:00Z", "--duration", "2h", "--by", "grid-ops", "--db", str(path))
     assert code == 0, err
     events, targets, _, queue = state(path)
-    with SQLiteStore(path, create=False, readonly=True) as s:  # the audit log says who, for each meter
+    with open_store(path, create=False, readonly=True) as s:  # the audit log says who, for each meter
         assert {q.by for q in s.queued_commands()} == {"grid-ops"}
         assert sorted((a.device_id, a.actor, a.action) for a in s.audit()) == sorted(
             (devs[f"m{i}"], "grid-ops", "queued") for i in (1, 2, 3))
@@ -210,7 +211,7 @@ def test_an_id_used_twice_or_an_end_past_2106_leaves_nothing(db, capsys):
     code, _, err = run_cli(capsys, "dr", "event", "--group", "8", "--shed", "--start", str(START), "--duration",
                            "1h", "--id", "5", "--db", str(path))
     assert code == 1 and "already used" in err and state(path) == before
-    with SQLiteStore(path) as s:
+    with open_store(path) as s:
         with pytest.raises(C.CommandError, match="after 2106"):
             programme.call_event(s, 7, C.UINT32_MAX - 60, 3600, 10, False, NOW)
     assert state(path) == before
@@ -235,7 +236,7 @@ def test_report_per_meter_and_group_from_the_store(db, capsys):
     end = START + 7200
     before = {"m1": 500_000, "m2": 400_000, "m3": 300_000}  # mWh per 15 min on ordinary days
     during = {"m1": 200_000, "m2": 100_000, "m3": 290_000}
-    with SQLiteStore(path) as s:
+    with open_store(path) as s:
         qs = {q.device_id: q for q in s.queued_commands()}
         for i, name in enumerate(("m1", "m2", "m3")):
             dev = devs[name]

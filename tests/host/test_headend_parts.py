@@ -1,6 +1,6 @@
 """Parts of the concentrator on their own: the transactional counters, the acknowledgement watermark, the
-settings, duplicate detection by message. A real SQLite store where one is needed; the whole concentrator is
-tested end to end in test_concentrator*.py."""
+settings, duplicate detection by message. A real store where one is needed (each test on SQLite and on
+PostgreSQL: tests/host/conftest.py); the whole concentrator is tested end to end in test_concentrator*.py."""
 
 from __future__ import annotations
 
@@ -37,8 +37,8 @@ class FailingCommit:
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = open_store(tmp_path / "head.db", synchronous="OFF")
+def store(store_db):
+    s = open_store(store_db, synchronous="OFF")
     yield FailingCommit(s)
     s.close()
 

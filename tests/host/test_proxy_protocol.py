@@ -63,9 +63,9 @@ def _raw(address: tuple[str, int], source: str) -> socket.socket:
     return s
 
 
-def test_behind_haproxy_the_limits_see_each_meters_address(tmp_path, haproxy_available):
+def test_behind_haproxy_the_limits_see_each_meters_address(tmp_path, store_db, haproxy_available):
     async def main():
-        async with LoopbackRig(tmp_path / "head.db", max_per_source=2, proxy_from=("127.0.0.1",)) as rig:
+        async with LoopbackRig(store_db, max_per_source=2, proxy_from=("127.0.0.1",)) as rig:
             with HAProxy(tmp_path / "lb", [(rig.host, rig.port)], send_proxy=True) as lb:
                 lb.wait_servers({"c1": True})
                 adm = rig.conc.conns.admission

@@ -82,11 +82,11 @@ def _provision(tmp_path: Path, headend: P.HeadEnd) -> tuple[Path, Path, bytes]:
     return script, flash, provision(script, flash, headend.public_bytes)
 
 
-def test_reporting_resumes_when_the_window_is_full_of_stored_frames_above_a_gap(tmp_path):
+def test_reporting_resumes_when_the_window_is_full_of_stored_frames_above_a_gap(tmp_path, store_db):
     async def main():
         headend = P.HeadEnd(ec.generate_private_key(ec.SECP256R1()))
         script, flash, pub = _provision(tmp_path, headend)
-        async with LoopbackRig(tmp_path / "head.db", headend=headend, tick_s=0.02) as rig:
+        async with LoopbackRig(store_db, headend=headend, tick_s=0.02) as rig:
             rig.store.register_meters([NewMeter(pub, None, 60)])
             device = P.key_id(pub)
             stored = lambda: set(rig.store.seqs_above(device, -1))  # noqa: E731

@@ -14,6 +14,7 @@ from meter import messages as M
 from meter.frame import encode_frame
 from meterkit.headend import counters as C
 from meterkit.headend.counters import Counters
+from meterkit.store import open_store
 from meterkit.store.sqlite import SCHEMA_VERSION, SQLiteStore
 from meterkit.testing.rig import LoopbackRig, SimMeter, until
 from meterkit.testing.sqlfile import old_database, sql
@@ -36,9 +37,9 @@ def run(coro):
     return asyncio.run(coro)
 
 
-def test_random_kids_do_not_grow_the_rejects_table(tmp_path):
+def test_random_kids_do_not_grow_the_rejects_table(store_db):
     async def main():
-        async with LoopbackRig(tmp_path / "head.db", max_rate=None, max_rejects=10**9) as rig:
+        async with LoopbackRig(store_db, max_rate=None, max_rejects=10**9) as rig:
             m = SimMeter()
             rig.register(m)
             r, w = await asyncio.open_connection(rig.host, rig.port)
@@ -63,10 +64,10 @@ def test_random_kids_do_not_grow_the_rejects_table(tmp_path):
     assert len(rows) == 2, rows
 
 
-def test_counters_aggregate_unknown_kids_and_bound_the_sources(tmp_path, monkeypatch):
+def test_counters_aggregate_unknown_kids_and_bound_the_sources(store_db, monkeypatch):
     monkeypatch.setattr(C, "MAX_SOURCES", 3)
     known = b"\x01" * 8
-    with SQLiteStore(tmp_path / "c.db") as store:
+    with open_store(store_db) as store:
         c = Counters(store, lambda: 100.0, known=lambda d: d == known)
         for i in range(50):
             c.reject(bytes([2, i]) + b"\x00" * 6, f"10.0.0.{i % 5}", "unknown-kid", "no public key")

@@ -35,11 +35,11 @@ def run(coro):
 
 
 @pytest.fixture
-def db(tmp_path, monkeypatch):
+def db(store_db, monkeypatch):
     """A database with one registered meter 'house'; the CLI's clock at NOW."""
-    path = tmp_path / "head.db"
+    path = store_db
     point = P.public_bytes(ec.generate_private_key(ec.SECP256R1()).public_key())
-    with SQLiteStore(path) as s:
+    with open_store(path) as s:
         s.register_meter(None, point, "house")
     monkeypatch.setattr(C, "clock", lambda: float(NOW))
     monkeypatch.delenv("METERKIT_DB", raising=False)
@@ -53,12 +53,12 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
 
 
 def queued(path) -> list[tuple]:
-    with SQLiteStore(path, create=False, readonly=True) as s:
+    with open_store(path, create=False, readonly=True) as s:
         return [(q.op, q.args, q.by) for q in s.queued_commands()]
 
 
 def audit_of(path) -> list[tuple]:
-    with SQLiteStore(path, create=False, readonly=True) as s:
+    with open_store(path, create=False, readonly=True) as s:
         return [(a.action, a.op, a.actor, a.queue_id) for a in s.audit()]
 
 
@@ -144,7 +144,7 @@ def test_relay_and_limit_queue_the_right_op_and_args_for_whom(db, capsys):
                         M.A_MIN_UNDER_S: 300, M.A_EMERGENCY_ID: 7, M.A_EMERGENCY_START: NOW + 3600,
                         M.A_EMERGENCY_DURATION_S: 7200, M.A_EMERGENCY_GROUPS: [1, 2], M.A_AUTO_RECONNECT: True},
          "bob")]
-    with SQLiteStore(path, create=False, readonly=True) as s:
+    with open_store(path, create=False, readonly=True) as s:
         assert s.queued_commands(ids=[2])[0].expires_at == NOW + 600
     assert audit_of(path) == [("queued", M.OP_DISCONNECT, "alice", 1), ("queued", M.OP_RECONNECT, me, 2),
                               ("queued", M.OP_LIMITER, "bob", 3)]
@@ -199,10 +199,10 @@ def test_unparsable_options_are_usage_errors(db, capsys, argv, message):
 
 def test_the_audit_log_is_append_only(db):
     path, dev = db
-    with SQLiteStore(path) as s:
-        C.queue(s, dev, C.OP_DISCONNECT, None, NOW, by="alice")
+    with open_store(path) as s:
+        C.queue(s, dev, C.OP_DISCONNECT, None, NOW, by="alice")  # committed
         for statement in ("UPDATE audit SET actor = 'mallory'", "DELETE FROM audit"):
-            with pytest.raises(Exception, match="the audit log is append only"):  # sqlite3's: the trigger's ABORT
+            with pytest.raises(Exception, match="the audit log is append only"):  # the trigger's ABORT / RAISE
                 sql(s, statement)
         with pytest.raises(ValueError, match="audit action"):
             s.add_audit(AuditRecord(NOW, dev, C.OP_DISCONNECT, "alice", "forgotten"))
@@ -211,7 +211,7 @@ def test_the_audit_log_is_append_only(db):
 
 def test_the_concentrators_own_commands_are_audited_for_it(db):
     path, dev = db
-    with SQLiteStore(path) as s:
+    with open_store(path) as s:
         C.queue_in(s, dev, C.OP_SET_TIME, C.set_time_args(False), NOW, note="clock: drift")  # headend/clocks.py
         s.queue_command(dev, C.OP_PROFILE, {M.A_FROM: NOW - 900, M.A_TO: NOW}, NOW, NOW + 60)  # headend/gaps.py
         s.commit()
@@ -236,9 +236,9 @@ def trail(rig: LoopbackRig, dev: bytes | None = None) -> list[tuple]:
     return [(a.action, a.op, a.actor, a.queue_id, a.counter, a.result, a.reason) for a in rig.store.audit(dev)]
 
 
-def test_audit_of_answered_refused_and_expired_commands(tmp_path):
+def test_audit_of_answered_refused_and_expired_commands(store_db):
     async def main():
-        async with LoopbackRig(tmp_path / "head.db") as rig:
+        async with LoopbackRig(store_db) as rig:
             m, gone = SimMeter(time_fn=lambda: int(rig.clock())), SimMeter(time_fn=lambda: int(rig.clock()))
             rig.register(m, gone)
             q1 = queue(rig, m.device_id, C.OP_DISCONNECT, None)
@@ -283,9 +283,9 @@ def test_audit_of_answered_refused_and_expired_commands(tmp_path):
     run(main())
 
 
-def test_retries_add_to_the_audit_across_a_concentrator_restart(tmp_path):
+def test_retries_add_to_the_audit_across_a_concentrator_restart(store_db):
     async def main():
-        rig = await LoopbackRig(tmp_path / "head.db", backfill_after=10, command_attempts=2).start()
+        rig = await LoopbackRig(store_db, backfill_after=10, command_attempts=2).start()
         m = SimMeter(time_fn=lambda: int(rig.clock()))
         rig.register(m)
         qid = queue(rig, m.device_id, C.OP_DISCONNECT, None, by="alice")
@@ -315,9 +315,9 @@ def test_retries_add_to_the_audit_across_a_concentrator_restart(tmp_path):
     run(main())
 
 
-def test_failed_commands_and_back_fills_are_audited(tmp_path):
+def test_failed_commands_and_back_fills_are_audited(store_db):
     async def main():
-        async with LoopbackRig(tmp_path / "head.db", backfill_after=5, command_ttl_s=100,
+        async with LoopbackRig(store_db, backfill_after=5, command_ttl_s=100,
                                command_attempts=1) as rig:
             m = SimMeter(time_fn=lambda: int(rig.clock()))
             rig.register(m)
@@ -366,9 +366,9 @@ OPEN = M.ST_RELAY_OPEN
 READY = M.ST_RELAY_OPEN | M.ST_RECONNECT_READY
 
 
-def test_status_shows_the_confirmed_relay_state_newest_frame_wins(tmp_path, capsys):
+def test_status_shows_the_confirmed_relay_state_newest_frame_wins(tmp_path, store_db, capsys):
     async def main():
-        async with LoopbackRig(tmp_path / "head.db", backfill_after=3600) as rig:
+        async with LoopbackRig(store_db, backfill_after=3600) as rig:
             m = SimMeter(time_fn=lambda: int(rig.clock()))
             rig.register(m)
             qid = queue(rig, m.device_id, C.OP_DISCONNECT, None)
@@ -406,7 +406,7 @@ def test_status_shows_the_confirmed_relay_state_newest_frame_wins(tmp_path, caps
             return m.device_id
 
     dev = run(main())
-    db = str(tmp_path / "head.db")
+    db = str(store_db)
     assert cli.main(["status", "--db", db]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[1].split()[-5:] == ["ready", "for", "reconnection", "300", "W"]

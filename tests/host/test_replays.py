@@ -33,9 +33,9 @@ async def _stored(rig, **kw):
     return m, frames, cl
 
 
-def test_replays_from_another_connection_earn_nothing(tmp_path):
+def test_replays_from_another_connection_earn_nothing(store_db):
     async def main():
-        async with LoopbackRig(tmp_path / "head.db", max_rate=None) as rig:
+        async with LoopbackRig(store_db, max_rate=None) as rig:
             m, frames, cl = await _stored(rig)
             await cl.wait_ack(7)
             acks, counter = rig.conc.stats()["acks_sent"], _counter(rig, m)
@@ -53,9 +53,9 @@ def test_replays_from_another_connection_earn_nothing(tmp_path):
     run(main())
 
 
-def test_replays_while_the_meter_is_away_earn_one_ack_per_interval(tmp_path):
+def test_replays_while_the_meter_is_away_earn_one_ack_per_interval(store_db):
     async def main():
-        async with LoopbackRig(tmp_path / "head.db", max_rate=None) as rig:  # recovery_ack_s: 60 s
+        async with LoopbackRig(store_db, max_rate=None) as rig:  # recovery_ack_s: 60 s
             m, frames, cl = await _stored(rig)
             await cl.wait_ack(7)
             cl.close()
@@ -73,11 +73,11 @@ def test_replays_while_the_meter_is_away_earn_one_ack_per_interval(tmp_path):
     run(main())
 
 
-def test_a_meter_back_with_only_stored_frames_recovers(tmp_path):
+def test_a_meter_back_with_only_stored_frames_recovers(store_db):
     """The meter's acknowledgement was lost with its connection: it reconnects and resends its whole window,
     all of it stored already. It is acknowledged, probes again later are too, and fresh frames bind it."""
     async def main():
-        async with LoopbackRig(tmp_path / "head.db", max_rate=None) as rig:  # recovery_ack_s: 60 s
+        async with LoopbackRig(store_db, max_rate=None) as rig:  # recovery_ack_s: 60 s
             m, frames, first = await _stored(rig, verify=False)
             first.close()  # before it read its ack: "lost"
             await until(lambda: rig.conc.devices.get(m.device_id).link is None)
@@ -99,11 +99,11 @@ def test_a_meter_back_with_only_stored_frames_recovers(tmp_path):
     run(main())
 
 
-def test_a_half_open_old_connection_does_not_block_recovery(tmp_path):
+def test_a_half_open_old_connection_does_not_block_recovery(store_db):
     """The meter's old connection still looks open (a cable cut without a FIN) but has been silent for
     recovery_ack_s: the meter's new connection with only stored frames is acknowledged."""
     async def main():
-        async with LoopbackRig(tmp_path / "head.db", max_rate=None) as rig:  # recovery_ack_s: 60 s
+        async with LoopbackRig(store_db, max_rate=None) as rig:  # recovery_ack_s: 60 s
             m, frames, old = await _stored(rig)
             await old.wait_ack(7)
             back = await rig.connect(m)

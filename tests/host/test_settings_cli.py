@@ -14,18 +14,18 @@ from meter.board import SETTING_VALUES
 from meterkit import cli
 from meterkit import wire as P
 from meterkit.headend import commands, keyring
-from meterkit.store.sqlite import SQLiteStore
+from meterkit.store import open_store
 from meterkit.wire.keys import key_id, load_private, new_key
 
 NOW = 1_790_000_000
 
 
 @pytest.fixture
-def db(tmp_path, monkeypatch):
+def db(store_db, monkeypatch):
     """A database with two registered meters 'house' and 'shed'; the CLI's clock at NOW."""
-    path = tmp_path / "head.db"
+    path = store_db
     devs = []
-    with SQLiteStore(path) as s:
+    with open_store(path) as s:
         for name in ("house", "shed"):
             point = P.public_bytes(ec.generate_private_key(ec.SECP256R1()).public_key())
             s.register_meter(P.key_id(point), point, name)
@@ -36,7 +36,7 @@ def db(tmp_path, monkeypatch):
 
 
 def _queued(path):
-    with SQLiteStore(path, create=False, readonly=True) as s:
+    with open_store(path, create=False, readonly=True) as s:
         return [(q.device_id, q.op, q.args) for q in s.queued_commands()]
 
 
@@ -95,7 +95,7 @@ def test_keys_rotate_makes_a_key_beside_the_current_and_queues_it_for_every_mete
     assert oct(os.stat(new_path).st_mode & 0o777) == "0o600"
     new_point = P.public_bytes(load_private(new_path).public_key())
     assert _queued(path) == [(d, M.OP_KEY_ROTATE, {M.A_KEY: new_point.hex()}) for d in devs]
-    with SQLiteStore(path, create=False, readonly=True) as s:
+    with open_store(path, create=False, readonly=True) as s:
         assert {d: kid for d, (kid, _t) in s.meter_keys().items()} == {d: cur_kid for d in devs}
         rows = keyring.status(s)
     assert [(r["meter"], r["kid"], r["rotating_to"]) for r in rows] == [
@@ -113,7 +113,7 @@ def test_the_key_ring_signs_for_each_meter_with_the_key_it_holds(db, tmp_path):
     old = P.HeadEnd(ec.generate_private_key(ec.SECP256R1()))
     kdir = tmp_path / "ring"
     new_path, _pub, new_kid = new_key(kdir, "new")
-    with SQLiteStore(path) as s:
+    with open_store(path) as s:
         s.set_meter_key(shed, new_kid, NOW)
         s.commit()
         ring = keyring.KeyRing([old], s, key_dir=kdir)

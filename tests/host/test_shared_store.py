@@ -1,7 +1,7 @@
-"""Two concentrators on one database (what several head-end processes behind a load balancer are): a meter that
-moves from one to the other and back is served with the state the other left in the database, not with what
-the first remembered. Its acknowledgements stay fresh (command counters above the last it accepted) and
-nothing it sent is stored twice."""
+"""Two concentrators on one database, a SQLite file or PostgreSQL (what several head-end processes behind a
+load balancer are): a meter that moves from one to the other and back is served with the state the other left
+in the database, not with what the first remembered. Its acknowledgements stay fresh (command counters above
+the last it accepted) and nothing it sent is stored twice."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import asyncio
 from meterkit.testing.rig import LoopbackRig, MeterClient, SimMeter
 
 
-def test_a_meter_that_moves_between_two_concentrators_gets_fresh_acks_from_both(tmp_path):
+def test_a_meter_that_moves_between_two_concentrators_gets_fresh_acks_from_both(store_db):
     async def main():
-        db = tmp_path / "shared.db"
+        db = store_db  # one SQLite file, or one PostgreSQL database
         async with LoopbackRig(db) as a, LoopbackRig(db, headend=a.headend, clock=a.clock) as b:
             m = SimMeter()
             a.register(m)

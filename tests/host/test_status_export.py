@@ -35,10 +35,10 @@ def pub_pem(m: SimMeter, path) -> str:
 
 
 @pytest.fixture
-def fleet(tmp_path, capsys):
+def fleet(tmp_path, store_db, capsys):
     """Three meters registered with `meters add`; two report through a concentrator, one never does; one of
-    them goes offline (outage open) and one had a gap back-filled."""
-    db = str(tmp_path / "head.db")
+    them goes offline (outage open) and one had a gap back-filled. On SQLite, then on PostgreSQL."""
+    db = str(store_db)
     house, shed, spare = SimMeter(), SimMeter(), SimMeter()
     assert cli("meters", "add", "--db", db, "--key", pub_pem(house, tmp_path / "house.pem"), "--name", "house") == 0
     assert cli("meters", "add", "--db", db, "--key", pub_pem(shed, tmp_path / "shed.pem"), "--name", "shed",
@@ -173,8 +173,8 @@ def test_meters_list_and_errors(fleet, capsys, tmp_path):
     assert not (tmp_path / "nothing.db").exists()  # the read-only commands never create a database
 
 
-def test_status_of_an_empty_database(tmp_path, capsys):
-    db = tmp_path / "empty.db"
+def test_status_of_an_empty_database(store_db, capsys):
+    db = store_db
     open_store(db).close()
     assert cli("status", "--db", str(db)) == 0
     assert "no meters registered" in capsys.readouterr().out

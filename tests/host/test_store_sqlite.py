@@ -1,6 +1,8 @@
-"""meterkit.store.sqlite: the head-end store on real SQLite files: WAL, schema versions and migrations, the
-registry, dedupe by (device, seq) and (device, end time), transactions, counters, fleet and export queries, and
-the records it takes and gives (meterkit.store.api)."""
+"""The head-end store (meterkit.store.api) on both backends, a real SQLite file and a real PostgreSQL database
+(the `store` and `store_db` fixtures of tests/host/conftest.py): the registry, dedupe by (device, seq) and
+(device, end time), transactions, counters, fleet and export queries, and the records it takes and gives. What
+only one backend has stays with it: SQLite's WAL, pragmas and file migrations here, PostgreSQL's schema,
+partitions and triggers in test_store_postgres.py."""
 
 from __future__ import annotations
 
@@ -48,13 +50,6 @@ def answer(dev: bytes, counter: int, result: int = 0, reason: str | None = None)
 
 
 FRAME_COLUMNS = "device, seq, kind, meter_time, status, received_at, raw"
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = SQLiteStore(tmp_path / "head.db")
-    yield s
-    s.close()
 
 
 def test_new_file_is_wal_full_and_current(tmp_path):
@@ -187,12 +182,11 @@ def test_frames_dedupe_by_device_and_seq(store):
     assert marks([store.interval_after(dev, 900)]) == [(1800, 900, 5, 0)] and store.interval_after(dev, 1800) is None
 
 
-def test_transactions_commit_and_rollback(tmp_path):
-    path = tmp_path / "head.db"
-    a = SQLiteStore(path)
+def test_transactions_commit_and_rollback(store_db):
+    a = open_store(store_db)
     _, point, dev = new_key()
     a.register_meter(dev, point)  # committed at once
-    b = SQLiteStore(path)
+    b = open_store(store_db)
     assert b.meter(dev) is not None
     a.add_frames([frame(dev, 1)], 1.5)
     assert b.seqs_above(dev, -1) == []  # not visible before commit

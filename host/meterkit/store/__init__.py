@@ -5,12 +5,16 @@ them), the registry, delivery state, gaps, outages, commands and counts.
                Billing, Outages, Commands, Counting, DemandResponse, ReadOuts, Transactions); Store is their
                union
     records    the store's records (MeterRecord, GapRecord, QueuedCommand, IntervalRecord, ...)
+    rows       what both implementations share: conversions between records and rows, checks, WHERE clauses
     sqlite/    the SQLite implementation: schema and migrations, one module per group of tables
+    postgres/  the PostgreSQL implementation (psycopg 3), the same split, readings partitioned by time
 
-open_store(path) opens a store; callers use it through api.Store and never see SQL (tests too, but for their one
-helper, meterkit.testing.sqlfile: an older schema, a tampered row, a NULL column, a pragma).
+open_store(path or postgresql:// URL) opens a store; callers use it through api.Store and never see SQL (tests
+too, but for their one helper, meterkit.testing.sqlfile: an older schema, a tampered row, a NULL column, a
+pragma).
 
-May import: meterkit.wire and the standard library; sqlite3 only inside this package. Nothing else of meterkit.
+May import: meterkit.wire and the standard library; sqlite3 and psycopg only inside this package. Nothing else
+of meterkit.
 """
 
 from __future__ import annotations
@@ -23,13 +27,24 @@ from meterkit.store.api import StoreError
 if TYPE_CHECKING:
     from meterkit.store.api import Store
 
-__all__ = ["StoreError", "open_store"]
+__all__ = ["StoreError", "is_url", "open_store"]
+
+
+def is_url(path: str | os.PathLike) -> bool:
+    """Whether `path` names a PostgreSQL database (a postgresql:// or postgres:// URL) rather than a file."""
+    return isinstance(path, str) and path.startswith(("postgresql://", "postgres://"))
 
 
 def open_store(path: str | os.PathLike, *, create: bool = True, readonly: bool = False,
                synchronous: str = "FULL") -> Store:
-    """The store in a database file: created and migrated as needed (create=False: it must exist; readonly:
-    never written, and refused unless its schema is current). StoreError when it cannot be used."""
+    """The store in a database file, or (a postgresql:// URL) in a PostgreSQL database: created (a file) and
+    migrated as needed (create=False: it must exist and, a database, hold a meterkit schema; readonly: never
+    written, and refused unless its schema is current). synchronous is SQLite's (PostgreSQL's commit is durable
+    by its own settings). StoreError when it cannot be used."""
+    if is_url(path):
+        from meterkit.store.postgres import PostgresStore
+
+        return PostgresStore(str(path), create=create, readonly=readonly)
     from meterkit.store.sqlite import SQLiteStore
 
     return SQLiteStore(path, create=create, readonly=readonly, synchronous=synchronous)

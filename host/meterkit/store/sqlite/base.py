@@ -1,98 +1,19 @@
-"""One SQLite file opened for the store (WAL, synchronous=FULL, or read-only), its transactions, and the
-conversions between records and columns that every table shares."""
+"""One SQLite file opened for the store (WAL, synchronous=FULL, or read-only), its transactions, and what every
+table does with it (the conversions between records and rows are meterkit.store.rows, shared with PostgreSQL)."""
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from meterkit import wire
 from meterkit.store.api import StoreError
+from meterkit.store.rows import checked_fields, i64, registers_json
 from meterkit.store.sqlite.schema import SCHEMA_VERSION, migrate, schema_version
 
-I64_MIN = -(1 << 63)
-I64_MAX = (1 << 63) - 1
-
-
-def i64(v: Any) -> int | None:
-    """v if SQLite can store it as an INTEGER, else None (the raw frame keeps the exact value)."""
-    return v if v is not None and I64_MIN <= v <= I64_MAX else None
-
-
-def where(*conditions: tuple[str, Any]) -> tuple[str, list]:
-    """(' WHERE a AND b', parameters) of the (condition, value) pairs whose value is not None or False: a
-    condition ending in ' IN' gets one placeholder per item of its value, one with '?' the value, one without
-    none (a flag)."""
-    parts, args = [], []
-    for sql, value in conditions:
-        if value is None or value is False:
-            continue
-        if sql.endswith(" IN"):
-            items = list(value)
-            parts.append(f"{sql} ({', '.join('?' * len(items))})")
-            args.extend(items)
-        else:
-            parts.append(sql)
-            if "?" in sql:
-                args.append(value)
-    return (" WHERE " + " AND ".join(parts) if parts else ""), args
-
-
-# --- JSON columns ---------------------------------------------------------------------------------------------
-
-_OBIS: dict[int, str] = {}  # register key -> 'C.D.E'
-_REGS_FMT: dict[tuple, str] = {}  # register key set -> JSON template (a meter sends the same set every time)
-
-
-def _obis(k: int) -> str:
-    s = _OBIS.get(k)
-    if s is None:
-        s = _OBIS[k] = wire.obis_code(k)
-    return s
-
-
-def registers_json(regs: dict[int, int]) -> str:
-    """{10800: 5, 20800: 1} -> '{"1.8.0": 5, "2.8.0": 1}' (what json.dumps gives, at a third of its cost)."""
-    keys = tuple(regs)
-    fmt = _REGS_FMT.get(keys)
-    if fmt is None:
-        if len(_REGS_FMT) > 1000:
-            _REGS_FMT.clear()
-        fmt = _REGS_FMT[keys] = "{" + ", ".join(f'"{_obis(k)}": %d' for k in keys) + "}"
-    return fmt % tuple(regs.values())
-
-
-def registers_of(text: str) -> dict[int, int]:
-    """The inverse of registers_json."""
-    return {wire.obis_key(k): v for k, v in json.loads(text).items()}
-
-
-def demand_json(md: dict[int, tuple[int, int]]) -> str | None:
-    """Maximum demands {1.6.t key: (W, time)} as JSON by OBIS code; None when there are none."""
-    return json.dumps({_obis(k): list(v) for k, v in md.items()}) if md else None
-
-
-def demand_of(text: str | None) -> dict[int, tuple[int, int]]:
-    return {wire.obis_key(k): (v[0], v[1]) for k, v in json.loads(text).items()} if text else {}
-
-
-def args_json(args: dict | None, sort: bool = False) -> str | None:
-    """Command arguments {uint: value} as JSON text (keys become text; values must be JSON types)."""
-    if not args:
-        return None
-    return json.dumps(args, sort_keys=True, ensure_ascii=False) if sort else json.dumps(args)
-
-
-def args_of(text: str | None) -> dict | None:
-    """The inverse of args_json: top-level keys back to ints."""
-    if not text:
-        return None
-    return {int(k): v for k, v in json.loads(text).items()}
-
+__all__ = ["Connection", "i64", "registers_json"]  # i64, registers_json: meterkit.store.rows's, as before
 
 # --- the connection -------------------------------------------------------------------------------------------
 
@@ -190,9 +111,6 @@ class Connection:
     def _set(self, table: str, key: str, key_value: Any, fields: dict[str, Any], allowed: frozenset[str],
              what: str) -> None:
         """UPDATE table SET fields WHERE key = key_value (fields checked against `allowed`)."""
-        bad = set(fields) - allowed
-        if bad:
-            raise ValueError(f"unknown {what} fields {sorted(bad)}")
-        if fields:
+        if checked_fields(fields, allowed, what):
             sets = ", ".join(f"{k} = ?" for k in fields)
             self._begin().execute(f"UPDATE {table} SET {sets} WHERE {key} = ?", (*fields.values(), key_value))

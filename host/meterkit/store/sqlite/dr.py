@@ -7,27 +7,16 @@ import sqlite3
 from collections.abc import Iterable
 
 from meterkit.store.records import DREventRecord, DRTarget
+from meterkit.store.rows import dr_event_record, dr_event_row, group_ids
 from meterkit.store.sqlite.base import Connection
 
 _EVENT_COLUMNS = "id, group_id, start, duration_s, limit_w, shed, created_at, note"
 
 
-def _event(r: sqlite3.Row) -> DREventRecord:
-    return DREventRecord(id=r["id"], group_id=r["group_id"], start=r["start"], duration_s=r["duration_s"],
-                         limit_w=r["limit_w"], shed=bool(r["shed"]), created_at=r["created_at"], note=r["note"])
-
-
-def _group_ids(groups: Iterable[int]) -> list[int]:
-    out = sorted(set(groups))
-    if any(type(g) is not int or not 0 <= g <= 0xFFFF for g in out):
-        raise ValueError("group ids are integers 0..65535")
-    return out
-
-
 class DRTables(Connection):
     # -- groups
     def set_groups(self, device_id: bytes, groups: Iterable[int]) -> None:
-        ids = _group_ids(groups)
+        ids = group_ids(groups)
         c = self._begin()
         c.execute("DELETE FROM dr_groups WHERE device = ?", (bytes(device_id),))
         c.executemany("INSERT INTO dr_groups (device, group_id) VALUES (?, ?)", [(bytes(device_id), g) for g in ids])
@@ -42,17 +31,15 @@ class DRTables(Connection):
 
     # -- events and whom they went to
     def add_dr_event(self, event: DREventRecord) -> None:
-        e = event
         try:
             self._begin().execute(f"INSERT INTO dr_events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                                  (e.id, e.group_id, e.start, e.duration_s, e.limit_w, int(e.shed), e.created_at,
-                                   e.note))
+                                  dr_event_row(event))
         except sqlite3.IntegrityError:
-            raise ValueError(f"demand-response event {e.id} is already recorded") from None
+            raise ValueError(f"demand-response event {event.id} is already recorded") from None
 
     def dr_event(self, event_id: int) -> DREventRecord | None:
         r = self._one(f"SELECT {_EVENT_COLUMNS} FROM dr_events WHERE id = ?", (event_id,))
-        return _event(r) if r else None
+        return dr_event_record(r) if r else None
 
     def dr_events(self, device_id: bytes | None = None) -> list[DREventRecord]:
         if device_id is None:
@@ -60,7 +47,7 @@ class DRTables(Connection):
         else:
             rows = self._rows(f"SELECT {_EVENT_COLUMNS} FROM dr_events WHERE id IN (SELECT event_id FROM dr_targets "
                               "WHERE device = ?) ORDER BY start, id", (bytes(device_id),))
-        return [_event(r) for r in rows]
+        return [dr_event_record(r) for r in rows]
 
     def next_dr_id(self) -> int:
         r = self._one("SELECT max(id) FROM dr_events")

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
 from meterkit.store.records import GapRecord
-from meterkit.store.sqlite.base import Connection, where
-
-_UPDATABLE = frozenset({"last", "state", "requested_at", "command_counter", "attempts", "missing", "closed_at"})
-
-
-def _gap(r: sqlite3.Row) -> GapRecord:
-    return GapRecord(id=r["id"], device_id=r["device"], kind=r["kind"], first=r["first"], last=r["last"],
-                     detected_at=r["detected_at"], state=r["state"], requested_at=r["requested_at"],
-                     command_counter=r["command_counter"], attempts=r["attempts"], missing=r["missing"],
-                     closed_at=r["closed_at"])
+from meterkit.store.rows import GAP_UPDATABLE, gap_record, where
+from meterkit.store.sqlite.base import Connection
 
 
 class GapsTable(Connection):
@@ -27,9 +18,9 @@ class GapsTable(Connection):
         return cur.lastrowid if cur.rowcount == 1 else None
 
     def update_gap(self, gap_id: int, **fields: Any) -> None:
-        self._set("gaps", "id", gap_id, fields, _UPDATABLE, "gap")
+        self._set("gaps", "id", gap_id, fields, GAP_UPDATABLE, "gap")
 
     def gaps(self, device_id: bytes | None = None, kind: str | None = None,
              states: Iterable[str] | None = None) -> list[GapRecord]:
         cond, args = where(("device = ?", device_id), ("kind = ?", kind), ("state IN", states))
-        return [_gap(r) for r in self._rows(f"SELECT * FROM gaps{cond} ORDER BY id", args)]
+        return [gap_record(r) for r in self._rows(f"SELECT * FROM gaps{cond} ORDER BY id", args)]

@@ -3,13 +3,8 @@ acknowledgements with that key; a key rotation's answer moves the meter to the n
 
 from __future__ import annotations
 
+from meterkit.store.rows import kid_bytes
 from meterkit.store.sqlite.base import Connection
-
-
-def _kid(kid: bytes) -> bytes:
-    if not isinstance(kid, (bytes, bytearray)) or len(kid) != 8:
-        raise ValueError(f"a head-end key id is 8 bytes, not {kid!r}")
-    return bytes(kid)
 
 
 class KeyTable(Connection):
@@ -23,4 +18,4 @@ class KeyTable(Connection):
     def set_meter_key(self, device_id: bytes, kid: bytes, since: float) -> None:
         self._begin().execute("INSERT INTO meter_keys (device, kid, since) VALUES (?, ?, ?) ON CONFLICT (device) "
                               "DO UPDATE SET kid = excluded.kid, since = excluded.since",
-                              (bytes(device_id), _kid(kid), since))
+                              (bytes(device_id), kid_bytes(kid), since))

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from meterkit.store.records import EventRecord
-from meterkit.store.sqlite.base import Connection, demand_json, demand_of, i64, registers_json, registers_of, where
+from meterkit.store.rows import billing_of, billing_row, event_row, where
+from meterkit.store.sqlite.base import Connection
 from meterkit.wire.records import BillingSnapshot, Event
 
 _INSERT_EVENT = ("INSERT OR IGNORE INTO events (device, seq, event_seq, code, value, event_time) "
@@ -14,20 +15,9 @@ _INSERT_BILLING = ("INSERT OR IGNORE INTO billing (device, seq, period_end, regi
                    "VALUES (?, ?, ?, ?, ?)")
 
 
-def _event_row(e: Event) -> tuple:
-    v = e.value
-    if type(v) is int and i64(v) is None:
-        v = str(v)  # the text keeps it exactly
-    return (e.device_id, e.seq, i64(e.event_seq), i64(e.code), v, e.time)
-
-
-def _billing_row(b: BillingSnapshot) -> tuple:
-    return (b.device_id, b.seq, b.period_end, registers_json(b.registers), demand_json(b.max_demand))
-
-
 class LogTables(Connection):
     def add_events(self, events: Sequence[Event]) -> None:
-        self._insert_many(_INSERT_EVENT, [_event_row(e) for e in events])
+        self._insert_many(_INSERT_EVENT, [event_row(e) for e in events])
 
     def events(self, device_id: bytes, seqs: Iterable[int] | None = None,
                codes: Iterable[int] | None = None) -> list[EventRecord]:
@@ -36,9 +26,9 @@ class LogTables(Connection):
             f"SELECT device, seq, event_seq, code, value, event_time FROM events{cond} ORDER BY seq", args)]
 
     def add_billing_snapshots(self, snapshots: Sequence[BillingSnapshot]) -> None:
-        self._insert_many(_INSERT_BILLING, [_billing_row(b) for b in snapshots])
+        self._insert_many(_INSERT_BILLING, [billing_row(b) for b in snapshots])
 
     def billing_snapshots(self, device_id: bytes) -> list[BillingSnapshot]:
         rows = self._rows("SELECT seq, period_end, registers, max_demand FROM billing WHERE device = ? ORDER BY seq",
                           (device_id,))
-        return [BillingSnapshot(device_id, r[0], r[1], registers_of(r[2]), demand_of(r[3])) for r in rows]
+        return [billing_of(device_id, r) for r in rows]

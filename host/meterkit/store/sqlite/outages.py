@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import sqlite3
-
 from meterkit.store.records import OutageRecord
-from meterkit.store.sqlite.base import Connection, where
-
-
-def _outage(r: sqlite3.Row) -> OutageRecord:
-    return OutageRecord(id=r["id"], device_id=r["device"], start=r["start"], detected_at=r["detected_at"],
-                        end=r["end"], cause=r["cause"], power_up_at=r["power_up_at"],
-                        evidence=json.loads(r["evidence"]) if r["evidence"] else None)
+from meterkit.store.rows import evidence_json, outage_record, where
+from meterkit.store.sqlite.base import Connection
 
 
 class OutagesTable(Connection):
@@ -26,9 +18,9 @@ class OutagesTable(Connection):
 
     def match_outage(self, outage_id: int, cause: str, power_up_at: int | None, evidence: dict) -> None:
         self._begin().execute("UPDATE outages SET cause = ?, power_up_at = ?, evidence = ? WHERE id = ?",
-                              (cause, power_up_at, json.dumps(evidence, sort_keys=True), outage_id))
+                              (cause, power_up_at, evidence_json(evidence), outage_id))
 
     def outages(self, device_id: bytes | None = None, open_only: bool = False,
                 closed_since: float | None = None) -> list[OutageRecord]:
         cond, args = where(("device = ?", device_id), ("end IS NULL", open_only), ("end >= ?", closed_since))
-        return [_outage(r) for r in self._rows(f"SELECT * FROM outages{cond} ORDER BY id", args)]
+        return [outage_record(r) for r in self._rows(f"SELECT * FROM outages{cond} ORDER BY id", args)]

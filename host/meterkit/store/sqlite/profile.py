@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from meterkit.store.records import IntervalRecord
-from meterkit.store.sqlite.base import Connection, i64, where
+from meterkit.store.rows import interval_row, where
+from meterkit.store.sqlite.base import Connection
 from meterkit.wire.records import IntervalRow
 
 _INSERT_INTERVAL = ("INSERT OR IGNORE INTO intervals (device, end_time, import_mwh, export_mwh, status, period_s, seq) "
@@ -13,13 +14,9 @@ _INSERT_INTERVAL = ("INSERT OR IGNORE INTO intervals (device, end_time, import_m
 _SELECT = "SELECT device, end_time, import_mwh, export_mwh, status, period_s, seq FROM intervals"
 
 
-def _interval_row(r: IntervalRow) -> tuple:
-    return (r.device_id, r.end, i64(r.import_mwh), i64(r.export_mwh), i64(r.status), i64(r.period_s), r.seq)
-
-
 class ProfileTable(Connection):
     def add_interval_rows(self, rows: Sequence[IntervalRow]) -> int:
-        return self._insert_many(_INSERT_INTERVAL, [_interval_row(r) for r in rows])
+        return self._insert_many(_INSERT_INTERVAL, [interval_row(r) for r in rows])
 
     def _intervals(self, sql: str, args: list) -> list[IntervalRecord]:
         return [IntervalRecord(*r) for r in self._rows(sql, args)]

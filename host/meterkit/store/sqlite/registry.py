@@ -3,36 +3,17 @@ state the concentrator keeps per meter (last seen, ack watermark, command counte
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from meterkit import wire
 from meterkit.store.records import DEFAULT_PERIOD_S, DeliveryState, MeterRecord, NewMeter
-from meterkit.store.sqlite.base import Connection, i64
+from meterkit.store.rows import METER_UPDATABLE, i64, lookup_hex, meter_record, period
+from meterkit.store.sqlite.base import Connection
 from meterkit.wire.records import Hello
 
 _INSERT = "INSERT INTO meters (device, public_key, name, provisioned_at, reporting_period_s) VALUES (?, ?, ?, ?, ?)"
-_UPDATABLE = frozenset({"last_seen", "last_counter", "firmware", "board", "boot_count", "ack_seq", "first_seq",
-                        "online", "frames_stored", "name", "reporting_period_s", "clock_drift_s",
-                        "clock_drift_at"})
-
-
-def meter_record(r: sqlite3.Row) -> MeterRecord:
-    return MeterRecord(device_id=r["device"], public_key=r["public_key"], name=r["name"],
-                       provisioned_at=r["provisioned_at"], reporting_period_s=r["reporting_period_s"],
-                       last_seen=r["last_seen"], last_counter=r["last_counter"], firmware=r["firmware"],
-                       board=r["board"], boot_count=r["boot_count"], ack_seq=r["ack_seq"],
-                       first_seq=r["first_seq"], online=bool(r["online"]), frames_stored=r["frames_stored"],
-                       clock_drift_s=r["clock_drift_s"], clock_drift_at=r["clock_drift_at"])
-
-
-def _period(p: Any) -> int:
-    if type(p) is not int or p <= 0:
-        raise ValueError("the reporting period is a positive number of seconds")
-    return p
-
 
 class RegistryTable(Connection):
     def register_meter(self, device_id: bytes | None, public_key: Any, name: str | None = None,
@@ -42,7 +23,7 @@ class RegistryTable(Connection):
         if device_id is not None and bytes(device_id) != derived:
             raise ValueError(f"device id {bytes(device_id).hex()} does not belong to that key "
                              f"(its id is {derived.hex()})")
-        _period(reporting_period_s)
+        period(reporting_period_s)
         old = self.meter(derived)
         c = self._begin()
         try:
@@ -66,7 +47,7 @@ class RegistryTable(Connection):
         rows = []
         for m in meters:
             point = wire.point_of(m.public_key)
-            rows.append((wire.key_id(point), point, m.name, t, _period(m.reporting_period_s)))
+            rows.append((wire.key_id(point), point, m.name, t, period(m.reporting_period_s)))
         c = self._begin()
         try:
             c.executemany(_INSERT + " ON CONFLICT (device) DO UPDATE SET name = coalesce(excluded.name, name), "
@@ -85,16 +66,14 @@ class RegistryTable(Connection):
         return [meter_record(r) for r in self._rows("SELECT * FROM meters ORDER BY name, device")]
 
     def lookup_device(self, text: str) -> bytes | None:
-        t = text.strip().lower()
-        if len(t) == 16 and all(c in "0123456789abcdef" for c in t):
-            dev = bytes.fromhex(t)
-            if self.meter(dev) is not None:
-                return dev
+        dev = lookup_hex(text)
+        if dev is not None and self.meter(dev) is not None:
+            return dev
         r = self._one("SELECT device FROM meters WHERE name = ? ORDER BY name, device LIMIT 1", (text,))
         return r[0] if r else None
 
     def update_meter(self, device_id: bytes, **fields: Any) -> None:
-        self._set("meters", "device", bytes(device_id), fields, _UPDATABLE, "meter")
+        self._set("meters", "device", bytes(device_id), fields, METER_UPDATABLE, "meter")
 
     def add_hellos(self, hellos: Iterable[Hello]) -> None:
         rows = [(h.firmware, h.board, i64(h.boot_count), h.device_id) for h in hellos]

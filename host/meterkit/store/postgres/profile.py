@@ -1,0 +1,42 @@
+"""Table intervals: load-profile rows (99.1.0), PRIMARY KEY device + end time (the first frame carrying a row wins)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from meterkit.store.postgres.base import Connection
+from meterkit.store.postgres.evidence import columns
+from meterkit.store.records import IntervalRecord
+from meterkit.store.rows import interval_row, where
+from meterkit.wire.records import IntervalRow
+
+_INSERT_INTERVALS = ("INSERT INTO intervals (device, end_time, import_mwh, export_mwh, status, period_s, seq) "
+                     "SELECT * FROM unnest(%s::bytea[], %s::int8[], %s::int8[], %s::int8[], %s::int8[], %s::int8[], "
+                     "%s::int8[]) ON CONFLICT DO NOTHING")
+_SELECT = "SELECT device, end_time, import_mwh, export_mwh, status, period_s, seq FROM intervals"
+
+
+class ProfileTable(Connection):
+    def add_interval_rows(self, rows: Sequence[IntervalRow]) -> int:
+        if not rows:
+            return 0
+        return self._execute(_INSERT_INTERVALS, columns([interval_row(r) for r in rows], 7)).rowcount
+
+    def _intervals(self, sql: str, args: list) -> list[IntervalRecord]:
+        return [IntervalRecord(bytes(r[0]), *r[1:]) for r in self._rows(sql, args)]
+
+    def interval_rows(self, device_id: bytes, from_end: int | None = None,
+                      to_end: int | None = None) -> list[IntervalRecord]:
+        cond, args = where(("device = %s", device_id), ("end_time >= %s", from_end), ("end_time <= %s", to_end),
+                           placeholder="%s")
+        return self._intervals(f"{_SELECT}{cond} ORDER BY end_time", args)
+
+    def interval_before(self, device_id: bytes, end: int) -> IntervalRecord | None:
+        got = self._intervals(f"{_SELECT} WHERE device = %s AND end_time < %s ORDER BY end_time DESC LIMIT 1",
+                              [device_id, end])
+        return got[0] if got else None
+
+    def interval_after(self, device_id: bytes, end: int) -> IntervalRecord | None:
+        got = self._intervals(f"{_SELECT} WHERE device = %s AND end_time > %s ORDER BY end_time LIMIT 1",
+                              [device_id, end])
+        return got[0] if got else None

@@ -1,0 +1,86 @@
+"""Table meters: the registry (keys, names, reporting periods), what the latest hello said, and the delivery
+state the concentrator keeps per meter (last seen, ack watermark, command counter)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from meterkit import wire
+from meterkit.store.postgres.base import Connection
+from meterkit.store.records import DEFAULT_PERIOD_S, DeliveryState, MeterRecord, NewMeter
+from meterkit.store.rows import METER_UPDATABLE, i64, lookup_hex, meter_record, period
+from meterkit.wire.records import Hello
+
+_UPSERT = ("INSERT INTO meters (device, public_key, name, provisioned_at, reporting_period_s) "
+           "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (device) DO UPDATE SET "
+           "name = coalesce(excluded.name, meters.name), reporting_period_s = excluded.reporting_period_s")
+
+
+class RegistryTable(Connection):
+    def register_meter(self, device_id: bytes | None, public_key: Any, name: str | None = None,
+                       reporting_period_s: int = DEFAULT_PERIOD_S, now: float | None = None) -> MeterRecord:
+        point = wire.point_of(public_key)
+        derived = wire.key_id(point)
+        if device_id is not None and bytes(device_id) != derived:
+            raise ValueError(f"device id {bytes(device_id).hex()} does not belong to that key "
+                             f"(its id is {derived.hex()})")
+        period(reporting_period_s)
+        old = self.meter(derived)
+        if old is not None and old.public_key != point:  # pragma: no cover - ids are hashes of keys: a collision
+            raise ValueError(f"device {derived.hex()} is registered with another key")
+        self._write_meters([(derived, point, name, time.time() if now is None else now, reporting_period_s)])
+        rec = self.meter(derived)
+        assert rec is not None
+        return rec
+
+    def register_meters(self, meters: Iterable[NewMeter], now: float | None = None) -> list[MeterRecord]:
+        t = time.time() if now is None else now
+        rows = []
+        for m in meters:
+            point = wire.point_of(m.public_key)
+            rows.append((wire.key_id(point), point, m.name, t, period(m.reporting_period_s)))
+        self._write_meters(rows)
+        return [m for m in (self.meter(r[0]) for r in rows) if m is not None]
+
+    def _write_meters(self, rows: list[tuple]) -> None:
+        """Insert or update these meters and commit (all of them or, on an error, none)."""
+        try:
+            self._insert_many(_UPSERT, rows)
+            self.commit()
+        except BaseException:
+            self.rollback()
+            raise
+
+    def meter(self, device_id: bytes) -> MeterRecord | None:
+        r = self._one("SELECT * FROM meters WHERE device = %s", (bytes(device_id),))
+        return meter_record(r) if r else None
+
+    def meters(self) -> list[MeterRecord]:
+        return [meter_record(r) for r in self._rows("SELECT * FROM meters ORDER BY name NULLS FIRST, device")]
+
+    def lookup_device(self, text: str) -> bytes | None:
+        dev = lookup_hex(text)
+        if dev is not None and self.meter(dev) is not None:
+            return dev
+        r = self._one("SELECT device FROM meters WHERE name = %s ORDER BY device LIMIT 1", (text,))
+        return bytes(r[0]) if r else None
+
+    def update_meter(self, device_id: bytes, **fields: Any) -> None:
+        self._set("meters", "device", bytes(device_id), fields, METER_UPDATABLE, "meter")
+
+    def add_hellos(self, hellos: Iterable[Hello]) -> None:
+        rows = [(h.firmware, h.board, i64(h.boot_count), h.device_id) for h in hellos]
+        self._insert_many("UPDATE meters SET firmware = %s, board = %s, boot_count = %s WHERE device = %s", rows)
+
+    # -- delivery state
+    def save_delivery(self, states: Iterable[DeliveryState]) -> None:
+        rows = [(s.last_seen, s.ack_seq, s.first_seq, int(s.online), s.frames_stored, s.last_counter, s.device_id)
+                for s in states]
+        self._insert_many("UPDATE meters SET last_seen = %s, ack_seq = %s, first_seq = %s, online = %s, "
+                          "frames_stored = %s, last_counter = %s WHERE device = %s", rows)
+
+    def save_counters(self, counters: Mapping[bytes, int]) -> None:
+        self._insert_many("UPDATE meters SET last_counter = %s WHERE device = %s",
+                          [(c, dev) for dev, c in counters.items()])
