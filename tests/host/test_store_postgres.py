@@ -102,6 +102,18 @@ def test_readings_go_to_a_partition_per_month_made_as_needed(pg):
     assert [r[0] for r in sql(pg, "SELECT seq FROM readings ORDER BY seq")] == [2, 3]
 
 
+def test_a_meter_time_no_month_can_name_spoils_nothing(pg):
+    # a clock gone wrong (signed all the same): year 36812 has no partition name; the batch it came in, with
+    # another meter's ordinary reading, is stored whole
+    dev, other = new_meter(pg), new_meter(pg)
+    assert month_of(2**40) is None and month_of(-(2**40)) is None
+    pg.add_readings([reading(dev, 1, 2**40), reading(other, 1, FEB + 1), reading(dev, 2, -(2**40))])
+    pg.commit()
+    rows = sql(pg, "SELECT tableoid::regclass::text, meter_time FROM readings ORDER BY meter_time")
+    assert rows == [("readings_beyond", -(2**40)), ("readings_y2026m02", FEB + 1), ("readings_beyond", 2**40)]
+    assert [p[0] for p in pg.reading_partitions()] == ["readings_y2026m02"]
+
+
 def test_the_audit_log_refuses_update_delete_and_truncate(pg, pg_url):
     dev = new_meter(pg)
     pg.add_audit(AuditRecord(1.0, dev, 3, "alice", "queued"))

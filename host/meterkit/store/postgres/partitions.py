@@ -14,11 +14,15 @@ from meterkit.store.postgres.base import Connection
 _UTC = timezone.utc
 
 
-def month_of(t: int) -> tuple[int, int]:
-    """[start, end) of the UTC month holding t (UTC seconds), as UTC seconds."""
-    d = datetime.fromtimestamp(t, _UTC)
-    start = datetime(d.year, d.month, 1, tzinfo=_UTC)
-    end = datetime(d.year + d.month // 12, d.month % 12 + 1, 1, tzinfo=_UTC)
+def month_of(t: int) -> tuple[int, int] | None:
+    """[start, end) of the UTC month holding t (UTC seconds), as UTC seconds; None beyond the calendar's years
+    1-9999 (such readings go to the default partition, readings_beyond)."""
+    try:
+        d = datetime.fromtimestamp(t, _UTC)
+        start = datetime(d.year, d.month, 1, tzinfo=_UTC)
+        end = datetime(d.year + d.month // 12, d.month % 12 + 1, 1, tzinfo=_UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
     return int(start.timestamp()), int(end.timestamp())
 
 
@@ -31,7 +35,7 @@ class ReadingPartitions(Connection):
     def _ensure_partitions(self, times: Iterable[int]) -> None:
         """Make the partitions these meter times need (in the open transaction: under a savepoint each, so a
         concurrent concentrator making the same one costs nothing but a retry of the check)."""
-        for start, end in {month_of(t) for t in times} - self._partitions - self._new_partitions:
+        for start, end in {month_of(t) for t in times} - {None} - self._partitions - self._new_partitions:
             c = self._begin()
             c.execute("SAVEPOINT partition")
             try:
@@ -48,6 +52,8 @@ class ReadingPartitions(Connection):
                           "WHERE i.inhparent = 'readings'::regclass")
         out = []
         for (name,) in rows:
+            if not name.startswith("readings_y"):
+                continue  # readings_beyond: no month
             y, m = int(name[10:14]), int(name[15:17])
             start = int(datetime(y, m, 1, tzinfo=_UTC).timestamp())
             out.append((name, *month_of(start)))

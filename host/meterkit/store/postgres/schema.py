@@ -74,6 +74,9 @@ _V1 = (
         limit_w bigint,
         PRIMARY KEY (device, seq, meter_time)
     ) PARTITION BY RANGE (meter_time)""",
+    # a meter time no month can name (beyond 9999: a clock gone wrong, signed all the same) must not fail the
+    # batch it comes in (every meter's frames in it): such readings are kept here
+    "CREATE TABLE readings_beyond PARTITION OF readings DEFAULT",
     """CREATE TABLE intervals (
         device bytea NOT NULL,
         end_time bigint NOT NULL,
