@@ -27,7 +27,11 @@ At the end (the meters stop making frames, and wait until all is acknowledged an
 - every concentrator ended as it should (the killed one by SIGKILL, the others and the restarted one on
   SIGTERM with 0).
 
-Real firmware meters are not in this scenario yet (see docs/concentrator.md).
+Beside them, real firmware meters (the fleet's: the MicroPython Unix port, meterkit.sim.fleet) report over TCP
+through the fleet's proxies pointed at HAProxy's address. Then everything runs on the fleet's clock (the
+concentrators read its clock file, the protocol meters take their time from it); their frames are tallied from
+their frames logs, their outboxes must be drained, and the billing reset queued for each must leave exactly one
+billing snapshot.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from meter.frame import Deframer
 from meter.identity import key_id
 from meterkit import wire as P
 from meterkit.headend import commands as C
+from meterkit.sim.fleet import Fleet, MeterSpec, TcpProxy
 from meterkit.store import open_store
 from meterkit.store.records import NewMeter
 from meterkit.testing.haproxy import HAProxy
@@ -67,6 +72,8 @@ class Plan:
     meters: int
     seconds: float  # real seconds the meters make frames
     period_s: float = 0.5  # real seconds between a meter's readings
+    firmware: int = 2  # real firmware meters (the fleet's) beside them
+    speed: float = 60.0  # the fleet clock's speed: a firmware meter's reading a minute is one a real second
 
 
 SHORT = (Plan(concentrators=2, meters=40, seconds=20.0),)
@@ -91,10 +98,11 @@ class ProtoMeter(asyncio.Protocol):
     """A protocol-level meter on TCP: frames made on a schedule, kept until acknowledged, sent again on every new
     connection; acks and commands checked by the firmware's verify_host."""
 
-    def __init__(self, name: str, source: str, headend_pub: bytes, frames_log: Path):
+    def __init__(self, name: str, source: str, headend_pub: bytes, frames_log: Path, now=time.time):
         self.name = name
         self.source = source  # its own loopback address: the PROXY header names it
-        self.sim = SimMeter(time_fn=lambda: int(time.time()), period_s=60)
+        self.now = now  # UTC seconds: the system clock, or the fleet's
+        self.sim = SimMeter(time_fn=lambda: int(self.now()), period_s=60)
         self.device = self.sim.device_id
         self.ident = _HeadEndKey(self.device, headend_pub)
         self.frames_log = frames_log
@@ -156,7 +164,7 @@ class ProtoMeter(asyncio.Protocol):
 
     def receive(self, cose: bytes) -> None:
         try:
-            kind, counter, m = M.verify_host(cose, self.ident, int(time.time()), self.last_counter)
+            kind, counter, m = M.verify_host(cose, self.ident, int(self.now()), self.last_counter)
         except M.HostMessageError as e:
             self.refused.append(f"{e.reason}: {e}")
             return
@@ -219,8 +227,8 @@ async def _meter_life(m: ProtoMeter, address: tuple[str, int], making: asyncio.E
 class Node:
     """One `meterkit concentrator` child process on the shared database, listening on a fixed port once known."""
 
-    def __init__(self, out: Path, index: int, db: str, key: Path):
-        self.out, self.index, self.db, self.key = out, index, db, key
+    def __init__(self, out: Path, index: int, db: str, key: Path, clock_file: Path | None = None):
+        self.out, self.index, self.db, self.key, self.clock_file = out, index, db, key, clock_file
         self.port = 0
         self.proc: asyncio.subprocess.Process | None = None
         self.starts = 0
@@ -235,7 +243,9 @@ class Node:
         log = self.out / f"{self.name}-{self.starts}.log"
         cmd = [sys.executable, "-m", "meterkit.cli", "concentrator", "--db", self.db, "--key", str(self.key),
                "--listen", f"127.0.0.1:{self.port}", "--proxy-protocol-from", "127.0.0.1",
-               "--clock-drift-max", "off", "--stats-every", "3600"]
+               "--clock-drift-max", "off", "--offline-after", "15", "--stats-every", "3600"]
+        if self.clock_file is not None:
+            cmd += ["--clock-file", str(self.clock_file)]
         with open(log, "wb") as f:
             self.proc = await asyncio.create_subprocess_exec(*cmd, stdout=f, stderr=asyncio.subprocess.STDOUT)
         for _ in range(1500):
@@ -273,6 +283,8 @@ class Round:
     plan: Plan
     meters: list[ProtoMeter] = field(default_factory=list)
     queued: list[int] = field(default_factory=list)  # queue ids
+    fleet: Fleet | None = None  # the real firmware meters
+    fw_resets: list[int] = field(default_factory=list)  # queue ids of their billing resets
     figures: dict = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
 
@@ -290,9 +302,18 @@ async def _wait(cond, timeout: float, step: float = 0.05) -> bool:
     return True
 
 
-def _queue(db: str, meters: list[ProtoMeter], op: int, args: dict | None) -> list[int]:
+def _queue(db: str, devices: list[bytes], op: int, args: dict | None, now: float) -> list[int]:
     with contextlib.closing(open_store(db, create=False)) as store:
-        return [C.queue(store, m.device, op, args, time.time(), by="failover torture") for m in meters]
+        return [C.queue(store, dev, op, args, now, by="failover torture") for dev in devices]
+
+
+class _Elsewhere:
+    """Fleet.run's concentrator: the real ones are child processes, stopped by the scenario."""
+
+    clock = None
+
+    async def stop(self) -> None:
+        pass
 
 
 async def _round(out: Path, db: str, plan: Plan, seed: int) -> Round:
@@ -300,17 +321,39 @@ async def _round(out: Path, db: str, plan: Plan, seed: int) -> Round:
     rng = random.Random(seed)
     key_path, _, _ = new_key(out / "keys")
     headend = P.HeadEnd(load_private(key_path))
+    now, clock_file, fleet_run = time.time, None, None
+    if plan.firmware:  # a fresh database with the firmware meters provisioned and registered; the fleet's clock
+        specs = [MeterSpec(f"fw{i}", ("random-walk", "constant")[i % 2], "tcp", seed=seed + i)
+                 for i in range(plan.firmware)]
+        hours = (plan.seconds + 10.0) * plan.speed / 3600
+        fleet = r.fleet = Fleet(out / "fleet", specs, load_private(key_path), Path(db), hours=hours,
+                                speed=plan.speed, start_unix=int(time.time()), offline_after=15)
+        await fleet.prepare()
+        fleet.store.close()
+        fleet.store = None
+        fleet._publish_clock()
+
+        def now() -> float:
+            return fleet.clock()
+
+        clock_file = fleet.clock_file
     (out / "meters").mkdir(exist_ok=True)
-    r.meters = [ProtoMeter(f"p{i}", _source(i), headend.public_bytes, out / "meters" / f"p{i}.frames")
+    r.meters = [ProtoMeter(f"p{i}", _source(i), headend.public_bytes, out / "meters" / f"p{i}.frames", now)
                 for i in range(plan.meters)]
     with contextlib.closing(open_store(db)) as store:
         store.register_meters([NewMeter(m.sim.public_key, m.name, 60) for m in r.meters])
         store.commit()
-    nodes = [Node(out, i + 1, db, key_path) for i in range(plan.concentrators)]
+    nodes = [Node(out, i + 1, db, key_path, clock_file) for i in range(plan.concentrators)]
     for n in nodes:
         await n.start()
     lb = HAProxy(out / "haproxy", [("127.0.0.1", n.port) for n in nodes], send_proxy=True)
     await asyncio.to_thread(lb.start)
+    if r.fleet is not None:
+        for fm in r.fleet.meters:
+            fm.proxy = TcpProxy(*lb.address)
+            await fm.proxy.start()
+        r.fleet.conc = _Elsewhere()
+        fleet_run = asyncio.create_task(r.fleet.run(settle_s=3.0))
     making, stop = asyncio.Event(), asyncio.Event()
     making.set()
     lives = [asyncio.create_task(_meter_life(m, lb.address, making, stop, plan.period_s, random.Random(seed + i)))
@@ -323,13 +366,21 @@ async def _round(out: Path, db: str, plan: Plan, seed: int) -> Round:
         if not await _wait(lambda: all(m.acks for m in r.meters), MOVE_TIMEOUT_S):
             r.failures.append(f"{sum(1 for m in r.meters if not m.acks)} meters never acknowledged at the start")
         await asyncio.sleep(0.15 * plan.seconds)
-        r.queued += await asyncio.to_thread(_queue, db, r.meters, M.OP_BILLING_RESET, None)
+        r.queued += await asyncio.to_thread(_queue, db, [m.device for m in r.meters], M.OP_BILLING_RESET, None,
+                                            now())
+        if r.fleet is not None:
+            r.fw_resets = await asyncio.to_thread(_queue, db, [m.device for m in r.fleet.meters],
+                                                  M.OP_BILLING_RESET, None, now())
         await asyncio.sleep(0.2 * plan.seconds)
         # the kill: the concentrator with the most meters; a set-time for every third meter just before it
         before = await asyncio.to_thread(lb.servers)
         fig["sessions_before_kill"] = {k: s.current for k, s in sorted(before.items())}
-        victim = max(nodes, key=lambda n: before[n.name].current)
-        r.queued += await asyncio.to_thread(_queue, db, r.meters[::3], M.OP_SET_TIME, C.set_time_args(False))
+        on = _firmware_on(r.fleet, lb) if r.fleet is not None else {}
+        # the one serving the most firmware meters (so that real firmware fails over too), then the most meters
+        victim = max(nodes, key=lambda n: (sum(1 for b in on.values() if b == n.name), before[n.name].current))
+        fig["firmware_on_killed"] = sum(1 for b in on.values() if b == victim.name)
+        r.queued += await asyncio.to_thread(_queue, db, [m.device for m in r.meters[::3]], M.OP_SET_TIME,
+                                            C.set_time_args(False), now())
         await asyncio.sleep(rng.uniform(0.0, 0.3))
         fig["killed"] = victim.name
         t_kill = time.monotonic()
@@ -359,7 +410,7 @@ async def _round(out: Path, db: str, plan: Plan, seed: int) -> Round:
             m.drop()
         if not await _wait(lambda: all(m.last_ack_at > t_back for m in back), MOVE_TIMEOUT_S):
             r.failures.append("meters that dropped their links after the restart were not served again")
-        r.queued += await asyncio.to_thread(_queue, db, back, M.OP_BILLING_RESET, None)
+        r.queued += await asyncio.to_thread(_queue, db, [m.device for m in back], M.OP_BILLING_RESET, None, now())
         fig["sessions_after_restart"] = {k: s.current
                                          for k, s in sorted((await asyncio.to_thread(lb.servers)).items())}
         rest = plan.seconds - (time.monotonic() - t0)
@@ -368,11 +419,14 @@ async def _round(out: Path, db: str, plan: Plan, seed: int) -> Round:
         making.clear()
         fig["making_s"] = round(time.monotonic() - t0, 1)
         # drained: every frame acknowledged, every queued command answered
-        drained = await _wait(lambda: not any(m.unacked for m in r.meters) and _answered(db, r.queued),
-                              DRAIN_TIMEOUT_S, 0.25)
+        drained = await _wait(lambda: not any(m.unacked for m in r.meters)
+                              and _answered(db, r.queued + r.fw_resets), DRAIN_TIMEOUT_S, 0.25)
         if not drained:
             r.failures.append(f"not drained within {DRAIN_TIMEOUT_S:.0f} s: "
                               f"{sum(len(m.unacked) for m in r.meters)} frames unacknowledged")
+        if fleet_run is not None:  # the firmware meters run their hours out and drain their outboxes
+            await asyncio.wait_for(fleet_run, 120)
+            r.failures += [line for line in r.fleet.log if "exited with" in line]
         fig["servers_total"] = {k: s.total for k, s in sorted((await asyncio.to_thread(lb.servers)).items())}
     finally:
         stop.set()
@@ -381,6 +435,10 @@ async def _round(out: Path, db: str, plan: Plan, seed: int) -> Round:
                 await asyncio.wait_for(t, 5)
         for m in r.meters:
             m.close()
+        if r.fleet is not None:
+            if fleet_run is not None and not fleet_run.done():
+                fleet_run.cancel()
+            await r.fleet.close()
         for n in nodes:
             await n.stop()
         await asyncio.to_thread(lb.stop)
@@ -389,6 +447,19 @@ async def _round(out: Path, db: str, plan: Plan, seed: int) -> Round:
         if n.returncodes != want:
             r.failures.append(f"{n.name} ended with {n.returncodes}, not {want}")
     return r
+
+
+def _firmware_on(fleet: Fleet, lb: HAProxy) -> dict[str, str]:
+    """Which concentrator each firmware meter's connection is on now (its proxy's upstream port, in HAProxy's
+    sessions)."""
+    sessions = lb.sessions()
+    out = {}
+    for m in fleet.meters:
+        for w in list(m.proxy._pipes):
+            peer, me = w.get_extra_info("peername"), w.get_extra_info("sockname")
+            if peer and me and tuple(peer[:2]) == lb.address and (me[0], me[1]) in sessions:
+                out[m.spec.name] = sessions[(me[0], me[1])]
+    return out
 
 
 def _answered(db: str, ids: list[int]) -> bool:
@@ -406,6 +477,8 @@ def _check(db: str, r: Round, result: T.Result, label: str) -> None:
             if t.pending:
                 result.failures.append(f"{label}{m.name}: {t.pending} frames still unacknowledged at the end")
             result.failures += [f"{label}{m.name} refused: {why}" for why in m.refused[:3]]
+        if r.fleet is not None:
+            result.failures += [label + f for f in _firmware_checks(store, r, result, label)]
         queued = {q.id: q for q in store.queued_commands(ids=r.queued)}
         by_meter = {m.device: m for m in r.meters}
         ran = Counter()  # queue id -> times a meter executed it
@@ -427,6 +500,30 @@ def _check(db: str, r: Round, result: T.Result, label: str) -> None:
             "commands_executed_once": sum(1 for n in ran.values() if n == 1),
             "command_attempts": sum(q.attempts for q in queued.values()),
         })
+
+
+def _firmware_checks(store, r: Round, result: T.Result, label: str) -> list[str]:
+    """The firmware meters: tallied from their frames logs, outboxes drained, each billing reset run once (one
+    answered attempt, one billing snapshot in this run)."""
+    out = []
+    for m in r.fleet.meters:
+        link = m.runs[-1]["link"] if m.runs else None
+        pending = range(link["acked"] + 1, link["last_seq"] + 1) if link else ()
+        t = T.tally(store, m.device, f"{label}{m.spec.name}", m.frames_log, pending)
+        result.tallies.append(t)
+        if link is None or t.pending or link["acked"] < link["last_seq"]:
+            out.append(f"{m.spec.name}: outbox not drained at the end "
+                       f"({link and link['last_seq'] - link['acked']} frames unacknowledged)")
+        snaps = [s for s in store.billing_snapshots(m.device) if s.period_end > r.fleet.start_unix]
+        if len(snaps) != 1:
+            out.append(f"{m.spec.name}: {len(snaps)} billing snapshots for 1 billing reset")
+    for q in store.queued_commands(ids=r.fw_resets):
+        answered = [a for a in store.command_attempts(q.id) if a.answered_at is not None]
+        if (q.state, q.result) != ("answered", 0) or len(answered) != 1:
+            out.append(f"firmware billing reset {q.id}: {q.state}, result {q.result}, {len(answered)} answered")
+    r.figures["firmware_meters"] = len(r.fleet.meters)
+    r.figures["firmware_frames"] = sum(t.made for t in result.tallies[-len(r.fleet.meters):])
+    return out
 
 
 def run(out: Path, long: bool, seed: int, db: str | None = None) -> T.Result:
@@ -455,6 +552,7 @@ def figures(rounds: list[Round], result: T.Result, wall_s: float) -> dict:
     out = {
         "concentrators": [r.plan.concentrators for r in rounds],
         "meters": sum(r.plan.meters for r in rounds),
+        "firmware_meters": sum(r.plan.firmware for r in rounds),
         "kills": len(rounds), "restarts": len(rounds),
         "frames": sum(t.made for t in ts), "stored": sum(t.stored for t in ts),
         "lost": sum(t.lost for t in ts), "duplicates": sum(len(t.duplicates) for t in ts),
