@@ -223,10 +223,10 @@ class Ingest:
                 seqs = batch.seqs.setdefault(dev, [])
                 batch.acks[(link, dev)] = None
                 if d.link is not link:
-                    if d.link_at is not None:
-                        # back on a new connection: another concentrator on the same database may have served it
-                        # meanwhile (its watermark, gaps and command counter moved on there)
-                        d = self.devices.load(dev)
+                    # on a new connection (its first here too: the cache may be as old as this process): another
+                    # concentrator on the same database may have served it meanwhile (its watermark, gaps and
+                    # command counter moved on there)
+                    d = self.devices.load(dev)
                     d.link_at = now
                     if dev not in batch.new_links:
                         batch.new_links.append(dev)
@@ -239,7 +239,12 @@ class Ingest:
     def _duplicate(self, batch: _Batch, link: Link, m: P.Message, stored: bytes, now: float) -> None:
         if same_message(stored, m.raw):
             self.counters.count("duplicates")
-            if self._answers_replay(link, self.devices.get(m.device_id), now):  # its ack was lost: again
+            d = self.devices.get(m.device_id)
+            if self._answers_replay(link, d, now):  # its ack was lost: again
+                if d.link is not link and (link, m.device_id) not in batch.acks:
+                    # a recovery ack on a connection this process has not served the meter on: another concentrator
+                    # may have served it since this process read it (its counter and watermark moved on there)
+                    self.devices.load(m.device_id).recovery_at = d.recovery_at
                 self.conns.reject(link, m.device_id, "replay", f"sequence number {m.seq} already stored")
                 batch.acks[(link, m.device_id)] = None
             else:

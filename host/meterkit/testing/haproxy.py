@@ -159,6 +159,16 @@ backend concentrators
         return {r["svname"]: Server(r["svname"], r["status"], int(r["scur"] or 0), int(r["stot"] or 0))
                 for r in rows if r["pxname"] == "concentrators" and r["svname"] not in ("FRONTEND", "BACKEND")}
 
+    def sessions(self) -> dict[tuple[str, int], str]:
+        """The client connections open now: (client host, port) -> the backend it was passed to (c1, ...)."""
+        out = {}
+        for line in self._ask("show sess").splitlines():
+            f = dict(x.split("=", 1) for x in line.split() if "=" in x)
+            if f.get("fe") == "meters" and "src" in f and f.get("srv") not in (None, "<none>"):
+                host, _, port = f["src"].rpartition(":")
+                out[(host, int(port))] = f["srv"]
+        return out
+
     def wait_servers(self, want: dict[str, bool], timeout: float = 20.0) -> dict[str, Server]:
         """Until each named backend is up (True) or out (False) as wanted; TimeoutError saying what it saw."""
         end = time.monotonic() + timeout

@@ -7,16 +7,17 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from meterkit.torture import clock_jumps, concentrator_kills, floods, link_drops, power_kills, quick_cuts
+from meterkit.torture import clock_jumps, concentrator_kills, failover, floods, link_drops, power_kills, quick_cuts
 from meterkit.torture.tally import Result
 
-SCENARIOS = (power_kills, quick_cuts, concentrator_kills, link_drops, clock_jumps, floods)
+SCENARIOS = (power_kills, quick_cuts, concentrator_kills, failover, link_drops, clock_jumps, floods)
 NAMES = tuple(s.NAME for s in SCENARIOS)
 
 # the one or two figures of each scenario that the table shows (all are in --json)
 KEY_FIGURES = {"power_kills": ("kills",), "quick_cuts": ("resumed_max", "resumed_median", "stalled"),
                "link_drops": ("drops", "mid_frame"), "floods": ("sent",), "clock_jumps": (),
-               "concentrator_kills": ("kills", "restarts")}
+               "concentrator_kills": ("kills", "restarts"),
+               "failover": ("concentrators", "kills", "refused", "commands_queued", "commands_executed_once")}
 
 
 def run(names: Iterable[str], out: Path, long: bool, seed: int,
