@@ -45,13 +45,13 @@ def test_a_meter_that_moves_between_two_concentrators_gets_fresh_acks_from_both(
 
 
 
-def test_a_process_that_read_the_meter_at_start_reads_it_again_when_the_meter_first_comes_to_it(tmp_path):
+def test_a_process_that_read_the_meter_at_start_reads_it_again_when_the_meter_first_comes_to_it(store_db):
     """B reads every registered meter when it starts; A then serves the meter (its counter moves on). When the
     meter fails over to B, B must not sign with the counter it read at start: neither the one recovery ack for a
     frame stored before B started (the meter resends it: its ack was lost) nor the acks of fresh frames (the
     failover torture found this: acks refused as replays, counter 1 after 17)."""
     async def main():
-        db = tmp_path / "shared.db"
+        db = store_db
         async with LoopbackRig(db) as a:
             m = SimMeter()
             a.register(m)
@@ -84,12 +84,12 @@ def test_a_process_that_read_the_meter_at_start_reads_it_again_when_the_meter_fi
                    "back blindly (save_delivery/save_counters: UPDATE meters SET last_counter = ?), and the watermark "
                    "too; a meter live on two processes at once gets acks with stale counters (refused) and acks "
                    "that lag; the fix is an atomic allocation in the store (issue 13), see docs/concentrator.md")
-def test_a_meter_live_on_two_processes_at_once_gets_only_fresh_acks(tmp_path):
+def test_a_meter_live_on_two_processes_at_once_gets_only_fresh_acks(store_db):
     """An old connection the first concentrator has not seen die (a Wi-Fi meter's, half-open) and a new one
     through the load balancer to another: frames alternate between them. Every ack must verify on the meter and
     cover what is stored."""
     async def main():
-        db = tmp_path / "shared.db"
+        db = store_db
         async with LoopbackRig(db) as a:
             m = SimMeter()
             a.register(m)
