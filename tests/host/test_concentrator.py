@@ -107,6 +107,7 @@ def test_every_frame_stored_once_and_acknowledged(tmp_path, store_db):
             total = sum(sent.values())
             assert s["frames_stored"] == s["frames_received"] == total and s.get("rejected", 0) == 0
             assert s["acks_sent"] >= 3
+            assert "meters_moved_elsewhere" not in s  # one process: its memory is never stale (headend/devices.py)
 
     run(main())
 
@@ -386,6 +387,7 @@ def test_unanswered_backfill_is_repeated_then_given_up(store_db):
             g = rig.store.gaps(m.device_id)[0]
             assert (g.state, g.attempts) == ("requested", 2)
             assert rig.conc.stats()["backfills_sent"] == 2 and cl.refused == []
+            assert "meters_moved_elsewhere" not in rig.conc.stats()
 
     run(main())
 

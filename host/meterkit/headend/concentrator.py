@@ -105,6 +105,8 @@ class Concentrator:
         scanned: list[Device] = []
         try:
             with self.counters.transaction():
+                # meters that may get a back-fill: their counters as committed (another concentrator may sign too)
+                self.devices.hold([d.id for d in self.devices if d.gaps and d.connected])
                 for d in self.devices:
                     self.outages.check_silence(d, now)
                     self.outages.match_due(d, now)

@@ -122,6 +122,19 @@ class Devices:
         """The device if the concentrator has met it, else None (no database read)."""
         return self._devs.get(device_id)
 
+    def hold(self, device_ids: Iterable[bytes]) -> int:
+        """In the open transaction: hold these meters' rows until it ends (another concentrator writing them
+        waits), and load again each one another concentrator moved on since this process read it (its command
+        counter, watermark or frame count differ), so that counters are never signed twice and acks never lag.
+        How many were loaded again."""
+        moved = 0
+        for dev, held in self._store.lock_meters(device_ids).items():
+            d = self._devs.get(dev)
+            if d is None or held != (d.counter, d.seqs.ack, d.frames_stored):
+                self.load(dev)
+                moved += 1
+        return moved
+
     def reload(self, device_ids: Iterable[bytes]) -> None:
         """After a failed transaction: the database's state again."""
         for dev in list(device_ids):

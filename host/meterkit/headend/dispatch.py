@@ -132,7 +132,7 @@ class Dispatch:
         try:
             with self.counters.transaction():
                 busy: set[bytes] = set()
-                for q in self._pending(only):
+                for q in self._claim(only):
                     frame = self._consider(q, now, busy)
                     if frame is not None:
                         d = self.devices.get(q.device_id)
@@ -152,10 +152,19 @@ class Dispatch:
         for qid in [k for k, v in self._sent_on.items() if v.closed]:
             del self._sent_on[qid]  # a closed connection is never current again: forgetting it is the same
 
-    def _pending(self, only: Iterable[bytes] | None) -> list[QueuedCommand]:
+    def _claim(self, only: Iterable[bytes] | None) -> list[QueuedCommand]:
+        """The pending entries this process is to work on, held until its transaction ends: first the rows of
+        the meters it may sign for (connected here: their counters as committed), then the entries, read afresh,
+        passing over those another concentrator holds (the same order as an ingest's: meters, then queue)."""
         if only is None:
-            return self.store.queued_commands(states=QUEUE_PENDING)
-        return [q for dev in set(only) for q in self.store.queued_commands(dev, QUEUE_PENDING)]
+            seen = self.store.queued_commands(states=QUEUE_PENDING)
+        else:
+            seen = [q for dev in set(only) for q in self.store.queued_commands(dev, QUEUE_PENDING)]
+        if not seen:
+            return []
+        here = [dev for dev in {q.device_id for q in seen} if (d := self.devices.known(dev)) and d.connected]
+        self.devices.hold(here)
+        return self.store.claim_queued(q.id for q in seen)
 
     def _consider(self, q: QueuedCommand, now: float, busy: set[bytes]) -> bytes | None:
         """What to do with one queue entry: expire it, fail it, leave it, or sign an attempt (the frame)."""

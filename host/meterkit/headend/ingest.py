@@ -170,6 +170,9 @@ class Ingest:
         try:
             with self.counters.transaction():
                 faults.entered(batch.seqs)  # off unless METERKIT_FAULTS (the torture suite's phase page)
+                moved = self.devices.hold(batch.seqs.keys() | {dev for _, dev in batch.acks})
+                if moved:
+                    self.counters.count("meters_moved_elsewhere", moved)
                 if not storage.write_batch(self.store, now, batch.frames, batch.readings, batch.intervals,
                                            batch.events, batch.billing, batch.hellos.values()):
                     raise _StoredElsewhere

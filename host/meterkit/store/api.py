@@ -29,6 +29,7 @@ from meterkit.store.records import (
     FleetRecord,
     FrameRecord,
     GapRecord,
+    HeldMeter,
     IntervalRecord,
     MeterRecord,
     NewMeter,
@@ -118,6 +119,13 @@ class Delivery(Protocol):
 
     def save_counters(self, counters: Mapping[bytes, int]) -> None:
         """Keep the last command counter signed for these meters (device id -> counter)."""
+
+    def lock_meters(self, device_ids: Iterable[bytes]) -> dict[bytes, HeldMeter]:
+        """Open the write transaction (unless one is open) and hold these meters' rows until it ends, so that
+        another process's transaction writing them waits for this one (PostgreSQL: SELECT ... FOR UPDATE, in
+        device order; SQLite: BEGIN IMMEDIATE holds the whole database). Their delivery state as committed,
+        by device (registered meters only): what this process must take up before it signs with a counter or
+        acknowledges with a watermark."""
 
     def add_gap(self, device_id: bytes, kind: str, first: int, last: int, detected_at: float,
                 state: str = "open") -> int | None:
@@ -236,6 +244,11 @@ class Commands(Protocol):
     def queued_commands(self, device_id: bytes | None = None, states: Iterable[str] | None = None,
                         ids: Iterable[int] | None = None) -> list[QueuedCommand]:
         """Queue entries (of a device, in these states, with these ids), oldest first."""
+
+    def claim_queued(self, queue_ids: Iterable[int]) -> list[QueuedCommand]:
+        """Of these queue entries, those still pending that no other process holds, read afresh and held for the
+        open write transaction (PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite: BEGIN IMMEDIATE), oldest first:
+        exactly one concentrator works on an entry at a time."""
 
     def update_queued(self, queue_id: int, **fields: Any) -> None:
         """Set state, counter, attempts, sent_at, answered_at, result, reason (ValueError for others); a result

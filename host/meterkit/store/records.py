@@ -10,7 +10,7 @@ uint64) is None; the stored frame (``frame_raw``) keeps the exact value.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 DEFAULT_PERIOD_S = 60
 
@@ -44,6 +44,15 @@ class NewMeter:
     public_key: Any
     name: str | None = None
     reporting_period_s: int = DEFAULT_PERIOD_S
+
+
+class HeldMeter(NamedTuple):
+    """A meter's delivery state as committed, read with its row held for the open transaction (Store.lock_meters):
+    what another concentrator may have moved on since this process read it."""
+
+    last_counter: int
+    ack_seq: int | None
+    frames_stored: int
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from meterkit.store.api import CONCENTRATOR
+from meterkit.store.api import CONCENTRATOR, QUEUE_PENDING
 from meterkit.store.postgres.base import Connection
 from meterkit.store.records import AuditRecord, CommandRecord, QueuedCommand
 from meterkit.store.rows import (
@@ -70,6 +70,16 @@ class CommandTables(Connection):
         cond, args = where(("q.device = %s", None if device_id is None else bytes(device_id)),
                            ("q.state IN", states), ("q.id IN", ids), placeholder="%s")
         return [queued_record(r) for r in self._rows(f"{QUEUE_SELECT}{cond} ORDER BY q.id", args)]
+
+    def claim_queued(self, queue_ids: Iterable[int]) -> list[QueuedCommand]:
+        ids = sorted(set(queue_ids))
+        if not ids:
+            return []
+        self._begin()
+        cond, args = where(("q.state IN", QUEUE_PENDING), ("q.id IN", ids), placeholder="%s")
+        # entries another concentrator holds are passed over, not waited for: it is working on them
+        rows = self._rows(f"{QUEUE_SELECT}{cond} ORDER BY q.id FOR UPDATE OF q SKIP LOCKED", args)
+        return [queued_record(r) for r in rows]
 
     def update_queued(self, queue_id: int, **fields: Any) -> None:
         self._set("command_queue", "id", queue_id, queue_fields(fields), QUEUE_UPDATABLE, "command queue")

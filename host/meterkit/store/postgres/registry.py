@@ -9,7 +9,7 @@ from typing import Any
 
 from meterkit import wire
 from meterkit.store.postgres.base import Connection
-from meterkit.store.records import DEFAULT_PERIOD_S, DeliveryState, MeterRecord, NewMeter
+from meterkit.store.records import DEFAULT_PERIOD_S, DeliveryState, HeldMeter, MeterRecord, NewMeter
 from meterkit.store.rows import METER_UPDATABLE, i64, lookup_hex, meter_record, period
 from meterkit.wire.records import Hello
 
@@ -80,6 +80,15 @@ class RegistryTable(Connection):
                 for s in states]
         self._insert_many("UPDATE meters SET last_seen = %s, ack_seq = %s, first_seq = %s, online = %s, "
                           "frames_stored = %s, last_counter = %s WHERE device = %s", rows)
+
+    def lock_meters(self, device_ids: Iterable[bytes]) -> dict[bytes, HeldMeter]:
+        devs = sorted({bytes(d) for d in device_ids})  # one order for every process: no deadlock between them
+        if not devs:
+            return {}
+        c = self._begin()
+        rows = c.execute("SELECT device, last_counter, ack_seq, frames_stored FROM meters WHERE device = ANY(%s) "
+                         "ORDER BY device FOR UPDATE", (devs,)).fetchall()
+        return {bytes(r[0]): HeldMeter(r[1], r[2], r[3]) for r in rows}
 
     def save_counters(self, counters: Mapping[bytes, int]) -> None:
         self._insert_many("UPDATE meters SET last_counter = %s WHERE device = %s",

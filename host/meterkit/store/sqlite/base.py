@@ -64,10 +64,13 @@ class Connection:
         return migrate(self._conn)
 
     # -- transactions
-    def _begin(self) -> sqlite3.Connection:
+    def _begin(self, immediate: bool = False) -> sqlite3.Connection:
+        """The open write transaction, begun if none is. immediate: take the write lock now (before the reads
+        that decide what to write), so that no other process writes between them; an open transaction has
+        written already, so it holds the lock."""
         c = self._conn
         if not c.in_transaction:
-            c.execute("BEGIN")
+            c.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
         return c
 
     def commit(self) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from meterkit.store.api import CONCENTRATOR
+from meterkit.store.api import CONCENTRATOR, QUEUE_PENDING
 from meterkit.store.records import AuditRecord, CommandRecord, QueuedCommand
 from meterkit.store.rows import (
     COMMAND_COLUMNS,
@@ -72,6 +72,13 @@ class CommandTables(Connection):
         cond, args = where(("q.device = ?", None if device_id is None else bytes(device_id)), ("q.state IN", states),
                            ("q.id IN", ids))
         return [queued_record(r) for r in self._rows(f"{QUEUE_SELECT}{cond} ORDER BY q.id", args)]
+
+    def claim_queued(self, queue_ids: Iterable[int]) -> list[QueuedCommand]:
+        ids = sorted(set(queue_ids))
+        if not ids:
+            return []
+        self._begin(immediate=True)  # no other process writes the queue until this transaction ends
+        return self.queued_commands(states=QUEUE_PENDING, ids=ids)
 
     def update_queued(self, queue_id: int, **fields: Any) -> None:
         self._set("command_queue", "id", queue_id, queue_fields(fields), QUEUE_UPDATABLE, "command queue")

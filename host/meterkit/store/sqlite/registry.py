@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from meterkit import wire
-from meterkit.store.records import DEFAULT_PERIOD_S, DeliveryState, MeterRecord, NewMeter
+from meterkit.store.records import DEFAULT_PERIOD_S, DeliveryState, HeldMeter, MeterRecord, NewMeter
 from meterkit.store.rows import METER_UPDATABLE, i64, lookup_hex, meter_record, period
 from meterkit.store.sqlite.base import Connection
 from meterkit.wire.records import Hello
@@ -88,6 +88,15 @@ class RegistryTable(Connection):
         if rows:
             self._begin().executemany("UPDATE meters SET last_seen = ?, ack_seq = ?, first_seq = ?, online = ?, "
                                       "frames_stored = ?, last_counter = ? WHERE device = ?", rows)
+
+    def lock_meters(self, device_ids: Iterable[bytes]) -> dict[bytes, HeldMeter]:
+        devs = sorted({bytes(d) for d in device_ids})
+        if not devs:
+            return {}
+        c = self._begin(immediate=True)  # the database's write lock is every row's
+        rows = c.execute("SELECT device, last_counter, ack_seq, frames_stored FROM meters WHERE device IN "
+                         f"({', '.join('?' * len(devs))})", devs).fetchall()
+        return {bytes(r[0]): HeldMeter(r[1], r[2], r[3]) for r in rows}
 
     def save_counters(self, counters: Mapping[bytes, int]) -> None:
         if counters:
