@@ -23,8 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from meter import events
 from meter import messages as M
+from meterkit import wire as P
 from meterkit.headend import commands as C
 from meterkit.store import open_store
 from meterkit.store.records import DREventRecord
@@ -38,7 +41,7 @@ class Filled:
     db: Path
     meters: list[SimMeter]
     frames: int  # frames the meters made (each stored once)
-    headend_kid: bytes
+    headend: P.HeadEnd  # the concentrator's key
 
 
 def _billing(m: SimMeter, period_end: int, import_wh: int) -> bytes:
@@ -63,8 +66,8 @@ async def _backfill(rig: LoopbackRig, clients: list[Any], held: list[bytes]) -> 
         cl.send(frame + cl.meter.response(cl.commands[-1].counter, 0))
 
 
-async def _session(db: Path, meters: list[SimMeter], readings: int) -> bytes:
-    async with LoopbackRig(db, clock_drift_max_s=None, max_rate=None, backlog_limit=1 << 30,
+async def _session(db: Path, meters: list[SimMeter], readings: int, headend: P.HeadEnd) -> None:
+    async with LoopbackRig(db, headend, clock_drift_max_s=None, max_rate=None, backlog_limit=1 << 30,
                            max_per_source=None) as rig:
         rig.clock.t = float(T0)
         for i, m in enumerate(meters):
@@ -105,7 +108,6 @@ async def _session(db: Path, meters: list[SimMeter], readings: int) -> bytes:
         rig.conc.tick()
         for cl in (*clients, stranger):
             cl.close()
-        return rig.headend.key_id
 
 
 def _store_side(db: Path, meters: list[SimMeter], kid: bytes) -> None:
@@ -128,9 +130,10 @@ def fill(db: str | Path, meters: int = 3, readings: int = 12) -> Filled:
     if db.exists():
         raise FileExistsError(f"{db} exists: fill makes a new database")
     ms = [SimMeter() for _ in range(meters)]
-    kid = asyncio.run(asyncio.wait_for(_session(db, ms, readings), 600))
-    _store_side(db, ms, kid)
-    return Filled(db, ms, sum(m.seq.next for m in ms), kid)
+    headend = P.HeadEnd(ec.generate_private_key(ec.SECP256R1()))
+    asyncio.run(asyncio.wait_for(_session(db, ms, readings, headend), 600))
+    _store_side(db, ms, headend.key_id)
+    return Filled(db, ms, sum(m.seq.next for m in ms), headend)
 
 
 def main(argv: list[str] | None = None) -> int:
