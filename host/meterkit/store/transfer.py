@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 
 from meterkit import wire
@@ -236,11 +237,10 @@ class Target(ReadingPartitions):
 
     def rows(self, table: str, cols: list[str], order: str) -> Iterator[tuple]:
         """The table in key order, through a server-side cursor (in the open transaction)."""
-        with self._begin().cursor(name=f"transfer_{table}") as cur:
+        with self._begin().cursor(name=f"transfer_{table}", row_factory=tuple_row) as cur:
             cur.itersize = BATCH
             cur.execute(f"SELECT {', '.join(_q(c) for c in cols)} FROM {table} ORDER BY {order}")
-            for r in cur:
-                yield tuple(r)
+            yield from cur
 
 
 def _jsonb(v: Any) -> Jsonb:
