@@ -23,6 +23,7 @@ from meterkit.cli import (
     dr,
     fleet,
     keys,
+    migrate,
     relay,
     sim,
     torture,
@@ -30,7 +31,7 @@ from meterkit.cli import (
 )
 
 FAMILIES = (sim, bench, demo, keys, verify, concentrator, fleet, bill, command, configure, relay, audit, dr,
-            billcheck, device, torture)
+            billcheck, device, torture, migrate)
 
 
 def build_parser() -> argparse.ArgumentParser:
