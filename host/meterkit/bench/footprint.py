@@ -4,15 +4,12 @@ A real concentrator (the loopback rig) stores a day of each meter's traffic: a r
 frame every 15 minutes, signed frames as the firmware makes them. The database's size is read before and after:
 bytes per frame and per meter-day, evidence (the raw signed frames) and indexes included.
 
-    python -m meterkit.bench.footprint [--meters 20] [--hours 24] [--pg]
+    meterkit bench --only footprint   (measure(meters, hours, pg))
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
-import sqlite3
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +20,8 @@ READING_S = 60
 PROFILE_S = 900
 
 
-def _traffic(m: SimMeter, hours: float) -> list[bytes]:
+def _traffic(m: SimMeter, hours: float, now: float) -> list[bytes]:
+    m.t = int(now - hours * 3600) // PROFILE_S * PROFILE_S  # a day just past (a meter from the future is set)
     frames = [m.hello()]
     for k in range(int(hours * 3600 // READING_S)):
         m.t += READING_S
@@ -42,15 +40,18 @@ async def _store_day(db: str, meters: int, hours: float) -> dict:
         t = time.perf_counter()
         n = 0
         for m in ms:
-            frames = _traffic(m, hours)
+            frames = _traffic(m, hours, rig.clock())
             cl = await rig.connect(m)
             cl.send(b"".join(frames))
             await cl.wait_ack(m.seq.next - 1, timeout=120)
             cl.close()
             n += len(frames)
         wall = time.perf_counter() - t
-        after = _size(rig, db)
-        tables = _pg_tables(rig) if db.startswith("postgresql://") else None
+        pg = db.startswith("postgresql://")
+        after = _size(rig, db) if pg else 0
+        tables = _pg_tables(rig) if pg else None
+    if not pg:
+        after = _file_size(db)  # closed: the log is in the file
     grown = after - before
     out = {"frames": n, "bytes": grown, "bytes_per_frame": round(grown / n, 1),
            "bytes_per_meter_day": round(grown / meters * 24 / hours), "frames_per_s": round(n / wall)}
@@ -76,9 +77,12 @@ def _size(rig: LoopbackRig, db: str) -> int:
             c.execute("SELECT pg_database_size(current_database())")
             return int(c.fetchone()[0])
     rig.store.commit()
-    with sqlite3.connect(db) as c:
-        c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    return Path(db).stat().st_size
+    return _file_size(db)
+
+
+def _file_size(db: str) -> int:
+    """The database file and its write-ahead log (none once the last connection closed: checkpointed)."""
+    return sum(p.stat().st_size for p in (Path(db), Path(db + "-wal")) if p.exists())
 
 
 def measure(meters: int, hours: float, pg: bool) -> dict:
@@ -91,16 +95,3 @@ def measure(meters: int, hours: float, pg: bool) -> dict:
             with PgServer() as server:
                 out["postgres"] = asyncio.run(_store_day(server.create_database(), meters, hours))
     return out
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m meterkit.bench.footprint", description=__doc__.splitlines()[0])
-    ap.add_argument("--meters", type=int, default=20)
-    ap.add_argument("--hours", type=float, default=24.0)
-    ap.add_argument("--pg", action="store_true", help="PostgreSQL too (a server started in a temporary directory)")
-    a = ap.parse_args(argv)
-    print(json.dumps(measure(a.meters, a.hours, a.pg), indent=1))
-
-
-if __name__ == "__main__":
-    main()
