@@ -31,6 +31,8 @@ from meterkit.store.api import QUEUE_PENDING, Store
 
 log = logging.getLogger(__name__)
 
+DRIFT_STEP_S = 0.5  # a measured drift is written when it moved this much since the stored one ...
+DRIFT_REFRESH_S = 900.0  # ... or the stored one is this old (meterkit status shows when it was measured)
 SET_TIME_VALID_S = 3600  # an automatic set-time command not delivered within this is dropped (measured again)
 
 
@@ -98,7 +100,12 @@ class Clocks:
 
     def _drift(self, d: Device, drift: float, now: float) -> bool:
         d.drift = drift
-        self.store.update_meter(d.id, clock_drift_s=drift, clock_drift_at=now)
+        saved = d.drift_saved
+        # written when it moved or the stored one is old, not with every reading: a row update per reading
+        # would be most of a large fleet's database writes (docs/scaling.md)
+        if saved is None or abs(drift - saved[0]) >= DRIFT_STEP_S or now - saved[1] >= DRIFT_REFRESH_S:
+            self.store.update_meter(d.id, clock_drift_s=drift, clock_drift_at=now)
+            d.drift_saved = (drift, now)
         return True
 
     def _ask(self, d: Device, why: str, force: bool, now: float) -> bool:
