@@ -326,7 +326,7 @@ async def _round(out: Path, db: str, plan: Plan, seed: int) -> Round:
         specs = [MeterSpec(f"fw{i}", ("random-walk", "constant")[i % 2], "tcp", seed=seed + i)
                  for i in range(plan.firmware)]
         hours = (plan.seconds + 10.0) * plan.speed / 3600
-        fleet = r.fleet = Fleet(out / "fleet", specs, load_private(key_path), Path(db), hours=hours,
+        fleet = r.fleet = Fleet(out / "fleet", specs, load_private(key_path), db, hours=hours,
                                 speed=plan.speed, start_unix=int(time.time()), offline_after=15)
         await fleet.prepare()
         fleet.store.close()
