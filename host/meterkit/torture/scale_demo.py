@@ -75,7 +75,7 @@ def summary(result: Result) -> str:
     killed = r.get("killed", "?")
     proto = [t for t in result.tallies if t.meter.startswith("p")]
     lines = [
-        "Nothing lost?" if result.ok else "SOMETHING WENT WRONG:",
+        "What the meters made, and what the database holds:",
         f"  frames made            {fig['frames']:>8}  ({sum(t.made for t in proto)} by protocol meters, "
         f"{r.get('firmware_frames', 0)} by firmware meters)",
         f"  frames stored          {fig['stored']:>8}  lost {fig['lost']}, duplicates {fig['duplicates']}, "
@@ -90,7 +90,7 @@ def summary(result: Result) -> str:
         f"  SIGKILL {killed} (it served {r.get('sessions_before_kill', {}).get(killed, '?')} connections, "
         f"{r.get('firmware_on_killed', 0)} of them firmware meters)",
         f"  HAProxy marked it down after        {_s(r.get('marked_down_s'))}",
-        f"  every meter served again after      {_s(r.get('all_served_again_s'))}",
+        f"  every protocol meter acked again    {_s(r.get('all_served_again_s'))}",
         f"  restarted; HAProxy had it up after  {_s(r.get('back_up_s'))}   (times from the kill)",
         "",
         "  connections per concentrator   before the kill   after the kill   after the restart    total ever",
@@ -106,6 +106,7 @@ def summary(result: Result) -> str:
                      f"command executed once, on {_DATABASES.get(fig.get('database'), 'the database')} "
                      f"({fig['wall_s']} s).")
     else:
+        lines.append("SOMETHING WENT WRONG:")
         lines += [f"  FAILED {f}" for f in result.failures[:20]]
         lines += [f"  FAILED {t.meter}: lost {t.lost}, duplicates {len(t.duplicates)}, pending {t.pending}"
                   for t in result.tallies if not t.clean][:20]
