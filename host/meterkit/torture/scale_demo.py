@@ -93,13 +93,13 @@ def summary(result: Result) -> str:
         f"  every protocol meter acked again    {_s(r.get('all_served_again_s'))}",
         f"  restarted; HAProxy had it up after  {_s(r.get('back_up_s'))}   (times from the kill)",
         "",
-        "  connections per concentrator   before the kill   after the kill   after the restart    total ever",
+        "  meters connected to      before the kill   after the kill   after the restart   (HAProxy's sessions)",
     ]
     for name in sorted(r.get("sessions_before_kill", {})):
         cells = [r.get(k, {}).get(name, "-") for k in ("sessions_before_kill", "sessions_after_kill",
-                                                       "sessions_after_restart", "servers_total")]
-        lines.append(f"  {name + (' (killed)' if name == killed else ''):<30}{cells[0]:>16}{cells[1]:>17}"
-                     f"{cells[2]:>20}{cells[3]:>15}")
+                                                       "sessions_after_restart")]
+        label = name + (" (killed)" if name == killed else "")
+        lines.append(f"  {label:<24}{cells[0]:>16}{cells[1]:>17}{cells[2]:>20}")
     lines.append("")
     if result.ok:
         lines.append(f"Nothing lost: all {fig['frames']} frames stored exactly once, every ack verified, every "
