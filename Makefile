@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # start real servers on loopback: PostgreSQL (meterkit.testing.pgserver) and HAProxy (meterkit.testing.haproxy).
 DEPS_APT := gcc-multilib make postgresql haproxy
 
-.PHONY: demo test lint bench clean deps mp32
+.PHONY: demo demo-scale test lint bench clean deps mp32
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,6 +17,11 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/meterkit demo
+
+# PostgreSQL (a server of its own in a temporary directory), HAProxy, 2 concentrators and a fleet; one concentrator
+# SIGKILLed mid-run and restarted; a "nothing lost" summary (needs `make deps`: PostgreSQL and HAProxy)
+demo-scale: $(STAMP)
+	$(BIN)/meterkit demo --scale
 
 # Firmware tests run twice: in the MicroPython Unix port and in the 32-bit interpreter built first by `mp32`
 # (without a 32-bit toolchain that one says so and the 64-bit suite still runs; `make deps` installs it).

@@ -27,6 +27,7 @@ from typing import Any
 
 from meterkit.device.toolchain import firmware_dir
 from meterkit.sim.runner import provision, sim_command, sim_env
+from meterkit.store import is_url
 from meterkit.wire.keys import private_dir
 
 RESTART_EXIT = 3  # sim/run.py's exit status when the board restarts (a reboot command, its watchdog)
@@ -275,14 +276,14 @@ class Fleet:
     as a board restart (a reboot command, its watchdog: exit status 3) is started again on its flash.
     """
 
-    def __init__(self, out_dir: Path, specs: list[MeterSpec], headend_key: Any, db_path: Path, *,
+    def __init__(self, out_dir: Path, specs: list[MeterSpec], headend_key: Any, db_path: Path | str, *,
                  hours: float = 24.0, speed: float = 1440.0, start_unix: int = 1793491200,
                  reading_s: int = 60, offline_after: float = 15, clock_drift_max_s: float | None = None,
                  clock_jitter_s: float = 2.0):
         self.out = Path(out_dir)
         self.specs = specs
         self.headend_key = headend_key
-        self.db_path = Path(db_path)
+        self.db_path = db_path if is_url(db_path) else Path(db_path)  # a SQLite file or a postgresql:// URL
         self.hours = hours
         self.speed = speed
         self.start_unix = start_unix
@@ -330,7 +331,8 @@ class Fleet:
                 await m.proxy.start()
 
     async def prepare(self) -> None:
-        """The meters provisioned and registered in a fresh database (self.store); no concentrator yet."""
+        """The meters provisioned and registered in a fresh database (self.store); no concentrator yet. A SQLite
+        file is made afresh; a postgresql:// database is the caller's to give fresh (its schema made if missing)."""
         from cryptography.hazmat.primitives import serialization
 
         from meterkit.store import open_store
@@ -346,8 +348,9 @@ class Fleet:
             log.unlink(missing_ok=True)
             self.meters.append(FleetMeter(spec, flash, log))
         await asyncio.gather(*(self._provision(m, point) for m in self.meters))
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{self.db_path}{suffix}").unlink(missing_ok=True)
+        if not is_url(self.db_path):
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{self.db_path}{suffix}").unlink(missing_ok=True)
         self.store = open_store(self.db_path)
         for m in self.meters:
             self.store.register_meter(m.device, m.public_key, m.spec.name)

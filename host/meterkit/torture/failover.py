@@ -1,8 +1,8 @@
 """Torture scenario: several concentrators on one database behind HAProxy, one SIGKILLed mid-run and restarted
 (issue 13, "Failover"; docs/concentrator.md, "Failover").
 
-N `meterkit concentrator` processes (2; the long form also 3) share one database (a SQLite file; `db` may name
-another store, a postgresql:// URL once there is one) and one head-end key, behind a real HAProxy (leastconn,
+N `meterkit concentrator` processes (2; the long form also 3) share one database (a SQLite file, or PostgreSQL:
+`db="pg"` starts a server of its own, or a postgresql:// URL) and one head-end key, behind a real HAProxy (leastconn,
 health checks, redispatch, PROXY v2 headers read with --proxy-protocol-from). Protocol-level meters (SimMeter
 frames, signed with `cryptography`, byte for byte what meter.cose makes) connect through HAProxy, each from its
 own loopback address; every few hundred milliseconds each makes a signed reading, keeps it until it is
@@ -53,7 +53,7 @@ from meter.identity import key_id
 from meterkit import wire as P
 from meterkit.headend import commands as C
 from meterkit.sim.fleet import Fleet, MeterSpec, TcpProxy
-from meterkit.store import open_store
+from meterkit.store import is_url, open_store
 from meterkit.store.records import NewMeter
 from meterkit.testing.haproxy import HAProxy
 from meterkit.testing.rig import SimMeter
@@ -316,137 +316,211 @@ class _Elsewhere:
         pass
 
 
-async def _round(out: Path, db: str, plan: Plan, seed: int) -> Round:
-    r = Round(plan)
-    rng = random.Random(seed)
-    key_path, _, _ = new_key(out / "keys")
-    headend = P.HeadEnd(load_private(key_path))
-    now, clock_file, fleet_run = time.time, None, None
-    if plan.firmware:  # a fresh database with the firmware meters provisioned and registered; the fleet's clock
+def _quiet(text: str) -> None:
+    pass
+
+
+class _RoundRun:
+    """One round's moving parts, in the order they happen: setup (key, firmware fleet, protocol meters registered,
+    concentrators, HAProxy, meters started), serve (all acknowledged, billing resets queued), kill, restart,
+    finish (drain), close. Failures go to round.failures, figures to round.figures; `say` narrates (the scale
+    demo prints it)."""
+
+    def __init__(self, out: Path, db: str, plan: Plan, seed: int, say=_quiet):
+        self.out, self.db, self.plan, self.seed, self.say = out, db, plan, seed, say
+        self.r = Round(plan)
+        self.fig = self.r.figures
+        self.rng = random.Random(seed)
+        self.now = time.time  # UTC seconds: the system clock, or the fleet's
+        self.clock_file: Path | None = None
+        self.nodes: list[Node] = []
+        self.lb: HAProxy | None = None
+        self.victim: Node | None = None
+        self.fleet_run: asyncio.Task | None = None
+        self.lives: list[asyncio.Task] = []
+        self.making, self.stop = asyncio.Event(), asyncio.Event()
+        self.t0 = self.t_kill = 0.0
+
+    # -- setup
+    async def setup(self) -> None:
+        key_path, _, _ = new_key(self.out / "keys")
+        headend = P.HeadEnd(load_private(key_path))
+        if self.plan.firmware:
+            await self._firmware_fleet(key_path)
+        (self.out / "meters").mkdir(exist_ok=True)
+        self.r.meters = [ProtoMeter(f"p{i}", _source(i), headend.public_bytes, self.out / "meters" / f"p{i}.frames",
+                                    self.now) for i in range(self.plan.meters)]
+        with contextlib.closing(open_store(self.db)) as store:
+            store.register_meters([NewMeter(m.sim.public_key, m.name, 60) for m in self.r.meters])
+            store.commit()
+        self.say(f"{self.plan.meters} protocol meters and {self.plan.firmware} firmware meters registered")
+        self.nodes = [Node(self.out, i + 1, self.db, key_path, self.clock_file) for i in range(self.plan.concentrators)]
+        for n in self.nodes:
+            await n.start()
+        self.say("concentrators listening: " + ", ".join(f"{n.name} on 127.0.0.1:{n.port}" for n in self.nodes))
+        self.lb = HAProxy(self.out / "haproxy", [("127.0.0.1", n.port) for n in self.nodes], send_proxy=True)
+        await asyncio.to_thread(self.lb.start)
+        self.say(f"HAProxy on {self.lb.address[0]}:{self.lb.address[1]} in front of them (leastconn, health checks)")
+        await self._start_meters()
+
+    async def _firmware_fleet(self, key_path: Path) -> None:
+        """The real firmware meters provisioned and registered in the database (a SQLite file is made afresh, a
+        PostgreSQL database taken as given); from now on everything runs on the fleet's clock."""
+        plan, seed = self.plan, self.seed
         specs = [MeterSpec(f"fw{i}", ("random-walk", "constant")[i % 2], "tcp", seed=seed + i)
                  for i in range(plan.firmware)]
         hours = (plan.seconds + 10.0) * plan.speed / 3600
-        fleet = r.fleet = Fleet(out / "fleet", specs, load_private(key_path), Path(db), hours=hours,
-                                speed=plan.speed, start_unix=int(time.time()), offline_after=15)
+        fleet = self.r.fleet = Fleet(self.out / "fleet", specs, load_private(key_path), self.db, hours=hours,
+                                     speed=plan.speed, start_unix=int(time.time()), offline_after=15)
         await fleet.prepare()
         fleet.store.close()
         fleet.store = None
         fleet._publish_clock()
+        self.now = lambda: fleet.clock()
+        self.clock_file = fleet.clock_file
 
-        def now() -> float:
-            return fleet.clock()
+    async def _start_meters(self) -> None:
+        """The firmware meters (through the fleet's proxies, pointed at HAProxy) and the protocol meters' lives."""
+        if self.r.fleet is not None:
+            for fm in self.r.fleet.meters:
+                fm.proxy = TcpProxy(*self.lb.address)
+                await fm.proxy.start()
+            self.r.fleet.conc = _Elsewhere()
+            self.fleet_run = asyncio.create_task(self.r.fleet.run(settle_s=3.0))
+        self.making.set()
+        self.lives = [asyncio.create_task(_meter_life(m, self.lb.address, self.making, self.stop,
+                                                      self.plan.period_s, random.Random(self.seed + i)))
+                      for i, m in enumerate(self.r.meters)]
+        self.t0 = time.monotonic()
 
-        clock_file = fleet.clock_file
-    (out / "meters").mkdir(exist_ok=True)
-    r.meters = [ProtoMeter(f"p{i}", _source(i), headend.public_bytes, out / "meters" / f"p{i}.frames", now)
-                for i in range(plan.meters)]
-    with contextlib.closing(open_store(db)) as store:
-        store.register_meters([NewMeter(m.sim.public_key, m.name, 60) for m in r.meters])
-        store.commit()
-    nodes = [Node(out, i + 1, db, key_path, clock_file) for i in range(plan.concentrators)]
-    for n in nodes:
-        await n.start()
-    lb = HAProxy(out / "haproxy", [("127.0.0.1", n.port) for n in nodes], send_proxy=True)
-    await asyncio.to_thread(lb.start)
-    if r.fleet is not None:
-        for fm in r.fleet.meters:
-            fm.proxy = TcpProxy(*lb.address)
-            await fm.proxy.start()
-        r.fleet.conc = _Elsewhere()
-        fleet_run = asyncio.create_task(r.fleet.run(settle_s=3.0))
-    making, stop = asyncio.Event(), asyncio.Event()
-    making.set()
-    lives = [asyncio.create_task(_meter_life(m, lb.address, making, stop, plan.period_s, random.Random(seed + i)))
-             for i, m in enumerate(r.meters)]
-    t0 = time.monotonic()
-    fig = r.figures
-    victim = None
-    try:
-        # everybody connected and acknowledged once
+    async def _queue(self, devices: list[bytes], op: int, args: dict | None = None) -> list[int]:
+        return await asyncio.to_thread(_queue, self.db, devices, op, args, self.now())
+
+    async def _sessions(self) -> dict[str, int]:
+        return {k: s.current for k, s in sorted((await asyncio.to_thread(self.lb.servers)).items())}
+
+    # -- the phases
+    async def serve(self) -> None:
+        """Every meter connected and acknowledged once; a billing reset queued for every meter."""
+        r = self.r
         if not await _wait(lambda: all(m.acks for m in r.meters), MOVE_TIMEOUT_S):
             r.failures.append(f"{sum(1 for m in r.meters if not m.acks)} meters never acknowledged at the start")
-        await asyncio.sleep(0.15 * plan.seconds)
-        r.queued += await asyncio.to_thread(_queue, db, [m.device for m in r.meters], M.OP_BILLING_RESET, None,
-                                            now())
+        self.say(f"all {len(r.meters)} protocol meters acknowledged; sessions {await self._sessions()}")
+        await asyncio.sleep(0.15 * self.plan.seconds)
+        r.queued += await self._queue([m.device for m in r.meters], M.OP_BILLING_RESET)
         if r.fleet is not None:
-            r.fw_resets = await asyncio.to_thread(_queue, db, [m.device for m in r.fleet.meters],
-                                                  M.OP_BILLING_RESET, None, now())
-        await asyncio.sleep(0.2 * plan.seconds)
-        # the kill: the concentrator with the most meters; a set-time for every third meter just before it
-        before = await asyncio.to_thread(lb.servers)
+            r.fw_resets = await self._queue([m.device for m in r.fleet.meters], M.OP_BILLING_RESET)
+        self.say(f"{len(r.queued) + len(r.fw_resets)} billing resets queued, one for every meter")
+        await asyncio.sleep(0.2 * self.plan.seconds)
+
+    async def kill(self) -> None:
+        """SIGKILL the concentrator serving the most firmware meters (so that real firmware fails over too), then
+        the most meters, right after a set-time was queued for every third meter; wait until HAProxy marks it
+        down and every protocol meter is served again."""
+        r, fig = self.r, self.fig
+        before = await asyncio.to_thread(self.lb.servers)
         fig["sessions_before_kill"] = {k: s.current for k, s in sorted(before.items())}
-        on = _firmware_on(r.fleet, lb) if r.fleet is not None else {}
-        # the one serving the most firmware meters (so that real firmware fails over too), then the most meters
-        victim = max(nodes, key=lambda n: (sum(1 for b in on.values() if b == n.name), before[n.name].current))
+        on = _firmware_on(r.fleet, self.lb) if r.fleet is not None else {}
+        victim = self.victim = max(self.nodes, key=lambda n: (sum(1 for b in on.values() if b == n.name),
+                                                              before[n.name].current))
         fig["firmware_on_killed"] = sum(1 for b in on.values() if b == victim.name)
-        r.queued += await asyncio.to_thread(_queue, db, [m.device for m in r.meters[::3]], M.OP_SET_TIME,
-                                            C.set_time_args(False), now())
-        await asyncio.sleep(rng.uniform(0.0, 0.3))
+        r.queued += await self._queue([m.device for m in r.meters[::3]], M.OP_SET_TIME, C.set_time_args(False))
+        await asyncio.sleep(self.rng.uniform(0.0, 0.3))
         fig["killed"] = victim.name
-        t_kill = time.monotonic()
+        self.say(f"SIGKILL {victim.name}, serving {before[victim.name].current} connections "
+                 f"({fig['firmware_on_killed']} of them firmware meters)")
+        self.t_kill = time.monotonic()
         fig["killed_returncode"] = await victim.sigkill()
         try:
-            await asyncio.to_thread(lb.wait_servers, {victim.name: False}, 30.0)
-            fig["marked_down_s"] = round(time.monotonic() - t_kill, 2)
+            await asyncio.to_thread(self.lb.wait_servers, {victim.name: False}, 30.0)
+            fig["marked_down_s"] = round(time.monotonic() - self.t_kill, 2)
+            self.say(f"HAProxy marked {victim.name} down {fig['marked_down_s']} s after the kill")
         except TimeoutError as e:
             r.failures.append(str(e))
-        moved = await _wait(lambda: all(m.last_ack_at > t_kill for m in r.meters), MOVE_TIMEOUT_S)
-        fig["all_served_again_s"] = round(time.monotonic() - t_kill, 2)
+        moved = await _wait(lambda: all(m.last_ack_at > self.t_kill for m in r.meters), MOVE_TIMEOUT_S)
+        fig["all_served_again_s"] = round(time.monotonic() - self.t_kill, 2)
         if not moved:
-            r.failures.append(f"{sum(1 for m in r.meters if m.last_ack_at <= t_kill)} meters not served again "
+            r.failures.append(f"{sum(1 for m in r.meters if m.last_ack_at <= self.t_kill)} meters not served again "
                               f"within {MOVE_TIMEOUT_S:.0f} s of the kill")
-        fig["sessions_after_kill"] = {k: s.current for k, s in sorted((await asyncio.to_thread(lb.servers)).items())}
-        # the restart, on the same port; HAProxy takes it back
+        fig["sessions_after_kill"] = await self._sessions()
+        self.say(f"every protocol meter served again {fig['all_served_again_s']} s after the kill; "
+                 f"sessions {fig['sessions_after_kill']}")
+
+    async def restart(self) -> None:
+        """Restart the killed one on its port, wait until HAProxy has it up; a quarter of the meters drop their
+        links (leastconn puts them on the restarted process) and get a billing reset each."""
+        r, fig, victim = self.r, self.fig, self.victim
         await victim.start()
         try:
-            await asyncio.to_thread(lb.wait_servers, {victim.name: True}, 30.0)
-            fig["back_up_s"] = round(time.monotonic() - t_kill, 2)
+            await asyncio.to_thread(self.lb.wait_servers, {victim.name: True}, 30.0)
+            fig["back_up_s"] = round(time.monotonic() - self.t_kill, 2)
+            self.say(f"{victim.name} restarted; HAProxy had it up {fig['back_up_s']} s after the kill")
         except TimeoutError as e:
             r.failures.append(str(e))
-        # a quarter of the meters drop their links: leastconn puts them on the restarted process
         back = r.meters[1::4]
         t_back = time.monotonic()
         for m in back:
             m.drop()
         if not await _wait(lambda: all(m.last_ack_at > t_back for m in back), MOVE_TIMEOUT_S):
             r.failures.append("meters that dropped their links after the restart were not served again")
-        r.queued += await asyncio.to_thread(_queue, db, [m.device for m in back], M.OP_BILLING_RESET, None, now())
-        fig["sessions_after_restart"] = {k: s.current
-                                         for k, s in sorted((await asyncio.to_thread(lb.servers)).items())}
-        rest = plan.seconds - (time.monotonic() - t0)
+        r.queued += await self._queue([m.device for m in back], M.OP_BILLING_RESET)
+        fig["sessions_after_restart"] = await self._sessions()
+        self.say(f"{len(back)} meters reconnected; sessions {fig['sessions_after_restart']}")
+
+    async def finish(self) -> None:
+        """Make frames for the rest of plan.seconds, then wait until every frame is acknowledged and every queued
+        command answered; the firmware meters run their hours out and drain their outboxes."""
+        r, fig = self.r, self.fig
+        rest = self.plan.seconds - (time.monotonic() - self.t0)
         if rest > 0:
             await asyncio.sleep(rest)
-        making.clear()
-        fig["making_s"] = round(time.monotonic() - t0, 1)
-        # drained: every frame acknowledged, every queued command answered
+        self.making.clear()
+        fig["making_s"] = round(time.monotonic() - self.t0, 1)
+        self.say("the meters stop making frames; draining (everything acknowledged, every command answered)")
         drained = await _wait(lambda: not any(m.unacked for m in r.meters)
-                              and _answered(db, r.queued + r.fw_resets), DRAIN_TIMEOUT_S, 0.25)
+                              and _answered(self.db, r.queued + r.fw_resets), DRAIN_TIMEOUT_S, 0.25)
         if not drained:
             r.failures.append(f"not drained within {DRAIN_TIMEOUT_S:.0f} s: "
                               f"{sum(len(m.unacked) for m in r.meters)} frames unacknowledged")
-        if fleet_run is not None:  # the firmware meters run their hours out and drain their outboxes
-            await asyncio.wait_for(fleet_run, 120)
+        if self.fleet_run is not None:
+            await asyncio.wait_for(self.fleet_run, 120)
             r.failures += [line for line in r.fleet.log if "exited with" in line]
-        fig["servers_total"] = {k: s.total for k, s in sorted((await asyncio.to_thread(lb.servers)).items())}
-    finally:
-        stop.set()
-        for t in lives:
+        fig["servers_total"] = {k: s.total for k, s in sorted((await asyncio.to_thread(self.lb.servers)).items())}
+
+    async def close(self) -> None:
+        """Stop everything that was started; each concentrator must have ended as it should (the killed one by
+        SIGKILL, then like the others on SIGTERM with 0)."""
+        self.stop.set()
+        for t in self.lives:
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(t, 5)
-        for m in r.meters:
+        for m in self.r.meters:
             m.close()
-        if r.fleet is not None:
-            if fleet_run is not None and not fleet_run.done():
-                fleet_run.cancel()
-            await r.fleet.close()
-        for n in nodes:
+        if self.r.fleet is not None:
+            if self.fleet_run is not None and not self.fleet_run.done():
+                self.fleet_run.cancel()
+            await self.r.fleet.close()
+        for n in self.nodes:
             await n.stop()
-        await asyncio.to_thread(lb.stop)
-    for n in nodes:
-        want = [-signal.SIGKILL, 0] if n is victim else [0]
-        if n.returncodes != want:
-            r.failures.append(f"{n.name} ended with {n.returncodes}, not {want}")
-    return r
+        if self.lb is not None:
+            await asyncio.to_thread(self.lb.stop)
+        for n in self.nodes:
+            want = [-signal.SIGKILL, 0] if n is self.victim else [0]
+            if n.returncodes != want:
+                self.r.failures.append(f"{n.name} ended with {n.returncodes}, not {want}")
+
+
+async def _round(out: Path, db: str, plan: Plan, seed: int, say=_quiet) -> Round:
+    run = _RoundRun(out, db, plan, seed, say)
+    try:
+        await run.setup()
+        await run.serve()
+        await run.kill()
+        await run.restart()
+        await run.finish()
+    finally:
+        await run.close()
+    return run.r
 
 
 def _firmware_on(fleet: Fleet, lb: HAProxy) -> dict[str, str]:
@@ -522,29 +596,48 @@ def _firmware_checks(store, r: Round, result: T.Result, label: str) -> list[str]
         if (q.state, q.result) != ("answered", 0) or len(answered) != 1:
             out.append(f"firmware billing reset {q.id}: {q.state}, result {q.result}, {len(answered)} answered")
     r.figures["firmware_meters"] = len(r.fleet.meters)
+    r.figures["firmware_commands"] = len(r.fw_resets)
     r.figures["firmware_frames"] = sum(t.made for t in result.tallies[-len(r.fleet.meters):])
     return out
 
 
 def run(out: Path, long: bool, seed: int, db: str | None = None) -> T.Result:
     """The scenario: short form (CI: 2 concentrators, 40 meters) or long form (2, then 3 concentrators, 120
-    meters each). db: the database every round uses (default: a SQLite file in each round's directory)."""
-    plans = LONG if long else SHORT
-    out = Path(out)
-    result = T.Result(NAME, "long" if long else "short")
+    meters each). db: the database (see run_plans)."""
+    return run_plans(Path(out), LONG if long else SHORT, seed, db, "long" if long else "short")
+
+
+def run_plans(out: Path, plans: tuple[Plan, ...], seed: int, db: str | None = None, form: str = "custom",
+              say=_quiet) -> T.Result:
+    """Each plan a round in its own directory under out. db: None, a SQLite file in each round's directory;
+    "pg", a PostgreSQL server of its own (meterkit.testing.pgserver, in a temporary directory) with a fresh
+    database for each round; a postgresql:// URL (or a file), used by every round as it is."""
+    result = T.Result(NAME, form)
     t0 = time.monotonic()
     rounds = []
-    for i, plan in enumerate(plans):
-        rdir = out / f"n{plan.concentrators}"
-        rdir.mkdir(parents=True, exist_ok=True)
-        rdb = db or str(rdir / "db.sqlite")
-        r = asyncio.run(asyncio.wait_for(_round(rdir, rdb, plan, seed + 1000 * i), 900))
-        label = f"n{plan.concentrators}/" if len(plans) > 1 else ""
-        result.failures += [label + f for f in r.failures]
-        _check(rdb, r, result, label)
-        rounds.append(r)
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(_pg_server(say)) if db == "pg" else None
+        for i, plan in enumerate(plans):
+            rdir = out / f"n{plan.concentrators}"
+            rdir.mkdir(parents=True, exist_ok=True)
+            rdb = server.create_database() if server is not None else db or str(rdir / "db.sqlite")
+            r = asyncio.run(asyncio.wait_for(_round(rdir, rdb, plan, seed + 1000 * i, say), 900))
+            label = f"n{plan.concentrators}/" if len(plans) > 1 else ""
+            result.failures += [label + f for f in r.failures]
+            _check(rdb, r, result, label)
+            rounds.append(r)
     result.figures = figures(rounds, result, time.monotonic() - t0)
+    result.figures["database"] = "postgresql" if server is not None or is_url(db) else "sqlite"
     return result
+
+
+@contextlib.contextmanager
+def _pg_server(say):
+    from meterkit.testing.pgserver import PgServer
+
+    with PgServer() as server:
+        say(f"PostgreSQL started on 127.0.0.1:{server.port} (a throw-away cluster in {server.root})")
+        yield server
 
 
 def figures(rounds: list[Round], result: T.Result, wall_s: float) -> dict:
@@ -562,6 +655,7 @@ def figures(rounds: list[Round], result: T.Result, wall_s: float) -> dict:
         "connections": sum(m.connections for r in rounds for m in r.meters),
         "commands_queued": sum(r.figures.get("commands_queued", 0) for r in rounds),
         "commands_executed_once": sum(r.figures.get("commands_executed_once", 0) for r in rounds),
+        "firmware_commands": sum(r.figures.get("firmware_commands", 0) for r in rounds),
         "wall_s": round(wall_s, 1),
         "rounds": [{"concentrators": r.plan.concentrators, "meters": r.plan.meters, **r.figures} for r in rounds],
     }
@@ -569,7 +663,8 @@ def figures(rounds: list[Round], result: T.Result, wall_s: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m meterkit.torture.failover [--long] [--seed N] [--out DIR] [--db URL]: the result as JSON."""
+    """python -m meterkit.torture.failover [--long] [--seed N] [--out DIR] [--db pg|URL]: the result as JSON
+    (--db pg: on a PostgreSQL server of its own; default: SQLite)."""
     import json
     import tempfile
 

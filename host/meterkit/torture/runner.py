@@ -17,12 +17,15 @@ NAMES = tuple(s.NAME for s in SCENARIOS)
 KEY_FIGURES = {"power_kills": ("kills",), "quick_cuts": ("resumed_max", "resumed_median", "stalled"),
                "link_drops": ("drops", "mid_frame"), "floods": ("sent",), "clock_jumps": (),
                "concentrator_kills": ("kills", "restarts"),
-               "failover": ("concentrators", "kills", "refused", "commands_queued", "commands_executed_once")}
+               "failover": ("database", "concentrators", "kills", "refused", "commands_queued",
+                            "commands_executed_once")}
 
 
 def run(names: Iterable[str], out: Path, long: bool, seed: int,
-        progress: Callable[[str], None] | None = None) -> list[Result]:
-    """Each named scenario in its own directory under out; the figure `wall_s` is its real time."""
+        progress: Callable[[str], None] | None = None, db: str | None = None) -> list[Result]:
+    """Each named scenario in its own directory under out; the figure `wall_s` is its real time. db: the failover
+    scenario's database (failover.run_plans: "pg" or a postgresql:// URL; default SQLite); the others run on
+    their fleets' SQLite files."""
     results = []
     for module in SCENARIOS:
         if module.NAME not in names:
@@ -30,7 +33,8 @@ def run(names: Iterable[str], out: Path, long: bool, seed: int,
         if progress:
             progress(f"{module.NAME} ({'long' if long else 'short'} form, seed {seed}) ...")
         t0 = time.monotonic()
-        r = module.run(out / module.NAME, long, seed)
+        extra = {"db": db} if module is failover else {}
+        r = module.run(out / module.NAME, long, seed, **extra)
         r.figures["wall_s"] = round(time.monotonic() - t0, 1)
         results.append(r)
     return results
