@@ -38,8 +38,8 @@ class FrameGap:
 
 class Device:
     __slots__ = ("id", "name", "period", "last_seen", "counter", "seqs", "online", "frames_stored", "outage",
-                 "gaps", "link", "link_at", "matching", "rows_from", "drift", "drift_saved", "clock_prev", "clock_asked",
-                 "clock_unset", "clock_set_seq", "recovery_at")
+                 "gaps", "link", "link_at", "matching", "rows_from", "drift", "drift_saved", "clock_prev",
+                 "clock_asked", "clock_unset", "clock_set_seq", "recovery_at")
 
     def __init__(self, device_id: bytes):
         self.id = device_id
