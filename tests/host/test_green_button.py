@@ -215,10 +215,12 @@ def test_interval_sum_equals_the_register_difference(month, window):
 
 def test_daily_blocks_follow_local_time_across_the_dst_change(priced):
     root = ET.fromstring(xml_of(priced))
-    blocks = [e.find(f"{A}content/{E}IntervalBlock") for e in root.findall(f"{A}entry")
-              if e.find(f"{A}link[@rel='up']").get("href").endswith("/MeterReading/1/IntervalBlock")]
+    entries = [e for e in root.findall(f"{A}entry")
+               if e.find(f"{A}link[@rel='up']").get("href").endswith("/MeterReading/1/IntervalBlock")]
+    blocks = [e.find(f"{A}content/{E}IntervalBlock") for e in entries]
     day = datetime(2026, 10, 1)
-    for blk in blocks:
+    for entry, blk in zip(entries, blocks, strict=True):
+        assert entry.find(f"{A}title").text == day.date().isoformat()
         start = int(blk.find(f"{E}interval/{E}start").text)
         duration = int(blk.find(f"{E}interval/{E}duration").text)
         midnight = int(day.replace(tzinfo=BERLIN).timestamp())
@@ -361,7 +363,7 @@ def test_gaps_and_irregular_rows_are_marked_not_invented(priced):
         assert marked == {GAP_END: (5 * Q, [11]), POWER_FAIL_END: (Q, [16]), CLOCK_SET_END: (Q, [10])}
     text = priced.summary()
     assert "1 interval spans missing rows (quality 11, derived)" in text
-    assert "4 capture periods have no row" in text
+    assert "4 capture periods without a row" in text
     assert "1 interval had the clock set (quality 10, questionable)" in text
     assert "1 interval was not metered throughout (quality 16, other)" in text
 

@@ -120,7 +120,7 @@ class _Writer:
             self.block_entry(f"{base}/IntervalBlock", j, block)
 
     def block_entry(self, up: str, j: int, block: espi.IntervalBlock) -> None:
-        el = self.entry(f"{up}/{j}", up, [], "", "IntervalBlock")
+        el = self.entry(f"{up}/{j}", up, [], block.label, "IntervalBlock")
         _period(el, "interval", block.start, block.duration)
         for r in block.readings:
             ir = _sub(el, "IntervalReading")

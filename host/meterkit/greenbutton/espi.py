@@ -82,6 +82,7 @@ class IntervalBlock:
     """The readings of one local day (the block's interval spans exactly its readings)."""
 
     readings: list[IntervalReading] = field(default_factory=list)
+    label: str = ""  # the local date, the entry's title
 
     @property
     def start(self) -> int:

@@ -67,7 +67,8 @@ class Export:
             one, many, what = QUALITY_NAMES[q]
             lines.append(f"{n} interval{'s' if n != 1 else ''} {one if n == 1 else many} {what}")
         if p.missing:
-            lines.append(f"{p.missing} capture periods have no row: their energy is in the reading that spans them")
+            lines.append(f"{p.missing} capture period{'s' if p.missing != 1 else ''} without a row: the energy is in "
+                         "the reading that spans them")
         for a, b in p.skipped:
             lines.append(f"NOT EXPORTED: {utc_text(a)} .. {utc_text(b)}: a register went back (meter replaced or "
                          "reset?)")

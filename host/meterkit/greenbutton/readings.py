@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from meter import tou
+from meter.civil import civil_from_days, days_from_civil
 from meter.messages import ROW_CLOCK_ADJUSTED, ROW_PARTIAL, ROW_POWER_FAIL
 from meterkit.greenbutton.errors import GreenButtonError
 from meterkit.greenbutton.espi import (
@@ -32,6 +33,8 @@ from meterkit.greenbutton.espi import (
 )
 from meterkit.store.records import IntervalRecord
 from meterkit.timefmt import utc_text
+
+_DAYS_1970_TO_2000 = -days_from_civil(1970, 1, 1)  # meter.civil counts days from 2000-01-01
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,8 @@ def daily_blocks(readings: Sequence[IntervalReading], tz: tou.TZ) -> list[Interv
     for r in readings:
         d = tz.utc_to_local(r.start) // 86400
         if d != day:
-            blocks.append(IntervalBlock())
+            y, m, dd = civil_from_days(d - _DAYS_1970_TO_2000)
+            blocks.append(IntervalBlock(label=f"{y:04d}-{m:02d}-{dd:02d}"))
             day = d
         blocks[-1].readings.append(r)
     return blocks
