@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from meter import tou
+from meterkit.billing.bills import device_of
+from meterkit.billing.errors import BillingError
 from meterkit.billing.localtime import TouCalendar
 from meterkit.billing.money import EXACT, kwh_of, plain_number
 from meterkit.greenbutton import espi
@@ -78,14 +80,10 @@ class Export:
 
 
 def _device(store: Store, meter: bytes | str) -> bytes:
-    if isinstance(meter, (bytes, bytearray)):
-        if store.meter(bytes(meter)) is None:
-            raise GreenButtonError(f"no meter {bytes(meter).hex()} in the database")
-        return bytes(meter)
-    dev = store.lookup_device(meter)
-    if dev is None:
-        raise GreenButtonError(f"no meter {meter!r} in the database (give its 16-hex-digit id or its name)")
-    return dev
+    try:
+        return device_of(store, meter)
+    except BillingError as e:
+        raise GreenButtonError(str(e)) from None
 
 
 def _calendar(calendar: Any) -> TouCalendar | None:
