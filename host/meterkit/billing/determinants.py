@@ -98,6 +98,12 @@ def profile_window(rows: list[Row], start: int, end: int, comm: Commissioning | 
     return win
 
 
+def tariff_parts(segs: list[tuple[int, int]], units: int) -> list[tuple[int, int]]:
+    """[(tariff, units)]: the growth of one interval split over its tariff segments [(tariff, seconds)] in
+    proportion to time, on whole units (largest remainder: nothing lost or made up)."""
+    return list(zip([t for t, _ in segs], split_by_weight(units, [n for _, n in segs]), strict=True))
+
+
 def energy_from_profile(win: list[Row], cal: TouCalendar, comm: Commissioning | None) -> tuple[Energy, list[str]]:
     e = Energy("profile", "", {}, {}, 1_000_000, "mWh")
     missing = 0
@@ -113,9 +119,8 @@ def energy_from_profile(win: list[Row], cal: TouCalendar, comm: Commissioning | 
         segs = cal.segments(a.end, b.end)
         if len(segs) > 1:
             split += 1
-        lengths = [n for _, n in segs]
         for dst, d in ((e.imp, di), (e.exp, de)):
-            for (t, _), part in zip(segs, split_by_weight(d, lengths), strict=True):
+            for t, part in tariff_parts(segs, d):
                 dst[t] = dst.get(t, 0) + part
     e.start = {"1.8.0": win[0].import_mwh, "2.8.0": win[0].export_mwh}
     e.end = {"1.8.0": win[-1].import_mwh, "2.8.0": win[-1].export_mwh}

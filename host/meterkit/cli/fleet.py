@@ -2,6 +2,7 @@
 
     meterkit status [--db PATH] [--json]
     meterkit export --db PATH --csv [--table readings|intervals|events|...] [--meter ID|NAME] [--out FILE]
+    meterkit export --db PATH --green-button --meter ID|NAME --from T --to T [--prices F] [-o FILE]  (greenbutton.py)
     meterkit meters add --db PATH --key METER.pub.pem [--name N] [--period S]
     meterkit meters list --db PATH [--json]
 
@@ -14,6 +15,7 @@ import argparse
 import json
 import sys
 
+from meterkit.cli import greenbutton
 from meterkit.cli.common import add_db, fail, open_store
 from meterkit.headend.status import export_csv, fleet_status, format_status
 from meterkit.store.api import EXPORT_TABLES
@@ -32,6 +34,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    if args.green_button:
+        return greenbutton.run(args)
+    args.table = args.table or "readings"
     store = open_store(args.db, "export")
     if store is None:
         return 2
@@ -92,12 +97,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     st.add_argument("--json", action="store_true", help="one JSON list, a dict per meter")
     st.set_defaults(func=_cmd_status)
 
-    ex = subparsers.add_parser("export", help="a table of the head-end database as CSV")
+    ex = subparsers.add_parser("export", help="a table of the head-end database as CSV, or a meter's load profile "
+                                              "as Green Button XML")
     ex.add_argument("--db", required=True)
-    ex.add_argument("--csv", action="store_true", default=True, help="CSV (the only format, and the default)")
-    ex.add_argument("--table", choices=EXPORT_TABLES, default="readings")
+    ex.add_argument("--csv", action="store_true", default=True, help="CSV (the default)")
+    ex.add_argument("--table", choices=EXPORT_TABLES, default=None, help="the table (default readings)")
     ex.add_argument("--meter", help="only this meter (16-hex-digit device id or name)")
-    ex.add_argument("--out", help="write to this file instead of standard output")
+    ex.add_argument("-o", "--out", help="write to this file instead of standard output")
+    greenbutton.add_arguments(ex)
     ex.set_defaults(func=_cmd_export)
 
     me = subparsers.add_parser("meters", help="the device registry: which meters the head-end accepts")
