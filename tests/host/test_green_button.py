@@ -27,7 +27,7 @@ from meter import messages as M
 from meterkit import billing as B
 from meterkit.billing.money import EXACT, round_money
 from meterkit.cli import main as cli_main
-from meterkit.greenbutton import GreenButtonError, green_button, local_time_parameters
+from meterkit.integrations.greenbutton import GreenButtonError, green_button, local_time_parameters
 from meterkit.store import open_store
 from meterkit.testing.rig import LoopbackRig, SimMeter
 from meterkit.wire.records import IntervalRow

@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from meterkit.cli.common import fail, open_store, utc_instant
-from meterkit.greenbutton import GreenButtonError, green_button
+from meterkit.integrations.greenbutton import GreenButtonError, green_button
 
 
 def add_arguments(ex: argparse.ArgumentParser) -> None:

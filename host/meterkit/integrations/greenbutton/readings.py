@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from meter import tou
 from meter.civil import civil_from_days, days_from_civil
 from meter.messages import ROW_CLOCK_ADJUSTED, ROW_PARTIAL, ROW_POWER_FAIL
-from meterkit.greenbutton.errors import GreenButtonError
-from meterkit.greenbutton.espi import (
+from meterkit.integrations.greenbutton.errors import GreenButtonError
+from meterkit.integrations.greenbutton.espi import (
     QUALITY_DERIVED,
     QUALITY_OTHER,
     QUALITY_QUESTIONABLE,

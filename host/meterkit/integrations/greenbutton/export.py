@@ -22,12 +22,12 @@ from meterkit.billing.bills import device_of
 from meterkit.billing.errors import BillingError
 from meterkit.billing.localtime import TouCalendar
 from meterkit.billing.money import EXACT, kwh_of, plain_number
-from meterkit.greenbutton import espi
-from meterkit.greenbutton.atom import Feed, write_feed
-from meterkit.greenbutton.errors import GreenButtonError
-from meterkit.greenbutton.localtime import local_time_parameters
-from meterkit.greenbutton.prices import MWH_PER_KWH, Pricing, costs, load_pricing
-from meterkit.greenbutton.readings import Profile, daily_blocks, profile_intervals
+from meterkit.integrations.greenbutton import espi
+from meterkit.integrations.greenbutton.atom import Feed, write_feed
+from meterkit.integrations.greenbutton.errors import GreenButtonError
+from meterkit.integrations.greenbutton.localtime import local_time_parameters
+from meterkit.integrations.greenbutton.prices import MWH_PER_KWH, Pricing, costs, load_pricing
+from meterkit.integrations.greenbutton.readings import Profile, daily_blocks, profile_intervals
 from meterkit.store.api import Store
 from meterkit.timefmt import utc_text
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from meter import tou
 from meter.civil import civil_from_days, days_from_civil
-from meterkit.greenbutton.errors import GreenButtonError
-from meterkit.greenbutton.espi import DST_RULE_DISABLED, LocalTimeParameters
+from meterkit.integrations.greenbutton.errors import GreenButtonError
+from meterkit.integrations.greenbutton.espi import DST_RULE_DISABLED, LocalTimeParameters
 
 _RULE_J, _RULE_N, _RULE_M = 0, 1, 2  # meter.tou's rule kinds: Jn, n, Mm.w.d
 

@@ -22,7 +22,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from meterkit.greenbutton import espi
+from meterkit.integrations.greenbutton import espi
 from meterkit.timefmt import utc_text
 
 _UUID_NS = uuid.UUID("6f1c1d3a-6d65-7465-726b-697420677265")  # meterkit's namespace for name-based entry ids

@@ -24,9 +24,9 @@ from meterkit.billing.errors import PriceError
 from meterkit.billing.localtime import TouCalendar
 from meterkit.billing.money import EXACT, kwh_of, round_money
 from meterkit.billing.prices import Prices, load_prices
-from meterkit.greenbutton.errors import GreenButtonError
-from meterkit.greenbutton.espi import COST_UNITS_PER_CURRENCY, currency_number
-from meterkit.greenbutton.readings import Interval
+from meterkit.integrations.greenbutton.errors import GreenButtonError
+from meterkit.integrations.greenbutton.espi import COST_UNITS_PER_CURRENCY, currency_number
+from meterkit.integrations.greenbutton.readings import Interval
 from meterkit.timefmt import utc_text
 
 MWH_PER_KWH = 1_000_000

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from meterkit.greenbutton.errors import GreenButtonError
+from meterkit.integrations.greenbutton.errors import GreenButtonError
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 ESPI_NS = "http://naesb.org/espi"

@@ -12,8 +12,8 @@ May import: meter (tou, civil, messages), meterkit.billing, the store's interfac
 library. Not the head-end, the CLI or SQL.
 """
 
-from meterkit.greenbutton.errors import GreenButtonError
-from meterkit.greenbutton.export import Export, green_button
-from meterkit.greenbutton.localtime import local_time_parameters
+from meterkit.integrations.greenbutton.errors import GreenButtonError
+from meterkit.integrations.greenbutton.export import Export, green_button
+from meterkit.integrations.greenbutton.localtime import local_time_parameters
 
 __all__ = ["Export", "GreenButtonError", "green_button", "local_time_parameters"]
