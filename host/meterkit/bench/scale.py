@@ -28,6 +28,7 @@ time per frame beside the client's.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -289,13 +290,15 @@ def store_costs(fx: _Fixture, n: int, batch: int) -> dict:
 
 def bench_scale(meters: int = 200, frames: int = 200, window: int = 32, rounds: int = 2,
                 setups: tuple[Setup, ...] = SETUPS, cost_frames: int = 10000, cost_batch: int = 256,
-                log: Callable[[str], None] | None = None) -> dict:
+                pg: PgServer | None = None, log: Callable[[str], None] | None = None) -> dict:
     """Every setup `rounds` times, interleaved (a busy moment of the machine hits them alike); each setup's
-    median round by steady rate is reported. See the module docstring."""
+    median round by steady rate is reported. pg: a running server to use (default: a durable one of its own,
+    fsync and synchronous_commit on). See the module docstring."""
     say = log or (lambda _m: None)
     from meterkit.testing.haproxy import haproxy_bin
     haproxy_bin()  # HAProxyUnavailable now rather than after the first setups
-    with tempfile.TemporaryDirectory(prefix="meterkit-bench-scale-") as tmp, PgServer(fast=False) as pg:
+    with tempfile.TemporaryDirectory(prefix="meterkit-bench-scale-") as tmp, \
+            contextlib.nullcontext(pg) if pg is not None else PgServer(fast=False) as pg:
         say(f"signing {meters * frames} frames for {meters} meters ...")
         fx = _Fixture(Path(tmp), meters, frames, window, pg)
         runs: dict[str, list[dict]] = {s.name: [] for s in setups}
@@ -307,7 +310,7 @@ def bench_scale(meters: int = 200, frames: int = 200, window: int = 32, rounds: 
         say("per-frame costs: verify, store step on SQLite and PostgreSQL ...")
         costs = store_costs(fx, min(cost_frames, fx.n), cost_batch)
     out: dict[str, Any] = {"meters": meters, "frames": meters * frames, "window": window, "rounds": max(1, rounds),
-                           "load_average": os.getloadavg(), "costs": costs, "setups": {}}
+                           "pg_durable": not pg.fast, "load_average": os.getloadavg(), "costs": costs, "setups": {}}
     for name, rs in runs.items():
         best = sorted(rs, key=lambda x: x["steady_frames_per_s"])[len(rs) // 2]
         out["setups"][name] = {**best, "rounds_steady_frames_per_s": [x["steady_frames_per_s"] for x in rs]}
