@@ -51,12 +51,13 @@ BENCH_HEADEND_D = 0x5EED_0000_0000_0000_0000_0000_0000_0000_0000_0000_0000_0000_
 # --- the bench ----------------------------------------------------------------------------------------------
 
 
-def reading_frames(meters: list[SimMeter], n: int) -> list[list[bytes]]:
-    """n reading frames (COSE bytes), spread evenly over the meters, each meter's in sequence order."""
+def reading_frames(meters: list[SimMeter], n: int, step_s: int = 60) -> list[list[bytes]]:
+    """n reading frames (COSE bytes), spread evenly over the meters, each meter's in sequence order, its meter
+    time `step_s` on from the one before."""
     out: list[list[bytes]] = [[] for _ in meters]
     for i in range(n):
         m = meters[i % len(meters)]
-        m.t += 60
+        m.t += step_s
         out[i % len(meters)].append(m.cose(M.READING, 0, {
             M.K_REGISTERS: {M.OBIS_IMPORT: 1234567 + i, M.OBIS_IMPORT + 1: 834567, M.OBIS_IMPORT + 2: 400000,
                             M.OBIS_EXPORT: 98765, M.OBIS_EXPORT + 1: 90000, M.OBIS_EXPORT + 2: 8765},

@@ -117,7 +117,12 @@ class _Fixture:
         self.key = new_key(tmp / "keys")[0]
         self.headend_pub = P.public_bytes(load_private(self.key).public_key())
         self.meters = [SimMeter() for _ in range(meters)]
-        self.cose = reading_frames(self.meters, meters * frames)  # per meter, in sequence order
+        for m in self.meters:
+            m.t = int(time.time())
+        # per meter, in sequence order. A second of meter time apart: a pair of readings whose meter times and
+        # receive times advance alike (within clock_jitter_s), as a meter's prompt readings do, so the
+        # concentrator measures each meter's clock drift on every reading as it does in service
+        self.cose = reading_frames(self.meters, meters * frames, step_s=1)
         self.frames_file = tmp / "frames.pickle"
         with open(self.frames_file, "wb") as f:
             pickle.dump({"frames": [[encode_frame(c) for c in fr] for fr in self.cose],
@@ -363,6 +368,10 @@ def format_scale(f: dict) -> str:
                  f"concentrators through HAProxy {_cell(r['two_vs_one_haproxy'], '{:.3f}')}, direct "
                  f"{_cell(r['two_vs_one_direct'], '{:.3f}')} (goal >= 1.6); HAProxy's cost: 1 concentrator "
                  f"{_cell(r['haproxy_one'], '{:.3f}')}, 2 {_cell(r['haproxy_two'], '{:.3f}')} of direct")
+    busy = max(s["cpu_cores"]["other"] for s in f["setups"].values())
+    if busy > 0.2:
+        lines.append(f"NOTE: other work on this machine took up to {busy:.2f} cores during a setup (column other): "
+                     "the rates and ratios are not this machine's capacity")
     k = f["costs"]
     lines.append(f"per frame ({k['frames']} frames, batches of {k['batch']}): bare ECDSA verify "
                  f"{k['bare_verify_us']} us, verify_and_decode {k['verify_and_decode_us']} us; store step (frames, "

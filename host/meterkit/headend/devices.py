@@ -39,7 +39,7 @@ class FrameGap:
 class Device:
     __slots__ = ("id", "name", "period", "last_seen", "counter", "seqs", "online", "frames_stored", "outage",
                  "gaps", "link", "link_at", "matching", "rows_from", "drift", "clock_prev", "clock_asked",
-                 "clock_unset", "clock_set_seq", "recovery_at")
+                 "clock_unset", "clock_set_seq", "recovery_at", "drift_at")
 
     def __init__(self, device_id: bytes):
         self.id = device_id
@@ -53,6 +53,7 @@ class Device:
         self.outage: tuple | None = None  # (id, start, newest seq stored before it) of the open outage
         self.gaps: list[FrameGap] = []
         self.drift: float | None = None  # its clock minus ours, as last measured (headend/clocks.py)
+        self.drift_at: float | None = None  # when the open batch measured it (saved with the delivery state)
         # known to this process only (kept across reloads)
         self.link: Link | None = None  # the connection that last delivered a valid frame
         self.link_at: float | None = None  # when that connection delivered its first valid frame

@@ -20,8 +20,10 @@ _UPSERT = ("INSERT INTO meters (device, public_key, name, provisioned_at, report
 
 # a batch's delivery state in one statement (binary arrays, %b: no text escaping of the device ids)
 _SAVE_DELIVERY = ("UPDATE meters AS m SET last_seen = u.ls, ack_seq = u.a, first_seq = u.f, online = u.o, "
-                  "frames_stored = u.n, last_counter = u.c FROM unnest(%b::float8[], %b::int8[], %b::int8[], "
-                  "%b::int4[], %b::int8[], %b::int8[], %b::bytea[]) AS u(ls, a, f, o, n, c, d) WHERE m.device = u.d")
+                  "frames_stored = u.n, last_counter = u.c, clock_drift_s = coalesce(u.dr, m.clock_drift_s), "
+                  "clock_drift_at = coalesce(u.da, m.clock_drift_at) FROM unnest(%b::float8[], %b::int8[], "
+                  "%b::int8[], %b::int4[], %b::int8[], %b::int8[], %b::float8[], %b::float8[], %b::bytea[]) "
+                  "AS u(ls, a, f, o, n, c, dr, da, d) WHERE m.device = u.d")
 _SAVE_COUNTERS = ("UPDATE meters AS m SET last_counter = u.c FROM unnest(%b::bytea[], %b::int8[]) AS u(d, c) "
                   "WHERE m.device = u.d")
 
@@ -88,9 +90,10 @@ class RegistryTable(Connection):
         # last state given for a meter wins, as it did statement by statement
         last = {bytes(s.device_id): s for s in states}
         if last:
-            rows = [(s.last_seen, s.ack_seq, s.first_seq, int(s.online), s.frames_stored, s.last_counter, dev)
+            rows = [(s.last_seen, s.ack_seq, s.first_seq, int(s.online), s.frames_stored, s.last_counter,
+                     s.clock_drift_s, s.clock_drift_at, dev)
                     for dev, s in sorted(last.items())]  # rows locked in one order by every concentrator
-            self._execute(_SAVE_DELIVERY, columns(rows, 7))
+            self._execute(_SAVE_DELIVERY, columns(rows, 9))
 
     def save_counters(self, counters: Mapping[bytes, int]) -> None:
         if counters:
