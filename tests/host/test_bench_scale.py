@@ -25,7 +25,8 @@ def test_scale_section_runs_end_to_end_and_every_frame_is_stored_and_acknowledge
         assert {"concentrators", "load generator", "machine"} <= set(s["cpu_s"])
     lb = f["setups"]["pg-2-lb"]
     assert {"PostgreSQL", "HAProxy", "concentrator c1", "concentrator c2"} <= set(lb["cpu_s"])
-    assert sum(lb["stored_by_concentrator"]) == 72 and sum(lb["haproxy_connections"].values()) == 6
+    assert lb["exit_codes"] == [0, 0] and sum(lb["stored_by_concentrator"]) == 72
+    assert sum(lb["haproxy_connections"].values()) == 6
     assert "PostgreSQL" not in f["setups"]["sqlite-1"]["cpu_s"]
     assert f["ratios"]["two_vs_one_haproxy"] is None  # pg-1-lb was not run
     assert {"bare_verify_us", "verify_and_decode_us", "store_sqlite_us", "store_pg_us",

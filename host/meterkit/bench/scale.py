@@ -105,8 +105,9 @@ class _Concentrator:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             out, _ = self.proc.communicate()
-        start = out.find("\n{")
-        return json.loads(out[start:]) if start >= 0 else {}
+        start = 0 if out.startswith("{") else out.find("\n{") + 1
+        stats = json.loads(out[start:]) if start > 0 or out.startswith("{") else {}
+        return {**stats, "exit_code": self.proc.returncode}
 
 
 class _Fixture:
@@ -231,6 +232,7 @@ def run_setup(fx: _Fixture, setup: Setup) -> dict:
         stats = [c.stop() for c in concs]
     res.update(setup=setup.name, backend=setup.backend, concentrators=setup.concentrators, haproxy=setup.haproxy,
                stored=count_frames(db), stored_by_concentrator=[s.get("frames_stored", 0) for s in stats],
+               exit_codes=[s["exit_code"] for s in stats],
                batches=sum(s.get("batches", 0) for s in stats))
     if setup.backend == "pg":
         fx.pg.drop_database(db.rsplit("/", 1)[1])
@@ -297,8 +299,9 @@ def bench_scale(meters: int = 200, frames: int = 200, window: int = 32, rounds: 
                 setups: tuple[Setup, ...] = SETUPS, cost_frames: int = 10000, cost_batch: int = 256,
                 pg: PgServer | None = None, log: Callable[[str], None] | None = None) -> dict:
     """Every setup `rounds` times, interleaved (a busy moment of the machine hits them alike); each setup's
-    median round by steady rate is reported. pg: a running server to use (default: a durable one of its own,
-    fsync and synchronous_commit on). See the module docstring."""
+    median round by steady rate is reported (the upper one of an even number: of 2, the faster). pg: a running
+    server to use (default: a durable one of its own, fsync and synchronous_commit on). See the module
+    docstring."""
     say = log or (lambda _m: None)
     from meterkit.testing.haproxy import haproxy_bin
     haproxy_bin()  # HAProxyUnavailable now rather than after the first setups
@@ -359,7 +362,8 @@ def format_scale(f: dict) -> str:
                      _cell(c.get("other")), _cell(c.get(cpu.MACHINE)), _cell(u.get("concentrators"), "{:.0f}"),
                      _cell(u.get("PostgreSQL"), "{:.0f}"), f"{s['stored']}/{s['frames']}", str(s["acks_refused"])))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = [f"{f['meters']} meters, {f['frames']} frames, window {f['window']}, median of {f['rounds']} rounds; "
+    pick = "the faster of 2 rounds" if f["rounds"] == 2 else f"median of {f['rounds']} rounds"
+    lines = [f"{f['meters']} meters, {f['frames']} frames, window {f['window']}, {pick}; "
              "steady state (10-90 % acknowledged); CPU in cores over that window"]
     lines += ["  " + "  ".join(x.rjust(w) if i else x.ljust(w) for i, (x, w) in enumerate(zip(r, widths, strict=True)))
               for r in rows]
