@@ -372,6 +372,21 @@ def test_delivery_state_hellos_and_counters_in_one_transaction(store):
     assert store.meter(dev).online is False
 
 
+def test_delivery_state_carries_the_clock_drift_measured_else_keeps_it(store):
+    _, point, dev = new_key()
+    _, point2, dev2 = new_key()
+    store.register_meters([NewMeter(point, "a"), NewMeter(point2, "b")])
+    store.save_delivery([DeliveryState(dev, 50.0, 7, 1, 7, 12, True, -30.5, 49.0),
+                         DeliveryState(dev2, 50.0, 3, 0, 4, 2, True, None, None)])
+    store.commit()
+    assert (store.meter(dev).clock_drift_s, store.meter(dev).clock_drift_at) == (-30.5, 49.0)
+    assert (store.meter(dev2).clock_drift_s, store.meter(dev2).clock_drift_at) == (None, None)
+    store.save_delivery([DeliveryState(dev, 60.0, 8, 1, 8, 13)])  # not measured in this batch: kept
+    store.commit()
+    m = store.meter(dev)
+    assert (m.ack_seq, m.last_seen, m.clock_drift_s, m.clock_drift_at) == (8, 60.0, -30.5, 49.0)
+
+
 def test_commands_attempts_and_answers(store):
     _, point, dev = new_key()
     store.register_meter(dev, point)

@@ -51,12 +51,13 @@ BENCH_HEADEND_D = 0x5EED_0000_0000_0000_0000_0000_0000_0000_0000_0000_0000_0000_
 # --- the bench ----------------------------------------------------------------------------------------------
 
 
-def _frames(meters: list[SimMeter], n: int) -> list[list[bytes]]:
-    """n reading frames (COSE bytes), spread evenly over the meters, each meter's in sequence order."""
+def reading_frames(meters: list[SimMeter], n: int, step_s: int = 60) -> list[list[bytes]]:
+    """n reading frames (COSE bytes), spread evenly over the meters, each meter's in sequence order, its meter
+    time `step_s` on from the one before."""
     out: list[list[bytes]] = [[] for _ in meters]
     for i in range(n):
         m = meters[i % len(meters)]
-        m.t += 60
+        m.t += step_s
         out[i % len(meters)].append(m.cose(M.READING, 0, {
             M.K_REGISTERS: {M.OBIS_IMPORT: 1234567 + i, M.OBIS_IMPORT + 1: 834567, M.OBIS_IMPORT + 2: 400000,
                             M.OBIS_EXPORT: 98765, M.OBIS_EXPORT + 1: 90000, M.OBIS_EXPORT + 2: 8765},
@@ -64,7 +65,19 @@ def _frames(meters: list[SimMeter], n: int) -> list[list[bytes]]:
     return out
 
 
-def _bare_rate(prepared: list[tuple[Any, bytes, bytes]], rounds: int = 3) -> float:
+def prepare_bare(meters: list[SimMeter], frames: list[bytes]) -> list[tuple[Any, bytes, bytes]]:
+    """(public key, DER signature, Sig_structure) of each frame: what a bare ECDSA verify is given."""
+    keys = {m.device_id: P.public_from_bytes(m.public_key) for m in meters}
+    prepared = []
+    for c in frames:
+        kid, payload, _ = open_envelope(c, keys.get)
+        sig = c[-64:]
+        der = encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big"))
+        prepared.append((keys[kid], der, P.sig_structure(payload)))
+    return prepared
+
+
+def bare_rate(prepared: list[tuple[Any, bytes, bytes]], rounds: int = 3) -> float:
     alg = ECDSA_SHA256
     best = []
     for _ in range(rounds):
@@ -204,25 +217,18 @@ def bench_ingest(n: int = 5000, meters: int = 50, idle_connections: int = 1000, 
     headend = P.HeadEnd(ec.derive_private_key(BENCH_HEADEND_D, ec.SECP256R1()))
     sims = [SimMeter() for _ in range(meters)]
     say(f"signing {n} frames for {meters} meters ...")
-    per_meter = _frames(sims, n)
-    prepared = []
-    keys = {m.device_id: P.public_from_bytes(m.public_key) for m in sims}
-    for fr in per_meter:
-        for c in fr:
-            kid, payload, _ = open_envelope(c, keys.get)
-            sig = c[-64:]
-            der = encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big"))
-            prepared.append((keys[kid], der, P.sig_structure(payload)))
+    per_meter = reading_frames(sims, n)
+    prepared = prepare_bare(sims, [c for fr in per_meter for c in fr])
     out: dict[str, Any] = {"n": n, "meters": meters, "synchronous": synchronous, "rounds": max(1, rounds)}
     with tempfile.TemporaryDirectory(prefix="meterkit-bench-") as tmp:
         say("bare verify ...")
-        bares = [_bare_rate(prepared)]
+        bares = [bare_rate(prepared)]
         runs = []
         for r in range(max(1, rounds)):
             say(f"ingest over TCP, round {r + 1} ...")
             runs.append(asyncio.run(_ingest(sims, per_meter, headend, os.path.join(tmp, f"a{r}.db"), 1024,
                                             synchronous)))
-            bares.append(_bare_rate(prepared))
+            bares.append(bare_rate(prepared))
         for r, run in enumerate(runs):
             bare = (bares[r] + bares[r + 1]) / 2
             run["bare_verify_per_s"] = round(bare, 1)

@@ -180,6 +180,27 @@ def run_bench(quick: bool = False, log: Callable[[str], None] | None = None) -> 
     return figures
 
 
+# Sections run alone (`meterkit bench --only NAME`), never by the default bench: they take minutes and start
+# servers of their own.
+SECTIONS = ("scale",)
+
+
+def run_section(name: str, quick: bool = False, log: Callable[[str], None] | None = None) -> dict:
+    """One section's figures (SECTIONS): `scale`, meterkit.bench.scale (PostgreSQL, HAProxy, 1 and 2
+    concentrators)."""
+    if name == "scale":
+        from meterkit.bench.scale import scale_figures
+
+        return scale_figures(quick, log)
+    raise ValueError(f"no bench section {name!r}; there are: {', '.join(SECTIONS)}")
+
+
+def format_section(name: str, figures: dict) -> str:
+    from meterkit.bench.scale import format_scale
+
+    return format_scale(figures["scale"])
+
+
 def board_heap_figures(quick: bool, say: Callable[[str], None]) -> dict:
     """The linked, signing meter's heap in the 32-bit interpreter, from .mpy and frozen (meterkit.bench.heap)."""
     from meterkit.bench.heap import heap_figures

@@ -6,11 +6,23 @@ import argparse
 import json
 import sys
 
-from meterkit.bench.run import format_bench, run_bench
+from meterkit.bench.run import SECTIONS, format_bench, format_section, run_bench, run_section
+from meterkit.cli.common import fail
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    figures = run_bench(quick=args.quick, log=None if args.json else (lambda m: print(m, file=sys.stderr)))
+    log = None if args.json else (lambda m: print(m, file=sys.stderr))
+    if args.only:
+        from meterkit.testing.haproxy import HAProxyUnavailable
+        from meterkit.testing.pgserver import PgUnavailable
+
+        try:
+            figures = run_section(args.only, quick=args.quick, log=log)
+        except (HAProxyUnavailable, PgUnavailable) as e:
+            return fail("bench", e)
+        print(json.dumps(figures, indent=2) if args.json else format_section(args.only, figures))
+        return 0
+    figures = run_bench(quick=args.quick, log=log)
     print(json.dumps(figures, indent=2) if args.json else format_bench(figures))
     return 0
 
@@ -19,4 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="measure the firmware and host side by side")
     bench.add_argument("--json", action="store_true", help="print one JSON object, a key per figure")
     bench.add_argument("--quick", action="store_true", help="shorter runs (rougher figures)")
+    bench.add_argument("--only", choices=SECTIONS,
+                       help="run one section that the default bench leaves out: scale (SQLite vs PostgreSQL, 2 vs 1 "
+                            "concentrators through HAProxy; starts its own PostgreSQL and HAProxy, minutes)")
     bench.set_defaults(func=_cmd_bench)

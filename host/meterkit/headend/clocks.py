@@ -31,8 +31,6 @@ from meterkit.store.api import QUEUE_PENDING, Store
 
 log = logging.getLogger(__name__)
 
-DRIFT_STEP_S = 0.5  # a measured drift is written when it moved this much since the stored one ...
-DRIFT_REFRESH_S = 900.0  # ... or the stored one is this old (meterkit status shows when it was measured)
 SET_TIME_VALID_S = 3600  # an automatic set-time command not delivered within this is dropped (measured again)
 
 
@@ -99,13 +97,9 @@ class Clocks:
         return self._drift(d, m.time - now, now)
 
     def _drift(self, d: Device, drift: float, now: float) -> bool:
-        d.drift = drift
-        saved = d.drift_saved
-        # written when it moved or the stored one is old, not with every reading: a row update per reading
-        # would be most of a large fleet's database writes (docs/scaling.md)
-        if saved is None or abs(drift - saved[0]) >= DRIFT_STEP_S or now - saved[1] >= DRIFT_REFRESH_S:
-            self.store.update_meter(d.id, clock_drift_s=drift, clock_drift_at=now)
-            d.drift_saved = (drift, now)
+        # saved with the batch's delivery state (headend/storage.py): one statement for all its meters, not one
+        # per reading (a meter reporting promptly is measured on every reading)
+        d.drift, d.drift_at = drift, now
         return True
 
     def _ask(self, d: Device, why: str, force: bool, now: float) -> bool:

@@ -38,8 +38,8 @@ class FrameGap:
 
 class Device:
     __slots__ = ("id", "name", "period", "last_seen", "counter", "seqs", "online", "frames_stored", "outage",
-                 "gaps", "link", "link_at", "matching", "rows_from", "drift", "drift_saved", "clock_prev",
-                 "clock_asked", "clock_unset", "clock_set_seq", "recovery_at")
+                 "gaps", "link", "link_at", "matching", "rows_from", "drift", "clock_prev", "clock_asked",
+                 "clock_unset", "clock_set_seq", "recovery_at", "drift_at")
 
     def __init__(self, device_id: bytes):
         self.id = device_id
@@ -53,7 +53,7 @@ class Device:
         self.outage: tuple | None = None  # (id, start, newest seq stored before it) of the open outage
         self.gaps: list[FrameGap] = []
         self.drift: float | None = None  # its clock minus ours, as last measured (headend/clocks.py)
-        self.drift_saved: tuple[float, float] | None = None  # (drift, when) as the database has them
+        self.drift_at: float | None = None  # when the open batch measured it (saved with the delivery state)
         # known to this process only (kept across reloads)
         self.link: Link | None = None  # the connection that last delivered a valid frame
         self.link_at: float | None = None  # when that connection delivered its first valid frame
@@ -154,8 +154,6 @@ class Devices:
             d.name, d.period, d.last_seen, d.counter = rec.name, rec.reporting_period_s, rec.last_seen, rec.last_counter
             d.seqs = Watermark(rec.ack_seq, rec.first_seq)
             d.online, d.frames_stored, d.drift = rec.online, rec.frames_stored, rec.clock_drift_s
-            if rec.clock_drift_s is not None and rec.clock_drift_at is not None:
-                d.drift_saved = (rec.clock_drift_s, rec.clock_drift_at)
         self._load_seqs(d)
         hi = st.max_seq(device_id)
         if hi is not None:

@@ -36,7 +36,13 @@ def write_batch(store: Store, received_at: float, frames: list[Frame], readings:
 
 def save_delivery(store: Store, stored: Iterable[Device], acked_only: Iterable[Device], now: float) -> None:
     """Each meter's delivery state after a batch: for meters with frames stored, when they were last heard, the
-    watermark and frame count; for every meter acknowledged, its command counter."""
-    store.save_delivery([DeliveryState(d.id, now, d.seqs.ack, d.seqs.first_seq, d.frames_stored, d.counter)
-                         for d in stored])
+    watermark, frame count and the clock drift the batch measured; for every meter acknowledged, its command
+    counter."""
+    states = []
+    for d in stored:
+        measured = d.drift_at is not None
+        states.append(DeliveryState(d.id, now, d.seqs.ack, d.seqs.first_seq, d.frames_stored, d.counter, True,
+                                    d.drift if measured else None, d.drift_at))
+        d.drift_at = None
+    store.save_delivery(states)
     store.save_counters({d.id: d.counter for d in acked_only})

@@ -58,7 +58,8 @@ class HeldMeter(NamedTuple):
 @dataclass(frozen=True)
 class DeliveryState:
     """What the concentrator keeps per meter after a batch: when it was heard, the ack watermark, the first
-    sequence number stored, how many frames are stored, the last command counter signed for it."""
+    sequence number stored, how many frames are stored, the last command counter signed for it; and its clock
+    drift when the batch measured it (None: unchanged)."""
 
     device_id: bytes
     last_seen: float
@@ -67,6 +68,8 @@ class DeliveryState:
     frames_stored: int
     last_counter: int
     online: bool = True
+    clock_drift_s: float | None = None
+    clock_drift_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

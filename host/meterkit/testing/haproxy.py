@@ -145,6 +145,11 @@ backend concentrators
         self.stop()
 
     @property
+    def pid(self) -> int | None:
+        """HAProxy's process id while it runs (the bench reads its CPU time)."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
     def address(self) -> tuple[str, int]:
         return "127.0.0.1", self.port
 

@@ -12,15 +12,15 @@ from meterkit.store.rows import I64_MAX, READING_COLUMNS, reading_row
 from meterkit.wire.records import Frame, Reading
 
 _INSERT_FRAMES = ("INSERT INTO frames (device, seq, kind, meter_time, status, received_at, raw) "
-                  "SELECT d, s, k, t, st, %s::float8, r FROM unnest(%s::bytea[], %s::int8[], %s::int8[], %s::int8[], "
-                  "%s::int8[], %s::bytea[]) AS u(d, s, k, t, st, r) ON CONFLICT DO NOTHING")
+                  "SELECT d, s, k, t, st, %s::float8, r FROM unnest(%b::bytea[], %b::int8[], %b::int8[], %b::int8[], "
+                  "%b::int8[], %b::bytea[]) AS u(d, s, k, t, st, r) ON CONFLICT DO NOTHING")
 _READING_TYPES = ("bytea", "int8", "int8", "int8", "int8", "int8", "text", "int8", "int8", "int8", "int8", "int8",
                   "int8", "int8")
 # a reading is stored once per (device, seq) -- the primary key also holds meter_time, the partition key -- and
 # the first of a batch wins, as in SQLite
 _INSERT_READINGS = (
     f"INSERT INTO readings ({READING_COLUMNS}) SELECT DISTINCT ON (u.device, u.seq) {READING_COLUMNS} "
-    f"FROM unnest({', '.join(f'%s::{t}[]' for t in _READING_TYPES)}) WITH ORDINALITY AS u({READING_COLUMNS}, n) "
+    f"FROM unnest({', '.join(f'%b::{t}[]' for t in _READING_TYPES)}) WITH ORDINALITY AS u({READING_COLUMNS}, n) "
     "WHERE NOT EXISTS (SELECT 1 FROM readings r WHERE r.device = u.device AND r.seq = u.seq) "
     "ORDER BY u.device, u.seq, u.n ON CONFLICT DO NOTHING")
 

@@ -35,6 +35,12 @@ class ReadingPartitions(Connection):
     def _ensure_partitions(self, times: Iterable[int]) -> None:
         """Make the partitions these meter times need (in the open transaction: under a savepoint each, so a
         concurrent concentrator making the same one costs nothing but a retry of the check)."""
+        times = list(times)
+        if not times:
+            return
+        lo, hi = min(times), max(times)
+        if any(s <= lo and hi < e for s, e in self._partitions | self._new_partitions):
+            return  # the usual batch: all in one month known to have its partition (no month_of per reading)
         for start, end in {month_of(t) for t in times} - {None} - self._partitions - self._new_partitions:
             c = self._begin()
             c.execute("SAVEPOINT partition")

@@ -83,11 +83,13 @@ class RegistryTable(Connection):
 
     # -- delivery state
     def save_delivery(self, states: Iterable[DeliveryState]) -> None:
-        rows = [(s.last_seen, s.ack_seq, s.first_seq, int(s.online), s.frames_stored, s.last_counter, s.device_id)
-                for s in states]
+        rows = [(s.last_seen, s.ack_seq, s.first_seq, int(s.online), s.frames_stored, s.last_counter,
+                 s.clock_drift_s, s.clock_drift_at, s.device_id) for s in states]
         if rows:
             self._begin().executemany("UPDATE meters SET last_seen = ?, ack_seq = ?, first_seq = ?, online = ?, "
-                                      "frames_stored = ?, last_counter = ? WHERE device = ?", rows)
+                                      "frames_stored = ?, last_counter = ?, clock_drift_s = coalesce(?, "
+                                      "clock_drift_s), clock_drift_at = coalesce(?, clock_drift_at) WHERE device = ?",
+                                      rows)
 
     def lock_meters(self, device_ids: Iterable[bytes]) -> dict[bytes, HeldMeter]:
         devs = sorted({bytes(d) for d in device_ids})
