@@ -182,7 +182,7 @@ def run_bench(quick: bool = False, log: Callable[[str], None] | None = None) -> 
 
 # Sections run alone (`meterkit bench --only NAME`), never by the default bench: they take minutes and start
 # servers of their own.
-SECTIONS = ("scale",)
+SECTIONS = ("scale", "footprint")
 
 
 def run_section(name: str, quick: bool = False, log: Callable[[str], None] | None = None) -> dict:
@@ -192,10 +192,20 @@ def run_section(name: str, quick: bool = False, log: Callable[[str], None] | Non
         from meterkit.bench.scale import scale_figures
 
         return scale_figures(quick, log)
+    if name == "footprint":
+        from meterkit.bench.footprint import measure
+
+        if log:
+            log("footprint: a day of 20 meters (a reading a minute, a profile row every 15) on SQLite and PostgreSQL")
+        return {"footprint": measure(4 if quick else 20, 6 if quick else 24, pg=True)}
     raise ValueError(f"no bench section {name!r}; there are: {', '.join(SECTIONS)}")
 
 
 def format_section(name: str, figures: dict) -> str:
+    if name == "footprint":
+        from meterkit.bench.footprint import format_footprint
+
+        return format_footprint(figures["footprint"])
     from meterkit.bench.scale import format_scale
 
     return format_scale(figures["scale"])

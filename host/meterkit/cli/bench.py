@@ -33,5 +33,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--quick", action="store_true", help="shorter runs (rougher figures)")
     bench.add_argument("--only", choices=SECTIONS,
                        help="run one section that the default bench leaves out: scale (SQLite vs PostgreSQL, 2 vs 1 "
-                            "concentrators through HAProxy; starts its own PostgreSQL and HAProxy, minutes)")
+                            "concentrators through HAProxy; starts its own PostgreSQL and HAProxy, minutes), "
+                            "footprint (database bytes per frame and per meter-day, SQLite and PostgreSQL)")
     bench.set_defaults(func=_cmd_bench)
