@@ -38,7 +38,7 @@ from meterkit.headend.handover import PortControl
 from meterkit.headend.ingest import Ingest
 from meterkit.headend.keyring import KeyRing
 from meterkit.headend.outages import Outages
-from meterkit.store.api import Store
+from meterkit.store.api import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,7 @@ class Concentrator:
         scanned: list[Device] = []
         try:
             with self.counters.transaction():
+                self.devices.refresh()  # meters whose state a failed transaction left unread
                 for d in self.devices:
                     self.outages.check_silence(d, now)
                     self.outages.match_due(d, now)
@@ -113,9 +114,13 @@ class Concentrator:
                         scanned.append(d)
                     backfills += self.frame_gaps.request_due(d, now)
                 self.interval_gaps.check(self.devices, now)
+        except StoreUnavailable as e:  # the database is down: said once a tick, no traceback
+            log.warning("housekeeping not done: %s", e)
+            self.devices.reload(self.devices.ids())
+            return
         except Exception:  # noqa: BLE001 - logged; the next tick does it all again
             log.exception("housekeeping")
-            self.devices.reload([d.id for d in self.devices])
+            self.devices.reload(self.devices.ids())
             return
         for d in scanned:
             d.rows_from = None  # scanned and committed: a failed tick scans again
