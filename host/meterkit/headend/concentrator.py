@@ -189,6 +189,8 @@ class Concentrator:
         try:
             with self.counters.transaction():
                 pass  # the counts not saved yet
+        except StoreUnavailable as e:
+            log.warning("counters not stored at stop: %s", e)
         except Exception:  # noqa: BLE001
             log.exception("storing counters at stop")
         self._forget()

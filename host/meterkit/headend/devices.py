@@ -148,7 +148,7 @@ class Devices:
             for dev in ids:
                 self.load(dev)
         except StoreError as e:
-            log.warning("%d meters' state not read again (%s): read before their next use", len(self._stale), e)
+            log.info("%d meters' state not read again (%s): read before their next use", len(self._stale), e)
 
     def load(self, device_id: bytes) -> Device:
         st = self._store
