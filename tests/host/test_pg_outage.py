@@ -24,7 +24,7 @@ import pytest
 from meterkit import wire as P
 from meterkit.cli import main as meterkit_main
 from meterkit.headend import commands
-from meterkit.store import open_store
+from meterkit.store import StoreUnavailable, open_store
 from meterkit.testing.pgplugin import pg_missing
 from meterkit.testing.pgserver import PgServer, PgUnavailable
 from meterkit.testing.rig import LoopbackRig, MeterClient, SimMeter, until
@@ -98,6 +98,12 @@ def test_concentrator_started_while_postgresql_is_down_waits_for_it_then_serves(
     s.close()
     key_path, _, _ = new_key(tmp_path / "keys")
     cmd = [sys.executable, "-m", "meterkit.cli", "concentrator", "--db", with_password, "--key", str(key_path)]
+    # a server that answers and refuses, a URL that cannot be read: no waiting (a bounded one, were it wrong)
+    for db in (url.rsplit("/", 1)[0] + "/no_such_db", "postgresql://meterkit@127.0.0.1:notaport/x"):
+        assert meterkit_main(["concentrator", "--db", db, "--key", str(key_path), "--listen", "127.0.0.1:0",
+                              "--db-wait", "5"]) == 2
+        err = capsys.readouterr().err
+        assert "cannot connect" in err and "trying again" not in err, err
     pg.halt()
     try:
         # other commands: the same clear error, at once
@@ -126,8 +132,10 @@ def test_concentrator_started_while_postgresql_is_down_waits_for_it_then_serves(
             assert "(attempt 2)" in text and "meters are not served" in text, text
             assert _refused(port)  # the listener opens only with the database
             pg.resume()
+            t_back = time.monotonic()
             line = proc.stdout.readline()
             assert line == f"listening on 127.0.0.1:{port}\n", line
+            print(f"\nlistening {time.monotonic() - t_back:.2f} s after the server was started")
 
             async def meter():
                 he = P.HeadEnd(load_private(key_path))
@@ -148,6 +156,35 @@ def test_concentrator_started_while_postgresql_is_down_waits_for_it_then_serves(
         assert [f.seq for f in s.frames_after(m.device_id, -1, limit=None)] == [0, 1, 2]
         s.close()
     finally:
+        _running(pg)
+
+
+def test_a_transaction_lost_with_its_connection_never_goes_on_on_a_new_one(own_pg):
+    """The store's side: a restart of the server between two statements of one transaction fails the rest of it
+    and its commit (nothing of it stored); then the store reconnects by itself, and a read outside a transaction
+    on the dead connection is simply run again on a new one."""
+    pg = own_pg
+    s = open_store(_durable_database(pg))
+    try:
+        s.add_counters({"before": 1})
+        s.commit()
+        s.add_counters({"lost": 1})  # a transaction is open ...
+        pg.halt()
+        pg.resume()  # ... and its connection died with the server
+        with pytest.raises(StoreUnavailable, match="connection lost"):
+            s.add_counters({"lost": 2})
+        with pytest.raises(StoreUnavailable, match="connection lost"):
+            s.counters()  # a read in the lost transaction too
+        with pytest.raises(StoreUnavailable, match="rolled back"):
+            s.commit()
+        s.rollback()
+        s.add_counters({"after": 1})
+        s.commit()
+        pg.halt()
+        pg.resume()
+        assert s.counters() == {"before": 1, "after": 1}  # once more on a new connection: no error
+    finally:
+        s.close()
         _running(pg)
 
 

@@ -32,6 +32,8 @@ from meterkit.store.api import StoreError, StoreUnavailable
 from meterkit.store.postgres.schema import SCHEMA_VERSION, migrate, schema_version
 from meterkit.store.rows import checked_fields
 
+log = logging.getLogger(__name__)
+
 
 def pg_text(v: Any) -> Any:
     """v, but None for a text PostgreSQL cannot hold (one with a NUL character; SQLite can): as for integers
@@ -77,8 +79,6 @@ def _redacted(url: str) -> str:
     return f"postgresql://{info.get('user', '')}@{info.get('host', '')}:{info.get('port', '')}/{info.get('dbname', '')}"
 
 
-log = logging.getLogger(__name__)
-
 RETRY_FIRST_S = 0.25  # after a failed reconnection, the next is tried no sooner than this, doubling up to ...
 RETRY_MAX_S = 5.0
 RECONNECT_TIMEOUT_S = 3  # libpq's connect_timeout when reconnecting: the concentrator's event loop waits on it
@@ -86,10 +86,13 @@ RECONNECT_TIMEOUT_S = 3  # libpq's connect_timeout when reconnecting: the concen
 # is noticed within about half a minute, not after the kernel's retransmissions (~15 min)
 TCP_DEFAULTS = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
                 "tcp_user_timeout": 30000}
-# what a server that answered says when trying again later may help (anything else it says is final: no such
-# database or role, authentication failed)
-_TRANSIENT = ("starting up", "shutting down", "recovery mode", "too many clients", "connection slots are reserved",
-              "not yet accepting connections")
+# what a failed connection attempt says when trying again later may help: the server did not answer (refused,
+# timed out, no route, its socket missing, its name not resolved now), or it answered that it is starting,
+# stopping or full. Anything else is final (no such database or role, authentication, a URL that cannot be read).
+_TRANSIENT = ("Connection refused", "timeout expired", "timed out", "No such file or directory", "No route to host",
+              "Network is unreachable", "Host is unreachable", "Connection reset", "closed the connection",
+              "could not translate host name", "could not receive data", "starting up", "shutting down",
+              "recovery mode", "too many clients", "connection slots are reserved", "not yet accepting connections")
 
 
 def _first_line(e: BaseException) -> str:
@@ -97,13 +100,9 @@ def _first_line(e: BaseException) -> str:
 
 
 def unreachable(e: psycopg.Error) -> bool:
-    """Whether a failed connection attempt may succeed later: the server did not answer (refused, timed out, no
-    route, socket missing) or said it is starting, stopping or full. Not when it refused us (FATAL: no such
-    database, role or password) or the client lacks a password."""
+    """Whether a failed connection attempt may succeed later (_TRANSIENT)."""
     text = str(e)
-    if "FATAL:" in text:
-        return any(t in text for t in _TRANSIENT)
-    return "password" not in text
+    return isinstance(e, psycopg.OperationalError) and any(t in text for t in _TRANSIENT)
 
 
 def connect(url: str, connect_timeout_s: int = 10) -> psycopg.Connection:
