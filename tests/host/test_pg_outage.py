@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -88,6 +89,46 @@ def _env() -> dict:
     return {**os.environ, "PYTHONPATH": f"{ROOT / 'host'}{os.pathsep}{ROOT / 'firmware'}"}
 
 
+def _waits_then_serves(pg: PgServer, cmd: list[str], url: str, m: SimMeter, key_path: Path) -> None:
+    """The default waits: a line per attempt, which server, no password, no traceback; meters refused until the
+    server is started, then served."""
+    port = _free_port()
+    proc = subprocess.Popen([*cmd, "--listen", f"127.0.0.1:{port}", "--stats-every", "3600"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    try:
+        lines = []
+        while sum("trying again" in ln for ln in lines) < 2:
+            lines.append(proc.stderr.readline())
+            assert lines[-1], f"the concentrator ended: {''.join(lines)}"
+        text = "".join(lines)
+        where = url.rsplit("/", 1)[0].replace("postgresql://", "")  # meterkit@127.0.0.1:port
+        assert f"postgresql://{where}/" in text and "server unreachable" in text, text
+        assert "s3cret" not in text and "Traceback" not in text, text
+        assert "(attempt 2)" in text and "meters are not served" in text, text
+        assert _refused(port)  # the listener opens only with the database
+        pg.resume()
+        t_back = time.monotonic()
+        line = proc.stdout.readline()
+        assert line == f"listening on 127.0.0.1:{port}\n", line
+        print(f"\nlistening {time.monotonic() - t_back:.2f} s after the server was started")
+
+        async def meter():
+            he = P.HeadEnd(load_private(key_path))
+            cl = await MeterClient.connect(m, "127.0.0.1", port, he.lookup)
+            for _ in range(3):
+                cl.send(m.reading())
+            await cl.wait_ack(2)
+            assert cl.refused == []
+            cl.close()
+
+        asyncio.run(asyncio.wait_for(meter(), 30))
+    finally:
+        proc.terminate()
+        _, rest = proc.communicate(timeout=30)
+    assert proc.returncode == 0, rest
+    assert "Traceback" not in rest, rest
+
+
 def test_concentrator_started_while_postgresql_is_down_waits_for_it_then_serves(own_pg, tmp_path, capsys):
     pg = own_pg
     url = pg.create_database()
@@ -110,48 +151,12 @@ def test_concentrator_started_while_postgresql_is_down_waits_for_it_then_serves(
         assert meterkit_main(["status", "--db", with_password]) == 2
         err = capsys.readouterr().err
         assert "server unreachable" in err and "Connection refused" in err and "s3cret" not in err, err
-
         # a bounded wait runs out: exit code 3, after saying so
         assert meterkit_main([*cmd[3:], "--listen", "127.0.0.1:0", "--db-wait", "0.5"]) == 3
         err = capsys.readouterr().err
-        assert "server unreachable" in err and "gave up after 2 attempts" in err and "s3cret" not in err, err
-
-        # the default waits: a line per attempt, which server, no password, no traceback; meters refused
-        port = _free_port()
-        proc = subprocess.Popen([*cmd, "--listen", f"127.0.0.1:{port}", "--stats-every", "3600"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
-        try:
-            lines = []
-            while sum("trying again" in ln for ln in lines) < 2:
-                lines.append(proc.stderr.readline())
-                assert lines[-1], f"the concentrator ended: {''.join(lines)}"
-            text = "".join(lines)
-            where = url.rsplit("/", 1)[0].replace("postgresql://", "")  # meterkit@127.0.0.1:port
-            assert f"postgresql://{where}/" in text and "server unreachable" in text, text
-            assert "s3cret" not in text and "Traceback" not in text, text
-            assert "(attempt 2)" in text and "meters are not served" in text, text
-            assert _refused(port)  # the listener opens only with the database
-            pg.resume()
-            t_back = time.monotonic()
-            line = proc.stdout.readline()
-            assert line == f"listening on 127.0.0.1:{port}\n", line
-            print(f"\nlistening {time.monotonic() - t_back:.2f} s after the server was started")
-
-            async def meter():
-                he = P.HeadEnd(load_private(key_path))
-                cl = await MeterClient.connect(m, "127.0.0.1", port, he.lookup)
-                for _ in range(3):
-                    cl.send(m.reading())
-                await cl.wait_ack(2)
-                assert cl.refused == []
-                cl.close()
-
-            asyncio.run(asyncio.wait_for(meter(), 30))
-        finally:
-            proc.terminate()
-            _, rest = proc.communicate(timeout=30)
-        assert proc.returncode == 0, rest
-        assert "Traceback" not in rest, rest
+        assert "server unreachable" in err and "--db-wait" in err and "s3cret" not in err, err
+        assert re.search(r"gave up after \d+ attempts", err), err
+        _waits_then_serves(pg, cmd, url, m, key_path)
         s = open_store(url)
         assert [f.seq for f in s.frames_after(m.device_id, -1, limit=None)] == [0, 1, 2]
         s.close()
@@ -364,7 +369,10 @@ def test_postgresql_lost_mid_run_no_ack_ahead_of_the_database_and_every_frame_st
         asyncio.run(asyncio.wait_for(main(), 90))
     finally:
         _running(pg)
-    tracebacks = [r for r in caplog.records if r.exc_info and r.name.startswith("meterkit")]
+    # no traceback for a lost database (but from the dispatch run right after a commit, should the server go
+    # just then: dispatch.py logs every failure with one, docs/concentrator.md)
+    tracebacks = [r for r in caplog.records if r.exc_info and r.name.startswith("meterkit")
+                  and not (r.name == "meterkit.headend.dispatch" and isinstance(r.exc_info[1], StoreUnavailable))]
     assert tracebacks == [], [r.getMessage() for r in tracebacks]
     text = caplog.text
     assert "connection lost" in text and "connected again" in text
