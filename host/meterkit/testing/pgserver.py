@@ -3,6 +3,7 @@
     with PgServer() as pg:          # initdb (trust auth, UTF8, C collation), postgres on 127.0.0.1:<free port>
         url = pg.create_database()  # postgresql://meterkit@127.0.0.1:<port>/<name>
     # stopped (pg_ctl stop -m fast) and removed
+    pg.halt(); pg.kill(); pg.resume()  # an outage: stopped (or its postmaster SIGKILLed), started on the same port
 
 The binaries come from `pg_config --bindir`, else the newest /usr/lib/postgresql/*/bin (Debian's `postgresql`
 package; `make deps` installs it). PgUnavailable says so when there are none.
