@@ -12,12 +12,19 @@ import sys
 import time
 
 from meterkit import wire as P
-from meterkit.cli.common import fail, host_port, open_store
+from meterkit.cli.common import fail, host_port
 from meterkit.headend.concentrator import Concentrator
 from meterkit.headend.handover import control_path
 from meterkit.headend.keyring import KeyRing
+from meterkit.store import StoreError, StoreUnavailable, open_store
 from meterkit.store.api import Store
 from meterkit.wire.keys import KeyFileError, load_private
+
+log = logging.getLogger("meterkit.concentrator")
+
+WAIT_FIRST_S = 0.5  # a database server unreachable at start is tried again after this, doubling up to ...
+WAIT_MAX_S = 10.0
+EXIT_DB_UNREACHABLE = 3  # --db-wait ran out
 
 
 class FileClock:
@@ -41,6 +48,34 @@ class FileClock:
 
 def _drift_max(text: str) -> float | None:
     return None if text == "off" else float(text)
+
+
+def _wait_s(text: str) -> float | None:
+    return None if text == "forever" else float(text)
+
+
+def open_waiting(db: str, wait_s: float | None) -> Store | int:
+    """The store, or an exit code after saying why. While its server cannot be reached (PostgreSQL down or
+    starting), tried again with a growing pause and a log line each attempt, for `wait_s` seconds (None: until
+    it answers). Nothing listens for meters meanwhile: they are refused and connect again later."""
+    start = time.monotonic()
+    delay, attempt = WAIT_FIRST_S, 0
+    while True:
+        attempt += 1
+        try:
+            return open_store(db, create=True, readonly=False)
+        except StoreUnavailable as e:
+            waited = time.monotonic() - start
+            if wait_s is not None and waited >= wait_s:
+                return fail("concentrator", f"{e}; gave up after {attempt} attempts in {waited:.0f} s (--db-wait)",
+                            EXIT_DB_UNREACHABLE)
+            pause = delay if wait_s is None else min(delay, wait_s - waited)
+            log.warning("%s (attempt %d); trying again in %.1f s; meters are not served until it answers",
+                        e, attempt, pause)
+            time.sleep(pause)
+            delay = min(delay * 2, WAIT_MAX_S)
+        except StoreError as e:
+            return fail("concentrator", e)
 
 
 async def _serve(args: argparse.Namespace, headend: P.HeadEnd, store: Store) -> int:
@@ -101,9 +136,12 @@ def _cmd_concentrator(args: argparse.Namespace) -> int:
         keys = [P.HeadEnd(load_private(k)) for k in args.key]
     except KeyFileError as e:
         return fail("concentrator", e)
-    store = open_store(args.db, "concentrator", readonly=False, create=True)
-    if store is None:
-        return 2
+    try:
+        store = open_waiting(args.db, args.db_wait)
+    except KeyboardInterrupt:
+        return fail("concentrator", "interrupted while waiting for the database", 130)
+    if isinstance(store, int):
+        return store
     headend = KeyRing(keys, store, key_dir=os.path.dirname(os.path.abspath(args.key[0])))
     for dev, (kid, _since) in store.meter_keys().items():
         if kid not in headend.keys:
@@ -118,7 +156,11 @@ def _cmd_concentrator(args: argparse.Namespace) -> int:
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add `concentrator` to a `meterkit` subparsers object."""
     p = subparsers.add_parser("concentrator", help="receive, verify, store and acknowledge meter frames")
-    p.add_argument("--db", required=True, help="SQLite database (created if missing)")
+    p.add_argument("--db", required=True, help="SQLite database (created if missing), or a postgresql:// URL")
+    p.add_argument("--db-wait", type=_wait_s, default=None, metavar="S",
+                   help="a database server that cannot be reached at start is tried again (a log line each "
+                        "attempt, pauses growing to 10 s) for S seconds, then exit code 3; meters are served only "
+                        "once it answers (default: 'forever')")
     p.add_argument("--key", required=True, action="append",
                    help="the head-end's private key (PEM), signs acks and commands; during a key rotation give "
                         "both (repeatable): each meter's are signed with the key it holds, the first for a meter "

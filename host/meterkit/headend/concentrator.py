@@ -38,7 +38,7 @@ from meterkit.headend.handover import PortControl
 from meterkit.headend.ingest import Ingest
 from meterkit.headend.keyring import KeyRing
 from meterkit.headend.outages import Outages
-from meterkit.store.api import Store
+from meterkit.store.api import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,7 @@ class Concentrator:
         scanned: list[Device] = []
         try:
             with self.counters.transaction():
+                self.devices.refresh()  # meters whose state a failed transaction left unread
                 # in device order, as every process takes meters' rows (PostgreSQL: no deadlock between them)
                 for d in sorted(self.devices, key=lambda d: d.id):
                     if d.gaps and d.connected:  # a back-fill may be signed: its counter as committed
@@ -117,9 +118,13 @@ class Concentrator:
                         scanned.append(d)
                     backfills += self.frame_gaps.request_due(d, now)
                 self.interval_gaps.check(self.devices, now)
+        except StoreUnavailable as e:  # the database is down: said once a tick, no traceback
+            log.warning("housekeeping not done: %s", e)
+            self.devices.reload(self.devices.ids())
+            return
         except Exception:  # noqa: BLE001 - logged; the next tick does it all again
             log.exception("housekeeping")
-            self.devices.reload([d.id for d in self.devices])
+            self.devices.reload(self.devices.ids())
             return
         for d in scanned:
             d.rows_from = None  # scanned and committed: a failed tick scans again
@@ -188,6 +193,8 @@ class Concentrator:
         try:
             with self.counters.transaction():
                 pass  # the counts not saved yet
+        except StoreUnavailable as e:
+            log.warning("counters not stored at stop: %s", e)
         except Exception:  # noqa: BLE001
             log.exception("storing counters at stop")
         self._forget()

@@ -4,16 +4,19 @@ scan for gaps); and the registry of public keys that frames are verified with.""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from meterkit import wire as P
 from meterkit.headend.acks import Watermark
-from meterkit.store.api import DEFAULT_PERIOD_S, GAP_SETTLED, Store
+from meterkit.store.api import DEFAULT_PERIOD_S, GAP_SETTLED, Store, StoreError
 
 if TYPE_CHECKING:
     from meterkit.headend.connections import Link
+
+log = logging.getLogger(__name__)
 
 FORGET_UNKNOWN_AFTER = 10000  # unknown kids remembered (so a flood of them cannot grow memory without bound)
 WORKING = ("open", "requested")  # frame gaps the concentrator is still working on
@@ -80,6 +83,7 @@ class Devices:
         self._keys: dict[bytes, Any] = {}
         self._unknown: dict[bytes, float] = {}  # unknown kid -> when the registry was last asked
         self._devs: dict[bytes, Device] = {}
+        self._stale: set[bytes] = set()  # cached state the database could not be read again for: read before use
         for rec in store.meters():
             self._keys[rec.device_id] = P.public_from_bytes(rec.public_key)
             self.load(rec.device_id)
@@ -113,14 +117,26 @@ class Devices:
         return len(self._keys)
 
     def __iter__(self) -> Iterator[Device]:
+        """Every meter met, as cached (call refresh() first to have none stale)."""
         return iter(list(self._devs.values()))
+
+    def ids(self) -> list[bytes]:
+        return list(self._devs)
+
+    def refresh(self) -> None:
+        """Read the stale meters again (StoreError when the database still cannot be read)."""
+        for dev in list(self._stale):
+            self.load(dev)
 
     def get(self, device_id: bytes) -> Device:
         d = self._devs.get(device_id)
-        return d if d is not None else self.load(device_id)
+        return d if d is not None and device_id not in self._stale else self.load(device_id)
 
     def known(self, device_id: bytes) -> Device | None:
-        """The device if the concentrator has met it, else None (no database read)."""
+        """The device if the concentrator has met it, else None (no database read, unless its cached state is
+        stale)."""
+        if device_id in self._stale:
+            return self.load(device_id)
         return self._devs.get(device_id)
 
     def hold(self, device_ids: Iterable[bytes]) -> int:
@@ -131,15 +147,24 @@ class Devices:
         moved = 0
         for dev, held in self._store.lock_meters(device_ids).items():
             d = self._devs.get(dev)
-            if d is None or held != (d.counter, d.seqs.ack, d.frames_stored):
+            if d is None or dev in self._stale:
+                self.load(dev)
+            elif held != (d.counter, d.seqs.ack, d.frames_stored):
                 self.load(dev)
                 moved += 1
         return moved
 
     def reload(self, device_ids: Iterable[bytes]) -> None:
-        """After a failed transaction: the database's state again."""
-        for dev in list(device_ids):
-            self.load(dev)
+        """After a failed transaction: the database's state again. When the database cannot be read (it is
+        down), the meters' cached state is marked stale and read again before its next use, so that nothing
+        acknowledged or signed from memory is ahead of what is stored."""
+        ids = list(device_ids)
+        self._stale.update(d for d in ids if d in self._devs)
+        try:
+            for dev in ids:
+                self.load(dev)
+        except StoreError as e:
+            log.info("%d meters' state not read again (%s): read before their next use", len(self._stale), e)
 
     def load(self, device_id: bytes) -> Device:
         st = self._store
@@ -162,6 +187,7 @@ class Devices:
         for o in st.outages(device_id, open_only=True):
             d.outage = (o.id, o.start, st.max_seq(device_id, received_to=o.start))
         self._devs[device_id] = d
+        self._stale.discard(device_id)
         return d
 
     def _load_seqs(self, d: Device) -> None:

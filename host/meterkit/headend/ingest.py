@@ -35,7 +35,7 @@ from meterkit.headend.devices import Device, Devices
 from meterkit.headend.dispatch import Dispatch
 from meterkit.headend.gaps import FrameGaps
 from meterkit.headend.outages import Outages
-from meterkit.store.api import MAX_SEQ, Store
+from meterkit.store.api import MAX_SEQ, Store, StoreError
 from meterkit.wire.records import (
     BillingSnapshot,
     CommandResponse,
@@ -122,8 +122,14 @@ class Ingest:
         if verified:
             try:
                 self.store_batch(verified)
-            except Exception:  # noqa: BLE001 - logged and counted; the meters resend
-                log.exception("storing a batch of %d frames", len(verified))
+            except Exception as e:  # noqa: BLE001 - logged; its meters resend on new connections
+                if isinstance(e, StoreError):  # the database is down (before the transaction): no traceback
+                    self.counters.count("commit_failures")
+                    log.error("batch of %d frames not stored (%s); closing its connections", len(verified), e)
+                else:
+                    log.exception("storing a batch of %d frames", len(verified))
+                for link in {link for link, _ in verified}:
+                    link.close()
             finally:
                 faults.idle()
         if self.conns.pending:

@@ -22,12 +22,12 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from meterkit.store.api import StoreError
+from meterkit.store.api import StoreError, StoreUnavailable
 
 if TYPE_CHECKING:
     from meterkit.store.api import Store
 
-__all__ = ["StoreError", "is_url", "open_store"]
+__all__ = ["StoreError", "StoreUnavailable", "is_url", "open_store"]
 
 
 def is_url(path: str | os.PathLike) -> bool:

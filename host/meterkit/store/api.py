@@ -58,11 +58,17 @@ __all__ = ["AUDIT_ACTIONS", "CONCENTRATOR", "DEFAULT_PERIOD_S", "EXPORT_TABLES",
            "GAP_STATES", "MAX_SEQ", "OUTAGE_CAUSES", "QUEUE_PENDING", "QUEUE_STATES", "Billing", "Commands",
            "Counting", "Delivery", "DemandResponse", "Events", "Evidence", "Export", "HeadEndKeys", "Outages",
            "Profile", "ReadOuts",
-           "Registry", "Store", "StoreError", "Transactions"]
+           "Registry", "Store", "StoreError", "StoreUnavailable", "Transactions"]
 
 
 class StoreError(Exception):
     """A database that cannot be used: missing, newer schema than this meterkit, not a meterkit database."""
+
+
+class StoreUnavailable(StoreError):
+    """The database server cannot be reached now (refused, timed out, starting up or shutting down) or the
+    connection to it was lost: the open transaction, if any, is gone (nothing of it stored). Worth trying again
+    later; the store reconnects by itself on a later call (a PostgreSQL store; SQLite never raises it)."""
 
 
 @runtime_checkable

@@ -3,6 +3,7 @@
     with PgServer() as pg:          # initdb (trust auth, UTF8, C collation), postgres on 127.0.0.1:<free port>
         url = pg.create_database()  # postgresql://meterkit@127.0.0.1:<port>/<name>
     # stopped (pg_ctl stop -m fast) and removed
+    pg.halt(); pg.kill(); pg.resume()  # an outage: stopped (or its postmaster SIGKILLed), started on the same port
 
 The binaries come from `pg_config --bindir`, else the newest /usr/lib/postgresql/*/bin (Debian's `postgresql`
 package; `make deps` installs it). PgUnavailable says so when there are none.
@@ -25,6 +26,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -140,12 +142,13 @@ class PgServer:
         atexit.register(self.stop)  # should the owner forget (an interrupted test run): no server left behind
         return self
 
-    def _start_server(self, attempts: int = 3) -> None:
+    def _start_server(self, attempts: int = 3, port: int | None = None) -> None:
+        """postgres on a free port (another is tried if it was taken meanwhile), or on `port`."""
         opts = ["-c listen_addresses=127.0.0.1", f"-k {self.socket_dir}", "-c max_connections=200"]
         if self.fast:
             opts += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
         for attempt in range(attempts):
-            self.port = _free_port()
+            self.port = port or _free_port()
             try:
                 self._run("pg_ctl", "start", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w",
                           "-t", str(int(self.start_timeout_s)), "-o", " ".join([f"-p {self.port}", *opts]),
@@ -168,6 +171,38 @@ class PgServer:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"PostgreSQL did not accept connections on port {self.port}"
                                        f"{self._log_tail()}") from None
+                time.sleep(0.1)
+
+    # -- outages (tests of what a client does while the server is gone): the cluster and its port are kept
+    def halt(self, mode: str = "fast") -> None:
+        """Stop the server (pg_ctl stop -m fast|smart|immediate), keeping the cluster: resume() starts it again."""
+        self._run("pg_ctl", "stop", "-D", str(self.data), "-m", mode, "-w", timeout=60)
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster, as a crash would; its backends notice and exit. resume() recovers."""
+        pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                    return  # dead, not yet reaped by its parent (init: pg_ctl let go of it)
+            except (OSError, IndexError):
+                return
+            time.sleep(0.01)
+        raise RuntimeError(f"postmaster {pid} still there 30 s after SIGKILL")
+
+    def resume(self, timeout_s: float = 30.0) -> None:
+        """Start the halted or killed server again on the same port (after a kill, once its backends are gone:
+        until then the old shared memory is in use and postgres refuses to start)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self._start_server(attempts=1, port=self.port)
+                return
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
                 time.sleep(0.1)
 
     def stop(self) -> None:

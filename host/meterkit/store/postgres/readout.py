@@ -17,5 +17,5 @@ class ReadOutQueries(Connection):
 
     def export(self, table: str, device_id: bytes | None = None) -> Export:
         """As SQLite's; the rows are read at once (a client-side cursor), then handed out one by one."""
-        cur = self._conn.execute(*export_query(table, device_id, "%s"))
+        cur = self._read(*export_query(table, device_id, "%s"))
         return [d.name for d in cur.description or ()], hexed(cur.fetchall())
