@@ -193,11 +193,15 @@ def run_section(name: str, quick: bool = False, log: Callable[[str], None] | Non
 
         return scale_figures(quick, log)
     if name == "footprint":
-        from meterkit.bench.footprint import measure
+        from meterkit.bench.footprint import connection_costs, measure
 
         if log:
             log("footprint: a day of 20 meters (a reading a minute, a profile row every 15) on SQLite and PostgreSQL")
-        return {"footprint": measure(4 if quick else 20, 6 if quick else 24, pg=True)}
+        figures = measure(4 if quick else 20, 6 if quick else 24, pg=True)
+        if log:
+            log("footprint: resident memory per served meter, concentrator and HAProxy")
+        figures["connections"] = connection_costs(300 if quick else 3000)
+        return {"footprint": figures}
     raise ValueError(f"no bench section {name!r}; there are: {', '.join(SECTIONS)}")
 
 
