@@ -91,9 +91,10 @@ class MqttConfig:
         return self.meters is None or device in self.meters
 
 
-def parse_url(url: str) -> dict:
-    """mqtt://[USER:PASS@]HOST[:PORT] -> MqttConfig's host, port, username, password. MqttConfigError for
-    anything else (mqtts: TLS is not built in; put a TLS-terminating broker or bridge in between)."""
+def parse_url(url: str, password: str | None = None) -> dict:
+    """mqtt://[USER[:PASS]@]HOST[:PORT] -> MqttConfig's host, port, username, password (`password` when the
+    URL names a user without one: kept out of the command line). MqttConfigError for anything else (mqtts: TLS
+    is not built in; put a TLS-terminating broker or bridge in between)."""
     try:
         u = urlsplit(url)
         port = u.port
@@ -106,9 +107,13 @@ def parse_url(url: str) -> dict:
     if u.path not in ("", "/") or u.query or u.fragment:
         raise MqttConfigError(f"the MQTT URL is mqtt://[USER:PASS@]HOST[:PORT], nothing after: {_masked(url)}")
     user = unquote(u.username) if u.username is not None else None
-    password = unquote(u.password) if u.password is not None else None
+    if u.password is not None:
+        password = unquote(u.password)
     if user is not None and password is None:
-        raise MqttConfigError("the MQTT URL has a user without a password (mqtt://USER:PASS@HOST)")
+        raise MqttConfigError("the MQTT URL has a user without a password (mqtt://USER:PASS@HOST, or the "
+                              "password in $METERKIT_MQTT_PASSWORD)")
+    if user is None:
+        password = None
     return {"host": u.hostname, "port": port or DEFAULT_PORT, "username": user, "password": password}
 
 
