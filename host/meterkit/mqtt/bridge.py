@@ -40,8 +40,9 @@ LOOK_BACK = 64  # stored frames read back at start to find a meter's newest read
 
 
 class MqttBridge:
-    def __init__(self, cfg: MqttConfig, conc: Concentrator):
+    def __init__(self, cfg: MqttConfig, conc: Concentrator, watch_s: float = WATCH_S):
         self.cfg = cfg
+        self.watch_s = watch_s  # real s between availability checks (a simulated fleet's clock runs faster)
         self.conc = conc
         self.tracker = Tracker(cfg)
         subs = T.command_subscriptions(cfg) if cfg.commands else []
@@ -101,7 +102,7 @@ class MqttBridge:
     # -- availability
     async def _watching(self) -> None:
         while True:
-            await asyncio.sleep(WATCH_S)
+            await asyncio.sleep(self.watch_s)
             try:
                 self.link.put(self._availability())
             except Exception:  # noqa: BLE001 - logged; the next round tries again

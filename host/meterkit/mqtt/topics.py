@@ -159,7 +159,7 @@ def relay_payload(state: int, seq: int, control: tuple[int, int, int] | None) ->
     return dumps(out)
 
 
-def status_payload(status: int | None, seq: int | None, outage: bool, totals_only: bool = False) -> str:
+def status_payload(status: int | None, outage: bool, totals_only: bool = False) -> str:
     """The status topic: the flags of the meter's newest frame, and whether it is out (totals only: that alone)."""
     if totals_only:
         return dumps({"outage": SWITCH_ON if outage else SWITCH_OFF})
@@ -168,8 +168,7 @@ def status_payload(status: int | None, seq: int | None, outage: bool, totals_onl
     return dumps({"clock": SWITCH_ON if st & M.ST_CLOCK_NOT_SET else SWITCH_OFF,
                   "sensor": SWITCH_ON if flags else SWITCH_OFF, "sensor_flags": flags,
                   "load_shed": SWITCH_ON if st & M.ST_LOAD_SHED else SWITCH_OFF,
-                  "dr_active": bool(st & M.ST_DR_ACTIVE), "outage": SWITCH_ON if outage else SWITCH_OFF,
-                  "seq": seq})
+                  "dr_active": bool(st & M.ST_DR_ACTIVE), "outage": SWITCH_ON if outage else SWITCH_OFF})
 
 
 # -- discovery

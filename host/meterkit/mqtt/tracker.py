@@ -37,7 +37,8 @@ class MeterState:
     frame_seq: int | None = None  # the newest frame whose status/relay is published
     status: int | None = None
     control: tuple[int, int, int] | None = None
-    relay: str | None = None  # the relay payload last published
+    relay: tuple | None = None  # (state, control) last published
+    status_sent: str | None = None  # the status payload last published
     hello_seq: int | None = None
     online: bool | None = None  # availability last published
     discovered: tuple | None = None  # (fields, info, commands) of the discovery configs published
@@ -128,25 +129,28 @@ class Tracker:
             state = st.control[0]
         else:
             state = state_of_status(f.status)
-        out = [self.status(st)]
-        if not self.cfg.totals_only:
-            relay = T.relay_payload(state, f.seq, st.control)
-            if relay != st.relay:
-                st.relay = relay
-                out.append((T.relay_topic(self.cfg, st.info.device), relay))
+        out = []
+        status = self.status(st)
+        if status[1] != st.status_sent:  # sent when it changes (the frame that changed it named in the relay's)
+            st.status_sent = status[1]
+            out.append(status)
+        if not self.cfg.totals_only and (state, st.control) != st.relay:
+            st.relay = (state, st.control)
+            out.append((T.relay_topic(self.cfg, st.info.device), T.relay_payload(state, f.seq, st.control)))
         return out
 
     def status(self, st: MeterState) -> Message:
         return (T.status_topic(self.cfg, st.info.device),
-                T.status_payload(st.status, st.frame_seq, st.online is False, self.cfg.totals_only))
+                T.status_payload(st.status, st.online is False, self.cfg.totals_only))
 
     def availability(self, st: MeterState, online: bool) -> list[Message]:
         """The meter's availability (and the outage flag) when it changes."""
         if st.online is online:
             return []
         st.online = online
-        return [(T.availability_topic(self.cfg, st.info.device), T.ONLINE if online else T.OFFLINE),
-                self.status(st)]
+        status = self.status(st)
+        st.status_sent = status[1]
+        return [(T.availability_topic(self.cfg, st.info.device), T.ONLINE if online else T.OFFLINE), status]
 
 
 def _field_order(name: str) -> tuple[int, int]:

@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 
 @dataclass(frozen=True)
 class Seen:
-    at: float  # time.monotonic() on arrival
+    at: float  # the view's clock on arrival (time.monotonic(), or the clock given: a simulated fleet's)
     topic: str
     payload: str
     retained: bool  # delivered from the broker's store (it was retained before this client subscribed)
@@ -31,8 +31,9 @@ class HomeAssistantView:
     meterkit's); `messages` is everything received, in order."""
 
     def __init__(self, url: str, topics: tuple[str, ...] = ("homeassistant/#", "meterkit/#"),
-                 client_id: str = "hass-test"):
+                 client_id: str = "hass-test", clock: Callable[[], float] = time.monotonic):
         u = urlsplit(url)
+        self.clock = clock
         self.topics = topics
         self.messages: list[Seen] = []
         self.subscribed = threading.Event()
@@ -68,7 +69,7 @@ class HomeAssistantView:
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         with self._cond:
-            self.messages.append(Seen(time.monotonic(), msg.topic, msg.payload.decode("utf-8", "replace"),
+            self.messages.append(Seen(self.clock(), msg.topic, msg.payload.decode("utf-8", "replace"),
                                       bool(msg.retain)))
             self._cond.notify_all()
 
