@@ -104,8 +104,12 @@ def test_states_survive_broker_outages_and_a_restart_and_never_decrease(tmp_path
             # a restart starts from what is stored
             await rig.restart()
             assert ha.wait(lambda: ha.latest(bridge.cfg.will_topic) == "offline", what="the clean stop's offline")
+            n = len(ha.on(T.state_topic(bridge.cfg, dev)))
             bridge = MqttBridge(_cfg(mosquitto), rig.conc).start()
             await _wait(lambda: ha.latest(bridge.cfg.will_topic) == "online", what="the new bridge")
+            # before any meter connects: the newest stored state, read back from the database and verified
+            await _wait(lambda: len(ha.on(T.state_topic(bridge.cfg, dev))) > n, what="the stored state")
+            assert _seq(ha, dev) == last
             cl = await rig.connect(meter, last_counter=cl.last_counter)
             last = await _report(rig, cl, meter, clock, 2)
             await _wait(lambda: _seq(ha, dev) == last, what="states after the restart")
@@ -210,9 +214,19 @@ def test_commands_from_home_assistant_are_queued_signed_and_guarded(tmp_path, mo
             ha.publish(T.shed_command_topic(cfg, house.device_id), "PRESS")
             await cl.wait_for(lambda c: len(c.commands) == 2)
             assert cl.commands[1].body[M.K_OP] == M.OP_DR_EVENT and cl.commands[1].body[M.K_ARGS][M.A_SHED] is True
+            # a reconnect the meter refuses: the switch stays as the meter says (off), not as asked (on)
+            ha.publish(T.relay_command_topic(cfg, house.device_id), "ON")
+            cl.send(house.frame(M.RESPONSE, M.ST_RELAY_OPEN, M.response_body(cl.commands[1].seq, 0)))  # the shed's
+            await cl.wait_for(lambda c: len(c.commands) == 3)
+            assert cl.commands[2].body[M.K_OP] == M.OP_RECONNECT
+            seq = house.seq.next
+            cl.send(house.frame(M.RESPONSE, M.ST_RELAY_OPEN, M.response_body(cl.commands[2].seq, -4, "rejected")))
+            await cl.wait_ack(seq)
+            await asyncio.sleep(0.2)
+            assert json.loads(ha.latest(relay))["switch"] == "OFF"
             [ev] = rig.store.dr_events()
             assert (ev.shed, ev.duration_s) == (True, cfg.shed_s)
-            assert [a.actor for a in rig.store.audit(house.device_id) if a.action == "queued"] == [HA_ACTOR] * 2
+            assert [a.actor for a in rig.store.audit(house.device_id) if a.action == "queued"] == [HA_ACTOR] * 3
             await rig.stop()
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
