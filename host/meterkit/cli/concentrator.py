@@ -55,17 +55,11 @@ async def _serve(args: argparse.Namespace, headend: P.HeadEnd, store: Store) -> 
                             clock_drift_max_s=args.clock_drift_max, proxy_from=tuple(args.proxy_protocol_from))
     except (TypeError, ValueError) as e:  # a setting out of range
         return fail("concentrator", e)
-    bridge = None
-    if args.mqtt:
-        try:
-            bridge = MqttBridge(_mqtt_config(args, store), conc).start()
-        except MqttConfigError as e:
-            await conc.stop()
-            return fail("concentrator", e)
-        c = bridge.cfg
-        print(f"MQTT: publishing {len(bridge.tracker.meters)} meters to {c.host}:{c.port} under {c.prefix}/, Home "
-              f"Assistant discovery under {c.discovery_prefix}/; commands from Home Assistant "
-              + (f"on for {len(c.allow)} meters" if c.commands else "off"), flush=True)
+    try:
+        bridge = _start_mqtt(args, store, conc) if args.mqtt else None
+    except MqttConfigError as e:
+        await conc.stop()
+        return fail("concentrator", e)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -126,6 +120,15 @@ def _mqtt_config(args: argparse.Namespace, store: Store) -> MqttConfig:
                       totals_only=args.mqtt_totals_only, every_s=args.mqtt_every,
                       offline_periods=args.mqtt_offline_periods, commands=args.mqtt_commands,
                       allow=_meters(store, args.mqtt_allow, "--mqtt-allow"), shed_s=args.mqtt_shed_s)
+
+
+def _start_mqtt(args: argparse.Namespace, store: Store, conc: Concentrator) -> MqttBridge:
+    bridge = MqttBridge(_mqtt_config(args, store), conc).start()
+    c = bridge.cfg
+    print(f"MQTT: publishing {len(bridge.tracker.meters)} meters to {c.host}:{c.port} under {c.prefix}/, Home "
+          f"Assistant discovery under {c.discovery_prefix}/; commands from Home Assistant "
+          + (f"on for {len(c.allow)} meters" if c.commands else "off"), flush=True)
+    return bridge
 
 
 def _cmd_concentrator(args: argparse.Namespace) -> int:
