@@ -4,8 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The 32-bit test interpreter (docs/mp32.md) needs a C toolchain that builds 32-bit x86 programs; the tests
-# start real servers on loopback: PostgreSQL (meterkit.testing.pgserver) and HAProxy (meterkit.testing.haproxy).
-DEPS_APT := gcc-multilib make postgresql haproxy
+# start real servers on loopback: PostgreSQL (meterkit.testing.pgserver), HAProxy (meterkit.testing.haproxy) and
+# Mosquitto (meterkit.testing.mosquitto: the MQTT broker of docs/home-assistant.md).
+DEPS_APT := gcc-multilib make postgresql haproxy mosquitto
 
 .PHONY: demo demo-scale test lint bench clean deps mp32
 

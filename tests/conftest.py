@@ -33,3 +33,22 @@ def haproxy_available():
         haproxy_bin()
     except HAProxyUnavailable as e:
         server_missing("HAProxy", str(e))
+
+
+@pytest.fixture
+def mosquitto(tmp_path):
+    """A real Mosquitto on a free loopback port with users meterkit, homeassistant and guest (no rights) and the
+    ACL of docs/home-assistant.md: skipped without it, failed where METERKIT_SERVERS=require (CI)."""
+    from meterkit.testing.mosquitto import Mosquitto, MosquittoUnavailable, acl_text
+    from meterkit.testing.pgplugin import server_missing
+
+    broker = Mosquitto(tmp_path / "mosquitto", {"meterkit": "conc-pw", "homeassistant": "ha-pw", "guest": "guest-pw"},
+                       acl_text() + "\nuser guest\ntopic read meterkit/#\n")
+    try:
+        broker.start()
+    except MosquittoUnavailable as e:
+        server_missing("Mosquitto", str(e))
+    try:
+        yield broker
+    finally:
+        broker.stop()

@@ -4,6 +4,7 @@
     store/     the head-end database behind small protocols (SQLite today)
     headend/   the concentrator in parts; operator commands; fleet status
     billing/   prices, local time, determinants, bills, plots
+    mqtt/      northbound MQTT: Home Assistant's discovery, verified states, opt-in commands
     sim/       the firmware under the Unix port: runner, fleet, demo, billcheck
     bench/     `meterkit bench`;   device/: the MicroPython toolchain;   testing/: rigs for the tests
     cli/       argparse and handlers only, one module per command family

@@ -16,6 +16,8 @@ from meterkit.cli.common import fail, host_port
 from meterkit.headend.concentrator import Concentrator
 from meterkit.headend.handover import control_path
 from meterkit.headend.keyring import KeyRing
+from meterkit.mqtt.bridge import MqttBridge
+from meterkit.mqtt.config import MqttConfig, MqttConfigError, parse_url
 from meterkit.store import StoreError, StoreUnavailable, open_store
 from meterkit.store.api import Store
 from meterkit.wire.keys import KeyFileError, load_private
@@ -88,6 +90,11 @@ async def _serve(args: argparse.Namespace, headend: P.HeadEnd, store: Store) -> 
                             clock_drift_max_s=args.clock_drift_max, proxy_from=tuple(args.proxy_protocol_from))
     except (TypeError, ValueError) as e:  # a setting out of range
         return fail("concentrator", e)
+    try:
+        bridge = _start_mqtt(args, store, conc) if args.mqtt else None
+    except MqttConfigError as e:
+        await conc.stop()
+        return fail("concentrator", e)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -119,10 +126,44 @@ async def _serve(args: argparse.Namespace, headend: P.HeadEnd, store: Store) -> 
             print(f"{time.strftime('%H:%M:%S')} connections {s['connections_open']}, "
                   f"online {s['meters_online']}/{s['meters_known']}, stored {s.get('frames_stored', 0)}, "
                   f"rejected {s.get('rejected', 0)}, noise {s.get('noise_bytes', 0)} B, "
-                  f"acks {s.get('acks_sent', 0)}, gaps open {s['gaps_open']}", flush=True)
+                  f"acks {s.get('acks_sent', 0)}, gaps open {s['gaps_open']}"
+                  + (f", MQTT {'up' if bridge.link.connected else 'down'}" if bridge else ""), flush=True)
     await conc.stop()
     print(json.dumps(conc.stats(), indent=2))
     return 0
+
+
+def _meters(store: Store, names: list[str], flag: str) -> frozenset[bytes]:
+    out = set()
+    for text in names:
+        dev = store.lookup_device(text)
+        if dev is None:
+            raise MqttConfigError(f"{flag} {text}: no such meter (its 16-hex-digit id or its name; meterkit meters "
+                                  "list)")
+        out.add(dev)
+    return frozenset(out)
+
+
+def _mqtt_config(args: argparse.Namespace, store: Store) -> MqttConfig:
+    """--mqtt and its options, checked before anything connects (MqttConfigError says what is wrong)."""
+    if not args.mqtt_meter:
+        raise MqttConfigError("--mqtt publishes only the meters opted in: give --mqtt-meter METER (repeatable) or "
+                              "--mqtt-meter all")
+    meters = None if "all" in args.mqtt_meter else _meters(store, args.mqtt_meter, "--mqtt-meter")
+    return MqttConfig(**parse_url(args.mqtt, os.environ.get("METERKIT_MQTT_PASSWORD")), prefix=args.mqtt_prefix,
+                      discovery_prefix=args.mqtt_discovery_prefix, node_id=args.mqtt_node_id, meters=meters,
+                      totals_only=args.mqtt_totals_only, every_s=args.mqtt_every,
+                      offline_periods=args.mqtt_offline_periods, commands=args.mqtt_commands,
+                      allow=_meters(store, args.mqtt_allow, "--mqtt-allow"), shed_s=args.mqtt_shed_s)
+
+
+def _start_mqtt(args: argparse.Namespace, store: Store, conc: Concentrator) -> MqttBridge:
+    bridge = MqttBridge(_mqtt_config(args, store), conc).start()
+    c = bridge.cfg
+    print(f"MQTT: publishing {len(bridge.tracker.meters)} meters to {c.host}:{c.port} under {c.prefix}/, Home "
+          f"Assistant discovery under {c.discovery_prefix}/; commands from Home Assistant "
+          + (f"on for {len(c.allow)} meters" if c.commands else "off"), flush=True)
+    return bridge
 
 
 def _cmd_concentrator(args: argparse.Namespace) -> int:
@@ -195,6 +236,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--clock-file", metavar="PATH",
                    help="take the time from this file (UTC seconds as text), not the system clock: a simulated "
                         "fleet's clock (meterkit.sim.fleet), for simulations and tests")
+    m = p.add_argument_group("MQTT and Home Assistant (docs/home-assistant.md)")
+    m.add_argument("--mqtt", metavar="URL", help="publish to this broker: mqtt://USER:PASS@HOST:PORT (the password "
+                                                 "may instead be in $METERKIT_MQTT_PASSWORD)")
+    m.add_argument("--mqtt-meter", action="append", default=[], metavar="METER",
+                   help="a meter to publish (repeatable; 'all': every registered meter): nothing is published "
+                        "for a meter not opted in")
+    m.add_argument("--mqtt-totals-only", action="store_true",
+                   help="publish energy totals and availability only: no power, voltage, current, demand, relay")
+    m.add_argument("--mqtt-every", type=int, default=0, metavar="S",
+                   help="a meter's state at most once per S seconds of its time (default 0: every reading)")
+    m.add_argument("--mqtt-commands", action="store_true",
+                   help="take the relay switch and shed button from Home Assistant (with --mqtt-allow)")
+    m.add_argument("--mqtt-allow", action="append", default=[], metavar="METER",
+                   help="a meter Home Assistant may command (repeatable)")
+    m.add_argument("--mqtt-shed-duration", dest="mqtt_shed_s", type=int, default=3600, metavar="S",
+                   help="how long Home Assistant's shed button sheds, s (60..86400, default 3600)")
+    m.add_argument("--mqtt-prefix", default="meterkit", help="state and command topics' prefix (default meterkit)")
+    m.add_argument("--mqtt-discovery-prefix", default="homeassistant",
+                   help="Home Assistant's discovery prefix (default homeassistant)")
+    m.add_argument("--mqtt-node-id", default="meterkit",
+                   help="this concentrator's name in its will topic PREFIX/NODE/status (default meterkit)")
+    m.add_argument("--mqtt-offline-periods", type=float, default=2.0, metavar="N",
+                   help="a meter silent N reporting periods is unavailable in Home Assistant (default 2)")
     p.add_argument("--stats-every", type=float, default=60.0, help="print a status line every N s")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=_cmd_concentrator)

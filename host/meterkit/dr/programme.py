@@ -66,14 +66,41 @@ def call_event(store: Store, group: int, start: int, duration_s: int, limit_w: i
             raise C.CommandError(f"event id {ident} is already used (meterkit dr list); leave --id out for a new "
                                  "one")
         event = DREventRecord(ident, group, start, duration_s, limit_w, shed, now, note)
-        store.add_dr_event(event)
-        targets = []
-        for dev in members:
-            qid = C.queue_in(store, dev, C.OP_DR_EVENT, args, now, note=f"meterkit dr event {ident}", by=by)
-            store.add_dr_target(ident, dev, qid)
-            targets.append(DRTarget(ident, dev, qid))
+        targets = _record(store, event, members, args, by)
         store.commit()
     except BaseException:
         store.rollback()
         raise
     return Called(event, targets)
+
+
+def _record(store: Store, event: DREventRecord, members: list[bytes], args: dict, by: str) -> list[DRTarget]:
+    """The event recorded and queued for each member (in the caller's transaction)."""
+    store.add_dr_event(event)
+    targets = []
+    for dev in members:
+        qid = C.queue_in(store, dev, C.OP_DR_EVENT, args, event.created_at, note=f"meterkit dr event {event.id}",
+                         by=by)
+        store.add_dr_target(event.id, dev, qid)
+        targets.append(DRTarget(event.id, dev, qid))
+    return targets
+
+
+ONE_METER_GROUP = 0  # the group recorded for an event called on one meter (its target names the meter)
+
+
+def call_meter_event(store: Store, device: bytes, start: int, duration_s: int, limit_w: int | None, shed: bool,
+                     now: float, note: str | None = None, by: str = "unknown operator") -> Called:
+    """A DR event for one meter (Home Assistant's shed button, meterkit.mqtt): recorded like a group's (its id
+    from the same sequence, so the meter's DR_* events name it unambiguously; group ONE_METER_GROUP, the meter as
+    its one target) and queued, in one transaction; CommandError and nothing recorded for bad arguments."""
+    try:
+        ident = store.next_dr_id()
+        args = C.dr_event_args(ident, start, duration_s, limit_w, shed, now)
+        event = DREventRecord(ident, ONE_METER_GROUP, start, duration_s, limit_w, shed, now, note)
+        called = Called(event, _record(store, event, [device], args, by))
+        store.commit()
+    except BaseException:
+        store.rollback()
+        raise
+    return called

@@ -74,6 +74,13 @@ class Concentrator:
                              self.frame_gaps, self.outages, self.dispatch, self._now, self.clocks)
         self._house: asyncio.Task | None = None
         self.port_control: PortControl | None = None
+        self.northbound: list[Any] = []  # publishers attached (meterkit.mqtt): add_northbound
+
+    def add_northbound(self, sink: Any) -> None:
+        """Attach a publisher: sink.committed(frames, readings, hellos) after every ingest commit (it must not
+        block or raise), sink.stop() when the concentrator stops, sink.kill() when it is killed."""
+        self.northbound.append(sink)
+        self.ingest.northbound = self.northbound
 
     def _now(self) -> float:
         return self.clock()
@@ -197,6 +204,8 @@ class Concentrator:
             log.warning("counters not stored at stop: %s", e)
         except Exception:  # noqa: BLE001
             log.exception("storing counters at stop")
+        for sink in self.northbound:
+            sink.stop()
         self._forget()
 
     async def kill(self) -> None:
@@ -209,6 +218,8 @@ class Concentrator:
         self.conns.close_all(abort=True)  # unsent acknowledgements die with the process
         await self._end_tasks()
         self.store.rollback()
+        for sink in self.northbound:
+            sink.kill()
         self._forget()
 
     async def _end_tasks(self) -> None:

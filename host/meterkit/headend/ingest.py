@@ -97,6 +97,7 @@ class Ingest:
         self.clock = clock
         self.clocks = clocks
         self._handle: asyncio.Handle | None = None
+        self.northbound: list = []  # publishers told of every commit (Concentrator.add_northbound)
 
     # -- scheduling
     def schedule(self) -> None:
@@ -364,3 +365,12 @@ class Ingest:
         new_links = batch.new_links + [dev for dev in answered if dev not in batch.new_links]
         if new_links:  # a new connection, or an answer that frees the meter for its next queued command
             self.dispatch.send_queued(now, new_links)
+        self._tell_northbound(batch)
+
+    def _tell_northbound(self, batch: _Batch) -> None:
+        """After the commit and the acks: what was stored, to the publishers (MQTT); they never block."""
+        for sink in self.northbound:
+            try:
+                sink.committed(batch.frames, batch.readings, list(batch.hellos.values()))
+            except Exception:  # noqa: BLE001 - a publisher's fault never touches ingest
+                log.exception("northbound publisher %r", sink)

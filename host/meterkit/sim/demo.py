@@ -301,6 +301,13 @@ async def _run(out: Path, hours: float, speed: float) -> int:
     print(f"              .venv/bin/meterkit export --db {db} --csv --table billing")
     print(f"              .venv/bin/meterkit bill --db {db} --meter meter-1 --period {BILL_PERIOD} --prices "
           f"{_rel(PRICES)} --calendar {_rel(CALENDAR)} --plot-day 2026-11-01 --png {out / 'meter-1.png'}")
+    print("Home Assistant (docs/home-assistant.md): with an MQTT broker that Home Assistant uses (e.g. Mosquitto on "
+          "localhost:1883),")
+    print(f"              METERKIT_MQTT_PASSWORD=... .venv/bin/meterkit concentrator --db {db} --key "
+          f"{out / 'keys' / 'headend.key.pem'} --listen 127.0.0.1:4840 --mqtt mqtt://meterkit@localhost:1883 "
+          "--mqtt-meter all")
+    print("              publishes these meters' stored totals with MQTT discovery: they appear under Settings > "
+          "Devices > MQTT, and their Import (1.8.0) and Export (2.8.0) go into the Energy dashboard")
     return 0 if lost == 0 and snapped == len(rows) and not failed else 1
 
 

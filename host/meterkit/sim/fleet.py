@@ -302,6 +302,9 @@ class Fleet:
         self.schedule: list[tuple[float, str, str]] = []
         self.clock_file = self.out / "fleet-clock"
         self.log: list[str] = []
+        # attach(concentrator): called for every concentrator the fleet starts (at setup, after each restart),
+        # listening and before the meters start; e.g. an MQTT bridge (meterkit.mqtt) that stops and dies with it
+        self.attach: Callable[[Any], Any] | None = None
 
     def at(self, hour: float, action: str, meter: str) -> None:
         self.schedule.append((hour, action, meter))
@@ -321,6 +324,8 @@ class Fleet:
         self.conc = Concentrator(self.store, protocol.HeadEnd(self.headend_key), clock=self.clock,
                                  offline_after=self.offline_after, **self.clock_settings)
         host, port = await self.conc.start_tcp()
+        if self.attach is not None:
+            self.attach(self.conc)
         for m in self.meters:
             if m.spec.link == "serial":
                 m.bridge = PtyBridge()
@@ -367,6 +372,8 @@ class Fleet:
         self.conc = Concentrator(self.store, protocol.HeadEnd(self.headend_key), clock=self.clock,
                                  offline_after=self.offline_after, **self.clock_settings)
         host, port = await self.conc.start_tcp()
+        if self.attach is not None:
+            self.attach(self.conc)
         for m in self.meters:
             if m.bridge is not None:
                 self.conc.add_serial(m.bridge.host_path)
