@@ -16,7 +16,7 @@ MAY_IMPORT = {
     "billing": {"wire", "store", "timefmt"},
     "headend": {"wire", "store", "timefmt"},
     "dr": {"wire", "store", "headend", "timefmt"},
-    "mqtt": {"wire", "store", "headend", "dr", "timefmt"},
+    "integrations": {"wire", "store", "headend", "dr", "billing", "timefmt"},
     "device": set(),
     "testing": {"wire", "store", "headend", "device", "timefmt"},
     "sim": {"wire", "store", "headend", "billing", "dr", "device", "testing", "timefmt"},

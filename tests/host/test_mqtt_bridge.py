@@ -19,10 +19,10 @@ import logging
 from hass_rules import check_all, decreases, energy_configs
 
 from meter import messages as M
-from meterkit.mqtt import topics as T
-from meterkit.mqtt.bridge import MqttBridge
-from meterkit.mqtt.commands import HA_ACTOR
-from meterkit.mqtt.config import MqttConfig, parse_url
+from meterkit.integrations.mqtt import topics as T
+from meterkit.integrations.mqtt.bridge import MqttBridge
+from meterkit.integrations.mqtt.commands import HA_ACTOR
+from meterkit.integrations.mqtt.config import MqttConfig, parse_url
 from meterkit.testing.hass import HomeAssistantView
 from meterkit.testing.rig import LoopbackRig, ManualClock, SimMeter
 
@@ -156,7 +156,7 @@ def test_availability_within_two_periods_and_back(tmp_path, mosquitto):
 
 def test_commands_from_home_assistant_are_queued_signed_and_guarded(tmp_path, mosquitto, caplog):
     clock = ManualClock()
-    caplog.set_level(logging.WARNING, "meterkit.mqtt")
+    caplog.set_level(logging.WARNING, "meterkit.integrations.mqtt")
 
     async def scenario():
         rig = await LoopbackRig(tmp_path / "db.sqlite", clock=clock).start()

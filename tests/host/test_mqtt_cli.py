@@ -20,8 +20,8 @@ from meter import messages as M
 from meter.frame import Deframer
 from meterkit import wire as P
 from meterkit.cli import concentrator
-from meterkit.mqtt import topics as T
-from meterkit.mqtt.config import MqttConfig
+from meterkit.integrations.mqtt import topics as T
+from meterkit.integrations.mqtt.config import MqttConfig
 from meterkit.store import open_store
 from meterkit.testing.hass import HomeAssistantView
 from meterkit.testing.rig import SimMeter

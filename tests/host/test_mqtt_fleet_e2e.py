@@ -15,10 +15,10 @@ from hass_rules import check_all, decreases, energy_configs
 
 from meter import messages as M
 from meterkit.headend import commands as C
-from meterkit.mqtt import topics as T
-from meterkit.mqtt.bridge import MqttBridge
-from meterkit.mqtt.commands import HA_ACTOR
-from meterkit.mqtt.config import MqttConfig, parse_url
+from meterkit.integrations.mqtt import topics as T
+from meterkit.integrations.mqtt.bridge import MqttBridge
+from meterkit.integrations.mqtt.commands import HA_ACTOR
+from meterkit.integrations.mqtt.config import MqttConfig, parse_url
 from meterkit.sim.fleet import Fleet, MeterSpec, run_fleet
 from meterkit.store import open_store
 from meterkit.testing.hass import HomeAssistantView

@@ -9,9 +9,9 @@ import pytest
 from hass_rules import check_all, check_config, energy_configs
 
 from meter import messages as M
-from meterkit.mqtt import topics as T
-from meterkit.mqtt.config import MqttConfig, MqttConfigError, parse_url
-from meterkit.mqtt.tracker import Tracker
+from meterkit.integrations.mqtt import topics as T
+from meterkit.integrations.mqtt.config import MqttConfig, MqttConfigError, parse_url
+from meterkit.integrations.mqtt.tracker import Tracker
 from meterkit.wire.records import Frame, Reading
 
 DEV = bytes.fromhex("0011223344556677")

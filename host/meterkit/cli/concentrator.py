@@ -16,8 +16,8 @@ from meterkit.cli.common import fail, host_port
 from meterkit.headend.concentrator import Concentrator
 from meterkit.headend.handover import control_path
 from meterkit.headend.keyring import KeyRing
-from meterkit.mqtt.bridge import MqttBridge
-from meterkit.mqtt.config import MqttConfig, MqttConfigError, parse_url
+from meterkit.integrations.mqtt.bridge import MqttBridge
+from meterkit.integrations.mqtt.config import MqttConfig, MqttConfigError, parse_url
 from meterkit.store import StoreError, StoreUnavailable, open_store
 from meterkit.store.api import Store
 from meterkit.wire.keys import KeyFileError, load_private

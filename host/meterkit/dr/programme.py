@@ -91,7 +91,7 @@ ONE_METER_GROUP = 0  # the group recorded for an event called on one meter (its 
 
 def call_meter_event(store: Store, device: bytes, start: int, duration_s: int, limit_w: int | None, shed: bool,
                      now: float, note: str | None = None, by: str = "unknown operator") -> Called:
-    """A DR event for one meter (Home Assistant's shed button, meterkit.mqtt): recorded like a group's (its id
+    """A DR event for one meter (Home Assistant's shed button, integrations.mqtt): recorded like a group's (its id
     from the same sequence, so the meter's DR_* events name it unambiguously; group ONE_METER_GROUP, the meter as
     its one target) and queued, in one transaction; CommandError and nothing recorded for bad arguments."""
     try:

@@ -74,7 +74,7 @@ class Concentrator:
                              self.frame_gaps, self.outages, self.dispatch, self._now, self.clocks)
         self._house: asyncio.Task | None = None
         self.port_control: PortControl | None = None
-        self.northbound: list[Any] = []  # publishers attached (meterkit.mqtt): add_northbound
+        self.northbound: list[Any] = []  # publishers attached (meterkit.integrations.mqtt): add_northbound
 
     def add_northbound(self, sink: Any) -> None:
         """Attach a publisher: sink.committed(frames, readings, hellos) after every ingest commit (it must not

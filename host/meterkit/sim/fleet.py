@@ -303,7 +303,7 @@ class Fleet:
         self.clock_file = self.out / "fleet-clock"
         self.log: list[str] = []
         # attach(concentrator): called for every concentrator the fleet starts (at setup, after each restart),
-        # listening and before the meters start; e.g. an MQTT bridge (meterkit.mqtt) that stops and dies with it
+        # listening and before the meters start; e.g. an MQTT bridge (integrations.mqtt) that stops and dies with it
         self.attach: Callable[[Any], Any] | None = None
 
     def at(self, hour: float, action: str, meter: str) -> None:

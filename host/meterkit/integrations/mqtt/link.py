@@ -17,8 +17,8 @@ from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 
-from meterkit.mqtt import topics as T
-from meterkit.mqtt.config import MqttConfig
+from meterkit.integrations.mqtt import topics as T
+from meterkit.integrations.mqtt.config import MqttConfig
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 from meter import messages as M
 from meterkit.headend.control import state_of_status
-from meterkit.mqtt import topics as T
-from meterkit.mqtt.config import MqttConfig
+from meterkit.integrations.mqtt import topics as T
+from meterkit.integrations.mqtt.config import MqttConfig
 from meterkit.wire.records import Frame, Hello, Reading
 
 log = logging.getLogger(__name__)

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 from meter import messages as M
 from meterkit import wire as P
-from meterkit.mqtt import topics as T
-from meterkit.mqtt.commands import Commands
-from meterkit.mqtt.config import MqttConfig
-from meterkit.mqtt.link import Link
-from meterkit.mqtt.tracker import Tracker
+from meterkit.integrations.mqtt import topics as T
+from meterkit.integrations.mqtt.commands import Commands
+from meterkit.integrations.mqtt.config import MqttConfig
+from meterkit.integrations.mqtt.link import Link
+from meterkit.integrations.mqtt.tracker import Tracker
 from meterkit.store.api import Store
 from meterkit.wire.records import Frame, Hello, Reading, records_of
 

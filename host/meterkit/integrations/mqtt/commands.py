@@ -20,8 +20,8 @@ from collections.abc import Callable
 from meterkit.dr.programme import call_meter_event
 from meterkit.headend import commands as C
 from meterkit.headend.counters import Counters
-from meterkit.mqtt import topics as T
-from meterkit.mqtt.config import MqttConfig
+from meterkit.integrations.mqtt import topics as T
+from meterkit.integrations.mqtt.config import MqttConfig
 from meterkit.store.api import QUEUE_PENDING, Store
 
 log = logging.getLogger(__name__)

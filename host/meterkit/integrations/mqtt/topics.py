@@ -24,7 +24,7 @@ from typing import Any
 from meter import messages as M
 from meterkit import __version__
 from meterkit.headend.control import STATE_NAMES
-from meterkit.mqtt.config import MqttConfig
+from meterkit.integrations.mqtt.config import MqttConfig
 
 ONLINE, OFFLINE = "online", "offline"
 SWITCH_ON, SWITCH_OFF = "ON", "OFF"
