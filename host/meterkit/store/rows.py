@@ -5,7 +5,7 @@ The SQL itself lives with each database (sqlite/, postgres/)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from meterkit import wire
@@ -38,25 +38,27 @@ def i64(v: Any) -> int | None:
     return v if v is not None and I64_MIN <= v <= I64_MAX else None
 
 
-def where(*conditions: tuple[str, Any], placeholder: str = "?") -> tuple[str, list]:
+def in_items(column: str, items: list) -> tuple[str, list]:
+    """`column IN (?, ?, ...)`, a placeholder an item (SQLite's in_list; PostgreSQL's takes one array)."""
+    return f"{column} IN ({', '.join('?' * len(items))})", items
+
+
+def where(*conditions: tuple[str, Any], in_list: Callable[[str, list], tuple[str, list]] = in_items
+          ) -> tuple[str, list]:
     """(' WHERE a AND b', parameters) of the (condition, value) pairs whose value is not None or False: a
-    condition ending in ' IN' gets its items (SQLite: one placeholder each; PostgreSQL, placeholder '%s': one
-    array, `= ANY`), one with a placeholder the value, one without none (a flag)."""
+    condition ending in ' IN' gets its items (in_list(column, items) writes it), one with a placeholder `?` the
+    value, one without none (a flag)."""
     parts, args = [], []
     for sql, value in conditions:
         if value is None or value is False:
             continue
         if sql.endswith(" IN"):
-            items = list(value)
-            if placeholder == "?":
-                parts.append(f"{sql} ({', '.join('?' * len(items))})")
-                args.extend(items)
-            else:
-                parts.append(f"{sql[:-3]} = ANY({placeholder})")
-                args.append(items)
+            part, items = in_list(sql[:-3], list(value))
+            parts.append(part)
+            args.extend(items)
         else:
             parts.append(sql)
-            if placeholder in sql:
+            if "?" in sql:
                 args.append(value)
     return (" WHERE " + " AND ".join(parts) if parts else ""), args
 
