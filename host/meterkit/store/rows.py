@@ -1,6 +1,6 @@
 """What both databases share: the conversions between records and rows (a row is anything indexable by column
 name, sqlite3.Row or the PostgreSQL store's Row), the checks on what callers pass, and building WHERE clauses.
-The SQL itself lives with each database (sqlite/, postgres/)."""
+The SQL itself lives with the table groups (meterkit.store.tables)."""
 
 from __future__ import annotations
 
@@ -298,7 +298,7 @@ def control_of(r: Any) -> tuple[int, int, int] | None:
 
 
 # the fleet view: each meter with its newest reading and frame, and counts of its gaps and outages (SQL both
-# databases read alike; {where}: '' or 'WHERE m.device = <placeholder>')
+# databases read alike; {where}: '' or 'WHERE m.device = ?')
 FLEET_SQL = """SELECT m.*,
      (SELECT import_wh FROM readings r WHERE r.device = m.device ORDER BY seq DESC LIMIT 1) AS import_wh,
      (SELECT export_wh FROM readings r WHERE r.device = m.device ORDER BY seq DESC LIMIT 1) AS export_wh,
@@ -352,14 +352,14 @@ EXPORT_SQL = {
 assert tuple(EXPORT_SQL) == EXPORT_TABLES
 
 
-def export_query(table: str, device_id: bytes | None, placeholder: str = "?") -> tuple[str, tuple]:
+def export_query(table: str, device_id: bytes | None) -> tuple[str, tuple]:
     """(SQL, parameters) of an export (ValueError for a table not in EXPORT_TABLES)."""
     if table not in EXPORT_SQL:
         raise ValueError(f"cannot export {table!r}: one of {', '.join(EXPORT_TABLES)}")
     sql, order = EXPORT_SQL[table]
     if device_id is None:
         return f"{sql} ORDER BY {order}", ()
-    return f"{sql} WHERE device = {placeholder} ORDER BY {order}", (bytes(device_id),)
+    return f"{sql} WHERE device = ? ORDER BY {order}", (bytes(device_id),)
 
 
 def hexed(rows: Iterable[Sequence[Any]]) -> Iterator[tuple]:
