@@ -6,8 +6,9 @@ them), the registry, delivery state, gaps, outages, commands and counts.
                union
     records    the store's records (MeterRecord, GapRecord, QueuedCommand, IntervalRecord, ...)
     rows       what both implementations share: conversions between records and rows, checks, WHERE clauses
-    sqlite/    the SQLite implementation: schema and migrations, one module per group of tables
-    postgres/  the PostgreSQL implementation (psycopg 3), the same split, readings partitioned by time
+    tables/    the table groups, one module each, written once in SQL both databases read, over ...
+    sqlite/    ... the SQLite connection (and the schema and its migrations)
+    postgres/  ... the PostgreSQL one (psycopg 3; its schema, readings partitioned by time, its bulk writes)
 
 open_store(path or postgresql:// URL) opens a store; callers use it through api.Store and never see SQL (tests
 too, but for their one helper, meterkit.testing.sqlfile: an older schema, a tampered row, a NULL column, a

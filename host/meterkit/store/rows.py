@@ -1,11 +1,11 @@
 """What both databases share: the conversions between records and rows (a row is anything indexable by column
 name, sqlite3.Row or the PostgreSQL store's Row), the checks on what callers pass, and building WHERE clauses.
-The SQL itself lives with each database (sqlite/, postgres/)."""
+The SQL itself lives with the table groups (meterkit.store.tables)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from meterkit import wire
@@ -38,25 +38,27 @@ def i64(v: Any) -> int | None:
     return v if v is not None and I64_MIN <= v <= I64_MAX else None
 
 
-def where(*conditions: tuple[str, Any], placeholder: str = "?") -> tuple[str, list]:
+def in_items(column: str, items: list) -> tuple[str, list]:
+    """`column IN (?, ?, ...)`, a placeholder an item (SQLite's in_list; PostgreSQL's takes one array)."""
+    return f"{column} IN ({', '.join('?' * len(items))})", items
+
+
+def where(*conditions: tuple[str, Any], in_list: Callable[[str, list], tuple[str, list]] = in_items
+          ) -> tuple[str, list]:
     """(' WHERE a AND b', parameters) of the (condition, value) pairs whose value is not None or False: a
-    condition ending in ' IN' gets its items (SQLite: one placeholder each; PostgreSQL, placeholder '%s': one
-    array, `= ANY`), one with a placeholder the value, one without none (a flag)."""
+    condition ending in ' IN' gets its items (in_list(column, items) writes it), one with a placeholder `?` the
+    value, one without none (a flag)."""
     parts, args = [], []
     for sql, value in conditions:
         if value is None or value is False:
             continue
         if sql.endswith(" IN"):
-            items = list(value)
-            if placeholder == "?":
-                parts.append(f"{sql} ({', '.join('?' * len(items))})")
-                args.extend(items)
-            else:
-                parts.append(f"{sql[:-3]} = ANY({placeholder})")
-                args.append(items)
+            part, items = in_list(sql[:-3], list(value))
+            parts.append(part)
+            args.extend(items)
         else:
             parts.append(sql)
-            if placeholder in sql:
+            if "?" in sql:
                 args.append(value)
     return (" WHERE " + " AND ".join(parts) if parts else ""), args
 
@@ -296,7 +298,7 @@ def control_of(r: Any) -> tuple[int, int, int] | None:
 
 
 # the fleet view: each meter with its newest reading and frame, and counts of its gaps and outages (SQL both
-# databases read alike; {where}: '' or 'WHERE m.device = <placeholder>')
+# databases read alike; {where}: '' or 'WHERE m.device = ?')
 FLEET_SQL = """SELECT m.*,
      (SELECT import_wh FROM readings r WHERE r.device = m.device ORDER BY seq DESC LIMIT 1) AS import_wh,
      (SELECT export_wh FROM readings r WHERE r.device = m.device ORDER BY seq DESC LIMIT 1) AS export_wh,
@@ -350,14 +352,14 @@ EXPORT_SQL = {
 assert tuple(EXPORT_SQL) == EXPORT_TABLES
 
 
-def export_query(table: str, device_id: bytes | None, placeholder: str = "?") -> tuple[str, tuple]:
+def export_query(table: str, device_id: bytes | None) -> tuple[str, tuple]:
     """(SQL, parameters) of an export (ValueError for a table not in EXPORT_TABLES)."""
     if table not in EXPORT_SQL:
         raise ValueError(f"cannot export {table!r}: one of {', '.join(EXPORT_TABLES)}")
     sql, order = EXPORT_SQL[table]
     if device_id is None:
         return f"{sql} ORDER BY {order}", ()
-    return f"{sql} WHERE device = {placeholder} ORDER BY {order}", (bytes(device_id),)
+    return f"{sql} WHERE device = ? ORDER BY {order}", (bytes(device_id),)
 
 
 def hexed(rows: Iterable[Sequence[Any]]) -> Iterator[tuple]:

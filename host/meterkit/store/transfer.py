@@ -191,7 +191,7 @@ class Target(ReadingPartitions):
 
     def columns(self, table: str) -> dict[str, str]:
         """{column: PostgreSQL type name} in the table's order."""
-        rows = self._rows("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = %s "
+        rows = self._rows("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? "
                           "AND table_schema = current_schema() ORDER BY ordinal_position", (table,))
         return {r[0]: r[1] for r in rows}
 
@@ -230,10 +230,10 @@ class Target(ReadingPartitions):
     def reset_sequences(self) -> None:
         """Identity columns continue after the largest id copied (setval is not transactional: harmless)."""
         for table, _ in TABLES:
-            seq = self._one("SELECT pg_get_serial_sequence(%s, 'id')", (table,)) if "id" in self.columns(table) \
+            seq = self._one("SELECT pg_get_serial_sequence(?, 'id')", (table,)) if "id" in self.columns(table) \
                 else None
             if seq is not None and seq[0] is not None:
-                self._execute(f"SELECT setval(%s, max(id)) FROM {table} HAVING max(id) IS NOT NULL", (seq[0],))
+                self._execute(f"SELECT setval(?, max(id)) FROM {table} HAVING max(id) IS NOT NULL", (seq[0],))
 
     def rows(self, table: str, cols: list[str], order: str) -> Iterator[tuple]:
         """The table in key order, through a server-side cursor (in the open transaction)."""

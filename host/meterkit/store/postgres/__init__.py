@@ -1,35 +1,26 @@
 """The store on a PostgreSQL database, shared by several concentrators (psycopg 3).
 
     schema      the tables, MIGRATIONS (ordered, append only; v1 = SQLite's v8), migrate(), schema_version()
-    base        the connection (autocommit; the first write opens a transaction), Row, what the tables share
+    connect     connecting (which failures are worth another try), pg_text, Row
+    base        the connection (autocommit; the first write opens a transaction; lost and found again), what
+                the table groups need (their ? as %s, = ANY(array), ON CONFLICT DO NOTHING, FOR UPDATE, jsonb)
     partitions  readings partitioned by month of meter time: made as needed, dropped by retention
-    registry, evidence, profile, logs, gaps, outages, commands, counting, dr, keys, readout: as in sqlite/
+    bulk        the ingest's batches as one statement each (INSERT/UPDATE ... FROM unnest(binary arrays))
 
-``PostgresStore`` is all of them: it implements meterkit.store.api.Store with the same semantics as
-SQLiteStore (meterkit.store.rows holds what the two share). Batches go in as one statement each
-(INSERT ... SELECT FROM unnest(arrays)) or executemany (psycopg pipelines it).
+``PostgresStore`` is the table groups (meterkit.store.tables, shared with SQLite) over that connection, with the
+bulk writes of its own: it implements meterkit.store.api.Store with the same semantics as SQLiteStore.
 """
 
 from __future__ import annotations
 
-from meterkit.store.postgres.commands import CommandTables
-from meterkit.store.postgres.counting import CountingTables
-from meterkit.store.postgres.dr import DRTables
-from meterkit.store.postgres.evidence import EvidenceTables
-from meterkit.store.postgres.gaps import GapsTable
-from meterkit.store.postgres.keys import KeyTable
-from meterkit.store.postgres.logs import LogTables
-from meterkit.store.postgres.outages import OutagesTable
-from meterkit.store.postgres.profile import ProfileTable
-from meterkit.store.postgres.readout import ReadOutQueries
-from meterkit.store.postgres.registry import RegistryTable
+from meterkit.store.postgres.bulk import BulkWrites
 from meterkit.store.postgres.schema import MIGRATIONS, SCHEMA_VERSION
+from meterkit.store.tables import TableGroups
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PostgresStore"]
 
 
-class PostgresStore(RegistryTable, EvidenceTables, ProfileTable, LogTables, GapsTable, OutagesTable, CommandTables,
-                    CountingTables, DRTables, ReadOutQueries, KeyTable):
+class PostgresStore(BulkWrites, TableGroups):
     """The head-end store on a PostgreSQL database.
 
     PostgresStore(url, create=True, readonly=False, connect_timeout_s=10): url is a postgresql:// URL of an

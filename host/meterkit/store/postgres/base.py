@@ -1,5 +1,7 @@
-"""One connection to a PostgreSQL database for the store: opened and migrated, its transactions, and what every
-table does with it (the conversions between records and rows are meterkit.store.rows, shared with SQLite).
+"""One connection to a PostgreSQL database for the store: opened and migrated, its transactions, and what the
+table groups (meterkit.store.tables, shared with SQLite) need of it. Their SQL has `?` placeholders: pg_sql turns
+them into psycopg's %s; the fast bulk writes (postgres/bulk.py) write psycopg's SQL (%b) and run it as it is
+(_execute_native).
 
 Transactions as in the SQLite store: the connection runs in autocommit mode and the first write opens a
 transaction (BEGIN), which commit() or rollback() ends; reads outside one see what is committed. Every statement's
@@ -20,6 +22,7 @@ it was idle) is run once more on a new one. docs/concentrator.md, "When PostgreS
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -27,110 +30,42 @@ from typing import Any
 
 import psycopg
 from psycopg import pq
+from psycopg.types.json import Jsonb
 
 from meterkit.store.api import StoreError, StoreUnavailable
+from meterkit.store.postgres.connect import Row, connect, first_line, params, pg_text, redacted
 from meterkit.store.postgres.schema import SCHEMA_VERSION, migrate, schema_version
-from meterkit.store.rows import checked_fields
+from meterkit.store.tables.base import Tables
+
+__all__ = ["Connection", "Row", "pg_sql", "pg_text"]
 
 log = logging.getLogger(__name__)
-
-
-def pg_text(v: Any) -> Any:
-    """v, but None for a text PostgreSQL cannot hold (one with a NUL character; SQLite can): as for integers
-    beyond 64 bits, the stored frame keeps the exact value."""
-    return None if type(v) is str and "\x00" in v else v
-
-
-def params(args: Iterable[Any]) -> tuple:
-    return tuple(pg_text(a) for a in args)
-
-
-class Row(tuple):
-    """A result row by position and by column name, like sqlite3.Row."""
-
-    _index: dict[str, int]
-
-    def __new__(cls, values: Sequence[Any], index: dict[str, int]) -> Row:
-        row = super().__new__(cls, values)
-        row._index = index
-        return row
-
-    def __getitem__(self, key: Any) -> Any:  # type: ignore[override]
-        if isinstance(key, str):
-            return tuple.__getitem__(self, self._index[key])
-        return tuple.__getitem__(self, key)
-
-    def keys(self) -> list[str]:
-        return list(self._index)
-
-
-def row_factory(cursor: Any) -> Any:
-    desc = cursor.description or ()
-    index = {d.name: i for i, d in enumerate(desc)}
-    return lambda values: Row(values, index)
-
-
-def _redacted(url: str) -> str:
-    """The URL without a password, for messages."""
-    try:
-        info = psycopg.conninfo.conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
-        return "(an unreadable database URL)"
-    return f"postgresql://{info.get('user', '')}@{info.get('host', '')}:{info.get('port', '')}/{info.get('dbname', '')}"
-
 
 RETRY_FIRST_S = 0.25  # after a failed reconnection, the next is tried no sooner than this, doubling up to ...
 RETRY_MAX_S = 5.0
 RECONNECT_TIMEOUT_S = 3  # libpq's connect_timeout when reconnecting: the concentrator's event loop waits on it
-# libpq's TCP settings unless the URL gives its own: a server whose host vanished without a reset (power, network)
-# is noticed within about half a minute, not after the kernel's retransmissions (~15 min)
-TCP_DEFAULTS = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
-                "tcp_user_timeout": 30000}
-# what a failed connection attempt says when trying again later may help: the server did not answer (refused,
-# timed out, no route, its socket missing, its name not resolved now), or it answered that it is starting,
-# stopping or full. Anything else is final (no such database or role, authentication, a URL that cannot be read).
-_TRANSIENT = ("Connection refused", "timeout expired", "timed out", "No such file or directory", "No route to host",
-              "Network is unreachable", "Host is unreachable", "Connection reset", "closed the connection",
-              "could not translate host name", "could not receive data", "starting up", "shutting down",
-              "recovery mode", "too many clients", "connection slots are reserved", "not yet accepting connections")
 
 
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+@functools.lru_cache(maxsize=1024)
+def pg_sql(sql: str) -> str:
+    """The tables' SQL as psycopg reads it: each ? a %s, a % doubled (no SQL of the tables has a ? inside a
+    string literal)."""
+    return sql.replace("%", "%%").replace("?", "%s")
 
 
-def unreachable(e: psycopg.Error) -> bool:
-    """Whether a failed connection attempt may succeed later (_TRANSIENT)."""
-    text = str(e)
-    return isinstance(e, psycopg.OperationalError) and any(t in text for t in _TRANSIENT)
+def _any(column: str, items: list) -> tuple[str, list]:
+    return f"{column} = ANY(?)", [items]  # one array: one statement text whatever the number of items
 
 
-def connect(url: str, connect_timeout_s: int = 10) -> psycopg.Connection:
-    """A connection in autocommit mode; StoreUnavailable when the server cannot be reached (now), StoreError
-    when it refuses us."""
-    try:
-        info = psycopg.conninfo.conninfo_to_dict(url)
-        tcp = {k: v for k, v in TCP_DEFAULTS.items() if k not in info}
-        conn = psycopg.connect(url, autocommit=True, row_factory=row_factory, connect_timeout=connect_timeout_s,
-                               **tcp)
-    except psycopg.Error as e:
-        if unreachable(e):
-            raise StoreUnavailable(f"{_redacted(url)}: server unreachable: {_first_line(e)}") from None
-        raise StoreError(f"{_redacted(url)}: cannot connect: {str(e).strip()}") from None
-    return conn
-
-
-class Connection:
+class Connection(Tables):
     """The database, opened (and migrated unless readonly; a readonly store refuses an old schema). create=False
     refuses a database without a meterkit schema."""
-
-    placeholder = "%s"
 
     def __init__(self, url: str, create: bool = True, readonly: bool = False, connect_timeout_s: int = 10):
         self.url = url
         self._partitions: set[tuple[int, int]] = set()  # readings partitions known to exist (committed)
         self._new_partitions: set[tuple[int, int]] = set()  # ... made in the open transaction
-        self.where_name = _redacted(url)
+        self.where_name = redacted(url)
         self._readonly = readonly
         self._connect_timeout_s = connect_timeout_s
         self._tx = False  # a transaction was begun and not yet ended (it may have been lost with the connection)
@@ -152,7 +87,7 @@ class Connection:
         except psycopg.Error as e:
             conn.close()
             if conn.broken:  # lost while opening (the server is shutting down): try again later
-                raise StoreUnavailable(f"{self.where_name}: connection lost: {_first_line(e)}") from None
+                raise StoreUnavailable(f"{self.where_name}: connection lost: {first_line(e)}") from None
             raise StoreError(f"{self.where_name}: not a usable meterkit database ({str(e).strip()})") from None
         except BaseException:
             conn.close()
@@ -185,7 +120,7 @@ class Connection:
             self._retry_s = min(self._retry_s * 2, RETRY_MAX_S)
             if isinstance(e, StoreError):
                 raise
-            raise StoreUnavailable(f"{self.where_name}: {_first_line(e)}") from None
+            raise StoreUnavailable(f"{self.where_name}: {first_line(e)}") from None
         log.warning("%s: connected again, %.1f s after the connection was lost", self.where_name,
                     now - (self._lost_at or now))
         self._conn, self._lost_at, self._retry_at, self._retry_s = conn, None, 0.0, RETRY_FIRST_S
@@ -194,7 +129,7 @@ class Connection:
     def _note_lost(self, e: psycopg.Error) -> None:
         if self._lost_at is None:
             self._lost_at = time.monotonic()
-            log.warning("%s: connection lost (%s)%s", self.where_name, _first_line(e),
+            log.warning("%s: connection lost (%s)%s", self.where_name, first_line(e),
                         ": the open transaction is rolled back" if self._tx else "")
 
     def _check_lost(self, e: psycopg.Error) -> None:
@@ -203,7 +138,7 @@ class Connection:
             return
         self._note_lost(e)
         lost = ": rolled back, nothing of this transaction stored" if self._tx else ""
-        raise StoreUnavailable(f"{self.where_name}: connection lost ({_first_line(e)}){lost}") from e
+        raise StoreUnavailable(f"{self.where_name}: connection lost ({first_line(e)}){lost}") from e
 
     def _retried(self, run: Any) -> Any:
         """run(connection), once more on a new connection if the old one is found dead before any transaction
@@ -226,7 +161,9 @@ class Connection:
     def _status(self) -> pq.TransactionStatus:
         return self._conn.info.transaction_status
 
-    def _begin(self) -> psycopg.Connection:
+    def _begin(self, immediate: bool = False) -> psycopg.Connection:
+        """The open transaction, begun if none is (immediate is SQLite's: the rows a transaction writes are locked
+        by the statements themselves, FOR UPDATE where it must be before)."""
         if self._tx and not self._conn.broken:
             return self._conn
         conn = self._live()  # refuses a lost transaction
@@ -259,7 +196,7 @@ class Connection:
                 self._ended()
                 if self._conn.broken:
                     self._note_lost(e)
-                    raise StoreUnavailable(f"{self.where_name}: connection lost at the commit ({_first_line(e)}): "
+                    raise StoreUnavailable(f"{self.where_name}: connection lost at the commit ({first_line(e)}): "
                                            "its outcome is unknown, taken as failed (what it stored, if anything, "
                                            "is found again by its keys)") from e
                 raise
@@ -286,28 +223,25 @@ class Connection:
         finally:
             self._conn.close()
 
-    def __enter__(self) -> Any:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # -- what the tables share
-    def _execute(self, sql: str, args: Iterable[Any] = ()) -> psycopg.Cursor:
-        """One statement in the open transaction (opening one)."""
+    # -- what the tables need (meterkit.store.tables.base.Tables)
+    def _execute_native(self, sql: str, args: Iterable[Any] = ()) -> psycopg.Cursor:
+        """One statement in psycopg's SQL (%s, %b) in the open transaction (opening one)."""
         try:
             return self._begin().execute(sql, params(args))  # type: ignore[arg-type]
         except psycopg.OperationalError as e:
             self._check_lost(e)
             raise
 
+    def _execute(self, sql: str, args: Iterable[Any] = ()) -> psycopg.Cursor:
+        return self._execute_native(pg_sql(sql), args)
+
     def _insert_many(self, sql: str, rows: Sequence[tuple]) -> int:
-        """executemany in the open transaction; returns how many rows it changed (ON CONFLICT DO NOTHING: the new)."""
+        """executemany (psycopg pipelines it)."""
         if not rows:
             return 0
         try:
             with self._begin().cursor() as cur:
-                cur.executemany(sql, [params(r) for r in rows])  # type: ignore[arg-type]
+                cur.executemany(pg_sql(sql), [params(r) for r in rows])  # type: ignore[arg-type]
                 return cur.rowcount
         except psycopg.OperationalError as e:
             self._check_lost(e)
@@ -315,7 +249,7 @@ class Connection:
 
     def _read(self, sql: str, args: Iterable[Any] = ()) -> psycopg.Cursor:
         """A query, in the open transaction if there is one (else on its own)."""
-        p = params(args)
+        sql, p = pg_sql(sql), params(args)
         return self._retried(lambda c: c.execute(sql, p))  # type: ignore[arg-type]
 
     def _rows(self, sql: str, args: Iterable[Any] = ()) -> list[Row]:
@@ -324,10 +258,17 @@ class Connection:
     def _one(self, sql: str, args: Iterable[Any] = ()) -> Row | None:
         return self._read(sql, args).fetchone()  # type: ignore[return-value]
 
-    def _set(self, table: str, key: str, key_value: Any, fields: dict[str, Any], allowed: frozenset[str],
-             what: str) -> None:
-        """UPDATE table SET fields WHERE key = key_value (fields checked against `allowed`; flags as 0/1)."""
-        if checked_fields(fields, allowed, what):
-            sets = ", ".join(f"{k} = %s" for k in fields)
-            values = [int(v) if type(v) is bool else v for v in fields.values()]
-            self._execute(f"UPDATE {table} SET {sets} WHERE {key} = %s", (*values, key_value))
+    def _query(self, sql: str, args: Iterable[Any] = ()) -> tuple[list[str], Iterable[Sequence[Any]]]:
+        cur = self._read(sql, args)  # a client-side cursor: the rows are read at once
+        return [d.name for d in cur.description or ()], cur.fetchall()
+
+    in_list = staticmethod(_any)
+
+    def _insert_new(self, sql: str) -> str:
+        return sql + " ON CONFLICT DO NOTHING"
+
+    def _row_locks(self, clause: str) -> str:
+        return clause
+
+    def _json_value(self, value: Any) -> Any:
+        return Jsonb(pg_text(value))  # jsonb cannot hold a NUL either

@@ -1,8 +1,9 @@
-"""One SQLite file opened for the store (WAL, synchronous=FULL, or read-only), its transactions, and what every
-table does with it (the conversions between records and rows are meterkit.store.rows, shared with PostgreSQL)."""
+"""One SQLite file opened for the store (WAL, synchronous=FULL, or read-only), its transactions, and what the table
+groups (meterkit.store.tables, shared with PostgreSQL) need of it."""
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -10,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from meterkit.store.api import StoreError
-from meterkit.store.rows import checked_fields, i64, registers_json
+from meterkit.store.rows import i64, in_items, registers_json
 from meterkit.store.sqlite.schema import SCHEMA_VERSION, migrate, schema_version
+from meterkit.store.tables.base import Tables
 
 __all__ = ["Connection", "i64", "registers_json"]  # i64, registers_json: meterkit.store.rows's, as before
 
@@ -30,7 +32,7 @@ def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
     return conn
 
 
-class Connection:
+class Connection(Tables):
     """The file, opened: create=False refuses a path that does not exist (the read-only commands use that);
     readonly opens it without write access (no migration then: an old schema is refused)."""
 
@@ -91,15 +93,13 @@ class Connection:
         finally:
             self._conn.close()
 
-    def __enter__(self) -> Any:
-        return self
+    # -- what the tables need (meterkit.store.tables.base.Tables)
+    def _execute(self, sql: str, args: Iterable[Any] = ()) -> sqlite3.Cursor:
+        return self._begin().execute(sql, tuple(args))
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # -- what the tables share
     def _insert_many(self, sql: str, rows: Sequence[tuple]) -> int:
-        """executemany in the open transaction; returns how many rows it changed (INSERT OR IGNORE: the new)."""
+        if not rows:
+            return 0
         c = self._begin()
         before = c.total_changes
         c.executemany(sql, rows)
@@ -111,9 +111,25 @@ class Connection:
     def _one(self, sql: str, args: Iterable[Any] = ()) -> sqlite3.Row | None:
         return self._conn.execute(sql, tuple(args)).fetchone()
 
-    def _set(self, table: str, key: str, key_value: Any, fields: dict[str, Any], allowed: frozenset[str],
-             what: str) -> None:
-        """UPDATE table SET fields WHERE key = key_value (fields checked against `allowed`)."""
-        if checked_fields(fields, allowed, what):
-            sets = ", ".join(f"{k} = ?" for k in fields)
-            self._begin().execute(f"UPDATE {table} SET {sets} WHERE {key} = ?", (*fields.values(), key_value))
+    def _query(self, sql: str, args: Iterable[Any] = ()) -> tuple[list[str], Iterable[Sequence[Any]]]:
+        cur = self._conn.execute(sql, tuple(args))  # read as handed out
+        return [d[0] for d in cur.description], cur
+
+    in_list = staticmethod(in_items)
+
+    def _insert_new(self, sql: str) -> str:
+        return _or_ignore(sql)
+
+    def _row_locks(self, clause: str) -> str:
+        return ""  # BEGIN IMMEDIATE holds the whole database
+
+    def _json_value(self, value: Any) -> Any:
+        return value
+
+
+@functools.lru_cache(maxsize=64)
+def _or_ignore(sql: str) -> str:
+    """INSERT OR IGNORE: skips a row that any constraint refuses (not only a duplicate key), as the store always
+    has on SQLite."""
+    assert sql.startswith("INSERT INTO "), sql
+    return "INSERT OR IGNORE INTO " + sql[len("INSERT INTO "):]

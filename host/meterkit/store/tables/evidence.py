@@ -1,4 +1,5 @@
-"""Tables frames (the signed evidence, PRIMARY KEY device + seq: the dedupe authority) and readings."""
+"""Tables frames (the signed evidence, PRIMARY KEY device + seq: the dedupe authority) and readings. PostgreSQL
+stores a batch of either its own faster way (meterkit.store.postgres.bulk)."""
 
 from __future__ import annotations
 
@@ -6,18 +7,18 @@ from collections.abc import Sequence
 
 from meterkit.store.records import FrameRecord
 from meterkit.store.rows import I64_MAX, READING_COLUMNS, reading_row
-from meterkit.store.sqlite.base import Connection
+from meterkit.store.tables.base import Tables
 from meterkit.wire.records import Frame, Reading
 
-_INSERT_FRAME = ("INSERT OR IGNORE INTO frames (device, seq, kind, meter_time, status, received_at, raw) "
+_INSERT_FRAME = ("INSERT INTO frames (device, seq, kind, meter_time, status, received_at, raw) "
                  "VALUES (?, ?, ?, ?, ?, ?, ?)")
-_INSERT_READING = f"INSERT OR IGNORE INTO readings ({READING_COLUMNS}) VALUES ({', '.join('?' * 14)})"
+_INSERT_READING = f"INSERT INTO readings ({READING_COLUMNS}) VALUES ({', '.join('?' * 14)})"
 
 
-class EvidenceTables(Connection):
+class EvidenceTables(Tables):
     def add_frames(self, frames: Sequence[Frame], received_at: float) -> int:
         # built inline, not by a function per frame: this is the ingest's hot path
-        return self._insert_many(_INSERT_FRAME, [
+        return self._insert_many(self._insert_new(_INSERT_FRAME), [
             (f.device_id, f.seq, f.kind, f.meter_time, f.status if f.status <= I64_MAX else None, received_at, f.raw)
             for f in frames])
 
@@ -38,11 +39,13 @@ class EvidenceTables(Connection):
 
     def frames_after(self, device_id: bytes, seq: int, received_to: float | None = None,
                      limit: int | None = 10000) -> list[FrameRecord]:
-        hi = float("inf") if received_to is None else received_to
-        rows = self._rows("SELECT seq, kind, meter_time, status, received_at FROM frames WHERE device = ? "
-                          "AND seq > ? AND received_at <= ? ORDER BY seq LIMIT ?",
-                          (device_id, seq, hi, -1 if limit is None else limit))
+        cond, args = ("AND received_at <= ? ", [received_to]) if received_to is not None else ("", [])
+        if limit is not None:
+            args.append(limit)
+        rows = self._rows(f"SELECT seq, kind, meter_time, status, received_at FROM frames WHERE device = ? "
+                          f"AND seq > ? {cond}ORDER BY seq{'' if limit is None else ' LIMIT ?'}",
+                          (device_id, seq, *args))
         return [FrameRecord(device_id, r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
     def add_readings(self, readings: Sequence[Reading]) -> None:
-        self._insert_many(_INSERT_READING, [reading_row(r) for r in readings])
+        self._insert_many(self._insert_new(_INSERT_READING), [reading_row(r) for r in readings])

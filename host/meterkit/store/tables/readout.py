@@ -5,10 +5,10 @@ from __future__ import annotations
 from meterkit.store.api import Export
 from meterkit.store.records import FleetRecord
 from meterkit.store.rows import FLEET_SQL, export_query, fleet_record, hexed
-from meterkit.store.sqlite.base import Connection
+from meterkit.store.tables.base import Tables
 
 
-class ReadOutQueries(Connection):
+class ReadOutQueries(Tables):
     def fleet(self, device_id: bytes | None = None) -> list[FleetRecord]:
         sql, args = FLEET_SQL.format(where=""), ()
         if device_id is not None:
@@ -16,5 +16,5 @@ class ReadOutQueries(Connection):
         return [fleet_record(r) for r in self._rows(sql, args)]
 
     def export(self, table: str, device_id: bytes | None = None) -> Export:
-        cur = self._conn.execute(*export_query(table, device_id))
-        return [d[0] for d in cur.description], hexed(cur)
+        names, rows = self._query(*export_query(table, device_id))
+        return names, hexed(rows)

@@ -1,5 +1,6 @@
 """Table meters: the registry (keys, names, reporting periods), what the latest hello said, and the delivery
-state the concentrator keeps per meter (last seen, ack watermark, command counter)."""
+state the concentrator keeps per meter (last seen, ack watermark, command counter). PostgreSQL writes the
+delivery state and counters its own faster way (meterkit.store.postgres.bulk)."""
 
 from __future__ import annotations
 
@@ -8,27 +9,17 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from meterkit import wire
-from meterkit.store.postgres.base import Connection
-from meterkit.store.postgres.evidence import columns
 from meterkit.store.records import DEFAULT_PERIOD_S, DeliveryState, HeldMeter, MeterRecord, NewMeter
 from meterkit.store.rows import METER_UPDATABLE, i64, lookup_hex, meter_record, period
+from meterkit.store.tables.base import Tables
 from meterkit.wire.records import Hello
 
-_UPSERT = ("INSERT INTO meters (device, public_key, name, provisioned_at, reporting_period_s) "
-           "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (device) DO UPDATE SET "
-           "name = coalesce(excluded.name, meters.name), reporting_period_s = excluded.reporting_period_s")
-
-# a batch's delivery state in one statement (binary arrays, %b: no text escaping of the device ids)
-_SAVE_DELIVERY = ("UPDATE meters AS m SET last_seen = u.ls, ack_seq = u.a, first_seq = u.f, online = u.o, "
-                  "frames_stored = u.n, last_counter = u.c, clock_drift_s = coalesce(u.dr, m.clock_drift_s), "
-                  "clock_drift_at = coalesce(u.da, m.clock_drift_at) FROM unnest(%b::float8[], %b::int8[], "
-                  "%b::int8[], %b::int4[], %b::int8[], %b::int8[], %b::float8[], %b::float8[], %b::bytea[]) "
-                  "AS u(ls, a, f, o, n, c, dr, da, d) WHERE m.device = u.d")
-_SAVE_COUNTERS = ("UPDATE meters AS m SET last_counter = u.c FROM unnest(%b::bytea[], %b::int8[]) AS u(d, c) "
-                  "WHERE m.device = u.d")
+_UPSERT = ("INSERT INTO meters (device, public_key, name, provisioned_at, reporting_period_s) VALUES (?, ?, ?, ?, ?) "
+           "ON CONFLICT (device) DO UPDATE SET name = coalesce(excluded.name, meters.name), "
+           "reporting_period_s = excluded.reporting_period_s")
 
 
-class RegistryTable(Connection):
+class RegistryTable(Tables):
     def register_meter(self, device_id: bytes | None, public_key: Any, name: str | None = None,
                        reporting_period_s: int = DEFAULT_PERIOD_S, now: float | None = None) -> MeterRecord:
         point = wire.point_of(public_key)
@@ -64,7 +55,7 @@ class RegistryTable(Connection):
             raise
 
     def meter(self, device_id: bytes) -> MeterRecord | None:
-        r = self._one("SELECT * FROM meters WHERE device = %s", (bytes(device_id),))
+        r = self._one("SELECT * FROM meters WHERE device = ?", (bytes(device_id),))
         return meter_record(r) if r else None
 
     def meters(self) -> list[MeterRecord]:
@@ -74,7 +65,7 @@ class RegistryTable(Connection):
         dev = lookup_hex(text)
         if dev is not None and self.meter(dev) is not None:
             return dev
-        r = self._one("SELECT device FROM meters WHERE name = %s ORDER BY device LIMIT 1", (text,))
+        r = self._one("SELECT device FROM meters WHERE name = ? ORDER BY device LIMIT 1", (text,))
         return bytes(r[0]) if r else None
 
     def update_meter(self, device_id: bytes, **fields: Any) -> None:
@@ -82,29 +73,26 @@ class RegistryTable(Connection):
 
     def add_hellos(self, hellos: Iterable[Hello]) -> None:
         rows = [(h.firmware, h.board, i64(h.boot_count), h.device_id) for h in hellos]
-        self._insert_many("UPDATE meters SET firmware = %s, board = %s, boot_count = %s WHERE device = %s", rows)
+        self._insert_many("UPDATE meters SET firmware = ?, board = ?, boot_count = ? WHERE device = ?", rows)
 
     # -- delivery state
     def save_delivery(self, states: Iterable[DeliveryState]) -> None:
-        # one statement for the batch's meters (a statement per meter cost more than the frames' inserts); the
-        # last state given for a meter wins, as it did statement by statement
-        last = {bytes(s.device_id): s for s in states}
-        if last:
-            rows = [(s.last_seen, s.ack_seq, s.first_seq, int(s.online), s.frames_stored, s.last_counter,
-                     s.clock_drift_s, s.clock_drift_at, dev)
-                    for dev, s in sorted(last.items())]  # rows locked in one order by every concentrator
-            self._execute(_SAVE_DELIVERY, columns(rows, 9))
+        rows = [(s.last_seen, s.ack_seq, s.first_seq, int(s.online), s.frames_stored, s.last_counter,
+                 s.clock_drift_s, s.clock_drift_at, s.device_id) for s in states]
+        self._insert_many("UPDATE meters SET last_seen = ?, ack_seq = ?, first_seq = ?, online = ?, frames_stored = ?, "
+                          "last_counter = ?, clock_drift_s = coalesce(?, clock_drift_s), "
+                          "clock_drift_at = coalesce(?, clock_drift_at) WHERE device = ?", rows)
 
     def lock_meters(self, device_ids: Iterable[bytes]) -> dict[bytes, HeldMeter]:
         devs = sorted({bytes(d) for d in device_ids})  # one order for every process: no deadlock between them
         if not devs:
             return {}
-        c = self._begin()
-        rows = c.execute("SELECT device, last_counter, ack_seq, frames_stored FROM meters WHERE device = ANY(%s) "
-                         "ORDER BY device FOR UPDATE", (devs,)).fetchall()
+        self._begin(immediate=True)  # SQLite: the database's write lock is every row's
+        cond, args = self._where(("device IN", devs))
+        rows = self._rows(f"SELECT device, last_counter, ack_seq, frames_stored FROM meters{cond} ORDER BY device"
+                          f"{self._row_locks(' FOR UPDATE')}", args)
         return {bytes(r[0]): HeldMeter(r[1], r[2], r[3]) for r in rows}
 
     def save_counters(self, counters: Mapping[bytes, int]) -> None:
-        if counters:
-            rows = sorted((bytes(dev), c) for dev, c in counters.items())
-            self._execute(_SAVE_COUNTERS, columns(rows, 2))
+        self._insert_many("UPDATE meters SET last_counter = ? WHERE device = ?",
+                          [(c, dev) for dev, c in counters.items()])
