@@ -29,6 +29,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from meterkit.testing.processes import end_process
+
 BALANCES = ("leastconn", "roundrobin", "source")
 
 
@@ -126,13 +128,7 @@ backend concentrators
         return self
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        end_process(self._proc)
         self._proc = None
         if self._listener is not None:
             self._listener.close()

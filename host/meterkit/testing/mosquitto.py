@@ -23,6 +23,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from meterkit.testing.processes import end_process
+
 
 class MosquittoUnavailable(RuntimeError):
     """Mosquitto is not installed (or does not start)."""
@@ -113,13 +115,7 @@ class Mosquitto:
         return False
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        end_process(self._proc)
         self._proc = None
 
     def restart(self) -> Mosquitto:
