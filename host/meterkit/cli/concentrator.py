@@ -257,8 +257,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="Home Assistant's discovery prefix (default homeassistant)")
     m.add_argument("--mqtt-node-id", default="meterkit",
                    help="this concentrator's name in its will topic PREFIX/NODE/status (default meterkit)")
-    m.add_argument("--mqtt-offline-periods", type=float, default=2.0, metavar="N",
-                   help="a meter silent N reporting periods is unavailable in Home Assistant (default 2)")
+    m.add_argument("--mqtt-offline-periods", type=float, default=1.5, metavar="N",
+                   help="a meter silent N reporting periods is unavailable in Home Assistant (default 1.5)")
     p.add_argument("--stats-every", type=float, default=60.0, help="print a status line every N s")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=_cmd_concentrator)

@@ -32,7 +32,9 @@ class MqttConfig:
     meters: frozenset[bytes] | None = None  # opted-in meters; None: all
     totals_only: bool = False  # privacy: import/export registers and availability, nothing instantaneous
     every_s: int = 0  # privacy: a meter's state at most once per this many seconds of its own time (0: each)
-    offline_periods: float = 2.0  # a meter silent this many reporting periods is unavailable in Home Assistant
+    # a meter silent this many reporting periods is unavailable in Home Assistant: 1.5 leaves half a period for a
+    # late reading and the check's own interval, and still marks an outage within 2 periods of the last frame
+    offline_periods: float = 1.5
     commands: bool = False  # Home Assistant may switch relays and press shed (the allowed meters only)
     allow: frozenset[bytes] = field(default_factory=frozenset)
     shed_s: int = 3600  # how long Home Assistant's shed button sheds
