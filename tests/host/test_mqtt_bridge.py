@@ -52,6 +52,14 @@ def _seq(ha: HomeAssistantView, dev: bytes) -> int | None:
     return None if s is None else s["seq"]
 
 
+async def _rig_with_a_meter(tmp_path, clock) -> tuple[LoopbackRig, SimMeter]:
+    """A concentrator on the manual clock, and one registered meter whose time it keeps."""
+    rig = await LoopbackRig(tmp_path / "db.sqlite", clock=clock).start()
+    meter = SimMeter(time_fn=lambda: int(clock()))
+    rig.register(meter)
+    return rig, meter
+
+
 async def _wait(cond, timeout: float = 10.0, what: str = "") -> None:
     end = asyncio.get_running_loop().time() + timeout
     while not cond():
@@ -64,9 +72,7 @@ def test_states_survive_broker_outages_and_a_restart_and_never_decrease(tmp_path
     clock = ManualClock()
 
     async def scenario():
-        rig = await LoopbackRig(tmp_path / "db.sqlite", clock=clock).start()
-        meter = SimMeter(time_fn=lambda: int(clock()))
-        rig.register(meter)
+        rig, meter = await _rig_with_a_meter(tmp_path, clock)
         dev = meter.device_id
         mosquitto.stop()  # the broker is down when the concentrator starts
         bridge = MqttBridge(_cfg(mosquitto), rig.conc).start()
@@ -128,9 +134,7 @@ def test_availability_within_one_and_a_half_periods_and_back(tmp_path, mosquitto
     clock = ManualClock()
 
     async def scenario():
-        rig = await LoopbackRig(tmp_path / "db.sqlite", clock=clock).start()
-        meter = SimMeter(time_fn=lambda: int(clock()))
-        rig.register(meter)
+        rig, meter = await _rig_with_a_meter(tmp_path, clock)
         dev = meter.device_id
         bridge = MqttBridge(_cfg(mosquitto), rig.conc).start()
         with HomeAssistantView(mosquitto.url("homeassistant")) as ha:
