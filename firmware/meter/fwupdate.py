@@ -190,6 +190,9 @@ class Updater:
         n = len(data)
         if offset + n <= self.offset:
             return RESULT_OK, "have %d" % self.offset  # written before (an answer lost, a repeated attempt)
+        if offset < self.offset < offset + n:  # had in part (chunked otherwise before): the rest is new
+            data = data[self.offset - offset:]
+            offset, n = self.offset, n - (self.offset - offset)
         if offset != self.offset:
             return RESULT_REJECTED, "rejected: expected offset %d" % self.offset
         size = self._manifest()[FWM_SIZE]
@@ -248,21 +251,22 @@ class Updater:
 
     # -- boot and confirmation --------------------------------------------------------------------------------
     def booted(self):
-        """At boot: a trial image running, or the bootloader having rolled one back (event FW_ROLLED_BACK)."""
+        """At boot: a trial image running (self.trial), or the bootloader having rolled one back: then the event
+        to raise, (FW_ROLLED_BACK, seq) (the meter raises it once its hello is out); else None."""
         running = self.ota.running()
         if self.phase == RECEIVING and running == self.target and self.offset:
             self.phase = TRIAL  # set to boot, then the power went before the state said so
             self.floor = max(self.floor, self._manifest()[FWM_SEQ])
             self._save()
         if self.phase != TRIAL:
-            return
+            return None
         if running == self.target:
             self.trial = True
-            return
+            return None
         seq = self._manifest()[FWM_SEQ]
         self.phase, self.manifest_bytes, self.offset, self._m = IDLE, b"", 0, None
         self._save()
-        self.event(events.FW_ROLLED_BACK, seq)
+        return events.FW_ROLLED_BACK, seq
 
     def confirm(self):
         """The trial image metered and reported: no rollback from here on."""
@@ -277,3 +281,27 @@ class Updater:
         self.phase, self.version, self.manifest_bytes, self.offset, self._m = IDLE, version, b"", 0, None
         self._save()
         self.event(events.FW_CONFIRMED, version)
+
+
+REBOOT_AFTER_S = 30  # the restart into the new image waits this long (uptime s) at most for the answer's ack
+
+
+def handle(meter, counter, op, args):
+    """An update command (meter.commands) -> the response (seq, frame); activation restarts the meter once
+    its answer is acknowledged."""
+    from meter.messages import A_DATA, A_MANIFEST, A_OFFSET, OP_FW_ACTIVATE, OP_FW_MANIFEST
+
+    respond = meter.reporter.response
+    u = meter.updater()
+    if u is None:
+        return respond(counter, RESULT_REJECTED, "rejected: this board has no OTA partitions")
+    if op == OP_FW_MANIFEST:
+        r = u.manifest(args[A_MANIFEST])
+    elif op == OP_FW_ACTIVATE:
+        r = u.activate()
+    else:
+        r = u.chunk(args[A_OFFSET], args[A_DATA])
+    answer = respond(counter, r[0], r[1])
+    if op == OP_FW_ACTIVATE and r[0] == RESULT_OK:
+        meter.restart_at(meter.hw.monotonic_s() + REBOOT_AFTER_S, answer[0])
+    return answer

@@ -249,7 +249,8 @@ def mount(flash_dir, name):
     try:
         os.mkdir(d)
     except OSError:
-        pass
+        for e in os.listdir(d):  # what an earlier image in this partition left
+            os.remove(d + "/" + e)
     for fname, data in files:
         with open(d + "/" + fname, "wb") as f:
             f.write(data)

@@ -47,7 +47,9 @@ class Board:
         self.running, self.on_trial = ota.choose(self.d)
         self.image = ota.image_bytes(self.d, self.running)
         self.u = Updater(ota.SimOta(self.d, self.running), self.d, BOARD, self._event)
-        self.u.booted()
+        got = self.u.booted()
+        if got is not None:
+            self._event(*got)
 
     def _event(self, code, value):
         self.events.append((code, value))
