@@ -69,6 +69,7 @@ class Meter:
         self._next_sensor_try = 0
         self.reporter = None
         self._commands = None  # meter.commands.Commands, made when the first command arrives
+        self._updater = None  # meter.fwupdate.Updater: made by the first update command, or at boot after one
         self.link = None
         self._poll_countdown = 0
         self._feed = hw.watchdog.feed  # every cycle feeds it (armed by start())
@@ -129,6 +130,28 @@ class Meter:
             if s.corrupt:
                 self.event(EV_STORE_CORRUPT, s.corrupt)
         return s
+
+    def updater(self):
+        """meter.fwupdate.Updater (signed firmware updates), made on first use; None on a board without OTA
+        partitions (hw.ota)."""
+        u = self._updater
+        if u is None and self.hw.ota is not None:
+            from meter.fwupdate import Updater, class_id
+
+            u = self._updater = Updater(self.hw.ota, self.hw.flash_dir, class_id(self.hw.board["name"]), self.event)
+        return u
+
+    def _firmware_booted(self):
+        """At boot, after an update: a trial image reports its version; a rollback's event (code, value), raised
+        once the hello is out."""
+        if self.hw.ota is None or not exists(self.hw.flash_dir, "fw-state"):
+            return None
+        u = self.updater()
+        got = u.booted()
+        v = u.running_version()
+        if v is not None:
+            self.reporter.fw_version = v
+        return got
 
     def controls(self):
         """meter.control.Control (disconnect control, limiter, demand response), made on first use; the
@@ -202,11 +225,14 @@ class Meter:
         rep = self.reporter
         if rep is not None:
             b = self.hw.board
+            fw_event = self._firmware_booted()
             rep.boot(self._count_boot(), self._restored, b["name"], b["checkpoint"]["quantum_wh"])
             self.event(events.POWER_UP, rep.outage_s)
             cause = self.hw.reset_cause
             if cause:
                 self.event(events.WATCHDOG_RESET, cause)
+            if fw_event is not None:
+                self.event(*fw_event)
         self.boundaries.resume(self.hw.time())
         self.hw.watchdog.arm()  # from here on a cycle that does not come back within its timeout resets the board
 
@@ -252,6 +278,11 @@ class Meter:
         r = self._restart_at
         if r is not None and (self.link.outbox.acked >= r[1] or self.hw.monotonic_s() >= r[0]):
             self.restart()
+        u = self._updater
+        if u is not None and u.trial:  # a new image on trial: confirmed once it has metered and reported
+            first = self.reporter.first_reading
+            if first is not None and self.link.outbox.acked >= first:
+                u.confirm()
 
     def restart_at(self, uptime_s, seq):
         """Restart once frame `seq` (a reboot command's answer, in the outbox) is acknowledged, or the uptime

@@ -15,6 +15,8 @@ from meter.messages import (A_ACTIVATION, A_AUTO_RECONNECT, A_CALENDAR, A_CAPTUR
                             GROUPS_MAX, OP_BACKFILL, OP_BILLING_RESET, OP_CALENDAR, OP_CONFIG, OP_DISCONNECT,
                             OP_DR_EVENT, OP_KEY_ROTATE, OP_LIMITER, OP_PROFILE, OP_REBOOT, OP_RECONNECT, OP_SET_TIME,
                             RESULT_BAD_ARGS, RESULT_UNKNOWN_OP, UINT32_MAX, UINT64_MAX, is_uint)
+from meter.messages import (A_DATA, A_MANIFEST, A_OFFSET, FW_CHUNK_MAX, FW_MANIFEST_MAX, OP_FW_ACTIVATE, OP_FW_CHUNK,
+                            OP_FW_MANIFEST)
 
 # argument types; + T_OPTIONAL: the argument may be left out
 T_UTC = 1  # unsigned integer 0..2^32-1: UTC seconds
@@ -24,10 +26,13 @@ T_CALENDAR = 4  # a map with text keys holding maps, arrays, text, integers, boo
 T_UINT = 5  # unsigned integer 0..2^32-1: watts, seconds, ids, milliamps
 T_GROUPS = 6  # an array of 1..GROUPS_MAX group ids, each 0..65535
 T_KEY = 7  # a 65-byte byte string holding an uncompressed P-256 point (0x04 first)
-T_OPTIONAL = 8
+T_MANIFEST = 8  # a byte string of 1..FW_MANIFEST_MAX bytes (a signed firmware manifest)
+T_CHUNK = 9  # a byte string of 1..FW_CHUNK_MAX bytes (firmware payload)
+T_OPTIONAL = 16
+_TYPE = 15  # t & _TYPE: the type without T_OPTIONAL
 TYPE_NAMES = ("", "utc (0..2^32-1)", "a sequence number (0..2^64-1)", "true or false", "a calendar map",
               "an unsigned integer (0..2^32-1)", "1..%d group ids (0..65535)" % GROUPS_MAX,
-              "a 65-byte uncompressed P-256 key")
+              "a 65-byte uncompressed P-256 key", "1..%d bytes" % FW_MANIFEST_MAX, "1..%d bytes" % FW_CHUNK_MAX)
 _O = T_OPTIONAL
 
 # per operation: (argument key, type, argument key, type, ...), keys ascending; () takes no arguments (key 11
@@ -51,6 +56,9 @@ OP_ARGS = {
                 A_GROUPS, T_GROUPS + _O),
     OP_REBOOT: (),
     OP_KEY_ROTATE: (A_KEY, T_KEY),
+    OP_FW_MANIFEST: (A_MANIFEST, T_MANIFEST),
+    OP_FW_CHUNK: (A_OFFSET, T_UINT, A_DATA, T_CHUNK),
+    OP_FW_ACTIVATE: (),
 }
 NONEMPTY = (OP_LIMITER, OP_CONFIG)  # every argument optional, but a command that sets nothing is refused
 
@@ -90,6 +98,8 @@ def typed(v, t):
         return True
     if t == T_KEY:
         return isinstance(v, bytes) and len(v) == 65 and v[0] == 4
+    if t == T_MANIFEST or t == T_CHUNK:
+        return isinstance(v, bytes) and 0 < len(v) <= (FW_MANIFEST_MAX if t == T_MANIFEST else FW_CHUNK_MAX)
     return isinstance(v, dict) and _plain(v)
 
 
@@ -108,8 +118,8 @@ def check(op, args):
         k, t = spec[i], spec[i + 1]
         if k in args:
             found += 1
-            if not typed(args[k], t & 7):
-                return RESULT_BAD_ARGS, "bad arguments: %d must be %s" % (k, TYPE_NAMES[t & 7])
+            if not typed(args[k], t & _TYPE):
+                return RESULT_BAD_ARGS, "bad arguments: %d must be %s" % (k, TYPE_NAMES[t & _TYPE])
         elif not t & T_OPTIONAL:
             return RESULT_BAD_ARGS, "bad arguments: %d missing" % k
     if not found and op in NONEMPTY:

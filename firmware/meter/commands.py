@@ -17,6 +17,7 @@ from meter.messages import (A_ACTIVATION, A_CALENDAR, A_FORCE, A_FROM, A_TO, A_U
                             RESULT_BAD_ARGS, RESULT_GONE, RESULT_OK, RESULT_REJECTED, RESULT_UNKNOWN_OP)
 
 CONTROL_OPS = (messages.OP_DISCONNECT, messages.OP_RECONNECT, messages.OP_LIMITER, messages.OP_DR_EVENT)
+FW_OPS = (messages.OP_FW_MANIFEST, messages.OP_FW_CHUNK, messages.OP_FW_ACTIVATE)
 PROFILE_ROWS_MAX = 96  # rows one profile command sends again (a day at 15 min; ask again for more)
 PROFILE_ROWS_PER_FRAME = 16
 
@@ -54,6 +55,10 @@ class Commands:
         if op in CONTROL_OPS and self.controls is not None:
             result, reason = self.controls().command(op, args or {})
             return respond(counter, result, reason)
+        if op in FW_OPS:
+            from meter import fwupdate  # loaded with the first update command
+
+            return fwupdate.handle(self.meter, counter, op, args)
         if op in (OP_CONFIG, OP_REBOOT, OP_KEY_ROTATE):
             from meter import configure  # loaded with the first of them: rarely used
 

@@ -30,3 +30,8 @@ DR_OPT_OUT = 27  # the customer overrode a demand-response event with the button
 CONFIG_SET = 28  # a configuration command was applied; value: the argument keys set, text "1,3"
 KEY_ROTATED = 29  # the head-end key was replaced; value: the new key's kid (hex)
 REBOOT = 30  # a reboot command: restarting after its answer; value: the command counter
+# -- firmware updates (issue 15, meter.fwupdate) --
+FW_REFUSED = 31  # an update's manifest or payload was refused; value: the reason
+FW_ACTIVATED = 32  # a verified image was set to boot (the meter restarts); value: its sequence number
+FW_CONFIRMED = 33  # the new image metered and reported: confirmed, no rollback; value: its version text
+FW_ROLLED_BACK = 34  # the new image's first boot failed: the bootloader ran the previous one; value: its seq

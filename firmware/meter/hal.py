@@ -17,6 +17,7 @@
 #   flash_dir    a directory for persistent state
 #   watchdog     arm() / feed() / relax(): machine.WDT from the board profile (sim.hardware: SimWatchdog)
 #   random_bytes random_bytes(n): true-random bytes, for the device key (on an ESP32: radio_random below)
+#   ota          the OTA partitions meter.fwupdate writes (EspOta below; sim.ota on the Unix port), or None
 from meter.clock import EPOCH_2000_OFFSET, Uptime, ticks_add, ticks_diff
 
 
@@ -55,6 +56,7 @@ class Hardware:
         self.button = None
         self.load_control = None
         self.restart = None  # restart the board (a reboot command): machine.reset; the simulator's ends its run
+        self.ota = None
 
 
 class Output:
@@ -150,7 +152,60 @@ def open_hardware(board, flash_dir=None):
     link = board.get("link")
     if link is not None and link.get("kind") == "wifi-tcp":
         hw.ntp_time = ntp_source(link.get("ntp") or "pool.ntp.org")
+    hw.ota = esp_ota()
     return hw
+
+
+def esp_ota():
+    """EspOta when the firmware runs from an OTA app partition (a build with two: ESP32_GENERIC's OTA variant),
+    else None: such a board cannot take a firmware image over the link."""
+    from esp32 import Partition
+
+    running = Partition(Partition.RUNNING)
+    return EspOta(Partition) if running.info()[4].startswith("ota_") else None
+
+
+class EspOta:
+    """meter.fwupdate's view of an ESP32's OTA partitions (esp32.Partition). Rollback needs ESP-IDF's
+    CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE: without it mark_valid raises OSError and the board never rolls back."""
+
+    def __init__(self, partition):
+        self._P = partition
+
+    def running(self):
+        return self._P(self._P.RUNNING).info()[4]
+
+    def next_update(self):
+        return EspPartition(self._P(self._P.RUNNING).get_next_update())
+
+    def partition(self, name):
+        found = self._P.find(self._P.TYPE_APP, label=name)
+        return EspPartition(found[0]) if found else None
+
+    def set_boot(self, part):
+        part.p.set_boot()
+
+    def mark_valid(self):
+        self._P.mark_app_valid_cancel_rollback()
+
+
+class EspPartition:
+    """One app partition as 4096-byte blocks: erase(block) (ioctl 6), write and read at an offset inside one."""
+
+    def __init__(self, p):
+        self.p = p
+        info = p.info()
+        self.name = info[4]
+        self.size = info[3]
+
+    def erase(self, block):
+        self.p.ioctl(6, block)
+
+    def write(self, block, offset, data):
+        self.p.writeblocks(block, data, offset)  # with an offset: no erase (done above, per block)
+
+    def read(self, block, offset, buf):
+        self.p.readblocks(block, buf, offset)
 
 
 class BoardWatchdog:

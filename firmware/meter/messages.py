@@ -120,6 +120,28 @@ CONTROL_CONNECTED = 1
 CONTROL_READY = 2  # ready_for_reconnection: the customer's button closes the relay
 GROUPS_MAX = 16  # group ids per list, each 0..65535
 # -- end of two-way control --
+# -- firmware updates (issue 15; meter.fwupdate, docs/firmware-updates.md) -----------------------------------
+OP_FW_MANIFEST = 13  # start (or resume) an update: the manifest, a COSE_Sign1 signed by the firmware key
+A_MANIFEST = 1
+OP_FW_CHUNK = 14  # payload bytes [A_OFFSET, A_OFFSET + len(A_DATA)) of the update the manifest started
+A_OFFSET = 1
+A_DATA = 2
+OP_FW_ACTIVATE = 15  # verify the payload written (size, digest, manifest again), boot it once answered
+FW_CHUNK_MAX = 1024  # payload bytes per chunk; a chunk never crosses a FW_BLOCK boundary
+FW_BLOCK = 4096  # the flash erase block (an ESP32 partition's block size)
+FW_MANIFEST_MAX = 512  # bytes of a signed manifest
+# the manifest's payload: a CBOR map, RFC 9124's information model (its element names in brackets)
+FWM_FORMAT = 1  # [manifest element version]: 1
+FWM_SEQ = 2  # [monotonic sequence number]: taken only above every number the meter has activated
+FWM_VENDOR = 3  # [vendor id]: text, FW_VENDOR
+FWM_CLASS = 4  # [class id]: text "<board>/<arch>": the board profile's name and the .mpy native arch
+FWM_DIGEST = 5  # [payload digest]: SHA-256 of the payload, 32 bytes
+FWM_SIZE = 6  # [payload size]: bytes
+FWM_PAYLOAD = 7  # [payload format]: FW_IMAGE (a firmware image for the next OTA partition)
+FWM_VERSION = 8  # [version]: text the meter reports in its hello once it runs the image
+FW_VENDOR = "meterkit"
+FW_IMAGE = 1
+# -- end of firmware updates --
 COMMAND_MAX_PAYLOAD = 3072  # bytes of CBOR a head-end message may carry (a calendar)
 COMMAND_MAX_ITEMS = 512  # ... CBOR data items (keys, values, containers) in it
 

@@ -49,6 +49,8 @@ class Reporter:
         self.calibration = None  # meter.calibration.Calibration: corrects the instantaneous current and power
         self.control = None  # meter.control.Control: IC70 state, load shed, demand response (status, K_CONTROL)
         self.frames = 0
+        self.fw_version = FW_VERSION  # what the hello says runs (meter.fwupdate: an updated image's version)
+        self.first_reading = None  # the sequence number of this boot's first reading (a trial image's proof)
         self._next_reading = None
         self._covered = 0
         self._elapsed = 0
@@ -89,6 +91,8 @@ class Reporter:
 
     def send(self, kind, body, status=None):
         seq, fr = self.builder.frame(kind, self._status() if status is None else status, body)
+        if kind == messages.READING and self.first_reading is None:
+            self.first_reading = seq
         self.sink(seq, fr)
         self.frames += 1
 
@@ -99,7 +103,7 @@ class Reporter:
             self.sticky |= ST_RESTORED | ST_POWER_FAIL
             self._row_flags |= messages.ROW_POWER_FAIL
         s = self.sensor
-        self.send(messages.HELLO, messages.hello_body(FW_VERSION, board_name, boots, s.cycle_us, s.shunt_duty_ppm,
+        self.send(messages.HELLO, messages.hello_body(self.fw_version, board_name, boots, s.cycle_us, s.shunt_duty_ppm,
                                                       s.shunt_uohm, quantum_wh))
         self._next_reading = next_multiple(self.time(), self.reading_s)
 

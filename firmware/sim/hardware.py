@@ -29,6 +29,22 @@ def _restart():
     raise Restart("reboot command")
 
 
+class LazyOta:
+    """hw.ota: sim.ota's partitions as files, imported when first used (a meter never updated never loads it)."""
+
+    def __init__(self, flash_dir):
+        self._dir = flash_dir
+        self._ota = None
+
+    def __getattr__(self, name):
+        o = self._ota
+        if o is None:
+            from sim import ota  # the partition the bootloader chose (sim/boot.py), else the one otadata names
+
+            o = self._ota = ota.SimOta(self._dir, ota.running or ota.load_otadata(self._dir)["boot"])
+        return getattr(o, name)
+
+
 class SimPin:
     """An output pin (machine.Pin's init/value): level is what it drives, None until it is first driven."""
 
@@ -245,6 +261,7 @@ def open_sim(board, flash_dir=None, overrides=None):
     _controls(hw, board, clock, cfg, chip)
     hw.set_time = clock.set_time
     hw.restart = _restart
+    hw.ota = LazyOta(hw.flash_dir)
     if cfg.get("ntp"):
         hw.ntp_time = clock.world_time
     return hw

@@ -3,6 +3,7 @@
 #   micropython firmware/sim/run.py --board boards/unix-sim.json --scenario solar-day --hours 24 \
 #       [--seed N] [--start UNIX_S] [--flash DIR] [--frames FILE] [--reading-s N] [--no-frames]
 #       [--headend HEX65]   (install the head-end public key: commands and acks are verified against it)
+#       [--firmware-key HEX65] (install the firmware-signing public key: update manifests are verified with it)
 #       [--speed S]         (virtual time runs at most S times real time: a fleet shares one clock)
 #       [--provision]       (first boot only: make the key, install --headend, print the identity, stop)
 #       [--link tcp:HOST:PORT | serial:PATH]  (send frames through the durable outbox and a real link)
@@ -43,7 +44,7 @@ def _args(argv):
             "start": None, "frames": None, "reading-s": "60", "headend": None, "speed": None,
             "link": None, "drain-ms": "3000", "clock-file": None, "calendar": None, "billing-day": None,
             "tariffs": None, "demand-period": None, "stall": None, "pace": None, "rtc": None, "rtc-offset": None,
-            "rtc-jump": None, "press": None}
+            "rtc-jump": None, "press": None, "firmware-key": None}
     flags = set()
     i = 0
     while i < len(argv):
@@ -305,6 +306,10 @@ def main(argv, board=None):
         hw.button.ready = lambda: meter.control is not None and meter.control.disconnect.state == CONTROL_READY
     if opts["headend"] and meter.reporter is not None:
         meter.identity.install_headend(binascii.unhexlify(opts["headend"]))  # provisioning, as on a bench
+    if opts["firmware-key"]:
+        from meter.fwupdate import install_key  # the firmware-signing key (docs/firmware-updates.md)
+
+        install_key(hw.flash_dir, binascii.unhexlify(opts["firmware-key"]))
     link = None
     if opts["link"] and meter.reporter is not None:
         link = _attach_link(meter, opts, frames_file, sink)

@@ -18,6 +18,7 @@ MAY_IMPORT = {
     "dr": {"wire", "store", "headend", "timefmt"},
     "integrations": {"wire", "store", "headend", "dr", "billing", "timefmt"},
     "device": set(),
+    "firmware": {"wire", "store", "headend", "timefmt"},
     "testing": {"wire", "store", "headend", "device", "timefmt"},
     "sim": {"wire", "store", "headend", "billing", "dr", "device", "testing", "timefmt"},
     "bench": {"wire", "store", "headend", "billing", "device", "sim", "testing", "timefmt"},

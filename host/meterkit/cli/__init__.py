@@ -21,6 +21,7 @@ from meterkit.cli import (
     demo,
     device,
     dr,
+    firmware,
     fleet,
     keys,
     migrate,
@@ -31,7 +32,7 @@ from meterkit.cli import (
 )
 
 FAMILIES = (sim, bench, demo, keys, verify, concentrator, fleet, bill, command, configure, relay, audit, dr,
-            billcheck, device, torture, migrate)
+            billcheck, device, torture, migrate, firmware)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -301,6 +301,13 @@ def signed_args(op: int, args: dict | None, now: float) -> dict | None:
             return {**args, mmsg.A_KEY: bytes.fromhex(args[mmsg.A_KEY])}
         except ValueError:
             raise CommandError(f"key-rotate: the key {args[mmsg.A_KEY][:20]!r}... is not hex") from None
+    if op in (mmsg.OP_FW_MANIFEST, mmsg.OP_FW_CHUNK) and args:  # manifest and payload bytes, queued as hex
+        k = mmsg.A_MANIFEST if op == mmsg.OP_FW_MANIFEST else mmsg.A_DATA
+        if isinstance(args.get(k), str):
+            try:
+                return {**args, k: bytes.fromhex(args[k])}
+            except ValueError:
+                raise CommandError(f"{op_name(op)}: argument {k} is not hex") from None
     if op != OP_SET_TIME:
         return args
     return {**(args or {}), mmsg.A_UTC: round(now)}
@@ -419,6 +426,12 @@ def describe(op: int, args: dict | None) -> str:
         force = bool(args and args.get(mmsg.A_FORCE))
         return "set the clock to the concentrator's" + (f" (force: beyond {mmsg.SET_TIME_FREE_S} s too)" if force
                                                         else "")
+    if op == mmsg.OP_FW_CHUNK and args:
+        return f"firmware bytes from {args.get(mmsg.A_OFFSET)} ({len(args.get(mmsg.A_DATA) or '') // 2} bytes)"
+    if op == mmsg.OP_FW_MANIFEST:
+        return "firmware manifest (start or resume an update)"
+    if op == mmsg.OP_FW_ACTIVATE:
+        return "firmware activate (verify, boot the new image on trial)"
     if op == OP_DISCONNECT:
         return "disconnect: open the relay"
     if op == OP_RECONNECT:

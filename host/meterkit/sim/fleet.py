@@ -305,6 +305,7 @@ class Fleet:
         # attach(concentrator): called for every concentrator the fleet starts (at setup, after each restart),
         # listening and before the meters start; e.g. an MQTT bridge (integrations.mqtt) that stops and dies with it
         self.attach: Callable[[Any], Any] | None = None
+        self.firmware_pub: bytes | None = None  # the firmware-signing public key provisioning installs, if any
 
     def at(self, hour: float, action: str, meter: str) -> None:
         self.schedule.append((hour, action, meter))
@@ -312,7 +313,7 @@ class Fleet:
 
     # -- set-up ------------------------------------------------------------------------------------------
     async def _provision(self, m: FleetMeter, headend_point: bytes) -> None:
-        ident = await asyncio.to_thread(provision, m.flash, headend_point)
+        ident = await asyncio.to_thread(provision, m.flash, headend_point, None, self.firmware_pub)
         m.device = bytes.fromhex(ident["device_id"])
         m.public_key = bytes.fromhex(ident["public_key"])
 

@@ -33,7 +33,7 @@ def sim_command(scenario: str, hours: float, *, seed: int | None = None, heap: s
     if flash_dir is not None:
         args += ["--flash", str(Path(flash_dir).resolve())]
     args += [f"--{f}" for f in flags]
-    return micropython_module_cmd("sim.run", *args, heap=heap)
+    return micropython_module_cmd("sim.boot", *args, heap=heap)
 
 
 def sim_env() -> dict[str, str]:
@@ -117,10 +117,14 @@ def run_sim(scenario: str, hours: float, *, seed: int | None = None, heap: str |
     return result
 
 
-def provision(flash_dir: str | Path, headend_pub: bytes, pubkey_out: str | Path | None = None) -> dict:
-    """First boot of a simulated meter on `flash_dir`: it makes its key and installs the head-end key."""
+def provision(flash_dir: str | Path, headend_pub: bytes, pubkey_out: str | Path | None = None,
+              firmware_pub: bytes | None = None) -> dict:
+    """First boot of a simulated meter on `flash_dir`: it makes its key and installs the head-end key (and the
+    firmware-signing key, when given: docs/firmware-updates.md)."""
     private_dir(flash_dir)  # the meter's private key lives in its flash
     cmd = sim_command("constant", 0, flash_dir=flash_dir, flags=("provision",)) + ["--headend", headend_pub.hex()]
+    if firmware_pub is not None:
+        cmd += ["--firmware-key", firmware_pub.hex()]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=sim_env(), cwd=str(firmware_dir().parent),
                           timeout=120, check=False)
     if proc.returncode != 0 or "@@RESULT " not in proc.stdout:

@@ -62,7 +62,8 @@ def row_status_names(status: int) -> list[str]:
 OP_NAMES = {M.OP_BACKFILL: "back-fill", M.OP_CALENDAR: "calendar", M.OP_BILLING_RESET: "billing-reset",
             M.OP_PROFILE: "profile", M.OP_SET_TIME: "set-time", M.OP_DISCONNECT: "disconnect",
             M.OP_RECONNECT: "reconnect", M.OP_LIMITER: "limiter", M.OP_DR_EVENT: "dr-event", M.OP_CONFIG: "config",
-            M.OP_REBOOT: "reboot", M.OP_KEY_ROTATE: "key-rotate"}
+            M.OP_REBOOT: "reboot", M.OP_KEY_ROTATE: "key-rotate", M.OP_FW_MANIFEST: "fw-manifest",
+            M.OP_FW_CHUNK: "fw-chunk", M.OP_FW_ACTIVATE: "fw-activate"}
 
 
 def op_name(op: int) -> str:

@@ -1,0 +1,125 @@
+"""`meterkit firmware sign|push|status`: signed firmware updates (docs/firmware-updates.md).
+
+    meterkit firmware sign   --key firmware.key.pem --seq N --class BOARD/ARCH --version TEXT
+                             (--payload FILE | --files F ...) --out UPDATE
+    meterkit firmware push   UPDATE --firmware-pub firmware.pub.pem (--meter M ... | --all) [--canary N]
+                             [--wave N] [--timeout S] [--by WHO] [--db PATH]
+    meterkit firmware status [--json] [--db PATH]
+
+The firmware key is not the head-end's (meterkit keys new --name firmware makes one); sign runs where that key
+is kept. push checks the update against the firmware public key as a meter would, queues it for the canary,
+waits for it to come back with the new version, then the next waves; a running concentrator delivers it. It
+halts (exit 1) when a wave's meter refuses, rolls back or does not come back within --timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from meterkit.cli.command import find_meter
+from meterkit.cli.common import add_by, add_db, fail, open_store, run_alone
+from meterkit.firmware import image as I
+from meterkit.firmware.rollout import Rollout, status_rows
+from meterkit.headend.texttable import text_table
+from meterkit.wire.keys import KeyFileError, load_private, load_public
+
+
+def _cmd_sign(args: argparse.Namespace) -> int:
+    try:
+        key = load_private(args.key)
+        payload = (Path(args.payload).read_bytes() if args.payload
+                   else I.pack_files({Path(f).name: Path(f).read_bytes() for f in args.files}))
+        upd = I.sign(key, payload, args.seq, args.board_class, args.version)
+        Path(args.out).write_bytes(upd.to_bytes())
+    except (KeyFileError, OSError, I.UpdateError) as e:
+        return fail("firmware sign", e)
+    print(f"{args.out}: {upd.version} seq {upd.seq} for {upd.board_class}, {len(upd.payload)} bytes in "
+          f"{len(upd.chunks())} chunks")
+    return 0
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    try:
+        upd = I.load(args.update, load_public(args.firmware_pub))
+    except (KeyFileError, I.UpdateError) as e:
+        return fail("firmware push", e)
+    store = open_store(args.db, "firmware push", readonly=False)
+    if store is None:
+        return 2
+    with store:
+        if args.all:
+            devices = [m.device_id for m in store.meters()]
+        else:
+            devices = [find_meter(store, m, "firmware push") for m in args.meter or []]
+            if None in devices:
+                return 2
+        try:
+            r = Rollout(store, upd, devices, canary=args.canary, wave=args.wave, timeout_s=args.timeout, by=args.by)
+        except ValueError as e:
+            return fail("firmware push", e)
+        shown = 0
+
+        def tick(s: float) -> None:
+            nonlocal shown
+            for line in r.log[shown:]:
+                print(line, flush=True)
+            shown = len(r.log)
+            time.sleep(s)
+
+        state = r.run(sleep=tick)
+        tick(0)
+    return 0 if state == "done" else 1
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    store = open_store(args.db, "firmware status")
+    if store is None:
+        return 2
+    with store:
+        rows = status_rows(store)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        print(text_table(("meter", "firmware", "last firmware event", "update commands queued"),
+                         [(r["meter"], r["firmware"] or "?", r["last_event"] or "-", str(r["pending_commands"]))
+                          for r in rows], right={3}))
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("firmware", help="signed firmware updates: sign, push in waves, status")
+    sub = p.add_subparsers(dest="firmware_command", required=True)
+    s = sub.add_parser("sign", help="sign an image with the firmware key (an update file)")
+    s.add_argument("--key", required=True, help="the firmware-signing private key (PEM)")
+    s.add_argument("--seq", type=int, required=True, help="sequence number: above every one the meters ran")
+    s.add_argument("--class", dest="board_class", required=True, metavar="BOARD/ARCH",
+                   help="class id: the board profile's name and the .mpy arch, e.g. unix-sim/x64")
+    s.add_argument("--version", required=True, help="the version text meters report once they run it")
+    what = s.add_mutually_exclusive_group(required=True)
+    what.add_argument("--payload", help="the image as it is (an ESP32 firmware .bin)")
+    what.add_argument("--files", nargs="+", help="files packed as an MKIM archive (the Unix port's image)")
+    s.add_argument("--out", required=True, help="the update file to write")
+    s.set_defaults(func=_cmd_sign)
+    u = sub.add_parser("push", help="roll an update out in waves: a canary, then the rest")
+    u.add_argument("update", help="the update file (meterkit firmware sign)")
+    u.add_argument("--firmware-pub", required=True, help="the firmware public key the meters hold (PEM)")
+    who = u.add_mutually_exclusive_group(required=True)
+    who.add_argument("--meter", action="append", help="a meter (id or name), in rollout order; repeatable")
+    who.add_argument("--all", action="store_true", help="every registered meter")
+    u.add_argument("--canary", type=int, default=1, help="meters in the first wave (default 1)")
+    u.add_argument("--wave", type=int, default=None, help="meters per later wave (default: all the rest)")
+    u.add_argument("--timeout", type=float, default=1800.0, help="seconds a wave may take (default 1800)")
+    add_by(u)
+    add_db(u)
+    u.set_defaults(func=_cmd_push)
+    t = sub.add_parser("status", help="each meter's firmware and its last firmware event")
+    t.add_argument("--json", action="store_true")
+    add_db(t)
+    t.set_defaults(func=_cmd_status)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_alone(add_parser, "firmware", argv)
