@@ -83,8 +83,10 @@ def test_solar_day_follows_the_clock():
 
 def test_signing_meter_runs_in_a_capped_heap():
     # The whole meter (signing, profile, event log, outbox, TOU calendar, demand) on the 64-bit port, firmware
-    # bytecode included: a board freezes that bytecode into flash (docs/performance.md, "Heap").
-    r = run_sim("steps", 0.5, heap="288K")
+    # bytecode included: a board freezes that bytecode into flash (docs/performance.md, "Heap"). Its edge here:
+    # 280-288K before the firmware-update merge, 288-296K after (3 runs each): the cap keeps a margin above it.
+    # The board's own budgets are the 32-bit ones (test_heap_budget.py).
+    r = run_sim("steps", 0.5, heap="304K")
     assert r["frames"] > 10 and r["error_pct"] < 0.01
 
 
