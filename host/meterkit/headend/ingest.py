@@ -77,6 +77,7 @@ class _Batch:
         self.events: list[Event] = []
         self.billing: list[BillingSnapshot] = []
         self.hellos: dict[bytes, Hello] = {}  # device -> its latest hello
+        self.all_hellos: list[Hello] = []  # every hello (the security monitor counts restarts)
         self.responses: list[CommandResponse] = []
         self.power_failed: set[bytes] = set()  # devices that say they lost power
 
@@ -309,6 +310,7 @@ class Ingest:
             elif kind == M.BILLING:
                 batch.billing += records
             elif kind == M.HELLO:
+                batch.all_hellos += records
                 latest = batch.hellos.get(m.device_id)
                 if latest is None or latest.seq < m.seq:
                     batch.hellos[m.device_id] = records[0]
@@ -373,7 +375,7 @@ class Ingest:
         if self.monitor is not None:  # after the acks: what was stored, to the security monitor
             try:
                 self.monitor.committed(batch.seqs, batch.frames, batch.readings, batch.events,
-                                       batch.hellos.values(), batch.responses, now)
+                                       batch.all_hellos, batch.responses, now)
             except Exception:  # noqa: BLE001 - the monitor's fault never touches ingest
                 log.exception("security monitor")
         self._tell_northbound(batch)
