@@ -94,8 +94,8 @@ class MeterWatch:
 
     # -- events
     def _watchdog(self, e: Event, now: float) -> None:
-        self.monitor.hit("watchdog", self.rules.watchdog, e.device_id, "", _at(e.time, now), f"watchdog reset ({e.value})",
-                         now=now)
+        self.monitor.hit("watchdog", self.rules.watchdog, e.device_id, "", _at(e.time, now),
+                         f"watchdog reset ({e.value})", now=now)
 
     def _sensor_fault(self, e: Event, now: float) -> None:
         rule = self.rules.tamper

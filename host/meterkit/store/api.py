@@ -58,8 +58,8 @@ ALERT_STATES = ("open", "acknowledged")  # an open alert takes further occurrenc
 
 Export = tuple[list[str], Iterator[tuple]]
 
-__all__ = ["ALERT_STATES", "AUDIT_ACTIONS", "CONCENTRATOR", "SEVERITIES", "DEFAULT_PERIOD_S", "EXPORT_TABLES", "GAP_KINDS", "GAP_SETTLED",
-           "GAP_STATES", "MAX_SEQ", "OUTAGE_CAUSES", "QUEUE_PENDING", "QUEUE_STATES", "Alerts", "Billing", "Commands",
+__all__ = ["ALERT_STATES", "AUDIT_ACTIONS", "CONCENTRATOR", "DEFAULT_PERIOD_S", "EXPORT_TABLES", "GAP_KINDS",
+           "GAP_SETTLED", "GAP_STATES", "SEVERITIES", "MAX_SEQ", "OUTAGE_CAUSES", "QUEUE_PENDING", "QUEUE_STATES", "Alerts", "Billing", "Commands",
            "Counting", "Delivery", "DemandResponse", "Events", "Evidence", "Export", "HeadEndKeys", "Outages",
            "Profile", "ReadOuts",
            "Registry", "Store", "StoreError", "StoreUnavailable", "Transactions"]

@@ -8,8 +8,9 @@ The source is read in one read transaction (one consistent snapshot, even with a
 it), read-only; its schema must be current (SQLITE_VERSION). The target is migrated to the current PostgreSQL
 schema (its v1 is SQLite's v8, its v2 SQLite's v9) and must hold no row in any table: its tables are locked
 (EXCLUSIVE: others may read) while the copy runs. Each table goes in with COPY, in key order, ids kept
-(command_queue ids are what commands.queue_id, audit.queue_id and dr_targets.queue_id name); readings partitions are made first, in the same
-transaction (meterkit.store.postgres.partitions); identity sequences are then set past the largest id.
+(command_queue ids are what commands.queue_id, audit.queue_id and dr_targets.queue_id name); readings
+partitions are made first, in the same transaction (meterkit.store.postgres.partitions); identity sequences are
+then set past the largest id.
 
 Verification, before the commit (a failed check rolls everything back: the target stays empty):
 
