@@ -59,10 +59,10 @@ ALERT_STATES = ("open", "acknowledged")  # an open alert takes further occurrenc
 Export = tuple[list[str], Iterator[tuple]]
 
 __all__ = ["ALERT_STATES", "AUDIT_ACTIONS", "CONCENTRATOR", "DEFAULT_PERIOD_S", "EXPORT_TABLES", "GAP_KINDS",
-           "GAP_SETTLED", "GAP_STATES", "SEVERITIES", "MAX_SEQ", "OUTAGE_CAUSES", "QUEUE_PENDING", "QUEUE_STATES", "Alerts", "Billing", "Commands",
-           "Counting", "Delivery", "DemandResponse", "Events", "Evidence", "Export", "HeadEndKeys", "Outages",
-           "Profile", "ReadOuts",
-           "Registry", "Store", "StoreError", "StoreUnavailable", "Transactions"]
+           "GAP_SETTLED", "GAP_STATES", "SEVERITIES", "MAX_SEQ", "OUTAGE_CAUSES", "QUEUE_PENDING", "QUEUE_STATES",
+           "Alerts", "Billing", "Commands", "Counting", "Delivery", "DemandResponse", "Events", "Evidence", "Export",
+           "HeadEndKeys", "Outages", "Profile", "ReadOuts", "Registry", "Store", "StoreError", "StoreUnavailable",
+           "Transactions"]
 
 
 class StoreError(Exception):
