@@ -13,6 +13,9 @@ before and after it, and the median round is reported (a busy machine slows both
 Also:
 
 - the same ingest with one transaction and one ack per frame (batch_frames=1), to show what batching buys;
+- the same ingest without the security monitor (alert_rules=None), in interleaved pairs with it: what the
+  monitor costs (the 5 000 frames from one address within a second raise its frame-flood alert, so the alert
+  path is part of the figure);
 - where the time goes: per-frame cost of each stage measured alone on the same frames;
 - memory per connected meter: 1000 idle TCP connections opened by a child process, the concentrator's
   Python heap (tracemalloc) and RSS before and after.
@@ -89,10 +92,10 @@ def bare_rate(prepared: list[tuple[Any, bytes, bytes]], rounds: int = 3) -> floa
 
 
 async def _ingest(meters: list[SimMeter], per_meter: list[list[bytes]], headend: P.HeadEnd, db: str,
-                  batch_frames: int, synchronous: str) -> dict:
+                  batch_frames: int, synchronous: str, monitor: bool = True) -> dict:
     # all meters on 127.0.0.1, connected before any sends: no per-address cap (as behind one NAT address)
     rig = LoopbackRig(db, headend, synchronous=synchronous, max_rate=None, batch_frames=batch_frames,
-                      backlog_limit=1 << 30, max_per_source=None)
+                      backlog_limit=1 << 30, max_per_source=None, **({} if monitor else {"alert_rules": None}))
     await rig.start()
     rig.register(*meters)
     try:
@@ -209,8 +212,28 @@ async def _memory_per_connection(headend: P.HeadEnd, db: str, n: int) -> dict:
             "rss_bytes_per_connection": round((rss1 - rss0) / max(1, open_now))}
 
 
+def _monitor_cost(sims: list[SimMeter], per_meter: list[list[bytes]], headend: P.HeadEnd, tmp: str,
+                  synchronous: str, pairs: int, say: Any) -> dict:
+    """Ingest with and without the security monitor, in interleaved pairs (the order alternating); the median
+    of each pair's ratio (with / without)."""
+    ratios, on_rates, off_rates = [], [], []
+    for r in range(pairs):
+        say(f"ingest with and without the security monitor, pair {r + 1} ...")
+        rates = {}
+        for on in ((True, False) if r % 2 == 0 else (False, True)):
+            run = asyncio.run(_ingest(sims, per_meter, headend, os.path.join(tmp, f"m{r}{int(on)}.db"), 1024,
+                                      synchronous, monitor=on))
+            rates[on] = run["frames_per_s"]
+        on_rates.append(rates[True])
+        off_rates.append(rates[False])
+        ratios.append(round(rates[True] / rates[False], 3))
+    return {"pairs": pairs, "with_frames_per_s": statistics.median(on_rates),
+            "without_frames_per_s": statistics.median(off_rates), "ratios": ratios,
+            "ratio": statistics.median(ratios)}
+
+
 def bench_ingest(n: int = 5000, meters: int = 50, idle_connections: int = 1000, per_frame_n: int | None = None,
-                 synchronous: str = "FULL", rounds: int = 3, log: Any = None) -> dict:
+                 synchronous: str = "FULL", rounds: int = 3, log: Any = None, monitor_pairs: int = 3) -> dict:
     """End-to-end concentrator ingest rate beside the bare verify rate (same frames, same run), per-frame
     acks for comparison, stage costs and memory per connected meter. See the module docstring."""
     say = log or (lambda _m: None)
@@ -241,6 +264,8 @@ def bench_ingest(n: int = 5000, meters: int = 50, idle_connections: int = 1000, 
         out["ingest_frames_per_s"] = med["frames_per_s"]
         out["ratio"] = med["ratio"]
         out["ratio_cpu"] = med["ratio_cpu"]
+        if monitor_pairs:
+            out["monitor"] = _monitor_cost(sims, per_meter, headend, tmp, synchronous, monitor_pairs, say)
         k = per_frame_n or max(meters, n // 5)
         say(f"ingest with one commit and one ack per frame ({k} frames) ...")
         sub = [fr[: max(1, k // meters)] for fr in per_meter]
@@ -270,6 +295,11 @@ def format_ingest(f: dict) -> str:
         f"stages per frame: deframe {s['deframe_us']} us, verify_and_decode {s['verify_and_decode_us']} us, "
         f"insert+commit {s['db_insert_commit_us']} us; per ack: sign {s['sign_ack_us']} us",
     ]
+    if "monitor" in f:
+        m = f["monitor"]
+        lines.append(f"security monitor: {m['with_frames_per_s']:.0f} frames/s with it, "
+                     f"{m['without_frames_per_s']:.0f} without (median of {m['pairs']} interleaved pairs; "
+                     f"with/without {m['ratio']:.3f}: {', '.join(f'{x:.3f}' for x in m['ratios'])})")
     if "memory" in f:
         m = f["memory"]
         lines.append(f"memory per connected meter ({m['connections']} idle connections): "
