@@ -254,7 +254,8 @@ def format_bench(f: dict) -> str:
         f"concentrator ingest over TCP (verify, decode, store, commit, ack): {f['ingest_frames_per_s']:.0f} frames/s"
         f" vs bare verify {f['ingest_bare_verify_per_s']:.0f}/s: ratio {f['ingest_ratio']:.3f} (targets >= 5000/s,"
         " >= 0.6)",
-        f"the same without the security monitor: {f['ingest_without_monitor_frames_per_s']:.0f} frames/s (with/without, "
+        f"the same without the security monitor: {f['ingest_without_monitor_frames_per_s']:.0f} frames/s "
+        "(with/without, "
         f"interleaved pairs: {f['ingest_monitor_ratio']:.3f})",
         f"concentrator memory per connected meter: {f['concentrator_heap_bytes_per_meter']} B heap, "
         f"{f['concentrator_rss_bytes_per_meter']} B RSS",
