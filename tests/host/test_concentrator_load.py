@@ -98,7 +98,8 @@ def test_bench_ingest_reports_every_figure():
     assert f["ingest_ack_per_frame"]["batches"] == 30 == f["ingest_ack_per_frame"]["acks_sent"]
     assert f["memory"]["connections"] == 64 and f["memory"]["heap_bytes_per_connection"] > 0
     assert f["bare_verify_per_s"] > 0 and f["ratio"] > 0
-    assert set(f["stages"]) == {"deframe_us", "verify_and_decode_us", "db_insert_commit_us", "sign_ack_us"}
+    assert set(f["stages"]) == {"deframe_us", "verify_and_decode_us", "db_insert_commit_us", "sign_ack_us",
+                                "security_monitor_us"}
     assert f["monitor"]["pairs"] == 1 and f["monitor"]["ratio"] > 0
     text = format_ingest(f)
     assert "frames/s" in text and "memory per connected meter" in text and "security monitor" in text

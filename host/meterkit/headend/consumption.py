@@ -81,27 +81,34 @@ class Consumption:
         return self._judge()
 
     def _judge(self) -> str | None:
-        """The rule over the closed buckets: the detail of an alert, or None."""
+        """The rule over the closed buckets: the detail of an alert, or None. The usual verdicts (not enough
+        history, a flagged window, an import well above the drop) cost a walk over the window's buckets only."""
         rule = self.rule
         nw, nb = int(rule.window_s // rule.bucket_s), int(rule.baseline_s // rule.bucket_s)
         bs = self.buckets
         if len(bs) < nw * WINDOW_COVER + nb * BASELINE_COVER:
-            return None  # not enough history yet (the usual case: cheap)
+            return None  # not enough history yet
         end = bs[-1].index
-        window = [b for b in bs if b.index > end - nw]
-        base = [b for b in bs if end - nw - nb < b.index <= end - nw]
-        if len(window) < nw * WINDOW_COVER or len(base) < nb * BASELINE_COVER or any(b.flagged for b in window):
+        k = len(bs) - 1
+        while k >= 0 and bs[k].index > end - nw:  # the window: the buckets after end - nw
+            if bs[k].flagged:
+                return None
+            k -= 1
+        i = 0
+        while i < k and bs[i].index <= end - nw - nb:  # the baseline: from after end - nw - nb up to bs[k]
+            i += 1
+        if len(bs) - 1 - k < nw * WINDOW_COVER or k - i + 1 < nb * BASELINE_COVER:
             return None
-        ref = base[-1]  # the window's energy and time run from the baseline's last reading
-        p_win = _power_w(window[-1].imp1 - ref.imp1, window[-1].t1 - ref.t1)
-        p_base = _power_w(ref.imp1 - base[0].imp0, ref.t1 - base[0].t0)
+        last, ref, first = bs[-1], bs[k], bs[i]  # the window runs from the baseline's last reading
+        p_win = _power_w(last.imp1 - ref.imp1, last.t1 - ref.t1)
+        p_base = _power_w(ref.imp1 - first.imp0, ref.t1 - first.t0)
         if p_win is None or p_base is None or p_base < rule.min_baseline_w or p_win > rule.drop_ratio * p_base:
             return None
-        volts = sorted(b.v_sum / b.n for b in base if not b.flagged)
+        volts = sorted(b.v_sum / b.n for b in list(bs)[i:k + 1] if not b.flagged)
         if not volts:
             return None
         nominal = volts[min(len(volts) - 1, math.floor(NOMINAL_QUANTILE * len(volts)))]
-        low = min(b.v_sum / b.n for b in window)
+        low = min(b.v_sum / b.n for b in list(bs)[k + 1:])
         if nominal <= 0 or low < rule.voltage_ratio * nominal:
             return None
         return (f"import {p_win:.2f} W over the last {rule.window_s / 3600:g} h against {p_base:.2f} W over the "

@@ -73,9 +73,9 @@ class MeterWatch:
         rules = self.rules
         if rules.clock_jump.enabled:
             ahead = now + rules.clock_jump.ahead_s
-            for f in frames:
-                if f.meter_time > ahead and not f.status & M.ST_CLOCK_NOT_SET:
-                    self._clock(f.device_id, f"frame {f.seq} made {f.meter_time - now:.0f} s in the future", now)
+            future = [f for f in frames if f.meter_time > ahead and not f.status & M.ST_CLOCK_NOT_SET]
+            if future:
+                self._future(future, now)
         handlers = self._events
         for e in events:  # before the hellos: a REBOOT event announces the restart its hello reports
             h = handlers.get(e.code)
@@ -117,6 +117,19 @@ class MeterWatch:
     def _clock_invalid(self, e: Event, now: float) -> None:
         if self.rules.clock_jump.enabled:
             self._clock(e.device_id, f"clock reads a time it cannot use ({e.value})", now)
+
+    def _future(self, future: list[Frame], now: float) -> None:
+        """Frames from the future: one occurrence per frame, worded once per meter and batch (the furthest)."""
+        worst: dict[bytes, Frame] = {}
+        n: dict[bytes, int] = {}
+        for f in future:
+            w = worst.get(f.device_id)
+            if w is None or f.meter_time > w.meter_time:
+                worst[f.device_id] = f
+            n[f.device_id] = n.get(f.device_id, 0) + 1
+        for dev, f in worst.items():
+            self.monitor.raise_alert("clock-jump", self.rules.clock_jump.severity, dev, "", n[dev],
+                                     f"frame {f.seq} made {f.meter_time - now:.0f} s in the future", now)
 
     def _clock(self, dev: bytes, detail: str, now: float) -> None:
         self.monitor.raise_alert("clock-jump", self.rules.clock_jump.severity, dev, "", 1, detail, now)
