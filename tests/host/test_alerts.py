@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import sqlite3
 
 import pytest
 
@@ -14,6 +13,7 @@ from meter import messages as M
 from meter.frame import encode_frame
 from meterkit.headend import commands as C
 from meterkit.headend.alertrules import AlertRules, CountRule
+from meterkit.store import StoreError
 from meterkit.testing.rig import LoopbackRig, SimMeter, until
 
 
@@ -250,9 +250,9 @@ def test_an_alert_survives_a_failed_commit(tmp_path, monkeypatch):
         real = rig.store.commit
 
         def fail():
-            raise sqlite3.OperationalError("disk I/O error")
+            raise StoreError("disk I/O error")  # the commit fails: the transaction is rolled back
         monkeypatch.setattr(rig.store, "commit", fail)
-        with pytest.raises(sqlite3.OperationalError):
+        with pytest.raises(StoreError):
             with rig.conc.counters.transaction():
                 pass
         monkeypatch.setattr(rig.store, "commit", real)

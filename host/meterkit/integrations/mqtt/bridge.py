@@ -15,7 +15,8 @@ restarted concentrator starts from what it stored, so nothing goes out of order 
 
 Security alerts (the concentrator's monitor, docs/alerts.md): each published meter's open alerts as a problem
 flag (<prefix>/<meter>/alert), sent when an alert is stored and when `meterkit alerts ack` closed one (read
-again every ALERTS_S); every alert stored also on <prefix>/alerts.
+again every ALERTS_S); every alert stored also on <prefix>/alerts. Not in totals-only mode: an alert can say what
+a household does (a consumption drop is an absence).
 """
 
 from __future__ import annotations
@@ -60,6 +61,11 @@ class MqttBridge:
         self._alert_sent: dict[bytes, str] = {}  # meter -> its alert payload last published
         self._alerts_at = 0.0
 
+    @property
+    def _alerts_on(self) -> bool:
+        """Alerts are published with the monitor on, and not in totals-only mode (privacy)."""
+        return self.conc.monitor is not None and not self.cfg.totals_only
+
     def now(self) -> float:
         return self.conc.clock()  # the concentrator's clock (a simulated fleet replaces it while running)
 
@@ -77,7 +83,7 @@ class MqttBridge:
                 frames, readings = newest_stored(self.conc.store, rec.device_id, self.conc.devices.public_key)
                 out += self.tracker.committed(frames, readings, [])
         out += self._availability()
-        if self.conc.monitor is not None:
+        if self._alerts_on:
             self.conc.monitor.sinks.append(self.alerted)
             out += self._alert_states()
         self.link.put(out)
@@ -141,7 +147,7 @@ class MqttBridge:
             await asyncio.sleep(self.watch_s)
             try:
                 out = self._availability()
-                if self.conc.monitor is not None and self.loop.time() - self._alerts_at >= self.alerts_s:
+                if self._alerts_on and self.loop.time() - self._alerts_at >= self.alerts_s:
                     out += self._alert_states()
                 self.link.put(out)
             except Exception:  # noqa: BLE001 - logged; the next round tries again

@@ -277,10 +277,11 @@ def discovery(cfg: MqttConfig, info: MeterInfo, fields: list[str], commands: boo
             _flag(cfg, info, "load_shed", "Load shed", None, False),
         ]
     out.append(_flag(cfg, info, "outage", "Outage", "problem", False, meter_available=False))
-    out.append(("binary_sensor", "security_alert", _entity(  # the head-end's view: there while the meter is not
-        cfg, info, "security_alert", "Security alert", False, state_topic=alert_topic(cfg, dev),
-        value_template="{{ value_json.problem }}", payload_on=SWITCH_ON, payload_off=SWITCH_OFF,
-        device_class="problem", json_attributes_topic=alert_topic(cfg, dev))))
+    if not cfg.totals_only:  # (an alert can say what a household does: a consumption drop is an absence)
+        out.append(("binary_sensor", "security_alert", _entity(  # the head-end's view: there while the meter is not
+            cfg, info, "security_alert", "Security alert", False, state_topic=alert_topic(cfg, dev),
+            value_template="{{ value_json.problem }}", payload_on=SWITCH_ON, payload_off=SWITCH_OFF,
+            device_class="problem", json_attributes_topic=alert_topic(cfg, dev))))
     if commands:
         out.append(("switch", "relay_switch", _entity(
             cfg, info, "relay_switch", "Supply", state_topic=relay_topic(cfg, dev),
