@@ -197,9 +197,10 @@ class Monitor:
             return
         self._writing = self._pending
         self._pending = {}
+        # in key order: two concentrators on one PostgreSQL database lock shared alert rows in the same order
         self._written = store.add_alerts(
             [AlertRecord(rule, sev, dev, src, n, first, last, detail)
-             for (rule, dev, src), (n, first, last, sev, detail) in self._writing.items()])
+             for (rule, dev, src), (n, first, last, sev, detail) in sorted(self._writing.items())])
 
     def saved(self, ok: bool) -> None:
         """The transaction ended: committed (the alerts are stored; publishers hear of them) or not (kept for the
