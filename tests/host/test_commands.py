@@ -117,7 +117,7 @@ def test_migration_v2_to_v3_keeps_commands_and_adds_the_queue(tmp_path):
     assert "queue_id" not in {r[1] for r in sql(path, "PRAGMA table_info(commands)")}
 
     s = SQLiteStore(path)
-    assert s.migrated == [3, 4, 5, 6, 7, 8] and s.version == SCHEMA_VERSION == 8
+    assert s.migrated == [3, 4, 5, 6, 7, 8, 9] and s.version == SCHEMA_VERSION == 9
     row = sql(s, "SELECT counter, op, result, reason, queue_id FROM commands")[0]
     assert tuple(row) == (40, 1, -1, "gone 3..5", None)  # the back-fill history is kept, linked to nothing
     assert s.meter(dev).last_counter == 41

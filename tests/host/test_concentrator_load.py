@@ -90,7 +90,7 @@ def test_bench_ingest_reports_every_figure():
     from meterkit.bench.ingest import bench_ingest, format_ingest
 
     raise_fd_limit(2 * 64 + 256)
-    f = bench_ingest(n=300, meters=10, idle_connections=64, per_frame_n=30, rounds=2)
+    f = bench_ingest(n=300, meters=10, idle_connections=64, per_frame_n=30, rounds=2, monitor_pairs=1)
     assert len(f["rounds_ratio"]) == 2 and f["ratio"] in f["rounds_ratio"]
     assert f["ingest"]["frames"] == f["ingest"]["stored"] == 300
     assert 10 <= f["ingest"]["acks_sent"] <= 300 and f["ingest"]["batches"] >= 1
@@ -98,6 +98,8 @@ def test_bench_ingest_reports_every_figure():
     assert f["ingest_ack_per_frame"]["batches"] == 30 == f["ingest_ack_per_frame"]["acks_sent"]
     assert f["memory"]["connections"] == 64 and f["memory"]["heap_bytes_per_connection"] > 0
     assert f["bare_verify_per_s"] > 0 and f["ratio"] > 0
-    assert set(f["stages"]) == {"deframe_us", "verify_and_decode_us", "db_insert_commit_us", "sign_ack_us"}
+    assert set(f["stages"]) == {"deframe_us", "verify_and_decode_us", "db_insert_commit_us", "sign_ack_us",
+                                "security_monitor_us"}
+    assert f["monitor"]["pairs"] == 1 and f["monitor"]["ratio"] > 0
     text = format_ingest(f)
-    assert "frames/s" in text and "memory per connected meter" in text
+    assert "frames/s" in text and "memory per connected meter" in text and "security monitor" in text

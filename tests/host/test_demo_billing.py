@@ -49,5 +49,9 @@ def test_a_short_demo_ends_with_a_bill_and_a_tariff_plot(tmp_path, capsys):
     csv_rows = (tmp_path / f"bill-{demo.BILL_METER}-{demo.BILL_PERIOD}.csv").read_text().splitlines()
     assert csv_rows[0].startswith("period,device,meter,register") and len(csv_rows) == 1 + 9
     assert all(",snapshot," in r for r in csv_rows[1:])
+    # honest operations (commissioning, unset clocks set, the disconnect story, a DR shed) raise no security alert
+    with open_store(tmp_path / "meterkit.db") as db:
+        assert db.alerts() == [], [(a.rule, a.detail) for a in db.alerts()]
+    assert "security alerts: none" in out
     png = tmp_path / f"tariff-day-{demo.BILL_METER}-{demo.PLOT_DAY}.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

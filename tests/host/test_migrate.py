@@ -185,7 +185,7 @@ def test_source_missing_old_or_unknown_and_target_unreachable(source, tmp_path, 
     old = tmp_path / "old.db"
     old_database(old, 7)
     code, _, err = migrate(capsys, "--from", str(old), "--to", pg_url)
-    assert code == 2 and "schema v7, meterkit migrate reads v8. Upgrade it first" in err
+    assert code == 2 and "schema v7, meterkit migrate reads v9. Upgrade it first" in err
     assert f"meterkit command list --db {old}" in err
     assert meterkit(["command", "list", "--db", str(old)]) == 0  # what the message says does upgrade it
     capsys.readouterr()

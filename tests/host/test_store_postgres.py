@@ -39,7 +39,7 @@ def pg(pg_url):
 def test_schema_is_current_and_reopening_applies_nothing(pg_server):
     url = pg_server.create_database()  # an empty database, not the template: the migration runs here
     s = open_store(url)
-    assert isinstance(s, PostgresStore) and s.migrated == [1] and s.version == SCHEMA_VERSION == 1
+    assert isinstance(s, PostgresStore) and s.migrated == [1, 2] and s.version == SCHEMA_VERSION == 2
     tables = {r[0] for r in sql(s, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
     assert {"meters", "frames", "intervals", "events", "billing", "commands", "command_queue", "audit", "outages",
             "gaps", "rejects", "counters", "dr_groups", "dr_events", "dr_targets", "meter_keys",

@@ -55,8 +55,8 @@ FRAME_COLUMNS = "device, seq, kind, meter_time, status, received_at, raw"
 def test_new_file_is_wal_full_and_current(tmp_path):
     path = tmp_path / "head.db"
     s = SQLiteStore(path)
-    assert s.version == SCHEMA_VERSION == 8
-    assert s.migrated == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert s.version == SCHEMA_VERSION == 9
+    assert s.migrated == [1, 2, 3, 4, 5, 6, 7, 8, 9]
     assert sql(s, "PRAGMA journal_mode")[0][0] == "wal"
     assert sql(s, "PRAGMA synchronous")[0][0] == 2  # FULL: a returned commit is on disk
     tables = {r[0] for r in sql(s, "SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -87,9 +87,9 @@ def test_migration_v1_to_current_keeps_data_and_derives_state(tmp_path):
     assert "ack_seq" not in cols_v1
 
     s = SQLiteStore(path)
-    assert s.migrated == [2, 3, 4, 5, 6, 7, 8] and s.version == SCHEMA_VERSION
+    assert s.migrated == [2, 3, 4, 5, 6, 7, 8, 9] and s.version == SCHEMA_VERSION
     versions = [r[0] for r in sql(s, "SELECT version FROM schema_version ORDER BY version")]
-    assert versions == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert versions == [1, 2, 3, 4, 5, 6, 7, 8, 9]
     m = s.meter(dev)
     assert (m.name, m.frames_stored, m.first_seq, m.ack_seq, m.online) == ("house", 5, 5, 7, False)
     m2 = s.meter(dev2)

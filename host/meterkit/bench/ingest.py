@@ -13,6 +13,9 @@ before and after it, and the median round is reported (a busy machine slows both
 Also:
 
 - the same ingest with one transaction and one ack per frame (batch_frames=1), to show what batching buys;
+- the same ingest without the security monitor (alert_rules=None), in interleaved pairs with it: what the
+  monitor costs (the 5 000 frames from one address within a second raise its frame-flood alert, so the alert
+  path is part of the figure);
 - where the time goes: per-frame cost of each stage measured alone on the same frames;
 - memory per connected meter: 1000 idle TCP connections opened by a child process, the concentrator's
   Python heap (tracemalloc) and RSS before and after.
@@ -41,7 +44,7 @@ from meter import messages as M
 from meter.frame import Deframer, encode_frame
 from meterkit import wire as P
 from meterkit.store.records import NewMeter
-from meterkit.testing.rig import T0, LoopbackRig, SimMeter
+from meterkit.testing.rig import T0, LoopbackRig, ManualClock, SimMeter
 from meterkit.wire.envelope import ECDSA_SHA256, open_envelope
 from meterkit.wire.records import Frame, records_of
 
@@ -89,10 +92,12 @@ def bare_rate(prepared: list[tuple[Any, bytes, bytes]], rounds: int = 3) -> floa
 
 
 async def _ingest(meters: list[SimMeter], per_meter: list[list[bytes]], headend: P.HeadEnd, db: str,
-                  batch_frames: int, synchronous: str) -> dict:
+                  batch_frames: int, synchronous: str, monitor: bool = True) -> dict:
     # all meters on 127.0.0.1, connected before any sends: no per-address cap (as behind one NAT address)
-    rig = LoopbackRig(db, headend, synchronous=synchronous, max_rate=None, batch_frames=batch_frames,
-                      backlog_limit=1 << 30, max_per_source=None)
+    # the concentrator's clock at the meters' newest time: their frames are late, never from the future
+    clock = ManualClock(max(m.t for m in meters))
+    rig = LoopbackRig(db, headend, clock, synchronous=synchronous, max_rate=None, batch_frames=batch_frames,
+                      backlog_limit=1 << 30, max_per_source=None, **({} if monitor else {"alert_rules": None}))
     await rig.start()
     rig.register(*meters)
     try:
@@ -148,8 +153,38 @@ def _stages(meters: list[SimMeter], per_meter: list[list[bytes]], headend: P.Hea
     for i in range(200):
         encode_frame(headend.sign_ack(dev, i + 1, i, T0, 600))
     ack = (time.perf_counter() - t0) / 200
+    monitor = _monitor_stage(msgs, db, max(m.t for m in meters))
     return {"deframe_us": round(deframe * 1e6, 1), "verify_and_decode_us": round(verify * 1e6, 1),
-            "db_insert_commit_us": round(db_us * 1e6, 1), "sign_ack_us": round(ack * 1e6, 1)}
+            "db_insert_commit_us": round(db_us * 1e6, 1), "sign_ack_us": round(ack * 1e6, 1),
+            "security_monitor_us": round(monitor * 1e6, 2)}
+
+
+def _monitor_stage(msgs: list, db: str, now: float) -> float:
+    """Seconds per frame the security monitor spends on the frames of a batch (as the ingest hands them over:
+    a call per connection chunk of 64, one after each batch of 1024), its alerts not written."""
+    from meterkit.headend.alertrules import AlertRules
+    from meterkit.headend.monitor import Monitor
+    from meterkit.store import open_store
+
+    with open_store(db) as store:
+        mon = Monitor(AlertRules(), store, lambda: now)
+        mon.watch.load(store)
+        batches = []  # what the ingest has built anyway: the batch's sequence numbers, frames and records
+        for i in range(0, len(msgs), 1024):
+            chunk = msgs[i:i + 1024]
+            seqs: dict[bytes, list[int]] = {}
+            for m in chunk:
+                seqs.setdefault(m.device_id, []).append(m.seq)
+            batches.append((len(chunk), seqs, [Frame.of(m) for m in chunk], [r for m in chunk for r in records_of(m)]))
+        best = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for n, seqs, frames, readings in batches:
+                for j in range(0, n, 64):
+                    mon.frames("127.0.0.1", min(64, n - j))
+                mon.committed(seqs, frames, readings, [], [], [], now)
+            best.append((time.perf_counter() - t0) / len(msgs))
+    return min(best)
 
 
 _IDLE_CLIENT = textwrap.dedent("""
@@ -209,8 +244,29 @@ async def _memory_per_connection(headend: P.HeadEnd, db: str, n: int) -> dict:
             "rss_bytes_per_connection": round((rss1 - rss0) / max(1, open_now))}
 
 
+def _monitor_cost(sims: list[SimMeter], per_meter: list[list[bytes]], headend: P.HeadEnd, tmp: str,
+                  synchronous: str, pairs: int, say: Any) -> dict:
+    """Ingest with and without the security monitor, in interleaved pairs (the order alternating): the median of
+    each pair's ratio (with / without), of frames per CPU-second (what other work on the machine disturbs least)
+    and per wall second."""
+    cpu, wall, on_rates, off_rates = [], [], [], []
+    for r in range(pairs):
+        say(f"ingest with and without the security monitor, pair {r + 1} ...")
+        runs = {}
+        for on in ((True, False) if r % 2 == 0 else (False, True)):
+            runs[on] = asyncio.run(_ingest(sims, per_meter, headend, os.path.join(tmp, f"m{r}{int(on)}.db"), 1024,
+                                           synchronous, monitor=on))
+        on_rates.append(runs[True]["frames_per_cpu_s"])
+        off_rates.append(runs[False]["frames_per_cpu_s"])
+        cpu.append(round(runs[True]["frames_per_cpu_s"] / runs[False]["frames_per_cpu_s"], 3))
+        wall.append(round(runs[True]["frames_per_s"] / runs[False]["frames_per_s"], 3))
+    return {"pairs": pairs, "with_frames_per_cpu_s": statistics.median(on_rates),
+            "without_frames_per_cpu_s": statistics.median(off_rates), "ratios": cpu, "ratio": statistics.median(cpu),
+            "wall_ratios": wall, "wall_ratio": statistics.median(wall)}
+
+
 def bench_ingest(n: int = 5000, meters: int = 50, idle_connections: int = 1000, per_frame_n: int | None = None,
-                 synchronous: str = "FULL", rounds: int = 3, log: Any = None) -> dict:
+                 synchronous: str = "FULL", rounds: int = 3, log: Any = None, monitor_pairs: int = 3) -> dict:
     """End-to-end concentrator ingest rate beside the bare verify rate (same frames, same run), per-frame
     acks for comparison, stage costs and memory per connected meter. See the module docstring."""
     say = log or (lambda _m: None)
@@ -241,6 +297,8 @@ def bench_ingest(n: int = 5000, meters: int = 50, idle_connections: int = 1000, 
         out["ingest_frames_per_s"] = med["frames_per_s"]
         out["ratio"] = med["ratio"]
         out["ratio_cpu"] = med["ratio_cpu"]
+        if monitor_pairs:
+            out["monitor"] = _monitor_cost(sims, per_meter, headend, tmp, synchronous, monitor_pairs, say)
         k = per_frame_n or max(meters, n // 5)
         say(f"ingest with one commit and one ack per frame ({k} frames) ...")
         sub = [fr[: max(1, k // meters)] for fr in per_meter]
@@ -268,8 +326,15 @@ def format_ingest(f: dict) -> str:
         f"targets >= {f['targets']['frames_per_s']}/s and >= {f['targets']['ratio']})",
         f"one commit + one ack per frame: {a['frames_per_s']:.0f} frames/s ({a['frames']} frames)",
         f"stages per frame: deframe {s['deframe_us']} us, verify_and_decode {s['verify_and_decode_us']} us, "
-        f"insert+commit {s['db_insert_commit_us']} us; per ack: sign {s['sign_ack_us']} us",
+        f"insert+commit {s['db_insert_commit_us']} us, security monitor {s['security_monitor_us']} us; "
+        f"per ack: sign {s['sign_ack_us']} us",
     ]
+    if "monitor" in f:
+        m = f["monitor"]
+        lines.append(f"security monitor: {m['with_frames_per_cpu_s']:.0f} frames per CPU-second with it, "
+                     f"{m['without_frames_per_cpu_s']:.0f} without (median of {m['pairs']} interleaved pairs; "
+                     f"with/without {m['ratio']:.3f}: {', '.join(f'{x:.3f}' for x in m['ratios'])}; wall "
+                     f"{m['wall_ratio']:.3f})")
     if "memory" in f:
         m = f["memory"]
         lines.append(f"memory per connected meter ({m['connections']} idle connections): "

@@ -171,7 +171,9 @@ def run_bench(quick: bool = False, log: Callable[[str], None] | None = None) -> 
                     "ingest_bare_verify_per_s": ing["bare_verify_per_s"], "ingest_rounds_ratio": ing["rounds_ratio"],
                     "ingest_ack_per_frame_frames_per_s": ing["ingest_ack_per_frame"]["frames_per_s"],
                     "concentrator_heap_bytes_per_meter": ing["memory"]["heap_bytes_per_connection"],
-                    "concentrator_rss_bytes_per_meter": ing["memory"]["rss_bytes_per_connection"]})
+                    "concentrator_rss_bytes_per_meter": ing["memory"]["rss_bytes_per_connection"],
+                    "ingest_monitor_ratio": ing["monitor"]["ratio"],
+                    "ingest_monitor_cpu_us_per_frame": ing["stages"]["security_monitor_us"]})
     say("heap after import ...")
     figures["heap_after_import_bytes"] = heap_after_import()
     say("smallest heap for a 24 h sim (binary search) ...")
@@ -252,6 +254,8 @@ def format_bench(f: dict) -> str:
         f"concentrator ingest over TCP (verify, decode, store, commit, ack): {f['ingest_frames_per_s']:.0f} frames/s"
         f" vs bare verify {f['ingest_bare_verify_per_s']:.0f}/s: ratio {f['ingest_ratio']:.3f} (targets >= 5000/s,"
         " >= 0.6)",
+        f"the security monitor: {f['ingest_monitor_cpu_us_per_frame']} us a frame; ingest with it / without it "
+        f"(frames per CPU-second, interleaved pairs): {f['ingest_monitor_ratio']:.3f}",
         f"concentrator memory per connected meter: {f['concentrator_heap_bytes_per_meter']} B heap, "
         f"{f['concentrator_rss_bytes_per_meter']} B RSS",
         f"heap in use after importing the meter (signing included, table built): "

@@ -11,6 +11,7 @@ import sys
 
 from meterkit import __version__
 from meterkit.cli import (
+    alerts,
     audit,
     bench,
     bill,
@@ -32,7 +33,7 @@ from meterkit.cli import (
 )
 
 FAMILIES = (sim, bench, demo, keys, verify, concentrator, fleet, bill, command, configure, relay, audit, dr,
-            billcheck, device, torture, migrate, firmware)
+            billcheck, device, torture, migrate, firmware, alerts)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,6 +13,7 @@ import time
 
 from meterkit import wire as P
 from meterkit.cli.common import fail, host_port
+from meterkit.headend.alertrules import AlertRules, AlertRulesError, load_rules
 from meterkit.headend.concentrator import Concentrator
 from meterkit.headend.handover import control_path
 from meterkit.headend.keyring import KeyRing
@@ -83,11 +84,17 @@ def open_waiting(db: str, wait_s: float | None) -> Store | int:
 async def _serve(args: argparse.Namespace, headend: P.HeadEnd, store: Store) -> int:
     clock = FileClock(args.clock_file) if args.clock_file else time.time
     try:
+        rules = None if args.alert_rules == "off" else load_rules(args.alert_rules) if args.alert_rules \
+            else AlertRules()
+    except AlertRulesError as e:
+        return fail("concentrator", e)
+    try:
         conc = Concentrator(store, headend, clock, offline_after=args.offline_after, idle_timeout=args.idle_timeout,
                             backfill_after=args.backfill_after, baudrate=args.baud,
                             max_connections=args.max_connections, max_per_source=args.max_per_source or None,
                             known_reserve=args.known_reserve, auth_timeout=args.auth_timeout,
-                            clock_drift_max_s=args.clock_drift_max, proxy_from=tuple(args.proxy_protocol_from))
+                            clock_drift_max_s=args.clock_drift_max, proxy_from=tuple(args.proxy_protocol_from),
+                            alert_rules=rules)
     except (TypeError, ValueError) as e:  # a setting out of range
         return fail("concentrator", e)
     try:
@@ -236,6 +243,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--clock-file", metavar="PATH",
                    help="take the time from this file (UTC seconds as text), not the system clock: a simulated "
                         "fleet's clock (meterkit.sim.fleet), for simulations and tests")
+    p.add_argument("--alert-rules", metavar="FILE",
+                   help="the security monitor's rules and thresholds: a JSON or TOML file of overrides "
+                        "(docs/alerts.md; default: the documented defaults; 'off': no monitor)")
     m = p.add_argument_group("MQTT and Home Assistant (docs/home-assistant.md)")
     m.add_argument("--mqtt", metavar="URL", help="publish to this broker: mqtt://USER:PASS@HOST:PORT (the password "
                                                  "may instead be in $METERKIT_MQTT_PASSWORD)")

@@ -15,6 +15,7 @@ This module wires the parts and runs them:
     clocks        meters' clock drift, and set-time commands for unset or drifted clocks
     devices       per-meter state, the registry of meter keys
     counters      counts and rejects, published and saved only with the commit that made them
+    monitor       the security monitor: alerts from all of the above (docs/alerts.md)
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from meterkit.headend.gaps import FrameGaps, IntervalGaps
 from meterkit.headend.handover import PortControl
 from meterkit.headend.ingest import Ingest
 from meterkit.headend.keyring import KeyRing
+from meterkit.headend.monitor import Monitor
 from meterkit.headend.outages import Outages
 from meterkit.store.api import Store, StoreUnavailable
 
@@ -72,9 +74,22 @@ class Concentrator:
         self.clocks = Clocks(cfg, store, self.counters, self.devices)
         self.ingest = Ingest(cfg, store, headend, self.counters, self.devices, self.conns, self.guard,
                              self.frame_gaps, self.outages, self.dispatch, self._now, self.clocks)
+        self.monitor: Monitor | None = None
+        if cfg.alert_rules is not None:
+            self.monitor = self._monitor(Monitor(cfg.alert_rules, store, self._now, self.devices.is_registered,
+                                                 cfg.limit_log_s))
         self._house: asyncio.Task | None = None
         self.port_control: PortControl | None = None
         self.northbound: list[Any] = []  # publishers attached (meterkit.integrations.mqtt): add_northbound
+
+    def _monitor(self, m: Monitor) -> Monitor:
+        """Attach the security monitor to the parts whose signals it takes; its alerts join every transaction."""
+        m.watch.load(self.store)
+        self.counters.writers.append(m)
+        self.counters.on_reject = m.rejected
+        self.conns.on_connection = m.connected
+        self.ingest.monitor = m
+        return m
 
     def add_northbound(self, sink: Any) -> None:
         """Attach a publisher: sink.committed(frames, readings, hellos) after every ingest commit (it must not
@@ -101,6 +116,8 @@ class Concentrator:
         out["meters_known"] = self.devices.registered
         out["meters_online"] = sum(1 for d in devices if d.online)
         out["gaps_open"] = sum(len(d.gaps) for d in devices)
+        if self.monitor is not None:
+            out.update(self.monitor.stats())
         return out
 
     # -- housekeeping (injected clock)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from meterkit.headend.alertrules import AlertRules
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,8 @@ class ConcentratorConfig:
     tick_s: float = 1.0  # s between housekeeping ticks (outages, gaps, commands)
     replay_window: int = 4096  # sequence numbers per meter the in-memory replay guard tells apart
     registry_refresh_s: float = 5.0  # s before an unknown kid is looked up in the database again
+    # the security monitor (headend/monitor.py, docs/alerts.md): its rules and thresholds; None: no monitor
+    alert_rules: AlertRules | None = field(default_factory=AlertRules)
 
     def __post_init__(self) -> None:
         for name in _COUNTS:
@@ -78,6 +82,8 @@ class ConcentratorConfig:
             _check(self, "command_retry_after", 0)
         if self.max_rate is not None:
             _check(self, "max_rate", 0, strictly=True)
+        if self.alert_rules is not None and not isinstance(self.alert_rules, AlertRules):
+            raise TypeError(f"concentrator setting alert_rules must be AlertRules or None, not {self.alert_rules!r}")
         try:
             # the form a peer's address takes (a frozen dataclass: set through object)
             object.__setattr__(self, "proxy_from", tuple(str(ipaddress.ip_address(a)) for a in self.proxy_from))

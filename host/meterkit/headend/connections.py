@@ -251,12 +251,15 @@ class Connections:
         self._serial_tasks: list[asyncio.Task] = []
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopping = False
+        self.on_connection: Callable[[str], None] | None = None  # a TCP peer's address (headend.monitor)
 
     # -- from the links
     def made(self, link: Link) -> None:
         link.last_valid = link.token_t = (self.loop or asyncio.get_running_loop()).time()
         self.links.add(link)
         self.counters.count("connections")
+        if link.tcp and link.proxy_header is None and self.on_connection is not None:
+            self.on_connection(link.peer)  # (behind a load balancer: once its header names the peer)
 
     def lost(self, link: Link) -> None:
         self.admission.drop(link)
@@ -302,6 +305,8 @@ class Connections:
         peer, used = got
         link.proxy_header = None
         link.peer = peer or link.peer  # LOCAL: the balancer's own connection
+        if self.on_connection is not None:
+            self.on_connection(link.peer)
         verdict = self.admission.admit(link.peer)
         if verdict is False:
             link.close()

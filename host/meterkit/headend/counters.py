@@ -8,6 +8,9 @@ Two kinds of counts, one mechanism, so that no path undoes a count by hand:
 - **outcomes** (`stage`) exist only if the transaction that made them commits: a frame stored, an outage
   declared, a gap filled. They are staged in the open transaction (`transaction()`), shown and written when it
   commits, dropped when it rolls back.
+
+Other writers of events (the security monitor's alerts) join every transaction the same way: `writers` are
+asked to write(store) before each commit and told saved(ok) after it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import collections
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from meterkit.store.api import Store
 from meterkit.store.records import RejectRecord
@@ -45,6 +49,9 @@ class Counters:
         self._unsaved: collections.Counter = collections.Counter()  # events shown, not yet in the database
         self._unsaved_rejects: dict[tuple[bytes, str, str], list] = {}  # -> [count, first at, last at, detail]
         self._staged: collections.Counter | None = None  # outcomes of the open transaction
+        self.writers: list[Any] = []  # write(store) in each transaction, saved(ok) after it (headend.monitor)
+        # on_reject(device, peer, reason): every refused frame or peer, as it happens (headend.monitor)
+        self.on_reject: Callable[[bytes, str, str], None] | None = None
 
     # -- counting
     def count(self, name: str, n: int = 1) -> None:
@@ -64,6 +71,8 @@ class Counters:
         self.count("rejected")
         self._reasons[reason] += 1
         device = bytes(device)
+        if self.on_reject is not None:
+            self.on_reject(device, peer, reason)
         if device and self.known is not None and not self.known(device):
             detail = f"claimed kid {device.hex()}: {detail}"
             device = b""
@@ -114,9 +123,11 @@ class Counters:
             self._store.commit()
         except BaseException:
             self._rollback()
+            self._saved(False)
             raise
         finally:
             self._staged = None
+        self._saved(True)
         self._totals.update(staged)
         self._unsaved.clear()
         self._unsaved_rejects.clear()
@@ -130,6 +141,12 @@ class Counters:
         deltas.update(staged)
         if deltas:
             self._store.add_counters(dict(deltas))
+        for w in self.writers:
+            w.write(self._store)
+
+    def _saved(self, ok: bool) -> None:
+        for w in self.writers:
+            w.saved(ok)
 
     def _rollback(self) -> None:
         try:

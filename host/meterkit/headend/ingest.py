@@ -34,6 +34,7 @@ from meterkit.headend.counters import Counters
 from meterkit.headend.devices import Device, Devices
 from meterkit.headend.dispatch import Dispatch
 from meterkit.headend.gaps import FrameGaps
+from meterkit.headend.monitor import Monitor
 from meterkit.headend.outages import Outages
 from meterkit.store.api import MAX_SEQ, Store, StoreError
 from meterkit.wire.records import (
@@ -76,6 +77,7 @@ class _Batch:
         self.events: list[Event] = []
         self.billing: list[BillingSnapshot] = []
         self.hellos: dict[bytes, Hello] = {}  # device -> its latest hello
+        self.all_hellos: list[Hello] = []  # every hello (the security monitor counts restarts)
         self.responses: list[CommandResponse] = []
         self.power_failed: set[bytes] = set()  # devices that say they lost power
 
@@ -98,6 +100,7 @@ class Ingest:
         self.clocks = clocks
         self._handle: asyncio.Handle | None = None
         self.northbound: list = []  # publishers told of every commit (Concentrator.add_northbound)
+        self.monitor: Monitor | None = None  # the security monitor (Concentrator: config.alert_rules)
 
     # -- scheduling
     def schedule(self) -> None:
@@ -139,7 +142,10 @@ class Ingest:
     def _verify(self, chunks: list[tuple[Link, list[bytes]]]) -> list[tuple[Link, P.Message]]:
         verified = []
         verify, lookup, reject = P.verify_and_decode, self.devices.public_key, self.conns.reject
+        monitor = self.monitor
         for link, frames in chunks:
+            if monitor is not None and link.tcp:
+                monitor.frames(link.peer, len(frames))
             done = 0
             for cose in frames:
                 if link.closed:  # hung up on (abuse): the rest is not worth a signature check
@@ -304,6 +310,7 @@ class Ingest:
             elif kind == M.BILLING:
                 batch.billing += records
             elif kind == M.HELLO:
+                batch.all_hellos += records
                 latest = batch.hellos.get(m.device_id)
                 if latest is None or latest.seq < m.seq:
                     batch.hellos[m.device_id] = records[0]
@@ -365,6 +372,12 @@ class Ingest:
         new_links = batch.new_links + [dev for dev in answered if dev not in batch.new_links]
         if new_links:  # a new connection, or an answer that frees the meter for its next queued command
             self.dispatch.send_queued(now, new_links)
+        if self.monitor is not None:  # after the acks: what was stored, to the security monitor
+            try:
+                self.monitor.committed(batch.seqs, batch.frames, batch.readings, batch.events,
+                                       batch.all_hellos, batch.responses, now)
+            except Exception:  # noqa: BLE001 - the monitor's fault never touches ingest
+                log.exception("security monitor")
         self._tell_northbound(batch)
 
     def _tell_northbound(self, batch: _Batch) -> None:

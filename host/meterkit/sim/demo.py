@@ -19,6 +19,7 @@ from pathlib import Path
 from meter import cose, frame
 from meter import messages as M
 from meterkit.device.toolchain import repo_root
+from meterkit.headend.alertview import alert_rows, format_alerts
 from meterkit.sim import demo_control
 from meterkit.sim.fleet import Fleet, MeterSpec
 from meterkit.sim.runner import progress_bar
@@ -282,6 +283,9 @@ async def _run(out: Path, hours: float, speed: float) -> int:
         for line in demo_control.control_lines(db, fleet) + [""] + demo_control.dr_lines(db, dr_event, fleet.clock()):
             print(f"  {line}".rstrip())
     print()
+    with _stored(fleet) as db:
+        print(alert_lines(db))
+    print()
     text, files, failed = bill_and_day(out / "meterkit.db", out)
     print(text)
     print()
@@ -297,6 +301,7 @@ async def _run(out: Path, hours: float, speed: float) -> int:
     print(f"look further: .venv/bin/meterkit status --db {db}")
     print(f"              .venv/bin/meterkit relay status {demo_control.CONTROL_METER} --db {db}")
     print(f"              .venv/bin/meterkit audit --db {db}")
+    print(f"              .venv/bin/meterkit alerts --db {db} --state all")
     print(f"              .venv/bin/meterkit dr report {dr_event} --db {db}")
     print(f"              .venv/bin/meterkit export --db {db} --csv --table billing")
     print(f"              .venv/bin/meterkit bill --db {db} --meter meter-1 --period {BILL_PERIOD} --prices "
@@ -309,6 +314,14 @@ async def _run(out: Path, hours: float, speed: float) -> int:
     print("              publishes these meters' stored totals with MQTT discovery: they appear under Settings > "
           "Devices > MQTT, and their Import (1.8.0) and Export (2.8.0) go into the Energy dashboard")
     return 0 if lost == 0 and snapped == len(rows) and not failed else 1
+
+
+def alert_lines(db: Store) -> str:
+    """The security monitor's verdict on the run (docs/alerts.md): an honest fleet raises nothing."""
+    rows = alert_rows(db, state=None)
+    if not rows:
+        return "security alerts: none (the monitor watched every frame, connection and refusal of the run)"
+    return f"security alerts: {len(rows)}\n" + "\n".join("  " + line for line in format_alerts(rows).splitlines())
 
 
 def _hours(line: str) -> float | None:

@@ -20,6 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from meterkit.store.records import (
     DEFAULT_PERIOD_S,
+    AlertRecord,
     AuditRecord,
     CommandRecord,
     DeliveryState,
@@ -45,20 +46,23 @@ GAP_STATES = ("open", "requested", "filled", "resolved", "skipped", "lost", "not
 GAP_SETTLED = ("skipped", "lost")  # holes the meter says it cannot fill: the ack may pass them
 QUEUE_STATES = ("queued", "sent", "answered", "expired", "failed")
 QUEUE_PENDING = ("queued", "sent")  # the concentrator still works on these
-EXPORT_TABLES = ("readings", "intervals", "events", "billing", "outages", "commands", "gaps", "command_queue", "audit")
+EXPORT_TABLES = ("readings", "intervals", "events", "billing", "outages", "commands", "gaps", "command_queue", "audit",
+                 "alerts")
 # the command audit log: what can happen to a command (refused: the meter answered no; answered-again: a repeated
 # answer to an answered command, the first one kept)
 AUDIT_ACTIONS = ("queued", "sent", "answered", "refused", "answered-again", "expired", "failed")
 CONCENTRATOR = "concentrator"  # who the concentrator's own commands are for (set-time, back-fill, profile)
 OUTAGE_CAUSES = ("power", "communication", "power+communication", "unknown")
+SEVERITIES = ("info", "warning", "critical")  # of a security alert, lowest first
+ALERT_STATES = ("open", "acknowledged")  # an open alert takes further occurrences; an acknowledged one is history
 
 Export = tuple[list[str], Iterator[tuple]]
 
-__all__ = ["AUDIT_ACTIONS", "CONCENTRATOR", "DEFAULT_PERIOD_S", "EXPORT_TABLES", "GAP_KINDS", "GAP_SETTLED",
-           "GAP_STATES", "MAX_SEQ", "OUTAGE_CAUSES", "QUEUE_PENDING", "QUEUE_STATES", "Billing", "Commands",
-           "Counting", "Delivery", "DemandResponse", "Events", "Evidence", "Export", "HeadEndKeys", "Outages",
-           "Profile", "ReadOuts",
-           "Registry", "Store", "StoreError", "StoreUnavailable", "Transactions"]
+__all__ = ["ALERT_STATES", "AUDIT_ACTIONS", "CONCENTRATOR", "DEFAULT_PERIOD_S", "EXPORT_TABLES", "GAP_KINDS",
+           "GAP_SETTLED", "GAP_STATES", "SEVERITIES", "MAX_SEQ", "OUTAGE_CAUSES", "QUEUE_PENDING", "QUEUE_STATES",
+           "Alerts", "Billing", "Commands", "Counting", "Delivery", "DemandResponse", "Events", "Evidence", "Export",
+           "HeadEndKeys", "Outages", "Profile", "ReadOuts", "Registry", "Store", "StoreError", "StoreUnavailable",
+           "Transactions"]
 
 
 class StoreError(Exception):
@@ -344,6 +348,24 @@ class HeadEndKeys(Protocol):
 
 
 @runtime_checkable
+class Alerts(Protocol):
+    """Security alerts (meterkit.headend.monitor): at most one open alert per rule, meter and source, which takes
+    every further occurrence as a count; acknowledged alerts are history."""
+
+    def add_alerts(self, alerts: Iterable[AlertRecord]) -> list[AlertRecord]:
+        """Fold each into the open alert of its rule, device and source (count added, last_at and severity and a
+        given detail from it), or open one, in the transaction; the alerts as they stand now (ids set).
+        ValueError for a severity not in SEVERITIES or a count below 1."""
+
+    def alerts(self, device_id: bytes | None = None, severities: Iterable[str] | None = None,
+               states: Iterable[str] | None = None, ids: Iterable[int] | None = None) -> list[AlertRecord]:
+        """Alerts (of a meter, with these severities, in these states, with these ids), oldest first."""
+
+    def ack_alert(self, alert_id: int, by: str, at: float) -> bool:
+        """Acknowledge an open alert (in the transaction); False when there is no open alert with that id."""
+
+
+@runtime_checkable
 class Store(Registry, Delivery, Evidence, Profile, Events, Billing, Outages, Commands, Counting, DemandResponse,
-            ReadOuts, HeadEndKeys, Transactions, Protocol):
+            ReadOuts, HeadEndKeys, Alerts, Transactions, Protocol):
     """Everything the concentrator and the fleet commands need from a database."""

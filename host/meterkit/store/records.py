@@ -252,3 +252,24 @@ class DRTarget:
     event_id: int
     device_id: bytes
     queue_id: int | None
+
+
+@dataclass(frozen=True)
+class AlertRecord:
+    """A security alert (table alerts; meterkit.headend.monitor raises them). Added to the store, `count` more
+    occurrences between first_at and last_at, folded into the open alert of the same rule, meter and source if
+    there is one; read back, the totals. device_id b"": about a source address only; source "": about a meter
+    only."""
+
+    rule: str  # meterkit.headend.alertrules.RULES
+    severity: str  # meterkit.store.api.SEVERITIES
+    device_id: bytes
+    source: str
+    count: int
+    first_at: float  # concentrator clock
+    last_at: float
+    detail: str | None = None  # the latest occurrence in words
+    id: int | None = None  # set when read back (or returned by add_alerts)
+    state: str = "open"  # meterkit.store.api.ALERT_STATES
+    acked_at: float | None = None
+    acked_by: str | None = None

@@ -348,6 +348,8 @@ EXPORT_SQL = {
     "command_queue": ("SELECT device, id, op, args, created_at, expires_at, state, counter, attempts, "
                       "sent_at, answered_at, result, reason, note, queued_by FROM command_queue", "device, id"),
     "audit": ("SELECT device, id, at, queue_id, counter, op, args, actor, action, result, reason FROM audit", "id"),
+    "alerts": ("SELECT device, id, rule, severity, source, state, count, first_at, last_at, detail, acked_at, "
+               "acked_by FROM alerts", "id"),
 }
 assert tuple(EXPORT_SQL) == EXPORT_TABLES
 

@@ -6,10 +6,11 @@ lost on the way.
 
 The source is read in one read transaction (one consistent snapshot, even with a concentrator still writing to
 it), read-only; its schema must be current (SQLITE_VERSION). The target is migrated to the current PostgreSQL
-schema (its v1 is SQLite's v8) and must hold no row in any table: its tables are locked (EXCLUSIVE: others may
-read) while the copy runs. Each table goes in with COPY, in key order, ids kept (command_queue ids are what
-commands.queue_id, audit.queue_id and dr_targets.queue_id name); readings partitions are made first, in the same
-transaction (meterkit.store.postgres.partitions); identity sequences are then set past the largest id.
+schema (its v1 is SQLite's v8, its v2 SQLite's v9) and must hold no row in any table: its tables are locked
+(EXCLUSIVE: others may read) while the copy runs. Each table goes in with COPY, in key order, ids kept
+(command_queue ids are what commands.queue_id, audit.queue_id and dr_targets.queue_id name); readings
+partitions are made first, in the same transaction (meterkit.store.postgres.partitions); identity sequences are
+then set past the largest id.
 
 Verification, before the commit (a failed check rolls everything back: the target stays empty):
 
@@ -45,7 +46,7 @@ from meterkit.store.postgres.partitions import ReadingPartitions
 from meterkit.store.sqlite.schema import SCHEMA_VERSION as SQLITE_VERSION
 from meterkit.store.sqlite.schema import schema_version as sqlite_version
 
-# Every table of SQLite's schema v8 (= PostgreSQL's v1), with the key both databases order it by (byte order on
+# Every table of SQLite's schema v9 (= PostgreSQL's v2), with the key both databases order it by (byte order on
 # both: bytea and BLOB compare as memcmp, the text keys are COLLATE "C" in PostgreSQL). Parents before children.
 TABLES: tuple[tuple[str, str], ...] = (
     ("meters", "device"),
@@ -65,6 +66,7 @@ TABLES: tuple[tuple[str, str], ...] = (
     ("dr_groups", "device, group_id"),
     ("dr_events", "id"),
     ("dr_targets", "event_id, device"),
+    ("alerts", "id"),
 )
 BATCH = 5000  # rows per fetch on either side
 EXAMPLES = 3  # differences (and bad signatures) named in the report, per table

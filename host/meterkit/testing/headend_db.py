@@ -9,7 +9,7 @@ Every meter sends a hello, the opening billing snapshot of November 2023, `readi
 event; an operator command (billing reset) is queued, sent, answered; every meter falls silent for an hour
 (outages), comes back and sends the closing snapshot of the month. A meter nobody registered sends a frame
 (a reject). Then, through the store: a demand-response group, an event and its targets (queued commands), the
-head-end key each meter holds.
+head-end key each meter holds, two security alerts (one acknowledged).
 
     python -m meterkit.testing.headend_db PATH [METERS [READINGS]]   (default 50 meters, 400 readings each)
 """
@@ -30,7 +30,7 @@ from meter import messages as M
 from meterkit import wire as P
 from meterkit.headend import commands as C
 from meterkit.store import open_store
-from meterkit.store.records import DREventRecord
+from meterkit.store.records import AlertRecord, DREventRecord
 from meterkit.testing.rig import T0, LoopbackRig, SimMeter, until
 
 OPEN, CLOSE = 1_698_796_800, 1_701_388_800  # 2023-11-01 and 2023-12-01 00:00 UTC: a billing period
@@ -121,6 +121,9 @@ def _store_side(db: Path, meters: list[SimMeter], kid: bytes) -> None:
             qid = s.queue_command(m.device_id, C.OP_BILLING_RESET, None, now, T0 + 86400, "dr", "utility")
             s.add_dr_target(event_id, m.device_id, qid)
             s.set_meter_key(m.device_id, kid, now)
+        [a] = s.add_alerts([AlertRecord("auth-failure", "warning", b"", "127.0.0.1", 7, now, now + 5, "forged")])
+        s.ack_alert(a.id, "operator", now + 60)
+        s.add_alerts([AlertRecord("firmware", "critical", meters[0].device_id, "", 1, now, now, "changed")])
         s.commit()
 
 

@@ -12,6 +12,11 @@ frame, sooner than the concentrator's own outage record, which waits offline_aft
 its first frame. A meter the concentrator holds an outage for stays offline after a restart until it is heard.
 At start the newest stored frame of every published meter is read back, verified again, and published: a
 restarted concentrator starts from what it stored, so nothing goes out of order or backwards.
+
+Security alerts (the concentrator's monitor, docs/alerts.md): each published meter's open alerts as a problem
+flag (<prefix>/<meter>/alert), sent when an alert is stored and when `meterkit alerts ack` closed one (read
+again every ALERTS_S); every alert stored also on <prefix>/alerts. Not in totals-only mode: an alert can say what
+a household does (a consumption drop is an absence).
 """
 
 from __future__ import annotations
@@ -37,12 +42,14 @@ log = logging.getLogger(__name__)
 
 WATCH_S = 0.2  # s of real time between availability checks
 LOOK_BACK = 64  # stored frames read back at start to find a meter's newest reading
+ALERTS_S = 5.0  # s of real time between reading the open alerts again (an operator's ack is seen so)
 
 
 class MqttBridge:
-    def __init__(self, cfg: MqttConfig, conc: Concentrator, watch_s: float = WATCH_S):
+    def __init__(self, cfg: MqttConfig, conc: Concentrator, watch_s: float = WATCH_S, alerts_s: float = ALERTS_S):
         self.cfg = cfg
         self.watch_s = watch_s  # real s between availability checks (a simulated fleet's clock runs faster)
+        self.alerts_s = alerts_s  # real s between reading the open alerts again
         self.conc = conc
         self.tracker = Tracker(cfg)
         subs = T.command_subscriptions(cfg) if cfg.commands else []
@@ -51,6 +58,13 @@ class MqttBridge:
         self.started: float | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._watch: asyncio.Task | None = None
+        self._alert_sent: dict[bytes, str] = {}  # meter -> its alert payload last published
+        self._alerts_at = 0.0
+
+    @property
+    def _alerts_on(self) -> bool:
+        """Alerts are published with the monitor on, and not in totals-only mode (privacy)."""
+        return self.conc.monitor is not None and not self.cfg.totals_only
 
     def now(self) -> float:
         return self.conc.clock()  # the concentrator's clock (a simulated fleet replaces it while running)
@@ -69,6 +83,9 @@ class MqttBridge:
                 frames, readings = newest_stored(self.conc.store, rec.device_id, self.conc.devices.public_key)
                 out += self.tracker.committed(frames, readings, [])
         out += self._availability()
+        if self._alerts_on:
+            self.conc.monitor.sinks.append(self.alerted)
+            out += self._alert_states()
         self.link.put(out)
         self.conc.add_northbound(self)
         self.link.connect()
@@ -76,12 +93,18 @@ class MqttBridge:
         return self
 
     def stop(self) -> None:
+        self._detach()
         self._cancel()
         self.link.close()
 
     def kill(self) -> None:
+        self._detach()
         self._cancel()
         self.link.kill()
+
+    def _detach(self) -> None:
+        if self.conc.monitor is not None and self.alerted in self.conc.monitor.sinks:
+            self.conc.monitor.sinks.remove(self.alerted)
 
     def _cancel(self) -> None:
         if self._watch is not None:
@@ -99,12 +122,34 @@ class MqttBridge:
         out += self._availability()
         self.link.put(out)
 
+    # -- security alerts
+    def alerted(self, alerts: list[Any]) -> None:
+        """The monitor's alerts, just committed: each on the alerts topic; the problem flags read again."""
+        self.link.put([(T.alerts_topic(self.cfg), T.alert_event_payload(a)) for a in alerts] + self._alert_states())
+
+    def _alert_states(self) -> list[tuple[str, str]]:
+        """The problem flag of every published meter whose open alerts changed (one read of the store)."""
+        self._alerts_at = asyncio.get_running_loop().time() if self.loop else 0.0
+        by_meter: dict[bytes, list] = {}
+        for a in self.conc.store.alerts(states=["open"]):
+            by_meter.setdefault(a.device_id, []).append(a)
+        out = []
+        for dev in self.tracker.meters:
+            payload = T.alert_payload(by_meter.get(dev, []))
+            if self._alert_sent.get(dev) != payload:
+                self._alert_sent[dev] = payload
+                out.append((T.alert_topic(self.cfg, dev), payload))
+        return out
+
     # -- availability
     async def _watching(self) -> None:
         while True:
             await asyncio.sleep(self.watch_s)
             try:
-                self.link.put(self._availability())
+                out = self._availability()
+                if self._alerts_on and self.loop.time() - self._alerts_at >= self.alerts_s:
+                    out += self._alert_states()
+                self.link.put(out)
             except Exception:  # noqa: BLE001 - logged; the next round tries again
                 log.exception("MQTT availability")
 

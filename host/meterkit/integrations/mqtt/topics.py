@@ -8,6 +8,8 @@ points at are retained JSON under <prefix>/<meter id>/.
     <prefix>/<meter>/state             the newest verified reading: totals (kWh), power, voltage, current, demand
     <prefix>/<meter>/relay             the relay as the meter confirmed it: {"state", "switch": ON|OFF, ...}
     <prefix>/<meter>/status            clock, sensor and outage flags from its newest frame
+    <prefix>/<meter>/alert             the security monitor's open alerts of the meter: {"problem": ON|OFF, ...}
+    <prefix>/alerts                    the latest alert raised (any meter or source address), as JSON
     <prefix>/<meter>/relay/set         ON / OFF from Home Assistant (only with commands on, allowed meters)
     <prefix>/<meter>/shed/press        PRESS from Home Assistant (likewise)
 
@@ -65,6 +67,14 @@ def status_topic(cfg: MqttConfig, dev: bytes) -> str:
 
 def availability_topic(cfg: MqttConfig, dev: bytes) -> str:
     return meter_base(cfg, dev) + "/availability"
+
+
+def alert_topic(cfg: MqttConfig, dev: bytes) -> str:
+    return meter_base(cfg, dev) + "/alert"
+
+
+def alerts_topic(cfg: MqttConfig) -> str:
+    return f"{cfg.prefix}/alerts"
 
 
 def relay_command_topic(cfg: MqttConfig, dev: bytes) -> str:
@@ -171,6 +181,25 @@ def status_payload(status: int | None, outage: bool, totals_only: bool = False) 
                   "dr_active": bool(st & M.ST_DR_ACTIVE), "outage": SWITCH_ON if outage else SWITCH_OFF})
 
 
+def alert_payload(open_alerts: list[Any]) -> str:
+    """A meter's problem flag: ON while it has an open security alert (meterkit alerts), with how many, the
+    highest severity and the latest one's rule and detail."""
+    if not open_alerts:
+        return dumps({"problem": SWITCH_OFF, "open": 0})
+    order = ("info", "warning", "critical")
+    latest = max(open_alerts, key=lambda a: (a.last_at, a.id or 0))
+    return dumps({"problem": SWITCH_ON, "open": len(open_alerts),
+                  "severity": max((a.severity for a in open_alerts), key=order.index), "rule": latest.rule,
+                  "detail": latest.detail, "since": min(a.first_at for a in open_alerts)})
+
+
+def alert_event_payload(a: Any) -> str:
+    """One alert as raised (table alerts' row after the commit that stored it)."""
+    return dumps({"id": a.id, "rule": a.rule, "severity": a.severity, "device": a.device_id.hex() or None,
+                  "source": a.source or None, "count": a.count, "first_at": a.first_at, "last_at": a.last_at,
+                  "detail": a.detail})
+
+
 # -- discovery
 def device_block(info: MeterInfo) -> dict:
     """identifiers: the meter id; model, sw_version (firmware) and hw_version (board) from its latest hello."""
@@ -248,6 +277,11 @@ def discovery(cfg: MqttConfig, info: MeterInfo, fields: list[str], commands: boo
             _flag(cfg, info, "load_shed", "Load shed", None, False),
         ]
     out.append(_flag(cfg, info, "outage", "Outage", "problem", False, meter_available=False))
+    if not cfg.totals_only:  # (an alert can say what a household does: a consumption drop is an absence)
+        out.append(("binary_sensor", "security_alert", _entity(  # the head-end's view: there while the meter is not
+            cfg, info, "security_alert", "Security alert", False, state_topic=alert_topic(cfg, dev),
+            value_template="{{ value_json.problem }}", payload_on=SWITCH_ON, payload_off=SWITCH_OFF,
+            device_class="problem", json_attributes_topic=alert_topic(cfg, dev))))
     if commands:
         out.append(("switch", "relay_switch", _entity(
             cfg, info, "relay_switch", "Supply", state_topic=relay_topic(cfg, dev),

@@ -1,6 +1,6 @@
 """The store on a PostgreSQL database, shared by several concentrators (psycopg 3).
 
-    schema      the tables, MIGRATIONS (ordered, append only; v1 = SQLite's v8), migrate(), schema_version()
+    schema      the tables, MIGRATIONS (ordered, append only; v1 = SQLite's v8, v2 = v9), migrate(), schema_version()
     connect     connecting (which failures are worth another try), pg_text, Row
     base        the connection (autocommit; the first write opens a transaction; lost and found again), what
                 the table groups need (their ? as %s, = ANY(array), ON CONFLICT DO NOTHING, FOR UPDATE, jsonb)

@@ -50,6 +50,10 @@ dr_events  id (the event id sent as A_DR_ID), group_id, start (UTC s), duration_
            shed (0/1), created_at, note                                                      -- v7
 dr_targets event_id, device, queue_id: the meters an event was queued for (the group's members when it was
            created) and the command_queue entry that carries it                              -- v7
+alerts     id, rule, severity ('info', 'warning', 'critical'), device (x'': about a source address only),
+           source (peer address, '': about a meter only), state ('open', 'acknowledged'), count (occurrences),
+           first_at, last_at (concentrator clock), detail (the latest occurrence), acked_at, acked_by; at most
+           one open alert per (rule, device, source): a partial unique index             -- v9
 
 Integers that SQLite cannot hold (outside signed 64 bits; the protocol allows uint64) are stored as NULL in
 the decoded columns; the raw frame keeps the exact value.
@@ -313,6 +317,27 @@ _V8 = (
     ) WITHOUT ROWID""",
 )
 
+# Security alerts (issue 15, intrusion detection at the head-end: meterkit.headend.monitor).
+_V9 = (
+    """CREATE TABLE alerts (
+        id INTEGER PRIMARY KEY,
+        rule TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        device BLOB NOT NULL DEFAULT x'',
+        source TEXT NOT NULL DEFAULT '',
+        state TEXT NOT NULL DEFAULT 'open',
+        count INTEGER NOT NULL,
+        first_at REAL NOT NULL,
+        last_at REAL NOT NULL,
+        detail TEXT,
+        acked_at REAL,
+        acked_by TEXT
+    )""",
+    "CREATE UNIQUE INDEX alerts_open ON alerts (rule, device, source) WHERE state = 'open'",
+    "CREATE INDEX alerts_device ON alerts (device, id)",
+    "CREATE INDEX alerts_state ON alerts (state, id)",
+)
+
 # (version, what it brings, statements). Append only: a released migration never changes.
 MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (1, "registry, frames as evidence, decoded readings/intervals/events, commands, rejects", _V1),
@@ -323,6 +348,7 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (6, "command audit log (append only), who queued each command; K_CONTROL of readings", _V6),
     (7, "demand response: groups, events, the meters each event was queued for", _V7),
     (8, "the head-end key each meter holds (key rotation)", _V8),
+    (9, "security alerts, one open per rule, meter and source", _V9),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

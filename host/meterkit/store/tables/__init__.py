@@ -9,6 +9,7 @@ meterkit.store.postgres.base) that answers what base.Tables asks for.
     gaps, outages, commands (sent, answered, the operator queue, the audit log), counting (rejects, counters)
     dr         demand response: groups, events, the meters each event was queued for
     keys       meter_keys: the head-end key each meter holds
+    alerts     the security monitor's alerts (one open alert per rule, meter and source)
     readout    the fleet view and table export
 
 ``TableGroups`` is all of them; SQLiteStore and PostgresStore are it over their connection.
@@ -16,6 +17,7 @@ meterkit.store.postgres.base) that answers what base.Tables asks for.
 
 from __future__ import annotations
 
+from meterkit.store.tables.alerts import AlertsTable
 from meterkit.store.tables.commands import CommandTables
 from meterkit.store.tables.counting import CountingTables
 from meterkit.store.tables.dr import DRTables
@@ -32,5 +34,5 @@ __all__ = ["TableGroups"]
 
 
 class TableGroups(RegistryTable, EvidenceTables, ProfileTable, LogTables, GapsTable, OutagesTable, CommandTables,
-                  CountingTables, DRTables, ReadOutQueries, KeyTable):
+                  CountingTables, DRTables, ReadOutQueries, KeyTable, AlertsTable):
     """Every table group (the store's methods, but for the connection's own)."""
