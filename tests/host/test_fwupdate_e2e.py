@@ -108,5 +108,7 @@ def test_updates_in_waves_refusals_resume_and_rollback(tmp_path):
         firmware = {m.name: m.firmware for m in db.meters()}
         canary = fleet.meters[0].device
         kinds = [e.code for e in db.events(canary, codes=(E.FW_ACTIVATED, E.FW_CONFIRMED, E.FW_ROLLED_BACK))]
+        changed = [a for a in db.alerts() if a.rule == "firmware"]
     assert firmware == {n: "v2" for n in NAMES}, firmware  # every meter runs the good image, the canary again
     assert kinds == [E.FW_ACTIVATED, E.FW_CONFIRMED, E.FW_ACTIVATED, E.FW_ROLLED_BACK], kinds
+    assert changed == [], changed  # the rollout's changes (and the rollback) are expected: no intrusion alert

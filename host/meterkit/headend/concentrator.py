@@ -38,7 +38,7 @@ from meterkit.headend.gaps import FrameGaps, IntervalGaps
 from meterkit.headend.handover import PortControl
 from meterkit.headend.ingest import Ingest
 from meterkit.headend.keyring import KeyRing
-from meterkit.headend.monitor import Monitor
+from meterkit.headend.monitor import ActivatedUpdates, Monitor
 from meterkit.headend.outages import Outages
 from meterkit.store.api import Store, StoreUnavailable
 
@@ -85,6 +85,7 @@ class Concentrator:
     def _monitor(self, m: Monitor) -> Monitor:
         """Attach the security monitor to the parts whose signals it takes; its alerts join every transaction."""
         m.watch.load(self.store)
+        m.expect_firmware(ActivatedUpdates(self.store))  # a rollout's change is no intrusion
         self.counters.writers.append(m)
         self.counters.on_reject = m.rejected
         self.conns.on_connection = m.connected

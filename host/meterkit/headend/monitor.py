@@ -21,6 +21,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+from meter import messages as M
 from meterkit.headend.alertrules import AlertRules, CountRule
 from meterkit.headend.meterwatch import MeterWatch
 from meterkit.store.api import Store
@@ -57,6 +58,20 @@ class AllowList:
 
     def expected(self, device_id: bytes, firmware: str, now: float) -> bool:
         return firmware in self.versions
+
+
+class ActivatedUpdates:
+    """A signed update this head-end activated on the meter (OP_FW_ACTIVATE answered OK, `meterkit firmware
+    push`) within window_s: the firmware change it brings, or its rollback, is expected."""
+
+    def __init__(self, store: Store, window_s: float = 86400.0):
+        self.store = store
+        self.window_s = window_s
+
+    def expected(self, device_id: bytes, firmware: str, now: float) -> bool:
+        return any(q.op == M.OP_FW_ACTIVATE and q.result == M.RESULT_OK and q.answered_at is not None
+                   and now - q.answered_at <= self.window_s
+                   for q in self.store.queued_commands(device_id, states=("answered",)))
 
 
 class Monitor:
