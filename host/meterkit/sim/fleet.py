@@ -417,7 +417,8 @@ class Fleet:
         start = int(self.clock())
         cmd = sim_command(m.spec.scenario, max(remaining, 0.0), flash_dir=m.flash, seed=m.spec.seed, start=start)
         cmd += ["--speed", repr(self.speed), "--link", link, "--frames", str(m.frames_log),
-                "--reading-s", str(self.reading_s), "--drain-ms", str(self.drain_ms), "--clock-file", str(self.clock_file)]
+                "--reading-s", str(self.reading_s), "--drain-ms", str(self.drain_ms),
+                "--clock-file", str(self.clock_file)]
         if self.tls and not m.bridge:
             cmd += self._install_tls(m)
         if m.spec.calendar is not None:  # the firmware runs in the checkout: an absolute path
