@@ -106,12 +106,14 @@ async def _serve(args: argparse.Namespace, headend: P.HeadEnd, store: Store) -> 
     try:
         for host, port in args.listen:
             h, p = await conc.start_tcp(host, port)
-            print(f"listening on {h}:{p}" + (" (TLS" + (", meter certificates required)" if args.tls_client_ca
-                                                      else ")") if args.tls_cert else ""), flush=True)
+            print(f"listening on {h}:{p}", flush=True)
     except OSError as e:
         print(f"meterkit concentrator: cannot listen: {e}", file=sys.stderr)
         await conc.stop()
         return 2
+    if args.listen and args.tls_cert:
+        print(f"TLS on every listener: certificate {args.tls_cert}"
+              + (f"; meters must show a certificate of {args.tls_client_ca}" if args.tls_client_ca else ""), flush=True)
     for url in args.serial:
         conc.add_serial(url)
         print(f"reading serial port {url}", flush=True)

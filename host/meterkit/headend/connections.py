@@ -457,6 +457,8 @@ class Connections:
         try:
             if tls is not None and link.proxy_header is not None and not await self._read_proxy_header(link, sock):
                 link.closed = True
+            elif tls is not None and not await self._tls_hello(link, sock):
+                link.closed = True
             else:
                 timeout = self.config.tls_handshake_timeout if tls is not None else None
                 await self.loop.connect_accepted_socket(lambda: link, sock=sock, ssl=tls,
@@ -476,6 +478,28 @@ class Connections:
             if link.transport is None:
                 sock.close()
                 self.admission.drop(link)
+
+    async def _tls_hello(self, link: Link, sock: socket.socket) -> bool:
+        """Does the peer begin a TLS handshake? Its first byte, peeked (left for the handshake): none before it
+        leaves (a load balancer's health check, a port scan) is closed quietly, as a silent connection is without
+        TLS; one that is not a TLS handshake record (0x16) is a plaintext client, refused at once."""
+        ready = self.loop.create_future()
+        fd = sock.fileno()
+        self.loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+        try:
+            async with asyncio.timeout(self.config.tls_handshake_timeout):
+                await ready
+            first = sock.recv(1, socket.MSG_PEEK)
+        except TimeoutError:
+            self.reject(link, b"", "tls-handshake", f"no TLS hello within {self.config.tls_handshake_timeout:g} s")
+            return False
+        except OSError:
+            return False
+        finally:
+            self.loop.remove_reader(fd)
+        if first and first != b"\x16":
+            self.reject(link, b"", "tls-plaintext", f"not TLS (first byte {first.hex()})")
+        return first == b"\x16"
 
     def add_serial(self, url: str) -> None:
         self._serial[url] = None

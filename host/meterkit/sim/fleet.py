@@ -354,7 +354,7 @@ class Fleet:
             log.unlink(missing_ok=True)
             self.meters.append(FleetMeter(spec, flash, log))
         await asyncio.gather(*(self._provision(m, point) for m in self.meters))
-        if self.tls:
+        if self.tls and self.tls_files is None:  # (given: the head-end's, made by whoever runs it)
             from meterkit.wire.tlscerts import make_tls_dir
 
             shutil.rmtree(self.out / "tls", ignore_errors=True)
