@@ -132,7 +132,6 @@ def test_behind_a_load_balancer_the_proxy_header_comes_before_tls(tmp_path, cert
                                proxy_from=("127.0.0.1",)) as rig:
             rig.register(meter)
             header = SIGNATURE + b"\x21\x11\x00\x0c" + socket.inet_aton("10.9.8.7") + bytes(4) + bytes(4)
-            loop = asyncio.get_running_loop()
             ctx = _client_ctx(certs, cert=False)
             incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
             tls = ctx.wrap_bio(incoming, outgoing, server_hostname=certs.server_name)
@@ -152,7 +151,6 @@ def test_behind_a_load_balancer_the_proxy_header_comes_before_tls(tmp_path, cert
             w.write(outgoing.read())
             await until(lambda: [ln.peer for ln in rig.conc.conns.links if ln.known] == ["10.9.8.7"])
             w.close()
-            del loop
 
     asyncio.run(asyncio.wait_for(main(), 60))
 
