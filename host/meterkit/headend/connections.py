@@ -331,24 +331,27 @@ class Connections:
     async def _read_proxy_header(self, link: Link, sock: socket.socket) -> bool:
         """TLS behind a load balancer: the PROXY header, read off the socket before the handshake (not a byte
         of the TLS after it), and the connection admitted under the meter's address. False: closed."""
-        buf = bytearray()
-        want = HEAD
+        async def header() -> tuple[str, int] | None:
+            buf = bytearray()
+            want = HEAD
+            while (got := parse_proxy_header(buf) if len(buf) >= HEAD else None) is None:
+                if len(buf) >= HEAD:
+                    want = HEAD + int.from_bytes(buf[14:16], "big")
+                chunk = await self.loop.sock_recv(sock, want - len(buf))
+                if not chunk:
+                    return None
+                buf += chunk
+            return got
+
         try:
-            async with asyncio.timeout(self.config.auth_timeout):
-                while (got := parse_proxy_header(buf) if len(buf) >= HEAD else None) is None:
-                    if len(buf) >= HEAD:
-                        want = HEAD + int.from_bytes(buf[14:16], "big")
-                    chunk = await self.loop.sock_recv(sock, want - len(buf))
-                    if not chunk:
-                        return False
-                    buf += chunk
-        except (ProxyHeaderError, TimeoutError) as e:
+            got = await asyncio.wait_for(header(), self.config.auth_timeout)
+        except (ProxyHeaderError, asyncio.TimeoutError) as e:
             why = e if isinstance(e, ProxyHeaderError) else f"no PROXY header within {self.config.auth_timeout:g} s"
             self.reject(link, b"", "proxy-header", f"from load balancer {link.peer}: {why}")
             return False
         except OSError:
             return False
-        return self._proxied(link, got[0])
+        return got is not None and self._proxied(link, got[0])
 
     def _noise(self, link: Link, nbytes: int, segments: int) -> bool:
         """Count noise; False when the peer floods it (hung up)."""
@@ -487,10 +490,9 @@ class Connections:
         fd = sock.fileno()
         self.loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
         try:
-            async with asyncio.timeout(self.config.tls_handshake_timeout):
-                await ready
+            await asyncio.wait_for(ready, self.config.tls_handshake_timeout)
             first = sock.recv(1, socket.MSG_PEEK)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             self.reject(link, b"", "tls-handshake", f"no TLS hello within {self.config.tls_handshake_timeout:g} s")
             return False
         except OSError:
