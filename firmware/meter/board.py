@@ -250,6 +250,14 @@ def _link_problems(link):
             out.append("link.%s must be %s" % (key, "a string" if typ is str else "an integer"))
         elif not lo <= (len(v) if typ is str else v) <= hi:
             out.append("link.%s is out of range" % key)
+    tls = link.get("tls")  # optional: TLS over a TCP link, the head-end's CA pinned (meter.tls)
+    if tls is not None:
+        if link["kind"] == "uart":
+            out.append("link.tls is for a TCP link, not a UART")
+        else:
+            from meter.tls import tls_problems
+
+            out.extend(tls_problems(tls))
     ntp = link.get("ntp")  # optional: the NTP server of a wifi-tcp board (meter.hal.ntp_source)
     if ntp is not None and (not isinstance(ntp, str) or not 1 <= len(ntp) <= 64):
         out.append("link.ntp must be a host name or IP address")

@@ -298,7 +298,7 @@ def open_transport(board, ticks_ms=None):
     link = board.get("link")
     if link is None:
         return None
-    from meter.transport import StreamTransport, TCPTransport
+    from meter.transport import StreamTransport
 
     kind = link["kind"]
     if kind == "uart":
@@ -325,5 +325,17 @@ def open_transport(board, ticks_ms=None):
         wlan.active(True)
         if not wlan.isconnected():
             wlan.connect(link["ssid"], link["password"])  # completes in the background; the link waits for it
-        return TCPTransport(link["host"], link["port"], ticks_ms=ticks_ms, ready=wlan.isconnected)
-    return TCPTransport(link["host"], link["port"], ticks_ms=ticks_ms)
+        return _tcp(board, ticks_ms=ticks_ms, ready=wlan.isconnected)
+    return _tcp(board, ticks_ms=ticks_ms)
+
+
+def _tcp(board, **kw):
+    """The TCP client of a board's link: with TLS (meter.tls) when the profile's link has a 'tls' section."""
+    from meter.transport import TCPTransport, TLSTransport
+
+    link = board["link"]
+    if link.get("tls") is None:
+        return TCPTransport(link["host"], link["port"], **kw)
+    from meter.tls import client_wrap
+
+    return TLSTransport(link["host"], link["port"], client_wrap(link["tls"], board["flash_dir"]), **kw)

@@ -1,6 +1,6 @@
 # The link's transports (meter.link never knows which one it has): a byte stream that is opened (a UART on a
-# board, a tty or pty on the Unix port) and a TCP client. Nothing here imports machine or network: meter/hal.py
-# opens the UART or brings Wi-Fi up and hands the pieces in.
+# board, a tty or pty on the Unix port), a TCP client, and TLS over TCP. Nothing here imports machine, network or
+# ssl: meter/hal.py opens the UART or brings Wi-Fi up and hands the pieces in, meter/tls.py makes the TLS wrap.
 #
 # Transport interface (what meter.link.Link calls; a loopback stands in for it in the tests):
 #   connect() -> bool     True when connected; otherwise one non-blocking step (an attempt when its back-off
@@ -28,6 +28,7 @@ from meter.clock import default_ticks_ms, ticks_add, ticks_diff
 
 _LOST = select.POLLERR | select.POLLHUP
 _EVENTS = select.POLLIN | select.POLLOUT | _LOST  # registered: on an ESP32 an unregistered hang-up goes unseen
+DELIM = b"\x00"  # a frame delimiter: what a TLS session sends first (TLSTransport)
 
 
 def _random(n):
@@ -299,3 +300,80 @@ class TCPTransport(_Transport):
 
     def _send(self, buf):
         return self.s.send(buf)
+
+
+class TLSTransport(TCPTransport):
+    """TCPTransport with TLS over it (meter.tls makes `wrap`: the head-end's CA pinned, CERT_REQUIRED). Once TCP
+    is up, the socket is wrapped and the handshake is driven without blocking by connect(): each call offers
+    one frame delimiter (0x00), which mbedTLS holds back until the handshake is over and then sends as the
+    session's first byte (an empty segment the head-end's deframer skips: meter.frame). So connected means the
+    head-end proved its certificate, and nothing of the link's goes out before that. A certificate that does not
+    verify, a server that is not TLS, or a handshake not done within connect_timeout_ms (counted from the TCP
+    connect) is a failed attempt with back-off, as a refused connect is; last_error says why.
+
+    mbedTLS, when a write cannot go out yet, has framed a record of the bytes offered and must be offered the
+    same bytes again (mbedtls_ssl_write); the link re-offers from the same position, and the retry is cut to
+    the length first offered."""
+
+    def __init__(self, host, port, wrap, **kw):
+        TCPTransport.__init__(self, host, port, **kw)
+        self.wrap = wrap
+        self._tls = False  # the handshake is under way on self.s
+        self._pending = 0  # bytes of the record mbedTLS holds from a write that could not go out
+        self._t_tcp = 0
+        self.handshakes = 0
+        self.tls_failures = 0
+        self.handshake_ms = None  # of the last handshake: from the TCP connect to connected
+        self.last_error = None
+
+    def _established(self, now):
+        if not self._tls:
+            if not TCPTransport._established(self, now):
+                return False
+            if self._has_first:  # the server spoke first: no TLS server does
+                return self._tls_fail(now, "the server sent data before the TLS handshake")
+            try:
+                self.s = self.wrap(self.s)
+                p = self._poll_fn()
+                p.register(self.s, _EVENTS)
+                self._p = p
+            except (OSError, ValueError, TypeError) as e:
+                return self._tls_fail(now, e)
+            self._tls = True
+            self._t_tcp = now
+        try:
+            n = self.s.write(DELIM)
+        except (OSError, ValueError) as e:  # modtls_mbedtls: ValueError for a certificate that does not verify
+            return self._tls_fail(now, e)
+        if n:
+            self._tls = False
+            self.handshakes += 1
+            self.handshake_ms = ticks_diff(self.ticks_ms(), self._t_tcp)
+            return True
+        if ticks_diff(now, self._t0) >= self.connect_timeout_ms:
+            return self._tls_fail(now, "no TLS handshake within %d ms" % self.connect_timeout_ms)
+        return False
+
+    def _tls_fail(self, now, why):
+        self.tls_failures += 1
+        self.last_error = str(why)
+        self._fail(now)
+        return False
+
+    def close(self):
+        self._tls = False
+        self._pending = 0
+        TCPTransport.close(self)
+
+    def _recv(self, buf):
+        return self.s.readinto(buf)
+
+    def _send(self, buf):
+        if self._pending:
+            if len(buf) < self._pending:
+                return None  # not the bytes mbedTLS holds: wait for the link's full offer
+            buf = buf[:self._pending]
+        n = self.s.write(buf)
+        self._pending = 0 if n else len(buf)
+        return n
+

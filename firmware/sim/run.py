@@ -6,7 +6,9 @@
 #       [--firmware-key HEX65] (install the firmware-signing public key: update manifests are verified with it)
 #       [--speed S]         (virtual time runs at most S times real time: a fleet shares one clock)
 #       [--provision]       (first boot only: make the key, install --headend, print the identity, stop)
-#       [--link tcp:HOST:PORT | serial:PATH]  (send frames through the durable outbox and a real link)
+#       [--link tcp:HOST:PORT | tls:HOST:PORT | serial:PATH]  (send frames through the durable outbox and a real link)
+#       [--tls-ca FILE --tls-name NAME [--tls-cert FILE --tls-key FILE]]  (with tls: the board's link.tls section,
+#                            meter.tls: the head-end's CA pinned and its name; files relative to the flash directory)
 #       [--drain-ms N]      (with --link: at the end, wait up to N ms of real time for the last acks)
 #       [--clock-file PATH] (a fleet's clock, UTC seconds as text: stay within 120 s of it; print @@T lines)
 #       [--calendar FILE] [--billing-day N] [--tariffs N] [--demand-period S]  (the board's 'tariff' section)
@@ -44,7 +46,8 @@ def _args(argv):
             "start": None, "frames": None, "reading-s": "60", "headend": None, "speed": None,
             "link": None, "drain-ms": "3000", "clock-file": None, "calendar": None, "billing-day": None,
             "tariffs": None, "demand-period": None, "stall": None, "pace": None, "rtc": None, "rtc-offset": None,
-            "rtc-jump": None, "press": None, "firmware-key": None}
+            "rtc-jump": None, "press": None, "firmware-key": None, "tls-ca": None, "tls-name": None,
+            "tls-cert": None, "tls-key": None}
     flags = set()
     i = 0
     while i < len(argv):
@@ -113,7 +116,12 @@ def _attach_link(meter, opts, frames_file, sink):
     if opts["speed"]:
         # real-time link timers, but a simulated hour passes in seconds: wait for acks accordingly
         timers = {"ack_timeout_ms": 500, "ack_timeout_max_ms": 4000}
-    link = meter.attach_link(transport(opts["link"]), ticks_ms=real_ticks_ms, **timers)
+    tls = None
+    if opts["tls-ca"] or opts["tls-name"]:  # the board profile's link.tls section (meter.tls)
+        tls = {"ca": opts["tls-ca"], "server_name": opts["tls-name"]}
+        if opts["tls-cert"] or opts["tls-key"]:
+            tls.update(cert=opts["tls-cert"], key=opts["tls-key"])
+    link = meter.attach_link(transport(opts["link"], tls, meter.hw.flash_dir), ticks_ms=real_ticks_ms, **timers)
     if frames_file is not None:
         to_link = meter.reporter.sink
 
@@ -338,6 +346,10 @@ def main(argv, board=None):
     if link is not None:
         result["link"] = link.stats()
         result["outbox_held"] = link.outbox.held
+        t = link.transport
+        if hasattr(t, "handshakes"):  # TLS (meter.transport.TLSTransport)
+            result["tls"] = {"handshakes": t.handshakes, "failures": t.tls_failures, "handshake_ms": t.handshake_ms,
+                             "last_error": t.last_error}
     gc.collect()
     sys.stdout.write("@@RESULT ")
     json.dump(result, sys.stdout)  # streamed: one big string may not fit a fragmented, capped heap

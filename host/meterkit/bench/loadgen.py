@@ -1,7 +1,7 @@
 """The load generator of `meterkit bench --only scale` (meterkit.bench.scale): protocol-level meters in a
 process of their own, so that what they cost shows as their own CPU time.
 
-    python -m meterkit.bench.loadgen FRAMES_FILE TARGETS_JSON WINDOW
+    python -m meterkit.bench.loadgen FRAMES_FILE TARGETS_JSON WINDOW [CA_FILE SERVER_NAME]
 
 FRAMES_FILE (pickle): {"frames": [[framed bytes, ...] per meter], "devices": [...], "sources": [...],
 "headend_pub": bytes}, signed before the clock starts (meterkit.bench.scale). TARGETS_JSON: [[host, port], ...],
@@ -12,7 +12,8 @@ it freed. During the run an acknowledgement is only read (its cumulative sequenc
 generator prints `mark 10` and `mark 90` when 10 % and 90 % of all frames are acknowledged and `done` when all
 are, then (the clock stopped) verifies every acknowledgement it received as a meter must
 (wire.verify_host_message: the head-end key, this device, counter increasing, not expired) and prints
-`result {json}`.
+`result {json}`. With CA_FILE and SERVER_NAME every meter speaks TLS, the head-end's certificate checked
+against that CA for that name (meterkit.bench.tls).
 """
 
 from __future__ import annotations
@@ -90,12 +91,17 @@ class _Meter(asyncio.Protocol):
                 self.send_more()
 
 
-async def _main(spec: dict, targets: list[list], window: int) -> dict:
+async def _main(spec: dict, targets: list[list], window: int, pin: list[str]) -> dict:
     frames, sources = spec["frames"], spec["sources"]
     run = _Run(sum(len(f) for f in frames))
     meters = [_Meter(run, f, window) for f in frames]
     loop = asyncio.get_running_loop()
-    await asyncio.gather(*(loop.create_connection(lambda m=m: m, host, port, local_addr=(src, 0))
+    tls = {}
+    if pin:
+        import ssl
+
+        tls = {"ssl": ssl.create_default_context(cafile=pin[0]), "server_hostname": pin[1]}
+    await asyncio.gather(*(loop.create_connection(lambda m=m: m, host, port, local_addr=(src, 0), **tls)
                            for m, (host, port), src in zip(meters, targets, sources, strict=True)))
     print("ready", flush=True)
     await loop.run_in_executor(None, sys.stdin.readline)
@@ -132,7 +138,7 @@ async def _main(spec: dict, targets: list[list], window: int) -> dict:
 def main(argv: list[str]) -> int:
     with open(argv[0], "rb") as f:
         spec = pickle.load(f)
-    result = asyncio.run(_main(spec, json.loads(argv[1]), int(argv[2])))
+    result = asyncio.run(_main(spec, json.loads(argv[1]), int(argv[2]), argv[3:5]))
     print("result " + json.dumps(result), flush=True)
     return 0
 

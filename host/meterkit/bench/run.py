@@ -184,7 +184,7 @@ def run_bench(quick: bool = False, log: Callable[[str], None] | None = None) -> 
 
 # Sections run alone (`meterkit bench --only NAME`), never by the default bench: they take minutes and start
 # servers of their own.
-SECTIONS = ("scale", "footprint")
+SECTIONS = ("scale", "footprint", "tls")
 
 
 def run_section(name: str, quick: bool = False, log: Callable[[str], None] | None = None) -> dict:
@@ -194,6 +194,10 @@ def run_section(name: str, quick: bool = False, log: Callable[[str], None] | Non
         from meterkit.bench.scale import scale_figures
 
         return scale_figures(quick, log)
+    if name == "tls":
+        from meterkit.bench.tls import tls_figures
+
+        return tls_figures(quick, log)
     if name == "footprint":
         from meterkit.bench.footprint import connection_costs, measure
 
@@ -208,6 +212,10 @@ def run_section(name: str, quick: bool = False, log: Callable[[str], None] | Non
 
 
 def format_section(name: str, figures: dict) -> str:
+    if name == "tls":
+        from meterkit.bench.tls import format_tls
+
+        return format_tls(figures["tls"])
     if name == "footprint":
         from meterkit.bench.footprint import format_footprint
 

@@ -63,6 +63,7 @@ class Setup:
     backend: str  # "sqlite" or "pg"
     concentrators: int
     haproxy: bool
+    tls: Any = None  # wire.tlscerts.TlsFiles: the concentrators serve TLS, the meters pin its CA (bench.tls)
 
 
 SETUPS = (Setup("sqlite-1", "sqlite", 1, False), Setup("pg-1", "pg", 1, False), Setup("pg-1-lb", "pg", 1, True),
@@ -77,14 +78,15 @@ def _source(i: int) -> str:
 class _Concentrator:
     """One `meterkit concentrator` process."""
 
-    def __init__(self, name: str, db: str, key: Path, log: Path):
+    def __init__(self, name: str, db: str, key: Path, log: Path, tls: Any = None):
         self.name, self.db, self.key, self.log = name, db, key, log
+        self.tls = ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)] if tls is not None else []
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> int:
         cmd = [sys.executable, "-m", "meterkit.cli", "concentrator", "--db", self.db, "--key", str(self.key),
                "--listen", "127.0.0.1:0", "--proxy-protocol-from", "127.0.0.1", "--clock-drift-max", "off",
-               "--stats-every", "3600"]
+               "--stats-every", "3600", *self.tls]
         with open(self.log, "ab") as err:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
         line = self.proc.stdout.readline()
@@ -156,11 +158,15 @@ def count_frames(db: str) -> int:
         store.close()
 
 
-def _drive(fx: _Fixture, targets: list[tuple[str, int]], groups: dict[str, Callable[[], list[int]]]) -> dict:
-    """Run the load generator against `targets`; its result, with the CPU each group used in the steady window."""
+def _drive(fx: _Fixture, targets: list[tuple[str, int]], groups: dict[str, Callable[[], list[int]]],
+           tls: Any = None) -> dict:
+    """Run the load generator against `targets`; its result, with the CPU each group used in the steady window
+    (and, in connect_cpu_s, while the meters connected: with TLS, their handshakes)."""
+    pin = [str(tls.ca), tls.server_name] if tls is not None else []
+    before = cpu.sample(groups)
     proc = subprocess.Popen([sys.executable, "-m", "meterkit.bench.loadgen", str(fx.frames_file),
-                             json.dumps(targets), str(fx.window)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True)
+                             json.dumps(targets), str(fx.window), *pin], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
     watchdog = threading.Timer(LOAD_TIMEOUT_S, proc.kill)
     watchdog.start()
     groups = {**groups, "load generator": lambda: [proc.pid]}
@@ -170,6 +176,7 @@ def _drive(fx: _Fixture, targets: list[tuple[str, int]], groups: dict[str, Calla
         if proc.stdout.readline().strip() != "ready":
             raise RuntimeError("the load generator did not connect its meters")
         marks["go"] = (time.perf_counter(), cpu.sample(groups))
+        connect_cpu = cpu.spent(before, marks["go"][1])
         proc.stdin.write("go\n")
         proc.stdin.flush()
         for line in proc.stdout:
@@ -194,6 +201,7 @@ def _drive(fx: _Fixture, targets: list[tuple[str, int]], groups: dict[str, Calla
     frames = result["steady_frames"]
     ours = sum(v for k, v in used.items() if k != cpu.MACHINE and not k.startswith("concentrator "))
     result["cpu_s"] = used
+    result["connect_cpu_s"] = connect_cpu
     result["cpu_cores"] = {k: round(v / window_s, 3) for k, v in used.items()}
     result["cpu_us_per_frame"] = {k: round(v / frames * 1e6, 1) for k, v in used.items()}
     result["cpu_cores"]["other"] = round((used[cpu.MACHINE] - ours) / window_s, 3)
@@ -205,7 +213,8 @@ def run_setup(fx: _Fixture, setup: Setup) -> dict:
     db = fx.database(setup.backend)
     run_dir = fx.tmp / f"{setup.name}-{fx.runs}"
     run_dir.mkdir()
-    concs = [_Concentrator(f"c{i + 1}", db, fx.key, run_dir / f"c{i + 1}.log") for i in range(setup.concentrators)]
+    concs = [_Concentrator(f"c{i + 1}", db, fx.key, run_dir / f"c{i + 1}.log", setup.tls)
+             for i in range(setup.concentrators)]
     lb, stats = None, []
     try:
         ports = [c.start() for c in concs]
@@ -221,7 +230,7 @@ def run_setup(fx: _Fixture, setup: Setup) -> dict:
             groups["PostgreSQL"] = fx.postgres_pids
         if lb is not None:
             groups["HAProxy"] = lambda: [lb.pid]
-        res = _drive(fx, targets, groups)
+        res = _drive(fx, targets, groups, setup.tls)
         if lb is not None:
             res["haproxy_connections"] = {k: s.total for k, s in sorted(lb.servers().items())}
     finally:

@@ -34,5 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--only", choices=SECTIONS,
                        help="run one section that the default bench leaves out: scale (SQLite vs PostgreSQL, 2 vs 1 "
                             "concentrators through HAProxy; starts its own PostgreSQL and HAProxy, minutes), "
-                            "footprint (database bytes per frame and per meter-day, SQLite and PostgreSQL)")
+                            "footprint (database bytes per frame and per meter-day, SQLite and PostgreSQL), "
+                            "tls (the meter's handshake, heap and bytes per frame; the concentrator's CPU per frame "
+                            "and per handshake, in clear and over TLS)")
     bench.set_defaults(func=_cmd_bench)

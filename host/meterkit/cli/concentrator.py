@@ -94,7 +94,8 @@ async def _serve(args: argparse.Namespace, headend: P.HeadEnd, store: Store) -> 
                             max_connections=args.max_connections, max_per_source=args.max_per_source or None,
                             known_reserve=args.known_reserve, auth_timeout=args.auth_timeout,
                             clock_drift_max_s=args.clock_drift_max, proxy_from=tuple(args.proxy_protocol_from),
-                            alert_rules=rules)
+                            alert_rules=rules, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                            tls_client_ca=args.tls_client_ca)
     except (TypeError, ValueError) as e:  # a setting out of range
         return fail("concentrator", e)
     try:
@@ -117,6 +118,9 @@ async def _serve(args: argparse.Namespace, headend: P.HeadEnd, store: Store) -> 
         print(f"meterkit concentrator: cannot listen: {e}", file=sys.stderr)
         await conc.stop()
         return 2
+    if args.listen and args.tls_cert:
+        print(f"TLS on every listener: certificate {args.tls_cert}"
+              + (f"; meters must show a certificate of {args.tls_client_ca}" if args.tls_client_ca else ""), flush=True)
     for url in args.serial:
         conc.add_serial(url)
         print(f"reading serial port {url}", flush=True)
@@ -235,6 +239,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--proxy-protocol-from", action="append", default=[], metavar="ADDR",
                    help="a load balancer's address (repeatable): its connections begin with a PROXY v2 header "
                         "(HAProxy: send-proxy-v2) naming the meter's address, which the limits then use")
+    t = p.add_argument_group("TLS on the TCP listeners (docs/security.md; certificates: meterkit keys tls)")
+    t.add_argument("--tls-cert", metavar="PEM", help="the head-end's certificate: every --listen speaks TLS")
+    t.add_argument("--tls-key", metavar="PEM", help="its private key")
+    t.add_argument("--tls-client-ca", metavar="PEM",
+                   help="mutual TLS: meters must show a certificate this CA issued (meterkit keys tls --meter)")
     p.add_argument("--backfill-after", type=float, default=30.0,
                    help="ask for missing frames when a gap is still open after this long, s (default 30)")
     p.add_argument("--clock-drift-max", type=_drift_max, default=10.0, metavar="S",

@@ -20,7 +20,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
         return run_scale_demo(out=args.out or "out/demo-scale", seed=args.seed, echo=lambda s: print(s, flush=True),
                               **sizes)
-    return run_demo(hours=args.hours, out=args.out or "out/demo")
+    return run_demo(hours=args.hours, out=args.out or "out/demo", tls=not args.no_tls)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                        "concentrators on PostgreSQL behind HAProxy, one killed mid-run)")
     demo.add_argument("--hours", type=float, default=24.0)
     demo.add_argument("--out", help="where the demo writes its files (default out/demo, out/demo-scale)")
+    demo.add_argument("--no-tls", action="store_true", help="the TCP meters in clear (default: TLS, docs/security.md)")
     scale = demo.add_argument_group("--scale", "PostgreSQL (a server of its own), HAProxy, concentrators and a "
                                                "fleet; one concentrator SIGKILLed mid-run and restarted")
     scale.add_argument("--scale", action="store_true", help="run the scale demo instead")

@@ -3,10 +3,15 @@
     meterkit keys new    --out DIR [--name NAME]
     meterkit keys rotate --key CURRENT.key.pem [--name NAME] [--expires WHEN] [--by WHO] [--db PATH]
     meterkit keys status [--key CURRENT.key.pem] [--json] [--db PATH]
+    meterkit keys tls    --out DIR [--name HEADEND-NAME] [--host ADDR ...] [--meter NAME ...]
 
 rotate makes a new key pair next to the current one and queues a key rotation (op 12) for every registered
 meter; the concentrator signs each with the key that meter holds, and moves the meter to the new key when its
 answer is stored. docs/concentrator.md, "Configuration, reboot and key rotation"; docs/security.md.
+
+tls makes the TLS certificates of the meter link (meterkit.wire.tlscerts): a private CA, the head-end's certificate
+and key (--tls-cert/--tls-key of `meterkit concentrator`), and a client certificate per --meter for mutual TLS; a
+directory made before gets the meters it lacks.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from meterkit.cli.common import add_by, add_db, fail, open_store, run_alone
 from meterkit.headend import keyring
 from meterkit.headend.commands import CommandError
 from meterkit.timefmt import utc_text
+from meterkit.wire import tlscerts
 from meterkit.wire.keys import KeyFileError, key_id, load_private, load_public, new_key, point_of
 
 
@@ -94,6 +100,28 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tls(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    try:
+        if (out / "ca.key.pem").exists():
+            files = tlscerts.tls_files(out, args.name)
+            ca_key, ca = tlscerts.load_ca(files)
+            for m in args.meter:
+                if m not in files.meters:
+                    files.meters[m] = tlscerts.add_meter(files, ca_key, ca, m)
+        else:
+            files = tlscerts.make_tls_dir(out, args.name, tuple(args.host), tuple(args.meter))
+    except (ValueError, OSError) as e:
+        return fail("keys tls", e)
+    print(f"CA (pin it on the meters: link.tls.ca): {files.ca_der} ({files.ca}); its key {files.ca_key}: keep it "
+          "offline")
+    print(f"head-end: --tls-cert {files.cert} --tls-key {files.key} (name {files.server_name!r}: the meters' "
+          "link.tls.server_name)")
+    for name, (cert, key) in sorted(files.meters.items()):
+        print(f"meter {name}: link.tls.cert {cert}, link.tls.key {key} (mutual TLS: --tls-client-ca {files.ca})")
+    return 0
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add `keys` (with `keys new`, `keys rotate`, `keys status`) to a `meterkit` subparsers object."""
     keys = subparsers.add_parser("keys", help="head-end signing keys")
@@ -118,6 +146,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     st.add_argument("--key", help="the concentrator's first key: names the key of meters with none recorded")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=_cmd_status)
+    tls = sub.add_parser("tls", help="TLS certificates for the meter link: a CA, the head-end's certificate, meter "
+                                     "certificates for mutual TLS (ECDSA P-256)")
+    tls.add_argument("--out", required=True, help="directory for them (0700; private keys 0600)")
+    tls.add_argument("--name", default=tlscerts.DEFAULT_SERVER_NAME,
+                     help=f"the head-end's name in its certificate (default {tlscerts.DEFAULT_SERVER_NAME})")
+    tls.add_argument("--host", action="append", default=[], metavar="ADDR",
+                     help="another name or IP address for the certificate (repeatable)")
+    tls.add_argument("--meter", action="append", default=[], metavar="NAME",
+                     help="a meter client certificate (repeatable; added to an existing directory)")
+    tls.set_defaults(func=_cmd_tls)
     return keys
 
 

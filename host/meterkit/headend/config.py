@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import ssl
 from dataclasses import dataclass, field
 
 from meterkit.headend.alertrules import AlertRules
@@ -41,6 +42,13 @@ class ConcentratorConfig:
     # load balancers in front (HAProxy with send-proxy-v2): their connections begin with a PROXY v2 header
     # naming the meter's address, which the limits above then use (headend/proxyheader.py)
     proxy_from: tuple[str, ...] = ()
+    # TLS on the TCP listeners (headend/tls.py; docs/security.md, "What TLS adds"): the server's certificate and
+    # key (PEM files), and for mutual TLS the CA whose meter certificates are required; serial ports stay clear
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+    tls_handshake_timeout: float = 30.0  # s a TCP peer has to complete the handshake
+    tls: ssl.SSLContext | None = field(default=None, init=False, repr=False, compare=False)  # made from the above
     limit_log_s: float = 10.0  # a repeating connection warning (refusals, accept errors) is logged once per this
     max_rate: float | None = 128 * 1024  # bytes/s read per peer (token bucket); None: unlimited
     max_burst: int = 256 * 1024  # ... bucket size, bytes
@@ -84,6 +92,8 @@ class ConcentratorConfig:
             _check(self, "max_rate", 0, strictly=True)
         if self.alert_rules is not None and not isinstance(self.alert_rules, AlertRules):
             raise TypeError(f"concentrator setting alert_rules must be AlertRules or None, not {self.alert_rules!r}")
+        _check(self, "tls_handshake_timeout", 0, strictly=True)
+        object.__setattr__(self, "tls", _tls_context(self))
         try:
             # the form a peer's address takes (a frozen dataclass: set through object)
             object.__setattr__(self, "proxy_from", tuple(str(ipaddress.ip_address(a)) for a in self.proxy_from))
@@ -108,3 +118,19 @@ def _check(cfg: ConcentratorConfig, name: str, low: float, strictly: bool = Fals
     if v < low or (strictly and v == low):
         raise ValueError(f"concentrator setting {name} must be {'above' if strictly else 'at least'} {low}, "
                          f"not {v!r}")
+
+
+def _tls_context(cfg: ConcentratorConfig) -> ssl.SSLContext | None:
+    """The server context the TLS settings ask for, or None without them; ValueError says what is wrong."""
+    from meterkit.headend.tls import TlsSetupError, server_context
+
+    if cfg.tls_cert is None and cfg.tls_key is None:
+        if cfg.tls_client_ca is not None:
+            raise ValueError("concentrator setting tls_client_ca needs tls_cert and tls_key (mutual TLS is TLS)")
+        return None
+    if cfg.tls_cert is None or cfg.tls_key is None:
+        raise ValueError("concentrator settings tls_cert and tls_key go together")
+    try:
+        return server_context(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca)
+    except TlsSetupError as e:
+        raise ValueError(f"concentrator TLS settings: {e}") from None

@@ -11,6 +11,12 @@ rate limited per TCP peer (`max_rate` bytes/s, token bucket) and paused while a 
 frames waiting (TCP backpressure). How many TCP connections, and which go first when there are too many, is
 headend/admission.py's (caps per address and in total, a reserve for known meters, its own accept loop). A serial
 port is wiring the owner trusts: none of these limits apply.
+
+With TLS (ConcentratorConfig.tls, headend/tls.py) every TCP connection does its handshake before its Link is made;
+one that fails (a plaintext meter, a refused certificate, garbage, a handshake cut short or not done within
+tls_handshake_timeout) is closed and counted as a reject of its address. Behind a load balancer the PROXY header
+comes in clear before the meter's TLS: it is read off the socket first, exactly its bytes, then TLS starts on
+what follows.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ from meter.frame import Deframer
 from meterkit.headend.admission import Admission, Listener
 from meterkit.headend.config import ConcentratorConfig
 from meterkit.headend.counters import Counters
-from meterkit.headend.proxyheader import ProxyHeaderError, parse_proxy_header
+from meterkit.headend.proxyheader import HEAD, ProxyHeaderError, parse_proxy_header
+from meterkit.headend.tls import refusal
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +69,7 @@ class Link(asyncio.BufferedProtocol):
         self.known = False  # carried a verified frame of a registered meter (headend/admission.py)
         self.admitted = False  # counted by the admission
         self.proxy_header: bytearray | None = None  # from a load balancer: its header not read yet
+        self.starting: asyncio.Task | None = None  # its transport being made (with TLS: the handshake)
 
     # asyncio protocol
     def connection_made(self, transport: Any) -> None:
@@ -69,7 +77,7 @@ class Link(asyncio.BufferedProtocol):
         if self.closed:  # made way for another connection before its transport was made
             transport.abort()
             return
-        if self.tcp:
+        if self.tcp and not self.peer:  # (named at accept, or by a PROXY header read before TLS)
             pn = transport.get_extra_info("peername")
             self.peer = str(pn[0]) if isinstance(pn, tuple) and pn else "tcp"
         self.conns.made(self)
@@ -113,6 +121,8 @@ class Link(asyncio.BufferedProtocol):
             self.closed = True
             if self.transport is not None:
                 self.transport.close()
+            elif self.starting is not None:
+                self.starting.cancel()  # evicted during its TLS handshake: the handshake ends here
 
     def abort(self) -> None:
         """A TCP reset: what is unsent dies with the connection."""
@@ -249,6 +259,7 @@ class Connections:
         self._serial: dict[str, SerialTransport | None] = {}
         self._held: set[str] = set()  # serial ports lent to a tool (headend.handover): closed until given back
         self._serial_tasks: list[asyncio.Task] = []
+        self._starting: set[Link] = set()  # accepted, transport not made yet (with TLS: in the handshake)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopping = False
         self.on_connection: Callable[[str], None] | None = None  # a TCP peer's address (headend.monitor)
@@ -303,18 +314,49 @@ class Connections:
         if got is None:
             return b""
         peer, used = got
+        if not self._proxied(link, peer):
+            link.close()
+            return b""
+        return bytes(buf[used:])
+
+    def _proxied(self, link: Link, peer: str) -> bool:
+        """The PROXY header named the meter's address: admit the connection under it (False: refused)."""
         link.proxy_header = None
         link.peer = peer or link.peer  # LOCAL: the balancer's own connection
         if self.on_connection is not None:
             self.on_connection(link.peer)
         verdict = self.admission.admit(link.peer)
         if verdict is False:
-            link.close()
-            return b""
+            return False
         if verdict is not True:
             verdict.abort()
         self.admission.add(link)
-        return bytes(buf[used:])
+        return True
+
+    async def _read_proxy_header(self, link: Link, sock: socket.socket) -> bool:
+        """TLS behind a load balancer: the PROXY header, read off the socket before the handshake (not a byte
+        of the TLS after it), and the connection admitted under the meter's address. False: closed."""
+        async def header() -> tuple[str, int] | None:
+            buf = bytearray()
+            want = HEAD
+            while (got := parse_proxy_header(buf) if len(buf) >= HEAD else None) is None:
+                if len(buf) >= HEAD:
+                    want = HEAD + int.from_bytes(buf[14:16], "big")
+                chunk = await self.loop.sock_recv(sock, want - len(buf))
+                if not chunk:
+                    return None
+                buf += chunk
+            return got
+
+        try:
+            got = await asyncio.wait_for(header(), self.config.auth_timeout)
+        except (ProxyHeaderError, asyncio.TimeoutError) as e:
+            why = e if isinstance(e, ProxyHeaderError) else f"no PROXY header within {self.config.auth_timeout:g} s"
+            self.reject(link, b"", "proxy-header", f"from load balancer {link.peer}: {why}")
+            return False
+        except OSError:
+            return False
+        return got is not None and self._proxied(link, got[0])
 
     def _noise(self, link: Link, nbytes: int, segments: int) -> bool:
         """Count noise; False when the peer floods it (hung up)."""
@@ -400,19 +442,18 @@ class Connections:
         if peer in self.config.proxy_from:
             link = Link(self, peer)
             link.proxy_header = bytearray()
-            sock.setblocking(False)
-            self.loop.create_task(self._start(link, sock))
-            return
-        verdict = self.admission.admit(peer)
-        if verdict is False:
-            sock.close()
-            return
-        if verdict is not True:
-            verdict.abort()
-        link = Link(self, peer)
-        self.admission.add(link)
+        else:
+            verdict = self.admission.admit(peer)
+            if verdict is False:
+                sock.close()
+                return
+            if verdict is not True:
+                verdict.abort()
+            link = Link(self, peer)
+            self.admission.add(link)
         sock.setblocking(False)
-        self.loop.create_task(self._start(link, sock))
+        self._starting.add(link)
+        link.starting = self.loop.create_task(self._start(link, sock))
 
     def _accept_failed(self, _why: str) -> None:
         victim = self.admission.make_room()
@@ -420,13 +461,52 @@ class Connections:
             victim.abort()
 
     async def _start(self, link: Link, sock: socket.socket) -> None:
+        tls = self.config.tls
         try:
-            await self.loop.connect_accepted_socket(lambda: link, sock=sock)
-        except Exception as e:  # noqa: BLE001 - the peer went away before its transport was made
-            log.debug("connection from %s lost at once: %r", link.peer, e)
+            if tls is not None and link.proxy_header is not None and not await self._read_proxy_header(link, sock):
+                link.closed = True
+            elif tls is not None and not await self._tls_hello(link, sock):
+                link.closed = True
+            else:
+                timeout = self.config.tls_handshake_timeout if tls is not None else None
+                await self.loop.connect_accepted_socket(lambda: link, sock=sock, ssl=tls,
+                                                        ssl_handshake_timeout=timeout)
+                if tls is not None:
+                    self.counters.count("tls_sessions")
+        except asyncio.CancelledError:
+            link.closed = True  # evicted, or the concentrator stops
+        except Exception as e:  # noqa: BLE001 - the peer went away before its transport was made, or failed TLS
+            if tls is not None and link.transport is None and not link.closed:
+                self.reject(link, b"", *refusal(e))
+            else:
+                log.debug("connection from %s lost at once: %r", link.peer, e)
+        finally:
+            link.starting = None
+            self._starting.discard(link)
             if link.transport is None:
                 sock.close()
                 self.admission.drop(link)
+
+    async def _tls_hello(self, link: Link, sock: socket.socket) -> bool:
+        """Does the peer begin a TLS handshake? Its first byte, peeked (left for the handshake): none before it
+        leaves (a load balancer's health check, a port scan) is closed quietly, as a silent connection is without
+        TLS; one that is not a TLS handshake record (0x16) is a plaintext client, refused at once."""
+        ready = self.loop.create_future()
+        fd = sock.fileno()
+        self.loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+        try:
+            await asyncio.wait_for(ready, self.config.tls_handshake_timeout)
+            first = sock.recv(1, socket.MSG_PEEK)
+        except asyncio.TimeoutError:
+            self.reject(link, b"", "tls-handshake", f"no TLS hello within {self.config.tls_handshake_timeout:g} s")
+            return False
+        except OSError:
+            return False
+        finally:
+            self.loop.remove_reader(fd)
+        if first and first != b"\x16":
+            self.reject(link, b"", "tls-plaintext", f"not TLS (first byte {first.hex()})")
+        return first == b"\x16"
 
     def add_serial(self, url: str) -> None:
         self._serial[url] = None
@@ -520,6 +600,8 @@ class Connections:
             lsn.close()
 
     def close_all(self, abort: bool = False) -> None:
+        for link in list(self._starting):
+            link.close()
         for link in list(self.links):
             if abort:
                 link.abort()

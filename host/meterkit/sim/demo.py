@@ -1,7 +1,8 @@
 """`make demo`: a fleet of simulated meters reporting to a concentrator, 24 virtual hours in a few minutes.
 
 Six meters (the real firmware under the MicroPython Unix port, each with its own simulated INA219 and load),
-half over serial (ptys), half over TCP, report to a concentrator with SQLite. Every meter runs the two-rate night
+half over serial (ptys), half over TCP with TLS (the head-end's CA pinned; --no-tls: in clear), report to a
+concentrator with SQLite. Every meter runs the two-rate night
 tariff (examples/tariffs/night-2rate, Central European time), and the run crosses the end of the October billing
 period (2026-11-01 00:00 CET), so each meter sends a signed billing snapshot. Meter 2's serial cable is pulled for
 four hours; meter 5 loses power for two. At the end: a summary table, the database, a plot of the load profiles,
@@ -229,10 +230,10 @@ def _utc_log(line: str, start_unix: int) -> str:
     return f"{line[:len(line) - len(line.lstrip())]}{head} h ({t:%H:%M} UTC) {rest}"
 
 
-async def _run(out: Path, hours: float, speed: float) -> int:
+async def _run(out: Path, hours: float, speed: float, tls: bool = True) -> int:
     start = demo_start(hours)
     fleet = Fleet(out, demo_control.with_button(DEMO_FLEET, hours), _headend_key(out), out / "meterkit.db",
-                  hours=hours, speed=speed, start_unix=start)
+                  hours=hours, speed=speed, start_unix=start, tls=tls)
     scale = hours / 24.0
     fleet.at(LINK_CUT[1] * scale, "cut_link", LINK_CUT[0])
     fleet.at(LINK_CUT[2] * scale, "restore_link", LINK_CUT[0])
@@ -243,7 +244,10 @@ async def _run(out: Path, hours: float, speed: float) -> int:
           f"port), {hours:g} h of virtual time at {speed:g}x from {t0:%Y-%m-%d %H:%M} UTC")
     print(f"  tariff: {CALENDAR.name} on every meter (night 22:00-06:00, day 06:00-22:00 CET); the October "
           "billing period ends at 2026-11-01 00:00 CET")
-    print("  provisioning: each meter makes its key, the head-end key is installed, public keys registered")
+    print("  provisioning: each meter makes its key, the head-end key is installed, public keys registered"
+          + (f"; the TCP meters pin the head-end's TLS CA ({out / 'tls'}: meterkit keys tls)" if tls else ""))
+    print("  links: meters 1-3 over serial (ptys), 4-6 over TCP" + (" with TLS (mbedTLS on the meter, CERT_REQUIRED)"
+                                                                    if tls else " in clear (--no-tls)"))
     clog = _LogLines(fleet)
     logger = logging.getLogger("meterkit.headend")
     logger.addHandler(clog)
@@ -338,5 +342,5 @@ def _rel(p: Path) -> str:
         return str(p)
 
 
-def run_demo(hours: float = 24.0, out: str = "out/demo", speed: float = 1440.0) -> int:
-    return asyncio.run(_run(Path(out), hours, speed))
+def run_demo(hours: float = 24.0, out: str = "out/demo", speed: float = 1440.0, tls: bool = True) -> int:
+    return asyncio.run(_run(Path(out), hours, speed, tls))

@@ -279,8 +279,13 @@ class Fleet:
     def __init__(self, out_dir: Path, specs: list[MeterSpec], headend_key: Any, db_path: Path | str, *,
                  hours: float = 24.0, speed: float = 1440.0, start_unix: int = 1793491200,
                  reading_s: int = 60, offline_after: float = 15, clock_drift_max_s: float | None = None,
-                 clock_jitter_s: float = 2.0):
+                 clock_jitter_s: float = 2.0, tls: bool = False, mtls: bool = False, drain_ms: int = 30000):
         self.out = Path(out_dir)
+        # TLS on every TCP link (the CA pinned on the meters, wire.tlscerts); mtls: meter certificates required
+        self.tls = tls or mtls
+        self.mtls = mtls
+        self.tls_files: Any = None
+        self.drain_ms = drain_ms  # real time a meter waits for its last acknowledgements at the end of its run
         self.specs = specs
         self.headend_key = headend_key
         self.db_path = db_path if is_url(db_path) else Path(db_path)  # a SQLite file or a postgresql:// URL
@@ -318,12 +323,8 @@ class Fleet:
         m.public_key = bytes.fromhex(ident["public_key"])
 
     async def setup(self) -> None:
-        from meterkit import wire as protocol
-        from meterkit.headend.concentrator import Concentrator
-
         await self.prepare()
-        self.conc = Concentrator(self.store, protocol.HeadEnd(self.headend_key), clock=self.clock,
-                                 offline_after=self.offline_after, **self.clock_settings)
+        self.conc = self._concentrator()
         host, port = await self.conc.start_tcp()
         if self.attach is not None:
             self.attach(self.conc)
@@ -354,6 +355,12 @@ class Fleet:
             log.unlink(missing_ok=True)
             self.meters.append(FleetMeter(spec, flash, log))
         await asyncio.gather(*(self._provision(m, point) for m in self.meters))
+        if self.tls and self.tls_files is None:  # (given: the head-end's, made by whoever runs it)
+            from meterkit.wire.tlscerts import make_tls_dir
+
+            shutil.rmtree(self.out / "tls", ignore_errors=True)
+            self.tls_files = make_tls_dir(self.out / "tls", hosts=("127.0.0.1",),
+                                          meters=tuple(m.spec.name for m in self.meters) if self.mtls else ())
         if not is_url(self.db_path):
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{self.db_path}{suffix}").unlink(missing_ok=True)
@@ -361,17 +368,39 @@ class Fleet:
         for m in self.meters:
             self.store.register_meter(m.device, m.public_key, m.spec.name)
 
-    async def restart_concentrator(self) -> None:
-        """Kill the concentrator (nothing pending stored or acknowledged) and start a new one on the database."""
+    def _concentrator(self) -> Any:
         from meterkit import wire as protocol
         from meterkit.headend.concentrator import Concentrator
+
+        tls = {}
+        if self.tls:
+            f = self.tls_files
+            tls = {"tls_cert": str(f.cert), "tls_key": str(f.key), "tls_client_ca": str(f.ca) if self.mtls else None}
+        return Concentrator(self.store, protocol.HeadEnd(self.headend_key), clock=self.clock,
+                            offline_after=self.offline_after, **self.clock_settings, **tls)
+
+    def _install_tls(self, m: FleetMeter) -> list[str]:
+        """Provision a meter for TLS: the CA (and its certificate, for mutual TLS) in its flash; the sim.run options
+        that are its board's link.tls section."""
+        f = self.tls_files
+        d = private_dir(m.flash / "tls")
+        shutil.copyfile(f.ca_der, d / "ca.der")
+        opts = ["--tls-ca", "tls/ca.der", "--tls-name", f.server_name]
+        if self.mtls:
+            cert, key = f.meters[m.spec.name]
+            shutil.copyfile(cert, d / "meter.der")
+            shutil.copyfile(key, d / "meter.key.der")
+            opts += ["--tls-cert", "tls/meter.der", "--tls-key", "tls/meter.key.der"]
+        return opts
+
+    async def restart_concentrator(self) -> None:
+        """Kill the concentrator (nothing pending stored or acknowledged) and start a new one on the database."""
         from meterkit.store import open_store
 
         await self.conc.kill()
         self.store.close()
         self.store = open_store(self.db_path)
-        self.conc = Concentrator(self.store, protocol.HeadEnd(self.headend_key), clock=self.clock,
-                                 offline_after=self.offline_after, **self.clock_settings)
+        self.conc = self._concentrator()
         host, port = await self.conc.start_tcp()
         if self.attach is not None:
             self.attach(self.conc)
@@ -384,11 +413,15 @@ class Fleet:
     # -- running -----------------------------------------------------------------------------------------
     async def _start_meter(self, m: FleetMeter) -> None:
         remaining = self.hours - self.clock.hours()
-        link = f"serial:{m.bridge.meter_path}" if m.bridge else f"tcp:127.0.0.1:{m.proxy.port}"
+        link = f"serial:{m.bridge.meter_path}" if m.bridge else \
+            f"{'tls' if self.tls else 'tcp'}:127.0.0.1:{m.proxy.port}"
         start = int(self.clock())
         cmd = sim_command(m.spec.scenario, max(remaining, 0.0), flash_dir=m.flash, seed=m.spec.seed, start=start)
         cmd += ["--speed", repr(self.speed), "--link", link, "--frames", str(m.frames_log),
-                "--reading-s", str(self.reading_s), "--drain-ms", "30000", "--clock-file", str(self.clock_file)]
+                "--reading-s", str(self.reading_s), "--drain-ms", str(self.drain_ms),
+                "--clock-file", str(self.clock_file)]
+        if self.tls and not m.bridge:
+            cmd += self._install_tls(m)
         if m.spec.calendar is not None:  # the firmware runs in the checkout: an absolute path
             cmd += ["--calendar", str(Path(m.spec.calendar).resolve())]
         if m.spec.billing_day is not None:

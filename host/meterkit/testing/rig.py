@@ -126,11 +126,14 @@ class MeterClient(asyncio.Protocol):
 
     @classmethod
     async def connect(cls, meter: SimMeter, host: str, port: int, headend_lookup: Any,
-                      source: str | None = None, **kw: Any) -> MeterClient:
-        """source: the local address to connect from (any of 127.0.0.0/8 on loopback: meters at other addresses)."""
+                      source: str | None = None, tls: Any = None, server_name: str | None = None,
+                      **kw: Any) -> MeterClient:
+        """source: the local address to connect from (any of 127.0.0.0/8 on loopback: meters at other addresses);
+        tls: an ssl.SSLContext to speak TLS with, checking the head-end's certificate for `server_name`."""
         loop = asyncio.get_running_loop()
         _, proto = await loop.create_connection(lambda: cls(meter, headend_lookup, **kw), host, port,
-                                                local_addr=(source, 0) if source else None)
+                                                local_addr=(source, 0) if source else None, ssl=tls,
+                                                server_hostname=server_name if tls is not None else None)
         return proto
 
     def connection_made(self, transport: Any) -> None:

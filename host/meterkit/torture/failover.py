@@ -41,6 +41,7 @@ import contextlib
 import os
 import random
 import signal
+import ssl
 import sys
 import time
 from collections import Counter
@@ -59,6 +60,7 @@ from meterkit.testing.haproxy import HAProxy
 from meterkit.testing.rig import SimMeter
 from meterkit.torture import tally as T
 from meterkit.wire.keys import load_private, new_key
+from meterkit.wire.tlscerts import make_tls_dir
 
 NAME = "failover"
 ACK_TIMEOUT_S = 8.0  # a meter with frames unacknowledged this long on one connection drops it and reconnects
@@ -74,6 +76,7 @@ class Plan:
     period_s: float = 0.5  # real seconds between a meter's readings
     firmware: int = 2  # real firmware meters (the fleet's) beside them
     speed: float = 60.0  # the fleet clock's speed: a firmware meter's reading a minute is one a real second
+    tls: bool = False  # every meter over TLS, passed through HAProxy untouched (mode tcp; PROXY header first)
 
 
 SHORT = (Plan(concentrators=2, meters=40, seconds=20.0),)
@@ -98,8 +101,10 @@ class ProtoMeter(asyncio.Protocol):
     """A protocol-level meter on TCP: frames made on a schedule, kept until acknowledged, sent again on every new
     connection; acks and commands checked by the firmware's verify_host."""
 
-    def __init__(self, name: str, source: str, headend_pub: bytes, frames_log: Path, now=time.time):
+    def __init__(self, name: str, source: str, headend_pub: bytes, frames_log: Path, now=time.time,
+                 tls: ssl.SSLContext | None = None, server_name: str | None = None):
         self.name = name
+        self.tls, self.server_name = tls, server_name
         self.source = source  # its own loopback address: the PROXY header names it
         self.now = now  # UTC seconds: the system clock, or the fleet's
         self.sim = SimMeter(time_fn=lambda: int(self.now()), period_s=60)
@@ -136,7 +141,8 @@ class ProtoMeter(asyncio.Protocol):
     async def connect(self, address: tuple[str, int]) -> bool:
         loop = asyncio.get_running_loop()
         try:
-            await loop.create_connection(lambda: self, *address, local_addr=(self.source, 0))
+            await loop.create_connection(lambda: self, *address, local_addr=(self.source, 0), ssl=self.tls,
+                                         server_hostname=self.server_name if self.tls else None)
         except OSError:
             return False
         return True
@@ -227,8 +233,10 @@ async def _meter_life(m: ProtoMeter, address: tuple[str, int], making: asyncio.E
 class Node:
     """One `meterkit concentrator` child process on the shared database, listening on a fixed port once known."""
 
-    def __init__(self, out: Path, index: int, db: str, key: Path, clock_file: Path | None = None):
+    def __init__(self, out: Path, index: int, db: str, key: Path, clock_file: Path | None = None,
+                 tls: tuple[str, ...] = ()):
         self.out, self.index, self.db, self.key, self.clock_file = out, index, db, key, clock_file
+        self.tls = tls  # --tls-cert/--tls-key options
         self.port = 0
         self.proc: asyncio.subprocess.Process | None = None
         self.starts = 0
@@ -246,6 +254,7 @@ class Node:
                "--clock-drift-max", "off", "--offline-after", "15", "--stats-every", "3600"]
         if self.clock_file is not None:
             cmd += ["--clock-file", str(self.clock_file)]
+        cmd += list(self.tls)
         with open(log, "wb") as f:
             self.proc = await asyncio.create_subprocess_exec(*cmd, stdout=f, stderr=asyncio.subprocess.STDOUT)
         for _ in range(1500):
@@ -340,21 +349,28 @@ class _RoundRun:
         self.lives: list[asyncio.Task] = []
         self.making, self.stop = asyncio.Event(), asyncio.Event()
         self.t0 = self.t_kill = 0.0
+        self.tls = None  # the TLS files (wire.tlscerts) when the plan runs over TLS
 
     # -- setup
     async def setup(self) -> None:
         key_path, _, _ = new_key(self.out / "keys")
         headend = P.HeadEnd(load_private(key_path))
+        tls, ctx, node_tls = None, None, ()
+        if self.plan.tls:
+            tls = self.tls = make_tls_dir(self.out / "tls", hosts=("127.0.0.1",))
+            ctx = ssl.create_default_context(cafile=str(tls.ca))
+            node_tls = ("--tls-cert", str(tls.cert), "--tls-key", str(tls.key))
         if self.plan.firmware:
             await self._firmware_fleet(key_path)
         (self.out / "meters").mkdir(exist_ok=True)
         self.r.meters = [ProtoMeter(f"p{i}", _source(i), headend.public_bytes, self.out / "meters" / f"p{i}.frames",
-                                    self.now) for i in range(self.plan.meters)]
+                                    self.now, ctx, tls and tls.server_name) for i in range(self.plan.meters)]
         with contextlib.closing(open_store(self.db)) as store:
             store.register_meters([NewMeter(m.sim.public_key, m.name, 60) for m in self.r.meters])
             store.commit()
         self.say(f"{self.plan.meters} protocol meters and {self.plan.firmware} firmware meters registered")
-        self.nodes = [Node(self.out, i + 1, self.db, key_path, self.clock_file) for i in range(self.plan.concentrators)]
+        self.nodes = [Node(self.out, i + 1, self.db, key_path, self.clock_file, node_tls)
+                      for i in range(self.plan.concentrators)]
         for n in self.nodes:
             await n.start()
         self.say("concentrators listening: " + ", ".join(f"{n.name} on 127.0.0.1:{n.port}" for n in self.nodes))
@@ -371,7 +387,9 @@ class _RoundRun:
                  for i in range(plan.firmware)]
         hours = (plan.seconds + 10.0) * plan.speed / 3600
         fleet = self.r.fleet = Fleet(self.out / "fleet", specs, load_private(key_path), self.db, hours=hours,
-                                     speed=plan.speed, start_unix=int(time.time()), offline_after=15)
+                                     speed=plan.speed, start_unix=int(time.time()), offline_after=15,
+                                     tls=plan.tls)
+        fleet.tls_files = self.tls  # the CA the concentrators' certificate comes from
         await fleet.prepare()
         fleet.store.close()
         fleet.store = None

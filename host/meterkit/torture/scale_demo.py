@@ -23,7 +23,7 @@ from meterkit.torture import failover
 from meterkit.torture.tally import Result
 
 _DATABASES = {"postgresql": "PostgreSQL", "sqlite": "SQLite"}
-DEFAULT = failover.Plan(concentrators=2, meters=100, seconds=30.0, firmware=2)
+DEFAULT = failover.Plan(concentrators=2, meters=100, seconds=30.0, firmware=2, tls=True)
 
 
 def run_scale_demo(out: str | Path = "out/demo-scale", meters: int = DEFAULT.meters,
@@ -38,7 +38,8 @@ def run_scale_demo(out: str | Path = "out/demo-scale", meters: int = DEFAULT.met
     if meters < 1 or concentrators < 2 or firmware < 0 or seconds <= 0:
         echo("meterkit demo --scale: needs at least 1 meter, 2 concentrators and a positive --seconds")
         return 2
-    plan = failover.Plan(concentrators=concentrators, meters=meters, seconds=seconds, firmware=firmware)
+    plan = failover.Plan(concentrators=concentrators, meters=meters, seconds=seconds, firmware=firmware,
+                         tls=DEFAULT.tls)
     out = Path(out)
     _clear(out / f"n{concentrators}")
     t0 = time.monotonic()
@@ -47,7 +48,8 @@ def run_scale_demo(out: str | Path = "out/demo-scale", meters: int = DEFAULT.met
         echo(f"[{time.monotonic() - t0:6.1f} s] {text}")
 
     echo(f"meterkit demo --scale: {concentrators} concentrators on PostgreSQL behind HAProxy, {meters} protocol "
-         f"meters + {firmware} firmware meters, {seconds:g} s of readings; one concentrator is SIGKILLed mid-run")
+         f"meters + {firmware} firmware meters, {seconds:g} s of readings; one concentrator is SIGKILLed mid-run"
+         + ("; every meter over TLS, through HAProxy untouched" if plan.tls else ""))
     try:
         haproxy_bin()
         result = failover.run_plans(out, (plan,), seed, db, "demo", say)
