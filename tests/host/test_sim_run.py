@@ -40,9 +40,11 @@ def test_metering_core_runs_in_a_capped_esp32_sized_heap():
     # 12: the simulated board's relay pin, button and load-control output, hal.Output and hal.Button, the board
     # schema of those sections and meter.app's lazy control hook took the 0.05-h run's edge from 187K to 193K.
     # 216K after the settings and load-shed merges: this 0.5-h run then failed at 200K and 202K and passed at
-    # 201K, 203K and 204K (the edge is not monotonic: where a 752-byte buffer at boot finds room).
-    r = run_sim("random-walk", 0.5, heap="216K", signing=False)
-    assert r["heap_total"] <= 216 * 1024
+    # 201K, 203K and 204K (the edge is not monotonic: where a 752-byte buffer at boot finds room). 232K after
+    # issue 15's firmware-update and TLS merges (the update hooks in meter.app, the schema's ops 13-15, hal's OTA
+    # and TLS transport): 216K then failed 3 of 3, 224K passed 3 of 3.
+    r = run_sim("random-walk", 0.5, heap="232K", signing=False)
+    assert r["heap_total"] <= 232 * 1024
     assert r["error_pct"] < 0.01
 
 

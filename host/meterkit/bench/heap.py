@@ -36,7 +36,7 @@ from meterkit.device.toolchain import boards_dir, compiled_firmware, repo_root
 
 MODES = ("mpy", "frozen")
 # CI keeps both under these (tests/host/test_heap_budget.py); docs/performance.md quotes them and says why.
-BUDGET_KIB = {"mpy": 226, "frozen": 86}
+BUDGET_KIB = {"mpy": 229, "frozen": 88}
 START_UNIX = 1793481300  # 2026-10-31 20:15 UTC: the night calendar's 22:00 CET switch falls 45 min in
 NIGHT_CALENDAR = "examples/tariffs/night-2rate.calendar.json"
 HEAPSTATS = "mp32: heapstats "
