@@ -219,8 +219,9 @@ def _read(part, pos, buf):
         done += n
 
 
-def image_bytes(flash_dir, name):
-    """The archive in partition `name` (None: ota_0 never written, the factory image); ValueError if damaged."""
+def _written(flash_dir, name):
+    """Partition `name`, or None for ota_0 never written (the factory image runs); ValueError for another empty
+    one."""
     part = SimPartition(flash_dir, name)
     try:
         os.stat(part.path)
@@ -228,6 +229,14 @@ def image_bytes(flash_dir, name):
         if name == "ota_0":
             return None
         raise ValueError("partition %s is empty" % name)
+    return part
+
+
+def image_bytes(flash_dir, name):
+    """The archive in partition `name` (None: ota_0 never written, the factory image); ValueError if damaged."""
+    part = _written(flash_dir, name)
+    if part is None:
+        return None
     n = unpack(part)[1]
     buf = bytearray(n)
     _read(part, 0, buf)
@@ -237,13 +246,9 @@ def image_bytes(flash_dir, name):
 def mount(flash_dir, name):
     """Unpack the image of partition `name` ahead of the ROM and run its fwimage module; nothing for the factory
     image (ota_0 never written)."""
-    part = SimPartition(flash_dir, name)
-    try:
-        os.stat(part.path)
-    except OSError:
-        if name == "ota_0":
-            return None
-        raise ValueError("partition %s is empty" % name)
+    part = _written(flash_dir, name)
+    if part is None:
+        return None
     files = unpack(part)[0]
     d = flash_dir.rstrip("/") + "/boot-" + name
     try:

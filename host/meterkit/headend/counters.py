@@ -33,6 +33,25 @@ MAX_SOURCES = 1024
 OTHER_SOURCES = "(other sources)"
 
 
+class BoundedSources:
+    """Source addresses with rows (or count windows) of their own while there are fewer than MAX_SOURCES, then
+    one name for all: spoofed or countless sources must not grow a table or a dict without bound."""
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+
+    def add(self, peer: str) -> None:
+        self._seen.add(peer)
+
+    def name(self, peer: str) -> str:
+        if peer in self._seen:
+            return peer
+        if len(self._seen) >= MAX_SOURCES:
+            return OTHER_SOURCES
+        self._seen.add(peer)
+        return peer
+
+
 class Counters:
     def __init__(self, store: Store, clock: Callable[[], float], known: Callable[[bytes], bool] | None = None):
         self._store = store
@@ -41,7 +60,7 @@ class Counters:
         self.known = known
         self._totals: collections.Counter = collections.Counter(store.counters())
         self._reasons: collections.Counter = collections.Counter()  # rejects by reason, all devices and peers
-        self._sources: set[str] = set()  # peers with rows of unattributed rejects (device x'')
+        self._sources = BoundedSources()  # peers with rows of unattributed rejects (device x'')
         for r in store.rejects():
             self._reasons[r.reason] += r.count
             if not r.device_id:
@@ -89,12 +108,7 @@ class Counters:
 
     def _source(self, peer: str) -> str:
         """The peer's row of unattributed rejects, while there are fewer than MAX_SOURCES; then one for all."""
-        if peer in self._sources:
-            return peer
-        if len(self._sources) >= MAX_SOURCES:
-            return OTHER_SOURCES
-        self._sources.add(peer)
-        return peer
+        return self._sources.name(peer)
 
     def _unsaved_reject(self, key: tuple[bytes, str, str], n: int, detail: str | None) -> None:
         row = self._unsaved_rejects.get(key)

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from meter import messages as M
 from meterkit.headend.alertrules import AlertRules, CountRule
+from meterkit.headend.counters import BoundedSources
 from meterkit.headend.meterwatch import MeterWatch
 from meterkit.store.api import Store
 from meterkit.store.records import AlertRecord
@@ -35,8 +36,6 @@ log = logging.getLogger(__name__)
 NOT_AUTH = frozenset({"replay", "replay-unanswered", "seq-reuse", "noise", "noise-flood", "idle-timeout",
                       "not-reading", "proxy-header", "internal-error", "seq-range"})
 REPLAYS = frozenset({"replay-unanswered", "seq-reuse"})
-MAX_SOURCES = 1024  # source addresses with windows of their own; then one for all (as counters.py does)
-OTHER_SOURCES = "(other sources)"
 MAX_WINDOWS = 8192  # windows kept before the expired ones are dropped
 DETAIL_CHARS = 300
 
@@ -90,7 +89,7 @@ class Monitor:
         self._writing: dict[Key, list] | None = None
         self._written: list[AlertRecord] = []
         self._logged: dict[Key, float] = {}
-        self._sources: set[str] = set()
+        self._sources = BoundedSources()  # source addresses with windows of their own; then one for all
         self.raised = 0  # occurrences raised since start (stats)
 
     # -- firmware expectations (a rollout record registers itself here)
@@ -145,12 +144,7 @@ class Monitor:
             log.warning("ALERT %s (%s) %s: %s", name, severity, who, detail)
 
     def source(self, peer: str) -> str:
-        if peer in self._sources:
-            return peer
-        if len(self._sources) >= MAX_SOURCES:
-            return OTHER_SOURCES
-        self._sources.add(peer)
-        return peer
+        return self._sources.name(peer)
 
     # -- signals as they happen
     def rejected(self, device: bytes, peer: str, reason: str) -> None:
