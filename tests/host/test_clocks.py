@@ -307,7 +307,7 @@ def test_migration_v3_to_v4_adds_the_drift_columns(tmp_path):
     assert old_database(path, 3, ("INSERT INTO meters (device, public_key, name, provisioned_at) VALUES "
                                   "(?, ?, ?, ?)", (dev, point, "house", 1.0))) == [1, 2, 3]
     with SQLiteStore(path) as s:
-        assert s.migrated == [4, 5, 6, 7, 8]
+        assert s.migrated == [4, 5, 6, 7, 8, 9]
         m = s.meter(dev)
         assert (m.name, m.clock_drift_s, m.clock_drift_at) == ("house", None, None)
         s.update_meter(dev, clock_drift_s=-3.5, clock_drift_at=2.0)

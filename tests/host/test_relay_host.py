@@ -447,7 +447,7 @@ def test_migration_to_v6_puts_the_queues_history_into_the_audit_log(tmp_path):
          "voltage_mv, current_ma, uncovered_ppm) VALUES (?, 1, 50, 0, 1, 0, '{}', 0, 0, 0, 0)", (dev,)),
     ) == [1, 2, 3, 4, 5]
     with SQLiteStore(path) as s:
-        assert s.migrated == [6, 7, 8]
+        assert s.migrated == [6, 7, 8, 9]
         got = [(a.at, a.action, a.op, a.actor, a.queue_id, a.counter, a.result, a.reason) for a in s.audit()]
         assert got == [
             (100.0, "queued", 3, UNKNOWN_ACTOR, 1, None, None, "meterkit command x"),

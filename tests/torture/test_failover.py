@@ -1,28 +1,24 @@
-"""Issue 13 torture, short form: 2 `meterkit concentrator` processes on one database (a SQLite file, and a real
-PostgreSQL) behind a real HAProxy (PROXY v2 headers), 40 protocol-level meters through it; the busier
-concentrator SIGKILLed mid-run and restarted on its port; 2 real firmware meters (the fleet's) report through
-HAProxy too, at least one of them on the killed process. Every frame made stored exactly once, every ack and
-command verified by the meters (the firmware's verify_host), every queued command answered once and executed once
-(the long form, 2 then 3 concentrators and 120 meters: `python -m meterkit.torture.failover --long [--db pg]`;
-docs/concentrator.md, "Failover")."""
+"""Issue 13 torture, short form: 2 `meterkit concentrator` processes on one database (a real PostgreSQL, the
+configuration several head-ends share; the same on a SQLite file is `meterkit torture --only failover`, and
+tests/host/test_shared_store.py runs two concentrators on either) behind a real HAProxy (PROXY v2 headers), 40
+protocol-level meters through it; the busier concentrator SIGKILLed mid-run and restarted on its port; 2 real
+firmware meters (the fleet's) report through HAProxy too, at least one of them on the killed process. Every frame
+made stored exactly once, every ack and command verified by the meters (the firmware's verify_host), every queued
+command answered once and executed once (the long form, 2 then 3 concentrators and 120 meters: `python -m
+meterkit.torture.failover --long [--db pg]`; docs/concentrator.md, "Failover")."""
 
 import signal
-
-import pytest
 
 from meterkit.torture import failover as fo
 from meterkit.torture import runner
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_failover_short_form(tmp_path, haproxy_available, backend, request):
-    db = None
-    if backend == "postgresql":
-        db = request.getfixturevalue("pg_server").create_database()
+def test_failover_short_form(tmp_path, haproxy_available, pg_server):
+    db = pg_server.create_database()
     [result] = runner.run(["failover"], tmp_path, long=False, seed=13, db=db)
     fig = result.figures
     assert result.ok, runner.table([result]) + "\n" + str(result.as_dict())[:4000]
-    assert fig["database"] == backend
+    assert fig["database"] == "postgresql"
     [plan] = fo.SHORT
     assert fig["concentrators"] == [2] and fig["meters"] == plan.meters
     assert fig["firmware_meters"] == plan.firmware >= 2 and len(result.tallies) == plan.meters + plan.firmware
