@@ -28,6 +28,14 @@ async def rig_with(tmp_path, *meters: SimMeter, **kw) -> LoopbackRig:
     return rig
 
 
+async def suspect_and_honest(tmp_path) -> tuple:
+    """A rig with two meters on the rig's clock, each connected: (rig, meter, honest, its client, honest's)."""
+    meter, honest = SimMeter(), SimMeter()
+    rig = await rig_with(tmp_path, meter, honest)
+    meter.t = honest.t = int(rig.clock())
+    return rig, meter, honest, await rig.connect(meter), await rig.connect(honest)
+
+
 def alerts(rig: LoopbackRig, **kw) -> dict:
     """{(rule, device, source): alert} after a housekeeping tick (its transaction writes what is pending)."""
     rig.conc.tick()
@@ -107,11 +115,8 @@ def test_noise_flood_connection_storm_and_frame_flood(tmp_path):
 
 def test_tamper_watchdog_reboots_and_a_meter_that_refuses_a_command(tmp_path):
     async def go():
-        meter, honest = SimMeter(), SimMeter()
-        rig = await rig_with(tmp_path, meter, honest)
-        t = int(rig.clock())
-        meter.t = honest.t = t
-        cl, ok = await rig.connect(meter), await rig.connect(honest)
+        rig, meter, honest, cl, ok = await suspect_and_honest(tmp_path)
+        t = meter.t
         # honest: a REBOOT the head-end asked for, then its restart; one power cut
         await send_all(rig, ok, [hello(honest, boots=1), honest.event(E.REBOOT, 5, t), hello(honest, boots=2),
                                  hello(honest, boots=3, status=M.ST_POWER_FAIL)], 3)
@@ -139,11 +144,8 @@ def test_tamper_watchdog_reboots_and_a_meter_that_refuses_a_command(tmp_path):
 
 def test_clock_jumps_but_not_a_clock_the_head_end_set(tmp_path):
     async def go():
-        meter, honest = SimMeter(), SimMeter()
-        rig = await rig_with(tmp_path, meter, honest)
-        t = int(rig.clock())
-        meter.t = honest.t = t
-        cl, ok = await rig.connect(meter), await rig.connect(honest)
+        rig, meter, honest, cl, ok = await suspect_and_honest(tmp_path)
+        t = meter.t
         await send_all(rig, ok, [hello(honest)], 0)  # connected: a command can go out
         C.queue(rig.store, honest.device_id, M.OP_SET_TIME, C.set_time_args(False), rig.clock(), by="test")
         rig.conc.dispatch.send_queued(rig.clock())
