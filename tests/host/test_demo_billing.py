@@ -2,7 +2,7 @@
 
 import datetime as dt
 
-from meterkit.sim import demo
+from meterkit.sim import demo, demo_firmware
 from meterkit.store import open_store
 
 
@@ -46,10 +46,14 @@ def test_a_short_demo_ends_with_a_bill_and_a_tariff_plot(tmp_path, capsys):
     # two-way control, compressed into the hour: meter-3's disconnect and the group's DR event, both answered
     assert "meter-3: disconnected remotely (b 1>0) at " in out, out
     assert "demand-response event 1: group 1, shed" in out and "meters: 3 accepted" in out, out
+    # the firmware rollout: a canary, then the rest; every meter confirmed the image and its hello names it
+    assert "signed by the firmware key): 2 waves, done" in out, out
+    assert out.count(f"its last hello names {demo_firmware.VERSION}") == 6, out
     csv_rows = (tmp_path / f"bill-{demo.BILL_METER}-{demo.BILL_PERIOD}.csv").read_text().splitlines()
     assert csv_rows[0].startswith("period,device,meter,register") and len(csv_rows) == 1 + 9
     assert all(",snapshot," in r for r in csv_rows[1:])
-    # honest operations (commissioning, unset clocks set, the disconnect story, a DR shed) raise no security alert
+    # honest operations (commissioning, unset clocks set, the disconnect story, a DR shed, a firmware rollout)
+    # raise no security alert
     with open_store(tmp_path / "meterkit.db") as db:
         assert db.alerts() == [], [(a.rule, a.detail) for a in db.alerts()]
     assert "security alerts: none" in out

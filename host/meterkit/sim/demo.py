@@ -5,7 +5,7 @@ half over serial (ptys), half over TCP with TLS (the head-end's CA pinned; --no-
 concentrator with SQLite. Every meter runs the two-rate night
 tariff (examples/tariffs/night-2rate, Central European time), and the run crosses the end of the October billing
 period (2026-11-01 00:00 CET), so each meter sends a signed billing snapshot. Meter 2's serial cable is pulled for
-four hours; meter 5 loses power for two. At the end: a summary table, the database, a plot of the load profiles,
+four hours; meter 5 loses power for two. A firmware update is rolled out in waves (demo_firmware). At the end: a summary table, the database, a plot of the load profiles,
 one meter's bill for October with its billing determinants as CSV, a plot of one local day coloured by tariff,
 and the commands to look further.
 """
@@ -21,7 +21,7 @@ from meter import cose, frame
 from meter import messages as M
 from meterkit.device.toolchain import repo_root
 from meterkit.headend.alertview import alert_rows, format_alerts
-from meterkit.sim import demo_control
+from meterkit.sim import demo_control, demo_firmware
 from meterkit.sim.fleet import Fleet, MeterSpec
 from meterkit.sim.runner import progress_bar
 from meterkit.store import open_store
@@ -254,11 +254,14 @@ async def _run(out: Path, hours: float, speed: float, tls: bool = True) -> int:
     propagate, logger.propagate = logger.propagate, False
     level = logger.level
     logger.setLevel(logging.INFO)  # the clock lines are INFO
+    update = demo_firmware.prepare(fleet, out)
     await fleet.setup()
     try:
         operator = asyncio.ensure_future(demo_control.operate(fleet))
+        rollout = asyncio.ensure_future(demo_firmware.roll_out(fleet, update))
         await fleet.run(progress_bar("  running "))
         dr_event = await operator
+        fw_rollout = await rollout
         table, rows = summary(fleet)
         plot(fleet, out / "load-profiles.png")
     finally:
@@ -287,6 +290,11 @@ async def _run(out: Path, hours: float, speed: float, tls: bool = True) -> int:
         for line in demo_control.control_lines(db, fleet) + [""] + demo_control.dr_lines(db, dr_event, fleet.clock()):
             print(f"  {line}".rstrip())
     print()
+    print("firmware update in waves (a canary, then the rest; docs/firmware-updates.md):")
+    with _stored(fleet) as db:
+        for line in demo_firmware.rollout_lines(db, fleet, fw_rollout):
+            print(f"  {line}")
+    print()
     with _stored(fleet) as db:
         print(alert_lines(db))
     print()
@@ -306,6 +314,7 @@ async def _run(out: Path, hours: float, speed: float, tls: bool = True) -> int:
     print(f"              .venv/bin/meterkit relay status {demo_control.CONTROL_METER} --db {db}")
     print(f"              .venv/bin/meterkit audit --db {db}")
     print(f"              .venv/bin/meterkit alerts --db {db} --state all")
+    print(f"              .venv/bin/meterkit firmware status --db {db}")
     print(f"              .venv/bin/meterkit dr report {dr_event} --db {db}")
     print(f"              .venv/bin/meterkit export --db {db} --csv --table billing")
     print(f"              .venv/bin/meterkit bill --db {db} --meter meter-1 --period {BILL_PERIOD} --prices "
@@ -317,7 +326,7 @@ async def _run(out: Path, hours: float, speed: float, tls: bool = True) -> int:
           "--mqtt-meter all")
     print("              publishes these meters' stored totals with MQTT discovery: they appear under Settings > "
           "Devices > MQTT, and their Import (1.8.0) and Export (2.8.0) go into the Energy dashboard")
-    return 0 if lost == 0 and snapped == len(rows) and not failed else 1
+    return 0 if lost == 0 and snapped == len(rows) and not failed and fw_rollout.state == "done" else 1
 
 
 def alert_lines(db: Store) -> str:
