@@ -102,14 +102,14 @@ class Devices:
         t = self._unknown.get(kid)
         if t is not None and now - t < self._refresh_s:
             return None
-        if len(self._unknown) > FORGET_UNKNOWN_AFTER:
-            self._unknown.clear()
-        self._unknown[kid] = now
-        rec = self._store.meter(kid)
+        rec = self._store.meter(kid)  # StoreUnavailable: not marked unknown; the next frame asks again
         if rec is None:
+            if len(self._unknown) > FORGET_UNKNOWN_AFTER:
+                self._unknown.clear()
+            self._unknown[kid] = now
             return None
         pub = self._keys[kid] = P.public_from_bytes(rec.public_key)
-        del self._unknown[kid]
+        self._unknown.pop(kid, None)
         return pub
 
     @property

@@ -26,7 +26,7 @@ from meterkit.headend import commands as opcmds
 from meterkit.headend.config import ConcentratorConfig
 from meterkit.headend.counters import Counters
 from meterkit.headend.devices import Device, Devices
-from meterkit.store.api import CONCENTRATOR, QUEUE_PENDING, Store
+from meterkit.store.api import CONCENTRATOR, QUEUE_PENDING, Store, StoreError
 from meterkit.store.records import CommandRecord, QueuedCommand
 from meterkit.wire.keys import key_id
 from meterkit.wire.records import CommandResponse
@@ -140,6 +140,10 @@ class Dispatch:
                         sends.append((d.link, q, d.counter, frame))
                 self.counters.stage("commands_sent", len(sends))
                 self.counters.stage("operator_commands_sent", len(sends))
+        except StoreError as e:  # the database is down: one line, no traceback
+            log.warning("queued commands not sent: %s", e)
+            self.devices.reload(signed_for)
+            return
         except Exception:  # noqa: BLE001 - logged; the next tick tries again
             log.exception("sending queued commands")
             self.devices.reload(signed_for)  # their command counters as the database has them

@@ -156,6 +156,12 @@ class Ingest:
                 except P.ProtocolError as e:
                     reject(link, claimed_kid(cose), e.reason, str(e))
                     continue
+                except StoreError as e:  # a key not cached, the database down: not the meter's fault
+                    self.counters.count("commit_failures")
+                    log.error("frames from %s not verified: its key cannot be read (%s); closing the connection",
+                              link.peer, e)
+                    link.close()  # unacknowledged: the meter sends them again
+                    break
                 except Exception as e:  # noqa: BLE001 - one bad frame must not stop the others
                     log.exception("verifying a frame from %s", link.peer)
                     reject(link, claimed_kid(cose), "internal-error", repr(e))

@@ -5,9 +5,9 @@ half over serial (ptys), half over TCP with TLS (the head-end's CA pinned; --no-
 concentrator with SQLite. Every meter runs the two-rate night
 tariff (examples/tariffs/night-2rate, Central European time), and the run crosses the end of the October billing
 period (2026-11-01 00:00 CET), so each meter sends a signed billing snapshot. Meter 2's serial cable is pulled for
-four hours; meter 5 loses power for two. A firmware update is rolled out in waves (demo_firmware). At the end: a summary table, the database, a plot of the load profiles,
-one meter's bill for October with its billing determinants as CSV, a plot of one local day coloured by tariff,
-and the commands to look further.
+four hours; meter 5 loses power for two. A firmware update is rolled out in waves (demo_firmware). At the end: a
+summary table, the database, a plot of the load profiles, one meter's bill for October with its billing
+determinants as CSV, a plot of one local day coloured by tariff, and the commands to look further.
 """
 
 from __future__ import annotations
