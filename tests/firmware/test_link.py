@@ -177,7 +177,7 @@ def test_frames_flow_within_the_window():
         seqs = r.make(10)
         r.run()
         eq(r.he.seen, seqs[:4], "at most `window` frames beyond the last ack")
-        eq(r.link.frames_sent, 4, "frames_sent")
+        eq(r.link.sender.frames_sent, 4, "frames_sent")
         r.tell(r.he.ack(seqs[1]))
         r.run()
         eq(r.he.seen, seqs[:6], "the ack of two frames lets two more go")
@@ -189,8 +189,8 @@ def test_frames_flow_within_the_window():
         r.run()
         eq(r.he.seen, seqs, "every frame exactly once, in order")
         eq(list(r.outbox.pending()), [], "outbox drained")
-        eq((r.link.resends, r.link.refused, r.link.errors), (0, {}, 0), "clean run")
-        eq(r.link.bytes_sent, sum(r.t.writes), "bytes_sent")
+        eq((r.link.sender.resends, r.link.refused, r.link.errors), (0, {}, 0), "clean run")
+        eq(r.link.sender.bytes_sent, sum(r.t.writes), "bytes_sent")
         more = r.make(3)
         r.run()
         eq(r.he.seen[-3:], more, "new frames follow at once")
@@ -280,11 +280,11 @@ def test_disconnect_mid_frame_then_resend_unacked():
         r.tell(r.he.ack(seqs[0]))
         for _ in range(5):
             r.link.poll()
-            if r.link._out is not None and r.link._out_pos >= 30:
+            if r.link.sender._out is not None and r.link.sender._out_pos >= 30:
                 break
-        assert r.link._out is not None and r.link._out_pos >= 30, "a frame is half-way out"
+        assert r.link.sender._out is not None and r.link.sender._out_pos >= 30, "a frame is half-way out"
         eq(r.outbox.acked, seqs[0], "the ack was read")
-        cut_seq = r.link._out_seq
+        cut_seq = r.link.sender._out_seq
         r.t.cut()
         r.up[len(r.up) - 20:] = b""  # and the last bytes written never made it
         r.link.poll()
@@ -299,7 +299,7 @@ def test_disconnect_mid_frame_then_resend_unacked():
         eq(sorted(set(r.he.seen)), seqs + more, "every frame arrived")
         eq(r.he.seen.count(cut_seq), 1, "the frame cut in half arrived once, whole, after the reconnect")
         eq(r.he.df.noise_segments, 1, "its torn first half was skipped as noise")
-        eq(r.link.resends, 1, "the frame sent whole but not acknowledged was sent again")
+        eq(r.link.sender.resends, 1, "the frame sent whole but not acknowledged was sent again")
         eq(r.he.seen.count(seqs[1]), 2, "that one")
         eq(r.he.seen.count(seqs[0]), 1, "the acknowledged frame was not")
 
@@ -368,10 +368,10 @@ def test_lost_frame_probe_then_go_back():
         eq(r.he.seen, [seqs[0], seqs[2], seqs[3], seqs[4]], "window: one more")
         r.clock.ms += 999
         r.run(5)
-        eq(r.link.probes, 0, "not yet")
+        eq(r.link.sender.probes, 0, "not yet")
         r.clock.ms += 1
         r.run(1)
-        eq((r.link.probes, r.he.seen[-1]), (1, seqs[1]), "the oldest unacknowledged frame alone")
+        eq((r.link.sender.probes, r.he.seen[-1]), (1, seqs[1]), "the oldest unacknowledged frame alone")
         r.tell(r.he.ack(r.he.contiguous()))
         r.run(10)
         eq(r.outbox.acked, seqs[4], "the probe closed the gap")
@@ -429,7 +429,7 @@ def test_backfill_requeues_and_answers():
         assert r.outbox.dropped > 0, "the outbox overflowed"
         r.tell(r.he.ack(r.he.contiguous()))
         r.run(40)
-        eq(len(r.link._inflight), r.link.window, "the window is full of frames beyond the gap")
+        eq(len(r.link.sender._inflight), r.link.sender.window, "the window is full of frames beyond the gap")
         lo = r.outbox.last_lost
         r.tell(r.he.command(1, {1: lo, 2: lo + 1}))
         r.run(40)
@@ -450,7 +450,7 @@ def test_backfill_beyond_the_window_goes_in_order_once():
         r.tell(r.he.ack(r.he.contiguous()))
         r.run()
         eq(r.he.seen[8:], [seqs[5]], "then the rest, nothing twice")
-        eq(r.link.resends, 2, "frames 0 and 1 were resends")
+        eq(r.link.sender.resends, 2, "frames 0 and 1 were resends")
 
 
 def test_commands_go_to_on_command_and_counter_survives_reboot():
