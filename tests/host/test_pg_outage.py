@@ -365,17 +365,18 @@ def test_postgresql_lost_mid_run_no_ack_ahead_of_the_database_and_every_frame_st
             await fleet.stop()
             await rig.stop()
 
-    try:
-        asyncio.run(asyncio.wait_for(main(), 90))
-    finally:
-        _running(pg)
-    _no_traceback(caplog)
+    _run(pg, main, caplog)
     text = caplog.text
     assert "connection lost" in text and "connected again" in text
 
 
-def _no_traceback(caplog) -> None:
-    """A lost database is said in one line wherever it is found (ingest, housekeeping, the dispatch)."""
+def _run(pg: PgServer, main, caplog) -> None:
+    """Run the test's main() with the server left running after it, and no traceback logged: a lost database
+    is said in one line wherever it is found (ingest, housekeeping, the dispatch)."""
+    try:
+        asyncio.run(asyncio.wait_for(main(), 90))
+    finally:
+        _running(pg)
     tracebacks = [r for r in caplog.records if r.exc_info and r.name.startswith("meterkit")]
     assert tracebacks == [], [r.getMessage() for r in tracebacks]
 
@@ -416,9 +417,5 @@ def test_a_meter_not_met_yet_while_the_database_is_down_is_neither_refused_nor_l
         finally:
             await rig.stop()
 
-    try:
-        asyncio.run(asyncio.wait_for(main(), 90))
-    finally:
-        _running(pg)
-    _no_traceback(caplog)
+    _run(pg, main, caplog)
     assert "its key cannot be read" in caplog.text
