@@ -124,5 +124,5 @@ def test_updates_in_waves_refusals_resume_and_rollback(tmp_path):
         keys = {m.name: [e.value for e in db.events(m.device_id, codes=(E.FW_KEY_INSTALLED,))] for m in db.meters()}
     assert firmware == {n: "v2" for n in NAMES}, firmware  # every meter runs the good image, the canary again
     assert kinds == [E.FW_ACTIVATED, E.FW_CONFIRMED, E.FW_ACTIVATED, E.FW_ROLLED_BACK], kinds
-    assert keys == {n: [key_id(next_key.public_key()).hex()] for n in NAMES}, keys  # once each, no restart
+    assert keys == {n: [key_id(next_key.public_key()).hex()] for n in NAMES}, keys  # each meter, once
     assert changed == [], changed  # the rollout's changes (and the rollback) are expected: no intrusion alert
