@@ -35,3 +35,4 @@ FW_REFUSED = 31  # an update's manifest or payload was refused; value: the reaso
 FW_ACTIVATED = 32  # a verified image was set to boot (the meter restarts); value: its sequence number
 FW_CONFIRMED = 33  # the new image metered and reported: confirmed, no rollback; value: its version text
 FW_ROLLED_BACK = 34  # the new image's first boot failed: the bootloader ran the previous one; value: its seq
+FW_KEY_INSTALLED = 35  # a rotation signed by the firmware key installed its successor; value: the new key's kid (hex)

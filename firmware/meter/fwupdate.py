@@ -23,18 +23,20 @@
 import hashlib
 
 from meter import cbor, cose, events
-from meter.messages import (FW_BLOCK, FW_IMAGE, FW_MANIFEST_MAX, FW_VENDOR, FWM_CLASS, FWM_DIGEST, FWM_FORMAT,
-                            FWM_PAYLOAD, FWM_SEQ, FWM_SIZE, FWM_VENDOR, FWM_VERSION, RESULT_BAD_ARGS, RESULT_OK,
-                            RESULT_REJECTED, UINT64_MAX, is_uint)
+from meter.messages import (FW_BLOCK, FW_IMAGE, FW_KEY, FW_MANIFEST_MAX, FW_VENDOR, FWM_CLASS, FWM_DIGEST,
+                            FWM_FORMAT, FWM_PAYLOAD, FWM_SEQ, FWM_SIZE, FWM_VENDOR, FWM_VERSION, RESULT_BAD_ARGS,
+                            RESULT_OK, RESULT_REJECTED, UINT64_MAX, is_uint)
 from meter.store import Store
 
 IDLE = 0
 RECEIVING = 1  # a manifest was taken; payload chunks are being written to the target partition
 TRIAL = 2  # the image was set to boot; its first boot has not confirmed it yet
+KEYING = 3  # a firmware-key rotation verified and being installed (meter.fwkey)
+KEY_TARGET = "firmware-key"  # the target of a key rotation's payload: the state itself (meter.fwkey.KeySlot)
 VERSION_MAX = 32  # characters of a version text
 HASH_BUF = 512  # bytes read at a time to hash the payload (the update path's one buffer beside the chunk)
 # meter.store key of each state field (a CBOR map)
-_PHASE, _MANIFEST, _OFFSET, _FLOOR, _VERSION, _TARGET = 1, 2, 3, 4, 5, 6
+_PHASE, _MANIFEST, _OFFSET, _FLOOR, _VERSION, _TARGET, _HELD, _DONE = 1, 2, 3, 4, 5, 6, 7, 8
 _ARCHS = ("", "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp", "xtensa",
           "xtensawin", "rv32imc")
 
@@ -107,7 +109,7 @@ class Updater:
         self.flash_dir = flash_dir
         self.board_class = board_class
         self.event = event
-        self._store = Store(flash_dir, "fw-state", max_payload=FW_MANIFEST_MAX + 128)
+        self._store = Store(flash_dir, "fw-state", max_payload=FW_MANIFEST_MAX + 256)  # + a key's 65 bytes
         got = self._store.load()
         st = {}
         if got is not None:
@@ -121,6 +123,8 @@ class Updater:
         self.floor = st.get(_FLOOR, 0)  # the highest sequence number ever activated (anti-rollback)
         self.version = st.get(_VERSION)  # the confirmed image's version text (None: the one flashed)
         self.target = st.get(_TARGET, "")  # the partition being written, or on trial
+        self.held = st.get(_HELD, b"")  # a key rotation's payload (meter.fwkey)
+        self.done = st.get(_DONE, 0)  # the sequence number of the key rotation last installed (meter.fwkey)
         self.trial = False  # this boot runs an image on trial (confirm() once it has metered and reported)
         self._m = None
 
@@ -130,6 +134,10 @@ class Updater:
               _TARGET: self.target}
         if self.version is not None:
             st[_VERSION] = self.version
+        if self.held:
+            st[_HELD] = self.held
+        if self.done:
+            st[_DONE] = self.done
         self._store.save(cbor.encode(st))
 
     def _key(self):
@@ -146,8 +154,10 @@ class Updater:
         if m[FWM_VENDOR] != FW_VENDOR or m[FWM_CLASS] != self.board_class:
             raise ManifestError("wrong board: the image is for %s %s, this meter is %s"
                                 % (m[FWM_VENDOR], m[FWM_CLASS], self.board_class))
-        if m[FWM_PAYLOAD] != FW_IMAGE:
-            raise ManifestError("payload format %r is not a firmware image" % (m[FWM_PAYLOAD],))
+        if m[FWM_PAYLOAD] not in (FW_IMAGE, FW_KEY):
+            raise ManifestError("payload format %r is not one this meter takes" % (m[FWM_PAYLOAD],))
+        if m[FWM_PAYLOAD] == FW_KEY and m[FWM_SIZE] != 65:
+            raise ManifestError("a firmware key is 65 bytes, not %d" % m[FWM_SIZE])
         if m[FWM_SEQ] <= self.floor:
             raise ManifestError("sequence number %d is not above %d (anti-rollback)" % (m[FWM_SEQ], self.floor))
         return m
@@ -172,13 +182,14 @@ class Updater:
             m = self._check(cose_bytes)
         except ManifestError as e:
             return self._refuse(RESULT_REJECTED, str(e))
-        part = self.ota.next_update()
+        part = self._part(KEY_TARGET) if m[FWM_PAYLOAD] == FW_KEY else self.ota.next_update()
         if m[FWM_SIZE] > part.size or m[FWM_SIZE] == 0:
             return self._refuse(RESULT_REJECTED, "size %d does not fit partition %s (%d bytes)"
                                 % (m[FWM_SIZE], part.name, part.size))
         if self.phase == RECEIVING and bytes(cose_bytes) == self.manifest_bytes:
             return RESULT_OK, "resume at offset %d" % self.offset
         self.phase, self.manifest_bytes, self.offset, self.target = RECEIVING, bytes(cose_bytes), 0, part.name
+        self.done, self.held = 0, b""
         self._m = m
         self._save()
         return RESULT_OK, "offset 0 of %d into %s" % (m[FWM_SIZE], part.name)
@@ -201,7 +212,7 @@ class Updater:
         block, at = offset // FW_BLOCK, offset % FW_BLOCK
         if at + n > FW_BLOCK:
             return RESULT_BAD_ARGS, "bad arguments: a chunk may not cross a %d-byte block" % FW_BLOCK
-        part = self.ota.partition(self.target)
+        part = self._part(self.target)
         if at == 0:
             part.erase(block)
         part.write(block, at, data)
@@ -212,6 +223,10 @@ class Updater:
     def activate(self):
         """OP_FW_ACTIVATE -> (result, reason); RESULT_OK: set to boot, the meter restarts after the answer."""
         if self.phase != RECEIVING:
+            if self.phase == IDLE and self.done:  # a key installed: this is its activation again
+                from meter import fwkey
+
+                return fwkey.answer(self)
             return RESULT_REJECTED, "rejected: no update in progress"
         try:
             m = self._check(self.manifest_bytes)  # the firmware key or the floor may have moved since
@@ -219,9 +234,13 @@ class Updater:
             return self._abandon(str(e))
         if self.offset != m[FWM_SIZE]:
             return RESULT_REJECTED, "rejected: incomplete: have %d of %d bytes" % (self.offset, m[FWM_SIZE])
-        part = self.ota.partition(self.target)
+        part = self._part(self.target)
         if self.digest(part, m[FWM_SIZE]) != m[FWM_DIGEST]:
             return self._abandon("payload digest mismatch: the image is not the one the manifest signs")
+        if self.target == KEY_TARGET:
+            from meter import fwkey
+
+            return fwkey.activate(self, m)
         self.ota.set_boot(part)
         # set to boot before the state says so: a power cut in between boots the image, and booted() sees the
         # target running and takes it as the trial it is
@@ -230,8 +249,17 @@ class Updater:
         self.event(events.FW_ACTIVATED, m[FWM_SEQ])
         return RESULT_OK, "activated %s (seq %d): restarting once this is acknowledged" % (m[FWM_VERSION], m[FWM_SEQ])
 
+    def _part(self, name):
+        """A partition by name, or for KEY_TARGET the key slot: a key rotation's payload is held in the update
+        state (meter.fwkey)."""
+        if name == KEY_TARGET:
+            from meter.fwkey import KeySlot
+
+            return KeySlot(self)
+        return self.ota.partition(name)
+
     def _abandon(self, why):
-        self.phase, self.manifest_bytes, self.offset, self._m = IDLE, b"", 0, None
+        self.phase, self.manifest_bytes, self.offset, self.held, self._m = IDLE, b"", 0, b"", None
         self._save()
         return self._refuse(RESULT_REJECTED, why)
 
@@ -252,7 +280,12 @@ class Updater:
     # -- boot and confirmation --------------------------------------------------------------------------------
     def booted(self):
         """At boot: a trial image running (self.trial), or the bootloader having rolled one back: then the event
-        to raise, (FW_ROLLED_BACK, seq) (the meter raises it once its hello is out); else None."""
+        to raise, (FW_ROLLED_BACK, seq) (the meter raises it once its hello is out); a key rotation cut short
+        finished: (FW_KEY_INSTALLED, kid); else None."""
+        if self.phase == KEYING:  # a key rotation's intent was saved, then the power went: finish it
+            from meter import fwkey
+
+            return fwkey.finish(self)
         running = self.ota.running()
         if self.phase == RECEIVING and running == self.target and self.offset:
             self.phase = TRIAL  # set to boot, then the power went before the state said so
@@ -302,6 +335,6 @@ def handle(meter, counter, op, args):
     else:
         r = u.chunk(args[A_OFFSET], args[A_DATA])
     answer = respond(counter, r[0], r[1])
-    if op == OP_FW_ACTIVATE and r[0] == RESULT_OK:
+    if op == OP_FW_ACTIVATE and r[0] == RESULT_OK and u.phase == TRIAL:  # an image set to boot (not a key)
         meter.restart_at(meter.hw.monotonic_s() + REBOOT_AFTER_S, answer[0])
     return answer

@@ -6,6 +6,7 @@ that lends the board's port for the tools; deploys cut off at several points; th
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -16,12 +17,13 @@ import pytest
 from meter import events
 from meter import messages as M
 from meterkit.cli import main as cli
+from meterkit.device import provision as PV
 from meterkit.device.build import build_bundle
 from meterkit.device.deploy import deploy, load_profile
-from meterkit.device.session import DeviceError
+from meterkit.device.session import DeviceError, Session
 from meterkit.store import open_store
 from meterkit.testing.board import PtyBoard, sim_profile
-from meterkit.wire.keys import new_key
+from meterkit.wire.keys import load_public, new_key, public_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -183,6 +185,66 @@ def test_a_deploy_cut_off_anywhere_leaves_a_board_that_boots_the_old_firmware_or
     r = deploy(board.port, new, profile)  # and a whole deploy afterwards completes the new one
     board.wait_output(rf"meterkit: firmware {new.id}")
     assert r.bundle == new.id
+
+
+def _flash_state(port: str) -> dict:
+    with Session.open(port) as s:
+        return s.hashes("/link.json", "/flash")
+
+
+def test_provision_installs_the_firmware_key_and_a_mutual_tls_link_a_tls_concentrator_accepts(board, bundles,
+                                                                                               tmp_path):
+    x64, _ = bundles
+    profile = _profile(tmp_path, speed=1, reading_s=2)
+    assert cli(["device", "deploy", "--port", board.port, "--board", str(profile), "--bundle", str(x64.dir)]) == 0
+    board.wait_output(rf"meterkit: firmware {x64.id}")
+    key, pub, _ = new_key(tmp_path / "keys")
+    fw_key, fw_pub, _ = new_key(tmp_path / "keys", "firmware")
+    tls = tmp_path / "tls"
+    assert cli(["keys", "tls", "--out", str(tls), "--meter", "m1"]) == 0
+    db = tmp_path / "fleet.db"
+    base = ["device", "provision", "--port", board.port, "--db", str(db), "--headend-key", str(pub)]
+    mutual = ["--tls-ca", str(tls / "ca.der"), "--tls-server-name", "headend.meterkit",
+              "--tls-cert", str(tls / "meters" / "m1.der"), "--tls-key", str(tls / "meters" / "m1.key.der")]
+    # bad input: refused on this host, not a byte sent to the board
+    sent = board.host_bytes
+    for bad in (["--firmware-pub", str(fw_key)],  # a private key where the public one goes
+                [*mutual[:4], "--tls-cert", str(tls / "meters" / "m1.der"), "--tls-key", str(tls / "ca.key.pem")],
+                ["--tls-ca", str(tls / "headend.key.pem"), "--tls-server-name", "headend.meterkit"],
+                ["--tls-ca", str(tls / "ca.der")],
+                ["--tls-server-name", "headend.meterkit"]):
+        assert cli([*base, "--tcp", "127.0.0.1:9", *bad]) == 2, bad
+    assert board.host_bytes == sent
+    # TLS on a serial link: refused against the board's profile, nothing on the board changed
+    before = _flash_state(board.port)
+    assert cli([*base, "--serial", *mutual]) == 2
+    assert _flash_state(board.port) == before
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    conc = subprocess.Popen([str(BIN / "meterkit"), "concentrator", "--db", str(db), "--key", str(key),
+                             "--listen", f"127.0.0.1:{port}", "--tls-cert", str(tls / "headend.pem"),
+                             "--tls-key", str(tls / "headend.key.pem"), "--tls-client-ca", str(tls / "ca.pem"),
+                             "--stats-every", "3600"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert cli([*base, "--tcp", f"127.0.0.1:{port}", "--firmware-pub", str(fw_pub), *mutual]) == 0
+        store = open_store(db, readonly=True)
+        with store:
+            (meter,) = store.meters()
+            # the meter's frames arrive over mutual TLS: the CA pinned, its own certificate shown
+            _wait(lambda: (store.max_seq(meter.device_id) or -1) >= 1, timeout=30,
+                  state=lambda: bytes(board.output[-600:]))
+    finally:
+        conc.terminate()
+        conc.wait(10)
+    with Session.open(board.port) as s:
+        link = s.eval_code("print(open('/link.json').read())")
+        held = s.eval_code(PV._PATH + "from meter.store import Store\n"
+                                      "print(repr(Store('flash', 'firmware-pub').load()[1]))")
+        files = sorted(s.hashes("/flash/tls"))
+    assert held == public_bytes(load_public(fw_pub))
+    assert link["tls"]["server_name"] == "headend.meterkit" and set(link["tls"]) == {"ca", "cert", "key", "server_name"}
+    assert files == sorted(f"/flash/{link['tls'][k]}" for k in ("ca", "cert", "key")), files  # no stray .new
 
 
 def _wait(cond, timeout: float = 20.0, state=None) -> None:

@@ -10,11 +10,12 @@ import sys
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from meter import events as E
 from meter import messages as M
 from meterkit.cli import main as cli_main
 from meterkit.firmware import image as I
 from meterkit.store import open_store
-from meterkit.wire.keys import load_public, public_bytes
+from meterkit.wire.keys import key_id, load_public, public_bytes
 
 
 def _keys(tmp_path, name):
@@ -62,3 +63,40 @@ def test_sign_refuses_what_no_meter_takes(tmp_path, bad):
     p = subprocess.run(argv, capture_output=True, text=True, check=False)
     assert p.returncode == 2 and "meterkit firmware sign:" in p.stderr, p.stderr
     assert not (tmp_path / "u.mkfw").exists()
+
+
+def test_rotate_key_makes_a_rotation_the_current_key_signs_and_push_queues_it(tmp_path, capsys):
+    fw_key, fw_pub = _keys(tmp_path, "firmware")
+    _, next_pub = _keys(tmp_path, "firmware2")
+    out = tmp_path / "rotate.mkfw"
+    argv = ["firmware", "rotate-key", "--key", str(fw_key), "--seq", "5", "--class", "unix-sim/x64", "--out", str(out)]
+    assert cli_main([*argv, "--new-pub", str(next_pub)]) == 0
+    upd = I.load(out, load_public(fw_pub))  # the meter's own manifest check, against the current key
+    new_point = public_bytes(load_public(next_pub))
+    assert upd.is_key and upd.payload == new_point and upd.fields[M.FWM_PAYLOAD] == M.FW_KEY
+    assert upd.done_event() == (E.FW_KEY_INSTALLED, key_id(new_point).hex())
+    capsys.readouterr()
+    for bad, why in ((["--new-pub", str(fw_key)], "PRIVATE key"),  # a private key where the public one goes
+                     (["--new-pub", str(fw_pub)], "the signing key itself"),
+                     (["--new-pub", str(next_pub), "--seq", "0"], "sequence number")):
+        (tmp_path / "bad.mkfw").unlink(missing_ok=True)
+        opts = [*argv[:-1], str(tmp_path / "bad.mkfw"), *bad]
+        assert cli_main(opts) == 2, bad
+        assert why in capsys.readouterr().err
+        assert not (tmp_path / "bad.mkfw").exists()
+
+    db = tmp_path / "db.sqlite"
+    with open_store(db) as store:
+        meter_pub = public_bytes(ec.generate_private_key(ec.SECP256R1()).public_key())
+        dev = store.register_meter(None, meter_pub, "house").device_id
+    push = ["firmware", "push", str(out), "--all", "--db", str(db)]
+    assert cli_main([*push, "--firmware-pub", str(next_pub)]) == 2  # checked against the key the meters hold
+    assert "does not verify" in capsys.readouterr().err
+    # no concentrator here: queued, then the wave times out at once and the rollout halts (its commands failed)
+    assert cli_main([*push, "--firmware-pub", str(fw_pub), "--timeout", "0"]) == 1
+    with open_store(db, create=False, readonly=True) as store:
+        q = store.queued_commands(dev)
+    assert [c.op for c in q] == [M.OP_FW_MANIFEST, M.OP_FW_CHUNK, M.OP_FW_ACTIVATE]
+    assert q[1].args[M.A_DATA] == new_point.hex()  # the key in one chunk
+    assert {c.note for c in q} == {f"firmware key {key_id(new_point).hex()} seq 5"}
+    assert {c.state for c in q} == {"failed"}

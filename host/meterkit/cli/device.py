@@ -7,6 +7,8 @@ hardware"; docs/hardware.md has every command).
     meterkit device provision --port PORT --db FLEET.db --headend-key HEADEND.pub.pem
                               [--serial | --wifi SSID --password PW --connect HOST:PORT | --tcp HOST:PORT]
                               [--name NAME] [--period S] [--pubkey-out METER.pem] [--release-via FLEET.db]
+                              [--firmware-pub FIRMWARE.pub.pem]
+                              [--tls-ca CA --tls-server-name NAME [--tls-cert METER.der --tls-key METER.key.der]]
     meterkit device calibrate --port PORT [--points FILE] [--cycles N] [--release-via FLEET.db]
 """
 
@@ -26,6 +28,7 @@ from meterkit.device import flash as F
 from meterkit.device import provision as PV
 from meterkit.device.deploy import deploy, load_profile
 from meterkit.device.session import DeviceError
+from meterkit.device.tlsfiles import load_tls
 from meterkit.device.toolchain import repo_root
 from meterkit.headend.handover import HandoverError, released
 from meterkit.sim.runner import write_public_pem
@@ -95,9 +98,16 @@ def _link(args: argparse.Namespace) -> dict | None:
 
 
 def _cmd_provision(args: argparse.Namespace) -> int:
-    try:
+    try:  # every key and file checked before the database or the board is touched
         headend = public_bytes(load_public(args.headend_key))
-    except KeyFileError as e:
+        firmware = public_bytes(load_public(args.firmware_pub)) if args.firmware_pub else None
+        if args.tls_ca:
+            tls = load_tls(args.tls_ca, args.tls_server_name, args.tls_cert, args.tls_key)
+        elif args.tls_server_name or args.tls_cert or args.tls_key:
+            raise DeviceError("--tls-server-name, --tls-cert and --tls-key come with --tls-ca (the CA to pin)")
+        else:
+            tls = None
+    except (KeyFileError, DeviceError) as e:
         return fail("device provision", e)
     store = open_store(args.db, "device provision", readonly=False, create=True)
     if store is None:
@@ -111,13 +121,15 @@ def _cmd_provision(args: argparse.Namespace) -> int:
         try:
             link = _link(args)
             with _port_lent(args):
-                p = PV.provision(args.port, headend, link, register=register)
+                p = PV.provision(args.port, headend, link, register=register, firmware_pub=firmware, tls=tls)
         except (DeviceError, HandoverError, ValueError) as e:
             return fail("device provision", e)
     if args.pubkey_out:
         write_public_pem(p.public_key, Path(args.pubkey_out))
+    extra = (", firmware key installed" if p.firmware_key else "") + (
+        f", TLS ({len(p.tls_files)} file(s) in {PV.TLS_DIR}/)" if p.tls_files else "")
     print(f"meter {p.device_id.hex()} ({p.board}): key {'made now' if p.created else 'kept'} on the board, head-end "
-          f"key installed, link {p.link['kind'] if p.link else 'unchanged'}, registered in {args.db}")
+          f"key installed{extra}, link {p.link['kind'] if p.link else 'unchanged'}, registered in {args.db}")
     return 0
 
 
@@ -183,6 +195,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="a name for people")
     p.add_argument("--period", type=int, default=60, help="its reporting period, s (default 60)")
     p.add_argument("--pubkey-out", help="also write the meter's public key (PEM) here")
+    p.add_argument("--firmware-pub", metavar="PEM", help="the firmware-signing public key (meterkit keys new --name "
+                                                          "firmware): the board takes updates signed by it")
+    t = p.add_argument_group("TLS on the TCP link (meterkit keys tls makes the files; docs/security.md)")
+    t.add_argument("--tls-ca", metavar="FILE", help="the head-end's CA to pin (ca.der)")
+    t.add_argument("--tls-server-name", metavar="NAME", help="the name in the head-end's certificate")
+    t.add_argument("--tls-cert", metavar="FILE", help="mutual TLS: the meter's certificate (meters/NAME.der)")
+    t.add_argument("--tls-key", metavar="FILE", help="mutual TLS: its key (meters/NAME.key.der), made on this host")
     _release(p)
     p.set_defaults(func=_cmd_provision)
 

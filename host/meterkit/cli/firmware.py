@@ -1,13 +1,17 @@
-"""`meterkit firmware sign|push|status`: signed firmware updates (docs/firmware-updates.md).
+"""`meterkit firmware sign|rotate-key|push|status`: signed firmware updates (docs/firmware-updates.md).
 
     meterkit firmware sign   --key firmware.key.pem --seq N --class BOARD/ARCH --version TEXT
                              (--payload FILE | --files F ...) --out UPDATE
+    meterkit firmware rotate-key --key CURRENT.key.pem --new-pub NEXT.pub.pem --seq N --class BOARD/ARCH
+                             --out UPDATE
     meterkit firmware push   UPDATE --firmware-pub firmware.pub.pem (--meter M ... | --all) [--canary N]
                              [--wave N] [--timeout S] [--by WHO] [--db PATH]
     meterkit firmware status [--json] [--db PATH]
 
 The firmware key is not the head-end's (meterkit keys new --name firmware makes one); sign runs where that key
-is kept. push checks the update against the firmware public key as a meter would, queues it for the canary,
+is kept. rotate-key makes an update whose payload is the next firmware public key, signed by the current
+firmware key: pushed like an image, the meters install it (no restart) and take only the new key's updates after.
+push checks the update against the firmware public key as a meter would, queues it for the canary,
 waits for it to come back with the new version, then the next waves; a running concentrator delivers it. It
 halts (exit 1) when a wave's meter refuses, rolls back or does not come back within --timeout.
 """
@@ -38,6 +42,17 @@ def _cmd_sign(args: argparse.Namespace) -> int:
         return fail("firmware sign", e)
     print(f"{args.out}: {upd.version} seq {upd.seq} for {upd.board_class}, {len(upd.payload)} bytes in "
           f"{len(upd.chunks())} chunks")
+    return 0
+
+
+def _cmd_rotate_key(args: argparse.Namespace) -> int:
+    try:
+        upd = I.rotation(load_private(args.key), load_public(args.new_pub), args.seq, args.board_class)
+        Path(args.out).write_bytes(upd.to_bytes())
+    except (KeyFileError, OSError, I.UpdateError) as e:
+        return fail("firmware rotate-key", e)
+    print(f"{args.out}: {upd.version} seq {upd.seq} for {upd.board_class}; push it with --firmware-pub set to the "
+          "CURRENT key; later updates are signed with the new key and a sequence number above " + str(upd.seq))
     return 0
 
 
@@ -103,8 +118,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     what.add_argument("--files", nargs="+", help="files packed as an MKIM archive (the Unix port's image)")
     s.add_argument("--out", required=True, help="the update file to write")
     s.set_defaults(func=_cmd_sign)
+    k = sub.add_parser("rotate-key", help="an update that replaces the meters' firmware key, signed by the current one")
+    k.add_argument("--key", required=True, help="the CURRENT firmware-signing private key (PEM)")
+    k.add_argument("--new-pub", required=True, help="the next firmware public key (PEM): meterkit keys new --name ...")
+    k.add_argument("--seq", type=int, required=True, help="sequence number: above every one the meters ran; the "
+                                                           "rotation uses it up")
+    k.add_argument("--class", dest="board_class", required=True, metavar="BOARD/ARCH",
+                   help="class id of the meters that take it, e.g. unix-sim/x64 (one rotation per class)")
+    k.add_argument("--out", required=True, help="the update file to write")
+    k.set_defaults(func=_cmd_rotate_key)
     u = sub.add_parser("push", help="roll an update out in waves: a canary, then the rest")
-    u.add_argument("update", help="the update file (meterkit firmware sign)")
+    u.add_argument("update", help="the update file (meterkit firmware sign or rotate-key)")
     u.add_argument("--firmware-pub", required=True, help="the firmware public key the meters hold (PEM)")
     who = u.add_mutually_exclusive_group(required=True)
     who.add_argument("--meter", action="append", help="a meter (id or name), in rollout order; repeatable")

@@ -1,4 +1,5 @@
-"""An update file: a firmware image and its manifest, signed with the firmware-signing key (not the head-end's).
+"""An update file: a firmware image and its manifest, signed with the firmware-signing key (not the head-end's);
+or a firmware-key rotation: the next firmware public key as the payload (format FW_KEY), signed by the current one.
 
 The manifest holds RFC 9124's information model as meter.messages names it (FWM_*): sequence number, vendor and
 class id, payload digest (SHA-256) and size, payload format and the version text. The file is CBOR
@@ -18,10 +19,11 @@ import cbor2
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from meter import cbor as mcbor
+from meter import events as E
 from meter import messages as M
 from meter.fwupdate import ManifestError, parse_manifest
 from meterkit.wire.envelope import sign1
-from meterkit.wire.keys import key_id, public_bytes
+from meterkit.wire.keys import key_id, public_bytes, public_from_bytes
 
 MKIM = b"MKIM"
 
@@ -48,6 +50,22 @@ class Update:
     def board_class(self) -> str:
         return self.fields[M.FWM_CLASS]
 
+    @property
+    def is_key(self) -> bool:
+        """A firmware-key rotation (its payload the next firmware public key), not an image."""
+        return self.fields[M.FWM_PAYLOAD] == M.FW_KEY
+
+    def done_event(self) -> tuple[int, object]:
+        """The event (code, value) a meter reports once the update has taken: the image confirmed with its
+        version, or the key installed with its key id (hex)."""
+        if self.is_key:
+            return E.FW_KEY_INSTALLED, key_id(self.payload).hex()
+        return E.FW_CONFIRMED, self.version
+
+    def landed(self) -> str:
+        """What a meter that took the update does: 'runs v2', 'holds firmware key <kid>'."""
+        return f"holds firmware {self.version}" if self.is_key else f"runs {self.version}"
+
     def chunks(self) -> list[tuple[int, bytes]]:
         """(offset, bytes) of FW_CHUNK_MAX each, never across a FW_BLOCK boundary."""
         n = M.FW_CHUNK_MAX
@@ -69,7 +87,8 @@ def pack_files(files: dict[str, bytes]) -> bytes:
     return bytes(out)
 
 
-def sign(key: ec.EllipticCurvePrivateKey, payload: bytes, seq: int, board_class: str, version: str) -> Update:
+def sign(key: ec.EllipticCurvePrivateKey, payload: bytes, seq: int, board_class: str, version: str,
+         payload_format: int = M.FW_IMAGE) -> Update:
     """The update file's content: the manifest over `payload`, signed with the firmware key."""
     if not M.is_uint(seq, M.UINT64_MAX) or seq == 0:
         raise UpdateError("the sequence number must be 1..2^64-1 (0 is the image flashed at the factory)")
@@ -80,12 +99,27 @@ def sign(key: ec.EllipticCurvePrivateKey, payload: bytes, seq: int, board_class:
     if "/" not in board_class:
         raise UpdateError(f"class id {board_class!r}: '<board profile name>/<arch>', e.g. unix-sim/x64")
     m = {M.FWM_FORMAT: 1, M.FWM_SEQ: seq, M.FWM_VENDOR: M.FW_VENDOR, M.FWM_CLASS: board_class,
-         M.FWM_DIGEST: hashlib.sha256(payload).digest(), M.FWM_SIZE: len(payload), M.FWM_PAYLOAD: M.FW_IMAGE,
+         M.FWM_DIGEST: hashlib.sha256(payload).digest(), M.FWM_SIZE: len(payload), M.FWM_PAYLOAD: payload_format,
          M.FWM_VERSION: version}
     manifest = sign1(key, key_id(key.public_key()), mcbor.encode(m))
     if len(manifest) > M.FW_MANIFEST_MAX:
         raise UpdateError(f"the manifest is {len(manifest)} bytes; a meter takes {M.FW_MANIFEST_MAX}")
     return Update(manifest, payload, m)
+
+
+def rotation(key: ec.EllipticCurvePrivateKey, new_pub: ec.EllipticCurvePublicKey | bytes, seq: int,
+             board_class: str) -> Update:
+    """A firmware-key rotation: the next firmware public key, signed by the current firmware key (`key`), which
+    the meters of `board_class` install in its place (meter.fwkey). Its sequence number is used up like an
+    image's: the next image (signed by the new key) needs a higher one."""
+    point = new_pub if isinstance(new_pub, (bytes, bytearray)) else public_bytes(new_pub)
+    try:
+        public_from_bytes(bytes(point))
+    except ValueError as e:
+        raise UpdateError(f"the new firmware key: {e}") from None
+    if bytes(point) == public_bytes(key.public_key()):
+        raise UpdateError("the new firmware key is the signing key itself: nothing would change")
+    return sign(key, bytes(point), seq, board_class, "key " + key_id(point).hex(), M.FW_KEY)
 
 
 def load(path: str | Path, firmware_pub: ec.EllipticCurvePublicKey | None = None) -> Update:

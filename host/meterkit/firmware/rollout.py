@@ -5,10 +5,11 @@ sends it like any command, one at a time per meter, resending an unanswered atte
 meter the manifest (op 13), every chunk (op 14, FW_CHUNK_MAX bytes) and activation (op 15), in that order. The
 meter keeps what it has across link drops and reboots and answers a chunk it holds already again ('have N').
 
-A meter has come back when it reports event FW_CONFIRMED with the update's version: its new image booted,
-metered, and its first reading was acknowledged. A wave is done when all its meters have; it halts the rollout
-when one refuses a command, rolls back (FW_ROLLED_BACK), fails a command, or is not back within the timeout.
-A halt fails the wave's commands still queued and never starts the next wave.
+A meter has come back when it reports the update's done event (Update.done_event): for an image FW_CONFIRMED
+with its version (the new image booted, metered, and its first reading was acknowledged); for a firmware-key
+rotation FW_KEY_INSTALLED with the new key's id (installed, no restart). A wave is done when all its meters
+have; it halts the rollout when one refuses a command, rolls back (FW_ROLLED_BACK), fails a command, or is not
+back within the timeout. A halt fails the wave's commands still queued and never starts the next wave.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from meterkit.headend.commands import operator, queue_in
 from meterkit.store.api import QUEUE_PENDING, Store
 
 FW_OPS = (M.OP_FW_MANIFEST, M.OP_FW_CHUNK, M.OP_FW_ACTIVATE)
-FW_EVENTS = (E.FW_REFUSED, E.FW_ACTIVATED, E.FW_CONFIRMED, E.FW_ROLLED_BACK)
+FW_EVENTS = (E.FW_REFUSED, E.FW_ACTIVATED, E.FW_CONFIRMED, E.FW_ROLLED_BACK, E.FW_KEY_INSTALLED)
 DEFAULT_VALID_S = 7 * 86400
 
 
@@ -55,7 +56,8 @@ class MeterProgress:
     device: bytes
     queue_ids: list[int]
     since_seq: int  # the meter's newest stored frame when its delivery was queued: its later events count
-    state: str = "queued"  # queued, delivering, activated, confirmed, refused, rolled back, failed, timed out
+    # queued, delivering, activated, confirmed (its done event), refused, rolled back, failed, timed out
+    state: str = "queued"
     detail: str = ""
 
 
@@ -74,14 +76,15 @@ def progress(store: Store, p: MeterProgress, update: Update) -> MeterProgress:
             p.state, p.detail = "failed", f"command #{qid}: {q.state}: {q.reason or ''}"
             return p
         answered += q.state == "answered"
+    done = update.done_event()
     for ev in store.events(p.device, codes=FW_EVENTS):
         if ev.seq <= p.since_seq:
             continue
         if ev.code == E.FW_ROLLED_BACK and ev.value == update.seq:
             p.state, p.detail = "rolled back", "its first boot failed: the previous image runs"
             return p
-        if ev.code == E.FW_CONFIRMED and ev.value == update.version:
-            p.state, p.detail = "confirmed", f"runs {update.version}"
+        if (ev.code, ev.value) == done:
+            p.state, p.detail = "confirmed", update.landed()
             return p
         if ev.code == E.FW_REFUSED:
             p.state, p.detail = "refused", str(ev.value)
@@ -149,7 +152,7 @@ class Rollout:
         elif all(p.state == "confirmed" for p in wave):
             if self.current + 1 == len(self.waves):
                 self.state = "done"
-                self.log.append("done: every meter runs " + self.update.version)
+                self.log.append("done: every meter " + self.update.landed())
             else:
                 self._start_wave(now)
         return self.state
@@ -176,7 +179,7 @@ def status_rows(store: Store) -> list[dict]:
     still queued."""
     rows = []
     names = {E.FW_REFUSED: "refused", E.FW_ACTIVATED: "activated", E.FW_CONFIRMED: "confirmed",
-             E.FW_ROLLED_BACK: "rolled back"}
+             E.FW_ROLLED_BACK: "rolled back", E.FW_KEY_INSTALLED: "firmware key installed"}
     for m in store.meters():
         evs = store.events(m.device_id, codes=FW_EVENTS)
         last = max(evs, key=lambda e: e.seq) if evs else None

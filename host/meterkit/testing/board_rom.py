@@ -53,7 +53,8 @@ def _power_up(image, blocks, rom):
         vfs.mount(vfs.VfsLfs2(flash), "/")
     vfs.mount(vfs.VfsPosix(rom), "/rom", readonly=True)
     os.chdir("/")
-    sys.path[:] = ["", "/rom", "/lib"]
+    # a board's own path ('', '.frozen', '/lib'): an ESP32 build freezes ssl, asyncio, mip... as this port does
+    sys.path[:] = ["", ".frozen", "/rom", "/lib"]
 
 
 def _run(name):
