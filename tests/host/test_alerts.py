@@ -292,3 +292,38 @@ def test_no_monitor_no_alerts(tmp_path):
         return got
     got = run(go())
     assert got == {}
+
+
+def test_an_activated_image_expects_a_firmware_change_and_a_key_rotation_does_not(tmp_path):
+    """ActivatedUpdates, the record `meterkit firmware push` leaves: an image activated on the meter within the
+    window expects its firmware change (or rollback); a firmware-key rotation, activated the same way, does not."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from meterkit.firmware import image as I
+    from meterkit.firmware.rollout import queue_update
+    from meterkit.headend.monitor import ActivatedUpdates
+
+    fw_key = ec.generate_private_key(ec.SECP256R1())
+    rotation = I.rotation(fw_key, ec.generate_private_key(ec.SECP256R1()).public_key(), 3, "unix-sim/x64")
+    image = I.sign(fw_key, I.pack_files({"fwimage.py": b"VERSION = 'v2'\n"}), 2, "unix-sim/x64", "v2")
+
+    async def go():
+        m = SimMeter()
+        rig = await rig_with(tmp_path, m)
+        s, now = rig.store, rig.clock()
+        watch = ActivatedUpdates(s, window_s=3600)
+
+        def answered(update) -> None:
+            for qid in queue_update(s, m.device_id, update, now, by="test"):
+                s.update_queued(qid, state="answered", result=M.RESULT_OK, answered_at=now)
+            s.commit()
+
+        answered(rotation)
+        after_rotation = watch.expected(m.device_id, "v2", now)
+        answered(image)
+        after_image = watch.expected(m.device_id, "v2", now), watch.expected(m.device_id, "v2", now + 7200)
+        await rig.stop()
+        return after_rotation, after_image
+    after_rotation, after_image = run(go())
+    assert after_rotation is False
+    assert after_image == (True, False)  # within the window; not two hours later

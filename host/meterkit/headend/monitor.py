@@ -21,7 +21,9 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+from meter import cbor as mcbor
 from meter import messages as M
+from meter.cose import split
 from meterkit.headend.alertrules import AlertRules, CountRule
 from meterkit.headend.counters import BoundedSources
 from meterkit.headend.meterwatch import MeterWatch
@@ -60,17 +62,30 @@ class AllowList:
 
 
 class ActivatedUpdates:
-    """A signed update this head-end activated on the meter (OP_FW_ACTIVATE answered OK, `meterkit firmware
-    push`) within window_s: the firmware change it brings, or its rollback, is expected."""
+    """A signed firmware image this head-end activated on the meter (OP_FW_ACTIVATE answered OK, `meterkit
+    firmware push`) within window_s: the firmware change it brings, or its rollback, is expected. A firmware-key
+    rotation is activated the same way but changes no firmware: it expects nothing."""
 
     def __init__(self, store: Store, window_s: float = 86400.0):
         self.store = store
         self.window_s = window_s
 
     def expected(self, device_id: bytes, firmware: str, now: float) -> bool:
-        return any(q.op == M.OP_FW_ACTIVATE and q.result == M.RESULT_OK and q.answered_at is not None
-                   and now - q.answered_at <= self.window_s
-                   for q in self.store.queued_commands(device_id, states=("answered",)))
+        entries = self.store.queued_commands(device_id, states=("answered",))
+        activated = {q.note for q in entries if q.op == M.OP_FW_ACTIVATE and q.result == M.RESULT_OK
+                     and q.answered_at is not None and now - q.answered_at <= self.window_s}
+        # the delivery's manifest (queued with the same note, meterkit.firmware.rollout) says what it was
+        return any(q.op == M.OP_FW_MANIFEST and q.note in activated and _payload_format(q.args) != M.FW_KEY
+                   for q in entries)
+
+
+def _payload_format(args: dict | None) -> int | None:
+    """The payload format a queued manifest names (its signature was checked when it was queued)."""
+    try:
+        fields = mcbor.decode(split(bytes.fromhex(args[M.A_MANIFEST]))[2])
+        return fields.get(M.FWM_PAYLOAD)
+    except (TypeError, ValueError, KeyError, AttributeError, mcbor.DecodeError):
+        return None
 
 
 class Monitor:
