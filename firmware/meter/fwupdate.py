@@ -227,6 +227,10 @@ class Updater:
                 from meter import fwkey
 
                 return fwkey.answer(self)
+            if self.phase == TRIAL:  # activated before (its answer lost to a cut): answered again
+                m = self._manifest()
+                return RESULT_OK, "activated %s (seq %d): %s" % (
+                    m[FWM_VERSION], m[FWM_SEQ], "running on trial" if self.trial else "restarting once acknowledged")
             return RESULT_REJECTED, "rejected: no update in progress"
         try:
             m = self._check(self.manifest_bytes)  # the firmware key or the floor may have moved since
@@ -335,6 +339,6 @@ def handle(meter, counter, op, args):
     else:
         r = u.chunk(args[A_OFFSET], args[A_DATA])
     answer = respond(counter, r[0], r[1])
-    if op == OP_FW_ACTIVATE and r[0] == RESULT_OK and u.phase == TRIAL:  # an image set to boot (not a key)
+    if op == OP_FW_ACTIVATE and r[0] == RESULT_OK and u.phase == TRIAL and not u.trial:  # an image set to boot
         meter.restart_at(meter.hw.monotonic_s() + REBOOT_AFTER_S, answer[0])
     return answer

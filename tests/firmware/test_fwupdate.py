@@ -175,3 +175,23 @@ def test_power_cut_at_every_write_resumes():
             break
         cut += 1
     eq(cut >= 8, True, "cuts at every erase, write, set_boot and mark_valid (%d)" % cut)
+
+
+def test_an_activation_sent_again_is_answered_again():
+    # its first answer lost (a cut after set_boot, a dropped link): the head-end sends op 15 again, before the
+    # restart and from the trial boot; both are answered OK, and neither undoes or repeats anything
+    img = image("v2", b"r" * 1500)
+    with TempDir("fw") as d:
+        b = fresh(d)
+        eq(deliver(b, img, manifest(img, 4))[-1][0], RESULT_OK, "activated")
+        again = b.u.activate()
+        eq((again[0], b.u.phase, b.u.trial), (RESULT_OK, TRIAL, False), "before the restart: %r" % (again,))
+        contains("restarting once acknowledged", again[1])
+        b.boot()
+        eq((b.running, b.on_trial), ("ota_1", True), "the trial boot")
+        again = b.u.activate()
+        eq((again[0], b.u.phase, b.u.trial), (RESULT_OK, TRIAL, True), "on trial: %r" % (again,))
+        contains("running on trial", again[1])
+        eq(b.codes().count(events.FW_ACTIVATED), 1, "activated once")
+        b.u.confirm()
+        eq(b.u.activate()[0], RESULT_REJECTED, "confirmed: nothing is in progress")

@@ -62,7 +62,18 @@ class MeterProgress:
 
 
 def progress(store: Store, p: MeterProgress, update: Update) -> MeterProgress:
-    """Where one meter's update stands, from its queue entries and the events it reported since."""
+    """Where one meter's update stands, from the events it reported since and its queue entries. The outcome
+    the meter reported comes first: a command sent again after the update landed (its first answer lost to a
+    cut) may be refused, and that changes nothing."""
+    evs = [ev for ev in store.events(p.device, codes=FW_EVENTS) if ev.seq > p.since_seq]
+    done = update.done_event()
+    for ev in evs:
+        if (ev.code, ev.value) == done:
+            p.state, p.detail = "confirmed", update.landed()
+            return p
+        if ev.code == E.FW_ROLLED_BACK and ev.value == update.seq:
+            p.state, p.detail = "rolled back", "its first boot failed: the previous image runs"
+            return p
     entries = {q.id: q for q in store.queued_commands(p.device) if q.id in set(p.queue_ids)}
     answered = 0
     for qid in p.queue_ids:
@@ -76,19 +87,10 @@ def progress(store: Store, p: MeterProgress, update: Update) -> MeterProgress:
             p.state, p.detail = "failed", f"command #{qid}: {q.state}: {q.reason or ''}"
             return p
         answered += q.state == "answered"
-    done = update.done_event()
-    for ev in store.events(p.device, codes=FW_EVENTS):
-        if ev.seq <= p.since_seq:
-            continue
-        if ev.code == E.FW_ROLLED_BACK and ev.value == update.seq:
-            p.state, p.detail = "rolled back", "its first boot failed: the previous image runs"
-            return p
-        if (ev.code, ev.value) == done:
-            p.state, p.detail = "confirmed", update.landed()
-            return p
-        if ev.code == E.FW_REFUSED:
-            p.state, p.detail = "refused", str(ev.value)
-            return p
+    refused = [ev for ev in evs if ev.code == E.FW_REFUSED]
+    if refused:
+        p.state, p.detail = "refused", str(refused[0].value)
+        return p
     n = len(p.queue_ids)
     p.state = "activated" if answered == n else "delivering" if answered else "queued"
     p.detail = f"{answered}/{n} commands answered"
