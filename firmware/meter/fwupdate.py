@@ -17,9 +17,10 @@
 # metered and its first reading is acknowledged (meter.app calls confirm()); a restart before that makes the
 # bootloader run the previous image again, which this module then reports (event FW_ROLLED_BACK).
 #
-# hw.ota (meter.hal on an ESP32, sim.ota on the Unix port): running() -> partition name, next_update(),
-# partition(name) -> a partition (name, size, erase(block), write(block, offset, data), read(block, offset, buf)),
-# set_boot(partition), mark_valid(). Pure otherwise: runs under CPython too.
+# hw.ota (meter.hal on an ESP32, sim.ota on the Unix port, meter.appslots on a board with A/B application slots):
+# format (the payload format it takes), running() -> partition name, next_update(), partition(name) -> a
+# partition (name, size, erase(block), write(block, offset, data), read(block, offset, buf)), set_boot(partition),
+# mark_valid(). Pure otherwise: runs under CPython too.
 import hashlib
 
 from meter import cbor, cose, events
@@ -146,8 +147,9 @@ class Updater:
         if m[FWM_VENDOR] != FW_VENDOR or m[FWM_CLASS] != self.board_class:
             raise ManifestError("wrong board: the image is for %s %s, this meter is %s"
                                 % (m[FWM_VENDOR], m[FWM_CLASS], self.board_class))
-        if m[FWM_PAYLOAD] != FW_IMAGE:
-            raise ManifestError("payload format %r is not a firmware image" % (m[FWM_PAYLOAD],))
+        takes = getattr(self.ota, "format", FW_IMAGE)  # a partition image is never unpacked as files, nor back
+        if m[FWM_PAYLOAD] != takes:
+            raise ManifestError("payload format %r: this board takes format %d" % (m[FWM_PAYLOAD], takes))
         if m[FWM_SEQ] <= self.floor:
             raise ManifestError("sequence number %d is not above %d (anti-rollback)" % (m[FWM_SEQ], self.floor))
         return m
@@ -176,7 +178,7 @@ class Updater:
         if m[FWM_SIZE] > part.size or m[FWM_SIZE] == 0:
             return self._refuse(RESULT_REJECTED, "size %d does not fit partition %s (%d bytes)"
                                 % (m[FWM_SIZE], part.name, part.size))
-        if self.phase == RECEIVING and bytes(cose_bytes) == self.manifest_bytes:
+        if self.phase == RECEIVING and bytes(cose_bytes) == self.manifest_bytes and self.target == part.name:
             return RESULT_OK, "resume at offset %d" % self.offset
         self.phase, self.manifest_bytes, self.offset, self.target = RECEIVING, bytes(cose_bytes), 0, part.name
         self._m = m
@@ -222,7 +224,10 @@ class Updater:
         part = self.ota.partition(self.target)
         if self.digest(part, m[FWM_SIZE]) != m[FWM_DIGEST]:
             return self._abandon("payload digest mismatch: the image is not the one the manifest signs")
-        self.ota.set_boot(part)
+        try:
+            self.ota.set_boot(part)
+        except (OSError, ValueError) as e:  # e.g. A/B slots: no room to unpack; nothing was switched
+            return self._refuse(RESULT_REJECTED, "cannot set it to boot: %s" % e)
         # set to boot before the state says so: a power cut in between boots the image, and booted() sees the
         # target running and takes it as the trial it is
         self.phase, self.floor = TRIAL, m[FWM_SEQ]
