@@ -126,7 +126,8 @@ def test_wrong_payload_format_and_a_slot_file_damaged_before_the_switch_are_refu
         contains("this board takes format 2", r[1])
         with TempDir("fw") as p:  # and files for the partitions of the Unix port's simulated bootloader
             install_key(p, FW_PUB)
-            r = Updater(ota.SimOta(p, "ota_0"), p, BOARD, lambda c, v: None).manifest(manifest(img, 2, fmt=FW_APP_FILES))
+            u = Updater(ota.SimOta(p, "ota_0"), p, BOARD, lambda c, v: None)
+            r = u.manifest(manifest(img, 2, fmt=FW_APP_FILES))
             contains("this board takes format 1", r[1])
         plain = b"MKIM" + img[4:]  # signed as files, but not an archive of application files
         eq(deliver(b, plain, manifest(plain, 2, fmt=FW_APP_FILES))[-1][1],

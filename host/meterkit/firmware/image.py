@@ -3,13 +3,16 @@
 The manifest holds RFC 9124's information model as meter.messages names it (FWM_*): sequence number, vendor and
 class id, payload digest (SHA-256) and size, payload format and the version text. The file is CBOR
 [manifest COSE_Sign1, payload]. The meter checks the manifest with the very code used here (meter.fwupdate).
-On the Unix port an image is an MKIM archive of files (sim/ota.py unpacks it at boot); on an ESP32 it is a
-MicroPython firmware .bin for an OTA partition.
+The payload format says what the meter does with it (meter.messages): FW_IMAGE, a partition image (on the Unix
+port an MKIM archive of files, which sim/ota.py mounts at boot; on an ESP32 a MicroPython firmware .bin for an OTA
+partition), or FW_APP_FILES, the application files of a `meterkit device build` bundle for the other A/B slot of
+a stock-firmware board (an MKIH archive, unpacked by meter.appslots). meter.archive reads both archives.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,13 +20,16 @@ from pathlib import Path
 import cbor2
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from meter import archive
 from meter import cbor as mcbor
 from meter import messages as M
 from meter.fwupdate import ManifestError, parse_manifest
+from meterkit.device.build import Bundle
 from meterkit.wire.envelope import sign1
 from meterkit.wire.keys import key_id, public_bytes
 
-MKIM = b"MKIM"
+MKIM = archive.PLAIN
+BUNDLE_MANIFEST = "MANIFEST.json"  # the slot's manifest (firmware/main.py prints its id at boot), last
 
 
 class UpdateError(ValueError):
@@ -69,7 +75,41 @@ def pack_files(files: dict[str, bytes]) -> bytes:
     return bytes(out)
 
 
-def sign(key: ec.EllipticCurvePrivateKey, payload: bytes, seq: int, board_class: str, version: str) -> Update:
+def pack_app_files(files: dict[str, bytes], same: dict[str, bytes] | None = None) -> bytes:
+    """An MKIH archive (application files for an A/B slot, meter.archive): `files` with their bytes, then `same`
+    as references to the running slot's file: their size and SHA-256 travel, their bytes do not."""
+    same = same or {}
+    out = bytearray(archive.HASHED + struct.pack("<H", len(files) + len(same)))
+    for name, data in list(files.items()) + list(same.items()):
+        raw = name.encode()
+        try:
+            archive.check_name(raw)
+        except ValueError:
+            raise UpdateError(f"file name {name!r}: a relative path of 1..255 bytes without '', '.' or '..' "
+                              "parts") from None
+        kind = archive.SAME if name in same else archive.DATA
+        out += bytes((len(raw),)) + raw + struct.pack("<BI", kind, len(data)) + hashlib.sha256(data).digest()
+        out += data if kind == archive.DATA else b""
+    return bytes(out)
+
+
+def pack_bundle(bundle: Bundle, board: str, base: Bundle | None = None) -> bytes:
+    """The application files of a device bundle (its slot/ files and a slot manifest naming the bundle) as an
+    MKIH archive. With `base`, the bundle the meters run now, a file it holds unchanged is sent as a reference."""
+    if base is not None and (base.arch, base.mpy) != (bundle.arch, bundle.mpy):
+        raise UpdateError(f"the base bundle is built for {base.arch} (.mpy {base.mpy:#x}), this one for "
+                          f"{bundle.arch} (.mpy {bundle.mpy:#x})")
+    code = bundle.slot_files()
+    had = base.slot_files() if base is not None else {}
+    files = {rel: bundle.data(f"slot/{rel}") for rel, h in sorted(code.items()) if had.get(rel) != h}
+    same = {rel: bundle.data(f"slot/{rel}") for rel, h in sorted(code.items()) if had.get(rel) == h}
+    slot_manifest = {"id": bundle.id, "arch": bundle.arch, "profile": board}  # the archive holds the hashes
+    files[BUNDLE_MANIFEST] = (json.dumps(slot_manifest, indent=1, sort_keys=True) + "\n").encode()
+    return pack_app_files(files, same)
+
+
+def sign(key: ec.EllipticCurvePrivateKey, payload: bytes, seq: int, board_class: str, version: str,
+         fmt: int = M.FW_IMAGE) -> Update:
     """The update file's content: the manifest over `payload`, signed with the firmware key."""
     if not M.is_uint(seq, M.UINT64_MAX) or seq == 0:
         raise UpdateError("the sequence number must be 1..2^64-1 (0 is the image flashed at the factory)")
@@ -77,10 +117,12 @@ def sign(key: ec.EllipticCurvePrivateKey, payload: bytes, seq: int, board_class:
         raise UpdateError("an empty payload")
     if not version or len(version) > 32:
         raise UpdateError("the version text must be 1..32 characters")
+    if fmt not in (M.FW_IMAGE, M.FW_APP_FILES):
+        raise UpdateError(f"payload format {fmt}: {M.FW_IMAGE} (a partition image) or {M.FW_APP_FILES} (A/B files)")
     if "/" not in board_class:
         raise UpdateError(f"class id {board_class!r}: '<board profile name>/<arch>', e.g. unix-sim/x64")
     m = {M.FWM_FORMAT: 1, M.FWM_SEQ: seq, M.FWM_VENDOR: M.FW_VENDOR, M.FWM_CLASS: board_class,
-         M.FWM_DIGEST: hashlib.sha256(payload).digest(), M.FWM_SIZE: len(payload), M.FWM_PAYLOAD: M.FW_IMAGE,
+         M.FWM_DIGEST: hashlib.sha256(payload).digest(), M.FWM_SIZE: len(payload), M.FWM_PAYLOAD: fmt,
          M.FWM_VERSION: version}
     manifest = sign1(key, key_id(key.public_key()), mcbor.encode(m))
     if len(manifest) > M.FW_MANIFEST_MAX:
