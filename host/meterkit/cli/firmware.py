@@ -63,10 +63,15 @@ def _bundle_payload(args: argparse.Namespace) -> tuple[bytes, str]:
         raise I.UpdateError("the bundle is portable bytecode (arch none): name the boards' arch with --class")
     else:
         board_class = f"{args.board}/{bundle.arch}"
+    if base is not None and (base.arch, base.mpy) != (bundle.arch, bundle.mpy):
+        raise I.UpdateError(f"the base bundle is built for {base.arch} (.mpy {base.mpy:#x}), this one for "
+                            f"{bundle.arch} (.mpy {bundle.mpy:#x})")
     if base is not None and base.root_files() != bundle.root_files():
         print("note: the bundle's main.py differs from the base's; an update leaves a board's main.py as it is "
               "(`meterkit device deploy` replaces it)")
-    return I.pack_bundle(bundle, board_class.split("/")[0], base), board_class
+    code = {rel: bundle.data(f"slot/{rel}") for rel in bundle.slot_files()}
+    slot_manifest = {"id": bundle.id, "arch": bundle.arch, "profile": board_class.split("/")[0]}
+    return I.pack_slot(code, slot_manifest, base.slot_files() if base is not None else None), board_class
 
 
 def _cmd_push(args: argparse.Namespace) -> int:

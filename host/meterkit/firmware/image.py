@@ -24,7 +24,6 @@ from meter import archive
 from meter import cbor as mcbor
 from meter import messages as M
 from meter.fwupdate import ManifestError, parse_manifest
-from meterkit.device.build import Bundle
 from meterkit.wire.envelope import sign1
 from meterkit.wire.keys import key_id, public_bytes
 
@@ -93,17 +92,13 @@ def pack_app_files(files: dict[str, bytes], same: dict[str, bytes] | None = None
     return bytes(out)
 
 
-def pack_bundle(bundle: Bundle, board: str, base: Bundle | None = None) -> bytes:
-    """The application files of a device bundle (its slot/ files and a slot manifest naming the bundle) as an
-    MKIH archive. With `base`, the bundle the meters run now, a file it holds unchanged is sent as a reference."""
-    if base is not None and (base.arch, base.mpy) != (bundle.arch, bundle.mpy):
-        raise UpdateError(f"the base bundle is built for {base.arch} (.mpy {base.mpy:#x}), this one for "
-                          f"{bundle.arch} (.mpy {bundle.mpy:#x})")
-    code = bundle.slot_files()
-    had = base.slot_files() if base is not None else {}
-    files = {rel: bundle.data(f"slot/{rel}") for rel, h in sorted(code.items()) if had.get(rel) != h}
-    same = {rel: bundle.data(f"slot/{rel}") for rel, h in sorted(code.items()) if had.get(rel) == h}
-    slot_manifest = {"id": bundle.id, "arch": bundle.arch, "profile": board}  # the archive holds the hashes
+def pack_slot(code: dict[str, bytes], slot_manifest: dict, base: dict[str, str] | None = None) -> bytes:
+    """A device bundle's application files (`meterkit device build`'s slot/: name -> bytes) as an MKIH archive,
+    the slot's MANIFEST.json (slot_manifest: which bundle; firmware/main.py prints its id) last. base: name ->
+    SHA-256 hex of the files the boards run now; a file they hold unchanged is sent as a reference."""
+    had = base or {}
+    same = {rel: data for rel, data in sorted(code.items()) if had.get(rel) == hashlib.sha256(data).hexdigest()}
+    files = {rel: data for rel, data in sorted(code.items()) if rel not in same}
     files[BUNDLE_MANIFEST] = (json.dumps(slot_manifest, indent=1, sort_keys=True) + "\n").encode()
     return pack_app_files(files, same)
 
