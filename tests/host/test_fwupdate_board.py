@@ -9,10 +9,10 @@ import binascii
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from test_device_board import _wait
 
 from meter import events
 from meterkit.cli import main as cli
@@ -109,10 +109,3 @@ def _assert_status(db: Path, version: str, event: int) -> None:
         (dev,) = [m.device_id for m in store.meters()]
         assert store.events(dev, codes=(event,)), status_rows(store)
 
-
-def _wait(cond, timeout: float = 20.0, state=None) -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError("timed out" + (f"; {state()}" if state else ""))
-        time.sleep(0.1)
