@@ -6,18 +6,41 @@
 # other slot, checks every hash on the device, and only then replaces /app.slot (a new file renamed over it:
 # a LittleFS rename is atomic). Unplugged at any instant, the board runs the old firmware or the new one,
 # never a mix. Without /app.slot (meter/ copied by hand, or frozen into the firmware image) the root is used.
+# A signed firmware update fills the other slot too and switches it on trial (meter/appslots.py): its trial's
+# books are kept here at every boot by meter.appslots taken from the slot the update came from (a slot on trial
+# never judges itself), and an exception out of a slot on trial rolls it back and resets the board.
 # /link.json (provisioning: serial, or Wi-Fi and the concentrator's address) replaces the profile's 'link'.
 import json
 import sys
 
+SLOTS = ("a", "b")
 
-def _slot():
+
+def _read(path):
     try:
-        with open("/app.slot") as f:
-            name = f.read().strip()
+        with open(path) as f:
+            return f.read().strip()
     except OSError:
         return ""
-    return "/app." + name if name in ("a", "b") else ""
+
+
+def _slot():
+    """(the slot's directory or "" for the root, meter.appslots when the slot runs on trial, else None)."""
+    name = _read("/app.slot")
+    if name not in SLOTS:
+        return "", None
+    trial = _read("/app.trial")[:1]
+    judge = SLOTS[1 - SLOTS.index(trial)] if trial in SLOTS else name
+    sys.path.insert(0, "/app." + judge)
+    try:
+        from meter import appslots
+    except ImportError:  # a bundle from before A/B updates: no trial to keep
+        appslots = None
+    name, on_trial = appslots.boot("/") if appslots else (name, False)
+    for m in [m for m in sys.modules if m == "meter" or m.startswith("meter.")]:
+        del sys.modules[m]  # the application's own modules come from its slot
+    sys.path[0] = "/app." + name  # before the frozen modules: a deployed meter/ wins; a slot without one uses them
+    return sys.path[0], appslots if on_trial else None
 
 
 def _board(root):
@@ -32,18 +55,30 @@ def _board(root):
     return validate_board(board)
 
 
-slot = _slot()
+def _reset():
+    import machine
+
+    (getattr(machine, "reset", None) or machine.soft_reset)()  # the Unix port has soft_reset only
+
+
+slot, trial = _slot()
 if slot:
-    sys.path.insert(0, slot)  # before the frozen modules: a deployed meter/ wins; a slot without one uses them
     try:
         with open(slot + "/MANIFEST.json") as f:
             bundle = json.load(f).get("id", "?")
     except (OSError, ValueError):
         bundle = "?"
-    print("meterkit: firmware %s from %s" % (bundle, slot))
-board = _board(slot)
-if board["mcu"] == "unix-sim":
-    from sim.board import main  # the test board (meterkit.testing.board): its ROM holds the simulator
-else:
-    from meter.app import main
-main(board)
+    print("meterkit: firmware %s from %s%s" % (bundle, slot, " on trial" if trial else ""))
+try:
+    board = _board(slot)
+    if board["mcu"] == "unix-sim":
+        from sim.board import main  # the test board (meterkit.testing.board): its ROM holds the simulator
+    else:
+        from meter.app import main
+    main(board)
+except Exception as e:  # noqa: BLE001 - the firmware on trial failed: roll it back (else as ever: the REPL)
+    if trial is None or not trial.abort("/"):
+        raise
+    sys.print_exception(e)
+    print("meterkit: the firmware on trial failed: back to the previous slot")
+    _reset()

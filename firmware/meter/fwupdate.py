@@ -17,9 +17,10 @@
 # metered and its first reading is acknowledged (meter.app calls confirm()); a restart before that makes the
 # bootloader run the previous image again, which this module then reports (event FW_ROLLED_BACK).
 #
-# hw.ota (meter.hal on an ESP32, sim.ota on the Unix port): running() -> partition name, next_update(),
-# partition(name) -> a partition (name, size, erase(block), write(block, offset, data), read(block, offset, buf)),
-# set_boot(partition), mark_valid(). Pure otherwise: runs under CPython too.
+# hw.ota (meter.hal on an ESP32, sim.ota on the Unix port, meter.appslots on a board with A/B application slots):
+# format (the payload format it takes), running() -> partition name, next_update(), partition(name) -> a
+# partition (name, size, erase(block), write(block, offset, data), read(block, offset, buf)), set_boot(partition),
+# mark_valid(). Pure otherwise: runs under CPython too.
 import hashlib
 
 from meter import cbor, cose, events
@@ -154,8 +155,10 @@ class Updater:
         if m[FWM_VENDOR] != FW_VENDOR or m[FWM_CLASS] != self.board_class:
             raise ManifestError("wrong board: the image is for %s %s, this meter is %s"
                                 % (m[FWM_VENDOR], m[FWM_CLASS], self.board_class))
-        if m[FWM_PAYLOAD] not in (FW_IMAGE, FW_KEY):
-            raise ManifestError("payload format %r is not one this meter takes" % (m[FWM_PAYLOAD],))
+        takes = getattr(self.ota, "format", FW_IMAGE)  # a partition image is never unpacked as files, nor back
+        if m[FWM_PAYLOAD] not in (takes, FW_KEY):
+            raise ManifestError("payload format %r: this board takes format %d (or a firmware key)"
+                                % (m[FWM_PAYLOAD], takes))
         if m[FWM_PAYLOAD] == FW_KEY and m[FWM_SIZE] != 65:
             raise ManifestError("a firmware key is 65 bytes, not %d" % m[FWM_SIZE])
         if m[FWM_SEQ] <= self.floor:
@@ -186,7 +189,7 @@ class Updater:
         if m[FWM_SIZE] > part.size or m[FWM_SIZE] == 0:
             return self._refuse(RESULT_REJECTED, "size %d does not fit partition %s (%d bytes)"
                                 % (m[FWM_SIZE], part.name, part.size))
-        if self.phase == RECEIVING and bytes(cose_bytes) == self.manifest_bytes:
+        if self.phase == RECEIVING and bytes(cose_bytes) == self.manifest_bytes and self.target == part.name:
             return RESULT_OK, "resume at offset %d" % self.offset
         self.phase, self.manifest_bytes, self.offset, self.target = RECEIVING, bytes(cose_bytes), 0, part.name
         self.done, self.held = 0, b""
@@ -245,7 +248,10 @@ class Updater:
             from meter import fwkey
 
             return fwkey.activate(self, m)
-        self.ota.set_boot(part)
+        try:
+            self.ota.set_boot(part)
+        except (OSError, ValueError) as e:  # e.g. A/B slots: no room to unpack; nothing was switched
+            return self._refuse(RESULT_REJECTED, "cannot set it to boot: %s" % e)
         # set to boot before the state says so: a power cut in between boots the image, and booted() sees the
         # target running and takes it as the trial it is
         self.phase, self.floor = TRIAL, m[FWM_SEQ]

@@ -17,7 +17,8 @@
 #   flash_dir    a directory for persistent state
 #   watchdog     arm() / feed() / relax(): machine.WDT from the board profile (sim.hardware: SimWatchdog)
 #   random_bytes random_bytes(n): true-random bytes, for the device key (on an ESP32: radio_random below)
-#   ota          the OTA partitions meter.fwupdate writes (EspOta below; sim.ota on the Unix port), or None
+#   ota          where meter.fwupdate writes an update: the OTA partitions (EspOta below; sim.ota on the Unix
+#                port), the A/B application slots of a stock-firmware board (meter.appslots), or None
 from meter.clock import EPOCH_2000_OFFSET, Uptime, ticks_add, ticks_diff
 
 
@@ -152,7 +153,7 @@ def open_hardware(board, flash_dir=None):
     link = board.get("link")
     if link is not None and link.get("kind") == "wifi-tcp":
         hw.ntp_time = ntp_source(link.get("ntp") or "pool.ntp.org")
-    hw.ota = esp_ota()
+    hw.ota = esp_ota() or slot_ota()
     return hw
 
 
@@ -165,12 +166,29 @@ def esp_ota():
     return EspOta(Partition) if running.info()[4].startswith("ota_") else None
 
 
+def slot_ota(root="/"):
+    """meter.appslots.AppSlots when firmware/main.py runs the application from an A/B slot (/app.slot names
+    one), else None. Nothing is loaded on a board without slots."""
+    import os
+
+    try:
+        os.stat(root.rstrip("/") + "/app.slot")
+    except OSError:
+        return None
+    from meter.appslots import AppSlots
+
+    return AppSlots.at(root)
+
+
 class EspOta:
     """meter.fwupdate's view of an ESP32's OTA partitions (esp32.Partition). Rollback needs ESP-IDF's
     CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE: without it mark_valid raises OSError and the board never rolls back."""
 
     def __init__(self, partition):
+        from meter.messages import FW_IMAGE
+
         self._P = partition
+        self.format = FW_IMAGE  # the payload format it takes: a partition image
 
     def running(self):
         return self._P(self._P.RUNNING).info()[4]

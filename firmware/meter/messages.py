@@ -137,10 +137,11 @@ FWM_VENDOR = 3  # [vendor id]: text, FW_VENDOR
 FWM_CLASS = 4  # [class id]: text "<board>/<arch>": the board profile's name and the .mpy native arch
 FWM_DIGEST = 5  # [payload digest]: SHA-256 of the payload, 32 bytes
 FWM_SIZE = 6  # [payload size]: bytes
-FWM_PAYLOAD = 7  # [payload format]: FW_IMAGE (a firmware image for the next OTA partition) or FW_KEY
+FWM_PAYLOAD = 7  # [payload format]: FW_IMAGE or FW_APP_FILES (the one the board takes: hw.ota.format), or FW_KEY
 FWM_VERSION = 8  # [version]: text the meter reports in its hello once it runs the image ("key <kid>": FW_KEY)
 FW_VENDOR = "meterkit"
-FW_IMAGE = 1
+FW_IMAGE = 1  # a firmware image for the next OTA partition
+FW_APP_FILES = 2  # an archive of application files for the other A/B slot (meter.appslots, meter.archive)
 FW_KEY = 3  # the next firmware-signing public key (65 bytes, uncompressed P-256), signed by the current one
 # -- end of firmware updates --
 COMMAND_MAX_PAYLOAD = 3072  # bytes of CBOR a head-end message may carry (a calendar)

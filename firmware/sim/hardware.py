@@ -5,7 +5,7 @@ import os
 
 from meter.board import BoardError, watchdog_settings
 from meter.clock import EPOCH_2000_OFFSET, ticks_diff
-from meter.hal import Button, Hardware, Output
+from meter.hal import Button, Hardware, Output, slot_ota
 from sim import scenarios
 from sim.i2c import SimI2C
 from sim.ina219 import INA219Model
@@ -261,7 +261,7 @@ def open_sim(board, flash_dir=None, overrides=None):
     _controls(hw, board, clock, cfg, chip)
     hw.set_time = clock.set_time
     hw.restart = _restart
-    hw.ota = LazyOta(hw.flash_dir)
+    hw.ota = slot_ota() or LazyOta(hw.flash_dir)  # the test board runs its application from A/B slots
     if cfg.get("ntp"):
         hw.ntp_time = clock.world_time
     return hw

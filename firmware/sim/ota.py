@@ -8,20 +8,19 @@
 # At every boot the bootloader (boot()) runs what otadata says, as ESP-IDF does with rollback enabled: a "new"
 # image is booted as "pending"; one still "pending" at the next boot never confirmed itself (mark_valid) and is
 # "aborted" after TRIAL_BOOTS failed first boots: the other partition runs again. ota_0 with nothing written
-# is the image flashed at the factory (the ROM: build/mpy-*). An image is an archive of files (MKIM, below);
+# is the image flashed at the factory (the ROM: build/mpy-*). An image is an archive of files (MKIM, meter.archive);
 # the bootloader checks it, unpacks it ahead of the ROM on sys.path (as a board's /app slot stands ahead of its
 # frozen modules) and imports its `fwimage` module, the image's own code at boot: a broken image fails there.
 import json
 import os
-import struct
 import sys
 
-from meter.messages import FW_BLOCK
+from meter import archive
+from meter.messages import FW_BLOCK, FW_IMAGE
 
 PART_SIZE = 16 * FW_BLOCK  # 64 KB per partition: the tests' images are small
 NAMES = ("ota_0", "ota_1")
 TRIAL_BOOTS = 1  # failed first boots before the rollback (ESP-IDF: one)
-MAGIC = b"MKIM"
 
 
 class PowerCut(Exception):
@@ -122,6 +121,8 @@ def other(name):
 class SimOta:
     """hw.ota on the Unix port (meter.fwupdate's interface); running: the partition the bootloader booted."""
 
+    format = FW_IMAGE  # the payload format it takes: a partition image
+
     def __init__(self, flash_dir, running):
         self.flash_dir = flash_dir
         self._running = running
@@ -182,31 +183,24 @@ def choose(flash_dir):
 
 def unpack(part):
     """The files of the MKIM archive at the start of a partition, and its length: ([(name, bytes)], n);
-    ValueError if none is there or it is damaged.
-    MKIM: magic, u16 count, then per file: u8 name length, name, u32 length, bytes (little-endian)."""
-    head = bytearray(6)
-    part.read(0, 0, head)
-    if head[:4] != MAGIC:
-        raise ValueError("no image in %s" % part.name)
-    (count,) = struct.unpack_from("<H", head, 4)
-    pos = 6
-    files = []
-    for _ in range(count):
-        b = bytearray(1)
-        _read(part, pos, b)
-        name = bytearray(b[0])
-        _read(part, pos + 1, name)
-        n = bytearray(4)
-        _read(part, pos + 1 + len(name), n)
-        (size,) = struct.unpack("<I", n)
-        pos += 5 + len(name)
-        if pos + size > part.size or "/" in name.decode() or not name:
+    ValueError if none is there or it is damaged (meter.archive reads it)."""
+    def read(pos, buf):
+        if pos + len(buf) > part.size:
             raise ValueError("a damaged image in %s" % part.name)
-        data = bytearray(size)
-        _read(part, pos, data)
-        pos += size
-        files.append((name.decode(), bytes(data)))
-    return files, pos
+        _read(part, pos, buf)
+
+    try:
+        items, end = archive.entries(read, archive.PLAIN)
+    except ValueError as e:
+        raise ValueError("no image in %s: %s" % (part.name, e))
+    if any("/" in e.name for e in items):
+        raise ValueError("a damaged image in %s" % part.name)
+    files = []
+    for e in items:
+        data = bytearray(e.size)
+        _read(part, e.pos, data)
+        files.append((e.name, bytes(data)))
+    return files, end
 
 
 def _read(part, pos, buf):

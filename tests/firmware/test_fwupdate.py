@@ -27,10 +27,10 @@ def image(version, extra=b"", boot_code=None):
     return bytes(out)
 
 
-def manifest(img, seq, version="v2", board=BOARD, key=FW_D, size=None):
+def manifest(img, seq, version="v2", board=BOARD, key=FW_D, size=None, fmt=FW_IMAGE):
     m = {FWM_FORMAT: 1, FWM_SEQ: seq, FWM_VENDOR: FW_VENDOR, FWM_CLASS: board,
          FWM_DIGEST: hashlib.sha256(img).digest(), FWM_SIZE: len(img) if size is None else size,
-         FWM_PAYLOAD: FW_IMAGE, FWM_VERSION: version}
+         FWM_PAYLOAD: fmt, FWM_VERSION: version}
     pub = p256.public_key(key)
     return cose.sign1(key, hashlib.sha256(pub).digest()[:8], cbor.encode(m))
 

@@ -4,15 +4,19 @@ not signed by the firmware key the meters hold, and the status table."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 import sys
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from meter import archive
 from meter import events as E
 from meter import messages as M
 from meterkit.cli import main as cli_main
+from meterkit.device.build import write_manifest
 from meterkit.firmware import image as I
 from meterkit.store import open_store
 from meterkit.wire.keys import key_id, load_public, public_bytes
@@ -100,3 +104,42 @@ def test_rotate_key_makes_a_rotation_the_current_key_signs_and_push_queues_it(tm
     assert q[1].args[M.A_DATA] == new_point.hex()  # the key in one chunk
     assert {c.note for c in q} == {f"firmware key {key_id(new_point).hex()} seq 5"}
     assert {c.state for c in q} == {"failed"}
+
+
+def _bundle(d, files: dict[str, bytes], arch: str = "x64"):
+    """A device bundle as `meterkit device build` lays it out (slot/, root/, MANIFEST.json), made by hand."""
+    for rel, data in {**{f"slot/{k}": v for k, v in files.items()}, "root/main.py": b"# main\n"}.items():
+        (d / rel).parent.mkdir(parents=True, exist_ok=True)
+        (d / rel).write_bytes(data)
+    return write_manifest(d, arch, 0x306)
+
+
+def test_sign_a_bundle_for_a_b_slots_sends_only_what_changed(tmp_path, capsys):
+    fw_key, fw_pub = _keys(tmp_path, "firmware")
+    v1 = _bundle(tmp_path / "v1", {"meter/a.mpy": b"A1", "meter/b.mpy": b"B" * 3000})
+    v2 = _bundle(tmp_path / "v2", {"meter/a.mpy": b"A2", "meter/b.mpy": b"B" * 3000})
+    out = tmp_path / "v2.mkfw"
+    argv = ["firmware", "sign", "--key", str(fw_key), "--seq", "2", "--version", "v2", "--bundle", str(v2.dir),
+            "--out", str(out)]
+    assert cli_main(argv) == 2 and "--board NAME" in capsys.readouterr().err
+    other = _bundle(tmp_path / "xt", {"meter/a.mpy": b"A1"}, arch="xtensawin")
+    assert cli_main([*argv, "--board", "unix-sim", "--base", str(other.dir)]) == 2
+    assert "the base bundle is built for xtensawin" in capsys.readouterr().err
+    assert cli_main([*argv, "--board", "unix-sim", "--base", str(v1.dir)]) == 0
+    upd = I.load(out, load_public(fw_pub))
+    assert (upd.fields[M.FWM_PAYLOAD], upd.board_class) == (M.FW_APP_FILES, "unix-sim/x64")
+    p = upd.payload
+
+    def read(pos, buf):
+        assert pos + len(buf) <= len(p)
+        buf[:] = p[pos:pos + len(buf)]
+
+    items, end = archive.entries(read, archive.HASHED)  # the meter's own reader
+    assert end == len(p) < 3000  # the unchanged file does not travel
+    by = {e.name: e for e in items}
+    assert list(by) == ["meter/a.mpy", "MANIFEST.json", "meter/b.mpy"]
+    b = by["meter/b.mpy"]
+    assert (b.pos, b.size, b.digest) == (None, 3000, hashlib.sha256(b"B" * 3000).digest())  # the running slot's
+    a, m = by["meter/a.mpy"], by["MANIFEST.json"]
+    assert p[a.pos:a.pos + a.size] == b"A2" and a.digest == hashlib.sha256(b"A2").digest()
+    assert json.loads(p[m.pos:m.pos + m.size]) == {"id": v2.id, "arch": "x64", "profile": "unix-sim"}

@@ -20,8 +20,8 @@ MAY_IMPORT = {
     "device": set(),
     "firmware": {"wire", "store", "headend", "timefmt"},
     "testing": {"wire", "store", "headend", "device", "timefmt"},
-    "sim": {"wire", "store", "headend", "billing", "dr", "device", "testing", "timefmt"},
-    "bench": {"wire", "store", "headend", "billing", "device", "sim", "testing", "timefmt"},
+    "sim": {"wire", "store", "headend", "billing", "dr", "device", "firmware", "testing", "timefmt"},
+    "bench": {"wire", "store", "headend", "billing", "device", "firmware", "sim", "testing", "timefmt"},
 }
 
 

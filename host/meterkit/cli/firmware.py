@@ -2,6 +2,8 @@
 
     meterkit firmware sign   --key firmware.key.pem --seq N --class BOARD/ARCH --version TEXT
                              (--payload FILE | --files F ...) --out UPDATE
+    meterkit firmware sign   --key firmware.key.pem --seq N (--board NAME | --class BOARD/ARCH) --version TEXT
+                             --bundle DIR [--base DIR] --out UPDATE    (a stock-firmware board's A/B slots)
     meterkit firmware rotate-key --key CURRENT.key.pem --new-pub NEXT.pub.pem --seq N --class BOARD/ARCH
                              --out UPDATE
     meterkit firmware push   UPDATE --firmware-pub firmware.pub.pem (--meter M ... | --all) [--canary N]
@@ -23,8 +25,10 @@ import json
 import time
 from pathlib import Path
 
+from meter import messages as M
 from meterkit.cli.command import find_meter
 from meterkit.cli.common import add_by, add_db, fail, open_store, run_alone
+from meterkit.device.build import BuildError, load_bundle
 from meterkit.firmware import image as I
 from meterkit.firmware.rollout import Rollout, status_rows
 from meterkit.headend.texttable import text_table
@@ -34,11 +38,17 @@ from meterkit.wire.keys import KeyFileError, load_private, load_public
 def _cmd_sign(args: argparse.Namespace) -> int:
     try:
         key = load_private(args.key)
-        payload = (Path(args.payload).read_bytes() if args.payload
-                   else I.pack_files({Path(f).name: Path(f).read_bytes() for f in args.files}))
-        upd = I.sign(key, payload, args.seq, args.board_class, args.version)
+        if args.bundle:
+            fmt, payload, board_class = M.FW_APP_FILES, *_bundle_payload(args)
+        else:
+            if not args.board_class:
+                raise I.UpdateError("--class BOARD/ARCH is needed with --payload or --files")
+            fmt, board_class = M.FW_IMAGE, args.board_class
+            payload = (Path(args.payload).read_bytes() if args.payload
+                       else I.pack_files({Path(f).name: Path(f).read_bytes() for f in args.files}))
+        upd = I.sign(key, payload, args.seq, board_class, args.version, fmt)
         Path(args.out).write_bytes(upd.to_bytes())
-    except (KeyFileError, OSError, I.UpdateError) as e:
+    except (KeyFileError, OSError, I.UpdateError, BuildError) as e:
         return fail("firmware sign", e)
     print(f"{args.out}: {upd.version} seq {upd.seq} for {upd.board_class}, {len(upd.payload)} bytes in "
           f"{len(upd.chunks())} chunks")
@@ -54,6 +64,29 @@ def _cmd_rotate_key(args: argparse.Namespace) -> int:
     print(f"{args.out}: {upd.version} seq {upd.seq} for {upd.board_class}; push it with --firmware-pub set to the "
           "CURRENT key; later updates are signed with the new key and a sequence number above " + str(upd.seq))
     return 0
+
+
+def _bundle_payload(args: argparse.Namespace) -> tuple[bytes, str]:
+    """(the MKIH archive of --bundle, against --base; the class id: --class, or --board and the bundle's arch)."""
+    bundle = load_bundle(args.bundle)
+    base = load_bundle(args.base) if args.base else None
+    if args.board_class:
+        board_class = args.board_class
+    elif not args.board:
+        raise I.UpdateError("--board NAME (the board profile's name) or --class BOARD/ARCH is needed with --bundle")
+    elif bundle.arch == "none":
+        raise I.UpdateError("the bundle is portable bytecode (arch none): name the boards' arch with --class")
+    else:
+        board_class = f"{args.board}/{bundle.arch}"
+    if base is not None and (base.arch, base.mpy) != (bundle.arch, bundle.mpy):
+        raise I.UpdateError(f"the base bundle is built for {base.arch} (.mpy {base.mpy:#x}), this one for "
+                            f"{bundle.arch} (.mpy {bundle.mpy:#x})")
+    if base is not None and base.root_files() != bundle.root_files():
+        print("note: the bundle's main.py differs from the base's; an update leaves a board's main.py as it is "
+              "(`meterkit device deploy` replaces it)")
+    code = {rel: bundle.data(f"slot/{rel}") for rel in bundle.slot_files()}
+    slot_manifest = {"id": bundle.id, "arch": bundle.arch, "profile": board_class.split("/")[0]}
+    return I.pack_slot(code, slot_manifest, base.slot_files() if base is not None else None), board_class
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
@@ -110,12 +143,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     s = sub.add_parser("sign", help="sign an image with the firmware key (an update file)")
     s.add_argument("--key", required=True, help="the firmware-signing private key (PEM)")
     s.add_argument("--seq", type=int, required=True, help="sequence number: above every one the meters ran")
-    s.add_argument("--class", dest="board_class", required=True, metavar="BOARD/ARCH",
+    s.add_argument("--class", dest="board_class", metavar="BOARD/ARCH",
                    help="class id: the board profile's name and the .mpy arch, e.g. unix-sim/x64")
+    s.add_argument("--board", help="with --bundle: the board profile's name (the class id's arch: the bundle's)")
     s.add_argument("--version", required=True, help="the version text meters report once they run it")
     what = s.add_mutually_exclusive_group(required=True)
     what.add_argument("--payload", help="the image as it is (an ESP32 firmware .bin)")
     what.add_argument("--files", nargs="+", help="files packed as an MKIM archive (the Unix port's image)")
+    what.add_argument("--bundle", help="a `meterkit device build` bundle: its application files for the other A/B "
+                      "slot of a stock-firmware board (payload format 2)")
+    s.add_argument("--base", help="with --bundle: the bundle the boards run now; files it holds unchanged are not "
+                   "sent (the board copies them from its running slot)")
     s.add_argument("--out", required=True, help="the update file to write")
     s.set_defaults(func=_cmd_sign)
     k = sub.add_parser("rotate-key", help="an update that replaces the meters' firmware key, signed by the current one")

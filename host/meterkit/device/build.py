@@ -103,9 +103,14 @@ def build_bundle(arch: str, out: str | Path | None = None) -> Bundle:
     shutil.copyfile(fw / "main.py", out_dir / "root" / "main.py")
     shutil.copytree(fw / "meter", out_dir / "freeze" / "meter", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copyfile(fw / "manifest.py", out_dir / "freeze" / "manifest.py")
+    return write_manifest(out_dir, arch, mpy_cross_version())
+
+
+def write_manifest(out_dir: Path, arch: str, mpy: int) -> Bundle:
+    """The bundle's MANIFEST.json over what its slot/ and root/ hold now; the Bundle."""
     files = {p.relative_to(out_dir).as_posix(): sha256_file(p)
              for p in sorted(out_dir.rglob("*")) if p.is_file() and p.parts[len(out_dir.parts)] in ("slot", "root")}
-    bundle = Bundle(out_dir, bundle_id(files), arch, mpy_cross_version(), files)
+    bundle = Bundle(out_dir, bundle_id(files), arch, mpy, files)
     manifest = {"format": FORMAT, "id": bundle.id, "arch": arch, "mpy": bundle.mpy, "files": files}
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return bundle

@@ -4,13 +4,16 @@ or a firmware-key rotation: the next firmware public key as the payload (format 
 The manifest holds RFC 9124's information model as meter.messages names it (FWM_*): sequence number, vendor and
 class id, payload digest (SHA-256) and size, payload format and the version text. The file is CBOR
 [manifest COSE_Sign1, payload]. The meter checks the manifest with the very code used here (meter.fwupdate).
-On the Unix port an image is an MKIM archive of files (sim/ota.py unpacks it at boot); on an ESP32 it is a
-MicroPython firmware .bin for an OTA partition.
+The payload format says what the meter does with it (meter.messages): FW_IMAGE, a partition image (on the Unix
+port an MKIM archive of files, which sim/ota.py mounts at boot; on an ESP32 a MicroPython firmware .bin for an OTA
+partition), or FW_APP_FILES, the application files of a `meterkit device build` bundle for the other A/B slot of
+a stock-firmware board (an MKIH archive, unpacked by meter.appslots). meter.archive reads both archives.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +21,7 @@ from pathlib import Path
 import cbor2
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from meter import archive
 from meter import cbor as mcbor
 from meter import events as E
 from meter import messages as M
@@ -25,7 +29,8 @@ from meter.fwupdate import ManifestError, parse_manifest
 from meterkit.wire.envelope import sign1
 from meterkit.wire.keys import key_id, public_bytes, public_from_bytes
 
-MKIM = b"MKIM"
+MKIM = archive.PLAIN
+BUNDLE_MANIFEST = "MANIFEST.json"  # the slot's manifest (firmware/main.py prints its id at boot), last
 
 
 class UpdateError(ValueError):
@@ -87,6 +92,35 @@ def pack_files(files: dict[str, bytes]) -> bytes:
     return bytes(out)
 
 
+def pack_app_files(files: dict[str, bytes], same: dict[str, bytes] | None = None) -> bytes:
+    """An MKIH archive (application files for an A/B slot, meter.archive): `files` with their bytes, then `same`
+    as references to the running slot's file: their size and SHA-256 travel, their bytes do not."""
+    same = same or {}
+    out = bytearray(archive.HASHED + struct.pack("<H", len(files) + len(same)))
+    for name, data in list(files.items()) + list(same.items()):
+        raw = name.encode()
+        try:
+            archive.check_name(raw)
+        except ValueError:
+            raise UpdateError(f"file name {name!r}: a relative path of 1..255 bytes without '', '.' or '..' "
+                              "parts") from None
+        kind = archive.SAME if name in same else archive.DATA
+        out += bytes((len(raw),)) + raw + struct.pack("<BI", kind, len(data)) + hashlib.sha256(data).digest()
+        out += data if kind == archive.DATA else b""
+    return bytes(out)
+
+
+def pack_slot(code: dict[str, bytes], slot_manifest: dict, base: dict[str, str] | None = None) -> bytes:
+    """A device bundle's application files (`meterkit device build`'s slot/: name -> bytes) as an MKIH archive,
+    the slot's MANIFEST.json (slot_manifest: which bundle; firmware/main.py prints its id) last. base: name ->
+    SHA-256 hex of the files the boards run now; a file they hold unchanged is sent as a reference."""
+    had = base or {}
+    same = {rel: data for rel, data in sorted(code.items()) if had.get(rel) == hashlib.sha256(data).hexdigest()}
+    files = {rel: data for rel, data in sorted(code.items()) if rel not in same}
+    files[BUNDLE_MANIFEST] = (json.dumps(slot_manifest, indent=1, sort_keys=True) + "\n").encode()
+    return pack_app_files(files, same)
+
+
 def sign(key: ec.EllipticCurvePrivateKey, payload: bytes, seq: int, board_class: str, version: str,
          payload_format: int = M.FW_IMAGE) -> Update:
     """The update file's content: the manifest over `payload`, signed with the firmware key."""
@@ -96,6 +130,9 @@ def sign(key: ec.EllipticCurvePrivateKey, payload: bytes, seq: int, board_class:
         raise UpdateError("an empty payload")
     if not version or len(version) > 32:
         raise UpdateError("the version text must be 1..32 characters")
+    if payload_format not in (M.FW_IMAGE, M.FW_APP_FILES, M.FW_KEY):
+        raise UpdateError(f"payload format {payload_format}: {M.FW_IMAGE} (a partition image), {M.FW_APP_FILES} "
+                          f"(A/B files) or {M.FW_KEY} (a firmware key)")
     if "/" not in board_class:
         raise UpdateError(f"class id {board_class!r}: '<board profile name>/<arch>', e.g. unix-sim/x64")
     m = {M.FWM_FORMAT: 1, M.FWM_SEQ: seq, M.FWM_VENDOR: M.FW_VENDOR, M.FWM_CLASS: board_class,
