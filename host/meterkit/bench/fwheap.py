@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from meter import events as E
+from meter.messages import FW_CHUNK_MAX
 from meterkit.bench import heap as H
 from meterkit.device.toolchain import repo_root
 
@@ -56,6 +57,7 @@ class UpdateRun(H._Run):
     module = "sim.boot"
     restarts = 1
     payload_bytes = PAYLOAD_BYTES
+    chunk = FW_CHUNK_MAX  # bytes a chunk command carries (the concentrator's choice, up to FW_CHUNK_MAX)
 
     def _queue_first(self) -> None:
         from meterkit.firmware import image as I
@@ -64,7 +66,8 @@ class UpdateRun(H._Run):
         super()._queue_first()
         self.update = I.sign(self.prov.firmware_key, bench_image(UPDATE_VERSION, self.payload_bytes), UPDATE_SEQ,
                              mp32_class_id(), UPDATE_VERSION)
-        self.queued += queue_update(self.store, self.prov.device, self.update, self.work.start_unix, by="bench")
+        self.queued += queue_update(self.store, self.prov.device, self.update, self.work.start_unix, by="bench",
+                                    chunk=self.chunk)
 
     def _judge(self, rc: int, result: dict | None, err: str) -> H.RunResult:
         r = super()._judge(rc, result, err)
@@ -93,8 +96,12 @@ def edges(provs: list[H.Provisioned], work: H.Workload, say: Callable[[str], Non
             by_key = []
             for i, prov in enumerate(provs):
                 say(f"{name} workload ({mode}), key {i + 1}/{len(provs)} ...")
-                by_key.append(H.smallest_kib_near(prov, mode, work, H.BUDGET_KIB[mode], log=say, kind=kind))
+                by_key.append(H.smallest_kib_near(prov, mode, work, H.BUDGET_KIB[mode], step=8, log=say,
+                                                  kind=kind))
             out[f"{name}_{mode}_kib_by_key"] = by_key
+            # the live peak (the most in use after any collection, one every 4 KiB allocated), first key
+            r = H.run_once(provs[0], mode, 1024, work, heapstats=4096, kind=kind)
+            out[f"{name}_{mode}_live_peak_bytes"] = r.result.get("live_peak") if r.ok else None
     return out
 
 
@@ -105,10 +112,11 @@ def heap_update_figures(keys: int = 8, log: Callable[[str], None] | None = None)
     say = log or (lambda m: None)
     work = H.Workload(hours=1.0)
     out: dict = {"heap_keys": keys, "heap_probe_hours": work.hours, "update_payload_bytes": PAYLOAD_BYTES,
-                 "class_id": mp32_class_id(), "budget_kib": dict(H.BUDGET_KIB)}
+                 "class_id": mp32_class_id(), "budget_kib": dict(H.BUDGET_KIB), "load_before": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="meterkit-fwheap-") as tmp:
         provs = [H.provision(Path(tmp) / f"key{i}") for i in range(keys)]
         out.update(edges(provs, work, say))
+    out["load_after"] = os.getloadavg()
     return out
 
 
@@ -128,6 +136,10 @@ def format_heap_update(f: dict) -> str:
         for name in ("plain", "update"):
             xs = f[f"{name}_{mode}_kib_by_key"]
             over = [x for x in xs if x is None or x > b]
+            peak = f.get(f"{name}_{mode}_live_peak_bytes")
             lines.append(f"  {mode:<6} {name:<6} {spread(xs)}; budget {b} KiB"
-                         + (f": {len(over)} of {len(xs)} keys OVER it" if over else ": all within"))
+                         + (f": {len(over)} of {len(xs)} keys OVER it" if over else ": all within")
+                         + (f"; live peak {peak / 1024:.1f} KiB" if peak else ""))
+    lines.append(f"  (machine load {f['load_before'][0]:.1f} before, {f['load_after'][0]:.1f} after; "
+                 "docs/performance.md, \"Heap on a board\")")
     return "\n".join(lines)
