@@ -62,3 +62,15 @@ def test_sign_refuses_what_no_meter_takes(tmp_path, bad):
     p = subprocess.run(argv, capture_output=True, text=True, check=False)
     assert p.returncode == 2 and "meterkit firmware sign:" in p.stderr, p.stderr
     assert not (tmp_path / "u.mkfw").exists()
+
+
+def test_chunks_of_a_size_that_divides_the_block():
+    upd = I.sign(ec.generate_private_key(ec.SECP256R1()), bytes(range(256)) * 10, 1, "unix-sim/x64", "v1")
+    for size in (1024, 512, 256):
+        chunks = upd.chunks(size)
+        assert [o for o, _ in chunks] == list(range(0, 2560, size))
+        assert b"".join(d for _, d in chunks) == upd.payload
+        assert all(o // M.FW_BLOCK == (o + len(d) - 1) // M.FW_BLOCK for o, d in chunks)
+    for bad in (0, 1000, 2048):  # 1000 does not divide the block; 2048 is above what a meter takes
+        with pytest.raises(I.UpdateError):
+            upd.chunks(bad)
