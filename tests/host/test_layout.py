@@ -21,7 +21,7 @@ MAY_IMPORT = {
     "firmware": {"wire", "store", "headend", "timefmt"},
     "testing": {"wire", "store", "headend", "device", "timefmt"},
     "sim": {"wire", "store", "headend", "billing", "dr", "device", "testing", "timefmt"},
-    "bench": {"wire", "store", "headend", "billing", "device", "sim", "testing", "timefmt"},
+    "bench": {"wire", "store", "headend", "billing", "device", "firmware", "sim", "testing", "timefmt"},
 }
 
 

@@ -28,6 +28,9 @@ from meter.messages import FW_CHUNK_MAX
 from meterkit.bench import heap as H
 from meterkit.device.toolchain import repo_root
 
+# CI keeps the update workload under this, frozen (tests/host/test_heap_budget.py; docs/performance.md says why):
+# above the plain budget (meterkit.bench.heap.BUDGET_KIB), as measured over 8 keys: 92-101 KiB
+UPDATE_BUDGET_KIB = {"frozen": 108}
 PAYLOAD_BYTES = 16 * 1024  # the image: 16 chunks (the heap per chunk does not grow with their number)
 UPDATE_SEQ = 2
 UPDATE_VERSION = "v2-bench"
