@@ -21,6 +21,18 @@ from meter.messages import FW_BLOCK, FW_IMAGE
 PART_SIZE = 16 * FW_BLOCK  # 64 KB per partition: the tests' images are small
 NAMES = ("ota_0", "ota_1")
 TRIAL_BOOTS = 1  # failed first boots before the rollback (ESP-IDF: one)
+COPY_BUF = 512  # bytes the bootloader copies at a time when it unpacks an image
+
+
+_ERASED = b"\xff" * 256  # what erased flash reads; written a piece at a time, never a whole block in RAM
+
+
+def _fill(f, n):
+    """n bytes of 0xFF at f's position."""
+    while n > 0:
+        k = min(n, len(_ERASED))
+        f.write(_ERASED if k == len(_ERASED) else _ERASED[:k])
+        n -= k
 
 
 class PowerCut(Exception):
@@ -40,7 +52,7 @@ class SimPartition:
             return open(self.path, "r+b")
         except OSError:
             f = open(self.path, "w+b")
-            f.write(b"\xff" * FW_BLOCK)  # erased flash reads 0xFF
+            _fill(f, FW_BLOCK)  # erased flash reads 0xFF
             return f
 
     @staticmethod
@@ -55,10 +67,10 @@ class SimPartition:
         return False
 
     def erase(self, block):
-        if self.cut():  # torn: half the block erased
-            self._put(block * FW_BLOCK, b"\xff" * (FW_BLOCK // 2))
+        torn = self.cut()  # torn: half the block erased
+        self._put(block * FW_BLOCK, None, FW_BLOCK // 2 if torn else FW_BLOCK)
+        if torn:
             raise PowerCut("power cut erasing block %d of %s" % (block, self.name))
-        self._put(block * FW_BLOCK, b"\xff" * FW_BLOCK)
 
     def write(self, block, offset, data):
         if self.cut():  # torn: half the bytes written
@@ -66,15 +78,19 @@ class SimPartition:
             raise PowerCut("power cut writing block %d of %s" % (block, self.name))
         self._put(block * FW_BLOCK + offset, data)
 
-    def _put(self, pos, data):
+    def _put(self, pos, data, erase=0):
+        """Write data at pos, or with data None, `erase` bytes of 0xFF."""
         f = self._open()
         try:
             f.seek(0, 2)
             end = f.tell()
             if end < pos:
-                f.write(b"\xff" * (pos - end))
+                _fill(f, pos - end)
             f.seek(pos)
-            f.write(data)
+            if data is None:
+                _fill(f, erase)
+            else:
+                f.write(data)
         finally:
             f.close()
 
@@ -181,9 +197,10 @@ def choose(flash_dir):
     return name, d["state"].get(name) == "pending"
 
 
-def unpack(part):
-    """The files of the MKIM archive at the start of a partition, and its length: ([(name, bytes)], n);
-    ValueError if none is there or it is damaged (meter.archive reads it)."""
+def entries(part):
+    """The files of the MKIM archive at the start of a partition, where they lie, and the archive's length:
+    ([(name, offset, size)], n); ValueError if none is there or it is damaged. Only the headers are read
+    (meter.archive reads them)."""
     def read(pos, buf):
         if pos + len(buf) > part.size:
             raise ValueError("a damaged image in %s" % part.name)
@@ -195,12 +212,7 @@ def unpack(part):
         raise ValueError("no image in %s: %s" % (part.name, e))
     if any("/" in e.name for e in items):
         raise ValueError("a damaged image in %s" % part.name)
-    files = []
-    for e in items:
-        data = bytearray(e.size)
-        _read(part, e.pos, data)
-        files.append((e.name, bytes(data)))
-    return files, end
+    return [(e.name, e.pos, e.size) for e in items], end
 
 
 def _read(part, pos, buf):
@@ -231,7 +243,7 @@ def image_bytes(flash_dir, name):
     part = _written(flash_dir, name)
     if part is None:
         return None
-    n = unpack(part)[1]
+    n = entries(part)[1]
     buf = bytearray(n)
     _read(part, 0, buf)
     return bytes(buf)
@@ -243,16 +255,23 @@ def mount(flash_dir, name):
     part = _written(flash_dir, name)
     if part is None:
         return None
-    files = unpack(part)[0]
+    files = entries(part)[0]
     d = flash_dir.rstrip("/") + "/boot-" + name
     try:
         os.mkdir(d)
     except OSError:
         for e in os.listdir(d):  # what an earlier image in this partition left
             os.remove(d + "/" + e)
-    for fname, data in files:
+    buf = bytearray(COPY_BUF)  # copied a piece at a time: a board's bootloader needs none of the meter's heap
+    mv = memoryview(buf)
+    for fname, pos, size in files:
         with open(d + "/" + fname, "wb") as f:
-            f.write(data)
+            done = 0
+            while done < size:
+                n = min(COPY_BUF, size - done)
+                _read(part, pos + done, mv[:n])
+                f.write(mv[:n])
+                done += n
     sys.path.insert(0, d)
     import fwimage  # noqa: F401 - the image's code at boot
 

@@ -131,3 +131,28 @@ def test_a_cut_while_a_meter_is_being_started_kills_it(tmp_path):
     [m] = fleet.meters
     assert m.power_cuts == 2
     assert len(m.runs) == 1, (m.runs, fleet.log)  # only the last power-up ran to the end by itself
+
+
+def test_pty_bridge_holds_bytes_for_their_time_on_a_uart():
+    """baud: each direction is a line of its own, 10 bits a byte (8N1); what arrives is what was sent, in order."""
+    async def main():
+        bridge = PtyBridge(baud=9600)
+        await bridge.start()
+        meter = os.open(bridge.meter_path, os.O_RDWR | os.O_NOCTTY)
+        host = serial.Serial(bridge.host_path, timeout=0.2)
+        try:
+            sent = bytes(range(256)) * 2  # 512 bytes: 0.53 s on a 9600-baud line
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            for i in range(0, len(sent), 64):
+                os.write(meter, sent[i:i + 64])
+            got = await _read_exactly(host.read, len(sent), timeout=10)
+            took = loop.time() - t0
+            assert got == sent
+            assert took >= len(sent) * 10 / 9600 * 0.95, took  # never faster than the line (only slower)
+        finally:
+            host.close()
+            os.close(meter)
+            bridge.close()
+
+    asyncio.run(main())

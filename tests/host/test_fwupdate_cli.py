@@ -143,3 +143,15 @@ def test_sign_a_bundle_for_a_b_slots_sends_only_what_changed(tmp_path, capsys):
     a, m = by["meter/a.mpy"], by["MANIFEST.json"]
     assert p[a.pos:a.pos + a.size] == b"A2" and a.digest == hashlib.sha256(b"A2").digest()
     assert json.loads(p[m.pos:m.pos + m.size]) == {"id": v2.id, "arch": "x64", "profile": "unix-sim"}
+
+
+def test_chunks_of_a_size_that_divides_the_block():
+    upd = I.sign(ec.generate_private_key(ec.SECP256R1()), bytes(range(256)) * 10, 1, "unix-sim/x64", "v1")
+    for size in (1024, 512, 256):
+        chunks = upd.chunks(size)
+        assert [o for o, _ in chunks] == list(range(0, 2560, size))
+        assert b"".join(d for _, d in chunks) == upd.payload
+        assert all(o // M.FW_BLOCK == (o + len(d) - 1) // M.FW_BLOCK for o, d in chunks)
+    for bad in (0, 1000, 2048):  # 1000 does not divide the block; 2048 is above what a meter takes
+        with pytest.raises(I.UpdateError):
+            upd.chunks(bad)

@@ -58,6 +58,7 @@ class Provisioned:
     device: bytes
     public_key: bytes
     headend_key: object
+    firmware_key: object = None  # the firmware-signing key whose public half provisioning installed
 
 
 @dataclass
@@ -68,23 +69,25 @@ class RunResult:
 
 
 def provision(where: Path) -> Provisioned:
-    """A fresh meter identity (random key, made by the firmware itself) in `where`."""
-    from cryptography.hazmat.primitives import serialization
+    """A fresh meter identity (random key, made by the firmware itself) in `where`, with a fresh head-end key and
+    a fresh firmware-signing key installed (the latter is read only by an update: meterkit.bench.fwheap)."""
     from cryptography.hazmat.primitives.asymmetric import ec
 
     from meterkit.sim.runner import provision as first_boot
+    from meterkit.wire.keys import public_bytes
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    point = key.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    key, fw_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     where.mkdir(parents=True, exist_ok=True)
-    ident = first_boot(where, point)
-    return Provisioned(where, bytes.fromhex(ident["device_id"]), bytes.fromhex(ident["public_key"]), key)
+    ident = first_boot(where, public_bytes(key.public_key()), firmware_pub=public_bytes(fw_key.public_key()))
+    return Provisioned(where, bytes.fromhex(ident["device_id"]), bytes.fromhex(ident["public_key"]), key, fw_key)
 
 
-def meter_command(mode: str, heap_kib: int, args: list[str], heapstats: int = 0) -> tuple[list[str], dict]:
-    """The 32-bit interpreter running `sim.run args` in a heap of heap_kib KiB; the simulator's code is frozen
-    in both modes, the meter's only in 'frozen'. heapstats=N: collect every N bytes allocated and report the
-    live peak (the largest heap in use after a collection)."""
+def meter_command(mode: str, heap_kib: int, args: list[str], heapstats: int = 0,
+                  module: str = "sim.run") -> tuple[list[str], dict]:
+    """The 32-bit interpreter running `module args` (sim.run, or sim.boot: the simulated bootloader first) in a
+    heap of heap_kib KiB; the simulator's code is frozen in both modes, the meter's only in 'frozen'.
+    heapstats=N: collect every N bytes allocated and report the live peak (the largest heap in use after a
+    collection)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     x86 = compiled_firmware("x86")
@@ -95,17 +98,25 @@ def meter_command(mode: str, heap_kib: int, args: list[str], heapstats: int = 0)
     for d in frozen:
         cmd += ["-X", f"freeze={d}"]
     env = dict(os.environ, MICROPYPATH=f".frozen:{x86}")
-    return cmd + ["-m", "sim.run", *args], env
+    return cmd + ["-m", module, *args], env
 
 
 class _Run:
-    """One run of the workload against a concentrator on loopback (a fresh database and a copy of the flash)."""
+    """One run of the workload against a concentrator on loopback (a fresh database and a copy of the flash).
+    A subclass may let the meter restart (`restarts`: how many exits as a board restart, status 3, start it
+    again on its flash) and run it through `module`."""
+
+    module = "sim.run"
+    restarts = 0  # board restarts allowed (an update's restart into the new image)
 
     def __init__(self, prov: Provisioned, mode: str, heap_kib: int, work: Workload, tmp: Path, heapstats: int = 0):
         self.prov, self.mode, self.heap_kib, self.work, self.tmp = prov, mode, heap_kib, work, tmp
         self.heapstats = heapstats
         self.vtime: float | None = float(work.start_unix)  # where the meter starts: the clock waits for it
         self.queued: list[int] = []
+        self.profile_queued = False
+        self.restarted = 0
+        self.heapstats_by_boot: list[dict] = []  # with heapstats: each process's (a restart starts another)
 
     async def setup(self) -> None:
         from meterkit import wire
@@ -119,7 +130,10 @@ class _Run:
         w = self.work
         self.clock = FleetClock(w.start_unix, w.speed, w.start_unix + w.hours * 3600)
         self.clock.follow = lambda: self.vtime
-        self.conc = Concentrator(self.store, wire.HeadEnd(self.prov.headend_key), clock=self.clock)
+        # no set-time for drift, as in meterkit.sim.fleet: the meter may run up to two minutes ahead of the fleet
+        # clock (sim/run.py), which is no drift; a set-time queued by the head-end would delay the workload's own
+        self.conc = Concentrator(self.store, wire.HeadEnd(self.prov.headend_key), clock=self.clock,
+                                 clock_drift_max_s=None)
         self.addr = await self.conc.start_tcp()
         self._queue_first()
 
@@ -138,11 +152,12 @@ class _Run:
         t0 = self.work.start_unix
         self.queued.append(C.queue(self.store, self.prov.device, C.OP_PROFILE,
                                    C.profile_args(t0, t0 + 3600), self.clock()))
+        self.profile_queued = True
 
-    def _args(self) -> list[str]:
+    def _args(self, start: int, hours: float) -> list[str]:
         w = self.work
         return ["--board", str(boards_dir() / "unix-sim.json"), "--scenario", "constant", "--hours",
-                repr(float(w.hours)), "--start", str(w.start_unix), "--flash", str(self.tmp / "flash"),
+                repr(float(hours)), "--start", str(start), "--flash", str(self.tmp / "flash"),
                 "--reading-s", str(w.reading_s), "--speed", repr(float(w.speed)),
                 "--link", f"tcp:{self.addr[0]}:{self.addr[1]}", "--drain-ms", "30000",
                 "--clock-file", str(self.tmp / "clock")]
@@ -152,24 +167,40 @@ class _Run:
         tmp.write_text(f"{self.clock():.0f}")
         os.replace(tmp, self.tmp / "clock")
 
-    async def run(self, timeout_s: float) -> RunResult:
-        cmd, env = meter_command(self.mode, self.heap_kib, self._args(), self.heapstats)
+    async def _start(self):
+        """The meter's process from the fleet clock's present to the workload's end (a restart: the rest)."""
+        start = int(self.clock())
+        end = self.work.start_unix + self.work.hours * 3600
+        cmd, env = meter_command(self.mode, self.heap_kib, self._args(start, max(end - start, 0) / 3600),
+                                 self.heapstats, self.module)
+        self.vtime = float(start)
         self._publish_clock()
         proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
                                                     stderr=asyncio.subprocess.PIPE, env=env, cwd=str(repo_root()))
-        reader = asyncio.create_task(self._read(proc))
+        return proc, asyncio.create_task(self._read(proc))
+
+    async def run(self, timeout_s: float) -> RunResult:
+        from meterkit.sim.fleet import RESTART_EXIT
+
+        proc, reader = await self._start()
         deadline = time.monotonic() + timeout_s
         profile_at = self.work.start_unix + min(2100, self.work.hours * 1800)  # 35 min in (half of a short run)
         try:
-            while not reader.done():
-                self._publish_clock()
-                if len(self.queued) == 2 and self.clock() >= profile_at:
-                    self._queue_profile()
-                if time.monotonic() > deadline:
-                    proc.kill()
-                    return RunResult(False, f"did not finish within {timeout_s:.0f} s")
-                await asyncio.sleep(0.05)
-            result, err = reader.result()
+            while True:
+                while not reader.done():
+                    self._publish_clock()
+                    if not self.profile_queued and self.clock() >= profile_at:
+                        self._queue_profile()
+                    if time.monotonic() > deadline:
+                        proc.kill()
+                        return RunResult(False, f"did not finish within {timeout_s:.0f} s")
+                    await asyncio.sleep(0.05)
+                result, err = reader.result()
+                self.heapstats_by_boot.append(_heapstats(err))
+                if proc.returncode != RESTART_EXIT or self.restarted >= self.restarts:
+                    break
+                self.restarted += 1  # the board restarted: it boots again from its flash
+                proc, reader = await self._start()
         finally:
             if proc.returncode is None:
                 proc.kill()
@@ -180,19 +211,27 @@ class _Run:
     async def _read(self, proc) -> tuple[dict | None, str]:
         from meterkit.sim.fleet import follow_sim
 
-        result, err = await follow_sim(proc, lambda t: setattr(self, "vtime", t))
+        result, err = await follow_sim(proc, self._follow)
         return result, err.decode()
+
+    def _follow(self, t: float | None) -> None:
+        """The meter's time (@@T), None once it exited; while a restart may follow, the clock waits where the
+        meter left it (a board restarts in seconds: at 1440x, the minutes the restart takes here are not
+        virtual time, and the meter would skip its boundaries)."""
+        if t is not None or self.restarted >= self.restarts:
+            self.vtime = t
 
     def _judge(self, rc: int, result: dict | None, err: str) -> RunResult:
         if rc != 0 or result is None:
             last = (err.strip().splitlines() or [f"exit code {rc}"])[-1]
             return RunResult(False, f"exit code {rc}: {last}")
-        for line in err.splitlines():
-            if line.startswith(HEAPSTATS):
-                result.update((k, int(v)) for k, v in (kv.split("=") for kv in line[len(HEAPSTATS):].split()))
+        if self.heapstats_by_boot[-1]:
+            result.update(self.heapstats_by_boot[-1])
+            result["live_peak"] = max(s.get("live_peak", 0) for s in self.heapstats_by_boot)
+            result["live_peak_by_boot"] = [s.get("live_peak") for s in self.heapstats_by_boot]
         link = result.get("link", {})
         internal = result["events"].get(str(events.INTERNAL), 0)
-        answers = [(q.state, q.result) for q in self.store.queued_commands(ids=self.queued)]
+        queued = self.store.queued_commands(ids=self.queued)
         problems = []
         if link.get("errors"):
             problems.append(f"{link['errors']} link errors")
@@ -201,21 +240,31 @@ class _Run:
         if link.get("acked") != link.get("last_seq") or link.get("dropped"):
             problems.append(f"frames acknowledged up to {link.get('acked')} of {link.get('last_seq')}, "
                             f"dropped {link.get('dropped')}")
-        if len(answers) < 3 or any(a != ("answered", 0) for a in answers):
-            problems.append(f"commands: {answers}")
+        bad = [f"#{q.id} op {q.op} {q.state} {q.result} {q.reason or ''}".strip() for q in queued
+               if (q.state, q.result) != ("answered", 0)]
+        if len(queued) < len(self.queued) or bad:
+            problems.append(f"{len(bad)} of {len(self.queued)} commands not answered OK: " + "; ".join(bad[:3]))
         return RunResult(not problems, "; ".join(problems), result)
 
     def close(self) -> None:
         self.store.close()
 
 
+def _heapstats(err: str) -> dict:
+    """mp32's heap statistics (-X heapstats=N) from a process's stderr: {} without them."""
+    for line in err.splitlines():
+        if line.startswith(HEAPSTATS):
+            return {k: int(v) for k, v in (kv.split("=") for kv in line[len(HEAPSTATS):].split())}
+    return {}
+
+
 def run_once(prov: Provisioned, mode: str, heap_kib: int, work: Workload, timeout_s: float = 600,
-             heapstats: int = 0) -> RunResult:
+             heapstats: int = 0, kind: type[_Run] = _Run) -> RunResult:
     """One run of the workload in a heap of heap_kib KiB (mode 'mpy' or 'frozen'); with heapstats, its
-    result has live_peak and collections (see meter_command)."""
+    result has live_peak and collections (see meter_command). kind: the workload (_Run, or a variant of it)."""
     async def go() -> RunResult:
         with tempfile.TemporaryDirectory(prefix="meterkit-heap-") as tmp:
-            r = _Run(prov, mode, heap_kib, work, Path(tmp), heapstats)
+            r = kind(prov, mode, heap_kib, work, Path(tmp), heapstats)
             await r.setup()
             try:
                 return await r.run(timeout_s)
@@ -233,22 +282,52 @@ def run_once(prov: Provisioned, mode: str, heap_kib: int, work: Workload, timeou
 
 
 def smallest_kib(prov: Provisioned, mode: str, work: Workload, lo: int = 16, hi: int = 512,
-                 log: Callable[[str], None] | None = None) -> int | None:
+                 log: Callable[[str], None] | None = None, kind: type[_Run] = _Run) -> int | None:
     """Binary search for the smallest heap cap (KiB) in which the workload passes (None: not even in `hi`).
     The meter's memory does not grow with time (fixed buffers and rings; checkpoints overwrite), so a short run
     finds the edge; confirm it with a longer one."""
     say = log or (lambda m: None)
-    if not run_once(prov, mode, hi, work).ok:
+    if not run_once(prov, mode, hi, work, kind=kind).ok:
         return None
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        r = run_once(prov, mode, mid, work)
+        r = run_once(prov, mode, mid, work, kind=kind)
         say(f"  {mode} {mid} KiB: {'passes' if r.ok else 'fails: ' + r.why[-160:]}")
         if r.ok:
             hi = mid
         else:
             lo = mid
     return hi
+
+
+def smallest_kib_near(prov: Provisioned, mode: str, work: Workload, guess: int, step: int = 16, lo: int = 16,
+                      hi: int = 512, log: Callable[[str], None] | None = None, kind: type[_Run] = _Run) -> int | None:
+    """smallest_kib, with its bracket found by steps of `step` KiB from a guess (a budget): about half the runs
+    when the edge is near the guess. lo is taken to fail, as in smallest_kib; None: not even `hi` passes."""
+    say = log or (lambda m: None)
+
+    def passes(kib: int) -> bool:
+        r = run_once(prov, mode, kib, work, kind=kind)
+        say(f"  {mode} {kib} KiB: {'passes' if r.ok else 'fails: ' + r.why[-160:]}")
+        return r.ok
+
+    if passes(guess):
+        top, bottom = guess, max(guess - step, lo)
+        while bottom > lo and passes(bottom):
+            top, bottom = bottom, max(bottom - step, lo)
+    else:
+        bottom, top = guess, min(guess + step, hi)
+        while not passes(top):
+            if top >= hi:
+                return None
+            bottom, top = top, min(top + step, hi)
+    while top - bottom > 1:
+        mid = (top + bottom) // 2
+        if passes(mid):
+            top = mid
+        else:
+            bottom = mid
+    return top
 
 
 _SHARE_SNIPPET = """

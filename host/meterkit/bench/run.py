@@ -184,7 +184,7 @@ def run_bench(quick: bool = False, log: Callable[[str], None] | None = None) -> 
 
 # Sections run alone (`meterkit bench --only NAME`), never by the default bench: they take minutes and start
 # servers of their own.
-SECTIONS = ("scale", "footprint", "tls")
+SECTIONS = ("scale", "footprint", "tls", "heap", "fwupdate")
 
 
 def run_section(name: str, quick: bool = False, log: Callable[[str], None] | None = None) -> dict:
@@ -198,6 +198,14 @@ def run_section(name: str, quick: bool = False, log: Callable[[str], None] | Non
         from meterkit.bench.tls import tls_figures
 
         return tls_figures(quick, log)
+    if name == "heap":  # the plain heap workload and the one with a firmware update, over fresh keys (mp32)
+        from meterkit.bench.fwheap import heap_update_figures
+
+        return {"heap": heap_update_figures(2 if quick else 8, log)}
+    if name == "fwupdate":  # an update's delivery time at real-time speed, serial and TCP
+        from meterkit.bench.fwdelivery import delivery_figures
+
+        return delivery_figures(quick, log)
     if name == "footprint":
         from meterkit.bench.footprint import connection_costs, measure
 
@@ -216,6 +224,14 @@ def format_section(name: str, figures: dict) -> str:
         from meterkit.bench.tls import format_tls
 
         return format_tls(figures["tls"])
+    if name == "heap":
+        from meterkit.bench.fwheap import format_heap_update
+
+        return format_heap_update(figures["heap"])
+    if name == "fwupdate":
+        from meterkit.bench.fwdelivery import format_delivery
+
+        return format_delivery(figures)
     if name == "footprint":
         from meterkit.bench.footprint import format_footprint
 

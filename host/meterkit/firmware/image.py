@@ -71,10 +71,11 @@ class Update:
         """What a meter that took the update does: 'runs v2', 'holds firmware key <kid>'."""
         return f"holds firmware {self.version}" if self.is_key else f"runs {self.version}"
 
-    def chunks(self) -> list[tuple[int, bytes]]:
-        """(offset, bytes) of FW_CHUNK_MAX each, never across a FW_BLOCK boundary."""
-        n = M.FW_CHUNK_MAX
-        return [(o, self.payload[o:o + n]) for o in range(0, len(self.payload), n)]
+    def chunks(self, size: int = M.FW_CHUNK_MAX) -> list[tuple[int, bytes]]:
+        """(offset, bytes) of `size` each (a divisor of FW_BLOCK up to FW_CHUNK_MAX: never across a block)."""
+        if not 0 < size <= M.FW_CHUNK_MAX or M.FW_BLOCK % size:
+            raise UpdateError(f"a chunk size must divide {M.FW_BLOCK} and be at most {M.FW_CHUNK_MAX}, not {size}")
+        return [(o, self.payload[o:o + size]) for o in range(0, len(self.payload), size)]
 
     def to_bytes(self) -> bytes:
         return cbor2.dumps([self.manifest, self.payload])

@@ -34,13 +34,14 @@ def note(update: Update) -> str:
 
 
 def queue_update(store: Store, device: bytes, update: Update, now: float, by: str | None = None,
-                 expires: int | None = None) -> list[int]:
-    """The manifest, every chunk and the activation for one meter, queued in one transaction (committed)."""
+                 expires: int | None = None, chunk: int = M.FW_CHUNK_MAX) -> list[int]:
+    """The manifest, every chunk (of `chunk` bytes) and the activation for one meter, queued in one transaction
+    (committed)."""
     by = operator() if by is None else by
     expires = int(now) + DEFAULT_VALID_S if expires is None else expires
     n = note(update)
     ops: list[tuple[int, dict | None]] = [(M.OP_FW_MANIFEST, {M.A_MANIFEST: update.manifest.hex()})]
-    ops += [(M.OP_FW_CHUNK, {M.A_OFFSET: off, M.A_DATA: data.hex()}) for off, data in update.chunks()]
+    ops += [(M.OP_FW_CHUNK, {M.A_OFFSET: off, M.A_DATA: data.hex()}) for off, data in update.chunks(chunk)]
     ops.append((M.OP_FW_ACTIVATE, None))
     try:
         ids = [queue_in(store, device, op, args, now, expires, n, by) for op, args in ops]

@@ -89,16 +89,20 @@ def _raw_pty() -> tuple[int, str]:
 
 
 class PtyBridge:
-    """meter_path <-> relay <-> host_path. Start with `await bridge.start()` inside a running loop."""
+    """meter_path <-> relay <-> host_path. Start with `await bridge.start()` inside a running loop.
+    baud: the relay holds each byte for the time a UART at that rate (8N1: 10 bits a byte) takes to send it, each
+    direction on its own line (a pty itself ignores the rate it is set to); None: as fast as the ptys go."""
 
     CHUNK = 4096
 
-    def __init__(self):
+    def __init__(self, baud: int | None = None):
         self._meter_master, self.meter_path = _raw_pty()
         self._host_master, self.host_path = _raw_pty()
         self.is_cut = False
         self.dropped = 0
         self.relayed = 0
+        self.baud = baud
+        self._line_free: dict[int, float] = {}  # per destination: when its line has sent what it was given
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -117,6 +121,15 @@ class PtyBridge:
         if self.is_cut:
             self.dropped += len(data)
             return
+        if self.baud:
+            loop = asyncio.get_running_loop()
+            done = max(loop.time(), self._line_free.get(dst, 0.0)) + len(data) * 10 / self.baud
+            self._line_free[dst] = done
+            loop.call_at(done, self._deliver, dst, data)
+            return
+        self._deliver(dst, data)
+
+    def _deliver(self, dst: int, data: bytes) -> None:
         try:
             os.write(dst, data)
             self.relayed += len(data)
@@ -239,6 +252,8 @@ class MeterSpec:
     restart_rtc_offset_s: int | None = None  # after a power cut the board's clock comes back this far off
     button_presses: tuple[float, ...] = ()  # the customer presses the button this many fleet seconds into the run
     press_when_ready: bool = False  # each press waits until the meter is ready for reconnection (its light on)
+    pace: float | None = None  # sim/run.py --pace: sleeps take real time (/ pace), the link polled as on a board
+    baud: int | None = None  # a serial link's rate (PtyBridge), None: as fast as the ptys go
 
 
 @dataclass
@@ -330,7 +345,7 @@ class Fleet:
             self.attach(self.conc)
         for m in self.meters:
             if m.spec.link == "serial":
-                m.bridge = PtyBridge()
+                m.bridge = PtyBridge(m.spec.baud)
                 await m.bridge.start()
                 self.conc.add_serial(m.bridge.host_path)
             else:
@@ -435,6 +450,8 @@ class Fleet:
             cmd += ["--rtc-jump", m.spec.rtc_jump]
         if m.spec.ntp:
             cmd += ["--ntp"]
+        if m.spec.pace is not None:
+            cmd += ["--pace", repr(float(m.spec.pace))]
         ahead = [p - (start - self.start_unix) for p in m.spec.button_presses if p > start - self.start_unix]
         if ahead:  # sim/run.py counts from its own start: a press still ahead of this run
             cmd += ["--press", ",".join(repr(float(p)) for p in ahead)]
