@@ -294,6 +294,7 @@ class Meter:
         board restarts (machine.reset; the simulator ends the run as a restart)."""
         self.flush_checkpoint()
         self.link.flush()
+        self.frame_seq.close()  # the next boot numbers on from here: no gap for the head-end to settle
         self.hw.restart()
 
     def cycle(self):

@@ -167,3 +167,17 @@ def test_the_key_is_made_only_through_the_random_source_given():
     eq(Identity(d, urandom=refuse).public_key, a.public_key, "loaded, not made")
     e = raises(ValueError, Identity, _dir(), urandom=lambda n: b"short")
     assert "5 bytes" in str(e), str(e)
+
+
+def test_an_orderly_restart_numbers_on_without_a_gap():
+    d = _dir()
+    st = Store(d, "frame-seq", max_payload=16)
+    seq = FrameSeq(st, block=16)
+    got = [seq.take() for _ in range(5)]
+    seq.close()  # an orderly restart (meter.app.Meter.restart)
+    again = FrameSeq(Store(d, "frame-seq", max_payload=16), block=16)
+    got += [again.take() for _ in range(3)]
+    eq(got, list(range(8)), "no gap after an orderly restart")
+    again.take()
+    lost = FrameSeq(Store(d, "frame-seq", max_payload=16), block=16)  # a power cut now: the rest of the block
+    eq(lost.take(), 5 + 16, "an unplanned restart skips to the end of the reservation, never reusing a number")
