@@ -24,11 +24,17 @@ def _read(path):
         return ""
 
 
+def _forget_meter():
+    for m in [m for m in sys.modules if m == "meter" or m.startswith("meter.")]:
+        del sys.modules[m]
+
+
 def _slot():
-    """(the slot's directory or "" for the root, meter.appslots when the slot runs on trial, else None)."""
+    """(the slot's directory or "" for the root, meter.appslots when the slot runs on trial, else None, the
+    directory of the slot that judges the trial)."""
     name = _read("/app.slot")
     if name not in SLOTS:
-        return "", None
+        return "", None, ""
     trial = _read("/app.trial")[:1]
     judge = SLOTS[1 - SLOTS.index(trial)] if trial in SLOTS else name
     sys.path.insert(0, "/app." + judge)
@@ -37,10 +43,9 @@ def _slot():
     except ImportError:  # a bundle from before A/B updates: no trial to keep
         appslots = None
     name, on_trial = appslots.boot("/") if appslots else (name, False)
-    for m in [m for m in sys.modules if m == "meter" or m.startswith("meter.")]:
-        del sys.modules[m]  # the application's own modules come from its slot
+    _forget_meter()  # the application's own modules come from its slot
     sys.path[0] = "/app." + name  # before the frozen modules: a deployed meter/ wins; a slot without one uses them
-    return sys.path[0], appslots if on_trial else None
+    return sys.path[0], appslots if on_trial else None, "/app." + judge
 
 
 def _board(root):
@@ -55,13 +60,16 @@ def _board(root):
     return validate_board(board)
 
 
-def _reset():
-    import machine
+def _reset(judge):
+    """The board restarts, by meter.hal from the slot that judged the trial (the failed one may be broken)."""
+    _forget_meter()
+    sys.path[0] = judge
+    from meter.hal import reset_board
 
-    (getattr(machine, "reset", None) or machine.soft_reset)()  # the Unix port has soft_reset only
+    reset_board()
 
 
-slot, trial = _slot()
+slot, trial, judge = _slot()
 if slot:
     try:
         with open(slot + "/MANIFEST.json") as f:
@@ -81,4 +89,4 @@ except Exception as e:  # noqa: BLE001 - the firmware on trial failed: roll it b
         raise
     sys.print_exception(e)
     print("meterkit: the firmware on trial failed: back to the previous slot")
-    _reset()
+    _reset(judge)

@@ -157,6 +157,14 @@ def open_hardware(board, flash_dir=None):
     return hw
 
 
+def reset_board():
+    """Restart the board now (firmware/main.py, after a firmware on trial failed): machine.reset on a board; the
+    Unix port's test board has machine.soft_reset only."""
+    import machine
+
+    (getattr(machine, "reset", None) or machine.soft_reset)()
+
+
 def esp_ota():
     """EspOta when the firmware runs from an OTA app partition (a build with two: ESP32_GENERIC's OTA variant),
     else None: such a board cannot take a firmware image over the link."""
