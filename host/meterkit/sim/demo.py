@@ -13,8 +13,10 @@ determinants as CSV, a plot of one local day coloured by tariff, and the command
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as _dt
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 from meter import cose, frame
@@ -230,15 +232,7 @@ def _utc_log(line: str, start_unix: int) -> str:
     return f"{line[:len(line) - len(line.lstrip())]}{head} h ({t:%H:%M} UTC) {rest}"
 
 
-async def _run(out: Path, hours: float, speed: float, tls: bool = True) -> int:
-    start = demo_start(hours)
-    fleet = Fleet(out, demo_control.with_button(DEMO_FLEET, hours), _headend_key(out), out / "meterkit.db",
-                  hours=hours, speed=speed, start_unix=start, tls=tls)
-    scale = hours / 24.0
-    fleet.at(LINK_CUT[1] * scale, "cut_link", LINK_CUT[0])
-    fleet.at(LINK_CUT[2] * scale, "restore_link", LINK_CUT[0])
-    fleet.at(POWER_CUT[1] * scale, "power_cut", POWER_CUT[0])
-    fleet.at(POWER_CUT[2] * scale, "power_on", POWER_CUT[0])
+def _intro(out: Path, hours: float, speed: float, start: int, tls: bool) -> None:
     t0 = _dt.datetime.fromtimestamp(start, _dt.timezone.utc)
     print(f"meterkit demo: {len(DEMO_FLEET)} simulated meters (the real firmware under the MicroPython Unix "
           f"port), {hours:g} h of virtual time at {speed:g}x from {t0:%Y-%m-%d %H:%M} UTC")
@@ -248,28 +242,26 @@ async def _run(out: Path, hours: float, speed: float, tls: bool = True) -> int:
           + (f"; the TCP meters pin the head-end's TLS CA ({out / 'tls'}: meterkit keys tls)" if tls else ""))
     print("  links: meters 1-3 over serial (ptys), 4-6 over TCP" + (" with TLS (mbedTLS on the meter, CERT_REQUIRED)"
                                                                     if tls else " in clear (--no-tls)"))
+
+
+@contextlib.contextmanager
+def _headend_log(fleet: Fleet) -> Iterator[_LogLines]:
+    """The concentrator's log lines kept for the timeline, not printed across the progress bar."""
     clog = _LogLines(fleet)
     logger = logging.getLogger("meterkit.headend")
     logger.addHandler(clog)
     propagate, logger.propagate = logger.propagate, False
     level = logger.level
     logger.setLevel(logging.INFO)  # the clock lines are INFO
-    update = demo_firmware.prepare(fleet, out)
-    await fleet.setup()
     try:
-        operator = asyncio.ensure_future(demo_control.operate(fleet))
-        rollout = asyncio.ensure_future(demo_firmware.roll_out(fleet, update))
-        await fleet.run(progress_bar("  running "))
-        dr_event = await operator
-        fw_rollout = await rollout
-        table, rows = summary(fleet)
-        plot(fleet, out / "load-profiles.png")
+        yield clog
     finally:
-        await fleet.close()
         logger.removeHandler(clog)
         logger.propagate = propagate
         logger.setLevel(level)
-    print()
+
+
+def _timeline(fleet: Fleet, clog: _LogLines, start: int) -> None:
     events = [(h, line) for line in fleet.log if (h := _hours(line)) is not None]
     events += [(h, f"{h:5.2f} h  {text}") for h, text in clog.named()]
     for _, line in sorted(events, key=lambda e: e[0]):
@@ -277,39 +269,31 @@ async def _run(out: Path, hours: float, speed: float, tls: bool = True) -> int:
     for line in fleet.log:
         if _hours(line) is None:
             print("  " + line)
-    print()
-    print(table)
-    lost = sum(r["missing"] for r in rows)
-    snapped = sum(r["snapshots"] == 1 for r in rows)
-    print(f"\n{sum(r['stored'] for r in rows)} frames stored, {lost} of the frames the meters made missing.")
-    print(f"{snapped} of {len(rows)} meters sent their billing snapshot for the period that ends 2026-11-01 00:00 CET "
-          "(column 'snapshots').")
-    print()
+
+
+def _operations(fleet: Fleet, dr_event: int, fw_rollout) -> None:
+    """What the operator did (two-way control, DR, the rollout) and the security monitor's verdict."""
     print("two-way control (signed commands through the queue, in the audit log; states as the meters reported them):")
     with _stored(fleet) as db:
         for line in demo_control.control_lines(db, fleet) + [""] + demo_control.dr_lines(db, dr_event, fleet.clock()):
             print(f"  {line}".rstrip())
-    print()
-    print("firmware update in waves (a canary, then the rest; docs/firmware-updates.md):")
-    with _stored(fleet) as db:
+        print()
+        print("firmware update in waves (a canary, then the rest; docs/firmware-updates.md):")
         for line in demo_firmware.rollout_lines(db, fleet, fw_rollout):
             print(f"  {line}")
-    print()
-    with _stored(fleet) as db:
+        print()
         print(alert_lines(db))
-    print()
-    text, files, failed = bill_and_day(out / "meterkit.db", out)
-    print(text)
-    print()
-    files = [("database", str(out / "meterkit.db")), ("load profiles, every meter", str(out / "load-profiles.png")),
-             *files]
+
+
+def _files_and_next(out: Path, files: list[tuple[str, str]], failed: list[str], dr_event: int) -> None:
+    db = out / "meterkit.db"
+    files = [("database", str(db)), ("load profiles, every meter", str(out / "load-profiles.png")), *files]
     width = max(len(k) for k, _ in files) + 1
     print("files:")
     for k, v in files:
         print(f"  {k + ':':<{width}} {v}")
     for f in failed:
         print(f"  {f}")
-    db = out / "meterkit.db"
     print(f"look further: .venv/bin/meterkit status --db {db}")
     print(f"              .venv/bin/meterkit relay status {demo_control.CONTROL_METER} --db {db}")
     print(f"              .venv/bin/meterkit audit --db {db}")
@@ -326,6 +310,47 @@ async def _run(out: Path, hours: float, speed: float, tls: bool = True) -> int:
           "--mqtt-meter all")
     print("              publishes these meters' stored totals with MQTT discovery: they appear under Settings > "
           "Devices > MQTT, and their Import (1.8.0) and Export (2.8.0) go into the Energy dashboard")
+
+
+async def _run(out: Path, hours: float, speed: float, tls: bool = True) -> int:
+    start = demo_start(hours)
+    fleet = Fleet(out, demo_control.with_button(DEMO_FLEET, hours), _headend_key(out), out / "meterkit.db",
+                  hours=hours, speed=speed, start_unix=start, tls=tls)
+    scale = hours / 24.0
+    fleet.at(LINK_CUT[1] * scale, "cut_link", LINK_CUT[0])
+    fleet.at(LINK_CUT[2] * scale, "restore_link", LINK_CUT[0])
+    fleet.at(POWER_CUT[1] * scale, "power_cut", POWER_CUT[0])
+    fleet.at(POWER_CUT[2] * scale, "power_on", POWER_CUT[0])
+    _intro(out, hours, speed, start, tls)
+    with _headend_log(fleet) as clog:
+        update = demo_firmware.prepare(fleet, out)
+        await fleet.setup()
+        try:
+            operator = asyncio.ensure_future(demo_control.operate(fleet))
+            rollout = asyncio.ensure_future(demo_firmware.roll_out(fleet, update))
+            await fleet.run(progress_bar("  running "))
+            dr_event = await operator
+            fw_rollout = await rollout
+            table, rows = summary(fleet)
+            plot(fleet, out / "load-profiles.png")
+        finally:
+            await fleet.close()
+    print()
+    _timeline(fleet, clog, start)
+    print()
+    print(table)
+    lost = sum(r["missing"] for r in rows)
+    snapped = sum(r["snapshots"] == 1 for r in rows)
+    print(f"\n{sum(r['stored'] for r in rows)} frames stored, {lost} of the frames the meters made missing.")
+    print(f"{snapped} of {len(rows)} meters sent their billing snapshot for the period that ends 2026-11-01 00:00 CET "
+          "(column 'snapshots').")
+    print()
+    _operations(fleet, dr_event, fw_rollout)
+    print()
+    text, files, failed = bill_and_day(out / "meterkit.db", out)
+    print(text)
+    print()
+    _files_and_next(out, files, failed, dr_event)
     return 0 if lost == 0 and snapped == len(rows) and not failed and fw_rollout.state == "done" else 1
 
 
